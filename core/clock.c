@@ -1,0 +1,34 @@
+#include "core/clock.h"
+
+#include <time.h>
+
+int64_t cb_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cb_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cb_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_now(void *ctx)
+{
+    (void)ctx;
+    return cb_wall_ms();
+}
+
+const struct cb_clock cb_clock_wall = {wall_now, 0};
+
+int64_t cb_clock_manual_now(void *ctx) { return *(int64_t *)ctx; }

@@ -1,0 +1,143 @@
+/* Configuration: one struct, filled from a table of options (config.c), so the
+ * parser, the defaults, the validation, `citybrain run --help` and the
+ * commented etc/citybrain.conf all come from the same place.
+ *
+ * File format: `key = value` per line, `#` comments, blank lines ignored.
+ * Values may be quoted with "..." to keep spaces or a leading '#'.
+ * A list option (type strlist) may be given several times; each line appends.
+ * Durations: an integer with ms, s, m, h or d. Sizes: an integer with an
+ * optional k, M or G (powers of 1024). */
+#ifndef CB_CORE_CONFIG_H
+#define CB_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/strbuf.h"
+
+struct cb_strlist {
+    char **items;
+    size_t n;
+};
+
+enum cb_sync_mode { CB_SYNC_NORMAL = 0, CB_SYNC_FULL = 1 };
+enum cb_journal_fsync { CB_JOURNAL_FSYNC_NONE = 0, CB_JOURNAL_FSYNC_ALWAYS = 1 };
+
+struct cb_config {
+    /* log */
+    int log_level; /* enum cb_log_level */
+
+    /* mqtt */
+    char *mqtt_broker;
+    struct cb_strlist mqtt_topics;
+    int64_t mqtt_qos;
+    char *mqtt_client_id;      /* "" = "citybrain-<hostname>" */
+    int mqtt_clean_session;
+    int mqtt_version;          /* 4 = 3.1.1, 5 = MQTT 5 */
+    char *mqtt_username;
+    char *mqtt_password;       /* also CITYBRAIN_MQTT_PASSWORD */
+    char *mqtt_ca_file;
+    char *mqtt_cert_file;
+    char *mqtt_key_file;
+    int mqtt_tls_verify;
+    int64_t mqtt_keepalive_ms;
+    int64_t mqtt_session_expiry_ms;
+    int64_t mqtt_reconnect_min_ms;
+    int64_t mqtt_reconnect_max_ms;
+    int64_t mqtt_max_inflight;
+
+    /* ingest */
+    int64_t ingest_queue_max_messages;
+    int64_t ingest_queue_max_bytes;
+    int64_t ingest_max_payload;
+    int64_t ingest_max_topic_length;
+    int64_t ingest_max_json_depth;
+    int64_t ingest_max_fields;
+
+    /* rules */
+    struct cb_strlist rules_paths;
+    int64_t rules_max_skew_ms;
+    int64_t rules_lateness_ms;
+    int rules_watch;
+
+    /* storage */
+    char *storage_db;
+    int storage_synchronous;        /* enum cb_sync_mode */
+    int64_t storage_commit_interval_ms;
+    int64_t storage_cache_size;     /* bytes of SQLite page cache per connection */
+    char *storage_journal;          /* "" = "<db>.journal" */
+    int storage_journal_fsync;      /* enum cb_journal_fsync */
+    int64_t storage_journal_segment;
+    int64_t storage_max_pending_rows;
+    int64_t storage_retention_raw_ms;
+    int64_t storage_retention_1m_ms;
+    int64_t storage_retention_1h_ms;
+    int64_t storage_retention_quarantine_ms;
+    int64_t storage_retention_alerts_ms;
+    int64_t storage_retention_interval_ms;
+    int64_t storage_retention_step_rows;
+
+    /* alerts */
+    struct cb_strlist alerts_channels;
+    struct cb_strlist alerts_default_notify;
+    char *alerts_mqtt_prefix;
+    int64_t alerts_storm_window_ms;
+    char *alerts_cap_sender;
+    int64_t alerts_webhook_timeout_ms;
+    int64_t alerts_webhook_retry_min_ms;
+    int64_t alerts_webhook_retry_max_ms;
+
+    /* http */
+    char *http_listen;               /* "127.0.0.1:8080" or "off" */
+    char *http_token;                /* also CITYBRAIN_API_TOKEN */
+    char *http_read_token;           /* also CITYBRAIN_API_READ_TOKEN */
+    int64_t http_max_connections;
+    int64_t http_max_body;
+    int64_t http_max_header;
+    int64_t http_idle_timeout_ms;
+    int64_t http_header_timeout_ms;
+    char *http_cors_origin;          /* "" = CORS off */
+    char *http_dashboard_dir;        /* "" = the dashboard shipped in api/dashboard */
+    int64_t http_sse_heartbeat_ms;
+    int64_t sensors_stale_after_ms;
+};
+
+/* A configuration error: "FILE:LINE: message" or "--option: message". */
+struct cb_config_error {
+    char text[512];
+};
+
+/* Fills cfg with every default. Returns 0, or -1 on OOM. */
+int cb_config_defaults(struct cb_config *cfg);
+/* Reads a file over the current values. Returns 0, or -1 with err set to the
+ * first problem as "path:line: message" (unknown key, bad value, bad syntax). */
+int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_config_error *err);
+/* Sets one option by key, as from a file line or the command line. For a list,
+ * `replace_list` clears the list first (command-line overrides replace the
+ * file's list; repeated flags then append). `where` prefixes an error. */
+int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int replace_list,
+                  const char *where, struct cb_config_error *err);
+/* Reads CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD. */
+int cb_config_apply_env(struct cb_config *cfg);
+/* Whole-config checks after parsing (reconnect min <= max, TLS files exist
+ * for ssl://, a key file needs a cert file, ...). Returns 0 or -1 with err. */
+int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err);
+void cb_config_free(struct cb_config *cfg);
+
+/* Writes the commented example configuration (every option, its default and
+ * help): etc/citybrain.conf is this output, checked by a unit test. */
+void cb_config_write_example(struct cb_strbuf *out);
+/* Writes one "  key  help (default: X)" line per option, for --help. */
+void cb_config_write_help(struct cb_strbuf *out);
+
+/* Parses a duration ("90s", "5m", "250ms", "1d"; a bare "0" is allowed) into
+ * milliseconds. Returns 0 or -1. */
+int cb_parse_duration_ms(const char *s, int64_t *out_ms);
+/* Parses a size ("64k", "16M", "1G", "512") into bytes. Returns 0 or -1. */
+int cb_parse_size(const char *s, int64_t *out);
+/* The journal path: storage_journal, or "<db>.journal" when empty. Caller frees. */
+char *cb_config_journal_path(const struct cb_config *cfg);
+/* The client id: mqtt_client_id, or "citybrain-<hostname>" when empty. Caller frees. */
+char *cb_config_client_id(const struct cb_config *cfg);
+
+#endif

@@ -1,0 +1,37 @@
+/* A growable byte buffer, NUL-terminated at all times, and a JSON string
+ * escaper. Used wherever text is built: JSON answers, Prometheus text, CAP XML.
+ * Allocation failure is sticky: `oom` is set, later appends do nothing, and the
+ * caller checks once at the end. */
+#ifndef CB_CORE_STRBUF_H
+#define CB_CORE_STRBUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct cb_strbuf {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom;
+};
+
+void cb_strbuf_init(struct cb_strbuf *b);
+void cb_strbuf_free(struct cb_strbuf *b);
+void cb_strbuf_reset(struct cb_strbuf *b);              /* len = 0, keeps memory */
+void cb_strbuf_append(struct cb_strbuf *b, const char *s, size_t n);
+void cb_strbuf_puts(struct cb_strbuf *b, const char *s);
+void cb_strbuf_putc(struct cb_strbuf *b, char c);
+void cb_strbuf_printf(struct cb_strbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Appends s (n bytes) as a quoted JSON string, escaping quotes, backslashes and
+ * control characters, and replacing invalid UTF-8 with U+FFFD. */
+void cb_strbuf_json_string(struct cb_strbuf *b, const char *s, size_t n);
+/* Appends a finite double the shortest way that reads back exactly (%.17g
+ * trimmed), or `null` when not finite: JSON has no NaN. */
+void cb_strbuf_json_number(struct cb_strbuf *b, double v);
+/* Appends s with the five XML entities escaped (&, <, >, ", '). */
+void cb_strbuf_xml_text(struct cb_strbuf *b, const char *s, size_t n);
+/* Hands the buffer to the caller (who frees it) and re-initialises b. */
+char *cb_strbuf_steal(struct cb_strbuf *b, size_t *len);
+
+#endif

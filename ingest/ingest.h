@@ -1,0 +1,126 @@
+/* Ingest: MQTT in (Paho MQTTAsync) with the hand-off to the libuv loop, and
+ * payload decoding into samples. (Interface seam fixed by the foundation.)
+ *
+ * Threads: Paho calls back on its own thread while holding a process-wide
+ * lock, so the message callback never blocks: it (optionally) journals the
+ * message, copies it into one locked, bounded queue, calls uv_async_send and
+ * returns. The loop drains the whole queue on each wake-up and hands every
+ * message to `on_message` on the loop thread. */
+#ifndef CB_INGEST_INGEST_H
+#define CB_INGEST_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/sample.h"
+
+/* ---- decoding --------------------------------------------------------------- */
+
+struct cb_decode_limits {
+    size_t max_payload;
+    size_t max_topic_length;
+    int max_json_depth;
+    size_t max_fields;
+};
+
+void cb_decode_limits_from_config(struct cb_decode_limits *l, const struct cb_config *cfg);
+
+/* A reusable decoder: its buffers grow to the largest message seen and are
+ * reused, so steady-state decoding does not allocate per sample. */
+struct cb_decoder;
+
+struct cb_decoder *cb_decoder_new(const struct cb_decode_limits *limits);
+void cb_decoder_free(struct cb_decoder *d);
+
+/* The result of one decode; pointers are valid until the next call. */
+struct cb_decoded {
+    const struct cb_sample *samples;
+    size_t n;
+    const char *device;  /* SenML bn, or NULL */
+};
+
+/* Decodes one payload (JSON object, SenML pack, or bare number) per rules.md.
+ * arrival_ms is used as the event time of samples without one; pass
+ * CB_DECODE_NO_ARRIVAL to require an event time (replay), which rejects with
+ * CB_REJECT_MISSING_TS instead. Returns CB_REJECT_NONE with *out filled, or
+ * the reason the whole payload is refused (nothing of it is kept). */
+#define CB_DECODE_NO_ARRIVAL INT64_MIN
+enum cb_reject cb_decode(struct cb_decoder *d, const char *topic, const void *payload,
+                         size_t len, int64_t arrival_ms, struct cb_decoded *out);
+
+/* Parses an RFC 3339 timestamp ("2024-11-24T01:33:20.5Z", "+08:00" offsets)
+ * to ms since the epoch. Returns 0, or -1. */
+int cb_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
+
+/* ---- MQTT ------------------------------------------------------------------------ */
+
+enum cb_mqtt_state {
+    CB_MQTT_DISCONNECTED = 0,
+    CB_MQTT_CONNECTING,
+    CB_MQTT_CONNECTED,
+    CB_MQTT_STOPPED,
+};
+const char *cb_mqtt_state_name(enum cb_mqtt_state s);
+
+/* One received message, on the loop thread. Owned by the ingest module; valid
+ * only during the callback. */
+struct cb_message {
+    const char *topic;     /* NUL-terminated */
+    size_t topic_len;
+    const void *payload;   /* not NUL-terminated */
+    size_t len;
+    int64_t arrival_ms;    /* wall clock when Paho handed it over */
+    int qos;
+    uint64_t journal_pos;  /* from the persist hook, or 0 */
+};
+
+typedef void (*cb_message_fn)(void *ctx, const struct cb_message *m);
+
+/* Called on the Paho thread before a message is queued (and so before it is
+ * acknowledged): the daemon journals it here. Returns 0 and may set *pos, or
+ * -1 to refuse the message (QoS 1: the broker redelivers it later). Must not
+ * block for long: it runs under Paho's lock. */
+typedef int (*cb_persist_fn)(void *ctx, const char *topic, size_t topic_len,
+                             const void *payload, size_t len, int64_t arrival_ms,
+                             uint64_t *pos);
+
+struct cb_mqtt_stats {
+    uint64_t received;         /* messages handed to the loop */
+    uint64_t dropped_qos0;     /* QoS 0 messages dropped, queue full */
+    uint64_t deferred_qos1;    /* QoS 1 deliveries refused, queue full (redelivered) */
+    uint64_t persist_failed;   /* the persist hook refused */
+    uint64_t connects;
+    uint64_t connection_lost;
+    uint64_t published;
+    uint64_t publish_failed;
+    size_t queue_depth;        /* messages waiting for the loop */
+    size_t queue_bytes;
+    enum cb_mqtt_state state;
+};
+
+struct cb_mqtt;
+
+/* Creates the client from cfg (broker, topics, qos, client id, session,
+ * version, credentials, TLS, reconnect backoff, queue bounds) on `loop`.
+ * Nothing connects until cb_mqtt_start. NULL with err filled on failure. */
+struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_message_fn on_message,
+                            void *ctx, char *err, size_t errlen);
+/* Installs the persist hook (before start). */
+void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
+/* Connects (asynchronously), subscribes on every connect, reconnects with
+ * exponential backoff and jitter. Returns 0 or -1. */
+int cb_mqtt_start(struct cb_mqtt *m);
+/* Publishes (thread-safe, never blocks the loop). Returns 0 when handed to
+ * Paho (which sends it when connected), -1 otherwise. */
+int cb_mqtt_publish(struct cb_mqtt *m, const char *topic, const void *payload, size_t len,
+                    int qos, int retained);
+/* Stops taking messages: unsubscribes/disconnects, then delivers what is left
+ * in the queue to on_message, then calls done(ctx) on the loop. */
+void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx);
+/* Closes the uv handles and frees (after stop). */
+void cb_mqtt_close(struct cb_mqtt *m);
+void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out);
+
+#endif

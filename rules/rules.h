@@ -1,0 +1,200 @@
+/* The rule language: compile rule files, evaluate them over samples.
+ * (Interface seam fixed by the foundation; the rules issue implements it and
+ * may add to it, but keeps these names and meanings.)
+ *
+ * rules/ never logs, never exits, never touches the network: it returns codes
+ * and diagnostics, and emits transitions through a callback. Time comes from
+ * the struct cb_clock the engine is given. */
+#ifndef CB_RULES_RULES_H
+#define CB_RULES_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/clock.h"
+#include "core/sample.h"
+#include "core/strbuf.h"
+
+/* ---- compiling ----------------------------------------------------------- */
+
+struct cb_ruleset; /* opaque, immutable once compiled; shared by reference */
+
+enum cb_diag_severity { CB_DIAG_ERROR, CB_DIAG_WARNING, CB_DIAG_NOTE };
+
+struct cb_diag {
+    enum cb_diag_severity severity;
+    const char *code;   /* stable, e.g. "E012" */
+    char *file;
+    int line, col;      /* 1-based */
+    int span;           /* caret length in columns, >= 1 */
+    char *message;      /* "unknown aggregate 'avgg'" */
+    char *hint;         /* "did you mean 'avg'?" or NULL */
+    char *source_line;  /* the text of that line, without newline, or NULL */
+};
+
+struct cb_diags {
+    struct cb_diag *items;
+    size_t n, cap;
+    size_t errors;
+};
+
+void cb_diags_free(struct cb_diags *d);
+/* gcc/rustc style: "file:line:col: error: message (hint)\n  12 | src\n     |   ^~~\n" */
+void cb_diags_render_text(const struct cb_diags *d, struct cb_strbuf *out);
+/* One JSON array of {"file","line","col","span","severity","code","message","hint"}. */
+void cb_diags_render_json(const struct cb_diags *d, struct cb_strbuf *out);
+
+/* Compiles every path (a *.rules file, or a directory: every *.rules in it, in
+ * name order). Returns a ruleset, or NULL when any error was found (all of
+ * them are in diags; a ruleset is never built from a file with errors).
+ * The caller frees the ruleset with cb_ruleset_release. */
+struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
+                                      struct cb_diags *diags);
+/* Compiles from memory (tests, the API): `name` is used in diagnostics. */
+struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
+                                             struct cb_diags *diags);
+void cb_ruleset_release(struct cb_ruleset *rs);
+size_t cb_ruleset_count(const struct cb_ruleset *rs);
+/* The files the ruleset was compiled from (for the file watcher). */
+size_t cb_ruleset_file_count(const struct cb_ruleset *rs);
+const char *cb_ruleset_file(const struct cb_ruleset *rs, size_t i);
+
+/* ---- transitions ---------------------------------------------------------- */
+
+enum cb_alert_state {
+    CB_ALERT_INACTIVE = 0,
+    CB_ALERT_PENDING,
+    CB_ALERT_FIRING,
+    CB_ALERT_ESCALATED,
+    CB_ALERT_RESOLVED,
+    CB_ALERT_ACKNOWLEDGED,
+};
+
+enum cb_severity { CB_SEV_INFO = 0, CB_SEV_WARNING, CB_SEV_MAJOR, CB_SEV_CRITICAL };
+
+const char *cb_alert_state_name(enum cb_alert_state s);
+const char *cb_severity_name(enum cb_severity s);
+int cb_severity_parse(const char *name, enum cb_severity *out);
+
+struct cb_label {
+    const char *name;
+    const char *value;
+};
+
+/* One change of an alert instance. Every field is borrowed for the duration of
+ * the callback; copy what you keep. `state` is what happened: PENDING (the
+ * condition started holding; not an event, but persisted so a `for` resumes
+ * after a restart), FIRING, ESCALATED, RESOLVED, ACKNOWLEDGED, or INACTIVE
+ * (a pending instance whose condition stopped holding before it fired). */
+struct cb_transition {
+    const char *id;           /* "river_flood/district=d07", stable per (rule, key labels) */
+    const char *rule;
+    enum cb_alert_state state;
+    enum cb_severity severity;
+    const struct cb_label *labels;
+    size_t nlabels;
+    int64_t at;               /* event time of the evaluation that caused it, ms */
+    int64_t since;            /* pending or firing since, ms (0 when none) */
+    const char *message;      /* rendered template, or NULL */
+    const char *title;        /* the rule's title, or NULL */
+    const char *const *notify;/* channel names of the rule's notify clause */
+    size_t nnotify;           /* 0: the configured default channels */
+    const char *acked_by;     /* ACKNOWLEDGED: who; else NULL */
+    const char *ack_note;
+    int64_t cooldown_until;   /* RESOLVED: the instance may not fire again before this */
+};
+
+/* 1 for the states that are events (published, notified, shown): firing,
+ * escalated, resolved, acknowledged. */
+int cb_transition_is_event(const struct cb_transition *t);
+/* Appends the transition as the JSON object of rules.md "Alert transitions":
+ * {"id","rule","state","severity","labels":{},"at","since","message"}. */
+void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out);
+
+typedef void (*cb_transition_fn)(void *ctx, const struct cb_transition *t);
+
+/* ---- evaluating ----------------------------------------------------------- */
+
+struct cb_engine; /* opaque; single-threaded: the loop thread only */
+
+struct cb_engine_options {
+    int64_t max_skew_ms;   /* default 60 s */
+    int64_t lateness_ms;   /* default 5 min */
+};
+
+/* Counters the engine keeps; the daemon publishes them in /metrics. */
+struct cb_engine_stats {
+    uint64_t samples;          /* samples offered */
+    uint64_t evaluated;        /* (sample x matching rule) evaluations */
+    uint64_t late;             /* older than now - lateness: not evaluated */
+    uint64_t future;           /* more than max_skew ahead: rejected */
+    uint64_t quarantined;      /* outside a `valid` range */
+    uint64_t ticks;
+    uint64_t transitions;
+    uint64_t eval_ns;          /* time spent evaluating, for the average */
+    size_t instances;          /* live alert instances */
+    size_t windows;            /* live windows */
+    size_t window_samples;     /* samples held in windows */
+};
+
+/* What happened to one offered sample. */
+enum cb_sample_verdict {
+    CB_SAMPLE_ACCEPTED = 0,  /* fed to windows and rules (or matched no rule) */
+    CB_SAMPLE_LATE,          /* store it; rules ignored it */
+    CB_SAMPLE_FUTURE,        /* reject it: do not store */
+    CB_SAMPLE_QUARANTINED,   /* store it in quarantine, with the rule's name */
+};
+
+/* Creates an engine over a ruleset (the engine keeps its own reference).
+ * `on_transition` receives every state change, synchronously, on the calling
+ * thread. NULL on OOM. */
+struct cb_engine *cb_engine_new(struct cb_ruleset *rs, const struct cb_clock *clock,
+                                const struct cb_engine_options *opts,
+                                cb_transition_fn on_transition, void *ctx);
+void cb_engine_free(struct cb_engine *e);
+
+/* Offers the samples of one message of `topic` (device: SenML bn or NULL).
+ * verdicts[i] (may be NULL) receives each sample's verdict; quarantine_rule[i]
+ * (may be NULL) the name of the rule whose `valid` refused it. Evaluates the
+ * instances the topic affects. Returns 0, or -1 on OOM. */
+int cb_engine_offer(struct cb_engine *e, const char *topic, const char *device,
+                    const struct cb_sample *samples, size_t n,
+                    enum cb_sample_verdict *verdicts, const char **quarantine_rule);
+
+/* Evaluates every instance at the engine clock's now (the 1 s tick). */
+void cb_engine_tick(struct cb_engine *e);
+
+/* Replaces the ruleset (hot reload). Rules whose compiled text is unchanged
+ * keep their windows and instance state; removed rules resolve their firing
+ * instances (emitting RESOLVED); new rules start empty. */
+int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs);
+
+/* Acknowledges a firing instance. Returns 0 and emits ACKNOWLEDGED, 1 when it
+ * was already acknowledged (idempotent, nothing emitted), -1 when no firing
+ * instance has that id. */
+int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const char *note);
+
+/* Restores an instance persisted before a restart (from the alert store),
+ * before any sample is offered: state PENDING or FIRING (with severity,
+ * since, ack). No transition is emitted. Returns 0, or -1 when the rule no
+ * longer exists (the caller resolves the stored instance). */
+int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, int acked,
+                      int64_t acked_at);
+
+/* Feeds one sample into the windows only (no evaluation, no transitions):
+ * used on start to rebuild windows from stored samples. */
+int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_sample *s);
+/* The longest window any loaded rule needs, in ms (how far back to prime). */
+int64_t cb_engine_max_window_ms(const struct cb_engine *e);
+
+void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out);
+
+/* Visits the current instances (GET /api/alerts, /api/rules): the transition
+ * struct describes the current state. */
+void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, void *ctx);
+
+/* Describes each loaded rule as a JSON array element into out:
+ * {"name","title","file","line","match":[...],"per":[...],"severity","instances":N,"firing":N}. */
+void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out);
+
+#endif

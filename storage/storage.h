@@ -1,0 +1,118 @@
+/* Storage: SQLite (WAL) for samples, rollups, sensors, quarantine and alerts,
+ * plus the ingest journal that makes acknowledged messages crash-safe.
+ * (Interface seam fixed by the foundation; the storage issue implements and
+ * extends it, keeping these names and meanings.)
+ *
+ * storage/ never logs and never exits: it returns codes, and fills
+ * cb_store_stats and an error text the daemon reports.
+ *
+ * Threads: cb_store_* write calls are made from the loop thread and never
+ * block on disk: rows go to a writer thread that commits about once per
+ * storage.commit_interval. cb_journal_append is called from the MQTT thread.
+ * Readers (struct cb_store_reader) have their own connection, one per thread. */
+#ifndef CB_STORAGE_STORAGE_H
+#define CB_STORAGE_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/sample.h"
+#include "core/strbuf.h"
+
+/* ---- the ingest journal --------------------------------------------------- */
+
+struct cb_journal; /* append-only segment files; thread-safe append */
+
+/* Opens (creating) the journal directory. NULL with err filled on failure. */
+struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int fsync_each,
+                                   char *err, size_t errlen);
+/* Appends one raw message with one write(2) (and an fsync when fsync_each).
+ * Called on the Paho thread before the message is acknowledged.
+ * Returns 0 and the message's position (monotonic, > 0), or -1 (disk full,
+ * I/O error: the caller refuses the message so the broker redelivers it). */
+int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
+                      const void *payload, size_t len, int64_t arrival_ms, uint64_t *pos);
+/* Replays every record after `after_pos` in order (start-up recovery). */
+typedef int (*cb_journal_record_fn)(void *ctx, uint64_t pos, const char *topic,
+                                    const void *payload, size_t len, int64_t arrival_ms);
+int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_record_fn fn,
+                      void *ctx);
+/* Deletes segments wholly at or before `committed_pos`. */
+int cb_journal_release(struct cb_journal *j, uint64_t committed_pos);
+void cb_journal_close(struct cb_journal *j);
+
+/* ---- the store (writer side) --------------------------------------------- */
+
+struct cb_store;
+
+enum cb_store_health { CB_STORE_OK = 0, CB_STORE_DEGRADED, CB_STORE_FAILED };
+
+struct cb_store_stats {
+    uint64_t rows_written;
+    uint64_t rows_duplicate;   /* (series, ts) already present: redelivery */
+    uint64_t rows_dropped;     /* beyond storage.max_pending_rows while failing */
+    uint64_t commits;
+    uint64_t commit_errors;
+    uint64_t quarantined;
+    uint64_t retention_deleted;
+    size_t pending_rows;       /* queued for the writer */
+    double last_commit_ms;
+    enum cb_store_health health;
+    char last_error[256];
+    uint64_t committed_journal_pos;
+};
+
+/* Opens the database at cfg->storage_db (creating and migrating the schema),
+ * starts the writer thread. `commit_observer` (may be NULL) is called on the
+ * writer thread after each commit with its duration in seconds, for the
+ * latency histogram. NULL with err filled when the file cannot be used
+ * (foreign file, newer schema, read-only path at start-up). */
+struct cb_store *cb_store_open(const struct cb_config *cfg, void (*commit_observer)(double secs),
+                               char *err, size_t errlen);
+/* The last journal position committed with its rows (0 for none). */
+uint64_t cb_store_committed_journal_pos(struct cb_store *s);
+
+/* Queues the samples of one message for the writer: sensor `topic` (device:
+ * SenML bn or NULL), and the journal position the message came from (0 when
+ * none: replay, tests). Never blocks. Returns 0, or -1 when the pending queue
+ * is full (rows counted as dropped). */
+int cb_store_append(struct cb_store *s, const char *topic, const char *device,
+                    const struct cb_sample *samples, size_t n, uint64_t journal_pos);
+/* Marks a journal position as fully handled even though it produced no rows
+ * (a rejected payload), so recovery does not replay it forever. */
+void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos);
+/* Queues a quarantined sample with the reason ("invalid_range:river_flood"). */
+int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
+                        const char *reason);
+void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out);
+/* Commits everything queued, stops the writer, closes. Blocks (shutdown). */
+void cb_store_close(struct cb_store *s);
+
+/* ---- reading --------------------------------------------------------------- */
+
+struct cb_store_reader; /* a read-only connection; use from one thread */
+
+struct cb_store_reader *cb_store_reader_open(const char *db_path, char *err, size_t errlen);
+void cb_store_reader_close(struct cb_store_reader *r);
+
+struct cb_bucket {
+    int64_t ts;      /* bucket start, ms */
+    uint64_t count;
+    double min, max, sum, last;
+};
+
+/* Raw samples with from <= ts < to (topic and metric may be NULL: all).
+ * Calls fn for each in (topic, metric, ts) order; fn returns non-zero to stop. */
+typedef int (*cb_sample_row_fn)(void *ctx, const char *topic, const char *metric, int64_t ts,
+                                double value);
+int cb_store_query_raw(struct cb_store_reader *r, const char *topic, const char *metric,
+                       int64_t from, int64_t to, cb_sample_row_fn fn, void *ctx);
+/* Buckets of step_ms from the best tier (raw, 1m or 1h) for one series. */
+typedef int (*cb_bucket_row_fn)(void *ctx, const char *topic, const char *metric,
+                                const struct cb_bucket *b);
+int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const char *metric,
+                           int64_t from, int64_t to, int64_t step_ms, cb_bucket_row_fn fn,
+                           void *ctx);
+
+#endif
