@@ -512,7 +512,11 @@ static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
     cb_cap_datetime(sent_ms, sent);
     char *prev = alerts__map_get(&a->caprefs, nid);
     enum cb_alert_state st = last->t.state;
-    const char *type = st == CB_ALERT_RESOLVED ? "Cancel" : prev ? "Update" : "Alert";
+    /* Alert opens (a firing with no live earlier message); escalations,
+     * acknowledgements and re-firings update; a resolution cancels. */
+    const char *type = st == CB_ALERT_RESOLVED                ? "Cancel"
+                       : (st == CB_ALERT_FIRING && !prev) ? "Alert"
+                                                          : "Update";
     struct cb_strbuf head, desc;
     cb_strbuf_init(&head);
     cb_strbuf_init(&desc);

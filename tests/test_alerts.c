@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "alerts/alerts.h"
+#include "core/commands.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "storage/alert_store.h"
@@ -630,6 +632,59 @@ static void test_restart_load(void)
     fix_free(f);
 }
 
+/* Runs `citybrain alerts ARGS` with stdout captured into out (NUL-terminated). */
+static int run_cli(char **argv, int argc, char *out, size_t outlen)
+{
+    char path[] = "/tmp/cb_cli_XXXXXX";
+    int fd = mkstemp(path);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(fd, 1);
+    int rc = cb_cmd_alerts(argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, out, outlen - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return rc;
+}
+
+static void test_cli_handover(void)
+{
+    struct fix *f = fix_new(0);
+    int64_t wall = cb_wall_ms();
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR,
+                                wall - 3600000);
+    cb_alerts_on_transition(f->a, &t);
+    static const struct cb_label d08[] = {{"district", "d08"}};
+    t = tr("river_flood/district=d08", CB_ALERT_FIRING, CB_SEV_CRITICAL, wall - 60000);
+    t.labels = d08;
+    cb_alerts_on_transition(f->a, &t);
+    cb_alerts_sync(f->a);
+    char out[8192];
+    char *a1[] = {"alerts", "--db", f->db, "--unacked-older-than", "30m", "--json"};
+    CU_ASSERT_EQUAL(run_cli(a1, 6, out, sizeof out), 0);
+    cJSON *arr = cJSON_Parse(out);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 1); /* only the one firing for an hour */
+    CU_ASSERT_STRING_EQUAL(sfield(cJSON_GetArrayItem(arr, 0), "id"), "river_flood/district=d07");
+    cJSON_Delete(arr);
+    char *a2[] = {"alerts", "--db", f->db, "--state", "firing"};
+    CU_ASSERT_EQUAL(run_cli(a2, 5, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "river_flood/district=d08"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "red"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 alerts"));
+    char *a3[] = {"alerts", "--db", f->db, "--unacked-older-than", "soon"};
+    CU_ASSERT_EQUAL(run_cli(a3, 5, out, sizeof out), 2);
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/none.db", f->dir);
+    char *a4[] = {"alerts", "--db", missing};
+    CU_ASSERT_EQUAL(run_cli(a4, 3, out, sizeof out), 1);
+    fix_free(f);
+}
+
 void cb_test_suite_alerts(void);
 void cb_test_suite_alerts(void)
 {
@@ -648,4 +703,6 @@ void cb_test_suite_alerts(void)
                 test_channel_config_errors);
     CU_add_test(s, "alerts: a restart loads pending and firing instances, notifies nothing",
                 test_restart_load);
+    CU_add_test(s, "alerts: the CLI lists the database read-only, --unacked-older-than hands over",
+                test_cli_handover);
 }
