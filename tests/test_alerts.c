@@ -4,6 +4,7 @@
  * MQTT publish hook records what would go to the broker. */
 #include <CUnit/CUnit.h>
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -685,6 +686,30 @@ static void test_cli_handover(void)
     fix_free(f);
 }
 
+/* A failing store (the transition table vanished under us) is counted and
+ * reported; the state machine's notifications still go out. */
+static void test_store_failure_counted(void)
+{
+    struct fix *f = fix_new(0);
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(f->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "DROP TABLE alert_transitions", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1);
+    CU_ASSERT_EQUAL(cb_alerts_sync(f->a), -1);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT(st.store_errors >= 1);
+    /* the instance row (another table) was still written */
+    cJSON *row = instance(f, "river_flood/district=d07");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "firing");
+    cJSON_Delete(row);
+    fix_free(f);
+}
+
 void cb_test_suite_alerts(void);
 void cb_test_suite_alerts(void)
 {
@@ -705,4 +730,6 @@ void cb_test_suite_alerts(void)
                 test_restart_load);
     CU_add_test(s, "alerts: the CLI lists the database read-only, --unacked-older-than hands over",
                 test_cli_handover);
+    CU_add_test(s, "alerts: a failing store write is counted, notifications go on",
+                test_store_failure_counted);
 }
