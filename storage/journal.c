@@ -294,7 +294,8 @@ struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int f
     }
     closedir(d);
     d = NULL;
-    qsort(j->segs, j->nsegs, sizeof *j->segs, cmp_u64);
+    if (j->nsegs)
+        qsort(j->segs, j->nsegs, sizeof *j->segs, cmp_u64);
     if (j->nsegs == 0) {
         j->next_pos = 1;
         if (start_segment(j) < 0) {

@@ -186,9 +186,10 @@ enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from,
 int cb_store_query_aggregate(struct cb_store_reader *r, const char *topic, const char *metric,
                              int64_t from, int64_t to, struct cb_bucket *out);
 
-/* Every known sensor with its metrics (for GET /api/sensors). Pointers are
- * valid during the callback only. last_ts is INT64_MIN when no raw sample
- * remains (expired), then last_value is from the newest rollup if any. */
+/* Every known sensor with its metrics (for GET /api/sensors), in topic order.
+ * Pointers are valid during the callback only; fn returns non-zero to stop.
+ * last_ts/last_value: the newest raw sample, or the newest 1-hour rollup's
+ * last when the raw samples have expired; INT64_MIN and NaN when neither. */
 struct cb_sensor_metric {
     const char *metric;
     const char *unit;     /* or NULL */
@@ -199,7 +200,7 @@ struct cb_sensor_info {
     const char *topic;
     const char *device;   /* SenML bn, or NULL */
     const char *labels;   /* JSON object text, or NULL */
-    int64_t first_seen, last_seen; /* sample times; last_seen lags up to a minute */
+    int64_t first_seen, last_seen; /* sample times (event time) */
     const struct cb_sensor_metric *metrics;
     size_t nmetrics;
 };
