@@ -115,4 +115,9 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
                            int64_t from, int64_t to, int64_t step_ms, cb_bucket_row_fn fn,
                            void *ctx);
 
+/* Streams every raw sample with ts >= since_ms, in ts order (window restore
+ * on start). fn returns non-zero to stop. Returns 0, or -1 on error. */
+int cb_store_scan_since(struct cb_store_reader *r, int64_t since_ms, cb_sample_row_fn fn,
+                        void *ctx);
+
 #endif
