@@ -1,5 +1,6 @@
 /* The alert store: see alert_store.h for the threading choice. */
 #include "storage/alert_store.h"
+#include "storage/sqlite_conn.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -7,22 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-const char cb_alert_store_ddl[] =
-    "CREATE TABLE IF NOT EXISTS alert_instances(id TEXT PRIMARY KEY, rule TEXT NOT NULL,"
-    " labels TEXT NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL, since INTEGER,"
-    " at INTEGER NOT NULL, message TEXT, acked_by TEXT, acked_at INTEGER, ack_note TEXT,"
-    " cooldown_until INTEGER, updated INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS alert_transitions(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " alert_id TEXT NOT NULL, rule TEXT NOT NULL, state TEXT NOT NULL, severity TEXT NOT NULL,"
-    " at INTEGER NOT NULL, json TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS silences(id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " matchers TEXT NOT NULL, starts INTEGER NOT NULL, ends INTEGER NOT NULL, comment TEXT,"
-    " created_by TEXT, created_at INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " channel TEXT NOT NULL, transition_seq INTEGER, alert_id TEXT, content_type TEXT NOT NULL,"
-    " body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL,"
-    " delivered_at INTEGER, last_error TEXT);";
 
 /* The statements the writer runs; an op names one and carries its values. */
 enum { ST_INSTANCE, ST_TRANSITION, ST_SILENCE_ADD, ST_SILENCE_DEL, ST_OUTBOX_ADD,
@@ -93,32 +78,20 @@ static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Opens a connection in WAL mode with a busy timeout (the writer waits for the
- * storage writer's lock on its own thread; readers rarely wait at all).
- * TODO(storage): switch to cb_store_open_connection once storage/sqlite_conn.h lands. */
-static sqlite3 *open_conn(const char *path, int readonly, char *err, size_t errlen)
+/* The CLI's read-only connection. The daemon's connections come from
+ * cb_store_open_connection (WAL, the writer's synchronous mode, busy timeout,
+ * identity and schema-version checks). */
+static sqlite3 *open_readonly(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
-    int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    flags |= SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
         fmt_err(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
-        goto fail;
+        sqlite3_close(db);
+        return NULL;
     }
     sqlite3_busy_timeout(db, 5000);
-    if (!readonly) {
-        char *msg = NULL;
-        if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                         &msg) != SQLITE_OK) {
-            fmt_err(err, errlen, "%s: %s", path, msg ? msg : "pragma failed");
-            sqlite3_free(msg);
-            goto fail;
-        }
-    }
     return db;
-fail:
-    sqlite3_close(db);
-    return NULL;
 }
 
 static int64_t max_key(sqlite3 *db, const char *sql)
@@ -213,15 +186,11 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
         fmt_err(err, errlen, "out of memory");
         return NULL;
     }
-    s->wdb = open_conn(path, 0, err, errlen);
+    /* The schema (alert tables included) is created and migrated by
+     * cb_store_open, which the daemon calls first. */
+    s->wdb = cb_store_open_connection(path, err, errlen);
     if (!s->wdb)
         goto fail;
-    char *msg = NULL;
-    if (sqlite3_exec(s->wdb, cb_alert_store_ddl, NULL, NULL, &msg) != SQLITE_OK) {
-        fmt_err(err, errlen, "%s: alert tables: %s", path, msg ? msg : "?");
-        sqlite3_free(msg);
-        goto fail;
-    }
     for (int i = 0; i < ST_COUNT; i++) {
         if (sqlite3_prepare_v3(s->wdb, write_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK) {
@@ -229,7 +198,7 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
             goto fail;
         }
     }
-    s->reader.db = open_conn(path, 0, err, errlen);
+    s->reader.db = cb_store_open_connection(path, err, errlen);
     if (!s->reader.db)
         goto fail;
     s->next_tseq = max_key(s->wdb, "SELECT coalesce(max(seq),0) FROM alert_transitions");
@@ -466,7 +435,7 @@ struct cb_alert_reader *cb_alert_reader_open(const char *path, char *err, size_t
         fmt_err(err, errlen, "out of memory");
         return NULL;
     }
-    r->db = open_conn(path, 1, err, errlen);
+    r->db = open_readonly(path, err, errlen);
     if (!r->db) {
         free(r);
         return NULL;

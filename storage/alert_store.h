@@ -63,10 +63,8 @@ struct cb_silence_row {
     int64_t created_at;
 };
 
-/* The tables, as the storage schema migrations create them. */
-extern const char cb_alert_store_ddl[];
-
-/* Opens `path` (creating the alert tables if missing), the read connection,
+/* Opens the writer and the read connection on `path` (cb_store_open_connection:
+ * the schema, alert tables included, must exist: cb_store_open creates it)
  * and starts the writer thread. NULL with err filled. */
 struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t errlen);
 /* Commits what is queued, stops the writer, closes both connections. Blocks

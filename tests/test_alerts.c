@@ -14,8 +14,28 @@
 #include "alerts/alerts.h"
 #include "core/commands.h"
 #include "core/config.h"
+#include "storage/storage.h"
 #include "core/log.h"
 #include "storage/alert_store.h"
+
+/* Creates the database schema (alert tables included) as the daemon does:
+ * cb_store_open migrates, cb_store_close commits and closes. */
+static int create_schema(const char *db)
+{
+    struct cb_config c;
+    char e[256] = "";
+    if (cb_config_defaults(&c))
+        return -1;
+    free(c.storage_db);
+    c.storage_db = strdup(db);
+    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
+    if (!s)
+        fprintf(stderr, "cb_store_open: %s\n", e);
+    else
+        cb_store_close(s);
+    cb_config_free(&c);
+    return s ? 0 : -1;
+}
 
 /* ---- fixture ---- */
 
@@ -94,6 +114,8 @@ static struct fix *fix_new(int64_t storm_ms)
     if (!mkdtemp(f->dir))
         abort();
     snprintf(f->db, sizeof f->db, "%s/a.db", f->dir);
+    if (create_schema(f->db))
+        abort();
     uv_loop_init(&f->loop);
     cb_log_threshold = CB_LOG_ERROR; /* the log channel would print 5000 lines */
     cb_config_defaults(&f->cfg);
