@@ -328,6 +328,31 @@ fail:
     return -1;
 }
 
+int cb_alerts_silence_add_pairs(struct cb_alerts *a, const char *const *names,
+                                const char *const *values, size_t n, int64_t starts, int64_t ends,
+                                const char *comment, const char *by, int64_t *id, char *err,
+                                size_t errlen)
+{
+    struct cb_strbuf m;
+    cb_strbuf_init(&m);
+    cb_strbuf_putc(&m, '[');
+    for (size_t i = 0; i < n; i++) {
+        cb_strbuf_puts(&m, i ? ",{\"name\":" : "{\"name\":");
+        cb_strbuf_json_string(&m, names[i], strlen(names[i]));
+        cb_strbuf_puts(&m, ",\"value\":");
+        cb_strbuf_json_string(&m, values[i], strlen(values[i]));
+        cb_strbuf_putc(&m, '}');
+    }
+    cb_strbuf_putc(&m, ']');
+    int rc = -1;
+    if (m.oom)
+        snprintf(err, errlen, "out of memory");
+    else
+        rc = cb_alerts_silence_add(a, m.data, starts, ends, comment, by, id, err, errlen);
+    cb_strbuf_free(&m);
+    return rc;
+}
+
 int cb_alerts_silence_delete(struct cb_alerts *a, int64_t id)
 {
     for (size_t i = 0; i < a->nsil; i++) {
@@ -352,19 +377,23 @@ void cb_alerts_silences_json(struct cb_alerts *a, struct cb_strbuf *out)
         const struct silence *s = &a->sil[i];
         if (s->ends <= now)
             continue;
-        cb_strbuf_printf(out, "%s{\"id\":%lld,\"matchers\":%s,\"starts\":%lld,\"ends\":%lld,",
+        cb_strbuf_printf(out,
+                         "%s{\"id\":%lld,\"matchers\":%s,\"starts\":%lld,\"ends\":%lld,"
+                         "\"expires\":%lld,",
                          first ? "" : ",", (long long)s->id, s->matchers_json,
-                         (long long)s->starts, (long long)s->ends);
+                         (long long)s->starts, (long long)s->ends, (long long)s->ends);
         cb_strbuf_puts(out, "\"comment\":");
         if (s->comment)
             cb_strbuf_json_string(out, s->comment, strlen(s->comment));
         else
             cb_strbuf_puts(out, "null");
-        cb_strbuf_puts(out, ",\"created_by\":");
-        if (s->by)
-            cb_strbuf_json_string(out, s->by, strlen(s->by));
-        else
-            cb_strbuf_puts(out, "null");
+        for (int k = 0; k < 2; k++) {
+            cb_strbuf_puts(out, k ? ",\"created_by\":" : ",\"by\":");
+            if (s->by)
+                cb_strbuf_json_string(out, s->by, strlen(s->by));
+            else
+                cb_strbuf_puts(out, "null");
+        }
         cb_strbuf_printf(out, ",\"created_at\":%lld,\"active\":%s}", (long long)s->created_at,
                          s->starts <= now ? "true" : "false");
         first = 0;
@@ -1113,6 +1142,37 @@ int cb_alerts_handover_json(struct cb_alerts *a, int64_t older_than_ms, struct c
 int cb_alerts_history_json(struct cb_alerts *a, int64_t from, int64_t to, struct cb_strbuf *out)
 {
     return cb_alert_reader_history_json(cb_alert_store_reader(a->store), from, to, 0, out);
+}
+
+struct hist_ctx {
+    struct cb_strbuf *out;
+    int n;
+};
+
+/* Splices "seq":N into the stored object: {"seq":N,"id":...}. */
+static int hist_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    struct hist_ctx *h = ctx;
+    if (len < 2 || json[0] != '{')
+        return 0;
+    cb_strbuf_printf(h->out, "%s{\"seq\":%llu,", h->n++ ? "," : "", (unsigned long long)seq);
+    cb_strbuf_append(h->out, json + 1, len - 1);
+    return 0;
+}
+
+int cb_alerts_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                  const char *rule, size_t limit, struct cb_strbuf *out)
+{
+    size_t start = out->len;
+    struct hist_ctx h = {out, 0};
+    cb_strbuf_puts(out, "{\"transitions\":[");
+    int rc = cb_alert_reader_transitions(r, from, to, rule, 1, limit, hist_event, &h);
+    if (rc) {
+        out->len = start;
+        cb_strbuf_puts(out, "{\"transitions\":[");
+    }
+    cb_strbuf_puts(out, "]}");
+    return rc;
 }
 
 void cb_alerts_get_stats(struct cb_alerts *a, struct cb_alerts_stats *out)

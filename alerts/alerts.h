@@ -80,8 +80,15 @@ int cb_alerts_silence_add(struct cb_alerts *a, const char *matchers_json, int64_
                           int64_t ends, const char *comment, const char *by, int64_t *id,
                           char *err, size_t errlen);
 /* Appends the JSON array of silences not yet expired:
- * [{"id","matchers":[...],"starts","ends","comment","created_by","created_at","active"}]. */
+ * [{"id","matchers":[...],"starts","ends","expires","comment","by","created_by",
+ *   "created_at","active"}] ("expires" = "ends", "by" = "created_by", for the API). */
 void cb_alerts_silences_json(struct cb_alerts *a, struct cb_strbuf *out);
+/* The same from label pairs (the API's {"matchers":{"district":"d07"}} form):
+ * equality matchers, `rule` naming the rule. */
+int cb_alerts_silence_add_pairs(struct cb_alerts *a, const char *const *names,
+                                const char *const *values, size_t n, int64_t starts, int64_t ends,
+                                const char *comment, const char *by, int64_t *id, char *err,
+                                size_t errlen);
 /* Deletes a silence. Returns 0, or -1 when no such silence. */
 int cb_alerts_silence_delete(struct cb_alerts *a, int64_t id);
 
@@ -102,6 +109,11 @@ struct cb_alert_reader;
 struct cb_alert_filter;
 int cb_alerts_reader_list_json(struct cb_alert_reader *r, const struct cb_alert_filter *f,
                                struct cb_strbuf *out);
+
+/* GET /api/alerts/history from a pool thread's reader:
+ * {"transitions":[{"seq":N, ...the transition object}]}, newest first. */
+int cb_alerts_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                  const char *rule, size_t limit, struct cb_strbuf *out);
 
 /* Counters for /metrics and tests. */
 struct cb_alerts_stats {

@@ -562,6 +562,51 @@ int cb_alert_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_
     return rc;
 }
 
+struct ev_ctx {
+    cb_alert_event_fn fn;
+    void *ctx;
+};
+
+static int ev_row(sqlite3_stmt *st, void *arg)
+{
+    struct ev_ctx *c = arg;
+    return c->fn(c->ctx, (uint64_t)sqlite3_column_int64(st, 0), col_text(st, 1),
+                 (size_t)sqlite3_column_bytes(st, 1));
+}
+
+int cb_alert_reader_transitions(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                const char *rule, int newest_first, size_t limit,
+                                cb_alert_event_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(r, newest_first
+                    ? "SELECT seq,json FROM alert_transitions WHERE at>=?1 AND at<?2 AND"
+                      " (?3 IS NULL OR rule=?3) ORDER BY seq DESC LIMIT ?4"
+                    : "SELECT seq,json FROM alert_transitions WHERE at>=?1 AND at<?2 AND"
+                      " (?3 IS NULL OR rule=?3) ORDER BY seq LIMIT ?4",
+             &st))
+        return -1;
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    if (rule)
+        sqlite3_bind_text(st, 3, rule, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, limit ? (int64_t)limit : 10000);
+    struct ev_ctx c = {fn, ctx};
+    return step_all(r, st, ev_row, &c);
+}
+
+int cb_alert_reader_events_since(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
+                                 cb_alert_event_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(r, "SELECT seq,json FROM alert_transitions WHERE seq>?1 ORDER BY seq LIMIT ?2", &st))
+        return -1;
+    sqlite3_bind_int64(st, 1, (int64_t)after_seq);
+    sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : 10000);
+    struct ev_ctx c = {fn, ctx};
+    return step_all(r, st, ev_row, &c);
+}
+
 struct sil_ctx {
     cb_silence_row_fn fn;
     void *ctx;

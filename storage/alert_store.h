@@ -123,6 +123,18 @@ int cb_alert_reader_instances(struct cb_alert_reader *r, const struct cb_alert_f
  * in seq order, at most `limit` (0: 10000). Returns 0 or -1. */
 int cb_alert_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_t to,
                                  size_t limit, struct cb_strbuf *out);
+/* One stored event transition: its seq and JSON (borrowed for the call).
+ * Return non-zero to stop. Same shape as the API's SSE resume callback. */
+typedef int (*cb_alert_event_fn)(void *ctx, uint64_t seq, const char *json, size_t len);
+/* Visits transitions with from <= at < to (rule NULL: any), newest first when
+ * newest_first, at most limit (0: 10000). Returns 0 or -1. */
+int cb_alert_reader_transitions(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                const char *rule, int newest_first, size_t limit,
+                                cb_alert_event_fn fn, void *ctx);
+/* Visits transitions with seq > after_seq in seq order, at most limit (SSE
+ * resume with Last-Event-ID). Returns 0 or -1. */
+int cb_alert_reader_events_since(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
+                                 cb_alert_event_fn fn, void *ctx);
 typedef int (*cb_silence_row_fn)(void *ctx, const struct cb_silence_row *r);
 /* Visits silences whose end is after `now`, by id. */
 int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_row_fn fn,

@@ -732,6 +732,64 @@ static void test_store_failure_counted(void)
     fix_free(f);
 }
 
+static int count_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    uint64_t *last = ctx;
+    CU_ASSERT(seq > last[0]);
+    CU_ASSERT(len > 2 && json[0] == '{');
+    last[0] = seq;
+    last[1]++;
+    return 0;
+}
+
+static void test_api_helpers(void)
+{
+    struct fix *f = fix_new(0);
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 1000);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d07", CB_ALERT_RESOLVED, CB_SEV_MAJOR, 2000);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("heat/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 3000);
+    t.rule = "heat";
+    cb_alerts_on_transition(f->a, &t);
+    cb_alerts_sync(f->a);
+    char err[256];
+    struct cb_alert_reader *r = cb_alert_reader_open(f->db, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    CU_ASSERT_EQUAL(cb_alerts_reader_history_json(r, 0, 10000, "river_flood", 10, &b), 0);
+    cJSON *doc = cJSON_Parse(b.data);
+    cJSON *arr = cJSON_GetObjectItem(doc, "transitions");
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 2);
+    CU_ASSERT_STRING_EQUAL(sfield(cJSON_GetArrayItem(arr, 0), "state"), "resolved"); /* newest */
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "seq")->valueint, 2);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "seq")->valueint, 1);
+    cJSON_Delete(doc);
+    uint64_t st[2] = {1, 0};
+    CU_ASSERT_EQUAL(cb_alert_reader_events_since(r, 1, 100, count_event, st), 0);
+    CU_ASSERT_EQUAL(st[1], 2); /* seq 2 and 3 */
+    cb_alert_reader_close(r);
+
+    const char *names[] = {"district", "rule"}, *values[] = {"d07", "heat"};
+    int64_t id = 0;
+    CU_ASSERT_EQUAL(cb_alerts_silence_add_pairs(f->a, names, values, 2, f->now, f->now + 60000,
+                                                "", "ops", &id, err, sizeof err), 0);
+    f->published = 0;
+    t = tr("heat/district=d07", CB_ALERT_ESCALATED, CB_SEV_CRITICAL, 4000);
+    t.rule = "heat";
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 4000);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1); /* only the rule named by the silence is held */
+    cb_strbuf_reset(&b);
+    cb_alerts_silences_json(f->a, &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "\"by\":\"ops\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "\"expires\":"));
+    cb_strbuf_free(&b);
+    fix_free(f);
+}
+
 void cb_test_suite_alerts(void);
 void cb_test_suite_alerts(void)
 {
@@ -754,4 +812,6 @@ void cb_test_suite_alerts(void)
                 test_cli_handover);
     CU_add_test(s, "alerts: a failing store write is counted, notifications go on",
                 test_store_failure_counted);
+    CU_add_test(s, "alerts: API helpers give history newest first, events since, pair silences",
+                test_api_helpers);
 }
