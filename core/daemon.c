@@ -1,0 +1,726 @@
+/* The daemon: one libuv loop, data flowing one way.
+ *
+ *   Paho thread ──journal──▶ hand-off queue ──uv_async──▶ on_message (loop)
+ *   on_message: decode → rules (verdict per sample) → storage (writer thread)
+ *   rules ──transition──▶ alerts (persist, notify) ──▶ MQTT out, webhooks, API events
+ *
+ * Start-up order matters for "nothing lost, nothing repeated": open the store,
+ * restore alert instances into the engine, rebuild rule windows from stored
+ * samples, replay the ingest journal past the last committed position, and
+ * only then connect to the broker. Shutdown runs the same line downstream:
+ * stop MQTT (draining the queue), stop the API, close alerts, flush and close
+ * the store, close every uv handle, exit 0. */
+#include "core/daemon.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/strbuf.h"
+#include "ingest/ingest.h"
+#include "rules/rules.h"
+#include "storage/storage.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uv.h>
+
+#define MOD "daemon"
+
+struct watch {
+    uv_fs_event_t handle;
+    char *name; /* file name to react to, or NULL for every *.rules in the dir */
+};
+
+struct daemon {
+    const struct cb_config *cfg;
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_timer_t tick;
+    uv_timer_t reload_timer;
+    struct watch **watches;
+    size_t nwatches;
+
+    struct cb_journal *journal;
+    struct cb_store *store;
+    struct cb_mqtt *mqtt;
+    struct cb_engine *engine;
+    struct cb_decoder *decoder;
+
+    /* scratch for one message, grown to the largest seen */
+    struct cb_sample *keep;
+    enum cb_sample_verdict *verdicts;
+    const char **qrules;
+    size_t scratch_cap;
+
+    int stopping;
+    int exit_code;
+    int64_t started_ms;
+    char *alert_prefix_buf;
+
+    uint64_t *m_msg_accepted, *m_msg_rejected;
+    uint64_t *m_rejected[CB_REJECT__COUNT];
+    uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
+    uint64_t *m_transitions, *m_reloads, *m_reload_errors;
+    struct cb_histogram *h_eval, *h_journal;
+};
+
+static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
+static struct cb_ratelimit reject_log = {.burst = 5, .interval_ms = 10000};
+
+static void observe_commit(double secs) { cb_histogram_observe(commit_histogram, secs); }
+
+/* ---- metrics ------------------------------------------------------------- */
+
+static double g_mqtt_connected(void *ctx)
+{
+    struct daemon *d = ctx;
+    struct cb_mqtt_stats s;
+    if (!d->mqtt)
+        return 0;
+    cb_mqtt_get_stats(d->mqtt, &s);
+    return s.state == CB_MQTT_CONNECTED;
+}
+
+#define MQTT_STAT(fn, field)                                                                 \
+    static double fn(void *ctx)                                                             \
+    {                                                                                       \
+        struct daemon *d = ctx;                                                             \
+        struct cb_mqtt_stats s;                                                             \
+        if (!d->mqtt)                                                                       \
+            return 0;                                                                       \
+        cb_mqtt_get_stats(d->mqtt, &s);                                                     \
+        return (double)s.field;                                                             \
+    }
+MQTT_STAT(g_mqtt_received, received)
+MQTT_STAT(g_mqtt_dropped, dropped_qos0)
+MQTT_STAT(g_mqtt_deferred, deferred_qos1)
+MQTT_STAT(g_mqtt_persist_failed, persist_failed)
+MQTT_STAT(g_mqtt_queue_depth, queue_depth)
+MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
+MQTT_STAT(g_mqtt_connects, connects)
+MQTT_STAT(g_mqtt_lost, connection_lost)
+
+#define STORE_STAT(fn, field)                                                                \
+    static double fn(void *ctx)                                                             \
+    {                                                                                       \
+        struct daemon *d = ctx;                                                             \
+        struct cb_store_stats s;                                                            \
+        if (!d->store)                                                                      \
+            return 0;                                                                       \
+        cb_store_get_stats(d->store, &s);                                                   \
+        return (double)s.field;                                                             \
+    }
+STORE_STAT(g_store_rows, rows_written)
+STORE_STAT(g_store_dup, rows_duplicate)
+STORE_STAT(g_store_dropped, rows_dropped)
+STORE_STAT(g_store_commits, commits)
+STORE_STAT(g_store_commit_errors, commit_errors)
+STORE_STAT(g_store_pending, pending_rows)
+STORE_STAT(g_store_health, health)
+STORE_STAT(g_store_retention, retention_deleted)
+
+#define ENGINE_STAT(fn, field)                                                               \
+    static double fn(void *ctx)                                                             \
+    {                                                                                       \
+        struct daemon *d = ctx;                                                             \
+        struct cb_engine_stats s;                                                           \
+        if (!d->engine)                                                                     \
+            return 0;                                                                       \
+        cb_engine_get_stats(d->engine, &s);                                                 \
+        return (double)s.field;                                                             \
+    }
+ENGINE_STAT(g_rules_evaluated, evaluated)
+ENGINE_STAT(g_rules_instances, instances)
+ENGINE_STAT(g_rules_windows, windows)
+ENGINE_STAT(g_rules_window_samples, window_samples)
+ENGINE_STAT(g_rules_ticks, ticks)
+
+static double g_uptime(void *ctx)
+{
+    struct daemon *d = ctx;
+    return (double)(cb_wall_ms() - d->started_ms) / 1000.0;
+}
+
+static void register_metrics(struct daemon *d)
+{
+    d->m_msg_accepted = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"accepted\"",
+                                           "MQTT messages decoded, by result");
+    d->m_msg_rejected = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"rejected\"",
+                                           "MQTT messages decoded, by result");
+    for (int r = 1; r < CB_REJECT__COUNT; r++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", cb_reject_name((enum cb_reject)r));
+        d->m_rejected[r] = cb_metrics_counter("citybrain_ingest_rejected_total", labels,
+                                              "payloads or samples refused, by reason");
+    }
+    static const char *const verdict_labels[4] = {"result=\"accepted\"", "result=\"late\"",
+                                                  "result=\"future\"", "result=\"quarantined\""};
+    for (int v = 0; v < 4; v++)
+        d->m_samples[v] = cb_metrics_counter("citybrain_ingest_samples_total", verdict_labels[v],
+                                             "decoded samples, by what the rules made of them");
+    d->m_transitions = cb_metrics_counter("citybrain_rules_transitions_total", "",
+                                          "alert state changes emitted by the rules");
+    d->m_reloads = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"ok\"",
+                                      "rule reloads, by result");
+    d->m_reload_errors = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"error\"",
+                                            "rule reloads, by result");
+    d->h_eval = cb_metrics_histogram("citybrain_rules_eval_seconds", "",
+                                     "time to evaluate the rules for one message",
+                                     cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    d->h_journal = cb_metrics_histogram("citybrain_journal_append_seconds", "",
+                                        "time to append one message to the ingest journal",
+                                        cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    commit_histogram = cb_metrics_histogram("citybrain_storage_commit_seconds", "",
+                                            "duration of one storage commit",
+                                            cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    static const struct {
+        const char *name, *help;
+        double (*fn)(void *);
+    } fns[] = {
+        {"citybrain_mqtt_connected", "1 when connected to the broker", g_mqtt_connected},
+        {"citybrain_mqtt_received_total", "messages handed from Paho to the loop",
+         g_mqtt_received},
+        {"citybrain_mqtt_dropped_total", "QoS 0 messages dropped because the hand-off queue was full",
+         g_mqtt_dropped},
+        {"citybrain_mqtt_deferred_total",
+         "QoS 1 deliveries refused while the hand-off queue was full (redelivered by Paho)",
+         g_mqtt_deferred},
+        {"citybrain_journal_failures_total", "messages refused because the journal could not be written",
+         g_mqtt_persist_failed},
+        {"citybrain_mqtt_queue_depth", "messages waiting in the hand-off queue", g_mqtt_queue_depth},
+        {"citybrain_mqtt_queue_bytes", "bytes waiting in the hand-off queue", g_mqtt_queue_bytes},
+        {"citybrain_mqtt_connects_total", "successful connections to the broker", g_mqtt_connects},
+        {"citybrain_mqtt_connection_lost_total", "connections lost", g_mqtt_lost},
+        {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},
+        {"citybrain_storage_rows_duplicate_total", "rows already stored (redelivery)", g_store_dup},
+        {"citybrain_storage_rows_dropped_total",
+         "rows dropped from memory while the database could not be written (kept in the journal)",
+         g_store_dropped},
+        {"citybrain_storage_commits_total", "storage transactions committed", g_store_commits},
+        {"citybrain_storage_commit_errors_total", "storage transactions that failed",
+         g_store_commit_errors},
+        {"citybrain_storage_pending_rows", "rows queued for the writer thread", g_store_pending},
+        {"citybrain_storage_health", "0 ok, 1 degraded, 2 failed", g_store_health},
+        {"citybrain_storage_retention_deleted_total", "rows deleted by retention", g_store_retention},
+        {"citybrain_rules_evaluations_total", "(sample x matching rule) evaluations",
+         g_rules_evaluated},
+        {"citybrain_rules_instances", "live alert instances", g_rules_instances},
+        {"citybrain_rules_windows", "live rule windows", g_rules_windows},
+        {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
+        {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
+        {"citybrain_uptime_seconds", "seconds since start", g_uptime},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+        cb_metrics_gauge_fn(fns[i].name, "", fns[i].help, fns[i].fn, d);
+}
+
+/* ---- the message path ---------------------------------------------------- */
+
+static int grow_scratch(struct daemon *d, size_t n)
+{
+    if (n <= d->scratch_cap)
+        return 0;
+    size_t cap = d->scratch_cap ? d->scratch_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    struct cb_sample *k = realloc(d->keep, cap * sizeof *k);
+    if (!k)
+        return -1;
+    d->keep = k;
+    enum cb_sample_verdict *v = realloc(d->verdicts, cap * sizeof *v);
+    if (!v)
+        return -1;
+    d->verdicts = v;
+    const char **q = realloc(d->qrules, cap * sizeof *q);
+    if (!q)
+        return -1;
+    d->qrules = q;
+    d->scratch_cap = cap;
+    return 0;
+}
+
+static void count_reject(struct daemon *d, const struct cb_message *m, enum cb_reject r)
+{
+    cb_counter_add(d->m_rejected[r], 1);
+    cb_log_limited(&reject_log, CB_LOG_WARN, "ingest", "rejected a payload on '%.*s' (%zu bytes): %s",
+                   (int)(m->topic_len > 120 ? 120 : m->topic_len), m->topic, m->len,
+                   cb_reject_name(r));
+}
+
+/* Decodes one message, lets the rules judge each sample, and queues what is to
+ * be kept for the writer. Runs on the loop thread for live messages and for
+ * journal recovery alike. */
+static void on_message(void *ctx, const struct cb_message *m)
+{
+    struct daemon *d = ctx;
+    struct cb_decoded dec;
+    enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
+    if (r != CB_REJECT_NONE) {
+        cb_counter_add(d->m_msg_rejected, 1);
+        count_reject(d, m, r);
+        cb_store_note_journal_pos(d->store, m->journal_pos);
+        return;
+    }
+    cb_counter_add(d->m_msg_accepted, 1);
+    if (grow_scratch(d, dec.n)) {
+        cb_error(MOD, "out of memory decoding a message of '%s'", m->topic);
+        return;
+    }
+    int64_t t0 = cb_mono_us();
+    if (cb_engine_offer(d->engine, m->topic, dec.device, dec.samples, dec.n, d->verdicts,
+                        d->qrules)) {
+        cb_error(MOD, "out of memory evaluating rules for '%s'", m->topic);
+        for (size_t i = 0; i < dec.n; i++)
+            d->verdicts[i] = CB_SAMPLE_ACCEPTED;
+    }
+    cb_histogram_observe(d->h_eval, (double)(cb_mono_us() - t0) / 1e6);
+    size_t k = 0;
+    for (size_t i = 0; i < dec.n; i++) {
+        enum cb_sample_verdict v = d->verdicts[i];
+        cb_counter_add(d->m_samples[v], 1);
+        switch (v) {
+        case CB_SAMPLE_ACCEPTED:
+        case CB_SAMPLE_LATE:
+            d->keep[k++] = dec.samples[i];
+            break;
+        case CB_SAMPLE_FUTURE:
+            cb_counter_add(d->m_rejected[CB_REJECT_FUTURE], 1);
+            break;
+        case CB_SAMPLE_QUARANTINED: {
+            char reason[160];
+            snprintf(reason, sizeof reason, "invalid_range:%s",
+                     d->qrules[i] ? d->qrules[i] : "?");
+            cb_counter_add(d->m_rejected[CB_REJECT_INVALID_RANGE], 1);
+            cb_store_quarantine(d->store, m->topic, &dec.samples[i], reason);
+            break;
+        }
+        }
+    }
+    if (k == 0)
+        cb_store_note_journal_pos(d->store, m->journal_pos);
+    else
+        cb_store_append(d->store, m->topic, dec.device, d->keep, k, m->journal_pos);
+}
+
+/* Paho thread: journal the raw message before it is acknowledged. */
+static int persist_message(void *ctx, const char *topic, size_t topic_len, const void *payload,
+                           size_t len, int64_t arrival_ms, uint64_t *pos)
+{
+    struct daemon *d = ctx;
+    int64_t t0 = cb_mono_us();
+    int rc = cb_journal_append(d->journal, topic, topic_len, payload, len, arrival_ms, pos);
+    cb_histogram_observe(d->h_journal, (double)(cb_mono_us() - t0) / 1e6);
+    return rc;
+}
+
+static int replay_record(void *ctx, uint64_t pos, const char *topic, const void *payload,
+                         size_t len, int64_t arrival_ms)
+{
+    struct cb_message m = {.topic = topic, .topic_len = strlen(topic), .payload = payload,
+                           .len = len, .arrival_ms = arrival_ms, .qos = 1, .journal_pos = pos};
+    on_message(ctx, &m);
+    return 0;
+}
+
+/* ---- transitions ----------------------------------------------------------- */
+
+static void on_transition(void *ctx, const struct cb_transition *t)
+{
+    struct daemon *d = ctx;
+    cb_counter_add(d->m_transitions, 1);
+    if (!cb_transition_is_event(t))
+        return;
+    struct cb_strbuf json;
+    cb_strbuf_init(&json);
+    cb_transition_to_json(t, &json);
+    if (json.oom) {
+        cb_strbuf_free(&json);
+        return;
+    }
+    cb_info("alert", "%s", json.data);
+    if (d->mqtt) {
+        char topic[512];
+        snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
+        cb_mqtt_publish(d->mqtt, topic, json.data, json.len, 1, 0);
+    }
+    cb_strbuf_free(&json);
+}
+
+/* ---- rules: load, reload, watch ------------------------------------------ */
+
+static void log_diags(const struct cb_diags *diags)
+{
+    struct cb_strbuf text;
+    cb_strbuf_init(&text);
+    cb_diags_render_text(diags, &text);
+    if (text.data) {
+        char *save = NULL;
+        for (char *line = strtok_r(text.data, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save))
+            cb_error("rules", "%s", line);
+    }
+    cb_strbuf_free(&text);
+}
+
+static struct cb_ruleset *compile_rules(const struct cb_config *cfg, struct cb_diags *diags)
+{
+    return cb_ruleset_compile((const char *const *)cfg->rules_paths.items, cfg->rules_paths.n,
+                              diags);
+}
+
+/* Recompiles every rule path. A file with errors is rejected with its
+ * diagnostics logged, and the running rules go on unchanged. */
+static void reload_rules(struct daemon *d, const char *why)
+{
+    struct cb_diags diags = {0};
+    struct cb_ruleset *rs = compile_rules(d->cfg, &diags);
+    if (!rs) {
+        cb_counter_add(d->m_reload_errors, 1);
+        cb_error("rules", "reload (%s) rejected: %zu error(s); the running rules go on", why,
+                 diags.errors);
+        log_diags(&diags);
+        cb_diags_free(&diags);
+        return;
+    }
+    cb_diags_free(&diags);
+    if (cb_engine_swap(d->engine, rs)) {
+        cb_counter_add(d->m_reload_errors, 1);
+        cb_error("rules", "reload (%s) failed: out of memory; the running rules go on", why);
+    } else {
+        cb_counter_add(d->m_reloads, 1);
+        cb_info("rules", "reloaded (%s): %zu rule(s)", why, cb_ruleset_count(rs));
+    }
+    cb_ruleset_release(rs);
+}
+
+static void on_reload_timer(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    if (!d->stopping)
+        reload_rules(d, "file changed");
+}
+
+static int is_rules_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 6 && strcmp(name + n - 6, ".rules") == 0;
+}
+
+/* A change in a watched directory: debounce, because editors write a file in
+ * several steps (truncate, write, rename). */
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    (void)events;
+    struct watch *w = (struct watch *)h;
+    struct daemon *d = h->data;
+    if (status < 0 || !filename)
+        return;
+    if (w->name ? strcmp(filename, w->name) != 0 : !is_rules_name(filename))
+        return;
+    uv_timer_start(&d->reload_timer, on_reload_timer, 300, 0);
+}
+
+static void free_watch(uv_handle_t *h)
+{
+    struct watch *w = (struct watch *)h;
+    free(w->name);
+    free(w);
+}
+
+/* Watches each rule path: a directory itself, a file through its parent
+ * directory (so a file replaced by rename is still seen). */
+static void watch_rules(struct daemon *d)
+{
+    const struct cb_strlist *paths = &d->cfg->rules_paths;
+    d->watches = calloc(paths->n ? paths->n : 1, sizeof *d->watches);
+    if (!d->watches)
+        return;
+    for (size_t i = 0; i < paths->n; i++) {
+        struct stat st;
+        if (stat(paths->items[i], &st) != 0)
+            continue;
+        struct watch *w = calloc(1, sizeof *w);
+        char *copy = strdup(paths->items[i]);
+        if (!w || !copy) {
+            free(w);
+            free(copy);
+            continue;
+        }
+        const char *dir = paths->items[i];
+        if (!S_ISDIR(st.st_mode)) {
+            w->name = strdup(basename(copy));
+            strcpy(copy, paths->items[i]);
+            dir = dirname(copy);
+        }
+        uv_fs_event_init(&d->loop, &w->handle);
+        w->handle.data = d;
+        int rc = uv_fs_event_start(&w->handle, on_fs_event, dir, 0);
+        free(copy);
+        if (rc) {
+            cb_warn("rules", "cannot watch '%s': %s (SIGHUP still reloads)", paths->items[i],
+                    uv_strerror(rc));
+            uv_close((uv_handle_t *)&w->handle, free_watch);
+            continue;
+        }
+        d->watches[d->nwatches++] = w;
+    }
+}
+
+/* ---- timers and signals ---------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    cb_engine_tick(d->engine);
+    struct cb_store_stats s;
+    cb_store_get_stats(d->store, &s);
+    if (s.committed_journal_pos)
+        cb_journal_release(d->journal, s.committed_journal_pos);
+}
+
+static void close_handles(struct daemon *d);
+
+static void on_mqtt_stopped(void *ctx)
+{
+    struct daemon *d = ctx;
+    cb_info(MOD, "MQTT stopped; flushing storage");
+    close_handles(d);
+}
+
+static void begin_shutdown(struct daemon *d, const char *why)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    cb_info(MOD, "%s: shutting down", why);
+    uv_timer_stop(&d->tick);
+    uv_timer_stop(&d->reload_timer);
+    if (d->mqtt)
+        cb_mqtt_stop(d->mqtt, on_mqtt_stopped, d);
+    else
+        close_handles(d);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    if (signum == SIGHUP) {
+        if (!d->stopping)
+            reload_rules(d, "SIGHUP");
+        return;
+    }
+    if (d->stopping) {
+        cb_warn(MOD, "second %s: exiting at once", strsignal(signum));
+        exit(1);
+    }
+    begin_shutdown(d, strsignal(signum));
+}
+
+static void close_handles(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->tick, NULL);
+    uv_close((uv_handle_t *)&d->reload_timer, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+    for (size_t i = 0; i < d->nwatches; i++)
+        uv_close((uv_handle_t *)&d->watches[i]->handle, free_watch);
+    d->nwatches = 0;
+    if (d->mqtt)
+        cb_mqtt_close(d->mqtt);
+}
+
+/* ---- start-up ------------------------------------------------------------------- */
+
+static int prime_row(void *ctx, const char *topic, const char *metric, int64_t ts, double value)
+{
+    struct daemon *d = ctx;
+    struct cb_sample s = {.metric = metric, .ts_ms = ts, .value = value};
+    cb_engine_prime(d->engine, topic, &s);
+    return 0;
+}
+
+/* Rebuilds rule windows from the stored samples, so avg(level, 5m) right
+ * after a restart equals what it was before. */
+static void prime_windows(struct daemon *d)
+{
+    int64_t span = cb_engine_max_window_ms(d->engine);
+    if (span <= 0)
+        return;
+    char err[256];
+    struct cb_store_reader *r = cb_store_reader_open(d->cfg->storage_db, err, sizeof err);
+    if (!r) {
+        cb_warn(MOD, "cannot read stored samples to rebuild windows: %s", err);
+        return;
+    }
+    int64_t since = cb_wall_ms() - span - d->cfg->rules_lateness_ms;
+    if (cb_store_scan_since(r, since, prime_row, d))
+        cb_warn(MOD, "rebuilding windows from the store failed part-way");
+    cb_store_reader_close(r);
+}
+
+static int start(struct daemon *d)
+{
+    const struct cb_config *cfg = d->cfg;
+    char err[512];
+    struct cb_diags diags = {0};
+
+    struct cb_ruleset *rs = compile_rules(cfg, &diags);
+    if (!rs) {
+        cb_error("rules", "the rules have %zu error(s); not starting", diags.errors);
+        log_diags(&diags);
+        cb_diags_free(&diags);
+        return -1;
+    }
+    cb_diags_free(&diags);
+    struct cb_engine_options eo = {.max_skew_ms = cfg->rules_max_skew_ms,
+                                   .lateness_ms = cfg->rules_lateness_ms};
+    d->engine = cb_engine_new(rs, &cb_clock_wall, &eo, on_transition, d);
+    size_t nrules = cb_ruleset_count(rs);
+    cb_ruleset_release(rs);
+    if (!d->engine) {
+        cb_error(MOD, "out of memory creating the rule engine");
+        return -1;
+    }
+
+    struct cb_decode_limits limits;
+    cb_decode_limits_from_config(&limits, cfg);
+    d->decoder = cb_decoder_new(&limits);
+    if (!d->decoder) {
+        cb_error(MOD, "out of memory creating the decoder");
+        return -1;
+    }
+
+    char *jpath = cb_config_journal_path(cfg);
+    if (!jpath)
+        return -1;
+    d->journal = cb_journal_open(jpath, cfg->storage_journal_segment,
+                                 cfg->storage_journal_fsync == CB_JOURNAL_FSYNC_ALWAYS, err,
+                                 sizeof err);
+    if (!d->journal) {
+        cb_error("storage", "journal %s: %s", jpath, err);
+        free(jpath);
+        return -1;
+    }
+    free(jpath);
+    d->store = cb_store_open(cfg, observe_commit, err, sizeof err);
+    if (!d->store) {
+        cb_error("storage", "%s: %s", cfg->storage_db, err);
+        return -1;
+    }
+    cb_info("storage", "database %s (synchronous=%s)", cfg->storage_db,
+            cfg->storage_synchronous == CB_SYNC_FULL ? "full" : "normal");
+
+    prime_windows(d);
+
+    uint64_t committed = cb_store_committed_journal_pos(d->store);
+    struct cb_engine_stats before;
+    cb_engine_get_stats(d->engine, &before);
+    if (cb_journal_replay(d->journal, committed, replay_record, d)) {
+        cb_error("storage", "replaying the ingest journal failed");
+        return -1;
+    }
+    struct cb_engine_stats after;
+    cb_engine_get_stats(d->engine, &after);
+    if (after.samples > before.samples)
+        cb_info("storage", "recovered %llu sample(s) from the ingest journal",
+                (unsigned long long)(after.samples - before.samples));
+
+    d->mqtt = cb_mqtt_new(&d->loop, cfg, on_message, d, err, sizeof err);
+    if (!d->mqtt) {
+        cb_error("mqtt", "%s", err);
+        return -1;
+    }
+    cb_mqtt_set_persist(d->mqtt, persist_message, d);
+    if (cb_mqtt_start(d->mqtt)) {
+        cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
+        return -1;
+    }
+
+    uv_timer_start(&d->tick, on_tick, 1000, 1000);
+    if (cfg->rules_watch)
+        watch_rules(d);
+    cb_info(MOD, "citybrain %s running: broker %s, %zu topic filter(s), QoS %lld, %zu rule(s)",
+            CB_VERSION, cfg->mqtt_broker, cfg->mqtt_topics.n, (long long)cfg->mqtt_qos, nrules);
+    return 0;
+}
+
+static void teardown(struct daemon *d)
+{
+    if (d->store)
+        cb_store_close(d->store);
+    if (d->journal)
+        cb_journal_close(d->journal);
+    if (d->engine)
+        cb_engine_free(d->engine);
+    if (d->decoder)
+        cb_decoder_free(d->decoder);
+    free(d->keep);
+    free(d->verdicts);
+    free(d->qrules);
+    free(d->watches);
+}
+
+int cb_daemon_run(const struct cb_config *cfg)
+{
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    d.cfg = cfg;
+    d.started_ms = cb_wall_ms();
+    cb_log_threshold = (enum cb_log_level)cfg->log_level;
+    if (uv_loop_init(&d.loop)) {
+        cb_error(MOD, "cannot create the event loop");
+        return 1;
+    }
+    uv_timer_init(&d.loop, &d.tick);
+    uv_timer_init(&d.loop, &d.reload_timer);
+    d.tick.data = d.reload_timer.data = &d;
+    uv_signal_init(&d.loop, &d.sigint);
+    uv_signal_init(&d.loop, &d.sigterm);
+    uv_signal_init(&d.loop, &d.sighup);
+    d.sigint.data = d.sigterm.data = d.sighup.data = &d;
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sighup, on_signal, SIGHUP);
+    register_metrics(&d);
+
+    if (start(&d)) {
+        d.exit_code = 1;
+        d.stopping = 1;
+        if (d.mqtt)
+            cb_mqtt_stop(d.mqtt, on_mqtt_stopped, &d);
+        else
+            close_handles(&d);
+    }
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    teardown(&d);
+    int rc = uv_loop_close(&d.loop);
+    if (rc)
+        cb_warn(MOD, "event loop closed with handles open: %s", uv_strerror(rc));
+    cb_metrics_free();
+    if (d.exit_code == 0)
+        cb_info(MOD, "stopped cleanly");
+    return d.exit_code;
+}
+
+int cb_daemon_check(const struct cb_config *cfg)
+{
+    struct cb_diags diags = {0};
+    struct cb_ruleset *rs = compile_rules(cfg, &diags);
+    struct cb_strbuf text;
+    cb_strbuf_init(&text);
+    cb_diags_render_text(&diags, &text);
+    if (text.len)
+        fputs(text.data, stderr);
+    cb_strbuf_free(&text);
+    cb_diags_free(&diags);
+    if (!rs)
+        return 1;
+    printf("configuration OK: broker %s, database %s, %zu rule(s)\n", cfg->mqtt_broker,
+           cfg->storage_db, cb_ruleset_count(rs));
+    cb_ruleset_release(rs);
+    return 0;
+}
