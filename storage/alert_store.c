@@ -595,18 +595,6 @@ int cb_alert_reader_transitions(struct cb_alert_reader *r, int64_t from, int64_t
     return step_all(r, st, ev_row, &c);
 }
 
-int cb_alert_reader_events_since(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
-                                 cb_alert_event_fn fn, void *ctx)
-{
-    sqlite3_stmt *st = NULL;
-    if (prep(r, "SELECT seq,json FROM alert_transitions WHERE seq>?1 ORDER BY seq LIMIT ?2", &st))
-        return -1;
-    sqlite3_bind_int64(st, 1, (int64_t)after_seq);
-    sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : 10000);
-    struct ev_ctx c = {fn, ctx};
-    return step_all(r, st, ev_row, &c);
-}
-
 struct sil_ctx {
     cb_silence_row_fn fn;
     void *ctx;

@@ -131,10 +131,6 @@ typedef int (*cb_alert_event_fn)(void *ctx, uint64_t seq, const char *json, size
 int cb_alert_reader_transitions(struct cb_alert_reader *r, int64_t from, int64_t to,
                                 const char *rule, int newest_first, size_t limit,
                                 cb_alert_event_fn fn, void *ctx);
-/* Visits transitions with seq > after_seq in seq order, at most limit (SSE
- * resume with Last-Event-ID). Returns 0 or -1. */
-int cb_alert_reader_events_since(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
-                                 cb_alert_event_fn fn, void *ctx);
 typedef int (*cb_silence_row_fn)(void *ctx, const struct cb_silence_row *r);
 /* Visits silences whose end is after `now`, by id. */
 int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_row_fn fn,
@@ -149,7 +145,6 @@ const char *cb_alert_reader_error(struct cb_alert_reader *r);
 /* Server-sent events resume: visits the transition log rows with seq >
  * after_seq in seq order, at most `limit` (0: 10000); fn returns non-zero to
  * stop. Returns 0, or -1 with the reader's error. */
-typedef int (*cb_alert_event_fn)(void *ctx, uint64_t seq, const char *json, size_t len);
 int cb_alert_reader_events_after(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
                                  cb_alert_event_fn fn, void *ctx);
 

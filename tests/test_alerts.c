@@ -767,7 +767,7 @@ static void test_api_helpers(void)
     CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "seq")->valueint, 1);
     cJSON_Delete(doc);
     uint64_t st[2] = {1, 0};
-    CU_ASSERT_EQUAL(cb_alert_reader_events_since(r, 1, 100, count_event, st), 0);
+    CU_ASSERT_EQUAL(cb_alert_reader_events_after(r, 1, 100, count_event, st), 0);
     CU_ASSERT_EQUAL(st[1], 2); /* seq 2 and 3 */
     cb_alert_reader_close(r);
 
