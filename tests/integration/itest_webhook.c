@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alerts/alerts.h"
+#include "core/commands.h"
 #include "core/config.h"
 #include "storage/storage.h"
 #include "core/log.h"
@@ -29,6 +30,7 @@ struct receiver {
     int n;
     long long seq[MAXREQ];
     char *body[MAXREQ];
+    char *head[MAXREQ];
     int stop;
 };
 
@@ -64,10 +66,12 @@ static void serve_one(struct receiver *r, int c)
     if (r->n < MAXREQ) {
         r->seq[r->n] = sq ? atoll(sq + 16) : -1;
         r->body[r->n] = strndup(end + 4, want);
+        r->head[r->n] = strndup(buf, (size_t)(end - buf));
     }
     r->n++;
     pthread_mutex_unlock(&r->mu);
-    const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
     if (write(c, ok, sizeof ok - 1) < 0) {
     }
 }
@@ -320,14 +324,46 @@ static void test_outbox_survives_down_receiver_and_restart(void)
     receiver_stop(&r);
     cb_alert_reader_close(rd);
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
-    for (int i = 0; i < MAXREQ; i++)
+    for (int i = 0; i < MAXREQ; i++) {
         free(r.body[i]);
+        free(r.head[i]);
+    }
     pthread_mutex_destroy(&r.mu);
     cb_config_free(&cfg);
     char cmd[96];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {
     }
+}
+
+/* `citybrain ack` posts to the daemon's API with the bearer token from the
+ * environment; it fails cleanly when nothing listens. */
+static void test_ack_cli_posts_to_api(void)
+{
+    struct receiver r = {0};
+    pthread_mutex_init(&r.mu, NULL);
+    r.port = free_port();
+    char api[64];
+    snprintf(api, sizeof api, "http://127.0.0.1:%d", r.port);
+    setenv("CITYBRAIN_API_TOKEN", "s3cret", 1);
+    char *argv[] = {"ack", "river_flood/district=d07", "--by", "li.wei", "--note",
+                    "pumps \"on\"", "--api", api};
+    fprintf(stderr, "\n(one refused connection follows on purpose)\n");
+    CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 1); /* down */
+    CU_ASSERT_EQUAL_FATAL(receiver_start(&r), 0);
+    CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 0);
+    receiver_stop(&r);
+    CU_ASSERT_EQUAL_FATAL(r.n, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.head[0], "POST /api/alerts/river_flood%2Fdistrict%3Dd07/ack "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.head[0], "Authorization: Bearer s3cret"));
+    CU_ASSERT_STRING_EQUAL(r.body[0], "{\"by\":\"li.wei\",\"note\":\"pumps \\\"on\\\"\"}");
+    char *noby[] = {"ack", "x"};
+    CU_ASSERT_EQUAL(cb_cmd_ack(2, noby), 2);
+    unsetenv("CITYBRAIN_API_TOKEN");
+    CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 2); /* no token */
+    free(r.body[0]);
+    free(r.head[0]);
+    pthread_mutex_destroy(&r.mu);
 }
 
 void cb_test_suite_webhook(void);
@@ -337,4 +373,6 @@ void cb_test_suite_webhook(void)
     CU_add_test(s, "webhook: a receiver down for a while and a restart lose nothing, "
                    "repeat nothing, keep order per alert",
                 test_outbox_survives_down_receiver_and_restart);
+    CU_add_test(s, "webhook: citybrain ack posts to the API with the bearer token",
+                test_ack_cli_posts_to_api);
 }
