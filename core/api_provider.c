@@ -187,40 +187,30 @@ static int silences_list(void *ctx, struct cb_strbuf *out)
 static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out)
 {
     struct cb_daemon *d = ctx;
-    struct cb_strbuf m;
-    cb_strbuf_init(&m);
-    cb_strbuf_putc(&m, '[');
-    for (size_t i = 0; i < s->nmatchers; i++) {
-        if (i)
-            cb_strbuf_putc(&m, ',');
-        cb_strbuf_puts(&m, "{\"name\":");
-        cb_strbuf_json_string(&m, s->names[i], strlen(s->names[i]));
-        cb_strbuf_puts(&m, ",\"value\":");
-        cb_strbuf_json_string(&m, s->values[i], strlen(s->values[i]));
-        cb_strbuf_putc(&m, '}');
-    }
-    cb_strbuf_putc(&m, ']');
     int64_t id = 0;
     char err[256];
     int64_t now = cb_wall_ms();
-    int rc = m.oom ? -1
-                   : cb_alerts_silence_add(d->alerts, m.data, now, s->expires_ms, s->comment,
-                                           s->by, &id, err, sizeof err);
-    if (rc) {
-        cb_strbuf_free(&m);
-        cb_strbuf_puts(out, m.oom ? "out of memory" : err);
+    if (cb_alerts_silence_add_pairs(d->alerts, s->names, s->values, s->nmatchers, now,
+                                    s->expires_ms, s->comment, s->by, &id, err, sizeof err)) {
+        cb_strbuf_puts(out, err);
         return 400;
     }
     cb_info("alert", "silence %lld added by %s until %lld", (long long)id, s->by,
             (long long)s->expires_ms);
-    cb_strbuf_printf(out, "{\"id\":\"%lld\",\"matchers\":%s,\"starts\":%lld,\"expires\":%lld,"
-                          "\"by\":",
-                     (long long)id, m.data, (long long)now, (long long)s->expires_ms);
+    cb_strbuf_printf(out, "{\"id\":\"%lld\",\"matchers\":{", (long long)id);
+    for (size_t i = 0; i < s->nmatchers; i++) {
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, s->names[i], strlen(s->names[i]));
+        cb_strbuf_putc(out, ':');
+        cb_strbuf_json_string(out, s->values[i], strlen(s->values[i]));
+    }
+    cb_strbuf_printf(out, "},\"starts\":%lld,\"expires\":%lld,\"by\":", (long long)now,
+                     (long long)s->expires_ms);
     cb_strbuf_json_string(out, s->by, strlen(s->by));
     cb_strbuf_puts(out, ",\"comment\":");
     cb_strbuf_json_string(out, s->comment, strlen(s->comment));
     cb_strbuf_putc(out, '}');
-    cb_strbuf_free(&m);
     return 201;
 }
 
@@ -487,10 +477,7 @@ static int history(void *ctx, void *reader, const struct cb_api_history_query *q
 {
     (void)ctx;
     struct readers *r = reader;
-    cb_strbuf_puts(out, "{\"transitions\":");
-    int rc = cb_alert_reader_history_json(r->alerts, q->from_ms, q->to_ms, q->limit, out);
-    cb_strbuf_putc(out, '}');
-    if (rc) {
+    if (cb_alerts_reader_history_json(r->alerts, q->from_ms, q->to_ms, q->rule, q->limit, out)) {
         cb_strbuf_reset(out);
         cb_strbuf_puts(out, "reading the alert history failed");
         return 500;
