@@ -775,7 +775,7 @@ static void test_api_helpers(void)
     int64_t id = 0;
     CU_ASSERT_EQUAL(cb_alerts_silence_add_pairs(f->a, names, values, 2, f->now, f->now + 60000,
                                                 "", "ops", &id, err, sizeof err), 0);
-    f->published = 0;
+    fix_clear_pubs(f);
     t = tr("heat/district=d07", CB_ALERT_ESCALATED, CB_SEV_CRITICAL, 4000);
     t.rule = "heat";
     cb_alerts_on_transition(f->a, &t);
