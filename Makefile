@@ -102,7 +102,7 @@ export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 test: setup
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/test_unit $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain $(BUILD)/citybrain
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/test_unit $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain $(BUILD)/citybrain dashboard
 	$(Q)$(BUILD)/asan/test_unit
 	$(Q)$(BUILD)/asan/test_integration
 	$(Q)for t in $(sort $(wildcard tests/*.test.sh)); do echo "== $$t"; bash $$t || exit 1; done
@@ -117,6 +117,7 @@ itest: $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain
 -include bench/bench.mk
 -include tests/fuzz.mk
 -include sim/demo.mk
+-include api/dashboard.mk
 
 clean:
 	rm -rf $(BUILD)
