@@ -659,3 +659,27 @@ int64_t cb_alert_reader_outbox_count(struct cb_alert_reader *r, int delivered)
     sqlite3_finalize(st);
     return n;
 }
+
+struct after_ctx {
+    cb_alert_event_fn fn;
+    void *ctx;
+};
+
+static int after_row(sqlite3_stmt *st, void *arg)
+{
+    struct after_ctx *c = arg;
+    return c->fn(c->ctx, (uint64_t)sqlite3_column_int64(st, 0),
+                 (const char *)sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1));
+}
+
+int cb_alert_reader_events_after(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
+                                 cb_alert_event_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(r, "SELECT seq,json FROM alert_transitions WHERE seq>?1 ORDER BY seq LIMIT ?2", &st))
+        return -1;
+    sqlite3_bind_int64(st, 1, (int64_t)after_seq);
+    sqlite3_bind_int64(st, 2, limit ? (int64_t)limit : 10000);
+    struct after_ctx c = {fn, ctx};
+    return step_all(r, st, after_row, &c);
+}

@@ -136,4 +136,11 @@ int cb_alert_reader_outbox(struct cb_alert_reader *r, cb_outbox_row_fn fn, void 
 int64_t cb_alert_reader_outbox_count(struct cb_alert_reader *r, int delivered);
 const char *cb_alert_reader_error(struct cb_alert_reader *r);
 
+/* Server-sent events resume: visits the transition log rows with seq >
+ * after_seq in seq order, at most `limit` (0: 10000); fn returns non-zero to
+ * stop. Returns 0, or -1 with the reader's error. */
+typedef int (*cb_alert_event_fn)(void *ctx, uint64_t seq, const char *json, size_t len);
+int cb_alert_reader_events_after(struct cb_alert_reader *r, uint64_t after_seq, size_t limit,
+                                 cb_alert_event_fn fn, void *ctx);
+
 #endif

@@ -184,12 +184,11 @@ enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from,
     if (step_ms % STORAGE_MINUTE_MS == 0)
         return CB_TIER_1M;
     int64_t now = cb_wall_ms();
-    if (r->retention_raw_ms > 0 && from < now - r->retention_raw_ms && step_ms >= STORAGE_MINUTE_MS) {
-        if (r->retention_1m_ms > 0 && from < now - r->retention_1m_ms &&
-            step_ms >= STORAGE_HOUR_MS)
-            return CB_TIER_1H;
+    if (r->retention_1m_ms > 0 && from < now - r->retention_1m_ms)
+        return CB_TIER_1H;
+    if (r->retention_raw_ms > 0 && from < now - r->retention_raw_ms &&
+        step_ms >= STORAGE_MINUTE_MS)
         return CB_TIER_1M;
-    }
     return CB_TIER_RAW;
 }
 

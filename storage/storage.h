@@ -173,9 +173,11 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
 /* Which tier serves buckets of step_ms over [from, to): 1h when step is a
  * multiple of an hour, 1m when a multiple of a minute (both exact: a step
  * bucket is a union of whole rollup buckets, and rollups outlive raw data);
- * raw otherwise, unless the range starts before the raw retention cut, where
- * 1m (step >= 1m) or 1h serve it approximately (each rollup bucket counted in
- * the step bucket holding its start). Buckets are aligned to the epoch. */
+ * raw otherwise, unless the range starts before a retention cut: before the
+ * 1m cut the 1h tier, before the raw cut the 1m tier (step >= 1m) serve it
+ * approximately (each rollup bucket counted in the step bucket holding its
+ * start). Buckets are aligned to the epoch; from rounds down and to rounds up
+ * to whole step buckets. */
 enum cb_store_tier { CB_TIER_RAW = 0, CB_TIER_1M, CB_TIER_1H };
 enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from, int64_t to,
                                         int64_t step_ms);

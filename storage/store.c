@@ -326,6 +326,7 @@ struct cb_store {
     uint64_t committed_pos;
     struct tier_cursor cursor[RT__COUNT];
     int pass_active;
+    int pass_auto;        /* started by the interval: the writer continues it */
     int64_t next_pass_ms; /* monotonic */
 };
 
@@ -571,7 +572,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             goto fail;
         s->items[i] = (struct item){id, pr->ts, pr->value};
     }
-    qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
+    if (b->nrows)
+        qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
     /* insert; roll up what was inserted */
     struct acc a1m = {0}, a1h = {0};
     sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
@@ -951,10 +953,12 @@ static void *writer_main(void *arg)
         }
         /* retention: a requested step, or steps of the running pass */
         if (s->retention_req || (!s->pass_active && now >= s->next_pass_ms) ||
-            (s->pass_active && backoff == 0)) {
+            (s->pass_active && s->pass_auto && backoff == 0)) {
             int req = s->retention_req;
-            if (!s->pass_active)
+            if (!s->pass_active) {
                 s->next_pass_ms = now + s->retention_interval_ms;
+                s->pass_auto = !req;
+            }
             pthread_mutex_unlock(&s->mu);
             uint64_t deleted = 0;
             int more = 0;
