@@ -677,6 +677,40 @@ static void print_expect(const struct tfile *tf, const struct expect *x, const c
     printf("   (line %d)\n", x->line);
 }
 
+enum { EV_INPUT, EV_SEND, EV_ACK, EV_UNTIL };
+
+/* One timed step of a test: strings point into the command lines. */
+struct event {
+    int64_t at;
+    size_t seq;
+    int kind, line;
+    char *a, *b, *c;
+};
+
+static int cmp_event(const void *x, const void *y)
+{
+    const struct event *a = x, *b = y;
+    if (a->at != b->at)
+        return a->at < b->at ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static int push_event(struct event **ev, size_t *n, size_t *cap, const struct event *x)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        struct event *p = realloc(*ev, nc * sizeof *p);
+        if (!p)
+            return -1;
+        *ev = p;
+        *cap = nc;
+    }
+    (*ev)[*n] = *x;
+    (*ev)[*n].seq = *n;
+    (*n)++;
+    return 0;
+}
+
 /* Runs one test file. Returns 0 (pass), 1 (mismatch or error). */
 static int run_test_file(const char *path)
 {
@@ -842,14 +876,22 @@ static int run_test_file(const char *path)
     }
     drv_ok = 1;
     drv.collect = &collected;
+    /* The telemetry is a set of timed events: expand the ranges, order
+     * everything by time (file order among equal times), then run it. */
+    struct event *ev = NULL;
+    size_t nev = 0, capev = 0;
     for (size_t i = 0; i < ncmds && !failed; i++) {
         char *s = cmds[i];
         char *cmd = word(&s);
         int ln = cmdline[i];
+        struct event x;
+        memset(&x, 0, sizeof x);
+        x.line = ln;
+        x.seq = nev;
         if (!strcmp(cmd, "send")) {
             char *t = word(&s), *topic = word(&s);
             char *payload = topic ? rest(s) : NULL;
-            int64_t from, to, step = 0;
+            int64_t from, to, step = 1;
             char *dots = t ? strstr(t, "..") : NULL;
             if (!t || !topic || !*payload) {
                 fprintf(stderr, "%s:%d: send TIME TOPIC PAYLOAD\n", path, ln);
@@ -858,20 +900,14 @@ static int run_test_file(const char *path)
             }
             if (dots) {
                 *dots = 0;
-                if (!strcmp(topic, "every")) {
-                    char *st = word(&payload);
-                    topic = st ? word(&payload) : NULL;
-                    if (!st || !topic || cb_parse_duration_ms(st, &step) < 0 || step <= 0) {
-                        fprintf(stderr, "%s:%d: send FROM..TO every STEP TOPIC PAYLOAD\n", path, ln);
-                        failed = 1;
-                        break;
-                    }
-                    payload = rest(payload);
-                } else {
+                char *st = !strcmp(topic, "every") ? word(&payload) : NULL;
+                topic = st ? word(&payload) : NULL;
+                if (!st || !topic || cb_parse_duration_ms(st, &step) < 0 || step <= 0) {
                     fprintf(stderr, "%s:%d: send FROM..TO every STEP TOPIC PAYLOAD\n", path, ln);
                     failed = 1;
                     break;
                 }
+                payload = rest(payload);
             }
             if (parse_time(&tf, t, &from) < 0 || (dots && parse_time(&tf, dots + 2, &to) < 0)) {
                 fprintf(stderr, "%s:%d: bad time\n", path, ln);
@@ -879,27 +915,71 @@ static int run_test_file(const char *path)
                 break;
             }
             if (!dots)
-                to = from, step = 1;
-            if ((to - from) / step > 1000000) {
+                to = from;
+            if ((to - from) / step > 100000) {
                 fprintf(stderr, "%s:%d: too many messages in one send\n", path, ln);
                 failed = 1;
                 break;
             }
+            x.kind = EV_SEND;
+            x.a = topic;
+            x.b = payload;
             for (int64_t at = from; at <= to; at += step) {
-                advance(&drv, at);
-                enum cb_reject r = offer_message(&drv, topic, payload, strlen(payload), at);
-                if (r != CB_REJECT_NONE) {
-                    fprintf(stderr, "%s:%d: payload rejected: %s\n", path, ln, cb_reject_name(r));
+                x.at = at;
+                if (push_event(&ev, &nev, &capev, &x) < 0) {
                     failed = 1;
                     break;
                 }
             }
         } else if (!strcmp(cmd, "input")) {
-            char *p = word(&s);
-            char *full = p ? join_path(tf.dir, p) : NULL;
+            x.kind = EV_INPUT;
+            x.at = INT64_MIN; /* recorded telemetry carries its own times: replayed first */
+            x.a = word(&s);
+            if (!x.a) {
+                fprintf(stderr, "%s:%d: input FILE\n", path, ln);
+                failed = 1;
+            } else if (push_event(&ev, &nev, &capev, &x) < 0) {
+                failed = 1;
+            }
+        } else if (!strcmp(cmd, "ack")) {
+            char *t = word(&s);
+            x.kind = EV_ACK;
+            x.a = word(&s);
+            x.b = word(&s);
+            x.c = x.b ? rest(s) : NULL;
+            if (!t || !x.a || !x.b || parse_time(&tf, t, &x.at) < 0) {
+                fprintf(stderr, "%s:%d: ack TIME ID BY [NOTE]\n", path, ln);
+                failed = 1;
+            } else if (push_event(&ev, &nev, &capev, &x) < 0) {
+                failed = 1;
+            }
+        } else if (!strcmp(cmd, "until")) {
+            char *t = word(&s);
+            x.kind = EV_UNTIL;
+            if (!t || parse_time(&tf, t, &x.at) < 0) {
+                fprintf(stderr, "%s:%d: until TIME\n", path, ln);
+                failed = 1;
+            } else if (push_event(&ev, &nev, &capev, &x) < 0) {
+                failed = 1;
+            }
+        }
+    }
+    if (!failed)
+        qsort(ev, nev, sizeof *ev, cmp_event);
+    for (size_t i = 0; i < nev && !failed; i++) {
+        const struct event *x = &ev[i];
+        if (x->kind == EV_SEND) {
+            advance(&drv, x->at);
+            enum cb_reject r = offer_message(&drv, x->a, x->b, strlen(x->b), x->at);
+            if (r != CB_REJECT_NONE) {
+                fprintf(stderr, "%s:%d: payload rejected: %s\n", path, x->line, cb_reject_name(r));
+                failed = 1;
+            }
+        } else if (x->kind == EV_INPUT) {
+            char *full = join_path(tf.dir, x->a);
             FILE *in = full ? fopen(full, "r") : NULL;
             if (!in) {
-                fprintf(stderr, "%s:%d: input FILE: cannot open %s\n", path, ln, full ? full : "");
+                fprintf(stderr, "%s:%d: input FILE: cannot open %s\n", path, x->line, full ? full : "");
                 failed = 1;
             } else {
                 replay_stream(&drv, in, full);
@@ -908,36 +988,22 @@ static int run_test_file(const char *path)
                 fclose(in);
             }
             free(full);
-        } else if (!strcmp(cmd, "ack")) {
-            char *t = word(&s), *id = word(&s), *by = word(&s);
-            char *note = by ? rest(s) : NULL;
-            int64_t at;
-            if (!t || !id || !by || parse_time(&tf, t, &at) < 0) {
-                fprintf(stderr, "%s:%d: ack TIME ID BY [NOTE]\n", path, ln);
-                failed = 1;
-                break;
-            }
-            advance(&drv, at);
-            if (cb_engine_ack(drv.e, id, by, note && *note ? note : NULL) < 0) {
-                fprintf(stderr, "%s:%d: ack: no firing alert '%s'\n", path, ln, id);
+        } else if (x->kind == EV_ACK) {
+            advance(&drv, x->at);
+            if (cb_engine_ack(drv.e, x->a, x->b, x->c && *x->c ? x->c : NULL) < 0) {
+                fprintf(stderr, "%s:%d: ack: no firing alert '%s'\n", path, x->line, x->a);
                 failed = 1;
             }
-        } else if (!strcmp(cmd, "until")) {
-            char *t = word(&s);
-            int64_t at;
-            if (!t || parse_time(&tf, t, &at) < 0) {
-                fprintf(stderr, "%s:%d: until TIME\n", path, ln);
-                failed = 1;
-                break;
-            }
-            advance(&drv, at);
+        } else {
+            advance(&drv, x->at);
         }
     }
+    free(ev);
     if (failed)
         goto out;
     /* compare */
     struct actual *act = NULL;
-    size_t nact = split_actual(collected.data, &act);
+    size_t nact = collected.data ? split_actual(collected.data, &act) : 0;
     size_t m = nact > tf.nex ? nact : tf.nex;
     int mismatch = nact != tf.nex;
     for (size_t i = 0; i < m && !mismatch; i++)
