@@ -1157,3 +1157,5 @@ void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
     cb_strbuf_putc(out, ']');
     free(counts);
 }
+
+size_t cb_engine_rule_count(const struct cb_engine *e) { return e->rs->nrules; }

@@ -236,6 +236,8 @@ int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_samp
 int64_t cb_engine_max_window_ms(const struct cb_engine *e);
 
 void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out);
+/* The number of rules loaded now. */
+size_t cb_engine_rule_count(const struct cb_engine *e);
 
 /* Visits the current instances (GET /api/alerts, /api/rules): the transition
  * struct describes the current state. */

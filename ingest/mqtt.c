@@ -1,0 +1,890 @@
+/* MQTT in and out with Paho MQTTAsync, and the hand-off to the libuv loop.
+ *
+ * What Paho 1.3.12 does when messageArrived returns 0 (read in
+ * src/MQTTProtocolClient.c MQTTProtocol_handlePublishes and
+ * src/MQTTAsyncUtils.c Protocol_processPublication / MQTTAsync_receiveThread):
+ *  - For QoS 1 the PUBACK is sent right after Protocol_processPublication
+ *    returns, whatever messageArrived answered. Returning 0 does NOT make the
+ *    broker redeliver: the message is already acknowledged and only lives in
+ *    Paho's in-memory messageQueue (unbounded; lost if we crash).
+ *  - While that queue is not empty every new publication is appended behind
+ *    it instead of being delivered, and the receive thread retries only the
+ *    head of the queue, once per packet read from the socket (a timeout with
+ *    no packet retries nothing). It does not spin, but under steady traffic
+ *    the backlog never shrinks (one in, one out per packet), and on a quiet
+ *    connection it drains one message per PINGRESP (per keepalive).
+ * So "refuse a QoS 1 message by returning 0" would move the backlog into an
+ * unbounded list behind our bound, break the journal-before-ack promise and
+ * add latency for ever. The design here:
+ *  - messageArrived never returns 0 (except when malloc fails, where Paho's
+ *    retry is the only option left).
+ *  - When the queue is at ingest.queue_max_messages / queue_max_bytes, a QoS 0
+ *    message is dropped and counted (dropped_qos0). A QoS 1 message makes the
+ *    Paho thread wait on a condition variable until the loop has drained
+ *    (counted once per waiting message in deferred_qos1). While it waits,
+ *    Paho reads nothing more from the socket, the PUBACK is not sent, and the
+ *    broker keeps the rest of our session's messages: real back-pressure, and
+ *    nothing is acknowledged before it is journaled and queued. If the loop
+ *    stalls past the keepalive, the broker drops the connection and, with
+ *    our persistent session, redelivers the unacknowledged message after the
+ *    reconnect (at least once; never lost).
+ *  - Waiting under Paho's global lock is only safe if the loop thread never
+ *    needs that lock. So the loop never calls Paho after cb_mqtt_start: every
+ *    Paho call (connect, publish, disconnect) is made by one worker thread
+ *    fed by a locked command list. cb_mqtt_publish only appends to it. Paho
+ *    calls the subscribe itself from the connect callback, on its thread.
+ *  - cb_mqtt_stop wakes a waiting callback (it then queues beyond the bound:
+ *    the loop drains everything before calling done).
+ *  - A persist hook that fails (journal full, disk error) does not refuse the
+ *    message (that would only park it in Paho's list, acknowledged): it is
+ *    queued with journal_pos 0 and counted in persist_failed.
+ *  - Stop does not unsubscribe: with a persistent session the subscriptions
+ *    must stay so that the broker queues QoS 1 messages while we are down.
+ *    It disconnects, drains what is left, then calls done on the loop.
+ *
+ * Reconnect: on a failed connect or a lost connection the Paho thread flags
+ * it and wakes the loop, which arms a uv timer: delay = backoff/2 + random
+ * part of backoff/2, backoff doubling from reconnect_min to reconnect_max,
+ * reset on a successful connect. Every connect subscribes to every filter
+ * (subscribeMany), so a broker that lost our session still gets them.
+ * Paho's own automatic reconnect stays off.
+ *
+ * Ownership: each queued message is ONE malloc (node header, topic, NUL,
+ * payload), freed on the loop after on_message returns. The struct is freed
+ * in the close callback of the last uv handle (STYLE.md habit 9). */
+#include "ingest/ingest.h"
+
+#include <MQTTAsync.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+
+#define MOD "mqtt"
+#define OUTBOUND_MAX 10000
+
+struct node {
+    struct node *next;
+    size_t topic_len, len;
+    int64_t arrival_ms;
+    uint64_t journal_pos;
+    int qos;
+    char data[]; /* topic, NUL, payload */
+};
+
+enum cmd_kind { CMD_CONNECT, CMD_PUBLISH, CMD_DISCONNECT };
+
+struct cmd {
+    struct cmd *next;
+    enum cmd_kind kind;
+    int qos, retained;
+    size_t len;
+    char *topic; /* points into data */
+    char data[];
+};
+
+struct cb_mqtt {
+    uv_loop_t *loop;
+    uv_async_t async;
+    uv_timer_t timer;
+    int open_handles;
+
+    MQTTAsync client;
+    bool client_created;
+    int version;
+    char *url, *client_id, *username, *password, *ca_file, *cert_file, *key_file;
+    char **topics;
+    int *qoss;
+    int ntopics;
+    int qos;
+    int clean;
+    int tls_verify;
+    int keepalive_s;
+    int64_t session_expiry_s;
+    int max_inflight;
+    int64_t backoff_min, backoff_max, backoff;
+    uint64_t rng;
+
+    cb_message_fn on_message;
+    void *ctx;
+    cb_persist_fn persist;
+    void *persist_ctx;
+
+    /* Incoming queue, Paho thread -> loop. */
+    pthread_mutex_t lock;
+    pthread_cond_t room;
+    struct node *head, *tail;
+    size_t count, bytes;       /* queued plus being processed by the loop */
+    size_t max_count, max_bytes;
+    bool stopping;             /* set by stop: no more waiting for room */
+    bool need_reconnect;       /* Paho thread asks the loop to arm the timer */
+    bool disconnected_final;   /* the stop's disconnect completed */
+
+    /* Commands, loop -> worker. */
+    pthread_mutex_t cmd_lock;
+    pthread_cond_t cmd_cond;
+    struct cmd *cmd_head, *cmd_tail;
+    size_t ncmds;
+    bool worker_quit;
+    bool worker_started;
+    pthread_t worker;
+
+    /* Loop-side state. */
+    bool started, stop_called, done_called, closing;
+    void (*done)(void *ctx);
+    void *done_ctx;
+
+    struct cb_mqtt_stats st; /* fields accessed with __atomic */
+};
+
+const char *cb_mqtt_state_name(enum cb_mqtt_state s)
+{
+    switch (s) {
+    case CB_MQTT_DISCONNECTED: return "disconnected";
+    case CB_MQTT_CONNECTING: return "connecting";
+    case CB_MQTT_CONNECTED: return "connected";
+    case CB_MQTT_STOPPED: return "stopped";
+    }
+    return "unknown";
+}
+
+#define STAT_ADD(m, f, n) __atomic_fetch_add(&(m)->st.f, (n), __ATOMIC_RELAXED)
+#define STAT_SET(m, f, v) __atomic_store_n(&(m)->st.f, (v), __ATOMIC_RELAXED)
+#define STAT_GET(m, f) __atomic_load_n(&(m)->st.f, __ATOMIC_RELAXED)
+
+static void set_state(struct cb_mqtt *m, enum cb_mqtt_state s)
+{
+    enum cb_mqtt_state old = __atomic_exchange_n(&m->st.state, s, __ATOMIC_RELAXED);
+    if (old != s)
+        cb_info(MOD, "%s -> %s (%s)", cb_mqtt_state_name(old), cb_mqtt_state_name(s), m->url);
+}
+
+static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
+
+static void free_config_copies(struct cb_mqtt *m)
+{
+    free(m->url);
+    free(m->client_id);
+    free(m->username);
+    free(m->password);
+    free(m->ca_file);
+    free(m->cert_file);
+    free(m->key_file);
+    for (int i = 0; i < m->ntopics; i++)
+        free(m->topics[i]);
+    free(m->topics);
+    free(m->qoss);
+}
+
+/* ---- Paho thread: arrivals -------------------------------------------------------- */
+
+static bool queue_full(const struct cb_mqtt *m, size_t size)
+{
+    if (m->count == 0)
+        return false; /* one message always fits, however large */
+    return m->count + 1 > m->max_count || m->bytes + size > m->max_bytes;
+}
+
+/* messageArrived: see the comment at the top. Returns 1 (consumed), or 0 only
+ * when memory for the copy cannot be had (Paho keeps it and retries). */
+static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    struct cb_mqtt *m = ctx;
+    int64_t arrival = cb_wall_ms();
+    size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+    size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    size_t size = tl + 1 + len;
+    int qos = msg->qos;
+
+    pthread_mutex_lock(&m->lock);
+    if (queue_full(m, size)) {
+        if (qos == 0 && !m->stopping) {
+            pthread_mutex_unlock(&m->lock);
+            STAT_ADD(m, dropped_qos0, 1);
+            goto consumed;
+        }
+        STAT_ADD(m, deferred_qos1, 1);
+        while (queue_full(m, size) && !m->stopping)
+            pthread_cond_wait(&m->room, &m->lock);
+    }
+    m->count++;
+    m->bytes += size;
+    pthread_mutex_unlock(&m->lock);
+
+    struct node *n = malloc(sizeof *n + size);
+    if (!n) {
+        pthread_mutex_lock(&m->lock);
+        m->count--;
+        m->bytes -= size;
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    n->next = NULL;
+    n->topic_len = tl;
+    n->len = len;
+    n->arrival_ms = arrival;
+    n->qos = qos;
+    n->journal_pos = 0;
+    memcpy(n->data, topic, tl);
+    n->data[tl] = '\0';
+    if (len)
+        memcpy(n->data + tl + 1, msg->payload, len);
+    if (m->persist &&
+        m->persist(m->persist_ctx, n->data, tl, n->data + tl + 1, len, arrival, &n->journal_pos)) {
+        n->journal_pos = 0;
+        STAT_ADD(m, persist_failed, 1);
+    }
+
+    pthread_mutex_lock(&m->lock);
+    if (m->tail)
+        m->tail->next = n;
+    else
+        m->head = n;
+    m->tail = n;
+    STAT_SET(m, queue_depth, m->count);
+    STAT_SET(m, queue_bytes, m->bytes);
+    pthread_mutex_unlock(&m->lock);
+    uv_async_send(&m->async);
+consumed:
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    return 1;
+}
+
+/* Asks the loop to schedule a reconnect (Paho thread). */
+static void want_reconnect(struct cb_mqtt *m)
+{
+    pthread_mutex_lock(&m->lock);
+    if (!m->stopping)
+        m->need_reconnect = true;
+    pthread_mutex_unlock(&m->lock);
+    uv_async_send(&m->async);
+}
+
+static void on_connection_lost(void *ctx, char *cause)
+{
+    struct cb_mqtt *m = ctx;
+    STAT_ADD(m, connection_lost, 1);
+    cb_warn(MOD, "connection to %s lost%s%s", m->url, cause ? ": " : "", cause ? cause : "");
+    set_state(m, CB_MQTT_DISCONNECTED);
+    want_reconnect(m);
+}
+
+static void subscribe_all(struct cb_mqtt *m);
+
+static void on_subscribed(void *ctx, MQTTAsync_successData *resp)
+{
+    struct cb_mqtt *m = ctx;
+    for (int i = 0; i < m->ntopics; i++) {
+        int granted = m->ntopics == 1 ? resp->alt.qos : resp->alt.qosList[i];
+        if (granted == 0x80)
+            cb_error(MOD, "the broker refused the subscription to '%s'", m->topics[i]);
+        else
+            cb_info(MOD, "subscribed to '%s' (QoS %d)", m->topics[i], granted);
+    }
+}
+
+static void on_subscribed5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    struct cb_mqtt *m = ctx;
+    for (int i = 0; i < m->ntopics; i++) {
+        int rc = m->ntopics == 1 ? (int)resp->reasonCode
+                                 : (i < resp->alt.sub.reasonCodeCount
+                                        ? (int)resp->alt.sub.reasonCodes[i]
+                                        : 0x80);
+        if (rc >= 0x80)
+            cb_error(MOD, "the broker refused the subscription to '%s': %s", m->topics[i],
+                     MQTTReasonCode_toString((enum MQTTReasonCodes)rc));
+        else
+            cb_info(MOD, "subscribed to '%s' (QoS %d)", m->topics[i], rc);
+    }
+}
+
+static void on_subscribe_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    struct cb_mqtt *m = ctx;
+    cb_error(MOD, "subscribing failed (code %d%s%s)", resp ? resp->code : -1,
+             resp && resp->message ? ": " : "", resp && resp->message ? resp->message : "");
+    (void)m;
+}
+
+static void on_subscribe_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct cb_mqtt *m = ctx;
+    cb_error(MOD, "subscribing failed (code %d, %s)", resp ? resp->code : -1,
+             resp ? MQTTReasonCode_toString(resp->reasonCode) : "?");
+    (void)m;
+}
+
+/* Subscribes to every filter (Paho thread, from the connect callback). */
+static void subscribe_all(struct cb_mqtt *m)
+{
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = m;
+    if (m->version == 5) {
+        ro.onSuccess5 = on_subscribed5;
+        ro.onFailure5 = on_subscribe_failed5;
+    } else {
+        ro.onSuccess = on_subscribed;
+        ro.onFailure = on_subscribe_failed;
+    }
+    int rc = MQTTAsync_subscribeMany(m->client, m->ntopics, m->topics, m->qoss, &ro);
+    if (rc != MQTTASYNC_SUCCESS)
+        cb_error(MOD, "cannot subscribe: %s", MQTTAsync_strerror(rc));
+}
+
+static void connected(struct cb_mqtt *m, int session_present)
+{
+    STAT_ADD(m, connects, 1);
+    set_state(m, CB_MQTT_CONNECTED);
+    cb_info(MOD, "connected to %s as '%s' (MQTT %s, session %s)", m->url, m->client_id,
+            m->version == 5 ? "5" : "3.1.1", session_present ? "resumed" : "new");
+    pthread_mutex_lock(&m->lock);
+    m->backoff = m->backoff_min;
+    bool stopping = m->stopping;
+    pthread_mutex_unlock(&m->lock);
+    if (stopping) {
+        /* A connect that completed after stop: leave at once, take nothing. */
+        MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
+        MQTTAsync_disconnect(m->client, &o);
+        return;
+    }
+    subscribe_all(m);
+}
+
+static void on_connect(void *ctx, MQTTAsync_successData *resp)
+{
+    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0);
+}
+
+static void on_connect5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0);
+}
+
+static void connect_failed(struct cb_mqtt *m, int code, const char *why)
+{
+    cb_warn(MOD, "cannot connect to %s: %s (code %d)", m->url, why ? why : "no reason given",
+            code);
+    set_state(m, CB_MQTT_DISCONNECTED);
+    want_reconnect(m);
+}
+
+static void on_connect_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    connect_failed(ctx, resp ? resp->code : -1,
+                   resp && resp->message ? resp->message
+                                         : (resp ? MQTTAsync_strerror(resp->code) : NULL));
+}
+
+static void on_connect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    connect_failed(ctx, resp ? resp->code : -1,
+                   resp && resp->message ? resp->message
+                                         : (resp ? MQTTReasonCode_toString(resp->reasonCode)
+                                                 : NULL));
+}
+
+static void disconnect_finished(struct cb_mqtt *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->disconnected_final = true;
+    pthread_mutex_unlock(&m->lock);
+    uv_async_send(&m->async);
+}
+
+static void on_disconnect(void *ctx, MQTTAsync_successData *resp)
+{
+    (void)resp;
+    disconnect_finished(ctx);
+}
+static void on_disconnect5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    (void)resp;
+    disconnect_finished(ctx);
+}
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    (void)resp;
+    disconnect_finished(ctx);
+}
+static void on_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    (void)resp;
+    disconnect_finished(ctx);
+}
+
+/* ---- worker thread: every Paho call after start ------------------------------------ */
+
+static void do_connect(struct cb_mqtt *m)
+{
+    MQTTAsync_connectOptions o4 = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_connectOptions o5 = MQTTAsync_connectOptions_initializer5;
+    MQTTAsync_connectOptions *o = m->version == 5 ? &o5 : &o4;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    MQTTProperties props = MQTTProperties_initializer;
+    o->keepAliveInterval = m->keepalive_s;
+    o->connectTimeout = 10;
+    o->automaticReconnect = 0;
+    o->context = m;
+    o->username = m->username;
+    o->password = m->password;
+    if (m->version == 5) {
+        o->cleanstart = m->clean;
+        o->onSuccess5 = on_connect5;
+        o->onFailure5 = on_connect_failed5;
+        MQTTProperty p;
+        p.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+        p.value.integer4 = m->clean ? 0 : (unsigned)m->session_expiry_s;
+        MQTTProperties_add(&props, &p);
+        p.identifier = MQTTPROPERTY_CODE_RECEIVE_MAXIMUM;
+        p.value.integer2 = (unsigned short)m->max_inflight;
+        MQTTProperties_add(&props, &p);
+        o->connectProperties = &props;
+    } else {
+        o->cleansession = m->clean;
+        o->onSuccess = on_connect;
+        o->onFailure = on_connect_failed;
+    }
+    if (strncmp(m->url, "ssl://", 6) == 0 || strncmp(m->url, "mqtts://", 8) == 0) {
+        ssl.trustStore = m->ca_file;
+        ssl.keyStore = m->cert_file;
+        ssl.privateKey = m->key_file;
+        ssl.enableServerCertAuth = m->tls_verify;
+        ssl.verify = m->tls_verify;
+        o->ssl = &ssl;
+    }
+    set_state(m, CB_MQTT_CONNECTING);
+    int rc = MQTTAsync_connect(m->client, o);
+    MQTTProperties_free(&props);
+    if (rc != MQTTASYNC_SUCCESS)
+        connect_failed(m, rc, MQTTAsync_strerror(rc));
+}
+
+static void do_publish(struct cb_mqtt *m, struct cmd *c)
+{
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = c->data;
+    msg.payloadlen = (int)c->len;
+    msg.qos = c->qos;
+    msg.retained = c->retained;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    int rc = MQTTAsync_sendMessage(m->client, c->topic, &msg, &ro);
+    if (rc == MQTTASYNC_SUCCESS) {
+        STAT_ADD(m, published, 1);
+    } else {
+        STAT_ADD(m, publish_failed, 1);
+        cb_debug(MOD, "publish to '%s' failed: %s", c->topic, MQTTAsync_strerror(rc));
+    }
+}
+
+static void do_disconnect(struct cb_mqtt *m)
+{
+    if (!MQTTAsync_isConnected(m->client)) {
+        disconnect_finished(m);
+        return;
+    }
+    MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
+    o.timeout = 2000;
+    o.context = m;
+    if (m->version == 5) {
+        o.onSuccess5 = on_disconnect5;
+        o.onFailure5 = on_disconnect_failed5;
+    } else {
+        o.onSuccess = on_disconnect;
+        o.onFailure = on_disconnect_failed;
+    }
+    if (MQTTAsync_disconnect(m->client, &o) != MQTTASYNC_SUCCESS)
+        disconnect_finished(m);
+}
+
+static void *worker_main(void *arg)
+{
+    struct cb_mqtt *m = arg;
+    pthread_mutex_lock(&m->cmd_lock);
+    for (;;) {
+        while (!m->cmd_head && !m->worker_quit)
+            pthread_cond_wait(&m->cmd_cond, &m->cmd_lock);
+        if (!m->cmd_head && m->worker_quit)
+            break;
+        struct cmd *c = m->cmd_head;
+        m->cmd_head = c->next;
+        if (!m->cmd_head)
+            m->cmd_tail = NULL;
+        m->ncmds--;
+        pthread_mutex_unlock(&m->cmd_lock);
+        switch (c->kind) {
+        case CMD_CONNECT: do_connect(m); break;
+        case CMD_PUBLISH: do_publish(m, c); break;
+        case CMD_DISCONNECT: do_disconnect(m); break;
+        }
+        free(c);
+        pthread_mutex_lock(&m->cmd_lock);
+    }
+    pthread_mutex_unlock(&m->cmd_lock);
+    return NULL;
+}
+
+/* Appends a command for the worker. Publishes beyond OUTBOUND_MAX waiting
+ * are refused (-1); control commands always go in. */
+static int post(struct cb_mqtt *m, struct cmd *c)
+{
+    pthread_mutex_lock(&m->cmd_lock);
+    if (c->kind == CMD_PUBLISH && m->ncmds >= OUTBOUND_MAX) {
+        pthread_mutex_unlock(&m->cmd_lock);
+        free(c);
+        return -1;
+    }
+    c->next = NULL;
+    if (m->cmd_tail)
+        m->cmd_tail->next = c;
+    else
+        m->cmd_head = c;
+    m->cmd_tail = c;
+    m->ncmds++;
+    pthread_cond_signal(&m->cmd_cond);
+    pthread_mutex_unlock(&m->cmd_lock);
+    return 0;
+}
+
+static int post_simple(struct cb_mqtt *m, enum cmd_kind k)
+{
+    struct cmd *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->kind = k;
+    return post(m, c);
+}
+
+/* ---- loop side ------------------------------------------------------------------------ */
+
+static uint64_t next_random(struct cb_mqtt *m)
+{
+    /* xorshift64*: jitter only, not security. */
+    m->rng ^= m->rng >> 12;
+    m->rng ^= m->rng << 25;
+    m->rng ^= m->rng >> 27;
+    return m->rng * 2685821657736338717ULL;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct cb_mqtt *m = t->data;
+    if (m->stop_called)
+        return;
+    if (post_simple(m, CMD_CONNECT))
+        cb_error(MOD, "out of memory scheduling a reconnect");
+}
+
+static void schedule_reconnect(struct cb_mqtt *m)
+{
+    pthread_mutex_lock(&m->lock);
+    int64_t b = m->backoff;
+    m->backoff = b * 2 > m->backoff_max ? m->backoff_max : b * 2;
+    pthread_mutex_unlock(&m->lock);
+    int64_t half = b / 2;
+    int64_t delay = half + (half > 0 ? (int64_t)(next_random(m) % (uint64_t)(half + 1)) : 0);
+    cb_info(MOD, "reconnecting to %s in %lld ms", m->url, (long long)delay);
+    uv_timer_start(&m->timer, on_timer, (uint64_t)delay, 0);
+}
+
+static void maybe_done(struct cb_mqtt *m)
+{
+    if (!m->stop_called || m->done_called)
+        return;
+    pthread_mutex_lock(&m->lock);
+    bool ready = m->disconnected_final && m->head == NULL;
+    pthread_mutex_unlock(&m->lock);
+    if (!ready)
+        return;
+    m->done_called = true;
+    set_state(m, CB_MQTT_STOPPED);
+    if (m->done)
+        m->done(m->done_ctx);
+}
+
+/* The loop's wake-up: takes the whole queue under the lock, hands every
+ * message to on_message without it, then gives the room back. */
+static void on_async(uv_async_t *a)
+{
+    struct cb_mqtt *m = a->data;
+    for (;;) {
+        pthread_mutex_lock(&m->lock);
+        struct node *list = m->head;
+        m->head = m->tail = NULL;
+        bool reconnect = m->need_reconnect;
+        m->need_reconnect = false;
+        pthread_mutex_unlock(&m->lock);
+        if (!list) {
+            if (reconnect && !m->stop_called)
+                schedule_reconnect(m);
+            break;
+        }
+        size_t n = 0, bytes = 0;
+        while (list) {
+            struct node *next = list->next;
+            struct cb_message msg = {.topic = list->data,
+                                     .topic_len = list->topic_len,
+                                     .payload = list->data + list->topic_len + 1,
+                                     .len = list->len,
+                                     .arrival_ms = list->arrival_ms,
+                                     .qos = list->qos,
+                                     .journal_pos = list->journal_pos};
+            m->on_message(m->ctx, &msg);
+            n++;
+            bytes += list->topic_len + 1 + list->len;
+            free(list);
+            list = next;
+        }
+        STAT_ADD(m, received, n);
+        pthread_mutex_lock(&m->lock);
+        m->count -= n;
+        m->bytes -= bytes;
+        STAT_SET(m, queue_depth, m->count);
+        STAT_SET(m, queue_bytes, m->bytes);
+        pthread_cond_broadcast(&m->room);
+        pthread_mutex_unlock(&m->lock);
+        if (reconnect && !m->stop_called)
+            schedule_reconnect(m);
+        /* Go round again: what arrived while we processed is drained now,
+         * and a stop sees an empty queue. */
+    }
+    maybe_done(m);
+}
+
+struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_message_fn on_message,
+                            void *ctx, char *err, size_t errlen)
+{
+    struct cb_mqtt *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    m->loop = loop;
+    m->on_message = on_message;
+    m->ctx = ctx;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->room, NULL);
+    pthread_mutex_init(&m->cmd_lock, NULL);
+    pthread_cond_init(&m->cmd_cond, NULL);
+    m->version = cfg->mqtt_version == 5 ? 5 : 4;
+    m->url = strdup(cfg->mqtt_broker);
+    m->client_id = cb_config_client_id(cfg);
+    m->username = dup_or_null(cfg->mqtt_username);
+    m->password = dup_or_null(cfg->mqtt_password);
+    m->ca_file = dup_or_null(cfg->mqtt_ca_file);
+    m->cert_file = dup_or_null(cfg->mqtt_cert_file);
+    m->key_file = dup_or_null(cfg->mqtt_key_file);
+    m->ntopics = (int)cfg->mqtt_topics.n;
+    m->topics = calloc(cfg->mqtt_topics.n + 1, sizeof *m->topics);
+    m->qoss = calloc(cfg->mqtt_topics.n + 1, sizeof *m->qoss);
+    if (!m->url || !m->client_id || !m->topics || !m->qoss)
+        goto oom;
+    for (int i = 0; i < m->ntopics; i++) {
+        m->topics[i] = strdup(cfg->mqtt_topics.items[i]);
+        if (!m->topics[i])
+            goto oom;
+        m->qoss[i] = (int)cfg->mqtt_qos;
+    }
+    m->qos = (int)cfg->mqtt_qos;
+    m->clean = cfg->mqtt_clean_session ? 1 : 0;
+    m->tls_verify = cfg->mqtt_tls_verify ? 1 : 0;
+    m->keepalive_s = (int)(cfg->mqtt_keepalive_ms / 1000);
+    if (m->keepalive_s < 1)
+        m->keepalive_s = 1;
+    m->session_expiry_s = cfg->mqtt_session_expiry_ms / 1000;
+    m->max_inflight = (int)cfg->mqtt_max_inflight;
+    m->backoff_min = cfg->mqtt_reconnect_min_ms;
+    m->backoff_max = cfg->mqtt_reconnect_max_ms;
+    m->backoff = m->backoff_min;
+    m->max_count = (size_t)cfg->ingest_queue_max_messages;
+    m->max_bytes = (size_t)cfg->ingest_queue_max_bytes;
+    m->rng = (uint64_t)cb_mono_us() * 0x9E3779B97F4A7C15ULL | 1;
+    if (m->ntopics == 0) {
+        snprintf(err, errlen, "no topic filter to subscribe to");
+        goto fail;
+    }
+
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.MQTTVersion = m->version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
+    co.sendWhileDisconnected = 1; /* alerts published during a reconnect wait in Paho */
+    co.maxBufferedMessages = 1000;
+    co.deleteOldestMessages = 1;
+    int rc = MQTTAsync_createWithOptions(&m->client, m->url, m->client_id,
+                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errlen, "cannot create the MQTT client for %s: %s", m->url,
+                 MQTTAsync_strerror(rc));
+        goto fail;
+    }
+    m->client_created = true;
+    rc = MQTTAsync_setCallbacks(m->client, m, on_connection_lost, on_arrived, NULL);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errlen, "cannot set the MQTT callbacks: %s", MQTTAsync_strerror(rc));
+        goto fail;
+    }
+    if (uv_async_init(loop, &m->async, on_async)) {
+        snprintf(err, errlen, "cannot create the loop's wake-up handle");
+        goto fail;
+    }
+    m->async.data = m;
+    m->open_handles++;
+    uv_timer_init(loop, &m->timer);
+    m->timer.data = m;
+    m->open_handles++;
+    return m;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    if (m->client_created)
+        MQTTAsync_destroy(&m->client);
+    free_config_copies(m);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->room);
+    pthread_mutex_destroy(&m->cmd_lock);
+    pthread_cond_destroy(&m->cmd_cond);
+    free(m);
+    return NULL;
+}
+
+void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx)
+{
+    m->persist = fn;
+    m->persist_ctx = ctx;
+}
+
+int cb_mqtt_start(struct cb_mqtt *m)
+{
+    if (m->started || m->stop_called)
+        return -1;
+    if (pthread_create(&m->worker, NULL, worker_main, m) != 0) {
+        cb_error(MOD, "cannot start the MQTT worker thread");
+        return -1;
+    }
+    m->worker_started = true;
+    m->started = true;
+    cb_info(MOD, "starting: %s, client id '%s', %d filter(s), QoS %d, %s session", m->url,
+            m->client_id, m->ntopics, m->qos, m->clean ? "clean" : "persistent");
+    return post_simple(m, CMD_CONNECT);
+}
+
+int cb_mqtt_publish(struct cb_mqtt *m, const char *topic, const void *payload, size_t len,
+                    int qos, int retained)
+{
+    size_t tl = strlen(topic);
+    struct cmd *c = malloc(sizeof *c + len + tl + 1);
+    if (!c) {
+        STAT_ADD(m, publish_failed, 1);
+        return -1;
+    }
+    c->kind = CMD_PUBLISH;
+    c->qos = qos;
+    c->retained = retained;
+    c->len = len;
+    if (len)
+        memcpy(c->data, payload, len);
+    c->topic = c->data + len;
+    memcpy(c->topic, topic, tl + 1);
+    if (!m->worker_started || m->stop_called || post(m, c)) {
+        if (!m->worker_started || m->stop_called)
+            free(c);
+        STAT_ADD(m, publish_failed, 1);
+        return -1;
+    }
+    return 0;
+}
+
+void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
+{
+    if (m->stop_called)
+        return;
+    m->stop_called = true;
+    m->done = done;
+    m->done_ctx = ctx;
+    uv_timer_stop(&m->timer);
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    m->need_reconnect = false;
+    pthread_cond_broadcast(&m->room);
+    if (!m->worker_started)
+        m->disconnected_final = true;
+    pthread_mutex_unlock(&m->lock);
+    cb_info(MOD, "stopping: disconnecting from %s", m->url);
+    if (m->worker_started && post_simple(m, CMD_DISCONNECT)) {
+        pthread_mutex_lock(&m->lock);
+        m->disconnected_final = true;
+        pthread_mutex_unlock(&m->lock);
+    }
+    /* done is always called from the loop, never from inside stop. */
+    uv_async_send(&m->async);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct cb_mqtt *m = h->data;
+    if (--m->open_handles > 0)
+        return;
+    free_config_copies(m);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->room);
+    pthread_mutex_destroy(&m->cmd_lock);
+    pthread_cond_destroy(&m->cmd_cond);
+    free(m);
+}
+
+void cb_mqtt_close(struct cb_mqtt *m)
+{
+    if (!m || m->closing)
+        return;
+    m->closing = true;
+    if (m->worker_started) {
+        pthread_mutex_lock(&m->cmd_lock);
+        m->worker_quit = true;
+        pthread_cond_signal(&m->cmd_cond);
+        pthread_mutex_unlock(&m->cmd_lock);
+        pthread_join(m->worker, NULL);
+        m->worker_started = false;
+    }
+    /* Unsent commands (publishes after the disconnect) are dropped. */
+    while (m->cmd_head) {
+        struct cmd *c = m->cmd_head;
+        m->cmd_head = c->next;
+        if (c->kind == CMD_PUBLISH)
+            STAT_ADD(m, publish_failed, 1);
+        free(c);
+    }
+    m->cmd_tail = NULL;
+    /* Paho's threads stop calling us once the client is destroyed. */
+    if (m->client_created) {
+        MQTTAsync_destroy(&m->client);
+        m->client_created = false;
+    }
+    /* Anything still queued (close without stop) is dropped. */
+    while (m->head) {
+        struct node *n = m->head;
+        m->head = n->next;
+        free(n);
+    }
+    m->tail = NULL;
+    uv_close((uv_handle_t *)&m->async, on_handle_closed);
+    uv_close((uv_handle_t *)&m->timer, on_handle_closed);
+}
+
+void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)
+{
+    out->received = STAT_GET(m, received);
+    out->dropped_qos0 = STAT_GET(m, dropped_qos0);
+    out->deferred_qos1 = STAT_GET(m, deferred_qos1);
+    out->persist_failed = STAT_GET(m, persist_failed);
+    out->connects = STAT_GET(m, connects);
+    out->connection_lost = STAT_GET(m, connection_lost);
+    out->published = STAT_GET(m, published);
+    out->publish_failed = STAT_GET(m, publish_failed);
+    out->queue_depth = STAT_GET(m, queue_depth);
+    out->queue_bytes = STAT_GET(m, queue_bytes);
+    out->state = STAT_GET(m, state);
+}

@@ -1,0 +1,401 @@
+/* Configuration: the option table, the file parser, env overrides, the
+ * whole-config checks, and etc/citybrain.conf kept identical to the table. */
+#include <CUnit/CUnit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/strbuf.h"
+
+/* Writes text to a fresh temp file; returns its path (static buffer). */
+static const char *conf_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/cbconf-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return NULL;
+    size_t n = strlen(text);
+    ssize_t w = write(fd, text, n);
+    close(fd);
+    return w == (ssize_t)n ? path : NULL;
+}
+
+/* Loads text over the defaults; returns the load result, err filled. */
+static int load(struct cb_config *cfg, const char *text, struct cb_config_error *err,
+                char *path_out, size_t path_len)
+{
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(cfg), 0);
+    const char *path = conf_file(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+    if (path_out)
+        snprintf(path_out, path_len, "%s", path);
+    memset(err, 0, sizeof *err);
+    int rc = cb_config_load_file(cfg, path, err);
+    unlink(path);
+    return rc;
+}
+
+static void test_defaults(void)
+{
+    struct cb_config c;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_broker, "tcp://127.0.0.1:1883");
+    CU_ASSERT_EQUAL(c.mqtt_topics.n, 1);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_topics.items[0], "city/#");
+    CU_ASSERT_EQUAL(c.mqtt_qos, 1);
+    CU_ASSERT_EQUAL(c.mqtt_clean_session, 0);
+    CU_ASSERT_EQUAL(c.mqtt_version, 4);
+    CU_ASSERT_EQUAL(c.mqtt_keepalive_ms, 30000);
+    CU_ASSERT_EQUAL(c.mqtt_session_expiry_ms, 86400000);
+    CU_ASSERT_EQUAL(c.ingest_queue_max_bytes, 256LL << 20);
+    CU_ASSERT_EQUAL(c.ingest_max_payload, 64 * 1024);
+    CU_ASSERT_EQUAL(c.ingest_max_json_depth, 8);
+    CU_ASSERT_EQUAL(c.rules_paths.n, 0);
+    CU_ASSERT_EQUAL(c.alerts_channels.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[1], "log type=log");
+    CU_ASSERT_EQUAL(c.log_level, CB_LOG_INFO);
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL(cb_config_validate(&c, &err), 0);
+    cb_config_free(&c);
+}
+
+static void test_file_values_and_comments(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    int rc = load(&c,
+                  "# a comment\n"
+                  "\n"
+                  "   mqtt.broker   =   tcp://10.0.0.1:1884   # trailing comment\n"
+                  "mqtt.qos=0\n"
+                  "mqtt.version = 5\n"
+                  "mqtt.clean_session = yes\n"
+                  "mqtt.keepalive = 2m\n"
+                  "ingest.max_payload = 1M\n"
+                  "storage.synchronous = full\n"
+                  "log.level = debug\n"
+                  "alerts.cap_sender = \"ops # city hall\"\n"
+                  "mqtt.password = \"  spaced  \"\n"
+                  "mqtt.username = a#b\n",
+                  &err, NULL, 0);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_broker, "tcp://10.0.0.1:1884");
+    CU_ASSERT_EQUAL(c.mqtt_qos, 0);
+    CU_ASSERT_EQUAL(c.mqtt_version, 5);
+    CU_ASSERT_EQUAL(c.mqtt_clean_session, 1);
+    CU_ASSERT_EQUAL(c.mqtt_keepalive_ms, 120000);
+    CU_ASSERT_EQUAL(c.ingest_max_payload, 1 << 20);
+    CU_ASSERT_EQUAL(c.storage_synchronous, CB_SYNC_FULL);
+    CU_ASSERT_EQUAL(c.log_level, CB_LOG_DEBUG);
+    CU_ASSERT_STRING_EQUAL(c.alerts_cap_sender, "ops # city hall");
+    CU_ASSERT_STRING_EQUAL(c.mqtt_password, "  spaced  ");
+    /* '#' starts a comment only after white space. */
+    CU_ASSERT_STRING_EQUAL(c.mqtt_username, "a#b");
+    cb_config_free(&c);
+}
+
+static void test_unknown_key_has_position_and_suggestion(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    char path[64];
+    int rc = load(&c, "mqtt.qos = 1\n\nmqtt.brokr = tcp://x:1\n", &err, path, sizeof path);
+    CU_ASSERT_EQUAL(rc, -1);
+    char want[160];
+    snprintf(want, sizeof want, "%s:3: unknown option 'mqtt.brokr' (did you mean 'mqtt.broker'?)",
+             path);
+    CU_ASSERT_STRING_EQUAL(err.text, want);
+    cb_config_free(&c);
+
+    /* Nothing close: no suggestion. */
+    rc = load(&c, "completely.unrelated.thing = 1\n", &err, path, sizeof path);
+    CU_ASSERT_EQUAL(rc, -1);
+    snprintf(want, sizeof want, "%s:1: unknown option 'completely.unrelated.thing'", path);
+    CU_ASSERT_STRING_EQUAL(err.text, want);
+    cb_config_free(&c);
+}
+
+static void test_bad_values_are_errors_with_line(void)
+{
+    static const struct {
+        const char *text;
+        const char *msg;
+    } cases[] = {
+        {"mqtt.qos = 2\n", ":1: mqtt.qos: '2' is out of range"},
+        {"mqtt.qos = one\n", ":1: mqtt.qos: expected an integer, got 'one'"},
+        {"mqtt.qos = 1x\n", ":1: mqtt.qos: expected an integer, got '1x'"},
+        {"\nmqtt.keepalive = 30\n",
+         ":2: mqtt.keepalive: expected a duration such as 500ms, 30s, 5m, 2h or 7d, got '30'"},
+        {"mqtt.keepalive = 10ms\n", ":1: mqtt.keepalive: '10ms' is out of range"},
+        {"ingest.max_payload = 12T\n",
+         ":1: ingest.max_payload: expected a size such as 512, 64k, 16M or 1G, got '12T'"},
+        {"mqtt.clean_session = maybe\n",
+         ":1: mqtt.clean_session: expected true or false, got 'maybe'"},
+        {"mqtt.version = 4\n", ":1: mqtt.version: expected one of 3.1.1, 5, got '4'"},
+        {"log.level = loud\n",
+         ":1: log.level: expected one of error, warn, info, debug, got 'loud'"},
+        {"just some words\n", ":1: expected 'key = value'"},
+        {" = value\n", ":1: missing key before '='"},
+        {"mqtt.username = \"open\n", ":1: unterminated quoted value"},
+        {"mqtt.username = \"a\" b\n", ":1: unexpected text after the quoted value"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cb_config c;
+        struct cb_config_error err;
+        char path[64];
+        int rc = load(&c, cases[i].text, &err, path, sizeof path);
+        CU_ASSERT_EQUAL(rc, -1);
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", path, cases[i].msg);
+        if (strcmp(err.text, want) != 0)
+            fprintf(stderr, "\n  case %zu: got '%s'\n  want '%s'\n", i, err.text, want);
+        CU_ASSERT_STRING_EQUAL(err.text, want);
+        cb_config_free(&c);
+    }
+}
+
+static void test_missing_file(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_load_file(&c, "/nonexistent/citybrain.conf", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text,
+                           "/nonexistent/citybrain.conf: cannot open: No such file or directory");
+    cb_config_free(&c);
+}
+
+static void test_durations_and_sizes(void)
+{
+    int64_t v;
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("250ms", &v), 0);
+    CU_ASSERT_EQUAL(v, 250);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("90s", &v), 0);
+    CU_ASSERT_EQUAL(v, 90000);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("5m", &v), 0);
+    CU_ASSERT_EQUAL(v, 300000);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("2h", &v), 0);
+    CU_ASSERT_EQUAL(v, 7200000);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("7d", &v), 0);
+    CU_ASSERT_EQUAL(v, 7LL * 86400000);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("0", &v), 0);
+    CU_ASSERT_EQUAL(v, 0);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("5", &v), -1);   /* a unit is required */
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("-5s", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("5 s", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("s", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("1.5s", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("5w", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("9223372036854775807d", &v), -1); /* overflow */
+    CU_ASSERT_EQUAL(cb_parse_duration_ms("", &v), -1);
+
+    CU_ASSERT_EQUAL(cb_parse_size("512", &v), 0);
+    CU_ASSERT_EQUAL(v, 512);
+    CU_ASSERT_EQUAL(cb_parse_size("64k", &v), 0);
+    CU_ASSERT_EQUAL(v, 65536);
+    CU_ASSERT_EQUAL(cb_parse_size("64K", &v), 0);
+    CU_ASSERT_EQUAL(v, 65536);
+    CU_ASSERT_EQUAL(cb_parse_size("16M", &v), 0);
+    CU_ASSERT_EQUAL(v, 16LL << 20);
+    CU_ASSERT_EQUAL(cb_parse_size("1G", &v), 0);
+    CU_ASSERT_EQUAL(v, 1LL << 30);
+    CU_ASSERT_EQUAL(cb_parse_size("16MB", &v), 0);
+    CU_ASSERT_EQUAL(v, 16LL << 20);
+    CU_ASSERT_EQUAL(cb_parse_size("16m", &v), -1);  /* m is not a size unit */
+    CU_ASSERT_EQUAL(cb_parse_size("-1", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_size("1T", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_size("", &v), -1);
+    CU_ASSERT_EQUAL(cb_parse_size("9223372036854775807G", &v), -1);
+}
+
+static void test_lists_replace_defaults_then_append(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    int rc = load(&c,
+                  "mqtt.topic = a/#\n"
+                  "mqtt.topic = $share/grp/b/+\n"
+                  "rules.path = /etc/citybrain/rules\n",
+                  &err, NULL, 0);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    /* The file's first mention replaces the default city/#; later lines append. */
+    CU_ASSERT_EQUAL_FATAL(c.mqtt_topics.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_topics.items[0], "a/#");
+    CU_ASSERT_STRING_EQUAL(c.mqtt_topics.items[1], "$share/grp/b/+");
+    CU_ASSERT_EQUAL(c.rules_paths.n, 1);
+
+    /* Command line: replace_list clears the file's list, then repeats append. */
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.topic", "x/#", 1, "--topic", &err), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.topic", "y/#", 0, "--topic", &err), 0);
+    CU_ASSERT_EQUAL_FATAL(c.mqtt_topics.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_topics.items[0], "x/#");
+    CU_ASSERT_STRING_EQUAL(c.mqtt_topics.items[1], "y/#");
+
+    /* An empty value in the file clears a list (no item is added). */
+    cb_config_free(&c);
+    rc = load(&c, "alerts.channel =\n", &err, NULL, 0);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_EQUAL(c.alerts_channels.n, 0);
+    cb_config_free(&c);
+}
+
+static void test_set_error_names_where(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.qos", "7", 0, "--qos", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "--qos: mqtt.qos: '7' is out of range");
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.qoss", "1", 0, "--set", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "--set: unknown option 'mqtt.qoss' (did you mean 'mqtt.qos'?)");
+    /* Retention durations accept 0 ("forever") below their minimum. */
+    CU_ASSERT_EQUAL(cb_config_set(&c, "storage.retention.raw", "0", 0, "x", &err), 0);
+    CU_ASSERT_EQUAL(c.storage_retention_raw_ms, 0);
+    cb_config_free(&c);
+}
+
+static void test_env_overrides(void)
+{
+    struct cb_config c;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.password", "from-file", 0, "f", NULL), 0);
+    setenv("CITYBRAIN_MQTT_PASSWORD", "from-env", 1);
+    setenv("CITYBRAIN_API_TOKEN", "tok-rw", 1);
+    setenv("CITYBRAIN_API_READ_TOKEN", "", 1); /* empty: ignored */
+    CU_ASSERT_EQUAL(cb_config_apply_env(&c), 0);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_password, "from-env");
+    CU_ASSERT_STRING_EQUAL(c.http_token, "tok-rw");
+    CU_ASSERT_STRING_EQUAL(c.http_read_token, "");
+    unsetenv("CITYBRAIN_MQTT_PASSWORD");
+    unsetenv("CITYBRAIN_API_TOKEN");
+    unsetenv("CITYBRAIN_API_READ_TOKEN");
+    cb_config_free(&c);
+}
+
+/* Sets key=value on a default config and runs the whole-config check. */
+static int validate_with(const char *key, const char *value, const char *key2, const char *value2,
+                         struct cb_config_error *err)
+{
+    struct cb_config c;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, key, value, 1, "t", err), 0);
+    if (key2)
+        CU_ASSERT_EQUAL(cb_config_set(&c, key2, value2, 1, "t", err), 0);
+    memset(err, 0, sizeof *err);
+    int rc = cb_config_validate(&c, err);
+    cb_config_free(&c);
+    return rc;
+}
+
+static void test_whole_config_validation(void)
+{
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker", "http://x:1", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.broker: 'http://x:1' is not a broker URL (tcp://host:port or ssl://host:port)");
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker", "ssl://x:8883", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("mqtt.topic", "", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.topic: at least one topic filter is needed");
+    CU_ASSERT_EQUAL(validate_with("mqtt.reconnect_min", "2m", "mqtt.reconnect_max", "1m", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.reconnect_min: is longer than mqtt.reconnect_max");
+    CU_ASSERT_EQUAL(validate_with("mqtt.key_file", "/etc/hostname", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.key_file: is set without mqtt.cert_file");
+    CU_ASSERT_EQUAL(validate_with("mqtt.ca_file", "/nonexistent/ca.pem", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.ca_file: cannot read '/nonexistent/ca.pem': No such file or directory");
+    CU_ASSERT_EQUAL(validate_with("alerts.webhook_retry_min", "10m", NULL, NULL, &err), -1);
+    CU_ASSERT_EQUAL(validate_with("storage.db", "", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "storage.db: must not be empty");
+    CU_ASSERT_EQUAL(validate_with("http.listen", "off", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.listen", "127.0.0.1:0", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.listen", "[::1]:8080", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.listen", "8080", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "http.listen: '8080' is not ADDRESS:PORT or off");
+    CU_ASSERT_EQUAL(validate_with("http.listen", "127.0.0.1:70000", NULL, NULL, &err), -1);
+    CU_ASSERT_EQUAL(validate_with("http.listen", "127.0.0.1:http", NULL, NULL, &err), -1);
+}
+
+static void test_derived_paths(void)
+{
+    struct cb_config c;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "storage.db", "/var/lib/cb/city.db", 0, "t", NULL), 0);
+    char *j = cb_config_journal_path(&c);
+    CU_ASSERT_STRING_EQUAL(j, "/var/lib/cb/city.db.journal");
+    free(j);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "storage.journal", "/j", 0, "t", NULL), 0);
+    j = cb_config_journal_path(&c);
+    CU_ASSERT_STRING_EQUAL(j, "/j");
+    free(j);
+    char *id = cb_config_client_id(&c);
+    CU_ASSERT_EQUAL(strncmp(id, "citybrain-", 10), 0);
+    CU_ASSERT_TRUE(strlen(id) > 10);
+    free(id);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "mqtt.client_id", "cb-1", 0, "t", NULL), 0);
+    id = cb_config_client_id(&c);
+    CU_ASSERT_STRING_EQUAL(id, "cb-1");
+    free(id);
+    cb_config_free(&c);
+}
+
+static void test_example_file_matches_table(void)
+{
+    struct cb_strbuf sb;
+    cb_strbuf_init(&sb);
+    cb_config_write_example(&sb);
+    FILE *f = fopen(CB_SOURCE_DIR "/etc/citybrain.conf", "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    char *buf = malloc(sb.len + 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    size_t n = fread(buf, 1, sb.len + 1, f);
+    fclose(f);
+    if (n != sb.len || memcmp(buf, sb.data, sb.len) != 0)
+        fprintf(stderr, "\n  etc/citybrain.conf differs from `citybrain config-example`: "
+                        "regenerate it with ./build/citybrain config-example > etc/citybrain.conf\n");
+    CU_ASSERT_EQUAL(n, sb.len);
+    CU_ASSERT_EQUAL(memcmp(buf, sb.data, n < sb.len ? n : sb.len), 0);
+    free(buf);
+
+    /* And the example parses back to the defaults, and validates. */
+    struct cb_config c, d;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_load_file(&c, CB_SOURCE_DIR "/etc/citybrain.conf", &err), 0);
+    CU_ASSERT_EQUAL(cb_config_validate(&c, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&d), 0);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_broker, d.mqtt_broker);
+    CU_ASSERT_EQUAL(c.mqtt_topics.n, d.mqtt_topics.n);
+    CU_ASSERT_EQUAL(c.alerts_channels.n, d.alerts_channels.n);
+    CU_ASSERT_EQUAL(c.alerts_default_notify.n, d.alerts_default_notify.n);
+    CU_ASSERT_EQUAL(c.storage_retention_alerts_ms, d.storage_retention_alerts_ms);
+    CU_ASSERT_EQUAL(c.ingest_queue_max_bytes, d.ingest_queue_max_bytes);
+    CU_ASSERT_STRING_EQUAL(c.mqtt_client_id, d.mqtt_client_id);
+    cb_config_free(&c);
+    cb_config_free(&d);
+    cb_strbuf_free(&sb);
+}
+
+void cb_test_suite_config(void);
+void cb_test_suite_config(void)
+{
+    CU_pSuite s = CU_add_suite("config", NULL, NULL);
+    CU_add_test(s, "config: defaults are set and valid", test_defaults);
+    CU_add_test(s, "config: file values, comments, quotes and white space", test_file_values_and_comments);
+    CU_add_test(s, "config: an unknown key is an error at file:line with did-you-mean",
+                test_unknown_key_has_position_and_suggestion);
+    CU_add_test(s, "config: bad values and bad lines are errors at file:line",
+                test_bad_values_are_errors_with_line);
+    CU_add_test(s, "config: a missing file is an error naming it", test_missing_file);
+    CU_add_test(s, "config: durations and sizes parse with units and refuse the rest",
+                test_durations_and_sizes);
+    CU_add_test(s, "config: list options replace their default, then append",
+                test_lists_replace_defaults_then_append);
+    CU_add_test(s, "config: set errors name where the value came from", test_set_error_names_where);
+    CU_add_test(s, "config: environment variables override secrets", test_env_overrides);
+    CU_add_test(s, "config: whole-config validation", test_whole_config_validation);
+    CU_add_test(s, "config: journal path and client id are derived", test_derived_paths);
+    CU_add_test(s, "config: etc/citybrain.conf is the table's example, byte for byte",
+                test_example_file_matches_table);
+}
