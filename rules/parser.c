@@ -883,7 +883,7 @@ static int expect_duration(struct parser *p, int64_t *ms, const char *what)
         return 0;
     }
     if (p->cur.kind == TK_NUMBER)
-        error_at(p, &p->cur, "E014", "durations need a unit: ms, s, m, h or d (90s, 5m)",
+        error_at(p, &p->cur, "E014", "a duration needs a unit: 90s, 5m, 2h",
                  "bad duration '%.*s' for %s", TOKTEXT(p, p->cur), what);
     else
         error_at(p, &p->cur, "E014", NULL, "expected a duration for %s, found %s", what,
@@ -1407,8 +1407,23 @@ skip:
     free(ra);
 }
 
+/* Insertion sort by position: stable, and a file has few diagnostics. */
+static void sort_diags(struct cb_diag *d, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct cb_diag t = d[i];
+        size_t j = i;
+        while (j > 0 && (d[j - 1].line > t.line || (d[j - 1].line == t.line && d[j - 1].col > t.col))) {
+            d[j] = d[j - 1];
+            j--;
+        }
+        d[j] = t;
+    }
+}
+
 int rules__compile_into(struct cb_ruleset *rs, const struct rules__src *src, struct cb_diags *diags)
 {
+    size_t first = diags->n;
     struct parser p;
     memset(&p, 0, sizeof p);
     p.src = src;
@@ -1434,6 +1449,8 @@ int rules__compile_into(struct cb_ruleset *rs, const struct rules__src *src, str
         while (p.cur.kind != TK_EOF && !(p.cur.bol && tok_is(&p, &p.cur, "rule")));
     }
     arena_free(&p.arena);
+    if (diags->n - first <= 2000)
+        sort_diags(diags->items + first, diags->n - first);
     return p.oom ? -1 : 0;
 }
 

@@ -1,0 +1,323 @@
+/* Unit tests: the engine's state machine over a manual clock. */
+#include "rules/rules.h"
+
+#include <CUnit/CUnit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T0 1700000000000LL
+
+struct rec {
+    char lines[64][256];
+    int n;
+    int all; /* also record pending/inactive */
+};
+
+static void on_t(void *ctx, const struct cb_transition *t)
+{
+    struct rec *r = ctx;
+    if (!r->all && !cb_transition_is_event(t))
+        return;
+    if (r->n < 64)
+        snprintf(r->lines[r->n++], 256, "%s %s %s +%llds%s%s", cb_alert_state_name(t->state), t->id,
+                 cb_severity_name(t->severity), (long long)((t->at - T0) / 1000),
+                 t->message ? " " : "", t->message ? t->message : "");
+}
+
+struct fx {
+    struct cb_ruleset *rs;
+    struct cb_engine *e;
+    struct cb_clock clock;
+    int64_t now;
+    struct rec rec;
+};
+
+static void fx_init(struct fx *f, const char *src)
+{
+    struct cb_diags d = {0};
+    memset(f, 0, sizeof *f);
+    f->rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    if (!f->rs) {
+        struct cb_strbuf b;
+        cb_strbuf_init(&b);
+        cb_diags_render_text(&d, &b);
+        fprintf(stderr, "%s", b.data);
+        cb_strbuf_free(&b);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f->rs);
+    cb_diags_free(&d);
+    f->now = T0;
+    f->clock.now = cb_clock_manual_now;
+    f->clock.ctx = &f->now;
+    f->e = cb_engine_new(f->rs, &f->clock, NULL, on_t, &f->rec);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f->e);
+}
+
+static void fx_free(struct fx *f)
+{
+    cb_engine_free(f->e);
+    cb_ruleset_release(f->rs);
+}
+
+/* Sends metric=v on topic at T0 + sec, ticking each second on the way. */
+static void at(struct fx *f, int sec)
+{
+    while (f->now < T0 + sec * 1000LL) {
+        f->now += 1000;
+        cb_engine_tick(f->e);
+    }
+}
+
+static enum cb_sample_verdict send(struct fx *f, int sec, const char *topic, const char *metric, double v)
+{
+    at(f, sec);
+    struct cb_sample s = {metric, T0 + sec * 1000LL, v};
+    enum cb_sample_verdict vd;
+    CU_ASSERT_EQUAL(cb_engine_offer(f->e, topic, NULL, &s, 1, &vd, NULL), 0);
+    return vd;
+}
+
+static void expect(struct fx *f, int i, const char *line)
+{
+    CU_ASSERT_FATAL(i < f->rec.n);
+    if (strcmp(f->rec.lines[i], line))
+        fprintf(stderr, "\n got: %s\nwant: %s\n", f->rec.lines[i], line);
+    CU_ASSERT_STRING_EQUAL(f->rec.lines[i], line);
+}
+
+#define RIVER "  match \"city/{district}/river/{sensor}\"\n"
+
+static void test_for(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  for 60s\n}\n");
+    f.rec.all = 1;
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "pending hi/city/d1/river/s1 major +0s");
+    send(&f, 30, "city/d1/river/s1", "level", 2); /* breaks the for */
+    expect(&f, 1, "inactive hi/city/d1/river/s1 major +30s");
+    send(&f, 40, "city/d1/river/s1", "level", 5);
+    at(&f, 99);
+    CU_ASSERT_EQUAL(f.rec.n, 3);
+    at(&f, 100); /* held 60 s at every evaluation (ticks included) */
+    expect(&f, 3, "firing hi/city/d1/river/s1 major +100s");
+    fx_free(&f);
+}
+
+static void test_clear_for_and_default_clear(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  clear level < 2 for 30s\n}\n"
+                "rule lo {\n" RIVER "  when level > 3\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    CU_ASSERT_EQUAL(f.rec.n, 2);
+    send(&f, 10, "city/d1/river/s1", "level", 2.5); /* lo clears at once, hi needs < 2 */
+    CU_ASSERT_EQUAL(f.rec.n, 3);
+    expect(&f, 2, "resolved lo/city/d1/river/s1 major +10s");
+    send(&f, 20, "city/d1/river/s1", "level", 1);
+    send(&f, 40, "city/d1/river/s1", "level", 2.5); /* interrupted: the clear for restarts */
+    send(&f, 45, "city/d1/river/s1", "level", 1);
+    at(&f, 74);
+    CU_ASSERT_EQUAL(f.rec.n, 3);
+    at(&f, 75);
+    expect(&f, 3, "resolved hi/city/d1/river/s1 major +75s");
+    fx_free(&f);
+}
+
+static void test_missing_data_keeps_state(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when avg(level, 1m) > 3\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing hi/city/d1/river/s1 major +0s");
+    at(&f, 600); /* the window is empty: no value, neither when nor clear holds */
+    CU_ASSERT_EQUAL(f.rec.n, 1);
+    send(&f, 601, "city/d1/river/s1", "level", 1);
+    expect(&f, 1, "resolved hi/city/d1/river/s1 major +601s");
+    fx_free(&f);
+}
+
+static void test_escalation(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  severity warning\n"
+                "  escalate major when level > 5\n  escalate critical after 2m unacked\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing hi/city/d1/river/s1 warning +0s");
+    send(&f, 10, "city/d1/river/s1", "level", 6);
+    expect(&f, 1, "escalated hi/city/d1/river/s1 major +10s");
+    send(&f, 20, "city/d1/river/s1", "level", 4); /* severity does not go down while firing */
+    at(&f, 119);
+    CU_ASSERT_EQUAL(f.rec.n, 2);
+    at(&f, 120);
+    expect(&f, 2, "escalated hi/city/d1/river/s1 critical +120s");
+    fx_free(&f);
+}
+
+static void test_ack_stops_unacked_escalation(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  escalate critical after 2m unacked\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    at(&f, 30);
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, "hi/city/d1/river/s1", "ana", "on it"), 0);
+    expect(&f, 1, "acknowledged hi/city/d1/river/s1 major +30s");
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, "hi/city/d1/river/s1", "ana", NULL), 1); /* idempotent */
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, "nope", "ana", NULL), -1);
+    at(&f, 300);
+    CU_ASSERT_EQUAL(f.rec.n, 2);
+    fx_free(&f);
+}
+
+static void test_cooldown(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  cooldown 5m\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    send(&f, 10, "city/d1/river/s1", "level", 1);
+    send(&f, 20, "city/d1/river/s1", "level", 4); /* within the cooldown: stays quiet */
+    CU_ASSERT_EQUAL(f.rec.n, 2);
+    at(&f, 309);
+    CU_ASSERT_EQUAL(f.rec.n, 2);
+    at(&f, 310);
+    expect(&f, 2, "firing hi/city/d1/river/s1 major +310s");
+    fx_free(&f);
+}
+
+static void test_deadman(void)
+{
+    struct fx f;
+    fx_init(&f, "rule silent {\n" RIVER "  when age() > 10m\n  severity warning\n"
+                "  message \"{sensor} silent for {age():.0f} s\"\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 2);
+    at(&f, 600);
+    CU_ASSERT_EQUAL(f.rec.n, 0);
+    at(&f, 601);
+    expect(&f, 0, "firing silent/city/d1/river/s1 warning +601s s1 silent for 601 s");
+    send(&f, 700, "city/d1/river/s1", "flow", 9); /* any metric counts */
+    expect(&f, 1, "resolved silent/city/d1/river/s1 warning +700s s1 silent for 0 s");
+    fx_free(&f);
+}
+
+static void test_group_rule(void)
+{
+    struct fx f;
+    fx_init(&f, "rule flood {\n" RIVER "  per district\n"
+                "  when count(sensors: avg(level, 5m) > 3.2) >= 2\n"
+                "  message \"{district}: {count(sensors: avg(level, 5m) > 3.2)} of "
+                "{count(sensors: age() >= 0)}, max {max(sensors: last(level, 5m)):.1f}\"\n}\n");
+    send(&f, 0, "city/d7/river/a", "level", 3.5);
+    send(&f, 0, "city/d7/river/b", "level", 1.0);
+    send(&f, 0, "city/d8/river/c", "level", 3.5);
+    CU_ASSERT_EQUAL(f.rec.n, 0);
+    send(&f, 5, "city/d7/river/b", "level", 6.0); /* avg of b: 3.5 */
+    expect(&f, 0, "firing flood/district=d7 major +5s d7: 2 of 2, max 6.0");
+    send(&f, 6, "city/d8/river/d", "level", 9.0);
+    expect(&f, 1, "firing flood/district=d8 major +6s d8: 2 of 2, max 9.0");
+    fx_free(&f);
+}
+
+static void test_verdicts(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  valid level in 0 .. 15\n  when level > 3\n}\n");
+    at(&f, 1000);
+    CU_ASSERT_EQUAL(send(&f, 1000, "city/d1/river/s1", "level", 2), CB_SAMPLE_ACCEPTED);
+    CU_ASSERT_EQUAL(send(&f, 1000, "city/d1/river/s1", "level", 99), CB_SAMPLE_QUARANTINED);
+    CU_ASSERT_EQUAL(f.rec.n, 0); /* the quarantined 99 was never evaluated */
+    struct cb_sample late = {"level", T0 + 1000000 - 301000, 9};
+    struct cb_sample future = {"level", T0 + 1000000 + 61000, 9};
+    enum cb_sample_verdict v[2];
+    const char *q[2];
+    CU_ASSERT_EQUAL(cb_engine_offer(f.e, "city/d1/river/s1", NULL, &late, 1, v, q), 0);
+    CU_ASSERT_EQUAL(v[0], CB_SAMPLE_LATE);
+    CU_ASSERT_EQUAL(cb_engine_offer(f.e, "city/d1/river/s1", NULL, &future, 1, v, q), 0);
+    CU_ASSERT_EQUAL(v[0], CB_SAMPLE_FUTURE);
+    CU_ASSERT_EQUAL(f.rec.n, 0);
+    struct cb_engine_stats st;
+    cb_engine_get_stats(f.e, &st);
+    CU_ASSERT_EQUAL(st.late, 1);
+    CU_ASSERT_EQUAL(st.future, 1);
+    CU_ASSERT_EQUAL(st.quarantined, 1);
+    fx_free(&f);
+}
+
+static void test_swap_keeps_state(void)
+{
+    struct fx f;
+    const char *a = "rule keep {\n" RIVER "  when level > 3\n  for 1m\n}\n"
+                    "rule gone {\n" RIVER "  when level > 3\n}\n";
+    fx_init(&f, a);
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing gone/city/d1/river/s1 major +0s");
+    at(&f, 30);
+    /* same text for keep (comments and layout do not matter), gone removed, new added */
+    const char *b = "# reloaded\nrule keep {\n" RIVER "  when   level > 3   # same\n  for 1m\n}\n"
+                    "rule fresh {\n" RIVER "  when avg(level, 1m) > 3\n}\n";
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("b.rules", b, strlen(b), &d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
+    CU_ASSERT_EQUAL(cb_engine_swap(f.e, rs), 0);
+    cb_ruleset_release(rs);
+    expect(&f, 1, "resolved gone/city/d1/river/s1 major +30s");
+    at(&f, 60); /* keep was pending since 0: it fires at 60 without a new sample */
+    expect(&f, 2, "firing keep/city/d1/river/s1 major +60s");
+    send(&f, 61, "city/d1/river/s1", "level", 4);
+    expect(&f, 3, "firing fresh/city/d1/river/s1 major +61s");
+    cb_diags_free(&d);
+    fx_free(&f);
+}
+
+static void test_restore(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  escalate critical after 2m unacked\n}\n");
+    struct cb_label l[2] = {{"district", "d1"}, {"sensor", "s1"}};
+    struct cb_transition saved = {.id = "hi/city/d1/river/s1", .rule = "hi", .state = CB_ALERT_FIRING,
+                                  .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 2,
+                                  .at = T0 - 60000, .since = T0 - 60000};
+    CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), 0);
+    saved.rule = "removed";
+    CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), -1);
+    send(&f, 1, "city/d1/river/s1", "level", 4); /* still firing: no new firing event */
+    CU_ASSERT_EQUAL(f.rec.n, 0);
+    at(&f, 60);
+    expect(&f, 0, "escalated hi/city/d1/river/s1 critical +60s");
+    fx_free(&f);
+}
+
+static void test_transition_json(void)
+{
+    struct cb_label l = {"district", "d07"};
+    struct cb_transition t = {.id = "river_flood/district=d07", .rule = "river_flood",
+                              .state = CB_ALERT_FIRING, .severity = CB_SEV_MAJOR, .labels = &l,
+                              .nlabels = 1, .at = 1732400120000, .since = 1732400000000,
+                              .message = "d07: 2 gauges above 3.2 m"};
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_transition_to_json(&t, &b);
+    CU_ASSERT_STRING_EQUAL(b.data,
+                           "{\"id\":\"river_flood/district=d07\",\"rule\":\"river_flood\",\"state\":\"firing\","
+                           "\"severity\":\"major\",\"labels\":{\"district\":\"d07\"},\"at\":1732400120000,"
+                           "\"since\":1732400000000,\"message\":\"d07: 2 gauges above 3.2 m\"}");
+    cb_strbuf_free(&b);
+}
+
+void cb_test_suite_engine(void);
+void cb_test_suite_engine(void)
+{
+    CU_pSuite s = CU_add_suite("engine", NULL, NULL);
+    CU_add_test(s, "engine: 'for' needs the condition at every evaluation, ticks included", test_for);
+    CU_add_test(s, "engine: 'clear ... for' is hysteresis; the default clear is 'not when', at once", test_clear_for_and_default_clear);
+    CU_add_test(s, "engine: an empty window leaves a firing alert as it is", test_missing_data_keeps_state);
+    CU_add_test(s, "engine: escalate by condition, then after an unacked time; never down", test_escalation);
+    CU_add_test(s, "engine: acknowledgement is idempotent and stops 'after ... unacked'", test_ack_stops_unacked_escalation);
+    CU_add_test(s, "engine: cooldown holds back a new firing of the same instance", test_cooldown);
+    CU_add_test(s, "engine: deadman with age() fires on ticks and resolves on any sample", test_deadman);
+    CU_add_test(s, "engine: group rules count sensors per label value", test_group_rule);
+    CU_add_test(s, "engine: late, future and quarantined samples are not evaluated", test_verdicts);
+    CU_add_test(s, "engine: swap keeps unchanged rules' state and resolves removed rules", test_swap_keeps_state);
+    CU_add_test(s, "engine: a restored firing instance goes on escalating", test_restore);
+    CU_add_test(s, "engine: transition JSON is exactly the rules.md object", test_transition_json);
+}

@@ -1,0 +1,192 @@
+/* Unit tests: parser, checker and diagnostics: every error kind with its
+ * position, several errors per file, and the rendered formats. */
+#include "rules/rules.h"
+
+#include <CUnit/CUnit.h>
+#include <stdio.h>
+#include <string.h>
+
+#define HEAD "rule r {\n  match \"city/{district}/river/{sensor}\"\n"
+
+/* Compiles src and checks that a diagnostic with `code` is at line:col. */
+static void expect_error(const char *src, const char *code, int line, int col)
+{
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NULL(rs);
+    cb_ruleset_release(rs);
+    int found = 0;
+    for (size_t i = 0; i < d.n; i++)
+        if (!strcmp(d.items[i].code, code) && d.items[i].line == line && d.items[i].col == col)
+            found = 1;
+    if (!found) {
+        struct cb_strbuf b;
+        cb_strbuf_init(&b);
+        cb_diags_render_text(&d, &b);
+        fprintf(stderr, "\nwanted %s at %d:%d in:\n%s\ngot:\n%s", code, line, col, src, b.data ? b.data : "");
+        cb_strbuf_free(&b);
+    }
+    CU_ASSERT(found);
+    cb_diags_free(&d);
+}
+
+static void test_clean_rule(void)
+{
+    const char *src =
+        "rule river_flood {\n"
+        "  title    \"River flood risk\"\n"
+        "  match    \"city/{district}/river/{sensor}\"\n"
+        "  per      district\n"
+        "  valid    level in -1 .. 15\n"
+        "  when     count(sensors: avg(level, 5m) > 3.2) >= 2\n"
+        "  for      2m\n"
+        "  clear    count(sensors: avg(level, 5m) > 2.9) == 0 for 10m\n"
+        "  severity major\n"
+        "  escalate critical when max(sensors: rate(level, 30m)) * 3600 > 0.3\n"
+        "  escalate critical after 20m unacked\n"
+        "  cooldown 30m\n"
+        "  message  \"{district}: {count(sensors: avg(level, 5m) > 3.2)} gauges above 3.2 m\"\n"
+        "  notify   ops, cap\n"
+        "}\n";
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NOT_NULL(rs);
+    CU_ASSERT_EQUAL(d.errors, 0);
+    CU_ASSERT_EQUAL(cb_ruleset_count(rs), 1);
+    cb_ruleset_release(rs);
+    cb_diags_free(&d);
+}
+
+static void test_each_error_kind(void)
+{
+    expect_error(HEAD "  when level > 1\n  whne x\n}\n", "E005", 4, 3);           /* unknown clause */
+    expect_error(HEAD "  when avgg(level, 5m) > 1\n}\n", "E006", 3, 8);            /* unknown function */
+    expect_error(HEAD "  when avg(level) > 1\n}\n", "E007", 3, 8);                 /* argument count */
+    expect_error(HEAD "  when percentile(level, 5m) > 1\n}\n", "E007", 3, 8);
+    expect_error(HEAD "  per distrct\n  when count(sensors: level > 1) > 0\n}\n", "E008", 3, 7);
+    expect_error(HEAD "  when level > 1\n  message \"{sensr} high\"\n}\n", "E009", 4, 13);
+    expect_error(HEAD "  per district\n  when count(sensors: level > 1) > 0\n  message \"{sensor}\"\n}\n",
+                 "E009", 5, 13); /* a group alert has only its per labels */
+    expect_error(HEAD "  when count(sensors: level > 1) > 0\n}\n", "E010", 3, 8);  /* sensors: outside group */
+    expect_error(HEAD "  when level > 1\n}\nrule r {\n  match \"a\"\n  when x > 1\n}\n", "E011", 5, 6);
+    expect_error("rule r {\n  match \"a/b\"\n  when \"x > 1\n}\n", "E001", 3, 8); /* unterminated string */
+    expect_error(HEAD "  when level > 1\n", "E002", 1, 8);                          /* unterminated block */
+    expect_error(HEAD "  when level > 1\nrule s {\n  match \"a\"\n  when x > 1\n}\n", "E002", 1, 8);
+    expect_error("rule r {\n  when x > 1\n}\n", "E012", 1, 6);                      /* missing match */
+    expect_error(HEAD "  for 2m\n}\n", "E013", 1, 6);                               /* missing when */
+    expect_error(HEAD "  when level > 1\n  for 5\n}\n", "E014", 4, 7);              /* bad duration */
+    expect_error(HEAD "  when level > 1\n  for 5min\n}\n", "E014", 4, 7);
+    expect_error(HEAD "  when level > 1\n  severity huge\n}\n", "E015", 4, 12);     /* bad severity */
+    expect_error(HEAD "  when level > 1\n  escalate urgent after 5m unacked\n}\n", "E015", 4, 12);
+    expect_error("rule r {\n  match \"a/#/b\"\n  when x > 1\n}\n", "E016", 2, 12);   /* bad pattern */
+    expect_error(HEAD "  when level > 1\n  when level > 2\n}\n", "E017", 4, 3);     /* duplicate clause */
+    expect_error(HEAD "  per district\n  when level > 1\n}\n", "E018", 4, 8);       /* metric in group rule */
+    expect_error(HEAD "  valid level in 5 .. 1\n  when level > 1\n}\n", "E019", 3, 18);
+    expect_error(HEAD "  per district\n  when count(sensors: count(sensors: level > 1) > 0) > 0\n}\n", "E020", 4, 23);
+    expect_error(HEAD "  when level > 1\n  message \"{level \"\n}\n", "E022", 4, 12);
+    expect_error(HEAD "  when level > 1\n  message \"{avg(level, 5m):.2q}\"\n}\n", "E028", 4, 28);
+    expect_error(HEAD "  when any(level) > 1\n}\n", "E025", 3, 8);
+    expect_error(HEAD "  when avg(3, 5m) > 1\n}\n", "E026", 3, 12);
+    expect_error(HEAD "  when avg(level, 5) > 1\n}\n", "E027", 3, 19);
+    expect_error(HEAD "  when level > > 1\n}\n", "E004", 3, 16);
+    expect_error(HEAD "  when level = 1\n}\n", "E003", 3, 14);
+}
+
+static void test_many_errors_in_one_file(void)
+{
+    const char *src = HEAD
+        "  per distrct\n"                      /* 3 */
+        "  when avgg(level, 5m) > 3.2\n"       /* 4 */
+        "  whne x\n"                           /* 5 */
+        "  severity huge\n"                    /* 6 */
+        "}\n"
+        "rule r {\n"                           /* 8: duplicate */
+        "  match \"a/{x}\"\n"
+        "  when count(sensors: x > 1) > 0\n"   /* 10 */
+        "}\n";
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NULL(rs);
+    CU_ASSERT_EQUAL(d.errors, 6);
+    int lines[] = {3, 4, 5, 6, 8, 10};
+    for (size_t i = 0; i < d.n && i < 6; i++)
+        CU_ASSERT_EQUAL(d.items[i].line, lines[i]); /* in source order */
+    cb_diags_free(&d);
+}
+
+static void test_render_text(void)
+{
+    const char *src = HEAD "  when avgg(level, 5m) > 3.2\n}\n";
+    struct cb_diags d = {0};
+    cb_ruleset_compile_source("etc/rules/flood.rules", src, strlen(src), &d);
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_diags_render_text(&d, &b);
+    CU_ASSERT_STRING_EQUAL(b.data,
+                           "etc/rules/flood.rules:3:8: error: unknown aggregate 'avgg' (did you mean 'avg'?)\n"
+                           "    3 |   when avgg(level, 5m) > 3.2\n"
+                           "      |        ^~~~\n");
+    cb_strbuf_reset(&b);
+    cb_diags_render_json(&d, &b);
+    CU_ASSERT_STRING_EQUAL(b.data,
+                           "[{\"file\":\"etc/rules/flood.rules\",\"line\":3,\"col\":8,\"span\":4,"
+                           "\"severity\":\"error\",\"code\":\"E006\",\"message\":\"unknown aggregate 'avgg'\","
+                           "\"hint\":\"did you mean 'avg'?\"}]");
+    cb_strbuf_free(&b);
+    cb_diags_free(&d);
+}
+
+static void test_warnings_do_not_fail(void)
+{
+    const char *src = HEAD "  when not level > 3\n}\n";
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NOT_NULL(rs);
+    CU_ASSERT_EQUAL(d.errors, 0);
+    CU_ASSERT_EQUAL_FATAL(d.n, 1);
+    CU_ASSERT_STRING_EQUAL(d.items[0].code, "W002");
+    cb_ruleset_release(rs);
+    cb_diags_free(&d);
+}
+
+static void test_multiline_expression(void)
+{
+    const char *src = HEAD "  when (level > 3 and\n        level < 9) or\n    level == 42\n  for 1m\n}\n";
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NOT_NULL(rs);
+    CU_ASSERT_EQUAL(d.n, 0);
+    cb_ruleset_release(rs);
+    cb_diags_free(&d);
+}
+
+static void test_deep_nesting_is_refused(void)
+{
+    char src[4096];
+    int n = snprintf(src, sizeof src, HEAD "  when ");
+    for (int i = 0; i < 300; i++)
+        src[n++] = '(';
+    src[n] = 0;
+    strcat(src, "x\n}\n");
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NULL(rs);
+    int found = 0;
+    for (size_t i = 0; i < d.n; i++)
+        found |= !strcmp(d.items[i].code, "E021");
+    CU_ASSERT(found);
+    cb_diags_free(&d);
+}
+
+void cb_test_suite_parser(void);
+void cb_test_suite_parser(void)
+{
+    CU_pSuite s = CU_add_suite("parser", NULL, NULL);
+    CU_add_test(s, "parser: the river_flood example of rules.md compiles clean", test_clean_rule);
+    CU_add_test(s, "parser: every error kind is reported with its code, line and column", test_each_error_kind);
+    CU_add_test(s, "parser: one file reports all its errors, in source order", test_many_errors_in_one_file);
+    CU_add_test(s, "parser: text and JSON renderings match the rules.md format", test_render_text);
+    CU_add_test(s, "parser: warnings are reported but the rules load", test_warnings_do_not_fail);
+    CU_add_test(s, "parser: an expression continues on the next line after an operator or inside ()", test_multiline_expression);
+    CU_add_test(s, "parser: absurdly deep nesting is an error, not a crash", test_deep_nesting_is_refused);
+}
