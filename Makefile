@@ -22,8 +22,9 @@ WARN    += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"' \
-            -DCB_VERSION='"$(shell git describe --always --dirty 2>/dev/null || echo dev)"'
+CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"'
+# Only core/version.c sees the version, and it is rebuilt every time.
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS  ?= -O2 -g
 LDLIBS  := -lpaho-mqtt3as $(PKG_LIBS) -lssl -lcrypto -lm -lpthread
 
@@ -122,5 +123,10 @@ itest: $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain
 clean:
 	rm -rf $(BUILD)
 .PHONY: clean
+
+$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: CPPFLAGS += -DCB_VERSION='"$(VERSION)"'
+$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: FORCE
+FORCE:
+.PHONY: FORCE
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
