@@ -1,0 +1,171 @@
+/* Daemon-level integration helpers; see daemon_itest.h. */
+#include "tests/support/daemon_itest.h"
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/strbuf.h"
+
+struct log_wait {
+    struct cb_h_proc *p;
+    const char *needle;
+};
+
+static int log_has(void *ctx)
+{
+    struct log_wait *w = ctx;
+    return strstr(cb_h_proc_stderr(w->p), w->needle) != NULL;
+}
+
+int cbd_wait_log(struct cb_h_proc *p, const char *needle, int timeout_ms)
+{
+    struct log_wait w = {p, needle};
+    return cb_h_wait_until(log_has, &w, timeout_ms);
+}
+
+size_t cbd_log_count(struct cb_h_proc *p, const char *needle)
+{
+    size_t n = 0, len = strlen(needle);
+    for (const char *s = strstr(cb_h_proc_stderr(p), needle); s; s = strstr(s + len, needle))
+        n++;
+    return n;
+}
+
+struct ready_wait {
+    struct cb_h_proc *p;
+};
+
+/* Ready, or gone (then waiting longer is pointless). */
+static int subscribed_or_dead(void *ctx)
+{
+    struct ready_wait *w = ctx;
+    return strstr(cb_h_proc_stderr(w->p), "subscribed to") != NULL || !cb_h_proc_running(w->p);
+}
+
+struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int http_port)
+{
+    struct cb_h_proc *p = cb_h_citybrain(args, env);
+    if (!p)
+        return NULL;
+    struct ready_wait w = {p};
+    cb_h_wait_until(subscribed_or_dead, &w, CBD_TIMEOUT_MS);
+    if (!cb_h_proc_running(p) || !strstr(cb_h_proc_stderr(p), "subscribed to")) {
+        fprintf(stderr, "\ncitybrain did not come up; its stderr:\n%s\n", cb_h_proc_stderr(p));
+        return NULL;
+    }
+    if (http_port > 0 && cb_h_wait_port(http_port, CBD_TIMEOUT_MS) != 0) {
+        fprintf(stderr, "\ncitybrain's API is not on port %d; its stderr:\n%s\n", http_port,
+                cb_h_proc_stderr(p));
+        return NULL;
+    }
+    return p;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
+{
+    cb_strbuf_append(ud, ptr, size * n);
+    return size * n;
+}
+
+long cbd_http(int port, const char *method, const char *path, const char *token,
+              const char *body, const char **resp)
+{
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    long status = 0;
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    if (!c)
+        goto out;
+    const char *url = cb_h_strf("http://127.0.0.1:%d%s", port, path);
+    if (token)
+        h = curl_slist_append(h, cb_h_strf("Authorization: Bearer %s", token));
+    if (body)
+        h = curl_slist_append(h, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)CBD_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+out:
+    if (resp)
+        *resp = cb_h_strf("%s", b.data ? b.data : "");
+    curl_slist_free_all(h);
+    if (c)
+        curl_easy_cleanup(c);
+    cb_strbuf_free(&b);
+    return status;
+}
+
+int cbd_metric(int port, const char *series, double *out)
+{
+    const char *text;
+    if (cbd_http(port, "GET", "/metrics", NULL, NULL, &text) != 200)
+        return -1;
+    size_t n = strlen(series);
+    for (const char *line = text; *line;) {
+        if (!strncmp(line, series, n) && line[n] == ' ') {
+            *out = strtod(line + n + 1, NULL);
+            return 0;
+        }
+        const char *nl = strchr(line, '\n');
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return -1;
+}
+
+size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule)
+{
+    size_t n = 0, total = cb_h_sub_count(s);
+    for (size_t i = 0; i < total; i++) {
+        struct cb_h_msg m;
+        if (cb_h_sub_get(s, i, &m))
+            continue;
+        cJSON *j = cJSON_Parse(m.payload);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "state");
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "rule");
+        if (cJSON_IsString(st) && !strcmp(st->valuestring, state) &&
+            (!rule || (cJSON_IsString(r) && !strcmp(r->valuestring, rule))))
+            n++;
+        cJSON_Delete(j);
+    }
+    return n;
+}
+
+struct state_wait {
+    struct cb_h_sub *s;
+    const char *state, *rule;
+    size_t n;
+};
+
+static int state_reached(void *ctx)
+{
+    struct state_wait *w = ctx;
+    return cbd_count_state(w->s, w->state, w->rule) >= w->n;
+}
+
+int cbd_wait_state(struct cb_h_sub *s, const char *state, const char *rule, size_t n,
+                   int timeout_ms)
+{
+    struct state_wait w = {s, state, rule, n};
+    return cb_h_wait_until(state_reached, &w, timeout_ms);
+}
+
+int cbd_stop(struct cb_h_proc *p)
+{
+    if (cb_h_proc_signal(p, SIGTERM) != 0)
+        return -1;
+    return cb_h_proc_wait(p, CBD_TIMEOUT_MS);
+}

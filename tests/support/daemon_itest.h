@@ -1,0 +1,52 @@
+/* Helpers for the daemon-level integration suites (itest_crash, itest_alerts_restart,
+ * itest_reload, itest_daemon): start `citybrain run` and wait until it is
+ * subscribed, talk HTTP to its API, read one Prometheus series, count alert
+ * transitions of a given state among the messages a harness subscriber got.
+ *
+ * Built on tests/support/harness.h; everything returned (strings, processes)
+ * is harness-owned and released by cb_h_teardown(). Test thread only. */
+#ifndef CB_TESTS_SUPPORT_DAEMON_ITEST_H
+#define CB_TESTS_SUPPORT_DAEMON_ITEST_H
+
+#include "tests/support/harness.h"
+
+/* A generous bound for anything a loaded 2-core machine must do (start-up
+ * under ASan, a restart, a notification): the happy path takes far less. */
+#define CBD_TIMEOUT_MS 20000
+
+/* Spawns citybrain with args (after the program name, NULL-terminated) and
+ * env (may be NULL), then waits until its stderr shows that the MQTT
+ * subscription was granted ("subscribed to"), and, when http_port > 0, that
+ * the API accepts connections. Returns the process, or NULL when it exited or
+ * did not get there within CBD_TIMEOUT_MS (its stderr is printed then). */
+struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int http_port);
+
+/* Waits until p's stderr contains needle. 1 when it does, 0 on timeout. */
+int cbd_wait_log(struct cb_h_proc *p, const char *needle, int timeout_ms);
+
+/* Occurrences of needle in p's stderr so far. */
+size_t cbd_log_count(struct cb_h_proc *p, const char *needle);
+
+/* One HTTP request to 127.0.0.1:port with libcurl. token and body may be NULL.
+ * Returns the status code (0 when no answer came), with the body in *resp
+ * (harness-owned, "" when empty) if resp is not NULL. */
+long cbd_http(int port, const char *method, const char *path, const char *token,
+              const char *body, const char **resp);
+
+/* The value of one series of GET /metrics, written exactly as in the
+ * exposition (`name` or `name{labels}`). Returns 0 with *out, -1 when the
+ * request failed or the series is absent. */
+int cbd_metric(int port, const char *series, double *out);
+
+/* Messages received by s whose JSON "state" is state (and, when rule is not
+ * NULL, whose "rule" is rule). */
+size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule);
+
+/* Waits until cbd_count_state(s, state, rule) >= n. 1, or 0 on timeout. */
+int cbd_wait_state(struct cb_h_sub *s, const char *state, const char *rule, size_t n,
+                   int timeout_ms);
+
+/* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
+int cbd_stop(struct cb_h_proc *p);
+
+#endif
