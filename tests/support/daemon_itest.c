@@ -169,3 +169,29 @@ int cbd_stop(struct cb_h_proc *p)
         return -1;
     return cb_h_proc_wait(p, CBD_TIMEOUT_MS);
 }
+
+const char *cbd_escape(const char *s)
+{
+    char *e = curl_easy_escape(NULL, s, 0);
+    const char *out = cb_h_strf("%s", e ? e : "");
+    curl_free(e);
+    return out;
+}
+
+const char *cbd_first_id(struct cb_h_sub *s, const char *state)
+{
+    const char *out = NULL;
+    size_t total = cb_h_sub_count(s);
+    for (size_t i = 0; i < total && !out; i++) {
+        struct cb_h_msg m;
+        if (cb_h_sub_get(s, i, &m))
+            continue;
+        cJSON *j = cJSON_Parse(m.payload);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "state");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+        if (cJSON_IsString(st) && !strcmp(st->valuestring, state) && cJSON_IsString(id))
+            out = cb_h_strf("%s", id->valuestring);
+        cJSON_Delete(j);
+    }
+    return out;
+}

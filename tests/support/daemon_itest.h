@@ -46,6 +46,13 @@ size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule);
 int cbd_wait_state(struct cb_h_sub *s, const char *state, const char *rule, size_t n,
                    int timeout_ms);
 
+/* s percent-encoded for a URL path segment (harness-owned). */
+const char *cbd_escape(const char *s);
+
+/* The "id" of the first message received by s whose "state" is state; NULL
+ * when none (harness-owned). */
+const char *cbd_first_id(struct cb_h_sub *s, const char *state);
+
 /* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
 int cbd_stop(struct cb_h_proc *p);
 
