@@ -646,6 +646,26 @@ static void simple_call(struct cb_api *api, h2o_req_t *req,
     cb_strbuf_free(&out);
 }
 
+/* POST /api/rules/reload: the provider's 422 answer is a JSON document with
+ * the diagnostics (api.h), sent as it is; api__answer would wrap it, escaped,
+ * into {"error":"..."} and a client could not read the diagnostics. */
+static void post_rules_reload(struct cb_api *api, h2o_req_t *req)
+{
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.rules_reload(api->prov.ctx, &out);
+    if (st == 422 && !out.oom && out.len && out.data[0] == '{') {
+        cb_strbuf_putc(&out, '\n');
+        if (!out.oom) {
+            api__send(api, req, st, "application/json", out.data, out.len);
+            cb_strbuf_free(&out);
+            return;
+        }
+    }
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
 static void get_metrics(struct cb_api *api, h2o_req_t *req)
 {
     struct cb_strbuf out;
@@ -797,8 +817,7 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
         if (streq(path, plen, "/api/rules/reload")) {
             if (m == M_POST) {
                 if (authorise_write(api, req) == 0)
-                    p->rules_reload ? simple_call(api, req, p->rules_reload)
-                                    : (void)unavailable(api, req);
+                    p->rules_reload ? post_rules_reload(api, req) : (void)unavailable(api, req);
             } else {
                 m == M_OPTIONS ? preflight(api, req, "POST") : not_allowed(api, req, "POST");
             }

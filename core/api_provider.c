@@ -245,7 +245,9 @@ static int rules_reload(void *ctx, struct cb_strbuf *out)
     struct cb_daemon *d = ctx;
     struct cb_diags diags = {0};
     if (core__reload_rules(d, "HTTP API", &diags)) {
-        cb_strbuf_puts(out, "{\"ok\":false,\"diagnostics\":");
+        cb_strbuf_printf(out, "{\"ok\":false,\"error\":\"the rules have %zu error(s); the "
+                              "running rules go on\",\"diagnostics\":",
+                         diags.errors);
         cb_diags_render_json(&diags, out);
         cb_strbuf_putc(out, '}');
         cb_diags_free(&diags);
