@@ -77,8 +77,11 @@ int cb_cmd_run(int argc, char **argv)
         fprintf(stderr, "citybrain run: out of memory\n");
         return 1;
     }
+    /* A bad configuration is an error (1), not a usage error (2): scripts
+     * running --check-config tell a broken file from a wrong invocation. */
     if (config_path && cb_config_load_file(&cfg, config_path, &err)) {
         fprintf(stderr, "citybrain run: %s\n", err.text);
+        rc = 1;
         goto out;
     }
     unsigned char replaced[NOVERRIDES] = {0};
@@ -127,6 +130,7 @@ int cb_cmd_run(int argc, char **argv)
     }
     if (cb_config_apply_env(&cfg) || cb_config_validate(&cfg, &err)) {
         fprintf(stderr, "citybrain run: %s\n", err.text);
+        rc = 1;
         goto out;
     }
     rc = check_only ? cb_daemon_check(&cfg) : cb_daemon_run(&cfg);
