@@ -270,8 +270,8 @@ struct rules__window {
     struct rules__wpt *buf;
     uint32_t cap, head, n;
     uint64_t seq0;           /* sequence number of buf[head] */
-    uint32_t *dmin, *dmax;   /* monotonic deques of sample sequence numbers, cap entries */
-    uint32_t dmin_head, dmin_n, dmax_head, dmax_n;
+    uint32_t *dmin, *dmax;   /* monotonic deques of sample sequence numbers, dcap entries */
+    uint32_t dcap, dmin_head, dmin_n, dmax_head, dmax_n;
     uint32_t removed;        /* removals since the moments were last recomputed */
     double shift, sum, sumsq; /* moments of (v - shift) */
 };
