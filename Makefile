@@ -22,8 +22,9 @@ WARN    += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"' \
-            -DCB_VERSION='"$(shell git describe --always --dirty 2>/dev/null || echo dev)"'
+CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"'
+# Only core/version.c sees the version, and it is rebuilt every time.
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS  ?= -O2 -g
 LDLIBS  := -lpaho-mqtt3as $(PKG_LIBS) -lssl -lcrypto -lm -lpthread
 
@@ -102,7 +103,7 @@ export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 test: setup
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/test_unit $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain $(BUILD)/citybrain
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/test_unit $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain $(BUILD)/citybrain dashboard
 	$(Q)$(BUILD)/asan/test_unit
 	$(Q)$(BUILD)/asan/test_integration
 	$(Q)for t in $(sort $(wildcard tests/*.test.sh)); do echo "== $$t"; bash $$t || exit 1; done
@@ -117,9 +118,15 @@ itest: $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain
 -include bench/bench.mk
 -include tests/fuzz.mk
 -include sim/demo.mk
+-include api/dashboard.mk
 
 clean:
 	rm -rf $(BUILD)
 .PHONY: clean
+
+$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: CPPFLAGS += -DCB_VERSION='"$(VERSION)"'
+$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: FORCE
+FORCE:
+.PHONY: FORCE
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -10,6 +10,7 @@
  * in flight or failing. A crash between a 2xx and the commit of "delivered"
  * can resend that one row (at-least-once; receivers can dedupe on the
  * X-Citybrain-Seq header). */
+#include "core/version.h"
 #include "alerts/alerts_int.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -268,7 +269,9 @@ static int start(struct alerts__webhook *w, struct item *it)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PRIVATE, it);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, it->errbuf);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "citybrain/" CB_VERSION);
+    char ua[96];
+    snprintf(ua, sizeof ua, "citybrain/%s", cb_version);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, ua);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     /* the answer body is not needed: discard it */
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);

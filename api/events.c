@@ -263,6 +263,7 @@ void api__events_open(struct cb_api *api, h2o_req_t *req)
 
     req->res.status = 200;
     req->res.reason = "OK";
+    req->http1_is_persistent = 0; /* an ended stream closes its connection */
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/event-stream; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,

@@ -298,6 +298,12 @@ static void free_api(uv_handle_t *h)
 static void on_close_poll(uv_timer_t *t)
 {
     struct cb_api *api = t->data;
+    /* h2o 2.2's HTTP/1 shutdown leaves connections that wait for a request
+     * (idle keep-alive, slow headers, ended event streams) to their request
+     * timer: with the timeout at zero, running the timer closes them now. */
+    api->h2o_ctx.http1.req_timeout.timeout = 0;
+    h2o_timeout_run(api->loop, &api->h2o_ctx.http1.req_timeout, h2o_now(api->loop));
+    h2o_timeout__do_post_callback(api->loop);
     if (api->pending_work > 0)
         return; /* the work's after-callback touches the API: always wait */
     if (api->nconns > 0 && cb_mono_ms() < api->close_deadline)
@@ -320,6 +326,10 @@ static void on_close_poll(uv_timer_t *t)
      * in the struct (this timer, h2o's timers in the context). */
     uv_close((uv_handle_t *)&api->heartbeat, free_api);
     uv_close((uv_handle_t *)t, NULL);
+    /* request_shutdown arms HTTP/2's graceful-shutdown timer even with no
+     * HTTP/2 connection; h2o asserts every timer is idle when disposed. */
+    if (h2o_timeout_is_linked(&api->h2o_ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&api->h2o_ctx.http2._graceful_shutdown_timeout);
     h2o_context_dispose(&api->h2o_ctx);
     h2o_config_dispose(&api->h2o_config);
 }
@@ -337,6 +347,7 @@ void cb_api_close(struct cb_api *api, void (*done)(void *ctx), void *done_ctx)
     }
     uv_timer_stop(&api->heartbeat);
     api__events_close_all(api);
+    /* Idle keep-alive connections close now, busy ones after their answer. */
     h2o_context_request_shutdown(&api->h2o_ctx);
     api->close_deadline = cb_mono_ms() + api->cfg->http_header_timeout_ms + 1000;
     uv_timer_init(api->loop, &api->close_poll);

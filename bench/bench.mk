@@ -12,6 +12,9 @@ BENCH_CFLAGS := -O2 -g
 REL_LIB_OBJS := $(patsubst %.c,$(BUILD)/rel/%.o,$(LIB_SRCS))
 BENCH_TOOLS := $(BUILD)/bench/count_sub $(BUILD)/bench/flood_pub $(BUILD)/bench/alert_sub
 BENCH_PROGS :=
+# The other helpers' programs, run when they build (bench/run.sh shows the
+# ones that do not as "not run").
+BENCH_KNOWN := $(addprefix $(BUILD)/bench/,bench_rules bench_storage bench_alerts bench_api)
 
 $(BUILD)/bench/count_sub: bench/count_sub.c
 	@mkdir -p $(dir $@)
@@ -32,6 +35,7 @@ bench-tools: $(BENCH_TOOLS)
 # shows as "not run" instead of stopping the others.
 bench: setup
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/citybrain $(BENCH_TOOLS)
-	$(Q)for p in $(BENCH_PROGS); do $(MAKE) --no-print-directory $$p || echo "bench: $$p not built" >&2; done
-	$(Q)bench/run.sh $(BENCH_PROGS)
+	$(Q)for p in $(sort $(BENCH_PROGS) $(BENCH_KNOWN)); do \
+	  $(MAKE) --no-print-directory $$p >/dev/null 2>&1 || echo "bench: $$p not built" >&2; done
+	$(Q)bench/run.sh $(sort $(BENCH_PROGS) $(BENCH_KNOWN))
 .PHONY: bench

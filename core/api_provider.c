@@ -5,6 +5,7 @@
  * Pool-thread answers (sensors, series, history, SSE resume) read SQLite
  * through a per-thread pair of read connections, so a slow query never
  * delays ingestion. */
+#include "core/version.h"
 #include "core/clock.h"
 #include "core/daemon_int.h"
 #include "core/log.h"
@@ -35,7 +36,7 @@ static int health(void *ctx, struct cb_strbuf *out)
                      ok ? "ok" : "degraded", cb_mqtt_state_name(ms.state),
                      store_names[ss.health <= CB_STORE_FAILED ? ss.health : CB_STORE_FAILED],
                      (long long)((cb_wall_ms() - d->started_ms) / 1000));
-    cb_strbuf_json_string(out, CB_VERSION, strlen(CB_VERSION));
+    cb_strbuf_json_string(out, cb_version, strlen(cb_version));
     if (ss.health != CB_STORE_OK && ss.last_error[0]) {
         cb_strbuf_puts(out, ",\"storage_error\":");
         cb_strbuf_json_string(out, ss.last_error, strlen(ss.last_error));

@@ -10,6 +10,7 @@
  * only then connect to the broker. Shutdown runs the same line downstream:
  * stop MQTT (draining the queue), stop the API, close alerts, flush and close
  * the store, close every uv handle, exit 0. */
+#include "core/version.h"
 #include "core/daemon.h"
 #include "core/daemon_int.h"
 #include "core/clock.h"
@@ -681,7 +682,7 @@ static int start(struct cb_daemon *d)
     if (cfg->rules_watch)
         watch_rules(d);
     cb_info(MOD, "citybrain %s running: broker %s, %zu topic filter(s), QoS %lld, %zu rule(s)",
-            CB_VERSION, cfg->mqtt_broker, cfg->mqtt_topics.n, (long long)cfg->mqtt_qos, nrules);
+            cb_version, cfg->mqtt_broker, cfg->mqtt_topics.n, (long long)cfg->mqtt_qos, nrules);
     return 0;
 }
 

@@ -1,4 +1,5 @@
 /* citybrain: one binary, subcommands. */
+#include "core/version.h"
 #include "core/commands.h"
 #include "core/config.h"
 #include "core/strbuf.h"
@@ -27,7 +28,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: citybrain COMMAND [options]   (citybrain COMMAND --help for more)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-15s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nversion %s\n", CB_VERSION);
+    fprintf(out, "\nversion %s\n", cb_version);
 }
 
 int cb_cmd_config_example(int argc, char **argv)
@@ -56,7 +57,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
-        printf("citybrain %s\n", CB_VERSION);
+        printf("citybrain %s\n", cb_version);
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -114,6 +114,7 @@ cat <<EOF
   broker      tcp://127.0.0.1:$BPORT   (mosquitto_sub -p $BPORT -t 'citybrain/alerts/#' -v)
   city        $DISTRICTS districts x $SENSORS sensors x 9 kinds, $RATE messages/s
   logs        $TMP/citybrain.log, $TMP/sim.log
+  processes   broker $MOSQ, engine $ENGINE, simulator $SIM
 
   What to watch for (minutes from now; rules in etc/rules):
 EOF

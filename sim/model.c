@@ -26,7 +26,7 @@ static const struct sim__metric metrics[CB_SIM_KIND__COUNT][CB_SIM_MAX_METRICS] 
                     {"pm10", NULL, 28.0, 20.0, RUSH, 5.0, 3.0, 0.0, 1}},
     [CB_SIM_GAS] = {{"ch4", NULL, 0.8, 0.0, FLAT, 0.3, 0.25, 0.0, 2}},
     [CB_SIM_BRIDGE] = {{"accel", "m/s2", 0.08, 0.04, DAY, 0.01, 0.015, 0.0, 3}},
-    [CB_SIM_TRAFFIC] = {{"speed", NULL, 56.0, -24.0, RUSH, 4.0, 3.0, 0.0, 1}},
+    [CB_SIM_TRAFFIC] = {{"speed", NULL, 56.0, -20.0, RUSH, 3.0, 2.5, 0.0, 1}},
     [CB_SIM_MANHOLE] = {{"tilt", NULL, 0.4, 0.0, FLAT, 0.2, 0.08, 0.0, 2}},
     [CB_SIM_UNDERPASS] = {{"water_depth", NULL, 0.0, 0.0, FLAT, 0.0, 0.3, 0.0, 1}},
     [CB_SIM_NOISE] = {{"db", NULL, 58.0, 9.0, DAY, 3.0, 1.5, 30.0, 1}},

@@ -1,0 +1,3 @@
+#include "core/version.h"
+
+const char cb_version[] = CB_VERSION;

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The dashboard in headless Chromium against a real engine: a private
+# mosquitto on a free loopback port, `citybrain run` with a rule that fires
+# on one message, and tests/browser/dashboard.spec.mjs (playwright-core
+# driving Debian's /usr/bin/chromium). The screenshot goes to
+# tests/out/dashboard.png. Run by `make test`; needs CB_BIN (set by make).
+set -euo pipefail
+
+ROOT=${CB_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$ROOT"
+BIN=${CB_BIN:-$ROOT/build/asan/citybrain}
+OUT_DIR=$ROOT/tests/out
+mkdir -p "$OUT_DIR"
+
+for need in "$BIN" /usr/bin/chromium "$(command -v mosquitto || echo /usr/sbin/mosquitto)"; do
+  if [ ! -x "$need" ]; then echo "browser.test: $need is missing" >&2; exit 1; fi
+done
+
+# The chart library the page loads from vendor/ (make dashboard), and the
+# test's own node modules (playwright-core, pinned).
+if [ ! -f api/dashboard/vendor/uPlot.iife.min.js ]; then
+  make --no-print-directory -s dashboard 2>/dev/null || make --no-print-directory -s -f api/dashboard.mk dashboard
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+
+TMP=$(mktemp -d /tmp/cb-browser-XXXXXX)
+MOSQ_PID=""
+CB_PID=""
+cleanup() {
+  [ -n "$CB_PID" ] && kill "$CB_PID" 2>/dev/null && wait "$CB_PID" 2>/dev/null || true
+  [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null && wait "$MOSQ_PID" 2>/dev/null || true
+  if [ "${CB_KEEP_TMP:-0}" = 1 ]; then echo "browser.test: kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+  node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"
+}
+wait_port() { # port timeout_s
+  local end=$((SECONDS + $2))
+  while [ $SECONDS -lt "$end" ]; do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+MQTT_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+TOKEN="browser-test-$RANDOM$RANDOM"
+
+cat > "$TMP/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+EOF
+mosquitto -c "$TMP/mosquitto.conf" > "$TMP/mosquitto.log" 2>&1 &
+MOSQ_PID=$!
+wait_port "$MQTT_PORT" 10 || { echo "browser.test: mosquitto did not start" >&2; cat "$TMP/mosquitto.log" >&2; exit 1; }
+
+cat > "$TMP/flood.rules" <<'EOF'
+# Fires on the first reading above 9 m: one message is enough.
+rule flood_now {
+  title    "River level above 9 m"
+  match    "city/{district}/river/{sensor}"
+  per      district
+  when     max(sensors: level) > 9
+  severity critical
+  message  "{district}: river level above 9 m"
+}
+EOF
+
+CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run \
+  --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-test" \
+  --db "$TMP/city.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$HTTP_PORT" \
+  --log-level info > "$TMP/citybrain.log" 2>&1 &
+CB_PID=$!
+if ! wait_port "$HTTP_PORT" 20; then
+  echo "browser.test: citybrain did not open its HTTP port" >&2
+  cat "$TMP/citybrain.log" >&2
+  exit 1
+fi
+# Wait for the MQTT session, so the published message is not missed.
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$HTTP_PORT/api/health" 2>/dev/null | grep -q '"mqtt":"connected"' && break
+  sleep 0.1
+done
+
+rc=0
+CB_URL="http://127.0.0.1:$HTTP_PORT/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN \
+CB_OUT="$OUT_DIR/dashboard.png" \
+  timeout 120 node tests/browser/dashboard.spec.mjs || rc=$?
+
+# The engine must still shut down cleanly after the browser's visit.
+kill -TERM "$CB_PID"
+if ! wait "$CB_PID"; then
+  echo "browser.test: citybrain did not exit cleanly" >&2
+  rc=1
+fi
+CB_PID=""
+if [ $rc -ne 0 ]; then
+  echo "browser.test: failed; engine log:" >&2
+  tail -n 40 "$TMP/citybrain.log" >&2
+fi
+exit $rc
