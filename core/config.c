@@ -191,6 +191,11 @@ static const struct option options[] = {
      "comment line sent on idle /api/events streams", 0},
     {"sensors.stale_after", T_DURATION, OFF(sensors_stale_after_ms), 1000, 30 * DAY, "10m", 0, 0,
      "a sensor silent this long is shown as stale", 0},
+    {"sensors.label_pattern", T_STRING, OFF(sensors_label_pattern), 0, 0,
+     "city/{district}/{kind}/{sensor}", 0, 0,
+     "topic pattern whose {label} captures name a sensor's labels in the API and dashboard "
+     "(district overview); empty for none",
+     0},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])

@@ -100,6 +100,7 @@ struct cb_config {
     char *http_dashboard_dir;        /* "" = the dashboard shipped in api/dashboard */
     int64_t http_sse_heartbeat_ms;
     int64_t sensors_stale_after_ms;
+    char *sensors_label_pattern;
 };
 
 /* A configuration error: "FILE:LINE: message" or "--option: message". */

@@ -11,6 +11,7 @@
  * stop MQTT (draining the queue), stop the API, close alerts, flush and close
  * the store, close every uv handle, exit 0. */
 #include "core/daemon.h"
+#include "core/daemon_int.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -29,44 +30,6 @@
 
 #define MOD "daemon"
 
-struct watch {
-    uv_fs_event_t handle;
-    char *name; /* file name to react to, or NULL for every *.rules in the dir */
-};
-
-struct daemon {
-    const struct cb_config *cfg;
-    uv_loop_t loop;
-    uv_signal_t sigint, sigterm, sighup;
-    uv_timer_t tick;
-    uv_timer_t reload_timer;
-    struct watch **watches;
-    size_t nwatches;
-
-    struct cb_journal *journal;
-    struct cb_store *store;
-    struct cb_mqtt *mqtt;
-    struct cb_engine *engine;
-    struct cb_decoder *decoder;
-
-    /* scratch for one message, grown to the largest seen */
-    struct cb_sample *keep;
-    enum cb_sample_verdict *verdicts;
-    const char **qrules;
-    size_t scratch_cap;
-
-    int stopping;
-    int exit_code;
-    int64_t started_ms;
-    char *alert_prefix_buf;
-
-    uint64_t *m_msg_accepted, *m_msg_rejected;
-    uint64_t *m_rejected[CB_REJECT__COUNT];
-    uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
-    uint64_t *m_transitions, *m_reloads, *m_reload_errors;
-    struct cb_histogram *h_eval, *h_journal;
-};
-
 static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
 static struct cb_ratelimit reject_log = {.burst = 5, .interval_ms = 10000};
 
@@ -76,7 +39,7 @@ static void observe_commit(double secs) { cb_histogram_observe(commit_histogram,
 
 static double g_mqtt_connected(void *ctx)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     struct cb_mqtt_stats s;
     if (!d->mqtt)
         return 0;
@@ -87,7 +50,7 @@ static double g_mqtt_connected(void *ctx)
 #define MQTT_STAT(fn, field)                                                                 \
     static double fn(void *ctx)                                                             \
     {                                                                                       \
-        struct daemon *d = ctx;                                                             \
+        struct cb_daemon *d = ctx;                                                             \
         struct cb_mqtt_stats s;                                                             \
         if (!d->mqtt)                                                                       \
             return 0;                                                                       \
@@ -106,7 +69,7 @@ MQTT_STAT(g_mqtt_lost, connection_lost)
 #define STORE_STAT(fn, field)                                                                \
     static double fn(void *ctx)                                                             \
     {                                                                                       \
-        struct daemon *d = ctx;                                                             \
+        struct cb_daemon *d = ctx;                                                             \
         struct cb_store_stats s;                                                            \
         if (!d->store)                                                                      \
             return 0;                                                                       \
@@ -125,7 +88,7 @@ STORE_STAT(g_store_retention, retention_deleted)
 #define ENGINE_STAT(fn, field)                                                               \
     static double fn(void *ctx)                                                             \
     {                                                                                       \
-        struct daemon *d = ctx;                                                             \
+        struct cb_daemon *d = ctx;                                                             \
         struct cb_engine_stats s;                                                           \
         if (!d->engine)                                                                     \
             return 0;                                                                       \
@@ -140,11 +103,11 @@ ENGINE_STAT(g_rules_ticks, ticks)
 
 static double g_uptime(void *ctx)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     return (double)(cb_wall_ms() - d->started_ms) / 1000.0;
 }
 
-static void register_metrics(struct daemon *d)
+static void register_metrics(struct cb_daemon *d)
 {
     d->m_msg_accepted = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"accepted\"",
                                            "MQTT messages decoded, by result");
@@ -219,7 +182,7 @@ static void register_metrics(struct daemon *d)
 
 /* ---- the message path ---------------------------------------------------- */
 
-static int grow_scratch(struct daemon *d, size_t n)
+static int grow_scratch(struct cb_daemon *d, size_t n)
 {
     if (n <= d->scratch_cap)
         return 0;
@@ -242,7 +205,7 @@ static int grow_scratch(struct daemon *d, size_t n)
     return 0;
 }
 
-static void count_reject(struct daemon *d, const struct cb_message *m, enum cb_reject r)
+static void count_reject(struct cb_daemon *d, const struct cb_message *m, enum cb_reject r)
 {
     cb_counter_add(d->m_rejected[r], 1);
     cb_log_limited(&reject_log, CB_LOG_WARN, "ingest", "rejected a payload on '%.*s' (%zu bytes): %s",
@@ -255,7 +218,7 @@ static void count_reject(struct daemon *d, const struct cb_message *m, enum cb_r
  * journal recovery alike. */
 static void on_message(void *ctx, const struct cb_message *m)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     struct cb_decoded dec;
     enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
     if (r != CB_REJECT_NONE) {
@@ -309,7 +272,7 @@ static void on_message(void *ctx, const struct cb_message *m)
 static int persist_message(void *ctx, const char *topic, size_t topic_len, const void *payload,
                            size_t len, int64_t arrival_ms, uint64_t *pos)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     int64_t t0 = cb_mono_us();
     int rc = cb_journal_append(d->journal, topic, topic_len, payload, len, arrival_ms, pos);
     cb_histogram_observe(d->h_journal, (double)(cb_mono_us() - t0) / 1e6);
@@ -327,26 +290,35 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
 
 /* ---- transitions ----------------------------------------------------------- */
 
+/* Every state change of the engine goes to alerts/, which persists it and
+ * notifies (MQTT, webhooks, log, CAP) and hands events to the API's SSE. */
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     cb_counter_add(d->m_transitions, 1);
-    if (!cb_transition_is_event(t))
-        return;
-    struct cb_strbuf json;
-    cb_strbuf_init(&json);
-    cb_transition_to_json(t, &json);
-    if (json.oom) {
-        cb_strbuf_free(&json);
-        return;
+    cb_alerts_on_transition(d->alerts, t);
+}
+
+static int publish_alert(void *ctx, const char *topic, const void *payload, size_t len, int qos)
+{
+    struct cb_daemon *d = ctx;
+    return d->mqtt ? cb_mqtt_publish(d->mqtt, topic, payload, len, qos, 0) : -1;
+}
+
+static void alert_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    struct cb_daemon *d = ctx;
+    if (d->api)
+        cb_api_event(d->api, seq, json, len);
+}
+
+static void restore_instance(void *ctx, const struct cb_transition *t, int acked, int64_t acked_at)
+{
+    struct cb_daemon *d = ctx;
+    if (cb_engine_restore(d->engine, t, acked, acked_at) != 0) {
+        cb_info("alert", "%s: its rule is gone; resolving it", t->id);
+        cb_alerts_forget(d->alerts, t->id, cb_wall_ms());
     }
-    cb_info("alert", "%s", json.data);
-    if (d->mqtt) {
-        char topic[512];
-        snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
-        cb_mqtt_publish(d->mqtt, topic, json.data, json.len, 1, 0);
-    }
-    cb_strbuf_free(&json);
 }
 
 /* ---- rules: load, reload, watch ------------------------------------------ */
@@ -371,22 +343,20 @@ static struct cb_ruleset *compile_rules(const struct cb_config *cfg, struct cb_d
                               diags);
 }
 
-/* Recompiles every rule path. A file with errors is rejected with its
- * diagnostics logged, and the running rules go on unchanged. */
-static void reload_rules(struct daemon *d, const char *why)
+/* Recompiles every rule path. A file with errors is rejected and the running
+ * rules go on unchanged; see daemon_int.h. */
+int core__reload_rules(struct cb_daemon *d, const char *why, struct cb_diags *diags)
 {
-    struct cb_diags diags = {0};
-    struct cb_ruleset *rs = compile_rules(d->cfg, &diags);
+    struct cb_ruleset *rs = compile_rules(d->cfg, diags);
     if (!rs) {
         cb_counter_add(d->m_reload_errors, 1);
         cb_error("rules", "reload (%s) rejected: %zu error(s); the running rules go on", why,
-                 diags.errors);
-        log_diags(&diags);
-        cb_diags_free(&diags);
-        return;
+                 diags->errors);
+        log_diags(diags);
+        return -1;
     }
-    cb_diags_free(&diags);
-    if (cb_engine_swap(d->engine, rs)) {
+    int rc = cb_engine_swap(d->engine, rs);
+    if (rc) {
         cb_counter_add(d->m_reload_errors, 1);
         cb_error("rules", "reload (%s) failed: out of memory; the running rules go on", why);
     } else {
@@ -394,11 +364,19 @@ static void reload_rules(struct daemon *d, const char *why)
         cb_info("rules", "reloaded (%s): %zu rule(s)", why, cb_ruleset_count(rs));
     }
     cb_ruleset_release(rs);
+    return rc;
+}
+
+static void reload_rules(struct cb_daemon *d, const char *why)
+{
+    struct cb_diags diags = {0};
+    core__reload_rules(d, why, &diags);
+    cb_diags_free(&diags);
 }
 
 static void on_reload_timer(uv_timer_t *t)
 {
-    struct daemon *d = t->data;
+    struct cb_daemon *d = t->data;
     if (!d->stopping)
         reload_rules(d, "file changed");
 }
@@ -415,7 +393,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 {
     (void)events;
     struct watch *w = (struct watch *)h;
-    struct daemon *d = h->data;
+    struct cb_daemon *d = h->data;
     if (status < 0 || !filename)
         return;
     if (w->name ? strcmp(filename, w->name) != 0 : !is_rules_name(filename))
@@ -432,7 +410,7 @@ static void free_watch(uv_handle_t *h)
 
 /* Watches each rule path: a directory itself, a file through its parent
  * directory (so a file replaced by rename is still seen). */
-static void watch_rules(struct daemon *d)
+static void watch_rules(struct cb_daemon *d)
 {
     const struct cb_strlist *paths = &d->cfg->rules_paths;
     d->watches = calloc(paths->n ? paths->n : 1, sizeof *d->watches);
@@ -473,24 +451,42 @@ static void watch_rules(struct daemon *d)
 
 static void on_tick(uv_timer_t *t)
 {
-    struct daemon *d = t->data;
+    struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
-    struct cb_store_stats s;
-    cb_store_get_stats(d->store, &s);
-    if (s.committed_journal_pos)
-        cb_journal_release(d->journal, s.committed_journal_pos);
 }
 
-static void close_handles(struct daemon *d);
+static void close_handles(struct cb_daemon *d);
 
-static void on_mqtt_stopped(void *ctx)
+static void on_alerts_closed(void *ctx)
 {
-    struct daemon *d = ctx;
-    cb_info(MOD, "MQTT stopped; flushing storage");
+    struct cb_daemon *d = ctx;
+    d->alerts = NULL;
     close_handles(d);
 }
 
-static void begin_shutdown(struct daemon *d, const char *why)
+static void on_api_closed(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    d->api = NULL;
+    if (d->alerts)
+        cb_alerts_close(d->alerts, on_alerts_closed, d);
+    else
+        close_handles(d);
+}
+
+/* MQTT has stopped and its queue is drained: close downstream in order
+ * (API, then alerts, which commit their store), then every handle. */
+static void on_mqtt_stopped(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    cb_info(MOD, "MQTT stopped; flushing");
+    if (d->api)
+        cb_api_close(d->api, on_api_closed, d);
+    else
+        on_api_closed(d);
+}
+
+static void begin_shutdown(struct cb_daemon *d, const char *why)
 {
     if (d->stopping)
         return;
@@ -501,12 +497,12 @@ static void begin_shutdown(struct daemon *d, const char *why)
     if (d->mqtt)
         cb_mqtt_stop(d->mqtt, on_mqtt_stopped, d);
     else
-        close_handles(d);
+        on_mqtt_stopped(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    struct daemon *d = s->data;
+    struct cb_daemon *d = s->data;
     if (signum == SIGHUP) {
         if (!d->stopping)
             reload_rules(d, "SIGHUP");
@@ -519,7 +515,7 @@ static void on_signal(uv_signal_t *s, int signum)
     begin_shutdown(d, strsignal(signum));
 }
 
-static void close_handles(struct daemon *d)
+static void close_handles(struct cb_daemon *d)
 {
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
@@ -537,7 +533,7 @@ static void close_handles(struct daemon *d)
 
 static int prime_row(void *ctx, const char *topic, const char *metric, int64_t ts, double value)
 {
-    struct daemon *d = ctx;
+    struct cb_daemon *d = ctx;
     struct cb_sample s = {.metric = metric, .ts_ms = ts, .value = value};
     cb_engine_prime(d->engine, topic, &s);
     return 0;
@@ -545,7 +541,7 @@ static int prime_row(void *ctx, const char *topic, const char *metric, int64_t t
 
 /* Rebuilds rule windows from the stored samples, so avg(level, 5m) right
  * after a restart equals what it was before. */
-static void prime_windows(struct daemon *d)
+static void prime_windows(struct cb_daemon *d)
 {
     int64_t span = cb_engine_max_window_ms(d->engine);
     if (span <= 0)
@@ -562,7 +558,7 @@ static void prime_windows(struct daemon *d)
     cb_store_reader_close(r);
 }
 
-static int start(struct daemon *d)
+static int start(struct cb_daemon *d)
 {
     const struct cb_config *cfg = d->cfg;
     char err[512];
@@ -614,9 +610,29 @@ static int start(struct daemon *d)
     cb_info("storage", "database %s (synchronous=%s)", cfg->storage_db,
             cfg->storage_synchronous == CB_SYNC_FULL ? "full" : "normal");
 
+    struct cb_alerts_hooks hooks = {.ctx = d, .publish = publish_alert, .on_event = alert_event,
+                                    .clock = &cb_clock_wall};
+    d->alerts = cb_alerts_new(&d->loop, cfg, cfg->storage_db, &hooks, err, sizeof err);
+    if (!d->alerts) {
+        cb_error("alert", "%s", err);
+        return -1;
+    }
+    int restored = cb_alerts_load(d->alerts, restore_instance, d);
+    if (restored < 0)
+        cb_warn("alert", "could not read the stored alert instances; starting without them");
+    else if (restored > 0)
+        cb_info("alert", "restored %d pending or firing alert instance(s)", restored);
+
     prime_windows(d);
 
+    /* The writer releases journal segments after each commit; new positions
+     * stay above what the database committed even if the journal was lost. */
+    cb_store_attach_journal(d->store, d->journal);
     uint64_t committed = cb_store_committed_journal_pos(d->store);
+    if (cb_journal_set_floor(d->journal, committed)) {
+        cb_error("storage", "cannot set the journal position floor");
+        return -1;
+    }
     struct cb_engine_stats before;
     cb_engine_get_stats(d->engine, &before);
     if (cb_journal_replay(d->journal, committed, replay_record, d)) {
@@ -640,6 +656,27 @@ static int start(struct daemon *d)
         return -1;
     }
 
+    if (*cfg->sensors_label_pattern) {
+        char perr[128];
+        d->label_pattern = cb_topic_pattern_compile(cfg->sensors_label_pattern,
+                                                    strlen(cfg->sensors_label_pattern), perr,
+                                                    sizeof perr, NULL);
+        if (!d->label_pattern) {
+            cb_error(MOD, "sensors.label_pattern: %s", perr);
+            return -1;
+        }
+    }
+    if (cb_api_enabled(cfg)) {
+        struct cb_api_provider provider;
+        core__api_provider(d, &provider);
+        d->api = cb_api_start(&d->loop, cfg, &provider, err, sizeof err);
+        if (!d->api) {
+            cb_error("api", "%s", err);
+            return -1;
+        }
+        cb_info("api", "HTTP API and dashboard on http://%s/", cfg->http_listen);
+    }
+
     uv_timer_start(&d->tick, on_tick, 1000, 1000);
     if (cfg->rules_watch)
         watch_rules(d);
@@ -648,7 +685,7 @@ static int start(struct daemon *d)
     return 0;
 }
 
-static void teardown(struct daemon *d)
+static void teardown(struct cb_daemon *d)
 {
     if (d->store)
         cb_store_close(d->store);
@@ -658,6 +695,8 @@ static void teardown(struct daemon *d)
         cb_engine_free(d->engine);
     if (d->decoder)
         cb_decoder_free(d->decoder);
+    if (d->label_pattern)
+        cb_topic_pattern_free(d->label_pattern);
     free(d->keep);
     free(d->verdicts);
     free(d->qrules);
@@ -666,7 +705,7 @@ static void teardown(struct daemon *d)
 
 int cb_daemon_run(const struct cb_config *cfg)
 {
-    struct daemon d;
+    struct cb_daemon d;
     memset(&d, 0, sizeof d);
     d.cfg = cfg;
     d.started_ms = cb_wall_ms();
@@ -693,7 +732,7 @@ int cb_daemon_run(const struct cb_config *cfg)
         if (d.mqtt)
             cb_mqtt_stop(d.mqtt, on_mqtt_stopped, &d);
         else
-            close_handles(&d);
+            on_mqtt_stopped(&d);
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);
     teardown(&d);

@@ -15,6 +15,53 @@
 #include "core/sample.h"
 #include "core/strbuf.h"
 
+/* ---- topic patterns ------------------------------------------------------- */
+
+/* A compiled MQTT topic pattern of a `match` clause: levels split on '/'; a
+ * level `{name}` matches one level and binds the label `name`, `+` matches one
+ * level unbound, `#` (last level only) matches the rest (zero or more levels). */
+struct cb_topic_pattern;
+
+struct cb_topic_capture {
+    const char *name;   /* the label name (owned by the pattern) */
+    const char *value;  /* points into the matched topic; not NUL-terminated */
+    size_t len;
+};
+
+#define CB_TOPIC_MAX_LEVELS 64
+
+/* Compiles text[0..len). Returns the pattern, or NULL with a message in err
+ * (and the byte offset of the fault in *err_off when not NULL); NULL with
+ * err "out of memory" on OOM. Free with cb_topic_pattern_free. */
+struct cb_topic_pattern *cb_topic_pattern_compile(const char *text, size_t len, char *err,
+                                                  size_t errlen, size_t *err_off);
+void cb_topic_pattern_free(struct cb_topic_pattern *p);
+/* The pattern's text, NUL-terminated. */
+const char *cb_topic_pattern_text(const struct cb_topic_pattern *p);
+size_t cb_topic_pattern_label_count(const struct cb_topic_pattern *p);
+const char *cb_topic_pattern_label(const struct cb_topic_pattern *p, size_t i);
+/* 1 when the pattern binds `label`. */
+int cb_topic_pattern_binds(const struct cb_topic_pattern *p, const char *label);
+/* Matches a NUL-terminated topic. Returns the number of captures written to
+ * caps (at most maxcaps, in the pattern's label order), or -1 when the topic
+ * does not match. */
+int cb_topic_pattern_match(const struct cb_topic_pattern *p, const char *topic,
+                           struct cb_topic_capture *caps, size_t maxcaps);
+
+/* An index of many patterns (a trie over levels): matching a topic costs in
+ * proportion to its levels and to the patterns it can match, not to the
+ * number of patterns loaded. Values are the caller's 32-bit tags. */
+struct cb_topic_index;
+
+struct cb_topic_index *cb_topic_index_new(void);
+void cb_topic_index_free(struct cb_topic_index *x);
+/* Adds a pattern (borrowed: it must outlive the index) with its tag. 0 or -1 (OOM). */
+int cb_topic_index_add(struct cb_topic_index *x, const struct cb_topic_pattern *p, uint32_t tag);
+/* Calls fn(ctx, tag) for each pattern matching topic (in no particular order)
+ * and returns how many matched. */
+size_t cb_topic_index_match(const struct cb_topic_index *x, const char *topic,
+                            void (*fn)(void *ctx, uint32_t tag), void *ctx);
+
 /* ---- compiling ----------------------------------------------------------- */
 
 struct cb_ruleset; /* opaque, immutable once compiled; shared by reference */
@@ -135,6 +182,7 @@ struct cb_engine_stats {
     size_t instances;          /* live alert instances */
     size_t windows;            /* live windows */
     size_t window_samples;     /* samples held in windows */
+    size_t window_bytes;       /* memory the windows hold (ring buffers, deques) */
 };
 
 /* What happened to one offered sample. */
@@ -188,6 +236,8 @@ int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_samp
 int64_t cb_engine_max_window_ms(const struct cb_engine *e);
 
 void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out);
+/* The number of rules loaded now. */
+size_t cb_engine_rule_count(const struct cb_engine *e);
 
 /* Visits the current instances (GET /api/alerts, /api/rules): the transition
  * struct describes the current state. */

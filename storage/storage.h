@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/sample.h"
 #include "core/strbuf.h"
@@ -41,6 +42,23 @@ int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_recor
 /* Deletes segments wholly at or before `committed_pos`. */
 int cb_journal_release(struct cb_journal *j, uint64_t committed_pos);
 void cb_journal_close(struct cb_journal *j);
+/* Makes every later position greater than `pos` (the position the database
+ * has committed): when the journal directory was emptied or replaced, new
+ * records must not reuse positions that replay would skip. Returns 0 or -1. */
+int cb_journal_set_floor(struct cb_journal *j, uint64_t pos);
+
+struct cb_journal_stats {
+    uint64_t appended;          /* records written */
+    uint64_t append_failed;     /* appends refused (disk full, I/O error) */
+    uint64_t bytes;             /* bytes appended since open */
+    uint64_t replayed;          /* records handed to a replay callback */
+    uint64_t torn_records;      /* torn tails cut off at open (crash mid-write) */
+    uint64_t corrupt_records;   /* damaged records skipped during replay */
+    uint64_t segments_released; /* segment files deleted after commit */
+    uint64_t next_pos;          /* position of the next record */
+    size_t segments;            /* segment files on disk */
+};
+void cb_journal_get_stats(struct cb_journal *j, struct cb_journal_stats *out);
 
 /* ---- the store (writer side) --------------------------------------------- */
 
@@ -61,7 +79,20 @@ struct cb_store_stats {
     enum cb_store_health health;
     char last_error[256];
     uint64_t committed_journal_pos;
+    uint64_t busy_errors;      /* commits that met SQLITE_BUSY/LOCKED */
+    uint64_t full_errors;      /* commits that met SQLITE_FULL (disk full) */
+    uint64_t io_errors;        /* commits that met any other error */
+    uint64_t retention_steps;
+    uint64_t sensors;          /* sensors known to the writer */
+    uint64_t series;           /* series known to the writer */
 };
+
+/* Health: OK; DEGRADED while commits fail and rows wait in memory (retried
+ * with backoff: disk full, database busy, I/O error); FAILED while rows are
+ * dropped (pending queue full: they stay in the journal and come back on the
+ * next start) or the file became unwritable (read-only, corrupt). A
+ * successful commit returns to OK. */
+const char *cb_store_health_name(enum cb_store_health h);
 
 /* Opens the database at cfg->storage_db (creating and migrating the schema),
  * starts the writer thread. `commit_observer` (may be NULL) is called on the
@@ -86,6 +117,25 @@ void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos);
 int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
                         const char *reason);
 void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out);
+/* Gives the store the journal: sets its floor to the committed position now,
+ * and after every commit the writer calls cb_journal_release with the
+ * committed position, so the daemon need not. The journal must outlive the
+ * store (close the store first). */
+void cb_store_attach_journal(struct cb_store *s, struct cb_journal *j);
+/* Commits everything queued before the call now, and waits for it. Returns 0
+ * when committed, -1 when the commit failed (the rows stay queued and are
+ * retried; see the stats). For shutdown paths and tests, not the hot path. */
+int cb_store_flush(struct cb_store *s);
+/* The clock retention cuts are computed from (default: the wall clock). The
+ * struct is copied; ctx must outlive the store. */
+void cb_store_set_clock(struct cb_store *s, const struct cb_clock *clock);
+/* Runs one retention step on the writer thread now and waits for it: at most
+ * storage.retention.step_rows rows deleted, in one short transaction,
+ * starting a new pass over the tiers when the previous one finished.
+ * *deleted gets the rows deleted, *more 1 while the pass has tiers or series
+ * left to visit. Returns 0, or -1 when the step failed. (The writer also runs
+ * steps by itself between commits, one pass every storage.retention.interval.) */
+int cb_store_retention_step(struct cb_store *s, uint64_t *deleted, int *more);
 /* Commits everything queued, stops the writer, closes. Blocks (shutdown). */
 void cb_store_close(struct cb_store *s);
 
@@ -95,6 +145,11 @@ struct cb_store_reader; /* a read-only connection; use from one thread */
 
 struct cb_store_reader *cb_store_reader_open(const char *db_path, char *err, size_t errlen);
 void cb_store_reader_close(struct cb_store_reader *r);
+/* The text of the reader's last error ("" when none). Valid until the next call. */
+const char *cb_store_reader_error(struct cb_store_reader *r);
+
+/* Query functions return 0 when done (also when fn stopped them), -1 on an
+ * error (see cb_store_reader_error). A query reads one consistent snapshot. */
 
 struct cb_bucket {
     int64_t ts;      /* bucket start, ms */
@@ -115,8 +170,47 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
                            int64_t from, int64_t to, int64_t step_ms, cb_bucket_row_fn fn,
                            void *ctx);
 
-/* Streams every raw sample with ts >= since_ms, in ts order (window restore
- * on start). fn returns non-zero to stop. Returns 0, or -1 on error. */
+/* Which tier serves buckets of step_ms over [from, to): 1h when step is a
+ * multiple of an hour, 1m when a multiple of a minute (both exact: a step
+ * bucket is a union of whole rollup buckets, and rollups outlive raw data);
+ * raw otherwise, unless the range starts before a retention cut: before the
+ * 1m cut the 1h tier, before the raw cut the 1m tier (step >= 1m) serve it
+ * approximately (each rollup bucket counted in the step bucket holding its
+ * start). Buckets are aligned to the epoch; from rounds down and to rounds up
+ * to whole step buckets. */
+enum cb_store_tier { CB_TIER_RAW = 0, CB_TIER_1M, CB_TIER_1H };
+enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from, int64_t to,
+                                        int64_t step_ms);
+
+/* count/min/max/sum(avg = sum / count)/last over from <= ts < to for one
+ * series: raw samples at the edges, 1-minute rollups for the whole minutes
+ * inside. out->count is 0 when there is no sample; out->ts is the ts of last. */
+int cb_store_query_aggregate(struct cb_store_reader *r, const char *topic, const char *metric,
+                             int64_t from, int64_t to, struct cb_bucket *out);
+
+/* Every known sensor with its metrics (for GET /api/sensors), in topic order.
+ * Pointers are valid during the callback only; fn returns non-zero to stop.
+ * last_ts/last_value: the newest raw sample, or the newest 1-hour rollup's
+ * last when the raw samples have expired; INT64_MIN and NaN when neither. */
+struct cb_sensor_metric {
+    const char *metric;
+    const char *unit;     /* or NULL */
+    int64_t last_ts;
+    double last_value;
+};
+struct cb_sensor_info {
+    const char *topic;
+    const char *device;   /* SenML bn, or NULL */
+    const char *labels;   /* JSON object text, or NULL */
+    int64_t first_seen, last_seen; /* sample times (event time) */
+    const struct cb_sensor_metric *metrics;
+    size_t nmetrics;
+};
+typedef int (*cb_sensor_fn)(void *ctx, const struct cb_sensor_info *s);
+int cb_store_list_sensors(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx);
+
+/* Window restore: every raw sample with ts >= since_ms, in ts order (ties in
+ * topic, metric order). */
 int cb_store_scan_since(struct cb_store_reader *r, int64_t since_ms, cb_sample_row_fn fn,
                         void *ctx);
 

@@ -1,0 +1,1300 @@
+/* Alerts: persistence, silences, storm grouping and notification of the
+ * engine's transitions (alerts.h, docs/alerts.md). */
+#include "alerts/alerts_int.h"
+#include "core/log.h"
+
+#include <cjson/cJSON.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What the module remembers of a live instance: the acknowledgement (an
+ * escalation keeps it, a new firing clears it) and a notification held by a
+ * silence. Removed when the instance resolves or goes inactive. */
+struct inst {
+    char *acked_by, *ack_note;
+    int64_t acked_at;
+    struct alerts__tcopy *held;
+};
+
+/* One silence: every matcher must match (AND). */
+struct matcher {
+    char *name, *value;
+    int is_regex;
+    regex_t re;
+};
+struct silence {
+    int64_t id, starts, ends, created_at;
+    char *matchers_json, *comment, *by;
+    struct matcher *m;
+    size_t nm;
+};
+
+/* A storm group: the notifications of one rule and group key gathered until
+ * `deadline`, sent as one. Groups form a FIFO (deadlines grow with creation). */
+struct group {
+    struct group *next;
+    char *key; /* "rule\x1fgroupkey" */
+    char *rule, *gkey;
+    int64_t deadline;
+    struct alerts__tcopy **items;
+    size_t n, cap;
+};
+
+struct cb_alerts {
+    uv_loop_t *loop;
+    struct cb_alerts_hooks hooks;
+    const struct cb_clock *clock;
+    struct cb_channel *channels;
+    size_t nchannels;
+    char **default_notify;
+    size_t ndefault;
+    char *mqtt_prefix, *cap_sender;
+    int64_t storm_window_ms;
+    struct cb_alert_store *store;
+    struct alerts__webhook *webhook;
+    struct alerts__map insts;   /* id -> struct inst */
+    struct alerts__map groups;  /* key -> struct group */
+    struct alerts__map caprefs; /* notification id -> "sender,identifier,sent" */
+    struct group *ghead, *gtail;
+    struct silence *sil;
+    size_t nsil, capsil;
+    size_t held;
+    uv_timer_t timer;
+    int closing;
+    void (*done)(void *);
+    void *done_ctx;
+    struct cb_alerts_stats stats;
+    struct cb_strbuf buf;
+};
+
+static int64_t now_ms(const struct cb_alerts *a) { return cb_clock_now(a->clock); }
+
+/* ---- small helpers ---- */
+
+static const char *state_name(enum cb_alert_state s)
+{
+    switch (s) {
+    case CB_ALERT_PENDING: return "pending";
+    case CB_ALERT_FIRING: return "firing";
+    case CB_ALERT_ESCALATED: return "escalated";
+    case CB_ALERT_RESOLVED: return "resolved";
+    case CB_ALERT_ACKNOWLEDGED: return "acknowledged";
+    default: return "inactive";
+    }
+}
+
+static const char *sev_name(enum cb_severity s)
+{
+    static const char *const n[] = {"info", "warning", "major", "critical"};
+    return (int)s >= 0 && s <= CB_SEV_CRITICAL ? n[s] : "major";
+}
+
+static void labels_json(const struct cb_transition *t, struct cb_strbuf *b)
+{
+    cb_strbuf_putc(b, '{');
+    for (size_t i = 0; i < t->nlabels; i++) {
+        if (i)
+            cb_strbuf_putc(b, ',');
+        cb_strbuf_json_string(b, t->labels[i].name, strlen(t->labels[i].name));
+        cb_strbuf_putc(b, ':');
+        cb_strbuf_json_string(b, t->labels[i].value, strlen(t->labels[i].value));
+    }
+    cb_strbuf_putc(b, '}');
+}
+
+/* The event JSON: the rules.md object (cb_transition_to_json) with the
+ * extension fields "grade" and, when a silence holds it, "silenced". */
+static void event_json(const struct cb_transition *t, int64_t silenced, struct cb_strbuf *b)
+{
+    size_t start = b->len;
+    cb_transition_to_json(t, b);
+    if (b->oom || b->len == start || b->data[b->len - 1] != '}')
+        return;
+    b->len--;
+    cb_strbuf_printf(b, ",\"grade\":\"%s\"", cb_alerts_severity_map(t->severity)->grade);
+    if (silenced)
+        cb_strbuf_printf(b, ",\"silenced\":%lld", (long long)silenced);
+    cb_strbuf_putc(b, '}');
+}
+
+static const struct cb_channel *find_channel(const struct cb_alerts *a, const char *name)
+{
+    for (size_t i = 0; i < a->nchannels; i++)
+        if (!strcmp(a->channels[i].name, name))
+            return &a->channels[i];
+    return NULL;
+}
+
+static const char *label_value(const struct cb_transition *t, const char *name)
+{
+    for (size_t i = 0; i < t->nlabels; i++)
+        if (!strcmp(t->labels[i].name, name))
+            return t->labels[i].value;
+    return NULL;
+}
+
+static void inst_free(void *p)
+{
+    struct inst *i = p;
+    if (!i)
+        return;
+    free(i->acked_by);
+    free(i->ack_note);
+    alerts__tcopy_free(i->held);
+    free(i);
+}
+
+static struct inst *inst_get(struct cb_alerts *a, const char *id)
+{
+    struct inst *i = alerts__map_get(&a->insts, id);
+    if (i)
+        return i;
+    i = calloc(1, sizeof *i);
+    if (i && alerts__map_put(&a->insts, id, i)) {
+        free(i);
+        return NULL;
+    }
+    return i;
+}
+
+static void set_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+}
+
+/* ---- silences ---- */
+
+static void silence_free(struct silence *s)
+{
+    for (size_t i = 0; i < s->nm; i++) {
+        free(s->m[i].name);
+        free(s->m[i].value);
+        if (s->m[i].is_regex)
+            regfree(&s->m[i].re);
+    }
+    free(s->m);
+    free(s->matchers_json);
+    free(s->comment);
+    free(s->by);
+    memset(s, 0, sizeof *s);
+}
+
+/* Parses matchers JSON into s. Returns 0 or -1 with err. */
+static int parse_matchers(const char *json, struct silence *s, char *err, size_t errlen)
+{
+    cJSON *root = cJSON_Parse(json);
+    int rc = -1;
+    if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
+        snprintf(err, errlen, "matchers must be a non-empty JSON array of {\"name\",\"value\"}");
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(root);
+    s->m = calloc(n, sizeof *s->m);
+    if (!s->m) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(it, "value");
+        const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "op");
+        const cJSON *regex = cJSON_GetObjectItemCaseSensitive(it, "regex");
+        if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(value)) {
+            snprintf(err, errlen, "matcher %zu: needs string \"name\" and \"value\"", s->nm + 1);
+            goto out;
+        }
+        int is_re = cJSON_IsTrue(regex);
+        if (op) {
+            if (cJSON_IsString(op) && !strcmp(op->valuestring, "=~"))
+                is_re = 1;
+            else if (!cJSON_IsString(op) || strcmp(op->valuestring, "=")) {
+                snprintf(err, errlen, "matcher %zu: op must be \"=\" or \"=~\"", s->nm + 1);
+                goto out;
+            }
+        }
+        struct matcher *m = &s->m[s->nm];
+        m->name = strdup(name->valuestring);
+        m->value = strdup(value->valuestring);
+        if (!m->name || !m->value) {
+            free(m->name);
+            free(m->value);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        if (is_re) {
+            size_t l = strlen(m->value) + 5;
+            char *anchored = malloc(l);
+            int bad = !anchored;
+            if (anchored) {
+                snprintf(anchored, l, "^(%s)$", m->value);
+                bad = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB) != 0;
+                free(anchored);
+            }
+            if (bad) {
+                snprintf(err, errlen, "matcher %zu: bad regular expression '%s'", s->nm + 1,
+                         m->value);
+                free(m->name);
+                free(m->value);
+                goto out;
+            }
+            m->is_regex = 1;
+        }
+        s->nm++;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int matcher_ok(const struct matcher *m, const struct cb_transition *t)
+{
+    const char *v = label_value(t, m->name);
+    if (!v && !strcmp(m->name, "rule"))
+        v = t->rule;
+    if (!v && !strcmp(m->name, "id"))
+        v = t->id;
+    if (!v)
+        v = "";
+    return m->is_regex ? regexec(&m->re, v, 0, NULL, 0) == 0 : strcmp(m->value, v) == 0;
+}
+
+/* The id of an active silence matching t at `now`, or 0. */
+static int64_t silenced_by(const struct cb_alerts *a, const struct cb_transition *t, int64_t now)
+{
+    for (size_t i = 0; i < a->nsil; i++) {
+        const struct silence *s = &a->sil[i];
+        if (now < s->starts || now >= s->ends)
+            continue;
+        size_t k = 0;
+        while (k < s->nm && matcher_ok(&s->m[k], t))
+            k++;
+        if (k == s->nm)
+            return s->id;
+    }
+    return 0;
+}
+
+static int push_silence(struct cb_alerts *a, struct silence *s)
+{
+    if (a->nsil == a->capsil) {
+        size_t cap = a->capsil ? a->capsil * 2 : 8;
+        struct silence *n = realloc(a->sil, cap * sizeof *n);
+        if (!n)
+            return -1;
+        a->sil = n;
+        a->capsil = cap;
+    }
+    a->sil[a->nsil++] = *s;
+    return 0;
+}
+
+int cb_alerts_silence_add(struct cb_alerts *a, const char *matchers_json, int64_t starts,
+                          int64_t ends, const char *comment, const char *by, int64_t *id,
+                          char *err, size_t errlen)
+{
+    struct silence s = {0};
+    if (!matchers_json || parse_matchers(matchers_json, &s, err, errlen))
+        goto fail;
+    if (ends <= starts) {
+        snprintf(err, errlen, "ends must be after starts");
+        goto fail;
+    }
+    s.id = cb_alert_store_next_silence_id(a->store);
+    s.starts = starts;
+    s.ends = ends;
+    s.created_at = now_ms(a);
+    s.matchers_json = strdup(matchers_json);
+    s.comment = comment ? strdup(comment) : NULL;
+    s.by = by ? strdup(by) : NULL;
+    if (!s.matchers_json || push_silence(a, &s)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    struct cb_silence_row row = {s.id, s.matchers_json, starts, ends, comment, by, s.created_at};
+    if (cb_alert_store_add_silence(a->store, &row))
+        cb_warn("alert", "silence %lld: not persisted (out of memory)", (long long)s.id);
+    cb_info("alert", "silence %lld added by %s until %lld: %s", (long long)s.id,
+            by ? by : "?", (long long)ends, matchers_json);
+    *id = s.id;
+    return 0;
+fail:
+    silence_free(&s);
+    return -1;
+}
+
+int cb_alerts_silence_add_pairs(struct cb_alerts *a, const char *const *names,
+                                const char *const *values, size_t n, int64_t starts, int64_t ends,
+                                const char *comment, const char *by, int64_t *id, char *err,
+                                size_t errlen)
+{
+    struct cb_strbuf m;
+    cb_strbuf_init(&m);
+    cb_strbuf_putc(&m, '[');
+    for (size_t i = 0; i < n; i++) {
+        cb_strbuf_puts(&m, i ? ",{\"name\":" : "{\"name\":");
+        cb_strbuf_json_string(&m, names[i], strlen(names[i]));
+        cb_strbuf_puts(&m, ",\"value\":");
+        cb_strbuf_json_string(&m, values[i], strlen(values[i]));
+        cb_strbuf_putc(&m, '}');
+    }
+    cb_strbuf_putc(&m, ']');
+    int rc = -1;
+    if (m.oom)
+        snprintf(err, errlen, "out of memory");
+    else
+        rc = cb_alerts_silence_add(a, m.data, starts, ends, comment, by, id, err, errlen);
+    cb_strbuf_free(&m);
+    return rc;
+}
+
+int cb_alerts_silence_delete(struct cb_alerts *a, int64_t id)
+{
+    for (size_t i = 0; i < a->nsil; i++) {
+        if (a->sil[i].id == id) {
+            silence_free(&a->sil[i]);
+            memmove(&a->sil[i], &a->sil[i + 1], (a->nsil - i - 1) * sizeof *a->sil);
+            a->nsil--;
+            cb_alert_store_delete_silence(a->store, id);
+            cb_info("alert", "silence %lld deleted", (long long)id);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void cb_alerts_silences_json(struct cb_alerts *a, struct cb_strbuf *out)
+{
+    int64_t now = now_ms(a);
+    int first = 1;
+    cb_strbuf_putc(out, '[');
+    for (size_t i = 0; i < a->nsil; i++) {
+        const struct silence *s = &a->sil[i];
+        if (s->ends <= now)
+            continue;
+        cb_strbuf_printf(out,
+                         "%s{\"id\":%lld,\"matchers\":%s,\"starts\":%lld,\"ends\":%lld,"
+                         "\"expires\":%lld,",
+                         first ? "" : ",", (long long)s->id, s->matchers_json,
+                         (long long)s->starts, (long long)s->ends, (long long)s->ends);
+        cb_strbuf_puts(out, "\"comment\":");
+        if (s->comment)
+            cb_strbuf_json_string(out, s->comment, strlen(s->comment));
+        else
+            cb_strbuf_puts(out, "null");
+        for (int k = 0; k < 2; k++) {
+            cb_strbuf_puts(out, k ? ",\"created_by\":" : ",\"by\":");
+            if (s->by)
+                cb_strbuf_json_string(out, s->by, strlen(s->by));
+            else
+                cb_strbuf_puts(out, "null");
+        }
+        cb_strbuf_printf(out, ",\"created_at\":%lld,\"active\":%s}", (long long)s->created_at,
+                         s->starts <= now ? "true" : "false");
+        first = 0;
+    }
+    cb_strbuf_putc(out, ']');
+}
+
+static int load_silence(void *ctx, const struct cb_silence_row *r)
+{
+    struct cb_alerts *a = ctx;
+    struct silence s = {0};
+    char err[128];
+    if (parse_matchers(r->matchers, &s, err, sizeof err)) {
+        silence_free(&s);
+        cb_warn("alert", "silence %lld ignored: %s", (long long)r->id, err);
+        return 0;
+    }
+    s.id = r->id;
+    s.starts = r->starts;
+    s.ends = r->ends;
+    s.created_at = r->created_at;
+    s.matchers_json = strdup(r->matchers);
+    s.comment = r->comment ? strdup(r->comment) : NULL;
+    s.by = r->created_by ? strdup(r->created_by) : NULL;
+    if (!s.matchers_json || push_silence(a, &s))
+        silence_free(&s);
+    return 0;
+}
+
+/* ---- sending ---- */
+
+/* Sends one rendered payload to one channel. `nid` names the notification's
+ * alert (outbox alert_id), tseq the latest transition it carries. */
+static void send_payload(struct cb_alerts *a, const struct cb_channel *c, const char *rule,
+                         const char *nid, int64_t tseq, const char *body, size_t len)
+{
+    a->stats.notifications++;
+    if (c->type == CB_CHANNEL_MQTT) {
+        const char *prefix = c->prefix ? c->prefix : a->mqtt_prefix;
+        struct cb_strbuf topic;
+        cb_strbuf_init(&topic);
+        cb_strbuf_printf(&topic, "%s/%s", prefix, rule);
+        if (topic.oom || !a->hooks.publish ||
+            a->hooks.publish(a->hooks.ctx, topic.data, body, len, 1)) {
+            a->stats.publish_failed++;
+            static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
+            cb_log_limited(&rl, CB_LOG_WARN, "alert", "channel %s: MQTT publish of %s failed",
+                           c->name, nid);
+        }
+        cb_strbuf_free(&topic);
+    } else if (c->type == CB_CHANNEL_WEBHOOK) {
+        struct cb_outbox_row row = {
+            .seq = cb_alert_store_next_outbox_seq(a->store),
+            .channel = c->name,
+            .transition_seq = tseq,
+            .alert_id = nid,
+            .content_type = c->format == CB_FORMAT_CAP ? "application/cap+xml"
+                                                       : "application/json",
+            .body = body,
+            .attempts = 0,
+            .next_attempt = now_ms(a),
+        };
+        /* The row is queued to the store before the first attempt, so the
+         * "delivered" update can never reach the writer before the insert. */
+        if (cb_alert_store_add_outbox(a->store, &row) || alerts__webhook_queue(a->webhook, &row))
+            cb_error("alert", "channel %s: %s not queued (out of memory)", c->name, nid);
+    }
+}
+
+/* Worst severity and the latest item of a notification. */
+static enum cb_severity max_severity(struct alerts__tcopy *const *items, size_t n)
+{
+    enum cb_severity s = CB_SEV_INFO;
+    for (size_t i = 0; i < n; i++)
+        if (items[i]->t.severity > s)
+            s = items[i]->t.severity;
+    return s;
+}
+
+/* The JSON of a notification gathering several transitions: the latest
+ * transition's object (so rule, state, severity, labels, at are present),
+ * with severity raised to the group's worst, and the extension
+ *   "group":{"key","count","states":{...},"alerts":[first 100 objects],"more":N}. */
+static void group_json(const char *nid, const char *gkey, struct alerts__tcopy *const *items,
+                       size_t n, struct cb_strbuf *b)
+{
+    const struct alerts__tcopy *last = items[n - 1];
+    struct cb_transition t = last->t;
+    size_t counts[6] = {0};
+    t.severity = max_severity(items, n);
+    t.id = nid;
+    for (size_t i = 0; i < n; i++)
+        counts[items[i]->t.state < 6 ? items[i]->t.state : 0]++;
+    struct cb_strbuf msg;
+    cb_strbuf_init(&msg);
+    cb_strbuf_printf(&msg, "%zu alerts of %s", n, t.rule);
+    if (*gkey)
+        cb_strbuf_printf(&msg, " (%s)", gkey);
+    for (int s = CB_ALERT_FIRING; s <= CB_ALERT_ACKNOWLEDGED; s++)
+        if (counts[s])
+            cb_strbuf_printf(&msg, ", %zu %s", counts[s], state_name((enum cb_alert_state)s));
+    t.message = msg.data;
+    event_json(&t, 0, b);
+    if (!b->oom && b->len && b->data[b->len - 1] == '}') {
+        b->len--;
+        cb_strbuf_puts(b, ",\"group\":{\"key\":");
+        cb_strbuf_json_string(b, gkey, strlen(gkey));
+        cb_strbuf_printf(b, ",\"count\":%zu,\"states\":{", n);
+        int first = 1;
+        for (int s = CB_ALERT_FIRING; s <= CB_ALERT_ACKNOWLEDGED; s++) {
+            if (!counts[s])
+                continue;
+            cb_strbuf_printf(b, "%s\"%s\":%zu", first ? "" : ",",
+                             state_name((enum cb_alert_state)s), counts[s]);
+            first = 0;
+        }
+        cb_strbuf_puts(b, "},\"alerts\":[");
+        size_t shown = n < 100 ? n : 100;
+        for (size_t i = 0; i < shown; i++) {
+            if (i)
+                cb_strbuf_putc(b, ',');
+            cb_strbuf_puts(b, items[i]->json);
+        }
+        cb_strbuf_printf(b, "],\"more\":%zu}}", n - shown);
+    }
+    cb_strbuf_free(&msg);
+}
+
+/* Renders the CAP message for a notification and remembers its reference for
+ * the next message of the same notification id. */
+static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
+                        struct alerts__tcopy *const *items, size_t n, struct cb_strbuf *b)
+{
+    const struct alerts__tcopy *last = items[n - 1];
+    const struct cb_transition **ts = malloc(n * sizeof *ts);
+    if (!ts) {
+        b->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        ts[i] = &items[i]->t;
+    char ident[64], sent[32];
+    snprintf(ident, sizeof ident, "citybrain-alert-%lld", (long long)last->seq);
+    int64_t sent_ms = last->t.at;
+    cb_cap_datetime(sent_ms, sent);
+    char *prev = alerts__map_get(&a->caprefs, nid);
+    enum cb_alert_state st = last->t.state;
+    /* Alert opens (a firing with no live earlier message); escalations,
+     * acknowledgements and re-firings update; a resolution cancels. */
+    const char *type = st == CB_ALERT_RESOLVED                ? "Cancel"
+                       : (st == CB_ALERT_FIRING && !prev) ? "Alert"
+                                                          : "Update";
+    struct cb_strbuf head, desc;
+    cb_strbuf_init(&head);
+    cb_strbuf_init(&desc);
+    const char *title = last->t.title ? last->t.title : last->t.rule;
+    cb_strbuf_printf(&head, "%s: %s", title, state_name(st));
+    if (n > 1)
+        cb_strbuf_printf(&desc, "%zu alerts of %s%s%s%s", n, last->t.rule, *gkey ? " (" : "",
+                         gkey, *gkey ? ")" : "");
+    else if (last->t.message)
+        cb_strbuf_puts(&desc, last->t.message);
+    if (n > 200)
+        cb_strbuf_printf(&desc, "; %zu areas not listed", n - 200);
+    struct cb_cap_input in = {
+        .identifier = ident, .sender = a->cap_sender, .sent_ms = sent_ms, .msg_type = type,
+        .references = prev, .event = title, .headline = head.data,
+        .description = desc.len ? desc.data : NULL, .severity = max_severity(items, n),
+        .items = ts, .nitems = n, .rule = last->t.rule, .state = state_name(st),
+    };
+    cb_cap_render(&in, b);
+    free(alerts__map_del(&a->caprefs, nid));
+    if (st != CB_ALERT_RESOLVED) {
+        struct cb_strbuf ref;
+        cb_strbuf_init(&ref);
+        cb_strbuf_printf(&ref, "%s,%s,%s", a->cap_sender, ident, sent);
+        if (!ref.oom && alerts__map_put(&a->caprefs, nid, ref.data) == 0)
+            ref.data = NULL;
+        cb_strbuf_free(&ref);
+    }
+    cb_strbuf_free(&head);
+    cb_strbuf_free(&desc);
+    free(ts);
+}
+
+/* Sends one notification gathering items (n >= 1, all of one rule and group)
+ * to every channel of the rule except log channels (logged per event). */
+static void notify(struct cb_alerts *a, const char *gkey, struct alerts__tcopy *const *items,
+                   size_t n)
+{
+    const struct cb_transition *t = &items[n - 1]->t;
+    const char *const *names = t->nnotify ? t->notify : (const char *const *)a->default_notify;
+    size_t nn = t->nnotify ? t->nnotify : a->ndefault;
+    int single = 1;
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(items[i]->t.id, items[0]->t.id))
+            single = 0;
+    struct cb_strbuf nid, json, cap;
+    cb_strbuf_init(&nid);
+    cb_strbuf_init(&json);
+    cb_strbuf_init(&cap);
+    if (single)
+        cb_strbuf_puts(&nid, t->id);
+    else
+        cb_strbuf_printf(&nid, "%s/group:%s", t->rule, *gkey ? gkey : "*");
+    if (n > 1)
+        a->stats.grouped += n - 1;
+    for (size_t i = 0; i < nn; i++) {
+        const struct cb_channel *c = find_channel(a, names[i]);
+        if (!c) {
+            a->stats.unknown_channel++;
+            static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
+            cb_log_limited(&rl, CB_LOG_WARN, "alert", "rule %s: unknown channel '%s'", t->rule,
+                           names[i]);
+            continue;
+        }
+        if (c->type == CB_CHANNEL_LOG)
+            continue;
+        struct cb_strbuf *body = c->format == CB_FORMAT_CAP ? &cap : &json;
+        if (!body->len) {
+            if (c->format == CB_FORMAT_CAP)
+                cap_payload(a, nid.data, gkey, items, n, &cap);
+            else if (n == 1)
+                cb_strbuf_puts(&json, items[0]->json);
+            else
+                group_json(nid.data, gkey, items, n, &json);
+        }
+        if (body->oom || nid.oom) {
+            cb_error("alert", "rule %s: notification dropped (out of memory)", t->rule);
+            continue;
+        }
+        send_payload(a, c, t->rule, nid.data, items[n - 1]->seq, body->data, body->len);
+    }
+    cb_strbuf_free(&nid);
+    cb_strbuf_free(&json);
+    cb_strbuf_free(&cap);
+}
+
+/* The log channel: one line per event, never grouped. */
+static void log_event(struct cb_alerts *a, const struct cb_transition *t, int64_t silenced)
+{
+    const char *const *names = t->nnotify ? t->notify : (const char *const *)a->default_notify;
+    size_t nn = t->nnotify ? t->nnotify : a->ndefault;
+    for (size_t i = 0; i < nn; i++) {
+        const struct cb_channel *c = find_channel(a, names[i]);
+        if (!c || c->type != CB_CHANNEL_LOG)
+            continue;
+        enum cb_log_level lvl = t->state == CB_ALERT_FIRING || t->state == CB_ALERT_ESCALATED
+                                    ? CB_LOG_WARN
+                                    : CB_LOG_INFO;
+        cb_log(lvl, "alert", "%s %s severity=%s grade=%s%s%s%s%s", t->id, state_name(t->state),
+               sev_name(t->severity), cb_alerts_severity_map(t->severity)->grade,
+               t->message ? " message=\"" : "", t->message ? t->message : "",
+               t->message ? "\"" : "", silenced ? " (silenced)" : "");
+        if (c->type == CB_CHANNEL_LOG)
+            a->stats.notifications++;
+        break; /* one line per event even with several log channels */
+    }
+}
+
+/* ---- storm groups ---- */
+
+/* The group key of a transition (docs/alerts.md "Storm control"). An instance
+ * id reads "RULE/KEY": for a group rule (`per district`) KEY is the per
+ * labels as "district=d07[,name=value...]", and the group is that instance;
+ * for a per-sensor rule KEY is not such a list and the group is the rule. */
+static void group_key(const struct cb_transition *t, struct cb_strbuf *out)
+{
+    size_t rl = strlen(t->rule);
+    const char *k = t->id;
+    if (!strncmp(k, t->rule, rl) && k[rl] == '/')
+        k += rl + 1;
+    else
+        return;
+    /* every comma-separated part must be name=value with name a label */
+    const char *p = k;
+    if (!*p)
+        return;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        const char *eq = memchr(p, '=', n);
+        if (!eq)
+            return;
+        int found = 0;
+        for (size_t i = 0; i < t->nlabels && !found; i++)
+            found = strlen(t->labels[i].name) == (size_t)(eq - p) &&
+                    !strncmp(t->labels[i].name, p, (size_t)(eq - p));
+        if (!found)
+            return;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    cb_strbuf_puts(out, k);
+}
+
+static void group_free(struct group *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        alerts__tcopy_free(g->items[i]);
+    free(g->items);
+    free(g->key);
+    free(g->rule);
+    free(g->gkey);
+    free(g);
+}
+
+static void arm_timer(struct cb_alerts *a);
+
+/* Gathers c into its storm group (taking it), or sends it at once when the
+ * window is 0. */
+static void gather(struct cb_alerts *a, struct alerts__tcopy *c)
+{
+    struct cb_strbuf gk, key;
+    cb_strbuf_init(&gk);
+    cb_strbuf_init(&key);
+    group_key(&c->t, &gk);
+    cb_strbuf_printf(&key, "%s\x1f%s", c->t.rule, gk.data ? gk.data : "");
+    if (a->storm_window_ms <= 0 || key.oom || gk.oom) {
+        notify(a, gk.data ? gk.data : "", &c, 1);
+        alerts__tcopy_free(c);
+        goto out;
+    }
+    struct group *g = alerts__map_get(&a->groups, key.data);
+    if (!g) {
+        g = calloc(1, sizeof *g);
+        if (!g || !(g->key = strdup(key.data)) || !(g->rule = strdup(c->t.rule)) ||
+            !(g->gkey = strdup(gk.data ? gk.data : "")) || alerts__map_put(&a->groups, key.data, g)) {
+            if (g)
+                group_free(g);
+            notify(a, gk.data ? gk.data : "", &c, 1);
+            alerts__tcopy_free(c);
+            goto out;
+        }
+        g->deadline = now_ms(a) + a->storm_window_ms;
+        if (a->gtail)
+            a->gtail->next = g;
+        else
+            a->ghead = g;
+        a->gtail = g;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 4;
+        struct alerts__tcopy **items = realloc(g->items, cap * sizeof *items);
+        if (!items) {
+            notify(a, g->gkey, &c, 1);
+            alerts__tcopy_free(c);
+            goto out;
+        }
+        g->items = items;
+        g->cap = cap;
+    }
+    g->items[g->n++] = c;
+    arm_timer(a);
+out:
+    cb_strbuf_free(&gk);
+    cb_strbuf_free(&key);
+}
+
+/* Sends every group whose deadline has come (all when `all`). */
+static void flush_groups(struct cb_alerts *a, int all)
+{
+    int64_t now = now_ms(a);
+    while (a->ghead && (all || a->ghead->deadline <= now)) {
+        struct group *g = a->ghead;
+        a->ghead = g->next;
+        if (!a->ghead)
+            a->gtail = NULL;
+        alerts__map_del(&a->groups, g->key);
+        notify(a, g->gkey, g->items, g->n);
+        group_free(g);
+    }
+}
+
+/* Releases held notifications whose silence is over; drops expired silences. */
+static int release_held(void *ctx, void *value)
+{
+    struct cb_alerts *a = ctx;
+    struct inst *i = value;
+    if (i->held && !silenced_by(a, &i->held->t, now_ms(a))) {
+        struct alerts__tcopy *c = i->held;
+        i->held = NULL;
+        a->held--;
+        gather(a, c);
+    }
+    return 0;
+}
+
+void cb_alerts_tick(struct cb_alerts *a)
+{
+    int64_t now = now_ms(a);
+    size_t k = 0;
+    for (size_t i = 0; i < a->nsil; i++) {
+        if (a->sil[i].ends <= now)
+            silence_free(&a->sil[i]);
+        else
+            a->sil[k++] = a->sil[i];
+    }
+    a->nsil = k;
+    if (a->held)
+        alerts__map_sweep(&a->insts, release_held, a);
+    flush_groups(a, 0);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    struct cb_alerts *a = h->data;
+    cb_alerts_tick(a);
+    arm_timer(a);
+}
+
+/* Wakes the loop when the first group is due, or each second while
+ * notifications are held (to notice a silence ending). The timer is unref'd:
+ * it never keeps the loop alive by itself. */
+static void arm_timer(struct cb_alerts *a)
+{
+    if (a->closing)
+        return;
+    int64_t delay = -1;
+    if (a->ghead) {
+        delay = a->ghead->deadline - now_ms(a);
+        if (delay < 1)
+            delay = 1;
+    }
+    if (a->held && (delay < 0 || delay > 1000))
+        delay = 1000;
+    if (delay < 0) {
+        uv_timer_stop(&a->timer);
+        return;
+    }
+    uint64_t due = uv_now(a->loop) + (uint64_t)delay;
+    if (uv_is_active((uv_handle_t *)&a->timer) && uv_timer_get_due_in(&a->timer) + uv_now(a->loop) <= due)
+        return;
+    uv_timer_start(&a->timer, on_timer, (uint64_t)delay, 0);
+}
+
+/* ---- transitions ---- */
+
+void cb_alerts_transition_cb(void *ctx, const struct cb_transition *t)
+{
+    cb_alerts_on_transition(ctx, t);
+}
+
+void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
+{
+    a->stats.transitions++;
+    struct inst *in = inst_get(a, t->id);
+    if (!in) {
+        cb_error("alert", "%s: out of memory", t->id);
+        return;
+    }
+    const char *row_state = "firing";
+    switch (t->state) {
+    case CB_ALERT_PENDING: row_state = "pending"; break;
+    case CB_ALERT_FIRING: /* a new firing: any earlier acknowledgement is void */
+        set_str(&in->acked_by, NULL);
+        set_str(&in->ack_note, NULL);
+        in->acked_at = 0;
+        break;
+    case CB_ALERT_ACKNOWLEDGED:
+        set_str(&in->acked_by, t->acked_by ? t->acked_by : "");
+        set_str(&in->ack_note, t->ack_note);
+        in->acked_at = t->at;
+        break;
+    case CB_ALERT_RESOLVED: row_state = "resolved"; break;
+    case CB_ALERT_INACTIVE: row_state = "inactive"; break;
+    default: break;
+    }
+    struct cb_strbuf *b = &a->buf;
+    cb_strbuf_reset(b);
+    labels_json(t, b);
+    struct cb_alert_row row = {
+        .id = t->id, .rule = t->rule, .labels = b->data, .state = row_state,
+        .severity = sev_name(t->severity), .since = t->since, .at = t->at,
+        .message = t->message, .acked_by = in->acked_by, .acked_at = in->acked_at,
+        .ack_note = in->ack_note, .cooldown_until = t->cooldown_until,
+        .updated = now_ms(a),
+    };
+    if (b->oom || cb_alert_store_put_instance(a->store, &row))
+        cb_error("alert", "%s: instance not persisted (out of memory)", t->id);
+
+    if (cb_transition_is_event(t)) {
+        a->stats.events++;
+        int64_t sil = silenced_by(a, t, now_ms(a));
+        int64_t seq = cb_alert_store_next_transition_seq(a->store);
+        cb_strbuf_reset(b);
+        event_json(t, sil, b);
+        if (b->oom) {
+            cb_error("alert", "%s: transition dropped (out of memory)", t->id);
+            goto done;
+        }
+        if (cb_alert_store_add_transition(a->store, seq, t->id, t->rule, state_name(t->state),
+                                          sev_name(t->severity), t->at, b->data))
+            cb_error("alert", "%s: transition not persisted (out of memory)", t->id);
+        if (a->hooks.on_event)
+            a->hooks.on_event(a->hooks.ctx, (uint64_t)seq, b->data, b->len);
+        log_event(a, t, sil);
+        struct alerts__tcopy *c = NULL;
+        if (sil) {
+            a->stats.silenced++;
+            /* Held: only a firing or escalated notification is worth sending
+             * when the silence ends; a resolution or ack drops what is held. */
+            if (in->held) {
+                alerts__tcopy_free(in->held);
+                in->held = NULL;
+                a->held--;
+            }
+            if (t->state == CB_ALERT_FIRING || t->state == CB_ALERT_ESCALATED) {
+                cb_strbuf_reset(b);
+                event_json(t, 0, b);
+                if (!b->oom && (in->held = alerts__tcopy_new(t, seq, b->data)))
+                    a->held++;
+                arm_timer(a);
+            }
+        } else if (!b->oom && (c = alerts__tcopy_new(t, seq, b->data))) {
+            if (in->held) { /* superseded by this notification */
+                alerts__tcopy_free(in->held);
+                in->held = NULL;
+                a->held--;
+            }
+            gather(a, c);
+        } else {
+            cb_error("alert", "%s: notification dropped (out of memory)", t->id);
+        }
+    }
+done:
+    if (t->state == CB_ALERT_RESOLVED || t->state == CB_ALERT_INACTIVE) {
+        /* its held notification, if any, dies with it */
+        struct inst *gone = alerts__map_del(&a->insts, t->id);
+        if (gone && gone->held)
+            a->held--;
+        inst_free(gone);
+    }
+}
+
+/* ---- restart ---- */
+
+struct load_ctx {
+    struct cb_alerts *a;
+    cb_alerts_load_fn fn;
+    void *ctx;
+    int n;
+};
+
+static int load_row(void *arg, const struct cb_alert_row *r)
+{
+    struct load_ctx *lc = arg;
+    struct cb_transition t = {0};
+    cJSON *labels = cJSON_Parse(r->labels ? r->labels : "{}");
+    size_t nl = (size_t)cJSON_GetArraySize(labels);
+    struct cb_label *lab = calloc(nl ? nl : 1, sizeof *lab);
+    if (!lab) {
+        cJSON_Delete(labels);
+        return 0;
+    }
+    size_t k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, labels)
+    {
+        if (cJSON_IsString(it) && it->string && k < nl) {
+            lab[k].name = it->string;
+            lab[k].value = it->valuestring;
+            k++;
+        }
+    }
+    t.id = r->id;
+    t.rule = r->rule;
+    t.state = !strcmp(r->state, "pending") ? CB_ALERT_PENDING : CB_ALERT_FIRING;
+    if (cb_alerts_severity_from_name(r->severity, &t.severity))
+        t.severity = CB_SEV_MAJOR;
+    t.labels = lab;
+    t.nlabels = k;
+    t.at = r->at;
+    t.since = r->since;
+    t.message = r->message;
+    t.acked_by = r->acked_by;
+    t.ack_note = r->ack_note;
+    t.cooldown_until = r->cooldown_until;
+    if (r->acked_by) {
+        struct inst *in = inst_get(lc->a, r->id);
+        if (in) {
+            set_str(&in->acked_by, r->acked_by);
+            set_str(&in->ack_note, r->ack_note);
+            in->acked_at = r->acked_at;
+        }
+    }
+    lc->fn(lc->ctx, &t, r->acked_by != NULL, r->acked_at);
+    lc->n++;
+    free(lab);
+    cJSON_Delete(labels);
+    return 0;
+}
+
+int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx)
+{
+    struct load_ctx lc = {a, fn, ctx, 0};
+    struct cb_alert_reader *r = cb_alert_store_reader(a->store);
+    cb_alerts_sync(a);
+    const char *states[] = {"pending", "firing"};
+    for (int i = 0; i < 2; i++) {
+        struct cb_alert_filter f = {.state = states[i], .limit = 10000000};
+        if (cb_alert_reader_instances(r, &f, load_row, &lc)) {
+            cb_error("alert", "loading alert instances: %s", cb_alert_reader_error(r));
+            return -1;
+        }
+    }
+    return lc.n;
+}
+
+struct forget_ctx {
+    struct cb_alerts *a;
+    const char *id;
+    int64_t at;
+};
+
+static int forget_row(void *arg, const struct cb_alert_row *r)
+{
+    struct forget_ctx *fc = arg;
+    if (strcmp(r->id, fc->id))
+        return 0;
+    struct cb_alert_row n = *r;
+    n.state = "resolved";
+    n.at = fc->at;
+    n.updated = now_ms(fc->a);
+    cb_alert_store_put_instance(fc->a->store, &n);
+    return 1;
+}
+
+void cb_alerts_forget(struct cb_alerts *a, const char *id, int64_t at)
+{
+    struct forget_ctx fc = {a, id, at};
+    const char *states[] = {"pending", "firing"};
+    for (int i = 0; i < 2; i++) {
+        struct cb_alert_filter f = {.state = states[i], .limit = 10000000};
+        cb_alert_reader_instances(cb_alert_store_reader(a->store), &f, forget_row, &fc);
+    }
+    inst_free(alerts__map_del(&a->insts, id));
+}
+
+/* ---- lists ---- */
+
+struct list_ctx {
+    struct cb_alerts *a;
+    struct cb_strbuf *out;
+    int first;
+};
+
+static void json_str_or_null(struct cb_strbuf *b, const char *s)
+{
+    if (s)
+        cb_strbuf_json_string(b, s, strlen(s));
+    else
+        cb_strbuf_puts(b, "null");
+}
+
+/* Whether a silence now matches a stored row (its labels parsed back). */
+static int64_t row_silenced(struct cb_alerts *a, const struct cb_alert_row *r)
+{
+    if (!a || !a->nsil)
+        return 0;
+    cJSON *labels = cJSON_Parse(r->labels ? r->labels : "{}");
+    size_t nl = (size_t)cJSON_GetArraySize(labels), k = 0;
+    struct cb_label *lab = calloc(nl ? nl : 1, sizeof *lab);
+    int64_t id = 0;
+    if (lab) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, labels) if (cJSON_IsString(it) && k < nl)
+        {
+            lab[k].name = it->string;
+            lab[k++].value = it->valuestring;
+        }
+        struct cb_transition t = {.id = r->id, .rule = r->rule, .labels = lab, .nlabels = k};
+        id = silenced_by(a, &t, now_ms(a));
+    }
+    free(lab);
+    cJSON_Delete(labels);
+    return id;
+}
+
+static int list_row(void *arg, const struct cb_alert_row *r)
+{
+    struct list_ctx *lc = arg;
+    struct cb_strbuf *b = lc->out;
+    enum cb_severity sev = CB_SEV_MAJOR;
+    cb_alerts_severity_from_name(r->severity, &sev);
+    cb_strbuf_puts(b, lc->first ? "{\"id\":" : ",{\"id\":");
+    lc->first = 0;
+    cb_strbuf_json_string(b, r->id, strlen(r->id));
+    cb_strbuf_puts(b, ",\"rule\":");
+    cb_strbuf_json_string(b, r->rule, strlen(r->rule));
+    cb_strbuf_printf(b, ",\"state\":\"%s\",\"severity\":\"%s\",\"grade\":\"%s\",\"labels\":%s",
+                     r->state, r->severity, cb_alerts_severity_map(sev)->grade,
+                     r->labels ? r->labels : "{}");
+    cb_strbuf_printf(b, ",\"since\":%lld,\"at\":%lld,\"message\":", (long long)r->since,
+                     (long long)r->at);
+    json_str_or_null(b, r->message);
+    cb_strbuf_printf(b, ",\"acknowledged\":%s,\"acked_by\":", r->acked_by ? "true" : "false");
+    json_str_or_null(b, r->acked_by);
+    cb_strbuf_printf(b, ",\"acked_at\":%lld,\"ack_note\":", (long long)r->acked_at);
+    json_str_or_null(b, r->ack_note);
+    cb_strbuf_printf(b, ",\"cooldown_until\":%lld", (long long)r->cooldown_until);
+    int64_t sil = row_silenced(lc->a, r);
+    if (sil)
+        cb_strbuf_printf(b, ",\"silenced\":%lld", (long long)sil);
+    cb_strbuf_putc(b, '}');
+    return 0;
+}
+
+/* Appends the JSON array of rows matching f from reader r (a: for silences,
+ * may be NULL). Used by the API lists and the CLI. */
+static int list_json(struct cb_alerts *a, struct cb_alert_reader *r,
+                      const struct cb_alert_filter *f, struct cb_strbuf *out)
+{
+    size_t start = out->len;
+    struct list_ctx lc = {a, out, 1};
+    cb_strbuf_putc(out, '[');
+    int rc = cb_alert_reader_instances(r, f, list_row, &lc);
+    if (rc) {
+        out->len = start;
+        cb_strbuf_putc(out, '[');
+    }
+    cb_strbuf_putc(out, ']');
+    return rc;
+}
+
+int cb_alerts_reader_list_json(struct cb_alert_reader *r, const struct cb_alert_filter *f,
+                               struct cb_strbuf *out)
+{
+    return list_json(NULL, r, f, out);
+}
+
+int cb_alerts_list_json(struct cb_alerts *a, const char *state, const char *severity,
+                        const char *rule, struct cb_strbuf *out)
+{
+    struct cb_alert_filter f = {.state = state, .severity = severity, .rule = rule};
+    return list_json(a, cb_alert_store_reader(a->store), &f, out);
+}
+
+int cb_alerts_handover_json(struct cb_alerts *a, int64_t older_than_ms, struct cb_strbuf *out)
+{
+    struct cb_alert_filter f = {.state = "firing", .unacked_only = 1,
+                                .since_before = now_ms(a) - older_than_ms};
+    return list_json(a, cb_alert_store_reader(a->store), &f, out);
+}
+
+int cb_alerts_history_json(struct cb_alerts *a, int64_t from, int64_t to, struct cb_strbuf *out)
+{
+    return cb_alert_reader_history_json(cb_alert_store_reader(a->store), from, to, 0, out);
+}
+
+struct hist_ctx {
+    struct cb_strbuf *out;
+    int n;
+};
+
+/* Splices "seq":N into the stored object: {"seq":N,"id":...}. */
+static int hist_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    struct hist_ctx *h = ctx;
+    if (len < 2 || json[0] != '{')
+        return 0;
+    cb_strbuf_printf(h->out, "%s{\"seq\":%llu,", h->n++ ? "," : "", (unsigned long long)seq);
+    cb_strbuf_append(h->out, json + 1, len - 1);
+    return 0;
+}
+
+int cb_alerts_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                  const char *rule, size_t limit, struct cb_strbuf *out)
+{
+    size_t start = out->len;
+    struct hist_ctx h = {out, 0};
+    cb_strbuf_puts(out, "{\"transitions\":[");
+    int rc = cb_alert_reader_transitions(r, from, to, rule, 1, limit, hist_event, &h);
+    if (rc) {
+        out->len = start;
+        cb_strbuf_puts(out, "{\"transitions\":[");
+    }
+    cb_strbuf_puts(out, "]}");
+    return rc;
+}
+
+void cb_alerts_get_stats(struct cb_alerts *a, struct cb_alerts_stats *out)
+{
+    *out = a->stats;
+    out->outbox_pending = a->webhook ? alerts__webhook_pending(a->webhook) : 0;
+    out->store_errors = cb_alert_store_errors(a->store, NULL, 0);
+}
+
+int cb_alerts_sync(struct cb_alerts *a) { return cb_alert_store_sync(a->store); }
+
+/* ---- life cycle ---- */
+
+static void free_all(struct cb_alerts *a)
+{
+    alerts__map_clear(&a->insts, inst_free);
+    for (struct group *g = a->ghead, *n; g; g = n) {
+        n = g->next;
+        group_free(g);
+    }
+    alerts__map_clear(&a->groups, NULL);
+    alerts__map_clear(&a->caprefs, free);
+    for (size_t i = 0; i < a->nsil; i++)
+        silence_free(&a->sil[i]);
+    free(a->sil);
+    cb_alert_store_close(a->store);
+    cb_channels_free(a->channels, a->nchannels);
+    for (size_t i = 0; i < a->ndefault; i++)
+        free(a->default_notify[i]);
+    free(a->default_notify);
+    free(a->mqtt_prefix);
+    free(a->cap_sender);
+    cb_strbuf_free(&a->buf);
+    free(a);
+}
+
+struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, const char *db_path,
+                                const struct cb_alerts_hooks *hooks, char *err, size_t errlen)
+{
+    struct cb_alerts *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->loop = loop;
+    if (hooks)
+        a->hooks = *hooks;
+    a->clock = a->hooks.clock ? a->hooks.clock : &cb_clock_wall;
+    a->storm_window_ms = cfg->alerts_storm_window_ms;
+    if (cb_channels_parse(&cfg->alerts_channels, &a->channels, &a->nchannels, err, errlen))
+        goto fail;
+    a->default_notify = calloc(cfg->alerts_default_notify.n + 1, sizeof *a->default_notify);
+    a->mqtt_prefix = strdup(cfg->alerts_mqtt_prefix);
+    a->cap_sender = strdup(cfg->alerts_cap_sender);
+    if (!a->default_notify || !a->mqtt_prefix || !a->cap_sender) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->alerts_default_notify.n; i++) {
+        const char *n = cfg->alerts_default_notify.items[i];
+        if (!find_channel(a, n)) {
+            snprintf(err, errlen, "alerts.default_notify: '%s' is not a configured channel", n);
+            goto fail;
+        }
+        if (!(a->default_notify[a->ndefault++] = strdup(n))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    a->store = cb_alert_store_open(db_path, err, errlen);
+    if (!a->store)
+        goto fail;
+    if (cb_alert_reader_silences(cb_alert_store_reader(a->store), now_ms(a), load_silence, a)) {
+        snprintf(err, errlen, "loading silences: %s",
+                 cb_alert_reader_error(cb_alert_store_reader(a->store)));
+        goto fail;
+    }
+    struct alerts__webhook_opts wo = {
+        .timeout_ms = cfg->alerts_webhook_timeout_ms,
+        .retry_min_ms = cfg->alerts_webhook_retry_min_ms,
+        .retry_max_ms = cfg->alerts_webhook_retry_max_ms,
+        .clock = a->clock, .store = a->store, .channels = a->channels,
+        .nchannels = a->nchannels, .sent = &a->stats.webhook_sent,
+        .failed = &a->stats.webhook_failed,
+    };
+    a->webhook = alerts__webhook_new(loop, &wo, err, errlen);
+    if (!a->webhook)
+        goto fail;
+    uv_timer_init(loop, &a->timer);
+    a->timer.data = a;
+    uv_unref((uv_handle_t *)&a->timer);
+    return a;
+fail:
+    free_all(a);
+    return NULL;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct cb_alerts *a = h->data;
+    void (*done)(void *) = a->done;
+    void *ctx = a->done_ctx;
+    free_all(a);
+    if (done)
+        done(ctx);
+}
+
+static void on_webhook_closed(void *ctx)
+{
+    struct cb_alerts *a = ctx;
+    a->webhook = NULL;
+    uv_close((uv_handle_t *)&a->timer, on_timer_closed);
+}
+
+void cb_alerts_close(struct cb_alerts *a, void (*done)(void *ctx), void *ctx)
+{
+    if (!a)
+        return;
+    flush_groups(a, 1);
+    a->closing = 1;
+    a->done = done;
+    a->done_ctx = ctx;
+    uv_timer_stop(&a->timer);
+    alerts__webhook_close(a->webhook, on_webhook_closed, a);
+}

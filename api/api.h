@@ -1,0 +1,165 @@
+/* The HTTP API and dashboard: h2o (libuv build) on the daemon's loop.
+ *
+ * api/ knows HTTP and nothing of rules, alerts or storage: every endpoint's
+ * data comes from a struct cb_api_provider the daemon fills. api/ parses and
+ * validates the request (400 with a message for bad parameters), checks the
+ * bearer token on writes (401 without one, 403 with the read-only one), calls
+ * the provider, and wraps the answer.
+ *
+ * Provider answers. Every provider function writes its answer into `out` and
+ * returns an HTTP status. For a status below 400, `out` holds the JSON
+ * document sent as the body. For a status of 400 or more, `out` holds a plain
+ * message (UTF-8, no JSON) that api/ sends as {"error":"<message>"}. A
+ * function left NULL makes its endpoint answer 501 {"error":"not available"}.
+ *
+ * Threads. The "loop" functions are called on the loop thread and must not
+ * block (they answer from in-memory state: the alert table, the rule set,
+ * silences). The "pool" functions read SQLite: api/ calls them on the libuv
+ * thread pool (uv_queue_work) and sends the answer from the after-work
+ * callback on the loop. A pool function is given a read connection made by
+ * the provider's reader_open (e.g. a struct cb_store_reader): api/ keeps these
+ * in a locked free list and checks one out per call, so each connection is
+ * used by one thread at a time and never concurrently; they are closed with
+ * reader_close when the API is closed. Pool functions must not touch loop
+ * state (the engine, the alert table): only the reader and immutable ctx.
+ *
+ * Server-Sent Events. cb_api_event() pushes one alert transition to every
+ * /api/events client (`id: SEQ`, `event: transition`, `data: JSON`). A client
+ * that reconnects with Last-Event-ID gets the transitions after that seq from
+ * events_since (pool thread, from the alert_transitions table) before the live
+ * ones; a transition that arrives live during that read is sent once. */
+#ifndef CB_API_API_H
+#define CB_API_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/strbuf.h"
+
+struct cb_api;
+
+/* GET /api/alerts filters; NULL = any. Values are validated by api/:
+ * state is one of pending, firing, escalated, acknowledged, resolved;
+ * severity one of info, warning, major, critical. */
+struct cb_api_alert_filter {
+    const char *state;
+    const char *severity;
+    const char *rule;
+};
+
+/* GET /api/series: from <= ts < to, buckets of step_ms. api/ fills defaults
+ * (to = now, from = to - 1h, step chosen for ~240 buckets, at least 1 s) and
+ * bounds the bucket count (at most 10,000). */
+struct cb_api_series_query {
+    const char *topic;
+    const char *metric;
+    int64_t from_ms, to_ms, step_ms;
+};
+
+/* GET /api/alerts/history: transitions with from <= at < to, newest first,
+ * at most `limit` (default 1,000, at most 10,000); rule may be NULL. */
+struct cb_api_history_query {
+    int64_t from_ms, to_ms;
+    size_t limit;
+    const char *rule;
+};
+
+/* POST /api/silences body, validated by api/:
+ * {"matchers":{"district":"d07","rule":"river_flood"},"expires":MS | "duration":"2h",
+ *  "by":"ops","comment":"maintenance"}. Matchers are exact label matches (the
+ * label `rule` names the rule); at least one; expires_ms is in the future. */
+struct cb_api_silence {
+    size_t nmatchers;
+    const char *const *names;   /* nmatchers label names */
+    const char *const *values;  /* nmatchers values */
+    int64_t expires_ms;
+    const char *by;             /* "" when not given */
+    const char *comment;        /* "" when not given */
+};
+
+/* One transition for SSE resume: events_since calls it in seq order. */
+typedef int (*cb_api_event_fn)(void *emit_ctx, uint64_t seq, const char *json, size_t len);
+
+struct cb_api_provider {
+    void *ctx;
+
+    /* ---- loop thread, non-blocking ---- */
+    /* {"status":"ok"|"degraded","mqtt":"connected"|...,"storage":"ok"|...,
+     *  "uptime_s":N,"version":"..."}; 200, or 503 to say the engine is unwell
+     * (the body is still the JSON document, not an error). */
+    int (*health)(void *ctx, struct cb_strbuf *out);
+    /* {"alerts":[{id, rule, state, severity, labels, since, at, message,
+     * acked_by?...}]} filtered. */
+    int (*alerts)(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out);
+    /* Acknowledges alert `id` (decoded, e.g. "river_flood/district=d07").
+     * Idempotent: 200 with the alert's JSON both times; 404 unknown id;
+     * 409 when the alert is not firing. by/note are "" when not given. */
+    int (*ack)(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out);
+    /* {"silences":[{id, matchers, expires, by, comment}]} */
+    int (*silences_list)(void *ctx, struct cb_strbuf *out);
+    /* 201 with the silence's JSON (including its id). */
+    int (*silence_add)(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out);
+    /* 200 {"deleted":"ID"}, or 404. */
+    int (*silence_delete)(void *ctx, const char *id, struct cb_strbuf *out);
+    /* {"rules":[{name, file, severity, instances, firing...}]} */
+    int (*rules_list)(void *ctx, struct cb_strbuf *out);
+    /* Reloads from disk: 200 {"ok":true,"rules":N} or 422
+     * {"ok":false,"diagnostics":[...]} (a JSON body, not an error message). */
+    int (*rules_reload)(void *ctx, struct cb_strbuf *out);
+    /* Appends more Prometheus text after cb_metrics_render() (may be NULL). */
+    void (*metrics)(void *ctx, struct cb_strbuf *out);
+
+    /* ---- thread pool, may block on SQLite ---- */
+    /* Opens a read connection (NULL with err filled on failure: the request
+     * answers 503). Called on a pool thread. */
+    void *(*reader_open)(void *ctx, char *err, size_t errlen);
+    /* Closes one; called on the loop thread from cb_api_close. */
+    void (*reader_close)(void *ctx, void *reader);
+    /* {"sensors":[{topic, labels, district?, metrics:{m:{ts,value}}, last_ts,
+     * stale}]}; a sensor is stale when now_ms - last_ts > stale_after_ms. */
+    int (*sensors)(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_ms,
+                   struct cb_strbuf *out);
+    /* {"topic","metric","from","to","step","buckets":[{ts,count,min,max,avg,last}]} */
+    int (*series)(void *ctx, void *reader, const struct cb_api_series_query *q,
+                  struct cb_strbuf *out);
+    /* {"transitions":[{seq, ...the transition object}]} */
+    int (*history)(void *ctx, void *reader, const struct cb_api_history_query *q,
+                   struct cb_strbuf *out);
+    /* Calls emit for every stored transition with seq > after_seq, in seq
+     * order, at most `limit`. Returns 0, or -1 on a read error. */
+    int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,
+                        cb_api_event_fn emit, void *emit_ctx);
+};
+
+/* Starts the API on `loop` at cfg->http_listen (not for "off": the caller
+ * checks cb_api_enabled first). The provider is copied; its ctx must outlive
+ * the API. cfg must outlive the API (tokens and limits are read from it).
+ * Returns the API, or NULL with err filled (address in use, bad address,
+ * dashboard folder missing is only a warning). */
+struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
+                            const struct cb_api_provider *provider, char *err, size_t errlen);
+
+/* 1 when http.listen is not "off". */
+int cb_api_enabled(const struct cb_config *cfg);
+
+/* The port actually bound (useful with port 0 in tests). */
+int cb_api_port(const struct cb_api *api);
+
+/* Pushes one alert transition (the JSON object of rules.md, `len` bytes) with
+ * its sequence number (the alert_transitions row id, increasing) to every
+ * /api/events client. Loop thread. A client that cannot keep up (more than
+ * 1 MiB queued) is disconnected; EventSource reconnects with Last-Event-ID. */
+void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len);
+
+/* Number of /api/events clients connected (tests, metrics). */
+size_t cb_api_event_clients(const struct cb_api *api);
+
+/* Stops listening, ends every event stream, closes idle connections, waits
+ * for queued pool work, then frees everything; `done` (may be NULL) is called
+ * on the loop when the last handle is closed. The loop must keep running
+ * (uv_run) until then. Calling it twice is harmless. */
+void cb_api_close(struct cb_api *api, void (*done)(void *ctx), void *done_ctx);
+
+#endif

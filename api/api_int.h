@@ -1,0 +1,109 @@
+/* Types shared by the files of api/ (server, routes, events, static files). */
+#ifndef CB_API_API_INT_H
+#define CB_API_API_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <h2o.h>
+
+#include "api/api.h"
+#include "core/strbuf.h"
+
+#define API_MOD "api"
+
+/* A read connection checked out of the free list by one pool call. */
+struct api_reader {
+    void *reader;
+    struct api_reader *next;
+};
+
+struct api_sse;
+
+struct cb_api {
+    uv_loop_t *loop;
+    const struct cb_config *cfg;
+    struct cb_api_provider prov;
+
+    h2o_globalconf_t h2o_config;
+    h2o_context_t h2o_ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    int listening;
+    int port;
+    char *dashboard_dir; /* realpath of the dashboard folder, or NULL */
+
+    size_t nconns;
+    size_t pending_work; /* uv_queue_work requests not yet completed */
+
+    /* /api/events */
+    struct api_sse *sse_head;
+    size_t nsse;
+    uv_timer_t heartbeat;
+
+    /* read connections for pool calls */
+    uv_mutex_t readers_lock;
+    struct api_reader *readers;
+
+    /* shutdown */
+    int closing;
+    uv_timer_t close_poll;
+    int64_t close_deadline;
+    void (*done)(void *ctx);
+    void *done_ctx;
+
+    /* metrics */
+    uint64_t *m_req[6];           /* by status class 1xx..5xx; [0] unused */
+    uint64_t *m_conn_refused;
+    int64_t *m_conns;
+    int64_t *m_sse;
+};
+
+/* ---- responses (server.c) ---- */
+
+/* Sends `len` bytes of body with the status and content type (copied into the
+ * request's pool), plus the CORS header when configured. */
+void api__send(struct cb_api *api, h2o_req_t *req, int status, const char *ctype,
+               const char *body, size_t len);
+/* Sends {"error":"msg"} with the status. */
+void api__error(struct cb_api *api, h2o_req_t *req, int status, const char *msg);
+/* Sends a provider's answer: JSON for status < 400, else the message in out
+ * wrapped as an error. */
+void api__answer(struct cb_api *api, h2o_req_t *req, int status, struct cb_strbuf *out);
+/* Adds Access-Control-Allow-Origin when http.cors_origin is set. */
+void api__cors(struct cb_api *api, h2o_req_t *req);
+/* Counts a response by status class. */
+void api__count(struct cb_api *api, int status);
+
+/* ---- routes (routes.c) ---- */
+
+/* The one h2o handler: routes every request. Returns 0 (always answered). */
+int api__on_req(struct cb_api *api, h2o_req_t *req);
+
+/* Checks out a read connection (opening one when the list is empty). Pool
+ * thread. NULL with err filled on failure. */
+struct api_reader *api__reader_get(struct cb_api *api, char *err, size_t errlen);
+void api__reader_put(struct cb_api *api, struct api_reader *r);
+
+/* ---- events (events.c) ---- */
+
+/* GET /api/events: starts a stream (resuming after Last-Event-ID if given). */
+void api__events_open(struct cb_api *api, h2o_req_t *req);
+/* Starts the heartbeat timer. */
+void api__events_init(struct cb_api *api);
+/* Ends every stream (shutdown). */
+void api__events_close_all(struct cb_api *api);
+
+/* ---- static files (static.c) ---- */
+
+/* GET / and the dashboard's files. `path` is the raw path without the query. */
+void api__static(struct cb_api *api, h2o_req_t *req, const char *path, size_t len);
+
+/* ---- helpers (routes.c) ---- */
+
+/* Percent-decodes src[0..n) into a NUL-terminated pool string; '+' becomes a
+ * space when plus_is_space. Returns NULL on a bad escape or an encoded NUL. */
+char *api__decode(h2o_mem_pool_t *pool, const char *src, size_t n, int plus_is_space);
+
+#endif

@@ -1,0 +1,855 @@
+/* Routing, parameter validation, authorisation and the provider calls.
+ *
+ * Paths are matched on the raw request path (before '?'); identifiers in the
+ * path (alert ids contain '/', as in "river_flood/district=d07") are
+ * percent-decoded after matching, so /api/alerts/river_flood%2Fdistrict%3Dd07/ack
+ * names that alert. Unknown query parameters are errors (400), so a typo such
+ * as `form=` is not silently ignored. */
+#include "api/api_int.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_BUCKETS 10000
+#define MAX_HISTORY 10000
+#define DEFAULT_HISTORY 1000
+#define MAX_MATCHERS 32
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *api__decode(h2o_mem_pool_t *pool, const char *src, size_t n, int plus_is_space)
+{
+    char *out = h2o_mem_alloc_pool(pool, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = src[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return NULL;
+            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            if (hi < 0 || lo < 0)
+                return NULL;
+            c = (char)(hi * 16 + lo);
+            if (c == '\0')
+                return NULL;
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static int streq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen == n && memcmp(a, lit, n) == 0;
+}
+
+/* Parses a whole decimal int64 (optional leading '-'). Returns 0 or -1. */
+static int parse_i64(const char *s, int64_t *out)
+{
+    if (!*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || (*s != '-' && (*s < '0' || *s > '9')))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Compares without an early exit, so the time taken says nothing about how
+ * much of a guessed token was right (the length is compared the same way). */
+static int token_equal(const char *given, size_t glen, const char *want)
+{
+    size_t wlen = strlen(want);
+    unsigned char diff = (unsigned char)(glen != wlen);
+    for (size_t i = 0; i < glen; i++)
+        diff |= (unsigned char)(given[i] ^ want[wlen ? i % wlen : 0]);
+    return wlen > 0 && diff == 0;
+}
+
+/* ---- query strings ------------------------------------------------------------- */
+
+struct param {
+    const char *name;
+    char *value; /* NULL when absent */
+};
+
+/* Parses the query string into params (names given by the caller). Returns
+ * NULL, or an error message written into err (unknown parameter, bad escape,
+ * repeated parameter). */
+static const char *parse_query(h2o_req_t *req, struct param *params, size_t nparams, char *err,
+                               size_t errlen)
+{
+    if (req->query_at == SIZE_MAX)
+        return NULL;
+    const char *q = req->path.base + req->query_at + 1;
+    const char *end = req->path.base + req->path.len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *stop = amp ? amp : end;
+        if (stop > q) {
+            const char *eq = memchr(q, '=', (size_t)(stop - q));
+            const char *nend = eq ? eq : stop;
+            char *name = api__decode(&req->pool, q, (size_t)(nend - q), 1);
+            char *value = eq ? api__decode(&req->pool, eq + 1, (size_t)(stop - eq - 1), 1)
+                             : api__decode(&req->pool, "", 0, 1);
+            if (!name || !value) {
+                snprintf(err, errlen, "bad percent-encoding in the query string");
+                return err;
+            }
+            size_t i = 0;
+            while (i < nparams && strcmp(params[i].name, name) != 0)
+                i++;
+            if (i == nparams) {
+                snprintf(err, errlen, "unknown parameter '%.64s'", name);
+                return err;
+            }
+            if (params[i].value) {
+                snprintf(err, errlen, "parameter '%s' given twice", params[i].name);
+                return err;
+            }
+            params[i].value = value;
+        }
+        q = stop + 1;
+    }
+    return NULL;
+}
+
+/* Reads a millisecond timestamp parameter: absent keeps *out. */
+static const char *param_ms(const struct param *p, int64_t *out, char *err, size_t errlen)
+{
+    if (!p->value)
+        return NULL;
+    if (parse_i64(p->value, out) || *out < 0) {
+        snprintf(err, errlen, "'%s' must be milliseconds since the epoch, not '%.40s'", p->name,
+                 p->value);
+        return err;
+    }
+    return NULL;
+}
+
+/* ---- authorisation -------------------------------------------------------------- */
+
+/* Checks the bearer token of a write. Returns 0 when allowed; otherwise the
+ * error is sent (401 without or with a wrong token, 403 with the read-only
+ * token or when no read-write token is configured) and -1 returned. */
+static int authorise_write(struct cb_api *api, h2o_req_t *req)
+{
+    const struct cb_config *cfg = api->cfg;
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    const char *tok = NULL;
+    size_t toklen = 0;
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (v.len > 7 && h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
+            tok = v.base + 7;
+            toklen = v.len - 7;
+            while (toklen && *tok == ' ') {
+                tok++;
+                toklen--;
+            }
+        }
+    }
+    if (!tok || !toklen) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer realm=\"citybrain\""));
+        api__error(api, req, 401, "this request needs Authorization: Bearer <token>");
+        return -1;
+    }
+    int rw = cfg->http_token && token_equal(tok, toklen, cfg->http_token);
+    int ro = cfg->http_read_token && token_equal(tok, toklen, cfg->http_read_token);
+    if (rw)
+        return 0;
+    if (ro) {
+        api__error(api, req, 403, "this token is read-only");
+        return -1;
+    }
+    if (!cfg->http_token || !*cfg->http_token) {
+        api__error(api, req, 403, "writes are disabled: no http.token is configured");
+        return -1;
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   H2O_STRLIT("Bearer realm=\"citybrain\", error=\"invalid_token\""));
+    api__error(api, req, 401, "invalid token");
+    return -1;
+}
+
+/* ---- read connections for pool calls ------------------------------------------- */
+
+struct api_reader *api__reader_get(struct cb_api *api, char *err, size_t errlen)
+{
+    uv_mutex_lock(&api->readers_lock);
+    struct api_reader *r = api->readers;
+    if (r)
+        api->readers = r->next;
+    uv_mutex_unlock(&api->readers_lock);
+    if (r)
+        return r;
+    if (!api->prov.reader_open) {
+        snprintf(err, errlen, "no storage reader");
+        return NULL;
+    }
+    r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    err[0] = '\0';
+    r->reader = api->prov.reader_open(api->prov.ctx, err, errlen);
+    if (!r->reader) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot open the database");
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void api__reader_put(struct cb_api *api, struct api_reader *r)
+{
+    uv_mutex_lock(&api->readers_lock);
+    r->next = api->readers;
+    api->readers = r;
+    uv_mutex_unlock(&api->readers_lock);
+}
+
+/* ---- asynchronous (pool) requests ------------------------------------------------ */
+
+enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY };
+
+struct work;
+
+/* Lives in the request's pool: when h2o disposes of the request before the
+ * work is done (the client went away), the guard tells the work not to answer. */
+struct guard {
+    struct work *w;
+};
+
+struct work {
+    uv_work_t uv;
+    struct cb_api *api;
+    h2o_req_t *req;     /* NULL once the request is gone */
+    struct guard *guard;
+    enum work_kind kind;
+    char *s1, *s2;      /* topic, metric / rule (owned copies) */
+    int64_t a, b, c;    /* from, to, step / limit */
+    int status;
+    struct cb_strbuf out;
+};
+
+static void guard_dispose(void *p)
+{
+    struct guard *g = p;
+    if (g->w)
+        g->w->req = NULL;
+}
+
+/* Pool thread: checks out a reader and calls the provider. */
+static void work_run(uv_work_t *u)
+{
+    struct work *w = (struct work *)u;
+    struct cb_api *api = w->api;
+    const struct cb_api_provider *p = &api->prov;
+    char err[256];
+    struct api_reader *r = api__reader_get(api, err, sizeof err);
+    if (!r) {
+        w->status = 503;
+        cb_strbuf_puts(&w->out, err);
+        return;
+    }
+    switch (w->kind) {
+    case WORK_SENSORS:
+        w->status = p->sensors(p->ctx, r->reader, cb_wall_ms(), api->cfg->sensors_stale_after_ms,
+                               &w->out);
+        break;
+    case WORK_SERIES: {
+        struct cb_api_series_query q = {
+            .topic = w->s1, .metric = w->s2, .from_ms = w->a, .to_ms = w->b, .step_ms = w->c};
+        w->status = p->series(p->ctx, r->reader, &q, &w->out);
+        break;
+    }
+    case WORK_HISTORY: {
+        struct cb_api_history_query q = {
+            .from_ms = w->a, .to_ms = w->b, .limit = (size_t)w->c, .rule = w->s1};
+        w->status = p->history(p->ctx, r->reader, &q, &w->out);
+        break;
+    }
+    }
+    api__reader_put(api, r);
+}
+
+/* Loop thread: answers when the request is still there. */
+static void work_after(uv_work_t *u, int status)
+{
+    struct work *w = (struct work *)u;
+    struct cb_api *api = w->api;
+    if (w->req) {
+        w->guard->w = NULL;
+        if (status == UV_ECANCELED)
+            api__error(api, w->req, 503, "shutting down");
+        else
+            api__answer(api, w->req, w->status, &w->out);
+    }
+    api->pending_work--;
+    cb_strbuf_free(&w->out);
+    free(w->s1);
+    free(w->s2);
+    free(w);
+}
+
+static struct work *work_new(struct cb_api *api, h2o_req_t *req, enum work_kind kind)
+{
+    struct work *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->api = api;
+    w->req = req;
+    w->kind = kind;
+    cb_strbuf_init(&w->out);
+    return w;
+}
+
+static void work_queue(struct cb_api *api, struct work *w)
+{
+    w->guard = h2o_mem_alloc_shared(&w->req->pool, sizeof *w->guard, guard_dispose);
+    w->guard->w = w;
+    api->pending_work++;
+    if (uv_queue_work(api->loop, &w->uv, work_run, work_after) != 0) {
+        api->pending_work--;
+        w->guard->w = NULL;
+        api__error(api, w->req, 503, "cannot queue the query");
+        cb_strbuf_free(&w->out);
+        free(w->s1);
+        free(w->s2);
+        free(w);
+    }
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+/* ---- endpoints ------------------------------------------------------------------- */
+
+#define NPARAMS(a) (sizeof(a) / sizeof((a)[0]))
+
+static void get_health(struct cb_api *api, h2o_req_t *req)
+{
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.health(api->prov.ctx, &out);
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
+static void get_sensors(struct cb_api *api, h2o_req_t *req)
+{
+    struct work *w = work_new(api, req, WORK_SENSORS);
+    if (!w) {
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    work_queue(api, w);
+}
+
+static void get_series(struct cb_api *api, h2o_req_t *req)
+{
+    char err[200];
+    struct param ps[] = {{"topic", NULL}, {"metric", NULL}, {"from", NULL}, {"to", NULL},
+                         {"step", NULL}};
+    int64_t to = cb_wall_ms(), from = -1, step = 0;
+    const char *e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
+    if (!e && (!ps[0].value || !*ps[0].value))
+        e = "missing parameter 'topic'";
+    if (!e && (!ps[1].value || !*ps[1].value))
+        e = "missing parameter 'metric'";
+    if (!e)
+        e = param_ms(&ps[3], &to, err, sizeof err);
+    if (!e)
+        e = param_ms(&ps[2], &from, err, sizeof err);
+    if (!e && from < 0)
+        from = to - 3600000;
+    if (!e && from >= to)
+        e = "'from' must be before 'to'";
+    if (!e && ps[4].value && (cb_parse_duration_ms(ps[4].value, &step) || step <= 0)) {
+        snprintf(err, sizeof err, "'step' must be a duration such as 60s or 5m, not '%.40s'",
+                 ps[4].value);
+        e = err;
+    }
+    if (!e && !ps[4].value) {
+        step = (to - from + 239) / 240;
+        if (step < 1000)
+            step = 1000;
+    }
+    if (!e && (to - from) / step >= MAX_BUCKETS) {
+        snprintf(err, sizeof err, "too many buckets (%lld): at most %d; use a larger step",
+                 (long long)((to - from + step - 1) / step), MAX_BUCKETS);
+        e = err;
+    }
+    if (e) {
+        api__error(api, req, 400, e);
+        return;
+    }
+    struct work *w = work_new(api, req, WORK_SERIES);
+    if (!w || !(w->s1 = strdup(ps[0].value)) || !(w->s2 = strdup(ps[1].value))) {
+        if (w) {
+            free(w->s1);
+            free(w);
+        }
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    w->a = from;
+    w->b = to;
+    w->c = step;
+    work_queue(api, w);
+}
+
+static int one_of(const char *v, const char *const *set)
+{
+    for (; *set; set++)
+        if (!strcmp(v, *set))
+            return 1;
+    return 0;
+}
+
+static void get_alerts(struct cb_api *api, h2o_req_t *req)
+{
+    static const char *const states[] = {"pending", "firing",   "escalated",
+                                         "acknowledged", "resolved", NULL};
+    static const char *const severities[] = {"info", "warning", "major", "critical", NULL};
+    char err[200];
+    struct param ps[] = {{"state", NULL}, {"severity", NULL}, {"rule", NULL}};
+    const char *e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
+    if (!e && ps[0].value && !one_of(ps[0].value, states)) {
+        snprintf(err, sizeof err,
+                 "'state' must be pending, firing, escalated, acknowledged or resolved, not "
+                 "'%.40s'",
+                 ps[0].value);
+        e = err;
+    }
+    if (!e && ps[1].value && !one_of(ps[1].value, severities)) {
+        snprintf(err, sizeof err,
+                 "'severity' must be info, warning, major or critical, not '%.40s'", ps[1].value);
+        e = err;
+    }
+    if (e) {
+        api__error(api, req, 400, e);
+        return;
+    }
+    struct cb_api_alert_filter f = {ps[0].value, ps[1].value, ps[2].value};
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.alerts(api->prov.ctx, &f, &out);
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
+static void get_history(struct cb_api *api, h2o_req_t *req)
+{
+    char err[200];
+    struct param ps[] = {{"from", NULL}, {"to", NULL}, {"limit", NULL}, {"rule", NULL}};
+    int64_t now = cb_wall_ms(), to = now + 1, from = -1, limit = DEFAULT_HISTORY;
+    const char *e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
+    if (!e)
+        e = param_ms(&ps[1], &to, err, sizeof err);
+    if (!e)
+        e = param_ms(&ps[0], &from, err, sizeof err);
+    if (!e && from < 0)
+        from = to - 24 * 3600000LL > 0 ? to - 24 * 3600000LL : 0;
+    if (!e && from >= to)
+        e = "'from' must be before 'to'";
+    if (!e && ps[2].value && (parse_i64(ps[2].value, &limit) || limit < 1 || limit > MAX_HISTORY)) {
+        snprintf(err, sizeof err, "'limit' must be an integer from 1 to %d", MAX_HISTORY);
+        e = err;
+    }
+    if (e) {
+        api__error(api, req, 400, e);
+        return;
+    }
+    struct work *w = work_new(api, req, WORK_HISTORY);
+    if (!w || (ps[3].value && !(w->s1 = dup_or_null(ps[3].value)))) {
+        free(w);
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    w->a = from;
+    w->b = to;
+    w->c = limit;
+    work_queue(api, w);
+}
+
+/* Parses the request body as a JSON object (an empty body is an empty
+ * object when allow_empty). Sends 400 and returns NULL on failure. */
+static cJSON *body_object(struct cb_api *api, h2o_req_t *req, int allow_empty)
+{
+    if (req->entity.base == NULL || req->entity.len == 0) {
+        if (allow_empty)
+            return cJSON_CreateObject();
+        api__error(api, req, 400, "a JSON object body is required");
+        return NULL;
+    }
+    cJSON *j = cJSON_ParseWithLength(req->entity.base, req->entity.len);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        api__error(api, req, 400, "the body is not a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* Reads an optional string member (at most maxlen bytes). Returns "" when
+ * absent, NULL (with err) when of the wrong type or too long. */
+static const char *opt_string(cJSON *obj, const char *name, size_t maxlen, char *err,
+                              size_t errlen)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!v || cJSON_IsNull(v))
+        return "";
+    if (!cJSON_IsString(v) || strlen(v->valuestring) > maxlen) {
+        snprintf(err, errlen, "'%s' must be a string of at most %zu bytes", name, maxlen);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen)
+{
+    char err[200];
+    char *id = api__decode(&req->pool, idp, idlen, 0);
+    if (!id || !*id) {
+        api__error(api, req, 400, "bad alert id in the path");
+        return;
+    }
+    cJSON *body = body_object(api, req, 1);
+    if (!body)
+        return;
+    const char *by = opt_string(body, "by", 200, err, sizeof err);
+    const char *note = by ? opt_string(body, "note", 2000, err, sizeof err) : NULL;
+    if (!by || !note) {
+        api__error(api, req, 400, err);
+        cJSON_Delete(body);
+        return;
+    }
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.ack(api->prov.ctx, id, by, note, &out);
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+    cJSON_Delete(body);
+}
+
+static void post_silence(struct cb_api *api, h2o_req_t *req)
+{
+    char err[200];
+    const char *names[MAX_MATCHERS], *values[MAX_MATCHERS];
+    struct cb_api_silence s = {.names = names, .values = values};
+    const char *e = NULL;
+    cJSON *body = body_object(api, req, 0);
+    if (!body)
+        return;
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "matchers");
+    if (!cJSON_IsObject(m) || !m->child)
+        e = "'matchers' must be a non-empty object of label: value";
+    for (cJSON *it = m && !e ? m->child : NULL; it && !e; it = it->next) {
+        if (s.nmatchers == MAX_MATCHERS) {
+            snprintf(err, sizeof err, "at most %d matchers", MAX_MATCHERS);
+            e = err;
+        } else if (!cJSON_IsString(it) || !it->string[0] || strlen(it->string) > 128 ||
+                   strlen(it->valuestring) > 256) {
+            e = "each matcher must be \"label\": \"value\" (label 1-128 bytes, value up to 256)";
+        } else {
+            names[s.nmatchers] = it->string;
+            values[s.nmatchers++] = it->valuestring;
+        }
+    }
+    cJSON *exp = cJSON_GetObjectItemCaseSensitive(body, "expires");
+    cJSON *dur = cJSON_GetObjectItemCaseSensitive(body, "duration");
+    int64_t now = cb_wall_ms();
+    if (!e && (!exp) == (!dur))
+        e = "give exactly one of 'expires' (ms since the epoch) or 'duration' (such as \"2h\")";
+    if (!e && exp) {
+        if (!cJSON_IsNumber(exp) || exp->valuedouble <= (double)now ||
+            exp->valuedouble > 9.0e15)
+            e = "'expires' must be a time in the future, in ms since the epoch";
+        else
+            s.expires_ms = (int64_t)exp->valuedouble;
+    }
+    if (!e && dur) {
+        int64_t ms;
+        if (!cJSON_IsString(dur) || cb_parse_duration_ms(dur->valuestring, &ms) || ms <= 0)
+            e = "'duration' must be a positive duration such as \"90m\" or \"2h\"";
+        else
+            s.expires_ms = now + ms;
+    }
+    if (!e) {
+        s.by = opt_string(body, "by", 200, err, sizeof err);
+        s.comment = s.by ? opt_string(body, "comment", 2000, err, sizeof err) : NULL;
+        if (!s.by || !s.comment)
+            e = err;
+    }
+    if (e) {
+        api__error(api, req, 400, e);
+    } else {
+        struct cb_strbuf out;
+        cb_strbuf_init(&out);
+        int st = api->prov.silence_add(api->prov.ctx, &s, &out);
+        api__answer(api, req, st, &out);
+        cb_strbuf_free(&out);
+    }
+    cJSON_Delete(body);
+}
+
+static void delete_silence(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen)
+{
+    char *id = api__decode(&req->pool, idp, idlen, 0);
+    if (!id || !*id || strchr(id, '/')) {
+        api__error(api, req, 400, "bad silence id in the path");
+        return;
+    }
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.silence_delete(api->prov.ctx, id, &out);
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
+static void simple_call(struct cb_api *api, h2o_req_t *req,
+                        int (*fn)(void *ctx, struct cb_strbuf *out))
+{
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = fn(api->prov.ctx, &out);
+    api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
+static void get_metrics(struct cb_api *api, h2o_req_t *req)
+{
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    cb_metrics_render(&out);
+    if (api->prov.metrics)
+        api->prov.metrics(api->prov.ctx, &out);
+    if (out.oom)
+        api__error(api, req, 500, "out of memory");
+    else
+        api__send(api, req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                  out.data ? out.data : "", out.len);
+    cb_strbuf_free(&out);
+}
+
+/* ---- the router ------------------------------------------------------------------- */
+
+enum method { M_GET, M_HEAD, M_POST, M_DELETE, M_OPTIONS, M_OTHER };
+
+static enum method method_of(h2o_req_t *req)
+{
+    h2o_iovec_t m = req->method;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")))
+        return M_GET;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return M_HEAD;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("POST")))
+        return M_POST;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("DELETE")))
+        return M_DELETE;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("OPTIONS")))
+        return M_OPTIONS;
+    return M_OTHER;
+}
+
+static void not_allowed(struct cb_api *api, h2o_req_t *req, const char *allow)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+    api__error(api, req, 405, "method not allowed");
+}
+
+/* Answers a CORS preflight (only when http.cors_origin is set). */
+static void preflight(struct cb_api *api, h2o_req_t *req, const char *allow)
+{
+    const char *origin = api->cfg->http_cors_origin;
+    if (!origin || !*origin) {
+        not_allowed(api, req, allow);
+        return;
+    }
+    h2o_add_header_by_str(&req->pool, &req->res.headers,
+                          H2O_STRLIT("access-control-allow-methods"), 0, NULL, allow,
+                          strlen(allow));
+    h2o_add_header_by_str(&req->pool, &req->res.headers,
+                          H2O_STRLIT("access-control-allow-headers"), 0, NULL,
+                          H2O_STRLIT("Authorization, Content-Type, Last-Event-ID"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"),
+                          0, NULL, H2O_STRLIT("600"));
+    api__send(api, req, 204, "text/plain", "", 0);
+}
+
+/* Dispatches one "method path" pair. `allow` lists the methods of the path
+ * for 405 and preflight answers. */
+#define ROUTE_READ(fn, allow_str)                                                             \
+    do {                                                                                      \
+        if (m == M_GET || m == M_HEAD)                                                        \
+            fn(api, req);                                                                     \
+        else if (m == M_OPTIONS)                                                              \
+            preflight(api, req, allow_str);                                                   \
+        else                                                                                  \
+            not_allowed(api, req, allow_str);                                                 \
+        return 0;                                                                             \
+    } while (0)
+
+static size_t header_bytes(h2o_req_t *req)
+{
+    size_t n = req->method.len + req->path.len + 12;
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
+static int unavailable(struct cb_api *api, h2o_req_t *req)
+{
+    api__error(api, req, 501, "not available");
+    return 0;
+}
+
+int api__on_req(struct cb_api *api, h2o_req_t *req)
+{
+    const struct cb_api_provider *p = &api->prov;
+    if (header_bytes(req) > (size_t)api->cfg->http_max_header) {
+        api__error(api, req, 431, "request headers too large");
+        return 0;
+    }
+    if (req->entity.base && req->entity.len > (size_t)api->cfg->http_max_body) {
+        api__error(api, req, 413, "request body too large");
+        return 0;
+    }
+    if (api->closing) {
+        api__error(api, req, 503, "shutting down");
+        return 0;
+    }
+    enum method m = method_of(req);
+    size_t plen = req->query_at == SIZE_MAX ? req->path.len : req->query_at;
+    const char *path = req->path.base;
+
+    if (plen >= 5 && memcmp(path, "/api/", 5) == 0) {
+        if (streq(path, plen, "/api/health")) {
+            if (!p->health && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_health, "GET, HEAD");
+        }
+        if (streq(path, plen, "/api/sensors")) {
+            if (!p->sensors && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_sensors, "GET, HEAD");
+        }
+        if (streq(path, plen, "/api/series")) {
+            if (!p->series && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_series, "GET, HEAD");
+        }
+        if (streq(path, plen, "/api/alerts")) {
+            if (!p->alerts && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_alerts, "GET, HEAD");
+        }
+        if (streq(path, plen, "/api/alerts/history")) {
+            if (!p->history && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_history, "GET, HEAD");
+        }
+        if (streq(path, plen, "/api/events")) {
+            if (m == M_GET)
+                api__events_open(api, req);
+            else if (m == M_OPTIONS)
+                preflight(api, req, "GET");
+            else
+                not_allowed(api, req, "GET");
+            return 0;
+        }
+        if (streq(path, plen, "/api/rules")) {
+            if (m == M_GET || m == M_HEAD)
+                return p->rules_list ? (simple_call(api, req, p->rules_list), 0)
+                                     : unavailable(api, req);
+            m == M_OPTIONS ? preflight(api, req, "GET, HEAD") : not_allowed(api, req, "GET, HEAD");
+            return 0;
+        }
+        if (streq(path, plen, "/api/rules/reload")) {
+            if (m == M_POST) {
+                if (authorise_write(api, req) == 0)
+                    p->rules_reload ? simple_call(api, req, p->rules_reload)
+                                    : (void)unavailable(api, req);
+            } else {
+                m == M_OPTIONS ? preflight(api, req, "POST") : not_allowed(api, req, "POST");
+            }
+            return 0;
+        }
+        if (streq(path, plen, "/api/silences")) {
+            if (m == M_GET || m == M_HEAD) {
+                p->silences_list ? simple_call(api, req, p->silences_list)
+                                 : (void)unavailable(api, req);
+            } else if (m == M_POST) {
+                if (authorise_write(api, req) == 0)
+                    p->silence_add ? post_silence(api, req) : (void)unavailable(api, req);
+            } else {
+                m == M_OPTIONS ? preflight(api, req, "GET, HEAD, POST")
+                               : not_allowed(api, req, "GET, HEAD, POST");
+            }
+            return 0;
+        }
+        static const char sil[] = "/api/silences/";
+        if (plen > sizeof sil - 1 && memcmp(path, sil, sizeof sil - 1) == 0) {
+            if (m == M_DELETE) {
+                if (authorise_write(api, req) == 0)
+                    p->silence_delete
+                        ? delete_silence(api, req, path + sizeof sil - 1, plen - (sizeof sil - 1))
+                        : (void)unavailable(api, req);
+            } else {
+                m == M_OPTIONS ? preflight(api, req, "DELETE") : not_allowed(api, req, "DELETE");
+            }
+            return 0;
+        }
+        static const char al[] = "/api/alerts/", ack[] = "/ack";
+        if (plen > sizeof al - 1 + sizeof ack - 1 && memcmp(path, al, sizeof al - 1) == 0 &&
+            memcmp(path + plen - (sizeof ack - 1), ack, sizeof ack - 1) == 0) {
+            if (m == M_POST) {
+                if (authorise_write(api, req) == 0)
+                    p->ack ? post_ack(api, req, path + sizeof al - 1,
+                                      plen - (sizeof al - 1) - (sizeof ack - 1))
+                           : (void)unavailable(api, req);
+            } else {
+                m == M_OPTIONS ? preflight(api, req, "POST") : not_allowed(api, req, "POST");
+            }
+            return 0;
+        }
+        api__error(api, req, 404, "no such endpoint");
+        return 0;
+    }
+    if (streq(path, plen, "/metrics"))
+        ROUTE_READ(get_metrics, "GET, HEAD");
+    if (m == M_GET || m == M_HEAD)
+        api__static(api, req, path, plen);
+    else
+        not_allowed(api, req, "GET, HEAD");
+    return 0;
+}

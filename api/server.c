@@ -1,0 +1,345 @@
+/* The HTTP server: h2o's libuv binding on the daemon's loop.
+ *
+ * One uv_tcp_t listener; each accepted connection becomes an h2o socket
+ * handed to h2o_accept, which speaks HTTP/1.1 (no TLS: the API is bound to
+ * loopback by default; put a TLS proxy in front for anything else). One h2o
+ * handler at "/" routes everything (routes.c). Limits: h2o's request timeout
+ * is the header timeout (it runs from the moment the server waits for a
+ * request until the request is read whole, and is not reset by each byte, so
+ * a client dribbling headers is closed); the body limit is h2o's
+ * max_request_entity_size; connections beyond http.max_connections are
+ * closed at accept. */
+#include "api/api_int.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct api_handler {
+    h2o_handler_t super;
+    struct cb_api *api;
+};
+
+/* ---- responses ------------------------------------------------------------- */
+
+void api__count(struct cb_api *api, int status)
+{
+    int cls = status / 100;
+    if (cls >= 1 && cls <= 5)
+        cb_counter_add(api->m_req[cls], 1);
+}
+
+void api__cors(struct cb_api *api, h2o_req_t *req)
+{
+    const char *origin = api->cfg->http_cors_origin;
+    if (origin && *origin)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL,
+                       origin, strlen(origin));
+}
+
+void api__send(struct cb_api *api, h2o_req_t *req, int status, const char *ctype,
+               const char *body, size_t len)
+{
+    static const char *const reasons[] = {
+        [200] = "OK", [201] = "Created", [204] = "No Content", [400] = "Bad Request",
+        [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
+        [405] = "Method Not Allowed", [409] = "Conflict", [413] = "Payload Too Large",
+        [422] = "Unprocessable Entity", [431] = "Request Header Fields Too Large",
+        [500] = "Internal Server Error", [501] = "Not Implemented", [503] = "Service Unavailable",
+    };
+    req->res.status = status;
+    req->res.reason = status > 0 && status < (int)(sizeof reasons / sizeof reasons[0]) &&
+                              reasons[status]
+                          ? reasons[status]
+                          : "Unknown";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype,
+                   strlen(ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    api__cors(api, req);
+    api__count(api, status);
+    h2o_send_inline(req, body, len);
+}
+
+void api__error(struct cb_api *api, h2o_req_t *req, int status, const char *msg)
+{
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_strbuf_puts(&b, "{\"error\":");
+    cb_strbuf_json_string(&b, msg, strlen(msg));
+    cb_strbuf_puts(&b, "}\n");
+    if (b.oom)
+        api__send(api, req, 500, "application/json", H2O_STRLIT("{\"error\":\"out of memory\"}\n"));
+    else
+        api__send(api, req, status, "application/json", b.data, b.len);
+    cb_strbuf_free(&b);
+}
+
+void api__answer(struct cb_api *api, h2o_req_t *req, int status, struct cb_strbuf *out)
+{
+    if (out->oom) {
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    if (status >= 400) {
+        api__error(api, req, status, out->len ? out->data : "error");
+        return;
+    }
+    if (out->len == 0 || out->data[out->len - 1] != '\n')
+        cb_strbuf_putc(out, '\n');
+    api__send(api, req, status, "application/json", out->data ? out->data : "", out->len);
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+static void on_conn_close(void *data)
+{
+    struct cb_api *api = data;
+    api->nconns--;
+    cb_gauge_set(api->m_conns, (int64_t)api->nconns);
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* A new connection: refused (closed at once) beyond http.max_connections or
+ * while closing, else handed to h2o. */
+static void on_accept(uv_stream_t *listener, int status)
+{
+    struct cb_api *api = listener->data;
+    if (status != 0)
+        return;
+    uv_tcp_t *conn = malloc(sizeof *conn);
+    if (!conn)
+        return;
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, free_handle);
+        return;
+    }
+    if (api->closing || api->nconns >= (size_t)api->cfg->http_max_connections) {
+        cb_counter_add(api->m_conn_refused, 1);
+        uv_close((uv_handle_t *)conn, free_handle);
+        return;
+    }
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, free_handle);
+    if (!sock) {
+        uv_close((uv_handle_t *)conn, free_handle);
+        return;
+    }
+    api->nconns++;
+    cb_gauge_set(api->m_conns, (int64_t)api->nconns);
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = api;
+    h2o_accept(&api->accept_ctx, sock);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct api_handler *h = (struct api_handler *)self;
+    return api__on_req(h->api, req);
+}
+
+/* ---- start and close ----------------------------------------------------------- */
+
+int cb_api_enabled(const struct cb_config *cfg)
+{
+    return cfg->http_listen && *cfg->http_listen && strcmp(cfg->http_listen, "off") != 0;
+}
+
+int cb_api_port(const struct cb_api *api) { return api->port; }
+
+/* Splits "ADDR:PORT" ("[::1]:8080" for IPv6) into a sockaddr. */
+static int parse_listen(const char *s, struct sockaddr_storage *ss)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    char host[256];
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+        s++;
+        hl -= 2;
+    }
+    if (hl >= sizeof host)
+        return -1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535 || end == colon + 1)
+        return -1;
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return -1;
+}
+
+static void register_metrics(struct cb_api *api)
+{
+    static const char *const cls[6] = {NULL, "code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"",
+                                       "code=\"4xx\"", "code=\"5xx\""};
+    for (int i = 1; i < 6; i++)
+        api->m_req[i] = cb_metrics_counter("citybrain_http_requests_total", cls[i],
+                                           "HTTP responses, by status class");
+    api->m_conn_refused = cb_metrics_counter("citybrain_http_connections_refused_total", "",
+                                             "connections closed at accept (over the cap)");
+    api->m_conns = cb_metrics_gauge("citybrain_http_connections", "", "open HTTP connections");
+    api->m_sse = cb_metrics_gauge("citybrain_http_event_clients", "",
+                                  "clients connected to /api/events");
+}
+
+static char *resolve_dashboard(const struct cb_config *cfg)
+{
+    char buf[PATH_MAX];
+    const char *dir = cfg->http_dashboard_dir;
+    if (!dir || !*dir) {
+        snprintf(buf, sizeof buf, "%s/api/dashboard", CB_SOURCE_DIR);
+        dir = buf;
+    }
+    char *real = realpath(dir, NULL);
+    if (!real)
+        cb_warn(API_MOD, "dashboard folder '%s' not found: / answers 404", dir);
+    return real;
+}
+
+struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
+                            const struct cb_api_provider *provider, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    struct cb_api *api = NULL;
+    int rc;
+
+    if (parse_listen(cfg->http_listen, &addr)) {
+        snprintf(err, errlen, "http.listen '%s' is not ADDRESS:PORT", cfg->http_listen);
+        return NULL;
+    }
+    api = calloc(1, sizeof *api);
+    if (!api) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    api->loop = loop;
+    api->cfg = cfg;
+    api->prov = *provider;
+    uv_mutex_init(&api->readers_lock);
+    register_metrics(api);
+    api->dashboard_dir = resolve_dashboard(cfg);
+
+    h2o_config_init(&api->h2o_config);
+    api->h2o_config.server_name = h2o_iovec_init(H2O_STRLIT("citybrain"));
+    api->h2o_config.max_request_entity_size = (size_t)cfg->http_max_body;
+    /* h2o 2.2 has one timer for "waiting for a request": the header timeout
+     * bounds slow clients and keep-alive idleness alike (the shorter wins). */
+    int64_t to = cfg->http_header_timeout_ms < cfg->http_idle_timeout_ms
+                     ? cfg->http_header_timeout_ms
+                     : cfg->http_idle_timeout_ms;
+    api->h2o_config.http1.req_timeout = (uint64_t)to;
+    api->h2o_config.http1.upgrade_to_http2 = 0;
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&api->h2o_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    struct api_handler *h = (struct api_handler *)h2o_create_handler(path, sizeof *h);
+    h->super.on_req = on_req;
+    h->api = api;
+    h2o_context_init(&api->h2o_ctx, loop, &api->h2o_config);
+    api->accept_ctx.ctx = &api->h2o_ctx;
+    api->accept_ctx.hosts = api->h2o_config.hosts;
+
+    uv_timer_init(loop, &api->heartbeat);
+    api->heartbeat.data = api;
+    uv_tcp_init(loop, &api->listener);
+    api->listener.data = api;
+    api->listening = 1;
+    if ((rc = uv_tcp_bind(&api->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)&api->listener, 128, on_accept)) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", cfg->http_listen, uv_strerror(rc));
+        goto fail;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    if (uv_tcp_getsockname(&api->listener, (struct sockaddr *)&bound, &blen) == 0)
+        api->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                      : ((struct sockaddr_in *)&bound)->sin_port);
+    api__events_init(api);
+    cb_info(API_MOD, "listening on %s (port %d)%s", cfg->http_listen, api->port,
+            cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused");
+    return api;
+
+fail:
+    /* Nothing was accepted yet: close what was opened; the struct is freed
+     * by the loop (the caller runs it, as it would after a normal close). */
+    cb_api_close(api, NULL, NULL);
+    return NULL;
+}
+
+size_t cb_api_event_clients(const struct cb_api *api) { return api ? api->nsse : 0; }
+
+static void free_api(uv_handle_t *h)
+{
+    struct cb_api *api = h->data;
+    void (*done)(void *) = api->done;
+    void *done_ctx = api->done_ctx;
+    uv_mutex_destroy(&api->readers_lock);
+    free(api->dashboard_dir);
+    free(api);
+    if (done)
+        done(done_ctx);
+}
+
+/* Polls until every connection and every pool call has finished (or the
+ * deadline passes: a client still sending its headers is closed by h2o's
+ * request timeout before that), then disposes of h2o and frees the API. */
+static void on_close_poll(uv_timer_t *t)
+{
+    struct cb_api *api = t->data;
+    if (api->pending_work > 0)
+        return; /* the work's after-callback touches the API: always wait */
+    if (api->nconns > 0 && cb_mono_ms() < api->close_deadline)
+        return;
+    if (api->nconns > 0)
+        cb_warn(API_MOD, "%zu connection(s) still open at shutdown", api->nconns);
+    uv_timer_stop(t);
+    struct api_reader *r = api->readers;
+    while (r) {
+        struct api_reader *next = r->next;
+        if (api->prov.reader_close)
+            api->prov.reader_close(api->prov.ctx, r->reader);
+        free(r);
+        r = next;
+    }
+    api->readers = NULL;
+    /* libuv runs close callbacks in the reverse order of the uv_close calls,
+     * all in one pass: the handle whose callback frees the API is closed
+     * first, so its callback runs after those of the other handles embedded
+     * in the struct (this timer, h2o's timers in the context). */
+    uv_close((uv_handle_t *)&api->heartbeat, free_api);
+    uv_close((uv_handle_t *)t, NULL);
+    h2o_context_dispose(&api->h2o_ctx);
+    h2o_config_dispose(&api->h2o_config);
+}
+
+void cb_api_close(struct cb_api *api, void (*done)(void *ctx), void *done_ctx)
+{
+    if (!api || api->closing)
+        return;
+    api->closing = 1;
+    api->done = done;
+    api->done_ctx = done_ctx;
+    if (api->listening) {
+        uv_close((uv_handle_t *)&api->listener, NULL);
+        api->listening = 0;
+    }
+    uv_timer_stop(&api->heartbeat);
+    api__events_close_all(api);
+    h2o_context_request_shutdown(&api->h2o_ctx);
+    api->close_deadline = cb_mono_ms() + api->cfg->http_header_timeout_ms + 1000;
+    uv_timer_init(api->loop, &api->close_poll);
+    api->close_poll.data = api;
+    uv_timer_start(&api->close_poll, on_close_poll, 0, 10);
+}

@@ -1,0 +1,181 @@
+/* count_sub: the baseline of the ingest benchmark. A Paho MQTTAsync subscriber
+ * that does nothing with a message but count it, so its throughput is what
+ * the broker and the client library give on this machine; citybrain's is
+ * compared with it.
+ *
+ *   count_sub --broker URL --topic FILTER --qos 0|1 --count N [--timeout S]
+ *             [--ready FILE] [--idle S]
+ *
+ * Touches FILE once subscribed (so the driver knows when to publish), then
+ * waits for N messages, at most --timeout seconds overall and --idle seconds
+ * without a message once the first arrived. Prints `key value` lines:
+ * received, first_to_last_s, seconds (from the ready file to the Nth
+ * message), rate, cpu_us_per_msg. Exit 0 when all N arrived, 1 otherwise. */
+#include <MQTTAsync.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t received;
+static int64_t first_ns, last_ns;
+static int subscribed, failed, lost;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
+{
+    (void)ctx;
+    (void)tlen;
+    int64_t now = mono_ns();
+    if (__atomic_fetch_add(&received, 1, __ATOMIC_RELAXED) == 0)
+        __atomic_store_n(&first_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&last_ns, now, __ATOMIC_RELAXED);
+    MQTTAsync_freeMessage(&m);
+    MQTTAsync_free(topic);
+    return 1;
+}
+
+static void on_lost(void *ctx, char *cause)
+{
+    (void)ctx;
+    (void)cause;
+    __atomic_store_n(&lost, 1, __ATOMIC_RELAXED);
+}
+
+static void on_subscribed(void *ctx, MQTTAsync_successData *r)
+{
+    (void)ctx;
+    (void)r;
+    __atomic_store_n(&subscribed, 1, __ATOMIC_RELEASE);
+}
+
+static void on_fail(void *ctx, MQTTAsync_failureData *r)
+{
+    (void)ctx;
+    (void)r;
+    __atomic_store_n(&failed, 1, __ATOMIC_RELEASE);
+}
+
+struct conn {
+    MQTTAsync c;
+    const char *topic;
+    int qos;
+};
+
+static void on_connected(void *ctx, MQTTAsync_successData *r)
+{
+    (void)r;
+    struct conn *k = ctx;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess = on_subscribed;
+    ro.onFailure = on_fail;
+    if (MQTTAsync_subscribe(k->c, k->topic, k->qos, &ro) != MQTTASYNC_SUCCESS)
+        __atomic_store_n(&failed, 1, __ATOMIC_RELEASE);
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+    const char *broker = NULL, *topic = "city/#", *ready = NULL;
+    int qos = 0;
+    uint64_t count = 0;
+    double timeout = 60, idle = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--broker"))
+            broker = argv[i + 1];
+        else if (!strcmp(argv[i], "--topic"))
+            topic = argv[i + 1];
+        else if (!strcmp(argv[i], "--qos"))
+            qos = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--count"))
+            count = strtoull(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--timeout"))
+            timeout = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--idle"))
+            idle = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ready"))
+            ready = argv[i + 1];
+        else {
+            fprintf(stderr, "count_sub: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!broker || !count) {
+        fprintf(stderr, "usage: count_sub --broker URL --count N [--topic F] [--qos Q] "
+                        "[--timeout S] [--idle S] [--ready FILE]\n");
+        return 2;
+    }
+    struct conn k = {NULL, topic, qos};
+    char id[64];
+    snprintf(id, sizeof id, "count-sub-%ld", (long)getpid());
+    if (MQTTAsync_create(&k.c, broker, id, MQTTCLIENT_PERSISTENCE_NONE, NULL) != MQTTASYNC_SUCCESS)
+        return 2;
+    MQTTAsync_setCallbacks(k.c, NULL, on_lost, on_message, NULL);
+    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+    co.cleansession = 1;
+    co.keepAliveInterval = 30;
+    co.onSuccess = on_connected;
+    co.onFailure = on_fail;
+    co.context = &k;
+    co.maxInflight = 1000;
+    if (MQTTAsync_connect(k.c, &co) != MQTTASYNC_SUCCESS)
+        return 1;
+    int64_t start = mono_ns();
+    while (!__atomic_load_n(&subscribed, __ATOMIC_ACQUIRE)) {
+        if (__atomic_load_n(&failed, __ATOMIC_ACQUIRE) || mono_ns() - start > 10000000000LL) {
+            fprintf(stderr, "count_sub: cannot subscribe at %s\n", broker);
+            return 1;
+        }
+        usleep(1000);
+    }
+    double cpu0 = cpu_s();
+    int64_t t0 = mono_ns();
+    if (ready) {
+        FILE *f = fopen(ready, "w");
+        if (f)
+            fclose(f);
+    }
+    for (;;) {
+        uint64_t n = __atomic_load_n(&received, __ATOMIC_RELAXED);
+        int64_t now = mono_ns();
+        if (n >= count || lost)
+            break;
+        if ((double)(now - t0) / 1e9 > timeout)
+            break;
+        if (n > 0 && (double)(now - __atomic_load_n(&last_ns, __ATOMIC_RELAXED)) / 1e9 > idle)
+            break;
+        usleep(500);
+    }
+    double cpu = cpu_s() - cpu0;
+    uint64_t n = __atomic_load_n(&received, __ATOMIC_RELAXED);
+    double f2l = n > 1 ? (double)(last_ns - first_ns) / 1e9 : 0;
+    double secs = n ? (double)(last_ns - t0) / 1e9 : 0;
+    printf("received %llu\n", (unsigned long long)n);
+    printf("first_to_last_s %.4f\n", f2l);
+    printf("seconds %.4f\n", secs);
+    printf("rate %.0f\n", secs > 0 ? (double)n / secs : 0.0);
+    printf("cpu_us_per_msg %.2f\n", n ? cpu * 1e6 / (double)n : 0.0);
+    fflush(stdout);
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    d.timeout = 1000;
+    MQTTAsync_disconnect(k.c, &d);
+    usleep(100000);
+    MQTTAsync_destroy(&k.c);
+    return n >= count ? 0 : 1;
+}

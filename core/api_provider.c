@@ -1,0 +1,515 @@
+/* The HTTP API's answers: the daemon's side of struct cb_api_provider.
+ *
+ * Loop-thread answers come from memory: alert instances from the rule engine
+ * (the source of truth while running), silences and counters from alerts/.
+ * Pool-thread answers (sensors, series, history, SSE resume) read SQLite
+ * through a per-thread pair of read connections, so a slow query never
+ * delays ingestion. */
+#include "core/clock.h"
+#include "core/daemon_int.h"
+#include "core/log.h"
+#include "storage/alert_store.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- loop thread ------------------------------------------------------------- */
+
+static int health(void *ctx, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_mqtt_stats ms = {0};
+    struct cb_store_stats ss = {0};
+    if (d->mqtt)
+        cb_mqtt_get_stats(d->mqtt, &ms);
+    cb_store_get_stats(d->store, &ss);
+    static const char *const store_names[] = {"ok", "degraded", "failed"};
+    int ok = ms.state == CB_MQTT_CONNECTED && ss.health == CB_STORE_OK;
+    struct cb_engine_stats es;
+    cb_engine_get_stats(d->engine, &es);
+    cb_strbuf_printf(out,
+                     "{\"status\":\"%s\",\"mqtt\":\"%s\",\"storage\":\"%s\",\"uptime_s\":%lld,"
+                     "\"version\":",
+                     ok ? "ok" : "degraded", cb_mqtt_state_name(ms.state),
+                     store_names[ss.health <= CB_STORE_FAILED ? ss.health : CB_STORE_FAILED],
+                     (long long)((cb_wall_ms() - d->started_ms) / 1000));
+    cb_strbuf_json_string(out, CB_VERSION, strlen(CB_VERSION));
+    if (ss.health != CB_STORE_OK && ss.last_error[0]) {
+        cb_strbuf_puts(out, ",\"storage_error\":");
+        cb_strbuf_json_string(out, ss.last_error, strlen(ss.last_error));
+    }
+    cb_strbuf_printf(out, ",\"rules\":%zu,\"instances\":%zu,\"queue_depth\":%zu}",
+                     cb_engine_rule_count(d->engine),
+                     es.instances, ms.queue_depth);
+    return 200;
+}
+
+/* Appends one instance: the transition object of rules.md plus the
+ * acknowledgement and the warning grade. */
+static void instance_json(const struct cb_transition *t, struct cb_strbuf *out)
+{
+    size_t mark = out->len;
+    cb_transition_to_json(t, out);
+    if (out->oom || out->len == mark || out->data[out->len - 1] != '}')
+        return;
+    out->len--; /* reopen the object */
+    const struct cb_severity_map *m = cb_alerts_severity_map(t->severity);
+    cb_strbuf_printf(out, ",\"grade\":\"%s\",\"acknowledged\":%s", m ? m->grade : "",
+                     t->acked_by ? "true" : "false");
+    if (t->acked_by) {
+        cb_strbuf_puts(out, ",\"acked_by\":");
+        cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));
+        cb_strbuf_puts(out, ",\"ack_note\":");
+        if (t->ack_note)
+            cb_strbuf_json_string(out, t->ack_note, strlen(t->ack_note));
+        else
+            cb_strbuf_puts(out, "null");
+    }
+    if (t->title) {
+        cb_strbuf_puts(out, ",\"title\":");
+        cb_strbuf_json_string(out, t->title, strlen(t->title));
+    }
+    cb_strbuf_putc(out, '}');
+}
+
+struct list_ctx {
+    const struct cb_api_alert_filter *f;
+    struct cb_strbuf *out;
+    size_t n;
+};
+
+static int state_matches(const struct cb_transition *t, const char *want)
+{
+    if (!want)
+        return 1;
+    if (!strcmp(want, "pending"))
+        return t->state == CB_ALERT_PENDING;
+    if (t->state == CB_ALERT_PENDING)
+        return 0;
+    if (!strcmp(want, "firing"))
+        return 1;
+    if (!strcmp(want, "acknowledged"))
+        return t->acked_by != NULL;
+    if (!strcmp(want, "escalated"))
+        return t->state == CB_ALERT_ESCALATED;
+    return 0;
+}
+
+static void list_one(void *ctx, const struct cb_transition *t)
+{
+    struct list_ctx *c = ctx;
+    if (!state_matches(t, c->f->state))
+        return;
+    if (c->f->severity && strcmp(c->f->severity, cb_severity_name(t->severity)) != 0)
+        return;
+    if (c->f->rule && strcmp(c->f->rule, t->rule) != 0)
+        return;
+    if (c->n++)
+        cb_strbuf_putc(c->out, ',');
+    instance_json(t, c->out);
+}
+
+static int alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    if (f->state && !strcmp(f->state, "resolved")) {
+        /* Resolved instances live only in the store. */
+        cb_strbuf_puts(out, "{\"alerts\":");
+        int rc = cb_alerts_list_json(d->alerts, "resolved", f->severity, f->rule, out);
+        cb_strbuf_putc(out, '}');
+        return rc ? 500 : 200;
+    }
+    struct list_ctx c = {f, out, 0};
+    cb_strbuf_puts(out, "{\"alerts\":[");
+    cb_engine_foreach_instance(d->engine, list_one, &c);
+    cb_strbuf_puts(out, "]}");
+    return 200;
+}
+
+struct find_ctx {
+    const char *id;
+    int found;     /* 0 none, 1 pending, 2 firing */
+};
+
+static void find_one(void *ctx, const struct cb_transition *t)
+{
+    struct find_ctx *c = ctx;
+    if (strcmp(t->id, c->id) == 0)
+        c->found = t->state == CB_ALERT_PENDING ? 1 : 2;
+}
+
+struct one_ctx {
+    const char *id;
+    struct cb_strbuf *out;
+};
+
+static void render_one(void *ctx, const struct cb_transition *t)
+{
+    struct one_ctx *c = ctx;
+    if (strcmp(t->id, c->id) == 0)
+        instance_json(t, c->out);
+}
+
+static int ack(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    struct find_ctx f = {id, 0};
+    cb_engine_foreach_instance(d->engine, find_one, &f);
+    if (f.found == 0) {
+        cb_strbuf_printf(out, "no alert '%s'", id);
+        return 404;
+    }
+    if (f.found == 1) {
+        cb_strbuf_printf(out, "alert '%s' is pending, not firing", id);
+        return 409;
+    }
+    if (cb_engine_ack(d->engine, id, by, *note ? note : NULL) < 0) {
+        cb_strbuf_puts(out, "the alert could not be acknowledged");
+        return 500;
+    }
+    cb_info("alert", "%s acknowledged by %s", id, *by ? by : "(unnamed)");
+    struct one_ctx c = {id, out};
+    cb_engine_foreach_instance(d->engine, render_one, &c);
+    return 200;
+}
+
+static int silences_list(void *ctx, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    cb_strbuf_puts(out, "{\"silences\":");
+    cb_alerts_silences_json(d->alerts, out);
+    cb_strbuf_putc(out, '}');
+    return 200;
+}
+
+static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    int64_t id = 0;
+    char err[256];
+    int64_t now = cb_wall_ms();
+    if (cb_alerts_silence_add_pairs(d->alerts, s->names, s->values, s->nmatchers, now,
+                                    s->expires_ms, s->comment, s->by, &id, err, sizeof err)) {
+        cb_strbuf_puts(out, err);
+        return 400;
+    }
+    cb_info("alert", "silence %lld added by %s until %lld", (long long)id, s->by,
+            (long long)s->expires_ms);
+    cb_strbuf_printf(out, "{\"id\":\"%lld\",\"matchers\":{", (long long)id);
+    for (size_t i = 0; i < s->nmatchers; i++) {
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, s->names[i], strlen(s->names[i]));
+        cb_strbuf_putc(out, ':');
+        cb_strbuf_json_string(out, s->values[i], strlen(s->values[i]));
+    }
+    cb_strbuf_printf(out, "},\"starts\":%lld,\"expires\":%lld,\"by\":", (long long)now,
+                     (long long)s->expires_ms);
+    cb_strbuf_json_string(out, s->by, strlen(s->by));
+    cb_strbuf_puts(out, ",\"comment\":");
+    cb_strbuf_json_string(out, s->comment, strlen(s->comment));
+    cb_strbuf_putc(out, '}');
+    return 201;
+}
+
+static int silence_delete(void *ctx, const char *id, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    char *end;
+    errno = 0;
+    long long v = strtoll(id, &end, 10);
+    if (errno || end == id || *end || v <= 0 || cb_alerts_silence_delete(d->alerts, v)) {
+        cb_strbuf_printf(out, "no silence '%s'", id);
+        return 404;
+    }
+    cb_strbuf_puts(out, "{\"deleted\":");
+    cb_strbuf_json_string(out, id, strlen(id));
+    cb_strbuf_putc(out, '}');
+    return 200;
+}
+
+static int rules_list(void *ctx, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    cb_strbuf_puts(out, "{\"rules\":");
+    cb_engine_rules_json(d->engine, out);
+    cb_strbuf_putc(out, '}');
+    return 200;
+}
+
+static int rules_reload(void *ctx, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_diags diags = {0};
+    if (core__reload_rules(d, "HTTP API", &diags)) {
+        cb_strbuf_puts(out, "{\"ok\":false,\"diagnostics\":");
+        cb_diags_render_json(&diags, out);
+        cb_strbuf_putc(out, '}');
+        cb_diags_free(&diags);
+        return 422;
+    }
+    cb_diags_free(&diags);
+    cb_strbuf_printf(out, "{\"ok\":true,\"rules\":%zu}", cb_engine_rule_count(d->engine));
+    return 200;
+}
+
+/* Alerts by state and severity, and the notification outbox, for /metrics. */
+struct count_ctx {
+    size_t n[2][4]; /* [pending, firing][severity] */
+};
+
+static void count_one(void *ctx, const struct cb_transition *t)
+{
+    struct count_ctx *c = ctx;
+    c->n[t->state == CB_ALERT_PENDING ? 0 : 1][t->severity & 3]++;
+}
+
+static void metrics(void *ctx, struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    struct count_ctx c;
+    memset(&c, 0, sizeof c);
+    cb_engine_foreach_instance(d->engine, count_one, &c);
+    cb_strbuf_puts(out, "# HELP citybrain_alerts alert instances by state and severity\n"
+                        "# TYPE citybrain_alerts gauge\n");
+    static const char *const states[2] = {"pending", "firing"};
+    for (int s = 0; s < 2; s++)
+        for (int v = 0; v < 4; v++)
+            cb_strbuf_printf(out, "citybrain_alerts{state=\"%s\",severity=\"%s\"} %zu\n", states[s],
+                             cb_severity_name((enum cb_severity)v), c.n[s][v]);
+    struct cb_alerts_stats as;
+    cb_alerts_get_stats(d->alerts, &as);
+    cb_strbuf_printf(out,
+                     "# HELP citybrain_notify_outbox_depth webhook deliveries not yet acknowledged\n"
+                     "# TYPE citybrain_notify_outbox_depth gauge\n"
+                     "citybrain_notify_outbox_depth %zu\n"
+                     "# HELP citybrain_notifications_total notifications sent, after storm grouping\n"
+                     "# TYPE citybrain_notifications_total counter\n"
+                     "citybrain_notifications_total %llu\n"
+                     "# HELP citybrain_notifications_grouped_total transitions folded into a storm group\n"
+                     "# TYPE citybrain_notifications_grouped_total counter\n"
+                     "citybrain_notifications_grouped_total %llu\n"
+                     "# HELP citybrain_notifications_silenced_total transitions held by a silence\n"
+                     "# TYPE citybrain_notifications_silenced_total counter\n"
+                     "citybrain_notifications_silenced_total %llu\n"
+                     "# HELP citybrain_webhook_deliveries_total webhook deliveries by result\n"
+                     "# TYPE citybrain_webhook_deliveries_total counter\n"
+                     "citybrain_webhook_deliveries_total{result=\"ok\"} %llu\n"
+                     "citybrain_webhook_deliveries_total{result=\"failed\"} %llu\n",
+                     as.outbox_pending, (unsigned long long)as.notifications,
+                     (unsigned long long)as.grouped, (unsigned long long)as.silenced,
+                     (unsigned long long)as.webhook_sent, (unsigned long long)as.webhook_failed);
+}
+
+/* ---- pool threads ------------------------------------------------------------ */
+
+struct readers {
+    struct cb_store_reader *store;
+    struct cb_alert_reader *alerts;
+};
+
+static void *reader_open(void *ctx, char *err, size_t errlen)
+{
+    struct cb_daemon *d = ctx;
+    struct readers *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->store = cb_store_reader_open(d->cfg->storage_db, err, errlen);
+    if (r->store)
+        r->alerts = cb_alert_reader_open(d->cfg->storage_db, err, errlen);
+    if (!r->store || !r->alerts) {
+        if (r->store)
+            cb_store_reader_close(r->store);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void reader_close(void *ctx, void *reader)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    cb_store_reader_close(r->store);
+    cb_alert_reader_close(r->alerts);
+    free(r);
+}
+
+struct sensors_ctx {
+    const struct cb_topic_pattern *pattern;
+    struct cb_strbuf *out;
+    int64_t now, stale_after;
+    size_t n;
+};
+
+static void json_str_or_null(struct cb_strbuf *out, const char *s)
+{
+    if (s)
+        cb_strbuf_json_string(out, s, strlen(s));
+    else
+        cb_strbuf_puts(out, "null");
+}
+
+static int sensor_one(void *ctx, const struct cb_sensor_info *s)
+{
+    struct sensors_ctx *c = ctx;
+    struct cb_strbuf *out = c->out;
+    if (c->n++)
+        cb_strbuf_putc(out, ',');
+    cb_strbuf_puts(out, "{\"topic\":");
+    cb_strbuf_json_string(out, s->topic, strlen(s->topic));
+    cb_strbuf_puts(out, ",\"device\":");
+    json_str_or_null(out, s->device);
+    cb_strbuf_puts(out, ",\"labels\":{");
+    struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
+    int ncaps = c->pattern ? cb_topic_pattern_match(c->pattern, s->topic, caps, CB_TOPIC_MAX_LEVELS)
+                           : -1;
+    for (int i = 0; i < ncaps; i++) {
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, caps[i].name, strlen(caps[i].name));
+        cb_strbuf_putc(out, ':');
+        cb_strbuf_json_string(out, caps[i].value, caps[i].len);
+    }
+    cb_strbuf_puts(out, "},\"metrics\":{");
+    int64_t last = INT64_MIN;
+    for (size_t i = 0; i < s->nmetrics; i++) {
+        const struct cb_sensor_metric *m = &s->metrics[i];
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, m->metric, strlen(m->metric));
+        cb_strbuf_puts(out, ":{\"ts\":");
+        if (m->last_ts == INT64_MIN)
+            cb_strbuf_puts(out, "null");
+        else
+            cb_strbuf_printf(out, "%lld", (long long)m->last_ts);
+        cb_strbuf_puts(out, ",\"value\":");
+        cb_strbuf_json_number(out, m->last_value);
+        cb_strbuf_puts(out, ",\"unit\":");
+        json_str_or_null(out, m->unit);
+        cb_strbuf_putc(out, '}');
+        if (m->last_ts > last)
+            last = m->last_ts;
+    }
+    if (s->last_seen > last)
+        last = s->last_seen;
+    cb_strbuf_puts(out, "},\"last_ts\":");
+    if (last == INT64_MIN)
+        cb_strbuf_puts(out, "null");
+    else
+        cb_strbuf_printf(out, "%lld", (long long)last);
+    int stale = last == INT64_MIN || c->now - last > c->stale_after;
+    cb_strbuf_printf(out, ",\"stale\":%s}", stale ? "true" : "false");
+    return 0;
+}
+
+static int sensors(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_ms,
+                   struct cb_strbuf *out)
+{
+    struct cb_daemon *d = ctx;
+    struct readers *r = reader;
+    struct sensors_ctx c = {d->label_pattern, out, now_ms, stale_after_ms, 0};
+    cb_strbuf_puts(out, "{\"sensors\":[");
+    int rc = cb_store_list_sensors(r->store, sensor_one, &c);
+    cb_strbuf_puts(out, "]}");
+    if (rc) {
+        cb_strbuf_reset(out);
+        cb_strbuf_puts(out, "reading the sensors failed");
+        return 500;
+    }
+    return 200;
+}
+
+struct series_ctx {
+    struct cb_strbuf *out;
+    size_t n;
+};
+
+static int bucket_one(void *ctx, const char *topic, const char *metric, const struct cb_bucket *b)
+{
+    (void)topic;
+    (void)metric;
+    struct series_ctx *c = ctx;
+    if (c->n++)
+        cb_strbuf_putc(c->out, ',');
+    cb_strbuf_printf(c->out, "{\"ts\":%lld,\"count\":%llu,\"min\":", (long long)b->ts,
+                     (unsigned long long)b->count);
+    cb_strbuf_json_number(c->out, b->min);
+    cb_strbuf_puts(c->out, ",\"max\":");
+    cb_strbuf_json_number(c->out, b->max);
+    cb_strbuf_puts(c->out, ",\"avg\":");
+    cb_strbuf_json_number(c->out, b->count ? b->sum / (double)b->count : NAN);
+    cb_strbuf_puts(c->out, ",\"last\":");
+    cb_strbuf_json_number(c->out, b->last);
+    cb_strbuf_putc(c->out, '}');
+    return 0;
+}
+
+static int series(void *ctx, void *reader, const struct cb_api_series_query *q,
+                  struct cb_strbuf *out)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    cb_strbuf_puts(out, "{\"topic\":");
+    cb_strbuf_json_string(out, q->topic, strlen(q->topic));
+    cb_strbuf_puts(out, ",\"metric\":");
+    cb_strbuf_json_string(out, q->metric, strlen(q->metric));
+    cb_strbuf_printf(out, ",\"from\":%lld,\"to\":%lld,\"step\":%lld,\"buckets\":[",
+                     (long long)q->from_ms, (long long)q->to_ms, (long long)q->step_ms);
+    struct series_ctx c = {out, 0};
+    int rc = cb_store_query_buckets(r->store, q->topic, q->metric, q->from_ms, q->to_ms,
+                                    q->step_ms, bucket_one, &c);
+    cb_strbuf_puts(out, "]}");
+    if (rc) {
+        cb_strbuf_reset(out);
+        cb_strbuf_puts(out, "reading the series failed");
+        return 500;
+    }
+    return 200;
+}
+
+static int history(void *ctx, void *reader, const struct cb_api_history_query *q,
+                   struct cb_strbuf *out)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    if (cb_alerts_reader_history_json(r->alerts, q->from_ms, q->to_ms, q->rule, q->limit, out)) {
+        cb_strbuf_reset(out);
+        cb_strbuf_puts(out, "reading the alert history failed");
+        return 500;
+    }
+    return 200;
+}
+
+static int events_since(void *ctx, void *reader, uint64_t after_seq, size_t limit,
+                        cb_api_event_fn emit, void *emit_ctx)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    return cb_alert_reader_events_after(r->alerts, after_seq, limit, emit, emit_ctx);
+}
+
+void core__api_provider(struct cb_daemon *d, struct cb_api_provider *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ctx = d;
+    p->health = health;
+    p->alerts = alerts;
+    p->ack = ack;
+    p->silences_list = silences_list;
+    p->silence_add = silence_add;
+    p->silence_delete = silence_delete;
+    p->rules_list = rules_list;
+    p->rules_reload = rules_reload;
+    p->metrics = metrics;
+    p->reader_open = reader_open;
+    p->reader_close = reader_close;
+    p->sensors = sensors;
+    p->series = series;
+    p->history = history;
+    p->events_since = events_since;
+}

@@ -1,0 +1,1161 @@
+/* The evaluation engine: sensors, their series and windows, alert instances
+ * and their state machine, ticks, acknowledgement, hot swap and restore.
+ *
+ * A sensor (a distinct topic) is bound, on first sight, to every rule whose
+ * match pattern its topic matches (the ruleset's topic index answers that), so
+ * a message costs in proportion to the rules that match its topic. A binding
+ * resolves the rule's window and series references to the sensor's windows
+ * once; one window serves every rule needing the same (metric, width).
+ *
+ * Values are doubles; NaN means "no value". Comparisons with no value give no
+ * value, `and`/`or`/`not` follow three-valued logic, and a condition holds only
+ * when its value is true: so a comparison with no value is false in `when`
+ * and in `clear` alike, and the default clear (`not WHEN`) does not hold
+ * either: a silent sensor leaves its alert as it is. */
+#include "rules/rules_int.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { ST_INACTIVE = 0, ST_PENDING, ST_FIRING };
+
+struct series {
+    char *metric;
+    int64_t last_ts;
+    double last_v;
+    int has;
+    struct rules__window **wins;
+    size_t nwins, capwins;
+};
+
+struct binding;
+
+struct sensor {
+    char *topic;
+    char *device;
+    int64_t last_ts;
+    int has;
+    struct series **series;
+    size_t nseries, capseries;
+    struct binding **b;
+    size_t nb;
+};
+
+struct binding {
+    struct sensor *s;
+    const struct rules__rule *rule;
+    struct inst *inst;
+    struct rules__window **wins; /* per rule window reference */
+    struct series **ser;         /* per rule series reference */
+    struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
+    int ncaps;
+    struct binding *next;        /* next member of the instance */
+};
+
+struct inst {
+    char *id;
+    const struct rules__rule *rule;
+    struct cb_label *labels; /* names and values owned */
+    size_t nlabels;
+    int state;
+    enum cb_severity sev;
+    int64_t since, fired_at, clear_since, cooldown_until, acked_at;
+    int has_clear_since, acked;
+    char *acked_by, *ack_note;
+    struct binding *members;
+    size_t nmembers;
+    size_t pos; /* in e->insts */
+};
+
+struct cb_engine {
+    struct cb_ruleset *rs;
+    const struct cb_clock *clock;
+    struct cb_engine_options opts;
+    cb_transition_fn fn;
+    void *ctx;
+    struct rules__map sensors; /* topic -> sensor */
+    struct sensor **sensv;
+    size_t nsens, capsens;
+    struct rules__map insts;   /* id -> inst */
+    struct inst **instv;
+    size_t ninst, capinst;
+    struct rules__map rulemap; /* name -> rule index + 1 */
+    struct cb_engine_stats st;
+    double *scratch;
+    size_t nscratch;
+    struct cb_strbuf msg;
+    uint32_t *tags;
+    size_t ntags, captags;
+    size_t nwindows;
+};
+
+static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                  struct inst *in, struct binding *b, int64_t now);
+
+/* ---- names ------------------------------------------------------------------------ */
+
+const char *cb_alert_state_name(enum cb_alert_state s)
+{
+    static const char *const n[] = {"inactive", "pending", "firing", "escalated", "resolved",
+                                    "acknowledged"};
+    return (unsigned)s < sizeof n / sizeof n[0] ? n[s] : "unknown";
+}
+
+const char *cb_severity_name(enum cb_severity s)
+{
+    static const char *const n[] = {"info", "warning", "major", "critical"};
+    return (unsigned)s < 4 ? n[s] : "unknown";
+}
+
+int cb_severity_parse(const char *name, enum cb_severity *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (name && strcmp(name, cb_severity_name((enum cb_severity)i)) == 0) {
+            *out = (enum cb_severity)i;
+            return 0;
+        }
+    return -1;
+}
+
+int cb_transition_is_event(const struct cb_transition *t)
+{
+    return t->state == CB_ALERT_FIRING || t->state == CB_ALERT_ESCALATED ||
+           t->state == CB_ALERT_RESOLVED || t->state == CB_ALERT_ACKNOWLEDGED;
+}
+
+void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out)
+{
+    cb_strbuf_puts(out, "{\"id\":");
+    cb_strbuf_json_string(out, t->id, strlen(t->id));
+    cb_strbuf_puts(out, ",\"rule\":");
+    cb_strbuf_json_string(out, t->rule, strlen(t->rule));
+    cb_strbuf_printf(out, ",\"state\":\"%s\",\"severity\":\"%s\",\"labels\":{",
+                     cb_alert_state_name(t->state), cb_severity_name(t->severity));
+    for (size_t i = 0; i < t->nlabels; i++) {
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, t->labels[i].name, strlen(t->labels[i].name));
+        cb_strbuf_putc(out, ':');
+        cb_strbuf_json_string(out, t->labels[i].value, strlen(t->labels[i].value));
+    }
+    cb_strbuf_printf(out, "},\"at\":%lld", (long long)t->at);
+    if (t->since)
+        cb_strbuf_printf(out, ",\"since\":%lld", (long long)t->since);
+    if (t->message) {
+        cb_strbuf_puts(out, ",\"message\":");
+        cb_strbuf_json_string(out, t->message, strlen(t->message));
+    }
+    if (t->state == CB_ALERT_ACKNOWLEDGED && t->acked_by) {
+        cb_strbuf_puts(out, ",\"by\":");
+        cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));
+        if (t->ack_note) {
+            cb_strbuf_puts(out, ",\"note\":");
+            cb_strbuf_json_string(out, t->ack_note, strlen(t->ack_note));
+        }
+    }
+    cb_strbuf_putc(out, '}');
+}
+
+/* ---- sensors, series, windows ------------------------------------------------------------ */
+
+static struct series *find_series(const struct sensor *s, const char *metric)
+{
+    for (size_t i = 0; i < s->nseries; i++)
+        if (strcmp(s->series[i]->metric, metric) == 0)
+            return s->series[i];
+    return NULL;
+}
+
+static struct series *get_series(struct sensor *s, const char *metric)
+{
+    struct series *x = find_series(s, metric);
+    if (x)
+        return x;
+    if (rules__grow(&s->series, &s->capseries, s->nseries + 1, sizeof *s->series) < 0)
+        return NULL;
+    x = calloc(1, sizeof *x);
+    if (!x || !(x->metric = rules__strdup(metric))) {
+        free(x);
+        return NULL;
+    }
+    s->series[s->nseries++] = x;
+    return x;
+}
+
+static struct rules__window *get_window(struct cb_engine *e, struct series *x, int64_t width,
+                                        unsigned flags)
+{
+    for (size_t i = 0; i < x->nwins; i++)
+        if (x->wins[i]->width_ms == width) {
+            if (rules__window_add_flags(x->wins[i], flags) < 0)
+                return NULL;
+            return x->wins[i];
+        }
+    if (rules__grow(&x->wins, &x->capwins, x->nwins + 1, sizeof *x->wins) < 0)
+        return NULL;
+    struct rules__window *w = rules__window_new(width, flags);
+    if (!w)
+        return NULL;
+    x->wins[x->nwins++] = w;
+    e->nwindows++;
+    return w;
+}
+
+/* Frees windows no binding uses any more. */
+static void drop_unused_windows(struct cb_engine *e, struct sensor *s)
+{
+    for (size_t i = 0; i < s->nseries; i++) {
+        struct series *x = s->series[i];
+        size_t k = 0;
+        for (size_t j = 0; j < x->nwins; j++) {
+            if (x->wins[j]->refs > 0) {
+                x->wins[k++] = x->wins[j];
+            } else {
+                rules__window_free(x->wins[j]);
+                e->nwindows--;
+            }
+        }
+        x->nwins = k;
+    }
+}
+
+static void label_free(struct cb_label *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)l[i].name);
+        free((char *)l[i].value);
+    }
+    free(l);
+}
+
+static void inst_free(struct inst *in)
+{
+    if (!in)
+        return;
+    free(in->id);
+    label_free(in->labels, in->nlabels);
+    free(in->acked_by);
+    free(in->ack_note);
+    free(in);
+}
+
+static void inst_remove(struct cb_engine *e, struct inst *in)
+{
+    rules__map_del(&e->insts, in->id);
+    e->instv[in->pos] = e->instv[--e->ninst];
+    e->instv[in->pos]->pos = in->pos;
+    inst_free(in);
+}
+
+/* Builds the instance id and labels of binding b into *id (caller frees) and
+ * *labels (caller frees with label_free). 0 or -1 (OOM). */
+static int instance_key(const struct binding *b, char **id, struct cb_label **labels, size_t *nl)
+{
+    const struct rules__rule *r = b->rule;
+    struct cb_strbuf buf;
+    size_t n = r->nper ? r->nper : (size_t)b->ncaps;
+    struct cb_label *l = calloc(n ? n : 1, sizeof *l);
+    cb_strbuf_init(&buf);
+    if (!l)
+        goto fail;
+    cb_strbuf_puts(&buf, r->name);
+    cb_strbuf_putc(&buf, '/');
+    if (!r->nper)
+        cb_strbuf_puts(&buf, b->s->topic);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = r->nper ? r->per[i] : b->caps[i].name;
+        const char *v = "";
+        size_t vl = 0;
+        for (int k = 0; k < b->ncaps; k++)
+            if (strcmp(b->caps[k].name, name) == 0) {
+                v = b->caps[k].value;
+                vl = b->caps[k].len;
+            }
+        l[i].name = rules__strdup(name);
+        l[i].value = rules__strndup(v, vl);
+        if (!l[i].name || !l[i].value) {
+            label_free(l, i + 1);
+            l = NULL;
+            goto fail;
+        }
+        if (r->nper) {
+            if (i)
+                cb_strbuf_putc(&buf, ',');
+            cb_strbuf_printf(&buf, "%s=%.*s", name, (int)vl, v);
+        }
+    }
+    if (buf.oom)
+        goto fail;
+    *id = cb_strbuf_steal(&buf, NULL);
+    *labels = l;
+    *nl = n;
+    return 0;
+fail:
+    if (l)
+        label_free(l, n);
+    cb_strbuf_free(&buf);
+    return -1;
+}
+
+static struct inst *inst_get(struct cb_engine *e, const struct rules__rule *r, char *id,
+                             struct cb_label *labels, size_t nl)
+{
+    struct inst *in = rules__map_get(&e->insts, id);
+    if (in) {
+        free(id);
+        label_free(labels, nl);
+        return in;
+    }
+    in = calloc(1, sizeof *in);
+    if (!in || rules__grow(&e->instv, &e->capinst, e->ninst + 1, sizeof *e->instv) < 0)
+        goto fail;
+    in->id = id;
+    in->rule = r;
+    in->labels = labels;
+    in->nlabels = nl;
+    in->sev = r->severity;
+    if (rules__map_put(&e->insts, in->id, in) < 0)
+        goto fail;
+    in->pos = e->ninst;
+    e->instv[e->ninst++] = in;
+    return in;
+fail:
+    free(in);
+    free(id);
+    label_free(labels, nl);
+    return NULL;
+}
+
+static void binding_free(struct binding *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->rule->nwins; i++)
+        if (b->wins && b->wins[i])
+            b->wins[i]->refs--;
+    free(b->wins);
+    free(b->ser);
+    free(b);
+}
+
+static void unlink_member(struct binding *b)
+{
+    struct inst *in = b->inst;
+    if (!in)
+        return;
+    for (struct binding **pp = &in->members; *pp; pp = &(*pp)->next)
+        if (*pp == b) {
+            *pp = b->next;
+            in->nmembers--;
+            break;
+        }
+    b->inst = NULL;
+}
+
+struct match_ctx {
+    struct cb_engine *e;
+};
+
+static void collect_tag(void *ctx, uint32_t tag)
+{
+    struct cb_engine *e = ctx;
+    if (rules__grow(&e->tags, &e->captags, e->ntags + 1, sizeof *e->tags) == 0)
+        e->tags[e->ntags++] = tag;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Binds sensor s to every rule of the current ruleset its topic matches
+ * (first matching pattern of each rule). Returns 0, or -1 on OOM. */
+static int sensor_bind(struct cb_engine *e, struct sensor *s)
+{
+    const struct cb_ruleset *rs = e->rs;
+    e->ntags = 0;
+    cb_topic_index_match(rs->index, s->topic, collect_tag, e);
+    qsort(e->tags, e->ntags, sizeof *e->tags, cmp_u32);
+    size_t nrules = 0;
+    for (size_t i = 0; i < e->ntags; i++)
+        if (i == 0 || (e->tags[i] >> 8) != (e->tags[i - 1] >> 8))
+            nrules++;
+    s->b = nrules ? calloc(nrules, sizeof *s->b) : NULL;
+    s->nb = 0;
+    if (nrules && !s->b)
+        return -1;
+    for (size_t i = 0; i < e->ntags; i++) {
+        if (i && (e->tags[i] >> 8) == (e->tags[i - 1] >> 8))
+            continue;
+        const struct rules__rule *r = &rs->rules[e->tags[i] >> 8];
+        struct binding *b = calloc(1, sizeof *b);
+        if (!b)
+            return -1;
+        b->s = s;
+        b->rule = r;
+        s->b[s->nb++] = b;
+        b->ncaps = cb_topic_pattern_match(r->pats[e->tags[i] & 0xff], s->topic, b->caps,
+                                          CB_TOPIC_MAX_LEVELS);
+        if (b->ncaps < 0)
+            b->ncaps = 0;
+        b->wins = calloc(r->nwins ? r->nwins : 1, sizeof *b->wins);
+        b->ser = calloc(r->nseries ? r->nseries : 1, sizeof *b->ser);
+        if (!b->wins || !b->ser)
+            return -1;
+        for (size_t k = 0; k < r->nwins; k++) {
+            struct series *x = get_series(s, r->wins[k].metric);
+            struct rules__window *w = x ? get_window(e, x, r->wins[k].width_ms, r->wins[k].flags) : NULL;
+            if (!w)
+                return -1;
+            w->refs++;
+            b->wins[k] = w;
+        }
+        for (size_t k = 0; k < r->nseries; k++)
+            if (!(b->ser[k] = get_series(s, r->series[k])))
+                return -1;
+        char *id;
+        struct cb_label *labels;
+        size_t nl;
+        if (instance_key(b, &id, &labels, &nl) < 0)
+            return -1;
+        struct inst *in = inst_get(e, r, id, labels, nl);
+        if (!in)
+            return -1;
+        b->inst = in;
+        b->next = in->members;
+        in->members = b;
+        in->nmembers++;
+    }
+    return 0;
+}
+
+static void sensor_free(struct cb_engine *e, struct sensor *s)
+{
+    for (size_t i = 0; i < s->nb; i++) {
+        unlink_member(s->b[i]);
+        binding_free(s->b[i]);
+    }
+    free(s->b);
+    for (size_t i = 0; i < s->nseries; i++) {
+        struct series *x = s->series[i];
+        for (size_t j = 0; j < x->nwins; j++) {
+            rules__window_free(x->wins[j]);
+            e->nwindows--;
+        }
+        free(x->wins);
+        free(x->metric);
+        free(x);
+    }
+    free(s->series);
+    free(s->topic);
+    free(s->device);
+    free(s);
+}
+
+/* The sensor of topic, created and bound on first sight; NULL when no rule
+ * matches the topic (nothing is kept for it) or on OOM (*oom set). */
+static struct sensor *sensor_for(struct cb_engine *e, const char *topic, int *oom)
+{
+    struct sensor *s = rules__map_get(&e->sensors, topic);
+    *oom = 0;
+    if (s)
+        return s;
+    e->ntags = 0;
+    if (!cb_topic_index_match(e->rs->index, topic, collect_tag, e))
+        return NULL;
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->topic = rules__strdup(topic)) ||
+        rules__grow(&e->sensv, &e->capsens, e->nsens + 1, sizeof *e->sensv) < 0)
+        goto fail;
+    if (sensor_bind(e, s) < 0 || rules__map_put(&e->sensors, s->topic, s) < 0)
+        goto fail;
+    e->sensv[e->nsens++] = s;
+    return s;
+fail:
+    if (s) {
+        if (s->topic)
+            sensor_free(e, s);
+        else
+            free(s);
+    }
+    *oom = 1;
+    return NULL;
+}
+
+/* ---- evaluation -------------------------------------------------------------------------- */
+
+static inline int truthy(double v)
+{
+    return v == v && v != 0.0;
+}
+
+static double window_value(struct cb_engine *e, struct rules__window *w, uint8_t agg, double k,
+                           int64_t now)
+{
+    rules__window_expire(w, now);
+    if (agg == AGG_PERCENTILE && w->n > e->nscratch) {
+        double *p = realloc(e->scratch, w->n * sizeof *p);
+        if (!p)
+            return NAN;
+        e->scratch = p;
+        e->nscratch = w->n;
+    }
+    return rules__aggs[agg].value(w, k, e->scratch);
+}
+
+static double sensors_agg(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                          uint8_t agg, struct inst *in, int64_t now)
+{
+    size_t ntrue = 0, nval = 0;
+    double acc = 0, mn = INFINITY, mx = -INFINITY;
+    if (!in)
+        return NAN;
+    for (struct binding *b = in->members; b; b = b->next) {
+        double v = run(e, r, c, in, b, now);
+        if (truthy(v))
+            ntrue++;
+        if (v == v) {
+            nval++;
+            acc += v;
+            if (v < mn)
+                mn = v;
+            if (v > mx)
+                mx = v;
+        }
+    }
+    switch (agg) {
+    case AGG_COUNT: return (double)ntrue;
+    case AGG_SHARE: return in->nmembers ? (double)ntrue / (double)in->nmembers : NAN;
+    case AGG_ANY: return ntrue ? 1.0 : 0.0;
+    case AGG_ALL: return in->nmembers && ntrue == in->nmembers ? 1.0 : 0.0;
+    case AGG_MIN: return nval ? mn : NAN;
+    case AGG_MAX: return nval ? mx : NAN;
+    case AGG_SUM: return nval ? acc : NAN;
+    case AGG_AVG: return nval ? acc / (double)nval : NAN;
+    }
+    return NAN;
+}
+
+/* Runs compiled code c of rule r for instance in; b is the sensor in context
+ * (NULL in a group rule outside sensors:). Returns the value, NaN for none.
+ * The stack lives on the C stack: nothing is allocated per evaluation. */
+static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                  struct inst *in, struct binding *b, int64_t now)
+{
+    double st[RULES_STACK_MAX + 1];
+    int sp = 0;
+    const struct rules__op *op = r->ops + c.start, *end = op + c.len;
+    if (c.len == 0)
+        return NAN;
+    for (; op < end; op++) {
+        double x, y;
+        switch ((enum rules__opcode)op->op) {
+        case OP_CONST:
+            st[sp++] = op->k;
+            break;
+        case OP_LATEST: {
+            const struct series *s = b ? b->ser[op->slot] : NULL;
+            st[sp++] = s && s->has ? s->last_v : NAN;
+            break;
+        }
+        case OP_AGE:
+            st[sp++] = b && b->s->has ? (double)(now - b->s->last_ts) / 1000.0 : NAN;
+            break;
+        case OP_AGE_M: {
+            const struct series *s = b ? b->ser[op->slot] : NULL;
+            st[sp++] = s && s->has ? (double)(now - s->last_ts) / 1000.0 : NAN;
+            break;
+        }
+        case OP_WIN:
+            st[sp++] = b ? window_value(e, b->wins[op->slot], op->agg, op->k, now) : NAN;
+            break;
+        case OP_SENSORS: {
+            struct rules__code inner = {(uint32_t)(op - r->ops) + 1, op->len};
+            st[sp++] = sensors_agg(e, r, inner, op->agg, in, now);
+            op += op->len;
+            break;
+        }
+        case OP_NEG:
+            st[sp - 1] = -st[sp - 1];
+            break;
+        case OP_NOT:
+            x = st[sp - 1];
+            st[sp - 1] = x != x ? NAN : (x == 0.0 ? 1.0 : 0.0);
+            break;
+        default:
+            y = st[--sp];
+            x = st[sp - 1];
+            switch ((enum rules__opcode)op->op) {
+            case OP_ADD: x = x + y; break;
+            case OP_SUB: x = x - y; break;
+            case OP_MUL: x = x * y; break;
+            case OP_DIV: x = y == 0.0 ? NAN : x / y; break;
+            case OP_GT: x = (x != x || y != y) ? NAN : (double)(x > y); break;
+            case OP_GE: x = (x != x || y != y) ? NAN : (double)(x >= y); break;
+            case OP_LT: x = (x != x || y != y) ? NAN : (double)(x < y); break;
+            case OP_LE: x = (x != x || y != y) ? NAN : (double)(x <= y); break;
+            case OP_EQ: x = (x != x || y != y) ? NAN : (double)(x == y); break;
+            case OP_NE: x = (x != x || y != y) ? NAN : (double)(x != y); break;
+            case OP_AND:
+                x = (x == 0.0 || y == 0.0) ? 0.0 : (x != x || y != y) ? NAN : 1.0;
+                break;
+            case OP_OR:
+                x = (truthy(x) || truthy(y)) ? 1.0 : (x != x || y != y) ? NAN : 0.0;
+                break;
+            default: x = NAN; break;
+            }
+            st[sp - 1] = x;
+            if (!isfinite(x) && x == x)
+                st[sp - 1] = NAN; /* overflow to infinity: no meaningful value */
+            break;
+        }
+    }
+    return sp ? st[sp - 1] : NAN;
+}
+
+static struct binding *context_of(const struct inst *in)
+{
+    return in->rule->nper ? NULL : in->members;
+}
+
+/* Renders the message template of the instance at now into e->msg. */
+static const char *render(struct cb_engine *e, struct inst *in, int64_t now)
+{
+    const struct rules__rule *r = in->rule;
+    if (!r->has_msg)
+        return NULL;
+    cb_strbuf_reset(&e->msg);
+    for (size_t i = 0; i < r->nmsg; i++) {
+        const struct rules__tpl_part *p = &r->msg[i];
+        switch (p->kind) {
+        case TPL_TEXT: cb_strbuf_puts(&e->msg, p->text); break;
+        case TPL_RULE: cb_strbuf_puts(&e->msg, r->name); break;
+        case TPL_SEVERITY: cb_strbuf_puts(&e->msg, cb_severity_name(in->sev)); break;
+        case TPL_TITLE: cb_strbuf_puts(&e->msg, r->title ? r->title : r->name); break;
+        case TPL_ID: cb_strbuf_puts(&e->msg, in->id); break;
+        case TPL_LABEL:
+            for (size_t k = 0; k < in->nlabels; k++)
+                if (strcmp(in->labels[k].name, p->text) == 0)
+                    cb_strbuf_puts(&e->msg, in->labels[k].value);
+            break;
+        case TPL_EXPR: {
+            double v = run(e, r, p->code, in, context_of(in), now);
+            if (v != v)
+                cb_strbuf_puts(&e->msg, "n/a");
+            else if (p->fmt == 'd')
+                cb_strbuf_printf(&e->msg, "%.0f", v);
+            else if (p->fmt)
+                cb_strbuf_printf(&e->msg, p->fmt == 'f' ? "%.*f" : p->fmt == 'e' ? "%.*e" : "%.*g",
+                                 p->prec < 0 ? 6 : p->prec, v);
+            else
+                cb_strbuf_printf(&e->msg, "%.6g", v);
+            break;
+        }
+        }
+    }
+    return e->msg.oom ? NULL : e->msg.data;
+}
+
+static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now,
+                     struct cb_transition *t, int with_message)
+{
+    const struct rules__rule *r = in->rule;
+    memset(t, 0, sizeof *t);
+    t->id = in->id;
+    t->rule = r->name;
+    t->state = state;
+    t->severity = in->sev;
+    t->labels = in->labels;
+    t->nlabels = in->nlabels;
+    t->at = now;
+    t->since = in->since;
+    t->message = with_message ? render(e, in, now) : NULL;
+    t->title = r->title;
+    t->notify = (const char *const *)r->notify;
+    t->nnotify = r->nnotify;
+    t->acked_by = in->acked ? in->acked_by : NULL;
+    t->ack_note = in->acked ? in->ack_note : NULL;
+    t->cooldown_until = in->cooldown_until;
+}
+
+static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
+{
+    struct cb_transition t;
+    int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
+    describe(e, in, state, now, &t, event);
+    e->st.transitions++;
+    if (e->fn)
+        e->fn(e->ctx, &t);
+}
+
+static void resolve(struct cb_engine *e, struct inst *in, int64_t now)
+{
+    in->cooldown_until = in->rule->cooldown_ms ? now + in->rule->cooldown_ms : 0;
+    emit(e, in, CB_ALERT_RESOLVED, now);
+    in->state = ST_INACTIVE;
+    in->sev = in->rule->severity;
+    in->since = in->fired_at = 0;
+    in->has_clear_since = 0;
+    in->acked = 0;
+    free(in->acked_by);
+    free(in->ack_note);
+    in->acked_by = in->ack_note = NULL;
+}
+
+/* Raises the severity of a firing instance to the highest escalation that
+ * applies now; severities never go down before the alert resolves. */
+static void escalate(struct cb_engine *e, struct inst *in, int64_t now)
+{
+    const struct rules__rule *r = in->rule;
+    enum cb_severity best = in->sev;
+    for (size_t i = 0; i < r->nesc; i++) {
+        const struct rules__escalation *x = &r->esc[i];
+        if (x->level <= best)
+            continue;
+        if (x->after ? (!in->acked && now - in->fired_at >= x->after_ms)
+                     : truthy(run(e, r, x->cond, in, context_of(in), now)))
+            best = x->level;
+    }
+    if (best > in->sev) {
+        in->sev = best;
+        emit(e, in, CB_ALERT_ESCALATED, now);
+    }
+}
+
+/* The state machine of one instance at now: inactive -> pending -> firing ->
+ * resolved (inactive), with escalation while firing. */
+static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
+{
+    const struct rules__rule *r = in->rule;
+    struct binding *b = context_of(in);
+    double w = run(e, r, r->when, in, b, now);
+    if (in->state != ST_FIRING) {
+        if (!truthy(w)) {
+            if (in->state == ST_PENDING) {
+                in->state = ST_INACTIVE;
+                emit(e, in, CB_ALERT_INACTIVE, now);
+                in->since = 0;
+            }
+            return;
+        }
+        if (in->cooldown_until && now < in->cooldown_until)
+            return;
+        if (in->state == ST_INACTIVE) {
+            in->state = ST_PENDING;
+            in->since = now;
+            if (r->for_ms > 0) {
+                emit(e, in, CB_ALERT_PENDING, now);
+                return;
+            }
+        }
+        if (now - in->since < r->for_ms)
+            return;
+        in->state = ST_FIRING;
+        in->fired_at = now;
+        in->has_clear_since = 0;
+        in->acked = 0;
+        in->sev = r->severity;
+        emit(e, in, CB_ALERT_FIRING, now);
+        escalate(e, in, now);
+        return;
+    }
+    int clear = r->has_clear ? truthy(run(e, r, r->clear, in, b, now)) : (w == 0.0);
+    if (clear) {
+        if (!in->has_clear_since) {
+            in->has_clear_since = 1;
+            in->clear_since = now;
+        }
+        if (now - in->clear_since >= r->clear_for_ms) {
+            resolve(e, in, now);
+            return;
+        }
+    } else {
+        in->has_clear_since = 0;
+    }
+    escalate(e, in, now);
+}
+
+/* ---- the public engine --------------------------------------------------------------------- */
+
+static int build_rulemap(struct cb_engine *e)
+{
+    rules__map_free(&e->rulemap);
+    for (size_t i = 0; i < e->rs->nrules; i++)
+        if (rules__map_put(&e->rulemap, e->rs->rules[i].name, (void *)(uintptr_t)(i + 1)) < 0)
+            return -1;
+    return 0;
+}
+
+struct cb_engine *cb_engine_new(struct cb_ruleset *rs, const struct cb_clock *clock,
+                                const struct cb_engine_options *opts,
+                                cb_transition_fn on_transition, void *ctx)
+{
+    struct cb_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->rs = rs;
+    rs->refs++;
+    e->clock = clock;
+    e->opts.max_skew_ms = opts && opts->max_skew_ms ? opts->max_skew_ms : 60000;
+    e->opts.lateness_ms = opts && opts->lateness_ms ? opts->lateness_ms : 300000;
+    e->fn = on_transition;
+    e->ctx = ctx;
+    cb_strbuf_init(&e->msg);
+    if (build_rulemap(e) < 0) {
+        cb_engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void cb_engine_free(struct cb_engine *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->nsens; i++)
+        sensor_free(e, e->sensv[i]);
+    free(e->sensv);
+    for (size_t i = 0; i < e->ninst; i++)
+        inst_free(e->instv[i]);
+    free(e->instv);
+    rules__map_free(&e->sensors);
+    rules__map_free(&e->insts);
+    rules__map_free(&e->rulemap);
+    free(e->scratch);
+    free(e->tags);
+    cb_strbuf_free(&e->msg);
+    cb_ruleset_release(e->rs);
+    free(e);
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Feeds one accepted sample into the sensor's series and windows. */
+static int feed(struct sensor *s, const struct cb_sample *x, int64_t now)
+{
+    if (!s->has || x->ts_ms >= s->last_ts) {
+        s->last_ts = x->ts_ms;
+        s->has = 1;
+    }
+    struct series *ser = find_series(s, x->metric);
+    if (!ser)
+        return 0;
+    if (!ser->has || x->ts_ms >= ser->last_ts) {
+        ser->last_ts = x->ts_ms;
+        ser->last_v = x->value;
+        ser->has = 1;
+    }
+    for (size_t i = 0; i < ser->nwins; i++)
+        if (rules__window_insert(ser->wins[i], x->ts_ms, x->value, now) < 0)
+            return -1;
+    return 0;
+}
+
+int cb_engine_offer(struct cb_engine *e, const char *topic, const char *device,
+                    const struct cb_sample *samples, size_t n, enum cb_sample_verdict *verdicts,
+                    const char **quarantine_rule)
+{
+    int64_t t0 = mono_ns();
+    int64_t now = cb_clock_now(e->clock);
+    int oom = 0;
+    size_t accepted = 0;
+    e->st.samples += n;
+    struct sensor *s = sensor_for(e, topic, &oom);
+    if (oom)
+        return -1;
+    if (s && device && (!s->device || strcmp(s->device, device) != 0)) {
+        char *d = rules__strdup(device);
+        if (d) {
+            free(s->device);
+            s->device = d;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct cb_sample *x = &samples[i];
+        enum cb_sample_verdict v = CB_SAMPLE_ACCEPTED;
+        const char *qr = NULL;
+        if (x->ts_ms > now + e->opts.max_skew_ms) {
+            v = CB_SAMPLE_FUTURE;
+            e->st.future++;
+        } else if (x->ts_ms < now - e->opts.lateness_ms) {
+            v = CB_SAMPLE_LATE;
+            e->st.late++;
+        } else if (s) {
+            for (size_t k = 0; k < s->nb && !qr; k++) {
+                const struct rules__rule *r = s->b[k]->rule;
+                if (!isfinite(x->value))
+                    qr = r->name;
+                for (size_t j = 0; j < r->nvalid && !qr; j++)
+                    if (strcmp(r->valid[j].metric, x->metric) == 0 &&
+                        !(x->value >= r->valid[j].lo && x->value <= r->valid[j].hi))
+                        qr = r->name;
+            }
+            if (qr) {
+                v = CB_SAMPLE_QUARANTINED;
+                e->st.quarantined++;
+            } else if (feed(s, x, now) < 0) {
+                oom = 1;
+            } else {
+                accepted++;
+            }
+        }
+        if (verdicts)
+            verdicts[i] = v;
+        if (quarantine_rule)
+            quarantine_rule[i] = qr;
+    }
+    if (s && accepted) {
+        for (size_t k = 0; k < s->nb; k++)
+            evaluate(e, s->b[k]->inst, now);
+        e->st.evaluated += accepted * s->nb;
+    }
+    e->st.eval_ns += (uint64_t)(mono_ns() - t0);
+    return oom ? -1 : 0;
+}
+
+void cb_engine_tick(struct cb_engine *e)
+{
+    int64_t now = cb_clock_now(e->clock);
+    e->st.ticks++;
+    /* evaluate() never adds or removes instances, so the vector is stable */
+    for (size_t i = 0; i < e->ninst; i++)
+        evaluate(e, e->instv[i], now);
+}
+
+int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const char *note)
+{
+    struct inst *in = rules__map_get(&e->insts, id);
+    if (!in || in->state != ST_FIRING)
+        return -1;
+    if (in->acked)
+        return 1;
+    char *b = rules__strdup(by ? by : "");
+    char *n = note ? rules__strdup(note) : NULL;
+    if (!b || (note && !n)) {
+        free(b);
+        free(n);
+        return -1;
+    }
+    in->acked = 1;
+    in->acked_by = b;
+    in->ack_note = n;
+    in->acked_at = cb_clock_now(e->clock);
+    emit(e, in, CB_ALERT_ACKNOWLEDGED, in->acked_at);
+    return 0;
+}
+
+int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
+{
+    struct cb_ruleset *old = e->rs;
+    struct rules__map names = {0};
+    int64_t now = cb_clock_now(e->clock);
+    for (size_t i = 0; i < rs->nrules; i++)
+        if (rules__map_put(&names, rs->rules[i].name, (void *)(uintptr_t)(i + 1)) < 0) {
+            rules__map_free(&names);
+            return -1;
+        }
+    /* instances: keep those of unchanged rules, resolve and drop the others */
+    for (size_t i = e->ninst; i-- > 0;) {
+        struct inst *in = e->instv[i];
+        uintptr_t k = (uintptr_t)rules__map_get(&names, in->rule->name);
+        const struct rules__rule *nr = k ? &rs->rules[k - 1] : NULL;
+        if (nr && strcmp(nr->text, in->rule->text) == 0) {
+            in->rule = nr;
+            in->members = NULL;
+            in->nmembers = 0;
+            continue;
+        }
+        if (in->state == ST_FIRING)
+            resolve(e, in, now);
+        inst_remove(e, in);
+    }
+    rules__map_free(&names);
+    /* sensors: bind again against the new rules; windows of the same
+     * (metric, width) survive with their samples */
+    rs->refs++;
+    e->rs = rs;
+    int rc = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < e->nsens; i++) {
+        struct sensor *s = e->sensv[i];
+        struct binding **oldb = s->b;
+        size_t oldn = s->nb;
+        s->b = NULL;
+        s->nb = 0;
+        if (sensor_bind(e, s) < 0)
+            rc = -1;
+        for (size_t j = 0; j < oldn; j++)
+            binding_free(oldb[j]);
+        free(oldb);
+        drop_unused_windows(e, s);
+        if (s->nb == 0) {
+            rules__map_del(&e->sensors, s->topic);
+            sensor_free(e, s);
+        } else {
+            e->sensv[k++] = s;
+        }
+    }
+    e->nsens = k;
+    if (build_rulemap(e) < 0)
+        rc = -1;
+    cb_ruleset_release(old);
+    return rc;
+}
+
+int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, int acked,
+                      int64_t acked_at)
+{
+    uintptr_t k = (uintptr_t)rules__map_get(&e->rulemap, saved->rule);
+    if (!k)
+        return -1;
+    const struct rules__rule *r = &e->rs->rules[k - 1];
+    char *id = rules__strdup(saved->id);
+    struct cb_label *l = calloc(saved->nlabels ? saved->nlabels : 1, sizeof *l);
+    if (!id || !l) {
+        free(id);
+        free(l);
+        return -1;
+    }
+    for (size_t i = 0; i < saved->nlabels; i++) {
+        l[i].name = rules__strdup(saved->labels[i].name);
+        l[i].value = rules__strdup(saved->labels[i].value);
+        if (!l[i].name || !l[i].value) {
+            label_free(l, i + 1);
+            free(id);
+            return -1;
+        }
+    }
+    struct inst *in = inst_get(e, r, id, l, saved->nlabels);
+    if (!in)
+        return -1;
+    switch (saved->state) {
+    case CB_ALERT_PENDING:
+        in->state = ST_PENDING;
+        in->since = saved->since ? saved->since : saved->at;
+        break;
+    case CB_ALERT_FIRING:
+    case CB_ALERT_ESCALATED:
+    case CB_ALERT_ACKNOWLEDGED:
+        in->state = ST_FIRING;
+        in->sev = saved->severity;
+        in->since = saved->since ? saved->since : saved->at;
+        in->fired_at = saved->state == CB_ALERT_FIRING ? saved->at : in->since;
+        if (acked) {
+            in->acked = 1;
+            in->acked_at = acked_at;
+            in->acked_by = rules__strdup(saved->acked_by ? saved->acked_by : "");
+            in->ack_note = saved->ack_note ? rules__strdup(saved->ack_note) : NULL;
+        }
+        break;
+    case CB_ALERT_RESOLVED:
+        in->cooldown_until = saved->cooldown_until;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_sample *x)
+{
+    int oom;
+    struct sensor *s = sensor_for(e, topic, &oom);
+    if (!s)
+        return oom ? -1 : 0;
+    return feed(s, x, cb_clock_now(e->clock));
+}
+
+int64_t cb_engine_max_window_ms(const struct cb_engine *e)
+{
+    return e->rs->max_width_ms;
+}
+
+void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out)
+{
+    *out = e->st;
+    out->instances = e->ninst;
+    out->windows = e->nwindows;
+    out->window_samples = 0;
+    out->window_bytes = 0;
+    for (size_t i = 0; i < e->nsens; i++) {
+        const struct sensor *s = e->sensv[i];
+        for (size_t j = 0; j < s->nseries; j++)
+            for (size_t k = 0; k < s->series[j]->nwins; k++) {
+                const struct rules__window *w = s->series[j]->wins[k];
+                out->window_samples += w->n;
+                out->window_bytes += rules__window_bytes(w);
+            }
+    }
+}
+
+void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, void *ctx)
+{
+    struct cb_engine *me = (struct cb_engine *)e; /* rendering uses the message buffer */
+    int64_t now = cb_clock_now(e->clock);
+    for (size_t i = 0; i < e->ninst; i++) {
+        struct inst *in = e->instv[i];
+        if (in->state == ST_INACTIVE)
+            continue;
+        struct cb_transition t;
+        enum cb_alert_state st = in->state == ST_PENDING ? CB_ALERT_PENDING : CB_ALERT_FIRING;
+        describe(me, in, st, in->state == ST_FIRING ? in->fired_at : in->since, &t,
+                 in->state == ST_FIRING);
+        (void)now;
+        fn(ctx, &t);
+    }
+}
+
+void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
+{
+    const struct cb_ruleset *rs = e->rs;
+    size_t *counts = calloc(rs->nrules * 2 + 1, sizeof *counts);
+    if (counts)
+        for (size_t i = 0; i < e->ninst; i++) {
+            size_t k = (size_t)(e->instv[i]->rule - rs->rules);
+            counts[2 * k]++;
+            counts[2 * k + 1] += e->instv[i]->state == ST_FIRING;
+        }
+    cb_strbuf_putc(out, '[');
+    for (size_t i = 0; i < rs->nrules; i++) {
+        const struct rules__rule *r = &rs->rules[i];
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_puts(out, "{\"name\":");
+        cb_strbuf_json_string(out, r->name, strlen(r->name));
+        cb_strbuf_puts(out, ",\"title\":");
+        if (r->title)
+            cb_strbuf_json_string(out, r->title, strlen(r->title));
+        else
+            cb_strbuf_puts(out, "null");
+        cb_strbuf_puts(out, ",\"file\":");
+        cb_strbuf_json_string(out, r->file, strlen(r->file));
+        cb_strbuf_printf(out, ",\"line\":%d,\"match\":[", r->line);
+        for (size_t k = 0; k < r->npats; k++) {
+            const char *t = cb_topic_pattern_text(r->pats[k]);
+            if (k)
+                cb_strbuf_putc(out, ',');
+            cb_strbuf_json_string(out, t, strlen(t));
+        }
+        cb_strbuf_puts(out, "],\"per\":[");
+        for (size_t k = 0; k < r->nper; k++) {
+            if (k)
+                cb_strbuf_putc(out, ',');
+            cb_strbuf_json_string(out, r->per[k], strlen(r->per[k]));
+        }
+        cb_strbuf_printf(out, "],\"severity\":\"%s\",\"instances\":%zu,\"firing\":%zu}",
+                         cb_severity_name(r->severity), counts ? counts[2 * i] : 0,
+                         counts ? counts[2 * i + 1] : 0);
+    }
+    cb_strbuf_putc(out, ']');
+    free(counts);
+}
+
+size_t cb_engine_rule_count(const struct cb_engine *e) { return e->rs->nrules; }

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The citybrain demonstration (`make demo`): a private mosquitto on a free
+# loopback port, the engine with etc/rules on a temporary database, and the
+# city simulator playing bench/scenarios/demo.scn. Prints the dashboard URL
+# and the incidents to watch for; Ctrl-C stops everything cleanly.
+#
+# usage: scripts/demo.sh [--duration D] [--no-build] [--scenario FILE] [--rate R]
+#   --duration D   stop by itself after D (e.g. 90s, 10m): for tests and CI
+#   --no-build     skip setup and build (the caller did them)
+# Environment: CB (the binary, default build/citybrain), DEMO_KEEP=1 keeps the
+# temporary directory (logs, database) after the end.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+CB=${CB:-$ROOT/build/citybrain}
+DURATION=""
+BUILD=1
+SCENARIO=bench/scenarios/demo.scn
+RATE=200
+DISTRICTS=6
+SENSORS=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --scenario) SCENARIO=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$BUILD" = 1 ]; then
+  scripts/setup.sh || exit 1
+  make --no-print-directory -j2 build/citybrain || exit 1
+fi
+
+TMP=$(mktemp -d /tmp/citybrain-demo.XXXXXX)
+MOSQ=""; ENGINE=""; SIM=""
+stopping=0
+shutdown() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  echo
+  echo "demo: stopping"
+  [ -n "$SIM" ] && kill -INT "$SIM" 2>/dev/null && wait "$SIM" 2>/dev/null
+  if [ -n "$ENGINE" ] && kill -INT "$ENGINE" 2>/dev/null; then
+    # The engine flushes storage and closes its session: give it time.
+    for _ in $(seq 100); do kill -0 "$ENGINE" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$ENGINE" 2>/dev/null && echo "demo: the engine did not stop within 10 s" >&2
+    wait "$ENGINE"
+    echo "demo: engine exited with status $?"
+  fi
+  [ -n "$MOSQ" ] && kill "$MOSQ" 2>/dev/null && wait "$MOSQ" 2>/dev/null
+  if [ "${DEMO_KEEP:-0}" = 1 ]; then
+    echo "demo: logs and database kept in $TMP"
+  else
+    rm -rf "$TMP"
+  fi
+  echo "demo: stopped"
+}
+trap 'shutdown; exit 0' INT TERM
+trap shutdown EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+BPORT=$(free_port)
+cat > "$TMP/mosquitto.conf" <<EOF
+listener $BPORT 127.0.0.1
+allow_anonymous true
+persistence false
+log_type error
+EOF
+mosquitto -c "$TMP/mosquitto.conf" > "$TMP/mosquitto.log" 2>&1 &
+MOSQ=$!
+for _ in $(seq 100); do
+  mosquitto_pub -p "$BPORT" -t demo/ping -m x 2>/dev/null && break
+  sleep 0.05
+done
+
+HPORT=$(free_port)
+"$CB" run --config etc/citybrain.conf --broker "tcp://127.0.0.1:$BPORT" --topic 'city/#' \
+  --client-id citybrain-demo --db "$TMP/citybrain.db" --rules etc/rules \
+  --http "127.0.0.1:$HPORT" --log-level info > "$TMP/citybrain.log" 2>&1 &
+ENGINE=$!
+up=0
+for _ in $(seq 100); do
+  kill -0 "$ENGINE" 2>/dev/null || break
+  if curl -s --max-time 1 "http://127.0.0.1:$HPORT/api/health" > /dev/null; then up=1; break; fi
+  sleep 0.1
+done
+if [ "$up" != 1 ]; then
+  echo "demo: the engine did not come up; its log:" >&2
+  tail -20 "$TMP/citybrain.log" >&2
+  exit 1
+fi
+
+SIM_ARGS=(--broker "tcp://127.0.0.1:$BPORT" --rate "$RATE" --districts "$DISTRICTS"
+          --sensors "$SENSORS" --scenario "$SCENARIO" --qos 1)
+[ -n "$DURATION" ] && SIM_ARGS+=(--duration "$DURATION")
+"$CB" sim "${SIM_ARGS[@]}" > "$TMP/sim.log" 2>&1 &
+SIM=$!
+
+cat <<EOF
+
+  citybrain demo
+  --------------
+  dashboard   http://127.0.0.1:$HPORT/
+  alerts      http://127.0.0.1:$HPORT/api/alerts
+  metrics     http://127.0.0.1:$HPORT/metrics
+  broker      tcp://127.0.0.1:$BPORT   (mosquitto_sub -p $BPORT -t 'citybrain/alerts/#' -v)
+  city        $DISTRICTS districts x $SENSORS sensors x 9 kinds, $RATE messages/s
+  logs        $TMP/citybrain.log, $TMP/sim.log
+
+  What to watch for (minutes from now; rules in etc/rules):
+EOF
+awk '/^[ \t]*at / { printf "    %-5s %-15s %s %s  (for %s)\n", $2, $5, $6, ($7 ~ /^s[0-9]/ ? $7 : "all sensors"), $4 }' "$SCENARIO"
+echo
+echo "  Ctrl-C stops everything."
+echo
+
+# Wait for the simulator (a --duration run) or for Ctrl-C; also stop if the
+# engine dies.
+while kill -0 "$SIM" 2>/dev/null; do
+  if ! kill -0 "$ENGINE" 2>/dev/null; then
+    echo "demo: the engine exited; its log:" >&2
+    tail -20 "$TMP/citybrain.log" >&2
+    ENGINE=""
+    exit 1
+  fi
+  sleep 0.5
+done
+wait "$SIM"
+SIM=""
+echo "demo: the simulator finished"
+exit 0

@@ -1,0 +1,68 @@
+/* storage/ internals shared by schema.c, store.c, reader.c and journal.c. */
+#ifndef CB_STORAGE_STORAGE_INT_H
+#define CB_STORAGE_STORAGE_INT_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/storage.h"
+
+/* PRAGMA application_id of a citybrain database ("CBR1"). */
+#define STORAGE_APP_ID 0x43425231
+/* PRAGMA user_version after every migration step has run. */
+#define STORAGE_SCHEMA_VERSION 2
+/* How long a connection waits for another one's write lock. */
+#define STORAGE_BUSY_TIMEOUT_MS 5000
+
+#define STORAGE_MINUTE_MS 60000LL
+#define STORAGE_HOUR_MS 3600000LL
+
+/* Formats an error text into err (when err and errlen are non-zero). */
+void storage__set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* How a connection is opened. */
+enum storage_open_mode {
+    STORAGE_OPEN_WRITER,  /* read-write, creates the file, migrates the schema */
+    STORAGE_OPEN_EXTRA,   /* read-write, schema must exist and be current */
+    STORAGE_OPEN_READER,  /* read-only, schema must exist and be current */
+};
+
+/* Opens `path` in `mode`, refuses a file that is not SQLite, a SQLite file of
+ * another application, a newer schema, or (writer, extra) a file that cannot
+ * be written; sets the connection pragmas (WAL, synchronous FULL when
+ * sync_full, page cache of cache_bytes when > 0, busy timeout). The writer
+ * migrates up to `target_version` (STORAGE_SCHEMA_VERSION outside tests).
+ * Returns the connection, or NULL with err filled. */
+sqlite3 *storage__open_db(const char *path, enum storage_open_mode mode, int sync_full,
+                          int64_t cache_bytes, int target_version, char *err, size_t errlen);
+
+/* Runs the migration steps from the current user_version up to target, each
+ * in its own transaction. Returns 0, or -1 with err filled. */
+int storage__migrate(sqlite3 *db, int target, char *err, size_t errlen);
+
+/* Writes/reads a key of the meta table (retention periods, synchronous mode),
+ * so readers and extra connections learn the writer's settings. */
+int storage__meta_set(sqlite3 *db, const char *key, int64_t value);
+int storage__meta_get(sqlite3 *db, const char *key, int64_t *value);
+
+/* Floor division of a timestamp into its bucket start. */
+static inline int64_t storage__bucket(int64_t ts, int64_t width)
+{
+    int64_t q = ts / width;
+    if (ts % width != 0 && ts < 0)
+        q--;
+    return q * width;
+}
+
+/* cb_store_open with the schema migrated only up to target_version (tests of
+ * migrations: a store at an older version); see storage.h for the rest. */
+struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observer)(double),
+                               int target_version, char *err, size_t errlen);
+
+/* Test hook: runs `sql` on the writer thread's connection (a pragma such as
+ * max_page_count or busy_timeout), between commits. Returns the SQLite code. */
+int storage__writer_exec(struct cb_store *s, const char *sql);
+
+#endif

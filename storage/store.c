@@ -1,0 +1,1273 @@
+/* The store's writer side: a locked pending queue filled by the loop thread,
+ * and one writer thread that owns the SQLite write connection.
+ *
+ * The loop thread never waits on disk: cb_store_append copies the rows into
+ * the pending batch under a mutex (strings into an arena, no allocation once
+ * the buffers have grown) and returns. The writer swaps the pending batch
+ * with its own empty one about every storage.commit_interval and commits it
+ * in one transaction: ids from in-memory maps (topic -> sensor, topic+metric
+ * -> series; SQL only for a new name), rows sorted by (series, ts), INSERT OR
+ * IGNORE so a redelivered message changes nothing, rollups upserted only for
+ * rows actually inserted, and the highest journal position of the batch in
+ * ingest_state, all in the same transaction.
+ *
+ * A failed commit (disk full, busy, I/O error) is rolled back and the same
+ * batch retried with exponential backoff; meanwhile rows queue up to
+ * storage.max_pending_rows and beyond that whole messages are dropped and
+ * counted. A dropped message is still in the journal: the committed position
+ * is held below the first dropped one, so the next start replays it.
+ *
+ * Between commits the writer runs retention steps (retention.c-like code at
+ * the end of this file), each one short transaction. */
+#include "storage/storage_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- batches -------------------------------------------------------------- */
+
+struct pend_row {
+    size_t topic, device, metric; /* arena offsets; device SIZE_MAX = none */
+    int64_t ts;
+    double value;
+};
+
+struct pend_quar {
+    size_t topic, metric, reason;
+    int64_t ts;
+    double value;
+};
+
+struct batch {
+    struct pend_row *rows;
+    size_t nrows, caprows;
+    struct pend_quar *quar;
+    size_t nquar, capquar;
+    char *arena;
+    size_t alen, acap;
+    uint64_t max_pos; /* highest journal position handled by this batch */
+};
+
+static int batch_empty(const struct batch *b)
+{
+    return b->nrows == 0 && b->nquar == 0 && b->max_pos == 0;
+}
+
+static void batch_clear(struct batch *b)
+{
+    b->nrows = b->nquar = b->alen = 0;
+    b->max_pos = 0;
+}
+
+static void batch_free(struct batch *b)
+{
+    free(b->rows);
+    free(b->quar);
+    free(b->arena);
+    memset(b, 0, sizeof *b);
+}
+
+/* Copies n bytes and a NUL into the arena. SIZE_MAX on OOM. */
+static size_t arena_put(struct batch *b, const char *s, size_t n)
+{
+    if (b->alen + n + 1 > b->acap) {
+        size_t cap = b->acap ? b->acap : 4096;
+        while (cap < b->alen + n + 1)
+            cap *= 2;
+        char *a = realloc(b->arena, cap);
+        if (!a)
+            return SIZE_MAX;
+        b->arena = a;
+        b->acap = cap;
+    }
+    size_t off = b->alen;
+    memcpy(b->arena + off, s, n);
+    b->arena[off + n] = '\0';
+    b->alen += n + 1;
+    return off;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    void *n = realloc(*p, c * elem);
+    if (!n)
+        return -1;
+    *p = n;
+    *cap = c;
+    return 0;
+}
+
+/* ---- the name -> id maps (writer thread only) ------------------------------- */
+
+struct sensor_ent {
+    int64_t id;
+    int64_t first_seen, last_seen; /* in memory */
+    int64_t first_db, last_db;     /* as last written */
+    char *device;
+    int touched;
+};
+
+struct series_ent {
+    int64_t id;
+};
+
+struct map_slot {
+    uint64_t hash;
+    char *key;
+    size_t klen;
+    void *val;
+};
+
+struct map {
+    struct map_slot *slots;
+    size_t cap, n;
+};
+
+static uint64_t hash_bytes(const char *a, size_t an, const char *b, size_t bn)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < an; i++)
+        h = (h ^ (unsigned char)a[i]) * 1099511628211ULL;
+    h = (h ^ 0xFF) * 1099511628211ULL; /* separator no name contains */
+    for (size_t i = 0; i < bn; i++)
+        h = (h ^ (unsigned char)b[i]) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* Finds the slot of key a\xff b (b may be empty): its val, or NULL. */
+static void *map_get(const struct map *m, const char *a, size_t an, const char *b, size_t bn,
+                     uint64_t h)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        const struct map_slot *s = &m->slots[i];
+        if (!s->key)
+            return NULL;
+        if (s->hash == h && s->klen == an + 1 + bn && memcmp(s->key, a, an) == 0 &&
+            memcmp(s->key + an + 1, b, bn) == 0)
+            return s->val;
+    }
+}
+
+static int map_put(struct map *m, const char *a, size_t an, const char *b, size_t bn,
+                   uint64_t h, void *val)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 1024;
+        struct map_slot *ns = calloc(cap, sizeof *ns);
+        if (!ns)
+            return -1;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->slots[i].key)
+                continue;
+            size_t j = m->slots[i].hash & (cap - 1);
+            while (ns[j].key)
+                j = (j + 1) & (cap - 1);
+            ns[j] = m->slots[i];
+        }
+        free(m->slots);
+        m->slots = ns;
+        m->cap = cap;
+    }
+    char *key = malloc(an + 1 + bn + 1);
+    if (!key)
+        return -1;
+    memcpy(key, a, an);
+    key[an] = '\xff';
+    memcpy(key + an + 1, b, bn);
+    key[an + 1 + bn] = '\0';
+    size_t i = h & (m->cap - 1);
+    while (m->slots[i].key)
+        i = (i + 1) & (m->cap - 1);
+    m->slots[i] = (struct map_slot){h, key, an + 1 + bn, val};
+    m->n++;
+    return 0;
+}
+
+static void map_clear(struct map *m, int sensors)
+{
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->slots[i].key)
+            continue;
+        free(m->slots[i].key);
+        if (sensors)
+            free(((struct sensor_ent *)m->slots[i].val)->device);
+        free(m->slots[i].val);
+    }
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- the store ----------------------------------------------------------------- */
+
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_INS_SAMPLE,
+    ST_UP_1M,
+    ST_UP_1H,
+    ST_SEL_SENSOR,
+    ST_INS_SENSOR,
+    ST_UPD_SEEN,
+    ST_UPD_DEVICE,
+    ST_SEL_SERIES,
+    ST_INS_SERIES,
+    ST_INS_QUAR,
+    ST_SET_POS,
+    ST__COUNT
+};
+
+#define ROLLUP_UPSERT(table)                                                                    \
+    "INSERT INTO " table "(series_id, bucket, count, sum, min, max, first, first_ts, last, "     \
+    "last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "                                \
+    "ON CONFLICT(series_id, bucket) DO UPDATE SET count = count + excluded.count, "              \
+    "sum = sum + excluded.sum, min = min(min, excluded.min), max = max(max, excluded.max), "     \
+    "first = CASE WHEN excluded.first_ts < first_ts THEN excluded.first ELSE first END, "        \
+    "first_ts = min(first_ts, excluded.first_ts), "                                              \
+    "last = CASE WHEN excluded.last_ts > last_ts THEN excluded.last ELSE last END, "             \
+    "last_ts = max(last_ts, excluded.last_ts)"
+
+static const char *const stmt_sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_INS_SAMPLE] = "INSERT OR IGNORE INTO samples(series_id, ts, value) VALUES (?1, ?2, ?3)",
+    [ST_UP_1M] = ROLLUP_UPSERT("rollup_1m"),
+    [ST_UP_1H] = ROLLUP_UPSERT("rollup_1h"),
+    [ST_SEL_SENSOR] = "SELECT id, first_seen, last_seen, device FROM sensors WHERE topic = ?1",
+    [ST_INS_SENSOR] =
+        "INSERT INTO sensors(topic, device, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+    [ST_UPD_SEEN] = "UPDATE sensors SET first_seen = min(first_seen, ?2), "
+                    "last_seen = max(last_seen, ?3) WHERE id = ?1",
+    [ST_UPD_DEVICE] = "UPDATE sensors SET device = ?2 WHERE id = ?1",
+    [ST_SEL_SERIES] = "SELECT id FROM series WHERE sensor_id = ?1 AND metric = ?2",
+    [ST_INS_SERIES] = "INSERT INTO series(sensor_id, metric) VALUES (?1, ?2)",
+    [ST_INS_QUAR] = "INSERT INTO quarantine(topic, metric, ts, value, reason, received) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_SET_POS] = "UPDATE ingest_state SET journal_pos = ?1 WHERE id = 1",
+};
+
+/* A row resolved to its series, for sorting. */
+struct item {
+    int64_t series;
+    int64_t ts;
+    double value;
+};
+
+/* One rollup bucket being accumulated from consecutive inserted rows. */
+struct acc {
+    int64_t series, bucket;
+    int64_t count;
+    double sum, min, max, first, last;
+    int64_t first_ts, last_ts;
+};
+
+/* Retention: one tier's progress in the current pass. */
+struct tier_cursor {
+    int64_t series; /* last series finished (per-series tiers) */
+    int done;
+};
+
+enum { RT_RAW, RT_1M, RT_1H, RT_QUARANTINE, RT_TRANSITIONS, RT_INSTANCES, RT_SILENCES,
+       RT_OUTBOX, RT__COUNT };
+
+struct cb_store {
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* the writer waits here */
+    pthread_cond_t done; /* flush / exec / retention callers wait here */
+    pthread_t thread;
+    int thread_started;
+
+    /* shared, under mu */
+    struct batch pending;
+    size_t work_rows;       /* rows the writer holds (not yet committed) */
+    int stop;
+    uint64_t flush_req, flush_done;
+    int flush_rc;
+    const char *exec_sql;   /* test hook request */
+    int exec_rc, exec_pending;
+    int retention_req, retention_rc, retention_more;
+    uint64_t retention_deleted;
+    uint64_t retention_gen;
+    uint64_t drop_cap;      /* 0, or first dropped journal position */
+    struct cb_store_stats stats;
+    struct cb_clock clock;
+    struct cb_journal *journal;
+
+    /* settings */
+    char *path;
+    int64_t commit_interval_ms;
+    size_t max_pending;
+    int64_t retention_ms[RT__COUNT];
+    int64_t retention_interval_ms;
+    int64_t step_rows;
+    void (*observer)(double secs);
+
+    /* writer thread only */
+    sqlite3 *db;
+    sqlite3_stmt *st[ST__COUNT];
+    struct batch work;
+    struct map sensors, series;
+    struct sensor_ent **touched;
+    size_t ntouched, captouched;
+    struct item *items;
+    size_t capitems;
+    uint64_t committed_pos;
+    struct tier_cursor cursor[RT__COUNT];
+    int pass_active;
+    int pass_auto;        /* started by the interval: the writer continues it */
+    int64_t next_pass_ms; /* monotonic */
+};
+
+const char *cb_store_health_name(enum cb_store_health h)
+{
+    switch (h) {
+    case CB_STORE_OK:
+        return "ok";
+    case CB_STORE_DEGRADED:
+        return "degraded";
+    case CB_STORE_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+/* ---- writer: resolving names ---------------------------------------------------- */
+
+static struct sensor_ent *sensor_for(struct cb_store *s, const char *topic, const char *device,
+                                     int64_t ts, int *rc)
+{
+    size_t tn = strlen(topic);
+    uint64_t h = hash_bytes(topic, tn, "", 0);
+    struct sensor_ent *e = map_get(&s->sensors, topic, tn, "", 0, h);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e) {
+            *rc = SQLITE_NOMEM;
+            return NULL;
+        }
+        sqlite3_stmt *q = s->st[ST_SEL_SENSOR];
+        sqlite3_bind_text(q, 1, topic, (int)tn, SQLITE_STATIC);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW) {
+            e->id = sqlite3_column_int64(q, 0);
+            e->first_seen = e->first_db = sqlite3_column_int64(q, 1);
+            e->last_seen = e->last_db = sqlite3_column_int64(q, 2);
+            const char *d = (const char *)sqlite3_column_text(q, 3);
+            e->device = d ? strdup(d) : NULL;
+            r = SQLITE_OK;
+        }
+        sqlite3_reset(q);
+        if (r == SQLITE_DONE) {
+            sqlite3_stmt *ins = s->st[ST_INS_SENSOR];
+            sqlite3_bind_text(ins, 1, topic, (int)tn, SQLITE_STATIC);
+            if (device)
+                sqlite3_bind_text(ins, 2, device, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(ins, 2);
+            sqlite3_bind_int64(ins, 3, ts);
+            r = sqlite3_step(ins);
+            sqlite3_reset(ins);
+            if (r == SQLITE_DONE) {
+                e->id = sqlite3_last_insert_rowid(s->db);
+                e->first_seen = e->first_db = e->last_seen = e->last_db = ts;
+                e->device = device ? strdup(device) : NULL;
+                r = SQLITE_OK;
+            }
+        }
+        if (r != SQLITE_OK || map_put(&s->sensors, topic, tn, "", 0, h, e) < 0) {
+            free(e->device);
+            free(e);
+            *rc = r != SQLITE_OK ? r : SQLITE_NOMEM;
+            return NULL;
+        }
+    }
+    if (device && (!e->device || strcmp(e->device, device) != 0)) {
+        sqlite3_stmt *u = s->st[ST_UPD_DEVICE];
+        sqlite3_bind_int64(u, 1, e->id);
+        sqlite3_bind_text(u, 2, device, -1, SQLITE_STATIC);
+        int r = sqlite3_step(u);
+        sqlite3_reset(u);
+        if (r != SQLITE_DONE) {
+            *rc = r;
+            return NULL;
+        }
+        free(e->device);
+        e->device = strdup(device);
+    }
+    if (!e->touched) {
+        if (grow((void **)&s->touched, &s->captouched, s->ntouched + 1, sizeof *s->touched) < 0) {
+            *rc = SQLITE_NOMEM;
+            return NULL;
+        }
+        s->touched[s->ntouched++] = e;
+        e->touched = 1;
+    }
+    if (ts < e->first_seen)
+        e->first_seen = ts;
+    if (ts > e->last_seen)
+        e->last_seen = ts;
+    return e;
+}
+
+static int64_t series_for(struct cb_store *s, const char *topic, struct sensor_ent *sensor,
+                          const char *metric, int *rc)
+{
+    size_t tn = strlen(topic), mn = strlen(metric);
+    uint64_t h = hash_bytes(topic, tn, metric, mn);
+    struct series_ent *e = map_get(&s->series, topic, tn, metric, mn, h);
+    if (e)
+        return e->id;
+    e = calloc(1, sizeof *e);
+    if (!e) {
+        *rc = SQLITE_NOMEM;
+        return -1;
+    }
+    sqlite3_stmt *q = s->st[ST_SEL_SERIES];
+    sqlite3_bind_int64(q, 1, sensor->id);
+    sqlite3_bind_text(q, 2, metric, (int)mn, SQLITE_STATIC);
+    int r = sqlite3_step(q);
+    if (r == SQLITE_ROW) {
+        e->id = sqlite3_column_int64(q, 0);
+        r = SQLITE_OK;
+    }
+    sqlite3_reset(q);
+    if (r == SQLITE_DONE) {
+        sqlite3_stmt *ins = s->st[ST_INS_SERIES];
+        sqlite3_bind_int64(ins, 1, sensor->id);
+        sqlite3_bind_text(ins, 2, metric, (int)mn, SQLITE_STATIC);
+        r = sqlite3_step(ins);
+        sqlite3_reset(ins);
+        if (r == SQLITE_DONE) {
+            e->id = sqlite3_last_insert_rowid(s->db);
+            r = SQLITE_OK;
+        }
+    }
+    if (r != SQLITE_OK || map_put(&s->series, topic, tn, metric, mn, h, e) < 0) {
+        free(e);
+        *rc = r != SQLITE_OK ? r : SQLITE_NOMEM;
+        return -1;
+    }
+    return e->id;
+}
+
+/* ---- writer: the commit ------------------------------------------------------------ */
+
+static int cmp_item(const void *a, const void *b)
+{
+    const struct item *x = a, *y = b;
+    if (x->series != y->series)
+        return x->series < y->series ? -1 : 1;
+    return (x->ts > y->ts) - (x->ts < y->ts);
+}
+
+static int acc_flush(struct cb_store *s, sqlite3_stmt *st, struct acc *a)
+{
+    if (!a->count)
+        return SQLITE_OK;
+    sqlite3_bind_int64(st, 1, a->series);
+    sqlite3_bind_int64(st, 2, a->bucket);
+    sqlite3_bind_int64(st, 3, a->count);
+    sqlite3_bind_double(st, 4, a->sum);
+    sqlite3_bind_double(st, 5, a->min);
+    sqlite3_bind_double(st, 6, a->max);
+    sqlite3_bind_double(st, 7, a->first);
+    sqlite3_bind_int64(st, 8, a->first_ts);
+    sqlite3_bind_double(st, 9, a->last);
+    sqlite3_bind_int64(st, 10, a->last_ts);
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    a->count = 0;
+    (void)s;
+    return r == SQLITE_DONE ? SQLITE_OK : r;
+}
+
+/* Adds an inserted row (rows come sorted by series, ts) to the accumulator of
+ * its bucket, writing the previous bucket out when the bucket changes. */
+static int acc_add(struct cb_store *s, sqlite3_stmt *st, struct acc *a, int64_t width,
+                   const struct item *it)
+{
+    int64_t bucket = storage__bucket(it->ts, width);
+    if (a->count && (a->series != it->series || a->bucket != bucket)) {
+        int r = acc_flush(s, st, a);
+        if (r != SQLITE_OK)
+            return r;
+    }
+    if (!a->count) {
+        *a = (struct acc){it->series, bucket, 0, 0, it->value, it->value, it->value, it->value,
+                          it->ts, it->ts};
+    }
+    a->count++;
+    a->sum += it->value;
+    if (it->value < a->min)
+        a->min = it->value;
+    if (it->value > a->max)
+        a->max = it->value;
+    a->last = it->value;
+    a->last_ts = it->ts;
+    return SQLITE_OK;
+}
+
+struct commit_result {
+    uint64_t inserted, duplicate, quarantined;
+    uint64_t pos;
+};
+
+static int step_done(sqlite3_stmt *st)
+{
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    return r == SQLITE_DONE || r == SQLITE_ROW ? SQLITE_OK : r;
+}
+
+/* Commits batch b in one transaction. `final` writes every sensor's
+ * last_seen (otherwise only those that moved by a minute). Returns SQLITE_OK
+ * with *res filled, or the SQLite error code after a rollback. */
+static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int final,
+                        struct commit_result *res)
+{
+    int r;
+    memset(res, 0, sizeof *res);
+    s->ntouched = 0;
+    if ((r = step_done(s->st[ST_BEGIN])) != SQLITE_OK)
+        return r;
+    if (grow((void **)&s->items, &s->capitems, b->nrows, sizeof *s->items) < 0) {
+        r = SQLITE_NOMEM;
+        goto fail;
+    }
+    /* resolve */
+    struct sensor_ent *sensor = NULL;
+    size_t last_topic = SIZE_MAX;
+    for (size_t i = 0; i < b->nrows; i++) {
+        const struct pend_row *pr = &b->rows[i];
+        const char *topic = b->arena + pr->topic;
+        if (pr->topic != last_topic) {
+            r = SQLITE_OK;
+            sensor = sensor_for(s, topic,
+                                pr->device == SIZE_MAX ? NULL : b->arena + pr->device, pr->ts,
+                                &r);
+            if (!sensor)
+                goto fail;
+            last_topic = pr->topic;
+        } else {
+            if (pr->ts < sensor->first_seen)
+                sensor->first_seen = pr->ts;
+            if (pr->ts > sensor->last_seen)
+                sensor->last_seen = pr->ts;
+        }
+        r = SQLITE_OK;
+        int64_t id = series_for(s, topic, sensor, b->arena + pr->metric, &r);
+        if (id < 0)
+            goto fail;
+        s->items[i] = (struct item){id, pr->ts, pr->value};
+    }
+    if (b->nrows)
+        qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
+    /* insert; roll up what was inserted */
+    struct acc a1m = {0}, a1h = {0};
+    sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
+    for (size_t i = 0; i < b->nrows; i++) {
+        const struct item *it = &s->items[i];
+        sqlite3_bind_int64(ins, 1, it->series);
+        sqlite3_bind_int64(ins, 2, it->ts);
+        sqlite3_bind_double(ins, 3, it->value);
+        r = sqlite3_step(ins);
+        sqlite3_reset(ins);
+        if (r != SQLITE_DONE)
+            goto fail;
+        if (sqlite3_changes(s->db) == 0) {
+            res->duplicate++;
+            continue;
+        }
+        res->inserted++;
+        if ((r = acc_add(s, s->st[ST_UP_1M], &a1m, STORAGE_MINUTE_MS, it)) != SQLITE_OK ||
+            (r = acc_add(s, s->st[ST_UP_1H], &a1h, STORAGE_HOUR_MS, it)) != SQLITE_OK)
+            goto fail;
+    }
+    if ((r = acc_flush(s, s->st[ST_UP_1M], &a1m)) != SQLITE_OK ||
+        (r = acc_flush(s, s->st[ST_UP_1H], &a1h)) != SQLITE_OK)
+        goto fail;
+    /* quarantine */
+    int64_t now = cb_clock_now(&s->clock);
+    for (size_t i = 0; i < b->nquar; i++) {
+        const struct pend_quar *q = &b->quar[i];
+        sqlite3_stmt *st = s->st[ST_INS_QUAR];
+        sqlite3_bind_text(st, 1, b->arena + q->topic, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, b->arena + q->metric, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, q->ts);
+        sqlite3_bind_double(st, 4, q->value);
+        sqlite3_bind_text(st, 5, b->arena + q->reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now);
+        if ((r = step_done(st)) != SQLITE_OK)
+            goto fail;
+        res->quarantined++;
+    }
+    /* sensors' first/last seen: written when they moved by a minute, so a
+     * sensor costs one UPDATE a minute, not one per commit */
+    for (size_t i = 0; i < s->ntouched; i++) {
+        struct sensor_ent *e = s->touched[i];
+        if (final || e->first_seen < e->first_db || e->last_seen - e->last_db >= 60000) {
+            sqlite3_stmt *st = s->st[ST_UPD_SEEN];
+            sqlite3_bind_int64(st, 1, e->id);
+            sqlite3_bind_int64(st, 2, e->first_seen);
+            sqlite3_bind_int64(st, 3, e->last_seen);
+            if ((r = step_done(st)) != SQLITE_OK)
+                goto fail;
+        }
+    }
+    if (pos > s->committed_pos) {
+        sqlite3_bind_int64(s->st[ST_SET_POS], 1, (sqlite3_int64)pos);
+        if ((r = step_done(s->st[ST_SET_POS])) != SQLITE_OK)
+            goto fail;
+    }
+    if ((r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+        goto fail;
+    for (size_t i = 0; i < s->ntouched; i++) {
+        struct sensor_ent *e = s->touched[i];
+        e->touched = 0;
+        if (final || e->first_seen < e->first_db || e->last_seen - e->last_db >= 60000) {
+            e->first_db = e->first_seen;
+            e->last_db = e->last_seen;
+        }
+    }
+    s->ntouched = 0;
+    if (pos > s->committed_pos)
+        s->committed_pos = pos;
+    res->pos = s->committed_pos;
+    return SQLITE_OK;
+
+fail:
+    step_done(s->st[ST_ROLLBACK]);
+    /* Ids created in the rolled-back transaction are gone: forget every
+     * cached id, they are looked up again. */
+    map_clear(&s->sensors, 1);
+    map_clear(&s->series, 0);
+    s->ntouched = 0;
+    return r;
+}
+
+/* Writes every sensor's first/last seen that moved since it was last written
+ * (at close: commits write them only when they moved by a minute). */
+static void flush_seen(struct cb_store *s)
+{
+    if (step_done(s->st[ST_BEGIN]) != SQLITE_OK)
+        return;
+    for (size_t i = 0; i < s->sensors.cap; i++) {
+        struct sensor_ent *e = s->sensors.slots[i].val;
+        if (!s->sensors.slots[i].key || (e->first_seen == e->first_db && e->last_seen == e->last_db))
+            continue;
+        sqlite3_stmt *st = s->st[ST_UPD_SEEN];
+        sqlite3_bind_int64(st, 1, e->id);
+        sqlite3_bind_int64(st, 2, e->first_seen);
+        sqlite3_bind_int64(st, 3, e->last_seen);
+        if (step_done(st) != SQLITE_OK) {
+            step_done(s->st[ST_ROLLBACK]);
+            return;
+        }
+    }
+    if (step_done(s->st[ST_COMMIT]) != SQLITE_OK)
+        step_done(s->st[ST_ROLLBACK]);
+}
+
+/* ---- writer: retention ------------------------------------------------------------ */
+
+/* Deletes up to `budget` expired rows of a per-series table (samples: column
+ * ts; rollups: column bucket), continuing from the tier's cursor. */
+static int retain_series_table(struct cb_store *s, const char *table, const char *col,
+                               int64_t cut, struct tier_cursor *c, int64_t *budget,
+                               uint64_t *deleted)
+{
+    char sql[320];
+    sqlite3_stmt *ids = NULL, *del = NULL;
+    int r = sqlite3_prepare_v2(s->db, "SELECT id FROM series WHERE id > ?1 ORDER BY id LIMIT 256",
+                               -1, &ids, NULL);
+    if (r != SQLITE_OK)
+        goto out;
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s WHERE series_id = ?1 AND %s IN (SELECT %s FROM %s WHERE "
+             "series_id = ?1 AND %s < ?2 ORDER BY %s LIMIT ?3)",
+             table, col, col, table, col, col);
+    if ((r = sqlite3_prepare_v2(s->db, sql, -1, &del, NULL)) != SQLITE_OK)
+        goto out;
+    int64_t visits = s->step_rows; /* each visit is a seek: bounded too */
+    while (*budget > 0 && visits > 0) {
+        sqlite3_bind_int64(ids, 1, c->series);
+        int any = 0;
+        while (*budget > 0 && visits > 0 && (r = sqlite3_step(ids)) == SQLITE_ROW) {
+            int64_t sid = sqlite3_column_int64(ids, 0);
+            any = 1;
+            visits--;
+            sqlite3_bind_int64(del, 1, sid);
+            sqlite3_bind_int64(del, 2, cut);
+            sqlite3_bind_int64(del, 3, *budget);
+            r = sqlite3_step(del);
+            sqlite3_reset(del);
+            if (r != SQLITE_DONE)
+                goto out;
+            int64_t n = sqlite3_changes(s->db);
+            *deleted += (uint64_t)n;
+            *budget -= n;
+            if (*budget > 0)
+                c->series = sid; /* this series is clean */
+        }
+        sqlite3_reset(ids);
+        if (r != SQLITE_ROW && r != SQLITE_DONE)
+            goto out;
+        if (!any) {
+            c->done = 1;
+            break;
+        }
+    }
+    r = SQLITE_OK;
+out:
+    sqlite3_finalize(ids);
+    sqlite3_finalize(del);
+    return r;
+}
+
+/* Deletes up to budget rows of a rowid table matching `where` (?1 = cut). */
+static int retain_rowid_table(struct cb_store *s, const char *table, const char *where,
+                              int64_t cut, struct tier_cursor *c, int64_t *budget,
+                              uint64_t *deleted)
+{
+    char sql[400];
+    sqlite3_stmt *del = NULL;
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s WHERE rowid IN (SELECT rowid FROM %s WHERE %s LIMIT ?2)", table,
+             table, where);
+    int r = sqlite3_prepare_v2(s->db, sql, -1, &del, NULL);
+    if (r != SQLITE_OK)
+        return r;
+    sqlite3_bind_int64(del, 1, cut);
+    sqlite3_bind_int64(del, 2, *budget);
+    r = sqlite3_step(del);
+    sqlite3_finalize(del);
+    if (r != SQLITE_DONE)
+        return r;
+    int64_t n = sqlite3_changes(s->db);
+    *deleted += (uint64_t)n;
+    *budget -= n;
+    if (*budget > 0)
+        c->done = 1;
+    return SQLITE_OK;
+}
+
+/* One retention step: at most step_rows rows, one transaction. */
+static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
+{
+    *deleted = 0;
+    if (!s->pass_active) {
+        memset(s->cursor, 0, sizeof s->cursor);
+        s->pass_active = 1;
+    }
+    int64_t now = cb_clock_now(&s->clock);
+    int64_t budget = s->step_rows;
+    int r = step_done(s->st[ST_BEGIN]);
+    if (r != SQLITE_OK)
+        return r;
+    for (int t = 0; t < RT__COUNT && budget > 0; t++) {
+        struct tier_cursor *c = &s->cursor[t];
+        if (c->done)
+            continue;
+        if (s->retention_ms[t] <= 0) {
+            c->done = 1;
+            continue;
+        }
+        int64_t cut = now - s->retention_ms[t];
+        switch (t) {
+        case RT_RAW:
+            r = retain_series_table(s, "samples", "ts", cut, c, &budget, deleted);
+            break;
+        case RT_1M:
+            r = retain_series_table(s, "rollup_1m", "bucket", cut, c, &budget, deleted);
+            break;
+        case RT_1H:
+            r = retain_series_table(s, "rollup_1h", "bucket", cut, c, &budget, deleted);
+            break;
+        case RT_QUARANTINE:
+            r = retain_rowid_table(s, "quarantine", "received < ?1", cut, c, &budget, deleted);
+            break;
+        case RT_TRANSITIONS:
+            r = retain_rowid_table(s, "alert_transitions", "at < ?1", cut, c, &budget, deleted);
+            break;
+        case RT_INSTANCES:
+            r = retain_rowid_table(s, "alert_instances", "state = 'resolved' AND updated < ?1",
+                                   cut, c, &budget, deleted);
+            break;
+        case RT_SILENCES:
+            r = retain_rowid_table(s, "silences", "ends < ?1", cut, c, &budget, deleted);
+            break;
+        case RT_OUTBOX:
+            r = retain_rowid_table(s, "outbox", "delivered_at IS NOT NULL AND delivered_at < ?1",
+                                   cut, c, &budget, deleted);
+            break;
+        }
+        if (r != SQLITE_OK)
+            break;
+        if (budget > 0 && !c->done)
+            break; /* visit bound reached: go on next step */
+    }
+    if (r == SQLITE_OK)
+        r = step_done(s->st[ST_COMMIT]);
+    if (r != SQLITE_OK) {
+        step_done(s->st[ST_ROLLBACK]);
+        *deleted = 0;
+    }
+    int all = 1;
+    for (int t = 0; t < RT__COUNT; t++)
+        all &= s->cursor[t].done;
+    if (all)
+        s->pass_active = 0;
+    *more = s->pass_active;
+    return r;
+}
+
+/* ---- writer: the thread ------------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void record_error(struct cb_store *s, int r)
+{
+    int prim = r & 0xff;
+    s->stats.commit_errors++;
+    if (prim == SQLITE_BUSY || prim == SQLITE_LOCKED)
+        s->stats.busy_errors++;
+    else if (prim == SQLITE_FULL)
+        s->stats.full_errors++;
+    else
+        s->stats.io_errors++;
+    int fatal = prim == SQLITE_READONLY || prim == SQLITE_CORRUPT || prim == SQLITE_NOTADB ||
+                prim == SQLITE_CANTOPEN;
+    if (s->stats.health != CB_STORE_FAILED || fatal)
+        s->stats.health = fatal ? CB_STORE_FAILED : CB_STORE_DEGRADED;
+    const char *what = prim == SQLITE_FULL   ? "disk full"
+                       : prim == SQLITE_BUSY ? "database busy"
+                       : fatal               ? "database unwritable"
+                                             : "write failed";
+    snprintf(s->stats.last_error, sizeof s->stats.last_error, "%s: %s (%s), retrying", s->path,
+             what, sqlite3_errstr(r));
+}
+
+static void *writer_main(void *arg)
+{
+    struct cb_store *s = arg;
+    int64_t next_commit = mono_ms() + s->commit_interval_ms;
+    int64_t retry_at = 0, backoff = 0;
+    int close_attempts = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->exec_pending) {
+            s->exec_rc = sqlite3_exec(s->db, s->exec_sql, NULL, NULL, NULL);
+            s->exec_pending = 0;
+            pthread_cond_broadcast(&s->done);
+        }
+        int64_t now = mono_ms();
+        int flush = s->flush_req > s->flush_done;
+        int have = !batch_empty(&s->work) || !batch_empty(&s->pending);
+        int due = s->stop || flush ||
+                  (have && now >= next_commit && (backoff == 0 || now >= retry_at));
+        if (due && have) {
+            if (batch_empty(&s->work)) {
+                struct batch t = s->work;
+                s->work = s->pending;
+                s->pending = t;
+                s->work_rows = s->work.nrows;
+            }
+            uint64_t req = s->flush_req;
+            uint64_t pos = s->work.max_pos;
+            if (s->drop_cap && pos >= s->drop_cap)
+                pos = s->drop_cap - 1;
+            struct cb_journal *journal = s->journal;
+            pthread_mutex_unlock(&s->mu);
+
+            struct commit_result res;
+            struct timespec a, b2;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            int r = commit_batch(s, &s->work, pos, s->stop, &res);
+            clock_gettime(CLOCK_MONOTONIC, &b2);
+            double secs = (double)(b2.tv_sec - a.tv_sec) + (double)(b2.tv_nsec - a.tv_nsec) / 1e9;
+            if (r == SQLITE_OK) {
+                if (s->observer)
+                    s->observer(secs);
+                if (journal)
+                    cb_journal_release(journal, res.pos);
+            }
+
+            pthread_mutex_lock(&s->mu);
+            if (r == SQLITE_OK) {
+                batch_clear(&s->work);
+                s->work_rows = 0;
+                s->stats.rows_written += res.inserted;
+                s->stats.rows_duplicate += res.duplicate;
+                s->stats.quarantined += res.quarantined;
+                s->stats.commits++;
+                s->stats.last_commit_ms = secs * 1000.0;
+                s->stats.committed_journal_pos = res.pos;
+                s->stats.sensors = s->sensors.n;
+                s->stats.series = s->series.n;
+                s->stats.health = CB_STORE_OK;
+                s->stats.last_error[0] = '\0';
+                backoff = 0;
+            } else {
+                record_error(s, r);
+                backoff = backoff ? backoff * 2 : 100;
+                if (backoff > 5000)
+                    backoff = 5000;
+                retry_at = mono_ms() + backoff;
+                if (s->stop)
+                    close_attempts++;
+            }
+            int more = r == SQLITE_OK && !batch_empty(&s->pending);
+            if (flush && !more) {
+                s->flush_done = req;
+                s->flush_rc = r == SQLITE_OK ? 0 : -1;
+                pthread_cond_broadcast(&s->done);
+            }
+            next_commit = now + s->commit_interval_ms;
+            if (s->stop && (close_attempts >= 3 || (r == SQLITE_OK && !more)))
+                break;
+            continue;
+        }
+        if (s->stop)
+            break;
+        if (due && flush) { /* nothing to commit */
+            s->flush_done = s->flush_req;
+            s->flush_rc = 0;
+            pthread_cond_broadcast(&s->done);
+        }
+        /* retention: a requested step, or steps of the running pass */
+        if (s->retention_req || (!s->pass_active && now >= s->next_pass_ms) ||
+            (s->pass_active && s->pass_auto && backoff == 0)) {
+            int req = s->retention_req;
+            if (!s->pass_active) {
+                s->next_pass_ms = now + s->retention_interval_ms;
+                s->pass_auto = !req;
+            }
+            pthread_mutex_unlock(&s->mu);
+            uint64_t deleted = 0;
+            int more = 0;
+            int r = retention_step(s, &deleted, &more);
+            pthread_mutex_lock(&s->mu);
+            s->stats.retention_steps++;
+            s->stats.retention_deleted += deleted;
+            if (req) {
+                s->retention_req = 0;
+                s->retention_rc = r == SQLITE_OK ? 0 : -1;
+                s->retention_deleted = deleted;
+                s->retention_more = more;
+                s->retention_gen++;
+                pthread_cond_broadcast(&s->done);
+            }
+            if (r != SQLITE_OK)
+                s->pass_active = 0; /* try again next interval */
+            continue;
+        }
+        int64_t until = next_commit;
+        if (backoff && retry_at > until)
+            until = retry_at;
+        if (!s->pass_active && s->next_pass_ms < until)
+            until = s->next_pass_ms;
+        int64_t wait = until - mono_ms();
+        if (wait > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+        }
+    }
+    s->flush_done = s->flush_req;
+    pthread_cond_broadcast(&s->done);
+    pthread_mutex_unlock(&s->mu);
+    flush_seen(s);
+    return NULL;
+}
+
+/* ---- public ---------------------------------------------------------------------- */
+
+static void store_free(struct cb_store *s)
+{
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db)
+        sqlite3_close(s->db);
+    batch_free(&s->pending);
+    batch_free(&s->work);
+    map_clear(&s->sensors, 1);
+    map_clear(&s->series, 0);
+    free(s->touched);
+    free(s->items);
+    free(s->path);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->done);
+    free(s);
+}
+
+struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observer)(double),
+                               int target_version, char *err, size_t errlen)
+{
+    struct cb_store *s = calloc(1, sizeof *s);
+    if (!s) {
+        storage__set_err(err, errlen, "storage: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    pthread_cond_init(&s->done, NULL);
+    s->clock = cb_clock_wall;
+    s->observer = commit_observer;
+    s->path = strdup(cfg->storage_db);
+    s->commit_interval_ms = cfg->storage_commit_interval_ms;
+    s->max_pending = (size_t)cfg->storage_max_pending_rows;
+    s->retention_ms[RT_RAW] = cfg->storage_retention_raw_ms;
+    s->retention_ms[RT_1M] = cfg->storage_retention_1m_ms;
+    s->retention_ms[RT_1H] = cfg->storage_retention_1h_ms;
+    s->retention_ms[RT_QUARANTINE] = cfg->storage_retention_quarantine_ms;
+    s->retention_ms[RT_TRANSITIONS] = cfg->storage_retention_alerts_ms;
+    s->retention_ms[RT_INSTANCES] = cfg->storage_retention_alerts_ms;
+    s->retention_ms[RT_SILENCES] = cfg->storage_retention_alerts_ms;
+    s->retention_ms[RT_OUTBOX] = cfg->storage_retention_alerts_ms;
+    s->retention_interval_ms = cfg->storage_retention_interval_ms;
+    s->step_rows = cfg->storage_retention_step_rows;
+    s->next_pass_ms = mono_ms() + s->retention_interval_ms;
+    if (!s->path) {
+        storage__set_err(err, errlen, "storage: out of memory");
+        goto fail;
+    }
+    s->db = storage__open_db(cfg->storage_db, STORAGE_OPEN_WRITER,
+                             cfg->storage_synchronous == CB_SYNC_FULL, cfg->storage_cache_size,
+                             target_version, err, errlen);
+    if (!s->db)
+        goto fail;
+    if (target_version == STORAGE_SCHEMA_VERSION) {
+        static const char *const keys[] = {"retention_raw_ms", "retention_1m_ms",
+                                           "retention_1h_ms", "synchronous_full"};
+        int64_t vals[] = {cfg->storage_retention_raw_ms, cfg->storage_retention_1m_ms,
+                          cfg->storage_retention_1h_ms,
+                          cfg->storage_synchronous == CB_SYNC_FULL};
+        for (size_t i = 0; i < 4; i++)
+            if (storage__meta_set(s->db, keys[i], vals[i]) < 0) {
+                storage__set_err(err, errlen, "%s: cannot write settings: %s", s->path,
+                                 sqlite3_errmsg(s->db));
+                goto fail;
+            }
+    }
+    for (int i = 0; i < ST__COUNT; i++) {
+        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK) {
+            storage__set_err(err, errlen, "%s: cannot prepare statements: %s", s->path,
+                             sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    }
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT journal_pos FROM ingest_state WHERE id = 1", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        s->committed_pos = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    s->stats.committed_journal_pos = s->committed_pos;
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        storage__set_err(err, errlen, "storage: cannot start the writer thread");
+        goto fail;
+    }
+    s->thread_started = 1;
+    return s;
+fail:
+    store_free(s);
+    return NULL;
+}
+
+struct cb_store *cb_store_open(const struct cb_config *cfg, void (*commit_observer)(double secs),
+                               char *err, size_t errlen)
+{
+    return storage__open(cfg, commit_observer, STORAGE_SCHEMA_VERSION, err, errlen);
+}
+
+uint64_t cb_store_committed_journal_pos(struct cb_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t p = s->stats.committed_journal_pos;
+    pthread_mutex_unlock(&s->mu);
+    return p;
+}
+
+/* Counts a refused message; holds the committed position below it. */
+static void drop_locked(struct cb_store *s, size_t n, uint64_t journal_pos)
+{
+    s->stats.rows_dropped += n;
+    s->stats.health = CB_STORE_FAILED;
+    snprintf(s->stats.last_error, sizeof s->stats.last_error,
+             "%s: pending rows full (%zu): rows dropped, kept in the journal", s->path,
+             s->max_pending);
+    if (journal_pos && (!s->drop_cap || journal_pos < s->drop_cap))
+        s->drop_cap = journal_pos;
+}
+
+int cb_store_append(struct cb_store *s, const char *topic, const char *device,
+                    const struct cb_sample *samples, size_t n, uint64_t journal_pos)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    struct batch *b = &s->pending;
+    size_t save_rows = b->nrows, save_alen = b->alen;
+    if (b->nrows + s->work_rows + n > s->max_pending)
+        goto drop;
+    size_t t = arena_put(b, topic, strlen(topic));
+    size_t d = device ? arena_put(b, device, strlen(device)) : SIZE_MAX - 1;
+    if (t == SIZE_MAX || d == SIZE_MAX ||
+        grow((void **)&b->rows, &b->caprows, b->nrows + n, sizeof *b->rows) < 0)
+        goto drop;
+    if (d == SIZE_MAX - 1)
+        d = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        size_t m = arena_put(b, samples[i].metric, strlen(samples[i].metric));
+        if (m == SIZE_MAX)
+            goto drop;
+        b->rows[b->nrows++] =
+            (struct pend_row){t, d, m, samples[i].ts_ms, samples[i].value};
+    }
+    if (journal_pos > b->max_pos)
+        b->max_pos = journal_pos;
+    s->stats.pending_rows = b->nrows + s->work_rows;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+drop:
+    b->nrows = save_rows;
+    b->alen = save_alen;
+    drop_locked(s, n, journal_pos);
+    rc = -1;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos)
+{
+    pthread_mutex_lock(&s->mu);
+    if (journal_pos > s->pending.max_pos)
+        s->pending.max_pos = journal_pos;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
+                        const char *reason)
+{
+    pthread_mutex_lock(&s->mu);
+    struct batch *b = &s->pending;
+    size_t save_alen = b->alen;
+    if (b->nrows + s->work_rows + b->nquar + 1 > s->max_pending)
+        goto drop;
+    size_t t = arena_put(b, topic, strlen(topic));
+    size_t m = t == SIZE_MAX ? SIZE_MAX : arena_put(b, sample->metric, strlen(sample->metric));
+    size_t r = m == SIZE_MAX ? SIZE_MAX : arena_put(b, reason, strlen(reason));
+    if (r == SIZE_MAX || grow((void **)&b->quar, &b->capquar, b->nquar + 1, sizeof *b->quar) < 0)
+        goto drop;
+    b->quar[b->nquar++] = (struct pend_quar){t, m, r, sample->ts_ms, sample->value};
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+drop:
+    b->alen = save_alen;
+    drop_locked(s, 1, 0);
+    pthread_mutex_unlock(&s->mu);
+    return -1;
+}
+
+void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->pending_rows = s->pending.nrows + s->work_rows;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void cb_store_attach_journal(struct cb_store *s, struct cb_journal *j)
+{
+    pthread_mutex_lock(&s->mu);
+    s->journal = j;
+    uint64_t pos = s->stats.committed_journal_pos;
+    pthread_mutex_unlock(&s->mu);
+    if (j)
+        cb_journal_set_floor(j, pos);
+}
+
+int cb_store_flush(struct cb_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t ticket = ++s->flush_req;
+    pthread_cond_signal(&s->wake);
+    while (s->flush_done < ticket)
+        pthread_cond_wait(&s->done, &s->mu);
+    int rc = s->flush_rc;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void cb_store_set_clock(struct cb_store *s, const struct cb_clock *clock)
+{
+    pthread_mutex_lock(&s->mu);
+    s->clock = *clock;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int cb_store_retention_step(struct cb_store *s, uint64_t *deleted, int *more)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t gen = s->retention_gen;
+    s->retention_req = 1;
+    pthread_cond_signal(&s->wake);
+    while (s->retention_gen == gen)
+        pthread_cond_wait(&s->done, &s->mu);
+    int rc = s->retention_rc;
+    *deleted = s->retention_deleted;
+    *more = s->retention_more;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int storage__writer_exec(struct cb_store *s, const char *sql)
+{
+    pthread_mutex_lock(&s->mu);
+    s->exec_sql = sql;
+    s->exec_pending = 1;
+    pthread_cond_signal(&s->wake);
+    while (s->exec_pending)
+        pthread_cond_wait(&s->done, &s->mu);
+    int rc = s->exec_rc;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void cb_store_close(struct cb_store *s)
+{
+    if (!s)
+        return;
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = 1;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    store_free(s);
+}

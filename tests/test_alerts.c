@@ -1,0 +1,817 @@
+/* Unit suite of alerts/: persistence of every transition kind, acknowledgement,
+ * silences, storm grouping with a manual clock, channel configuration errors,
+ * restart. Real SQLite files in a temporary directory, a real uv loop; the
+ * MQTT publish hook records what would go to the broker. */
+#include <CUnit/CUnit.h>
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "alerts/alerts.h"
+#include "core/commands.h"
+#include "core/config.h"
+#include "storage/storage.h"
+#include "core/log.h"
+#include "storage/alert_store.h"
+
+/* Creates the database schema (alert tables included) as the daemon does:
+ * cb_store_open migrates, cb_store_close commits and closes. */
+static int create_schema(const char *db)
+{
+    struct cb_config c;
+    char e[256] = "";
+    if (cb_config_defaults(&c))
+        return -1;
+    free(c.storage_db);
+    c.storage_db = strdup(db);
+    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
+    if (!s)
+        fprintf(stderr, "cb_store_open: %s\n", e);
+    else
+        cb_store_close(s);
+    cb_config_free(&c);
+    return s ? 0 : -1;
+}
+
+/* ---- fixture ---- */
+
+#define MAXPUB 64
+
+struct fix {
+    char dir[64], db[96];
+    uv_loop_t loop;
+    struct cb_config cfg;
+    int64_t now;
+    struct cb_clock clock;
+    struct cb_alerts *a;
+    int published, events;
+    char topics[MAXPUB][128];
+    char *payloads[MAXPUB];
+    int closed;
+};
+
+static int on_publish(void *ctx, const char *topic, const void *payload, size_t len, int qos)
+{
+    struct fix *f = ctx;
+    CU_ASSERT_EQUAL(qos, 1);
+    if (f->published < MAXPUB) {
+        snprintf(f->topics[f->published], sizeof f->topics[0], "%s", topic);
+        f->payloads[f->published] = strndup(payload, len);
+    }
+    f->published++;
+    return 0;
+}
+
+static void on_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    struct fix *f = ctx;
+    (void)json;
+    CU_ASSERT(seq > 0);
+    CU_ASSERT(len > 0);
+    f->events++;
+}
+
+static void fix_clear_pubs(struct fix *f)
+{
+    for (int i = 0; i < MAXPUB && i < f->published; i++)
+        free(f->payloads[i]);
+    memset(f->payloads, 0, sizeof f->payloads);
+    f->published = 0;
+}
+
+static int fix_open(struct fix *f)
+{
+    char err[256] = "";
+    struct cb_alerts_hooks h = {.ctx = f, .publish = on_publish, .on_event = on_event,
+                                .clock = &f->clock};
+    f->a = cb_alerts_new(&f->loop, &f->cfg, f->db, &h, err, sizeof err);
+    if (!f->a)
+        fprintf(stderr, "cb_alerts_new: %s\n", err);
+    return f->a ? 0 : -1;
+}
+
+static void on_closed(void *ctx) { ((struct fix *)ctx)->closed = 1; }
+
+static void fix_close_alerts(struct fix *f)
+{
+    f->closed = 0;
+    cb_alerts_close(f->a, on_closed, f);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    CU_ASSERT(f->closed);
+    f->a = NULL;
+}
+
+/* storm_ms: alerts.storm_window; channels: extra alerts.channel lines. */
+static struct fix *fix_new(int64_t storm_ms)
+{
+    struct fix *f = calloc(1, sizeof *f);
+    struct cb_config_error e;
+    snprintf(f->dir, sizeof f->dir, "/tmp/cb_alerts_XXXXXX");
+    if (!mkdtemp(f->dir))
+        abort();
+    snprintf(f->db, sizeof f->db, "%s/a.db", f->dir);
+    if (create_schema(f->db))
+        abort();
+    uv_loop_init(&f->loop);
+    cb_log_threshold = CB_LOG_ERROR; /* the log channel would print 5000 lines */
+    cb_config_defaults(&f->cfg);
+    f->cfg.alerts_storm_window_ms = storm_ms;
+    cb_config_set(&f->cfg, "alerts.channel", "mqtt type=mqtt", 1, "test", &e);
+    cb_config_set(&f->cfg, "alerts.channel", "log type=log", 0, "test", &e);
+    cb_config_set(&f->cfg, "alerts.channel", "capq type=mqtt format=cap prefix=cap/alerts", 0,
+                  "test", &e);
+    f->now = 1732400000000LL;
+    f->clock.now = cb_clock_manual_now;
+    f->clock.ctx = &f->now;
+    if (fix_open(f))
+        abort();
+    return f;
+}
+
+static void fix_free(struct fix *f)
+{
+    if (f->a)
+        fix_close_alerts(f);
+    CU_ASSERT_EQUAL(uv_loop_close(&f->loop), 0);
+    cb_config_free(&f->cfg);
+    fix_clear_pubs(f);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd)) {
+    }
+    free(f);
+}
+
+static const struct cb_label d07[] = {{"district", "d07"}};
+
+static struct cb_transition tr(const char *id, enum cb_alert_state s, enum cb_severity sev,
+                               int64_t at)
+{
+    struct cb_transition t = {.id = id, .rule = "river_flood", .state = s, .severity = sev,
+                              .labels = d07, .nlabels = 1, .at = at, .since = at,
+                              .message = "d07: 2 gauges above 3.2 m"};
+    return t;
+}
+
+/* The value of one column of the instance row, via the list JSON. */
+static cJSON *instance(struct fix *f, const char *id)
+{
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_alerts_sync(f->a);
+    cb_alerts_list_json(f->a, NULL, NULL, NULL, &b);
+    cJSON *arr = cJSON_Parse(b.data), *found = NULL;
+    cb_strbuf_free(&b);
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!strcmp(cJSON_GetObjectItem(it, "id")->valuestring, id)) {
+            found = cJSON_Duplicate(it, 1);
+            break;
+        }
+    }
+    cJSON_Delete(arr);
+    return found;
+}
+
+static const char *sfield(cJSON *o, const char *k)
+{
+    cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static cJSON *history(struct fix *f)
+{
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_alerts_sync(f->a);
+    cb_alerts_history_json(f->a, 0, INT64_MAX, &b);
+    cJSON *arr = cJSON_Parse(b.data);
+    cb_strbuf_free(&b);
+    return arr;
+}
+
+/* ---- tests ---- */
+
+static void test_every_kind_persisted(void)
+{
+    struct fix *f = fix_new(0);
+    const char *id = "river_flood/district=d07";
+    int64_t t0 = f->now;
+    struct cb_transition t = tr(id, CB_ALERT_PENDING, CB_SEV_MAJOR, t0);
+    cb_alerts_on_transition(f->a, &t);
+    cJSON *row = instance(f, id);
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "pending");
+    cJSON_Delete(row);
+    CU_ASSERT_EQUAL(f->published, 0);
+
+    t = tr(id, CB_ALERT_FIRING, CB_SEV_MAJOR, t0 + 120000);
+    t.since = t0;
+    cb_alerts_on_transition(f->a, &t);
+    t = tr(id, CB_ALERT_ESCALATED, CB_SEV_CRITICAL, t0 + 180000);
+    t.since = t0;
+    cb_alerts_on_transition(f->a, &t);
+    t = tr(id, CB_ALERT_ACKNOWLEDGED, CB_SEV_CRITICAL, t0 + 200000);
+    t.since = t0;
+    t.acked_by = "duty officer";
+    t.ack_note = "crew sent";
+    cb_alerts_on_transition(f->a, &t);
+    t = tr(id, CB_ALERT_RESOLVED, CB_SEV_CRITICAL, t0 + 900000);
+    t.since = t0;
+    t.cooldown_until = t0 + 900000 + 1800000;
+    cb_alerts_on_transition(f->a, &t);
+
+    row = instance(f, id);
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "resolved");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "severity"), "critical");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "grade"), "red");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "acked_by"), "duty officer");
+    CU_ASSERT_EQUAL((int64_t)cJSON_GetObjectItem(row, "cooldown_until")->valuedouble,
+                    t0 + 900000 + 1800000);
+    CU_ASSERT_EQUAL((int64_t)cJSON_GetObjectItem(row, "since")->valuedouble, t0);
+    cJSON_Delete(row);
+
+    /* pending is not an event; the four events are logged in order */
+    cJSON *h = history(f);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 4);
+    const char *want[] = {"firing", "escalated", "acknowledged", "resolved"};
+    const char *grade[] = {"orange", "red", "red", "red"};
+    for (int i = 0; i < 4 && i < cJSON_GetArraySize(h); i++) {
+        cJSON *e = cJSON_GetArrayItem(h, i);
+        CU_ASSERT_STRING_EQUAL(sfield(e, "state"), want[i]);
+        CU_ASSERT_STRING_EQUAL(sfield(e, "grade"), grade[i]);
+        CU_ASSERT_STRING_EQUAL(sfield(cJSON_GetObjectItem(e, "labels"), "district"), "d07");
+    }
+    cJSON_Delete(h);
+    CU_ASSERT_EQUAL(f->events, 4);
+    /* default_notify = mqtt, log: JSON on citybrain/alerts/<rule>, QoS 1 */
+    CU_ASSERT_EQUAL(f->published, 4);
+    CU_ASSERT_STRING_EQUAL(f->topics[0], "citybrain/alerts/river_flood");
+    cJSON *p = cJSON_Parse(f->payloads[0]);
+    CU_ASSERT_STRING_EQUAL(sfield(p, "state"), "firing");
+    CU_ASSERT_STRING_EQUAL(sfield(p, "id"), id);
+    cJSON_Delete(p);
+
+    /* a pending instance that never fires goes inactive */
+    t = tr("river_flood/district=d08", CB_ALERT_PENDING, CB_SEV_MAJOR, t0);
+    cb_alerts_on_transition(f->a, &t);
+    t.state = CB_ALERT_INACTIVE;
+    cb_alerts_on_transition(f->a, &t);
+    row = instance(f, "river_flood/district=d08");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "inactive");
+    cJSON_Delete(row);
+    fix_free(f);
+}
+
+static void test_ack_while_firing(void)
+{
+    struct fix *f = fix_new(0);
+    const char *id = "river_flood/district=d07";
+    int64_t t0 = f->now - 3600000;
+    struct cb_transition t = tr(id, CB_ALERT_FIRING, CB_SEV_MAJOR, t0);
+    cb_alerts_on_transition(f->a, &t);
+
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_alerts_sync(f->a);
+    cb_alerts_handover_json(f->a, 30 * 60000, &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, id)); /* unacked for an hour */
+    cb_strbuf_reset(&b);
+    cb_alerts_handover_json(f->a, 2 * 3600000, &b);
+    CU_ASSERT_STRING_EQUAL(b.data, "[]"); /* not that old */
+
+    t = tr(id, CB_ALERT_ACKNOWLEDGED, CB_SEV_MAJOR, f->now);
+    t.since = t0;
+    t.acked_by = "li.wei";
+    t.ack_note = "pumps on";
+    cb_alerts_on_transition(f->a, &t);
+    /* an escalation keeps the acknowledgement */
+    t = tr(id, CB_ALERT_ESCALATED, CB_SEV_CRITICAL, f->now + 1000);
+    t.since = t0;
+    cb_alerts_on_transition(f->a, &t);
+    cJSON *row = instance(f, id);
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "firing");
+    CU_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(row, "acknowledged")));
+    CU_ASSERT_STRING_EQUAL(sfield(row, "acked_by"), "li.wei");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "ack_note"), "pumps on");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "severity"), "critical");
+    cJSON_Delete(row);
+    cb_strbuf_reset(&b);
+    cb_alerts_sync(f->a);
+    cb_alerts_handover_json(f->a, 30 * 60000, &b);
+    CU_ASSERT_STRING_EQUAL(b.data, "[]"); /* acknowledged: not handed over */
+
+    /* filters of the list */
+    cb_strbuf_reset(&b);
+    cb_alerts_list_json(f->a, "firing", "critical", "river_flood", &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, id));
+    cb_strbuf_reset(&b);
+    cb_alerts_list_json(f->a, "firing", "warning", NULL, &b);
+    CU_ASSERT_STRING_EQUAL(b.data, "[]");
+
+    /* resolved, then a new firing clears the old acknowledgement */
+    t = tr(id, CB_ALERT_RESOLVED, CB_SEV_CRITICAL, f->now + 2000);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr(id, CB_ALERT_FIRING, CB_SEV_MAJOR, f->now + 3000);
+    cb_alerts_on_transition(f->a, &t);
+    row = instance(f, id);
+    CU_ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(row, "acknowledged")));
+    cJSON_Delete(row);
+    cb_strbuf_free(&b);
+    fix_free(f);
+}
+
+static void test_resolution_while_silenced(void)
+{
+    struct fix *f = fix_new(0);
+    const char *id = "river_flood/district=d07";
+    struct cb_transition t = tr(id, CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1);
+
+    int64_t sid = 0;
+    char err[128];
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(f->a, "[{\"name\":\"district\",\"value\":\"d07\"}]",
+                                          f->now, f->now + 3600000, "works", "li.wei", &sid, err,
+                                          sizeof err),
+                    0);
+    CU_ASSERT(sid > 0);
+    t = tr(id, CB_ALERT_RESOLVED, CB_SEV_MAJOR, f->now + 60000);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1); /* held */
+    cJSON *row = instance(f, id);
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "resolved"); /* state goes on */
+    CU_ASSERT_EQUAL((int64_t)cJSON_GetObjectItem(row, "silenced")->valuedouble, sid);
+    cJSON_Delete(row);
+    cJSON *h = history(f);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 2);
+    cJSON *last = cJSON_GetArrayItem(h, 1);
+    CU_ASSERT_STRING_EQUAL(sfield(last, "state"), "resolved");
+    CU_ASSERT_EQUAL((int64_t)cJSON_GetObjectItem(last, "silenced")->valuedouble, sid);
+    CU_ASSERT_PTR_NULL(cJSON_GetObjectItem(cJSON_GetArrayItem(h, 0), "silenced"));
+    cJSON_Delete(h);
+
+    /* a firing of another district is not silenced; one of d07 is held and
+     * sent when the silence is deleted */
+    static const struct cb_label d08[] = {{"district", "d08"}};
+    t = tr("river_flood/district=d08", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now + 70000);
+    t.labels = d08;
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 2);
+    t = tr(id, CB_ALERT_FIRING, CB_SEV_MAJOR, f->now + 80000);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 2);
+    cb_alerts_tick(f->a);
+    CU_ASSERT_EQUAL(f->published, 2);
+    CU_ASSERT_EQUAL(cb_alerts_silence_delete(f->a, sid), 0);
+    CU_ASSERT_EQUAL(cb_alerts_silence_delete(f->a, sid), -1);
+    cb_alerts_tick(f->a);
+    CU_ASSERT_EQUAL(f->published, 3);
+    CU_ASSERT_PTR_NOT_NULL(f->payloads[2] && strstr(f->payloads[2], "district=d07"));
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT_EQUAL(st.silenced, 2);
+    fix_free(f);
+}
+
+static void test_silence_matchers(void)
+{
+    struct fix *f = fix_new(0);
+    int64_t sid = 0;
+    char err[128] = "";
+    /* regex on a label and equality on the rule, AND-ed; starts in the future */
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(
+                        f->a,
+                        "[{\"name\":\"district\",\"op\":\"=~\",\"value\":\"d0[0-7]\"},"
+                        "{\"name\":\"rule\",\"value\":\"river_flood\"}]",
+                        f->now + 1000, f->now + 60000, NULL, "ops", &sid, err, sizeof err),
+                    0);
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &t); /* not yet active */
+    CU_ASSERT_EQUAL(f->published, 1);
+    f->now += 2000;
+    t = tr("river_flood/district=d07", CB_ALERT_ESCALATED, CB_SEV_CRITICAL, f->now);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1);
+    static const struct cb_label d17[] = {{"district", "d17"}};
+    t = tr("river_flood/district=d17", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    t.labels = d17; /* the regex is anchored: d17 does not match d0[0-7] */
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 2);
+    t = tr("heat/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    t.rule = "heat";
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 3);
+
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_alerts_silences_json(f->a, &b);
+    cJSON *arr = cJSON_Parse(b.data);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 1);
+    CU_ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "active")));
+    cJSON_Delete(arr);
+
+    /* bad matchers are refused */
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(f->a, "{}", f->now, f->now + 1, NULL, NULL, &sid, err,
+                                          sizeof err), -1);
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(f->a, "[{\"name\":\"a\",\"op\":\"=~\",\"value\":\"(\"}]",
+                                          f->now, f->now + 1, NULL, NULL, &sid, err, sizeof err),
+                    -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "regular expression"));
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(f->a, "[{\"name\":\"a\",\"value\":\"b\"}]", f->now,
+                                          f->now, NULL, NULL, &sid, err, sizeof err), -1);
+
+    /* silences survive a restart; the expired one is gone after its end */
+    fix_close_alerts(f);
+    CU_ASSERT_EQUAL(fix_open(f), 0);
+    cb_strbuf_reset(&b);
+    cb_alerts_silences_json(f->a, &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "river_flood"));
+    f->now += 60000;
+    cb_alerts_tick(f->a);
+    cb_strbuf_reset(&b);
+    cb_alerts_silences_json(f->a, &b);
+    CU_ASSERT_STRING_EQUAL(b.data, "[]");
+    cb_strbuf_free(&b);
+    fix_free(f);
+}
+
+/* 5,000 sensors of a per-sensor rule breach within a minute across 10
+ * districts, and a group rule (`per district`) fires in each district: the
+ * per-sensor rule yields one notification (its group is the rule), the group
+ * rule one per district; the store holds all 5,000 instances. */
+static void test_storm_grouping(void)
+{
+    struct fix *f = fix_new(60000);
+    int64_t t0 = f->now;
+    char id[96], sensor[16], district[16];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(district, sizeof district, "d%02d", i % 10);
+        snprintf(sensor, sizeof sensor, "s%04d", i);
+        snprintf(id, sizeof id, "heat/city/%s/temp/%s", district, sensor);
+        struct cb_label l[] = {{"district", district}, {"sensor", sensor}};
+        struct cb_transition t = {.id = id, .rule = "heat", .state = CB_ALERT_FIRING,
+                                  .severity = i == 4321 ? CB_SEV_CRITICAL : CB_SEV_WARNING,
+                                  .labels = l, .nlabels = 2, .at = f->now, .since = f->now};
+        cb_alerts_on_transition(f->a, &t);
+        if (i % 100 == 99)
+            f->now += 1000; /* 50 s */
+    }
+    for (int d = 0; d < 10; d++) {
+        snprintf(district, sizeof district, "d%02d", d);
+        snprintf(id, sizeof id, "heat_district/district=%s", district);
+        struct cb_label l[] = {{"district", district}};
+        struct cb_transition t = {.id = id, .rule = "heat_district", .state = CB_ALERT_FIRING,
+                                  .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 1,
+                                  .at = f->now, .since = f->now};
+        cb_alerts_on_transition(f->a, &t);
+    }
+    cb_alerts_tick(f->a);
+    CU_ASSERT_EQUAL(f->published, 0); /* all still gathering */
+    f->now = t0 + 60000;
+    cb_alerts_tick(f->a);
+    /* the per-sensor rule's window opened at t0: due now */
+    CU_ASSERT_EQUAL(f->published, 1);
+    f->now = t0 + 50000 + 60000;
+    cb_alerts_tick(f->a);
+    CU_ASSERT_EQUAL(f->published, 1 + 10);
+    int json_heat = 0, json_district = 0;
+    for (int i = 0; i < f->published && i < MAXPUB; i++) {
+        if (!strcmp(f->topics[i], "citybrain/alerts/heat")) {
+            cJSON *p = cJSON_Parse(f->payloads[i]);
+            cJSON *g = cJSON_GetObjectItem(p, "group");
+            CU_ASSERT_EQUAL(cJSON_GetObjectItem(g, "count")->valueint, 5000);
+            CU_ASSERT_EQUAL(cJSON_GetArraySize(cJSON_GetObjectItem(g, "alerts")), 100);
+            CU_ASSERT_EQUAL(cJSON_GetObjectItem(g, "more")->valueint, 4900);
+            CU_ASSERT_STRING_EQUAL(sfield(p, "severity"), "critical"); /* the worst */
+            CU_ASSERT_STRING_EQUAL(sfield(p, "rule"), "heat");
+            CU_ASSERT_STRING_EQUAL(sfield(p, "id"), "heat/group:*");
+            cJSON_Delete(p);
+            json_heat++;
+        } else if (!strcmp(f->topics[i], "citybrain/alerts/heat_district")) {
+            cJSON *p = cJSON_Parse(f->payloads[i]);
+            CU_ASSERT_PTR_NULL(cJSON_GetObjectItem(p, "group")); /* a single transition */
+            cJSON_Delete(p);
+            json_district++;
+        }
+    }
+    CU_ASSERT_EQUAL(json_heat, 1);
+    CU_ASSERT_EQUAL(json_district, 10);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT_EQUAL(st.events, 5010);
+    CU_ASSERT_EQUAL(st.grouped, 4999); /* one notification gathered 5000 */
+    /* the store and the API still hold every instance */
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_alerts_sync(f->a);
+    cb_alerts_list_json(f->a, "firing", NULL, "heat", &b);
+    cJSON *arr = cJSON_Parse(b.data);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 5000);
+    cJSON_Delete(arr);
+    cb_strbuf_free(&b);
+    fix_free(f);
+}
+
+static void test_channel_config_errors(void)
+{
+    struct {
+        const char *line, *want;
+    } bad[] = {
+        {"hook type=webhook", "'hook type=webhook': a webhook needs url=URL"},
+        {"x type=smtp", "'x type=smtp': unknown type 'smtp'"},
+        {"x type=mqtt format=pdf", "unknown format 'pdf'"},
+        {"x type=log format=cap", "format=cap needs type=mqtt or webhook"},
+        {"x type=mqtt url=http://a", "url= is only for type=webhook"},
+        {"x type=webhook url=ftp://a", "url must be http:// or https://"},
+        {"x type=mqtt prefix=a/#", "prefix must not hold + or #"},
+        {"x mqtt", "'mqtt' is not KEY=VALUE"},
+        {"x colour=red type=log", "unknown key 'colour'"},
+        {"x", "type=mqtt|webhook|log is required"},
+        {"b@d type=log", "expected a channel NAME"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *items[] = {(char *)bad[i].line};
+        struct cb_strlist l = {items, 1};
+        struct cb_channel *c = NULL;
+        size_t n = 0;
+        char err[256] = "";
+        CU_ASSERT_EQUAL(cb_channels_parse(&l, &c, &n, err, sizeof err), -1);
+        if (!strstr(err, bad[i].want))
+            fprintf(stderr, "\n  got: %s\n  want: %s\n", err, bad[i].want);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, bad[i].want));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "alerts.channel"));
+    }
+    char *dup[] = {"a type=log", "a type=mqtt"};
+    struct cb_strlist l = {dup, 2};
+    struct cb_channel *c = NULL;
+    size_t n = 0;
+    char err[256] = "";
+    CU_ASSERT_EQUAL(cb_channels_parse(&l, &c, &n, err, sizeof err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "defined twice"));
+    char *good[] = {"ops type=webhook url=http://127.0.0.1:9/x format=cap",
+                    "m type=mqtt prefix=city/alerts", "l type=log"};
+    l.items = good;
+    l.n = 3;
+    CU_ASSERT_EQUAL(cb_channels_parse(&l, &c, &n, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(n, 3);
+    if (n == 3) {
+        CU_ASSERT_EQUAL(c[0].type, CB_CHANNEL_WEBHOOK);
+        CU_ASSERT_EQUAL(c[0].format, CB_FORMAT_CAP);
+        CU_ASSERT_STRING_EQUAL(c[1].prefix, "city/alerts");
+        CU_ASSERT_EQUAL(c[2].type, CB_CHANNEL_LOG);
+    }
+    cb_channels_free(c, n);
+
+    /* default_notify must name configured channels */
+    struct fix *f = fix_new(0);
+    fix_close_alerts(f);
+    struct cb_config_error e;
+    cb_config_set(&f->cfg, "alerts.default_notify", "pager", 1, "test", &e);
+    struct cb_alerts_hooks h = {0};
+    CU_ASSERT_PTR_NULL(cb_alerts_new(&f->loop, &f->cfg, f->db, &h, err, sizeof err));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "'pager' is not a configured channel"));
+    fix_free(f);
+}
+
+struct loaded {
+    int n, acked;
+    char ids[4][64];
+    enum cb_alert_state st[4];
+    int64_t since[4];
+    char district[4][8];
+};
+
+static void on_load(void *ctx, const struct cb_transition *t, int acked, int64_t acked_at)
+{
+    struct loaded *l = ctx;
+    (void)acked_at;
+    if (l->n < 4) {
+        snprintf(l->ids[l->n], sizeof l->ids[0], "%s", t->id);
+        l->st[l->n] = t->state;
+        l->since[l->n] = t->since;
+        snprintf(l->district[l->n], sizeof l->district[0], "%s",
+                 t->nlabels ? t->labels[0].value : "");
+    }
+    l->n++;
+    l->acked += acked;
+}
+
+static void test_restart_load(void)
+{
+    struct fix *f = fix_new(0);
+    int64_t t0 = f->now;
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, t0);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d07", CB_ALERT_ACKNOWLEDGED, CB_SEV_MAJOR, t0 + 5);
+    t.since = t0;
+    t.acked_by = "ops";
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d09", CB_ALERT_PENDING, CB_SEV_MAJOR, t0 + 10);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d11", CB_ALERT_FIRING, CB_SEV_MAJOR, t0 + 20);
+    cb_alerts_on_transition(f->a, &t);
+    t.state = CB_ALERT_RESOLVED;
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 4);
+    fix_close_alerts(f);
+    fix_clear_pubs(f);
+
+    CU_ASSERT_EQUAL(fix_open(f), 0);
+    struct loaded l = {0};
+    CU_ASSERT_EQUAL(cb_alerts_load(f->a, on_load, &l), 2);
+    CU_ASSERT_EQUAL(l.n, 2);
+    CU_ASSERT_EQUAL(l.acked, 1);
+    CU_ASSERT_STRING_EQUAL(l.ids[0], "river_flood/district=d09");
+    CU_ASSERT_EQUAL(l.st[0], CB_ALERT_PENDING);
+    CU_ASSERT_STRING_EQUAL(l.ids[1], "river_flood/district=d07");
+    CU_ASSERT_EQUAL(l.st[1], CB_ALERT_FIRING);
+    CU_ASSERT_EQUAL(l.since[1], t0);
+    CU_ASSERT_STRING_EQUAL(l.district[1], "d07");
+    cb_alerts_tick(f->a);
+    CU_ASSERT_EQUAL(f->published, 0); /* nothing notified again */
+    /* the acknowledgement survives: an escalation after the restart keeps it */
+    t = tr("river_flood/district=d07", CB_ALERT_ESCALATED, CB_SEV_CRITICAL, t0 + 100);
+    t.since = t0;
+    cb_alerts_on_transition(f->a, &t);
+    cJSON *row = instance(f, "river_flood/district=d07");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "acked_by"), "ops");
+    cJSON_Delete(row);
+    CU_ASSERT_EQUAL(f->published, 1);
+    /* a stored instance whose rule is gone is resolved without notifying */
+    cb_alerts_forget(f->a, "river_flood/district=d09", t0 + 200);
+    row = instance(f, "river_flood/district=d09");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "resolved");
+    cJSON_Delete(row);
+    CU_ASSERT_EQUAL(f->published, 1);
+    /* transition seqs go on after the restart */
+    cJSON *h = history(f);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 5);
+    cJSON_Delete(h);
+    fix_free(f);
+}
+
+/* Runs `citybrain alerts ARGS` with stdout captured into out (NUL-terminated). */
+static int run_cli(char **argv, int argc, char *out, size_t outlen)
+{
+    char path[] = "/tmp/cb_cli_XXXXXX";
+    int fd = mkstemp(path);
+    fflush(stdout);
+    int saved = dup(1);
+    dup2(fd, 1);
+    int rc = cb_cmd_alerts(argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, out, outlen - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return rc;
+}
+
+static void test_cli_handover(void)
+{
+    struct fix *f = fix_new(0);
+    int64_t wall = cb_wall_ms();
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR,
+                                wall - 3600000);
+    cb_alerts_on_transition(f->a, &t);
+    static const struct cb_label d08[] = {{"district", "d08"}};
+    t = tr("river_flood/district=d08", CB_ALERT_FIRING, CB_SEV_CRITICAL, wall - 60000);
+    t.labels = d08;
+    cb_alerts_on_transition(f->a, &t);
+    cb_alerts_sync(f->a);
+    char out[8192];
+    char *a1[] = {"alerts", "--db", f->db, "--unacked-older-than", "30m", "--json"};
+    CU_ASSERT_EQUAL(run_cli(a1, 6, out, sizeof out), 0);
+    cJSON *arr = cJSON_Parse(out);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 1); /* only the one firing for an hour */
+    CU_ASSERT_STRING_EQUAL(sfield(cJSON_GetArrayItem(arr, 0), "id"), "river_flood/district=d07");
+    cJSON_Delete(arr);
+    char *a2[] = {"alerts", "--db", f->db, "--state", "firing"};
+    CU_ASSERT_EQUAL(run_cli(a2, 5, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "river_flood/district=d08"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "red"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 alerts"));
+    char *a3[] = {"alerts", "--db", f->db, "--unacked-older-than", "soon"};
+    CU_ASSERT_EQUAL(run_cli(a3, 5, out, sizeof out), 2);
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/none.db", f->dir);
+    char *a4[] = {"alerts", "--db", missing};
+    CU_ASSERT_EQUAL(run_cli(a4, 3, out, sizeof out), 1);
+    fix_free(f);
+}
+
+/* A failing store (the transition table vanished under us) is counted and
+ * reported; the state machine's notifications still go out. */
+static void test_store_failure_counted(void)
+{
+    struct fix *f = fix_new(0);
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(f->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "DROP TABLE alert_transitions", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1);
+    CU_ASSERT_EQUAL(cb_alerts_sync(f->a), -1);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT(st.store_errors >= 1);
+    /* the instance row (another table) was still written */
+    cJSON *row = instance(f, "river_flood/district=d07");
+    CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "firing");
+    cJSON_Delete(row);
+    fix_free(f);
+}
+
+static int count_event(void *ctx, uint64_t seq, const char *json, size_t len)
+{
+    uint64_t *last = ctx;
+    CU_ASSERT(seq > last[0]);
+    CU_ASSERT(len > 2 && json[0] == '{');
+    last[0] = seq;
+    last[1]++;
+    return 0;
+}
+
+static void test_api_helpers(void)
+{
+    struct fix *f = fix_new(0);
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 1000);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d07", CB_ALERT_RESOLVED, CB_SEV_MAJOR, 2000);
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("heat/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 3000);
+    t.rule = "heat";
+    cb_alerts_on_transition(f->a, &t);
+    cb_alerts_sync(f->a);
+    char err[256];
+    struct cb_alert_reader *r = cb_alert_reader_open(f->db, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    CU_ASSERT_EQUAL(cb_alerts_reader_history_json(r, 0, 10000, "river_flood", 10, &b), 0);
+    cJSON *doc = cJSON_Parse(b.data);
+    cJSON *arr = cJSON_GetObjectItem(doc, "transitions");
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), 2);
+    CU_ASSERT_STRING_EQUAL(sfield(cJSON_GetArrayItem(arr, 0), "state"), "resolved"); /* newest */
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "seq")->valueint, 2);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1), "seq")->valueint, 1);
+    cJSON_Delete(doc);
+    uint64_t st[2] = {1, 0};
+    CU_ASSERT_EQUAL(cb_alert_reader_events_after(r, 1, 100, count_event, st), 0);
+    CU_ASSERT_EQUAL(st[1], 2); /* seq 2 and 3 */
+    cb_alert_reader_close(r);
+
+    const char *names[] = {"district", "rule"}, *values[] = {"d07", "heat"};
+    int64_t id = 0;
+    CU_ASSERT_EQUAL(cb_alerts_silence_add_pairs(f->a, names, values, 2, f->now, f->now + 60000,
+                                                "", "ops", &id, err, sizeof err), 0);
+    fix_clear_pubs(f);
+    t = tr("heat/district=d07", CB_ALERT_ESCALATED, CB_SEV_CRITICAL, 4000);
+    t.rule = "heat";
+    cb_alerts_on_transition(f->a, &t);
+    t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, 4000);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->published, 1); /* only the rule named by the silence is held */
+    cb_strbuf_reset(&b);
+    cb_alerts_silences_json(f->a, &b);
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "\"by\":\"ops\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(b.data, "\"expires\":"));
+    cb_strbuf_free(&b);
+    fix_free(f);
+}
+
+void cb_test_suite_alerts(void);
+void cb_test_suite_alerts(void)
+{
+    CU_pSuite s = CU_add_suite("alerts", NULL, NULL);
+    CU_add_test(s, "alerts: every transition kind is persisted, events logged and published",
+                test_every_kind_persisted);
+    CU_add_test(s, "alerts: an acknowledgement while firing survives escalation, leaves handover",
+                test_ack_while_firing);
+    CU_add_test(s, "alerts: a resolution while silenced is recorded but not notified",
+                test_resolution_while_silenced);
+    CU_add_test(s, "alerts: silences match regex labels and the rule, persist and expire",
+                test_silence_matchers);
+    CU_add_test(s, "alerts: a storm of 5000 sensors gives one notification per group",
+                test_storm_grouping);
+    CU_add_test(s, "alerts: channel configuration errors name the line",
+                test_channel_config_errors);
+    CU_add_test(s, "alerts: a restart loads pending and firing instances, notifies nothing",
+                test_restart_load);
+    CU_add_test(s, "alerts: the CLI lists the database read-only, --unacked-older-than hands over",
+                test_cli_handover);
+    CU_add_test(s, "alerts: a failing store write is counted, notifications go on",
+                test_store_failure_counted);
+    CU_add_test(s, "alerts: API helpers give history newest first, events since, pair silences",
+                test_api_helpers);
+}

@@ -1,0 +1,280 @@
+/* The ingest journal: append, replay, torn records, rotation, release. */
+#include <CUnit/CUnit.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "storage/storage.h"
+
+void cb_test_suite_journal(void);
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    strcpy(dir, "/tmp/cbjournal.XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static size_t count_segments(void)
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        n += strstr(e->d_name, ".seg") != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+struct seen {
+    uint64_t pos[4096];
+    char topic[4096][32];
+    char payload[4096][64];
+    int64_t arrival[4096];
+    size_t n;
+};
+
+static int collect(void *ctx, uint64_t pos, const char *topic, const void *payload, size_t len,
+                   int64_t arrival_ms)
+{
+    struct seen *s = ctx;
+    if (s->n >= 4096)
+        return 1;
+    s->pos[s->n] = pos;
+    snprintf(s->topic[s->n], 32, "%s", topic);
+    snprintf(s->payload[s->n], 64, "%.*s", (int)len, (const char *)payload);
+    s->arrival[s->n] = arrival_ms;
+    s->n++;
+    return 0;
+}
+
+static int append_n(struct cb_journal *j, int first, int n)
+{
+    for (int i = first; i < first + n; i++) {
+        char t[32], p[64];
+        int tl = snprintf(t, sizeof t, "city/d%02d/river/s%d", i % 7, i);
+        int pl = snprintf(p, sizeof p, "{\"level\":%d.5}", i);
+        uint64_t pos = 0;
+        if (cb_journal_append(j, t, (size_t)tl, p, (size_t)pl, 1000 + i, &pos) < 0)
+            return -1;
+        if (pos != (uint64_t)i)
+            return -1;
+    }
+    return 0;
+}
+
+static void test_append_replay(void)
+{
+    make_dir();
+    char err[256];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 100), 0);
+    cb_journal_close(j);
+    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 100);
+    CU_ASSERT_EQUAL(s->pos[0], 1);
+    CU_ASSERT_STRING_EQUAL(s->topic[41], "city/d00/river/s42");
+    CU_ASSERT_STRING_EQUAL(s->payload[41], "{\"level\":42.5}");
+    CU_ASSERT_EQUAL(s->arrival[41], 1042);
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 60, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 40);
+    CU_ASSERT_EQUAL(s->pos[0], 61);
+    /* appends continue after the last position */
+    CU_ASSERT_EQUAL(append_n(j, 101, 1), 0);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static void test_torn_record(void)
+{
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 10), 0);
+    cb_journal_close(j);
+    /* a crash in the middle of the 10th record's write */
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, st.st_size - 5), 0);
+    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 9);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.torn_records, 1);
+    CU_ASSERT_EQUAL(js.next_pos, 10);
+    /* the next record takes the torn one's place and reads back whole */
+    CU_ASSERT_EQUAL(append_n(j, 10, 1), 0);
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 8, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 2);
+    CU_ASSERT_STRING_EQUAL(s->payload[1], "{\"level\":10.5}");
+    cb_journal_close(j);
+    /* a flipped byte inside the last record is caught by the CRC too */
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    FILE *f = fopen(path, "r+b");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, st.st_size - 3, SEEK_SET);
+    fputc('X', f);
+    fclose(f);
+    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 9);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static void test_rotation_release(void)
+{
+    make_dir();
+    char err[256];
+    /* about 70-byte records: a few per 256-byte segment */
+    struct cb_journal *j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 100), 0);
+    size_t segs = count_segments();
+    CU_ASSERT(segs >= 20);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.segments, segs);
+    CU_ASSERT_EQUAL(cb_journal_release(j, 50), 0);
+    size_t after = count_segments();
+    CU_ASSERT(after < segs);
+    CU_ASSERT(after > 1);
+    /* everything after the committed position is still there */
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 50, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 50);
+    CU_ASSERT_EQUAL(s->pos[0], 51);
+    /* releasing everything keeps the active segment (the position counter) */
+    CU_ASSERT_EQUAL(cb_journal_release(j, 100), 0);
+    CU_ASSERT_EQUAL(count_segments(), 1);
+    cb_journal_close(j);
+    j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 101, 1), 0);
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 100, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 1);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static void test_floor(void)
+{
+    make_dir();
+    char err[256];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 1, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 3), 0);
+    /* the database has committed up to 500 (the journal was replaced) */
+    CU_ASSERT_EQUAL(cb_journal_set_floor(j, 500), 0);
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, "t", 1, "1", 1, 5, &pos), 0);
+    CU_ASSERT_EQUAL(pos, 501);
+    /* a floor below the end changes nothing */
+    CU_ASSERT_EQUAL(cb_journal_set_floor(j, 10), 0);
+    CU_ASSERT_EQUAL(cb_journal_append(j, "t", 1, "2", 1, 6, &pos), 0);
+    CU_ASSERT_EQUAL(pos, 502);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 500, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 2);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static void *appender(void *arg)
+{
+    struct cb_journal *j = arg;
+    for (int i = 0; i < 500; i++) {
+        uint64_t pos;
+        if (cb_journal_append(j, "city/x", 6, "42", 2, i, &pos) < 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    make_dir();
+    char err[256];
+    struct cb_journal *j = cb_journal_open(dir, 4096, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    pthread_t a, b;
+    pthread_create(&a, NULL, appender, j);
+    pthread_create(&b, NULL, appender, j);
+    void *ra, *rb;
+    pthread_join(a, &ra);
+    pthread_join(b, &rb);
+    CU_ASSERT_PTR_NULL(ra);
+    CU_ASSERT_PTR_NULL(rb);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 1000);
+    int ordered = 1;
+    for (size_t i = 0; i < s->n; i++)
+        ordered &= s->pos[i] == i + 1;
+    CU_ASSERT(ordered);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static void test_unusable_dir(void)
+{
+    char err[256] = "";
+    struct cb_journal *j = cb_journal_open("/proc/citybrain-no/journal", 4096, 0, err, sizeof err);
+    CU_ASSERT_PTR_NULL(j);
+    CU_ASSERT(strstr(err, "cannot create the directory") != NULL);
+}
+
+void cb_test_suite_journal(void)
+{
+    CU_pSuite s = CU_add_suite("journal", NULL, NULL);
+    CU_add_test(s, "journal: appended records replay in order after reopening", test_append_replay);
+    CU_add_test(s, "journal: a torn or damaged last record is cut off and ignored",
+                test_torn_record);
+    CU_add_test(s, "journal: segments rotate; release deletes only committed ones",
+                test_rotation_release);
+    CU_add_test(s, "journal: a floor keeps new positions above the committed one", test_floor);
+    CU_add_test(s, "journal: appends from two threads get unique ordered positions",
+                test_threads);
+    CU_add_test(s, "journal: an unusable directory is a clear error", test_unusable_dir);
+}

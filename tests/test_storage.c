@@ -1,0 +1,723 @@
+/* The store: schema and migrations, idempotent writes, rollups, retention,
+ * queries, and storage faults, on real SQLite files in a temporary directory. */
+#include <CUnit/CUnit.h>
+#include <dirent.h>
+#include <math.h>
+#include <pwd.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "storage/sqlite_conn.h"
+#include "storage/storage.h"
+#include "storage/storage_int.h"
+
+void cb_test_suite_storage(void);
+
+static char dir[64];
+static char dbpath[128];
+static struct cb_config cfg;
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/cbstore.XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(dbpath, sizeof dbpath, "%s/city.db", dir);
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&cfg), 0);
+    free(cfg.storage_db);
+    cfg.storage_db = strdup(dbpath);
+    cfg.storage_commit_interval_ms = 60000; /* tests commit with cb_store_flush */
+    cfg.storage_retention_interval_ms = 24 * 3600 * 1000LL;
+    cfg.storage_cache_size = 1 << 20;
+}
+
+static void teardown(void)
+{
+    cb_config_free(&cfg);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char p[512];
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.') {
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+            }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static sqlite3 *raw_db(void)
+{
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL(sqlite3_open(dbpath, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static int64_t q_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int64_t count_rows(const char *sql)
+{
+    sqlite3 *db = raw_db();
+    int64_t v = q_int(db, sql);
+    sqlite3_close(db);
+    return v;
+}
+
+static struct cb_store *open_store(void)
+{
+    char err[512] = "";
+    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "open: %s\n", err);
+    return s;
+}
+
+static void put(struct cb_store *s, const char *topic, const char *metric, int64_t ts, double v,
+                uint64_t pos)
+{
+    struct cb_sample smp = {metric, ts, v};
+    CU_ASSERT_EQUAL(cb_store_append(s, topic, NULL, &smp, 1, pos), 0);
+}
+
+/* ---- schema ------------------------------------------------------------------ */
+
+static void test_schema_created(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(q_int(db, "PRAGMA application_id"), STORAGE_APP_ID);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
+                              "IN ('sensors','series','samples','rollup_1m','rollup_1h',"
+                              "'quarantine','ingest_state','alert_instances',"
+                              "'alert_transitions','silences','outbox')"),
+                    11);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
+                              "'alert_transitions_at'"),
+                    1);
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    CU_ASSERT_STRING_EQUAL((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    /* an extra connection for the alerts can write its tables */
+    char err[256];
+    sqlite3 *c = cb_store_open_connection(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(sqlite3_exec(c,
+                                 "INSERT INTO silences(matchers, starts, ends, created_at) "
+                                 "VALUES ('{}', 1, 2, 3)",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(c);
+    teardown();
+}
+
+static void test_migration(void)
+{
+    setup();
+    char err[512] = "";
+    struct cb_store *s = storage__open(&cfg, NULL, 1, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    put(s, "city/d01/river/s1", "level", 1000, 2.5, 7);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'"), 0);
+    /* a reader refuses the old version with advice */
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT(strstr(err, "schema version 1") != NULL);
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(cb_store_committed_journal_pos(s), 7);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts = 1000 AND value = 2.5"), 1);
+    teardown();
+}
+
+static void test_foreign_and_newer(void)
+{
+    setup();
+    char err[512] = "";
+    FILE *f = fopen(dbpath, "w");
+    fputs("this is somebody's notes file, not a database, and it is long enough to matter\n"
+          "0123456789012345678901234567890123456789012345678901234567890123456789\n",
+          f);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(cb_store_open(&cfg, NULL, err, sizeof err));
+    CU_ASSERT(strstr(err, "not a SQLite database") != NULL);
+    f = fopen(dbpath, "r");
+    char line[128];
+    CU_ASSERT_PTR_NOT_NULL(fgets(line, sizeof line, f));
+    fclose(f);
+    CU_ASSERT(strncmp(line, "this is somebody's", 18) == 0); /* untouched */
+    unlink(dbpath);
+
+    sqlite3 *db = raw_db();
+    sqlite3_exec(db, "CREATE TABLE invoices(id INTEGER PRIMARY KEY, amount REAL)", NULL, NULL,
+                 NULL);
+    sqlite3_close(db);
+    CU_ASSERT_PTR_NULL(cb_store_open(&cfg, NULL, err, sizeof err));
+    CU_ASSERT(strstr(err, "another application") != NULL);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master"), 1);
+    unlink(dbpath);
+
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    cb_store_close(s);
+    db = raw_db();
+    sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+    sqlite3_close(db);
+    CU_ASSERT_PTR_NULL(cb_store_open(&cfg, NULL, err, sizeof err));
+    CU_ASSERT(strstr(err, "schema version 99 is newer") != NULL);
+    CU_ASSERT_PTR_NULL(cb_store_reader_open(dbpath, err, sizeof err));
+    CU_ASSERT(strstr(err, "newer") != NULL);
+    CU_ASSERT_PTR_NULL(cb_store_open_connection(dbpath, err, sizeof err));
+    teardown();
+}
+
+/* ---- writes ------------------------------------------------------------------- */
+
+static void test_idempotent(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_sample msg[2] = {{"level", 60000, 3.1}, {"flow", 60000, 41.5}};
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d07/river/s12", NULL, msg, 2, 1), 0);
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d07/river/s12", NULL, msg, 2, 2), 0); /* same batch */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d07/river/s12", NULL, msg, 2, 3), 0); /* later */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_written, 2);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 4);
+    CU_ASSERT_EQUAL(st.committed_journal_pos, 3);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_OK);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(count) FROM rollup_1m"), 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(count) FROM rollup_1h"), 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sensors"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT journal_pos FROM ingest_state"), 3);
+    teardown();
+}
+
+static uint64_t rng = 88172645463325252ULL;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Compares a rollup table with aggregates computed from the raw samples. */
+static int64_t rollup_mismatches(sqlite3 *db, const char *table, int64_t width)
+{
+    char sql[1400];
+    snprintf(sql, sizeof sql,
+             "WITH raw AS (SELECT series_id, (ts - (((ts %% %lld) + %lld) %% %lld)) AS b, ts, "
+             "value FROM samples), agg AS (SELECT series_id, b, count(*) AS n, sum(value) AS s, "
+             "min(value) AS mn, max(value) AS mx, min(ts) AS fts, max(ts) AS lts FROM raw GROUP "
+             "BY series_id, b) "
+             "SELECT (SELECT count(*) FROM agg) - (SELECT count(*) FROM %s) + "
+             "(SELECT count(*) FROM agg a JOIN %s r ON r.series_id = a.series_id AND r.bucket = "
+             "a.b WHERE r.count != a.n OR abs(r.sum - a.s) > 1e-6 OR r.min != a.mn OR r.max != "
+             "a.mx OR r.first_ts != a.fts OR r.last_ts != a.lts OR r.first != (SELECT value "
+             "FROM samples WHERE series_id = a.series_id AND ts = a.fts) OR r.last != (SELECT "
+             "value FROM samples WHERE series_id = a.series_id AND ts = a.lts))",
+             (long long)width, (long long)width, (long long)width, table, table);
+    return q_int(db, sql);
+}
+
+static void test_rollups_property(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    const char *topics[] = {"city/a", "city/b", "city/c"};
+    const char *metrics[] = {"level", "flow"};
+    int64_t base = 1732400000000LL;
+    for (int round = 0; round < 6; round++) {
+        for (int i = 0; i < 700; i++) {
+            /* random times over 3 hours (also before earlier rounds: late
+             * samples), some exact repeats, some negative values */
+            uint64_t r = next_rand();
+            int64_t ts = base + (int64_t)(r % (3 * 3600)) * 1000 - 1800000;
+            double v = (double)(int64_t)(next_rand() % 20001 - 10000) / 100.0;
+            put(s, topics[r % 3], metrics[(r >> 8) % 2], ts, v, 0);
+            if (r % 50 == 0)
+                put(s, topics[r % 3], metrics[(r >> 8) % 2], ts, v + 1, 0); /* redelivery */
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    CU_ASSERT(q_int(db, "SELECT count(*) FROM samples") > 3000);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    sqlite3_close(db);
+    teardown();
+}
+
+/* ---- retention -------------------------------------------------------------------- */
+
+static void test_retention_steps(void)
+{
+    setup();
+    int64_t now = 1732400000000LL;
+    cfg.storage_retention_raw_ms = 3600 * 1000;        /* 1h */
+    cfg.storage_retention_1m_ms = 2 * 3600 * 1000;     /* 2h */
+    cfg.storage_retention_step_rows = 100;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    int64_t cut = now - 3600 * 1000;
+    /* 3 series x 3h at 10 s: 1080 per series, 2/3 older than the cut */
+    for (int k = 0; k < 3; k++)
+        for (int64_t ts = now - 3 * 3600000LL; ts < now; ts += 10000)
+            put(s, k == 0 ? "city/a" : k == 1 ? "city/b" : "city/c", "v", ts, (double)ts, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    int64_t old_before = count_rows("SELECT count(*) FROM samples WHERE ts < 1732396400000");
+    CU_ASSERT_EQUAL(old_before, 3 * 720);
+    uint64_t total = 0, steps = 0, deleted = 0;
+    struct cb_store_stats st;
+    int more = 1, within = 1, appended = 0;
+    while (more && steps < 1000) {
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+        within &= deleted <= 100;
+        total += deleted;
+        steps++;
+        /* appends continue between steps, new and old */
+        put(s, "city/d", "v", now + (int64_t)steps, 1.0, 0);
+        put(s, "city/d", "v", cut - 1 - (int64_t)steps, 1.0, 0); /* late, already expired */
+        appended++;
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+    CU_ASSERT(within);
+    CU_ASSERT(steps > 20); /* in steps, not in one go */
+    /* a second pass removes the late expired ones appended meanwhile */
+    do {
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+        total += deleted;
+    } while (more);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.retention_deleted, total); /* only the steps asked for ran */
+    CU_ASSERT(total >= (uint64_t)old_before);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts < 1732396400000"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts >= 1732396400000"),
+                    3 * 360 + appended);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM rollup_1m WHERE bucket < 1732392800000"), 0);
+    CU_ASSERT(count_rows("SELECT count(*) FROM rollup_1m WHERE bucket >= 1732392800000") >= 120);
+    /* 1h rollups are kept 730 days: all there */
+    CU_ASSERT(count_rows("SELECT count(*) FROM rollup_1h WHERE bucket < 1732392800000") >= 2);
+    teardown();
+}
+
+/* ---- queries --------------------------------------------------------------------- */
+
+struct bucket_list {
+    struct cb_bucket b[512];
+    size_t n;
+};
+
+static int on_bucket(void *ctx, const char *topic, const char *metric, const struct cb_bucket *b)
+{
+    (void)topic;
+    (void)metric;
+    struct bucket_list *l = ctx;
+    if (l->n < 512)
+        l->b[l->n++] = *b;
+    return 0;
+}
+
+struct raw_list {
+    char topic[64][32];
+    int64_t ts[64];
+    size_t n;
+};
+
+static int on_raw(void *ctx, const char *topic, const char *metric, int64_t ts, double v)
+{
+    (void)metric;
+    (void)v;
+    struct raw_list *l = ctx;
+    if (l->n >= 64)
+        return 1;
+    snprintf(l->topic[l->n], 32, "%s", topic);
+    l->ts[l->n++] = ts;
+    return 0;
+}
+
+static int buckets_equal(const struct bucket_list *a, const struct bucket_list *b)
+{
+    if (a->n != b->n)
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->b[i].ts != b->b[i].ts || a->b[i].count != b->b[i].count ||
+            a->b[i].min != b->b[i].min || a->b[i].max != b->b[i].max ||
+            fabs(a->b[i].sum - b->b[i].sum) > 1e-6 || a->b[i].last != b->b[i].last)
+            return 0;
+    return 1;
+}
+
+static void test_query_tiers(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    /* recent data (tiers depend on the retention cuts): an hour boundary */
+    int64_t t0 = (cb_wall_ms() / 3600000 - 4) * 3600000;
+    for (int64_t ts = t0; ts < t0 + 3 * 3600000LL; ts += 5000)
+        put(s, "city/d01/river/s1", "level", ts, (double)((ts / 5000) % 97), 0);
+    put(s, "city/d02/air/a1", "pm25", t0 + 10, 5.0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    char err[512];
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    /* recent data: tiers by step */
+    int64_t now_from = cb_wall_ms() - 3600000;
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 3600000), CB_TIER_1H);
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 300000), CB_TIER_1M);
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 90000), CB_TIER_RAW);
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 30000), CB_TIER_RAW);
+    /* beyond raw retention (7 days by default), a step that no rollup divides */
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, t0 - 30LL * 86400000, t0, 90000), CB_TIER_1M);
+    CU_ASSERT_EQUAL(cb_store_choose_tier(r, t0 - 400LL * 86400000, t0, 90000), CB_TIER_1H);
+    /* the 1h tier, the 1m tier and raw data give the same hourly buckets */
+    struct bucket_list *h = calloc(1, sizeof *h), *m = calloc(1, sizeof *m),
+                       *raw = calloc(1, sizeof *raw);
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/d01/river/s1", "level", t0,
+                                           t0 + 3 * 3600000LL, 3600000, on_bucket, h),
+                    0);
+    CU_ASSERT_EQUAL(h->n, 3);
+    CU_ASSERT_EQUAL(h->b[0].count, 720);
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/d01/river/s1", "level", t0,
+                                           t0 + 3 * 3600000LL, 60000, on_bucket, m),
+                    0);
+    CU_ASSERT_EQUAL(m->n, 180);
+    CU_ASSERT_EQUAL(m->b[0].count, 12);
+    /* recombine 1m buckets and raw into hours by hand */
+    struct bucket_list *from_m = calloc(1, sizeof *from_m);
+    for (size_t i = 0; i < m->n; i++) {
+        size_t k = (size_t)((m->b[i].ts - t0) / 3600000);
+        struct cb_bucket *b = &from_m->b[k];
+        if (!b->count) {
+            b->ts = t0 + (int64_t)k * 3600000;
+            b->min = m->b[i].min;
+            b->max = m->b[i].max;
+        }
+        b->count += m->b[i].count;
+        b->sum += m->b[i].sum;
+        b->min = fmin(b->min, m->b[i].min);
+        b->max = fmax(b->max, m->b[i].max);
+        b->last = m->b[i].last;
+        if (k + 1 > from_m->n)
+            from_m->n = k + 1;
+    }
+    CU_ASSERT(buckets_equal(h, from_m));
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/d01/river/s1", "level", t0,
+                                           t0 + 3 * 3600000LL, 90000, on_bucket, raw),
+                    0);
+    CU_ASSERT_EQUAL(raw->n, 120);
+    CU_ASSERT_EQUAL(raw->b[0].count, 18);
+    /* aggregate over an unaligned range: raw edges + 1m interior */
+    struct cb_bucket agg;
+    CU_ASSERT_EQUAL(cb_store_query_aggregate(r, "city/d01/river/s1", "level", t0 + 7000,
+                                             t0 + 7200000 + 13000, &agg),
+                    0);
+    CU_ASSERT_EQUAL(agg.count, 1441); /* t0+10s ... t0+2h+10s every 5 s */
+    CU_ASSERT_EQUAL(agg.ts, t0 + 7200000 + 10000);
+    /* raw rows in (topic, metric, ts) order, all series */
+    struct raw_list *rl = calloc(1, sizeof *rl);
+    CU_ASSERT_EQUAL(cb_store_query_raw(r, NULL, NULL, t0, t0 + 15001, on_raw, rl), 0);
+    CU_ASSERT_EQUAL(rl->n, 5);
+    CU_ASSERT_STRING_EQUAL(rl->topic[0], "city/d01/river/s1");
+    CU_ASSERT_STRING_EQUAL(rl->topic[4], "city/d02/air/a1");
+    CU_ASSERT(rl->ts[0] < rl->ts[1]);
+    free(h);
+    free(m);
+    free(raw);
+    free(from_m);
+    free(rl);
+    cb_store_reader_close(r);
+    cb_store_close(s);
+    teardown();
+}
+
+struct sensor_seen {
+    int n;
+    char topic[8][32];
+    size_t nmetrics[8];
+    int64_t last_ts[8];
+    double last_value[8];
+};
+
+static int on_sensor(void *ctx, const struct cb_sensor_info *si)
+{
+    struct sensor_seen *ss = ctx;
+    if (ss->n >= 8)
+        return 1;
+    snprintf(ss->topic[ss->n], 32, "%s", si->topic);
+    ss->nmetrics[ss->n] = si->nmetrics;
+    ss->last_ts[ss->n] = si->nmetrics ? si->metrics[0].last_ts : 0;
+    ss->last_value[ss->n] = si->nmetrics ? si->metrics[0].last_value : 0;
+    ss->n++;
+    return 0;
+}
+
+struct scan_seen {
+    int64_t last;
+    int ordered;
+    int n;
+};
+
+static int on_scan(void *ctx, const char *topic, const char *metric, int64_t ts, double v)
+{
+    (void)topic;
+    (void)metric;
+    (void)v;
+    struct scan_seen *ss = ctx;
+    ss->ordered &= ts >= ss->last;
+    ss->last = ts;
+    ss->n++;
+    return 0;
+}
+
+static void test_sensors_and_scan(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_sample a[2] = {{"flow", 5000, 41.5}, {"level", 5000, 3.1}};
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d07/river/s12", "urn:dev:s12:", a, 2, 0), 0);
+    a[0].ts_ms = a[1].ts_ms = 9000;
+    a[1].value = 3.4;
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d07/river/s12", NULL, a, 2, 0), 0);
+    put(s, "city/d01/noise/n9", "value", 7000, 63.5, 0);
+    put(s, "city/d01/noise/n9", "value", 2000, 60.0, 0); /* late */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    char err[512];
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct sensor_seen ss = {0};
+    CU_ASSERT_EQUAL(cb_store_list_sensors(r, on_sensor, &ss), 0);
+    CU_ASSERT_EQUAL(ss.n, 2);
+    CU_ASSERT_STRING_EQUAL(ss.topic[0], "city/d01/noise/n9");
+    CU_ASSERT_EQUAL(ss.last_ts[0], 7000);
+    CU_ASSERT_EQUAL(ss.nmetrics[1], 2);
+    CU_ASSERT_EQUAL(ss.last_ts[1], 9000);
+    CU_ASSERT_EQUAL(ss.last_value[1], 41.5);
+    struct scan_seen sc = {INT64_MIN, 1, 0};
+    CU_ASSERT_EQUAL(cb_store_scan_since(r, 5000, on_scan, &sc), 0);
+    CU_ASSERT_EQUAL(sc.n, 5);
+    CU_ASSERT(sc.ordered);
+    cb_store_reader_close(r);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sensors WHERE device = 'urn:dev:s12:' AND "
+                               "first_seen = 5000 AND last_seen = 9000"),
+                    1);
+    CU_ASSERT_EQUAL(count_rows("SELECT first_seen FROM sensors WHERE topic = 'city/d01/noise/n9'"),
+                    2000);
+    teardown();
+}
+
+/* ---- faults ------------------------------------------------------------------------ */
+
+static void test_disk_full(void)
+{
+    setup();
+    cfg.storage_max_pending_rows = 1000;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int i = 0; i < 200; i++)
+        put(s, "city/a", "v", i * 1000, i, (uint64_t)i + 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    /* the disk is full: no page beyond the current ones */
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+             (long long)count_rows("PRAGMA page_count"));
+    CU_ASSERT_EQUAL(storage__writer_exec(s, sql), SQLITE_OK);
+    char topic[32];
+    for (int i = 0; i < 600; i++) {
+        snprintf(topic, sizeof topic, "city/full/%d", i);
+        put(s, topic, "v", 1000000 + i, i, 300 + (uint64_t)i);
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), -1);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_DEGRADED);
+    CU_ASSERT(st.full_errors >= 1);
+    CU_ASSERT(strstr(st.last_error, "disk full") != NULL);
+    CU_ASSERT_EQUAL(st.committed_journal_pos, 200);
+    CU_ASSERT_EQUAL(st.pending_rows, 600);
+    /* memory stays bounded: beyond max_pending_rows messages are refused */
+    struct cb_sample many[300];
+    for (int i = 0; i < 300; i++)
+        many[i] = (struct cb_sample){"v", 2000000 + i, 1.0};
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/b", NULL, many, 300, 900), 0);
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/b", NULL, many, 300, 901), -1);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_dropped, 300);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_FAILED);
+    CU_ASSERT(st.pending_rows <= 1000);
+    /* readers still read what was committed */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 200);
+    /* space returns: everything queued commits; the position stays below the
+     * dropped message, so the next start replays it from the journal */
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_OK);
+    CU_ASSERT_EQUAL(st.rows_written, 200 + 600 + 300);
+    CU_ASSERT_EQUAL(st.committed_journal_pos, 900);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1100);
+    sqlite3 *db = raw_db();
+    sqlite3_stmt *q = NULL;
+    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL);
+    CU_ASSERT_EQUAL(sqlite3_step(q), SQLITE_ROW);
+    CU_ASSERT_STRING_EQUAL((const char *)sqlite3_column_text(q, 0), "ok");
+    sqlite3_finalize(q);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    sqlite3_close(db);
+    teardown();
+}
+
+static void test_busy(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA busy_timeout = 20"), SQLITE_OK);
+    sqlite3 *other = raw_db();
+    CU_ASSERT_EQUAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    put(s, "city/a", "v", 1000, 1.0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), -1);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT(st.busy_errors >= 1);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_DEGRADED);
+    CU_ASSERT(strstr(st.last_error, "busy") != NULL);
+    CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.health, CB_STORE_OK);
+    CU_ASSERT_EQUAL(st.rows_written, 1);
+    cb_store_close(s);
+    teardown();
+}
+
+static void test_read_only(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    put(s, "city/a", "v", 1000, 1.0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    /* root writes through file modes: the child drops to an unprivileged user */
+    CU_ASSERT_EQUAL(chmod(dir, 0777), 0);
+    CU_ASSERT_EQUAL(chmod(dbpath, 0444), 0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", dbpath);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s-shm", dbpath);
+    unlink(wal);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0) {
+            struct passwd *pw = getpwnam("nobody");
+            if (!pw || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+                _exit(3);
+        }
+        char err[512] = "";
+        struct cb_store *ro = cb_store_open(&cfg, NULL, err, sizeof err);
+        if (ro)
+            _exit(1);
+        _exit(strstr(err, "read-only") ? 0 : 2);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFEXITED(status));
+    CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+    chmod(dbpath, 0644);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1);
+    teardown();
+}
+
+static void test_quarantine_and_pos(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_sample bad = {"level", 5000, 99.0};
+    CU_ASSERT_EQUAL(cb_store_quarantine(s, "city/a", &bad, "invalid_range:river_flood"), 0);
+    cb_store_note_journal_pos(s, 41); /* a rejected payload */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(cb_store_committed_journal_pos(s), 41);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.quarantined, 1);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM quarantine WHERE reason = "
+                               "'invalid_range:river_flood' AND value = 99.0"),
+                    1);
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(cb_store_committed_journal_pos(s), 41);
+    cb_store_close(s);
+    teardown();
+}
+
+void cb_test_suite_storage(void)
+{
+    CU_pSuite s = CU_add_suite("storage", NULL, NULL);
+    CU_add_test(s, "storage: a new file gets the current schema in WAL mode", test_schema_created);
+    CU_add_test(s, "storage: a version-1 database migrates forward keeping its rows",
+                test_migration);
+    CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",
+                test_foreign_and_newer);
+    CU_add_test(s, "storage: the same rows twice are stored once", test_idempotent);
+    CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
+                test_rollups_property);
+    CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
+                test_retention_steps);
+    CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
+    CU_add_test(s, "storage: sensors list their metrics and last values; scan is in ts order",
+                test_sensors_and_scan);
+    CU_add_test(s, "storage: disk full holds rows bounded, corrupts nothing, recovers",
+                test_disk_full);
+    CU_add_test(s, "storage: a busy database is retried until it frees", test_busy);
+    CU_add_test(s, "storage: a read-only database file is refused with a clear error",
+                test_read_only);
+    CU_add_test(s, "storage: quarantine and rejected positions commit", test_quarantine_and_pos);
+}
