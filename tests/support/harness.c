@@ -56,6 +56,12 @@ struct cb_h_pub {
     MQTTClient c;
     int connected;
     int version;
+    /* deliveryComplete hands the token over; MQTTClient_waitForCompletion
+     * would poll in 100 ms steps. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    MQTTClient_deliveryToken done_tok;
+    int lost;
 };
 
 struct msg_node {
@@ -240,6 +246,8 @@ static void pub_free(struct cb_h_pub *p)
     else if (p->connected)
         MQTTClient_disconnect(p->c, 200);
     MQTTClient_destroy(&p->c);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
     free(p);
 }
 
@@ -737,17 +745,52 @@ static int mqtt_do_connect(MQTTClient c, const struct cb_h_mqtt_opts *o, int ver
     return MQTTClient_connect(c, opt);
 }
 
+static int pub_arrived(void *ctx, char *topic, int topic_len, MQTTClient_message *m)
+{
+    (void)ctx;
+    (void)topic_len;
+    MQTTClient_freeMessage(&m);
+    MQTTClient_free(topic);
+    return 1;
+}
+
+static void pub_delivered(void *ctx, MQTTClient_deliveryToken tok)
+{
+    struct cb_h_pub *p = ctx;
+    pthread_mutex_lock(&p->lock);
+    p->done_tok = tok;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void pub_lost(void *ctx, char *cause)
+{
+    struct cb_h_pub *p = ctx;
+    (void)cause;
+    pthread_mutex_lock(&p->lock);
+    p->lost = 1;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
 struct cb_h_pub *cb_h_pub_connect(const char *url, const struct cb_h_mqtt_opts *opts)
 {
     struct cb_h_pub *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
     if (mqtt_connect(&p->c, url, opts, "pub", &p->version) != 0) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->cond);
         free(p);
         return NULL;
     }
     p->next = H.pubs;
     H.pubs = p;
+    if (MQTTClient_setCallbacks(p->c, p, pub_lost, pub_arrived, pub_delivered) !=
+        MQTTCLIENT_SUCCESS)
+        return NULL;
     int rc = mqtt_do_connect(p->c, opts, p->version);
     if (rc != MQTTCLIENT_SUCCESS) {
         fprintf(stderr, "harness: publisher connect to %s failed: %d\n", url, rc);
@@ -774,8 +817,17 @@ int cb_h_pub_send(struct cb_h_pub *p, const char *topic, const void *payload, si
     }
     if (rc != MQTTCLIENT_SUCCESS)
         return rc;
-    if (qos > 0)
-        rc = MQTTClient_waitForCompletion(p->c, tok, 10000);
+    if (qos == 0)
+        return 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&p->lock);
+    while (p->done_tok != tok && !p->lost &&
+           pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+        ;
+    rc = p->done_tok == tok ? 0 : -1;
+    pthread_mutex_unlock(&p->lock);
     return rc;
 }
 
