@@ -491,7 +491,8 @@ static int parse_line(char *line, char **key, char **value, const char *where,
     char *k = trim(s);
     char *v = trim(eq + 1);
     if (*v == '"') {
-        char *close = strrchr(v + 1, '"');
+        /* The value ends at the next quote: a comment after it may quote too. */
+        char *close = strchr(v + 1, '"');
         if (!close) {
             set_error(err, where, "unterminated quoted value");
             return -1;

@@ -82,6 +82,7 @@ static void test_file_values_and_comments(void)
                   "log.level = debug\n"
                   "alerts.cap_sender = \"ops # city hall\"\n"
                   "mqtt.password = \"  spaced  \"\n"
+                  "mqtt.ca_file = \"\" # no CA: \"the system store\"\n"
                   "mqtt.username = a#b\n",
                   &err, NULL, 0);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
@@ -95,6 +96,8 @@ static void test_file_values_and_comments(void)
     CU_ASSERT_EQUAL(c.log_level, CB_LOG_DEBUG);
     CU_ASSERT_STRING_EQUAL(c.alerts_cap_sender, "ops # city hall");
     CU_ASSERT_STRING_EQUAL(c.mqtt_password, "  spaced  ");
+    /* A quoted value ends at its closing quote, even when the comment quotes. */
+    CU_ASSERT_STRING_EQUAL(c.mqtt_ca_file, "");
     /* '#' starts a comment only after white space. */
     CU_ASSERT_STRING_EQUAL(c.mqtt_username, "a#b");
     cb_config_free(&c);
