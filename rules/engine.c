@@ -126,6 +126,7 @@ struct cb_engine {
     size_t ntags, captags;
     size_t nwindows;
     int64_t hi_now;            /* the latest now windows were fed or expired at */
+    int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
 };
 
 static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
@@ -758,7 +759,7 @@ static double sensors_agg(struct cb_engine *e, const struct rules__rule *r, stru
 {
     if (!in)
         return NAN;
-    struct gcache *g = now >= e->hi_now ? gcache_of(in, op) : NULL;
+    struct gcache *g = now >= e->hi_now && !e->no_group_cache ? gcache_of(in, op) : NULL;
     if (!g)
         return sensors_full(e, r, c, agg, in, now);
     while (g->n && g->m[g->heap[0]].until <= now) {
@@ -1536,3 +1537,30 @@ void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
 }
 
 size_t cb_engine_rule_count(const struct cb_engine *e) { return e->rs->nrules; }
+
+void rules__engine_set_group_cache(struct cb_engine *e, int on)
+{
+    e->no_group_cache = !on;
+}
+
+size_t rules__engine_check_groups(struct cb_engine *e, size_t *compared)
+{
+    int64_t now = cb_clock_now(e->clock);
+    size_t bad = 0, n = 0;
+    for (size_t i = 0; i < e->ninst; i++) {
+        struct inst *in = e->instv[i];
+        const struct rules__rule *r = in->rule;
+        for (uint32_t k = 0; k < in->ngc; k++) {
+            const struct rules__op *op = &r->ops[in->gc[k].op];
+            struct rules__code inner = {in->gc[k].op + 1, op->len};
+            double a = sensors_agg(e, r, inner, op->agg, in, in->gc[k].op, now);
+            double b = sensors_full(e, r, inner, op->agg, in, now);
+            n++;
+            if (!((a != a && b != b) || (a == b && signbit(a) == signbit(b))))
+                bad++;
+        }
+    }
+    if (compared)
+        *compared = n;
+    return bad;
+}
