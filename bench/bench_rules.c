@@ -5,11 +5,19 @@
  *   rules_scaling_ratio             the second over the first (goal >= 0.9)
  *   rules_replay_samples_per_s      `citybrain replay` end to end (JSON lines in, transitions out)
  *   rules_window_bytes_per_sample   memory held by windows per sample they hold (goal <= 24)
- * Time is a manual clock: 100 sensors, one message per sensor per second. */
+ *   rules_city_us_per_msg           etc/rules + 100 generated rules (bench/gen_rules.sh), the
+ *                                   ingest benchmark's stream: 10,080 topics over 20 districts
+ *   rules_city_bytes_per_sensor     heap the engine holds per sensor after that stream
+ *   rules_city_bytes_per_instance   the same per alert instance
+ *   rules_city_window_bytes         memory per window (struct, ring, deques)
+ * Time is a manual clock: 100 sensors, one message per sensor per second (the
+ * city section: 20,000 messages per second of event time, as flood_pub sends).
+ * `bench_rules city` runs the city section alone (for perf). */
 #include "core/clock.h"
 #include "core/commands.h"
 #include "rules/rules.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,8 +150,101 @@ static double replay(void)
     return seconds * SENSORS * 2 / dt;
 }
 
-int main(void)
+/* ---- the city stream: etc/rules + 100 generated rules over 10,080 topics ---- */
+
+static const char *const kinds[9] = {"river", "rain", "air", "gas", "bridge",
+                                     "traffic", "manhole", "underpass", "noise"};
+static const char *const fields[9] = {"level", "mm_h", "pm25", "ch4", "accel",
+                                      "speed", "tilt", "water_depth", "db"};
+static const double normal[9] = {1.6, 0.0, 18, 0.8, 0.08, 50, 0.4, 0.0, 58};
+
+/* Compiles etc/rules and `bench/gen_rules.sh 100` (written to a temporary
+ * file). NULL when either is missing or does not compile. */
+static struct cb_ruleset *city_ruleset(void)
 {
+    char gen[] = "/tmp/bench_rules_gen_XXXXXX.rules";
+    int fd = mkstemps(gen, 6);
+    if (fd < 0)
+        return NULL;
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "bash %s/bench/gen_rules.sh 100 > %s", CB_SOURCE_DIR, gen);
+    struct cb_ruleset *rs = NULL;
+    if (system(cmd) == 0) {
+        const char *paths[2] = {CB_SOURCE_DIR "/etc/rules", gen};
+        struct cb_diags d = {0};
+        rs = cb_ruleset_compile(paths, 2, &d);
+        if (!rs)
+            fprintf(stderr, "bench_rules: city rules do not compile (%zu errors)\n", d.errors);
+        cb_diags_free(&d);
+    }
+    unlink(gen);
+    return rs;
+}
+
+static size_t heap_used(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* Offers n messages of the flood_pub stream (one sample each, 20 per ms of
+ * event time, a tick every second) and prints the city figures. */
+static int city(long n)
+{
+    struct cb_ruleset *rs = city_ruleset();
+    if (!rs)
+        return 1;
+    int64_t now = 1700000000000;
+    struct cb_clock clock = {cb_clock_manual_now, &now};
+    long transitions = 0;
+    size_t h0 = heap_used();
+    struct cb_engine *e = cb_engine_new(rs, &clock, NULL, count, &transitions);
+    char topic[64];
+    double t0 = now_s();
+    int64_t next_tick = now + 1000;
+    for (long i = 0; i < n; i++) {
+        long t = i % 10080;
+        int k = (int)(t % 9), d = (int)((t / 9) % 20) + 1, s = (int)(t / 180) + 1;
+        snprintf(topic, sizeof topic, "city/d%02d/%s/s%03d", d, kinds[k], s);
+        if (i % 20 == 0)
+            now++;
+        struct cb_sample x = {fields[k], now, normal[k] + (double)(i % 7) * 0.01};
+        cb_engine_offer(e, topic, NULL, &x, 1, NULL, NULL);
+        if (now >= next_tick) {
+            cb_engine_tick(e);
+            next_tick += 1000;
+        }
+    }
+    double dt = now_s() - t0;
+    struct cb_engine_stats st;
+    cb_engine_get_stats(e, &st);
+    size_t held = heap_used() - h0;
+    printf("rules_city_rules %zu\n", cb_engine_rule_count(e));
+    printf("rules_city_us_per_msg %.2f\n", dt * 1e6 / (double)n);
+    printf("rules_city_msgs_per_s %.0f\n", (double)n / dt);
+    printf("rules_city_evaluations_per_msg %.1f\n", (double)st.evaluated / (double)n);
+    printf("rules_city_heap_mb %.1f\n", (double)held / 1048576.0);
+    printf("rules_city_bytes_per_sensor %.0f\n", (double)held / 10080.0);
+    printf("rules_city_instances %zu\n", st.instances);
+    printf("rules_city_bytes_per_instance %.0f\n",
+           st.instances ? (double)(held - st.window_bytes) / (double)st.instances : 0.0);
+    printf("rules_city_windows %zu\n", st.windows);
+    printf("rules_city_window_bytes %.0f\n",
+           st.windows ? (double)st.window_bytes / (double)st.windows : 0.0);
+    printf("rules_city_transitions %ld\n", transitions);
+    fflush(stdout);
+    cb_engine_free(e);
+    cb_ruleset_release(rs);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *q = getenv("BENCH_QUICK");
+    long ncity = q && strcmp(q, "1") == 0 ? 50000 : 200000;
+    if (argc > 1 && strcmp(argv[1], "city") == 0)
+        return city(argc > 2 ? atol(argv[2]) : ncity);
     struct cb_ruleset *r10 = ruleset(0), *r10k = ruleset(9990);
     struct cb_engine_stats st10, st10k;
     if (!r10 || !r10k)
@@ -160,6 +261,8 @@ int main(void)
     printf("rules_window_samples %zu\n", st10.window_samples);
     fflush(stdout);
     printf("rules_replay_samples_per_s %.0f\n", replay());
+    fflush(stdout);
+    city(ncity);
     cb_ruleset_release(r10);
     cb_ruleset_release(r10k);
     return 0;
