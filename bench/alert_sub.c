@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/net.h"
 #include "sim/sim.h"
 
 static uint64_t got;
@@ -66,7 +67,7 @@ static void on_connected(void *ctx, MQTTAsync_successData *r)
 {
     (void)ctx;
     (void)r;
-    cb_sim_tcp_nodelay_all();
+    cb_net_tcp_nodelay_all();
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onSuccess = on_subscribed;
     ro.onFailure = on_fail;

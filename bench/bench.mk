@@ -21,10 +21,10 @@ $(BUILD)/bench/count_sub: bench/count_sub.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< -o $@ -lpaho-mqtt3as -lpthread
 
-$(BUILD)/bench/flood_pub $(BUILD)/bench/alert_sub: $(BUILD)/bench/%: bench/%.c sim/nodelay.c sim/sim.h
+$(BUILD)/bench/flood_pub $(BUILD)/bench/alert_sub: $(BUILD)/bench/%: bench/%.c core/net.c core/net.h sim/sim.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< sim/nodelay.c -o $@ -lpaho-mqtt3as -lm -lpthread
+	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< core/net.c -o $@ -lpaho-mqtt3as -lm -lpthread
 
 -include $(filter-out bench/bench.mk,$(wildcard bench/*.mk))
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/net.h"
 #include "sim/sim.h"
 
 static uint64_t done, failed;
@@ -36,7 +37,7 @@ static void on_connect(void *ctx, MQTTAsync_successData *r)
 {
     (void)ctx;
     (void)r;
-    cb_sim_tcp_nodelay_all();
+    cb_net_tcp_nodelay_all();
     __atomic_store_n(&connected, 1, __ATOMIC_RELEASE);
 }
 static void on_connect_fail(void *ctx, MQTTAsync_failureData *r)

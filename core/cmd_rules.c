@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/strbuf.h"
 #include "ingest/ingest.h"
+#include "storage/storage.h"
 #include "rules/rules.h"
 
 #include <cjson/cJSON.h>
@@ -61,7 +62,10 @@ struct driver {
     /* output: either printed (replay) or collected (test) */
     FILE *out;
     struct cb_strbuf *collect; /* one line per event transition: "at state id severity message" */
-    uint64_t bad_lines, late, future, quarantined;
+    uint64_t bad_lines, late, future, quarantined, dropped;
+    struct cb_store *store; /* replay --db: the samples are kept here too */
+    struct cb_sample keep[4096];
+    const char *qrules[4096];
     enum cb_sample_verdict verdicts[4096];
 };
 
@@ -156,13 +160,28 @@ static enum cb_reject offer_message(struct driver *d, const char *topic, const v
         advance(d, maxts);
     for (size_t off = 0; off < dec.n; off += 4096) {
         size_t n = dec.n - off < 4096 ? dec.n - off : 4096;
-        if (cb_engine_offer(d->e, topic, dec.device, dec.samples + off, n, d->verdicts, NULL) < 0)
+        if (cb_engine_offer(d->e, topic, dec.device, dec.samples + off, n, d->verdicts,
+                            d->qrules) < 0)
             return CB_REJECT_MALFORMED;
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             d->late += d->verdicts[i] == CB_SAMPLE_LATE;
             d->future += d->verdicts[i] == CB_SAMPLE_FUTURE;
             d->quarantined += d->verdicts[i] == CB_SAMPLE_QUARANTINED;
+            if (!d->store)
+                continue;
+            /* As `run` stores them: accepted and late samples, quarantine apart. */
+            if (d->verdicts[i] == CB_SAMPLE_ACCEPTED || d->verdicts[i] == CB_SAMPLE_LATE) {
+                d->keep[k++] = dec.samples[off + i];
+            } else if (d->verdicts[i] == CB_SAMPLE_QUARANTINED) {
+                char reason[160];
+                snprintf(reason, sizeof reason, "invalid_range:%s",
+                         d->qrules[i] ? d->qrules[i] : "?");
+                cb_store_quarantine(d->store, topic, &dec.samples[off + i], reason);
+            }
         }
+        if (k && cb_store_append(d->store, topic, dec.device, d->keep, k, 0) < 0)
+            d->dropped += k;
     }
     return CB_REJECT_NONE;
 }
@@ -326,6 +345,43 @@ static int parse_duration_arg(const char *cmd, const char *opt, const char *v, i
     return 0;
 }
 
+/* replay --db: a store with the default options at `path`. Returns 0 or -1
+ * (reported). */
+static int open_replay_store(struct driver *d, const char *path)
+{
+    struct cb_config cfg;
+    char err[256];
+    if (cb_config_defaults(&cfg) < 0)
+        return -1;
+    free(cfg.storage_db);
+    cfg.storage_db = strdup(path);
+    d->store = cfg.storage_db ? cb_store_open(&cfg, NULL, err, sizeof err) : NULL;
+    if (!d->store)
+        fprintf(stderr, "citybrain replay: %s: %s\n", path, cfg.storage_db ? err : "out of memory");
+    cb_config_free(&cfg);
+    return d->store ? 0 : -1;
+}
+
+/* Commits what replay stored and closes. Returns the exit code: 0, or 1 when
+ * rows could not be stored. */
+static int close_replay_store(struct driver *d)
+{
+    if (!d->store)
+        return 0;
+    struct cb_store_stats st;
+    cb_store_flush(d->store);
+    cb_store_get_stats(d->store, &st);
+    cb_store_close(d->store);
+    d->store = NULL;
+    if (st.health != CB_STORE_OK || d->dropped) {
+        fprintf(stderr, "citybrain replay: storing the samples failed: %s (%llu dropped)\n",
+                st.last_error[0] ? st.last_error : "unknown error",
+                (unsigned long long)(d->dropped + st.rows_dropped));
+        return 1;
+    }
+    return 0;
+}
+
 int cb_cmd_replay(int argc, char **argv)
 {
     const char **rules = calloc((size_t)argc + 1, sizeof *rules);
@@ -333,6 +389,7 @@ int cb_cmd_replay(int argc, char **argv)
     const char *input = NULL;
     int64_t until = 0, lateness = 300000, skew = 60000;
     int has_until = 0, rc = 2;
+    const char *db = NULL;
     if (!rules)
         return 1;
     for (int i = 1; i < argc; i++) {
@@ -340,10 +397,12 @@ int cb_cmd_replay(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: citybrain replay --rules PATH [--rules PATH...] [--input FILE] [--until TS]\n"
-                   "                        [--lateness D] [--max-skew D]\n"
+                   "                        [--db PATH] [--lateness D] [--max-skew D]\n"
                    "  runs the rules over JSON Lines telemetry (default: stdin) with event time;\n"
                    "  prints each alert transition as one JSON line. TS: ms since the epoch or\n"
-                   "  RFC 3339. Bad input lines are reported on stderr and skipped.\n");
+                   "  RFC 3339. Bad input lines are reported on stderr and skipped.\n"
+                   "  --db PATH also stores the samples (and quarantined ones) in that SQLite\n"
+                   "  file, as `run` would, for `citybrain query` and the API.\n");
             free(rules);
             return 0;
         }
@@ -368,8 +427,7 @@ int cb_cmd_replay(int argc, char **argv)
             if (parse_duration_arg("replay", a, v, &skew) < 0)
                 goto out;
         } else if (!strcmp(a, "--db")) {
-            fprintf(stderr, "citybrain replay: --db is not available in this build\n");
-            goto out;
+            db = v;
         } else {
             fprintf(stderr, "citybrain replay: unknown option '%s'\n", a);
             goto out;
@@ -399,13 +457,16 @@ int cb_cmd_replay(int argc, char **argv)
     if (driver_init(&drv, rs, lateness, skew) < 0) {
         fprintf(stderr, "citybrain replay: out of memory\n");
         rc = 1;
+    } else if (db && open_replay_store(&drv, db) < 0) {
+        driver_free(&drv);
+        rc = 1;
     } else {
         drv.out = stdout;
         replay_stream(&drv, in, input ? input : "<stdin>");
         if (has_until)
             advance(&drv, until);
+        rc = close_replay_store(&drv);
         driver_free(&drv);
-        rc = 0;
     }
     if (in != stdin)
         fclose(in);

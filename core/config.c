@@ -145,14 +145,18 @@ static const struct option options[] = {
      "5000", 0, 0, "rows deleted per step at most, so deletion never stalls ingestion", 0},
 
     {"alerts.channel", T_STRLIST, OFF(alerts_channels), 0, 0,
-     "mqtt type=mqtt|log type=log", 0, 0,
-     "notification channel: NAME type=mqtt|webhook|log [format=json|cap] [url=URL] "
-     "[prefix=TOPIC]; repeat for several",
+     "log type=log|ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
+     "notification channel chosen by a rule's notify clause: NAME type=mqtt|webhook|log "
+     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several. The example rules "
+     "notify `ops` (point it at your duty system, e.g. ops type=webhook "
+     "url=https://duty.example/hook) and `cap` (CAP 1.2 XML)",
      "Alerts"},
-    {"alerts.default_notify", T_STRLIST, OFF(alerts_default_notify), 0, 0, "mqtt|log", 0, 0,
+    {"alerts.default_notify", T_STRLIST, OFF(alerts_default_notify), 0, 0, "log", 0, 0,
      "channels used by rules without a notify clause", 0},
     {"alerts.mqtt_prefix", T_STRING, OFF(alerts_mqtt_prefix), 0, 0, "citybrain/alerts", 0, 0,
-     "topic prefix of MQTT alert transitions: PREFIX/<rule>", 0},
+     "every alert transition is published as JSON on PREFIX/<rule> (QoS 1), whatever the "
+     "rule's notify clause",
+     0},
     {"alerts.storm_window", T_DURATION, OFF(alerts_storm_window_ms), 0, 3600 * 1000LL, "10s", 0,
      0,
      "notifications of one rule and group are gathered this long into one (0 = send each)", 0},
@@ -487,7 +491,8 @@ static int parse_line(char *line, char **key, char **value, const char *where,
     char *k = trim(s);
     char *v = trim(eq + 1);
     if (*v == '"') {
-        char *close = strrchr(v + 1, '"');
+        /* The value ends at the next quote: a comment after it may quote too. */
+        char *close = strchr(v + 1, '"');
         if (!close) {
             set_error(err, where, "unterminated quoted value");
             return -1;

@@ -125,6 +125,8 @@ static void register_metrics(struct cb_daemon *d)
     for (int v = 0; v < 4; v++)
         d->m_samples[v] = cb_metrics_counter("citybrain_ingest_samples_total", verdict_labels[v],
                                              "decoded samples, by what the rules made of them");
+    d->m_feed_failed = cb_metrics_counter("citybrain_alert_feed_failed_total", "",
+                                          "alert transitions that could not be handed to MQTT");
     d->m_transitions = cb_metrics_counter("citybrain_rules_transitions_total", "",
                                           "alert state changes emitted by the rules");
     d->m_reloads = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"ok\"",
@@ -291,13 +293,26 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
 
 /* ---- transitions ----------------------------------------------------------- */
 
-/* Every state change of the engine goes to alerts/, which persists it and
- * notifies (MQTT, webhooks, log, CAP) and hands events to the API's SSE. */
+/* Every state change of the engine goes to alerts/, which persists it,
+ * notifies the rule's channels (grouped in storms) and hands events to the
+ * API's SSE. Every event is also published, one message per transition, on
+ * the alert feed PREFIX/<rule> (interfaces.md): machines that follow the
+ * feed see each instance, as the API and the log do. */
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct cb_daemon *d = ctx;
     cb_counter_add(d->m_transitions, 1);
     cb_alerts_on_transition(d->alerts, t);
+    if (!d->mqtt || !cb_transition_is_event(t))
+        return;
+    cb_strbuf_reset(&d->feed);
+    cb_transition_to_json(t, &d->feed);
+    if (d->feed.oom)
+        return;
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
+    if (cb_mqtt_publish(d->mqtt, topic, d->feed.data, d->feed.len, 1, 0))
+        cb_counter_add(d->m_feed_failed, 1);
 }
 
 static int publish_alert(void *ctx, const char *topic, const void *payload, size_t len, int qos)
@@ -698,6 +713,7 @@ static void teardown(struct cb_daemon *d)
         cb_decoder_free(d->decoder);
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
+    cb_strbuf_free(&d->feed);
     free(d->keep);
     free(d->verdicts);
     free(d->qrules);

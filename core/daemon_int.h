@@ -45,12 +45,12 @@ struct cb_daemon {
     int stopping;
     int exit_code;
     int64_t started_ms;
-    char *alert_prefix_buf;
+    struct cb_strbuf feed; /* the alert feed's JSON, reused */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
     uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
-    uint64_t *m_transitions, *m_reloads, *m_reload_errors;
+    uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_feed_failed;
     struct cb_histogram *h_eval, *h_journal;
 };
 

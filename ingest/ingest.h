@@ -80,8 +80,11 @@ typedef void (*cb_message_fn)(void *ctx, const struct cb_message *m);
 
 /* Called on the Paho thread before a message is queued (and so before it is
  * acknowledged): the daemon journals it here. Returns 0 and may set *pos, or
- * -1 to refuse the message (QoS 1: the broker redelivers it later). Must not
- * block for long: it runs under Paho's lock. */
+ * -1 when it could not keep it: the message is still queued, with
+ * journal_pos 0, and counted in persist_failed (Paho 1.3.12 acknowledges a
+ * QoS 1 message whatever messageArrived returns, so refusing cannot make the
+ * broker redeliver; see ingest/mqtt.c). Must not block for long: it runs
+ * under Paho's lock. */
 typedef int (*cb_persist_fn)(void *ctx, const char *topic, size_t topic_len,
                              const void *payload, size_t len, int64_t arrival_ms,
                              uint64_t *pos);
@@ -89,7 +92,7 @@ typedef int (*cb_persist_fn)(void *ctx, const char *topic, size_t topic_len,
 struct cb_mqtt_stats {
     uint64_t received;         /* messages handed to the loop */
     uint64_t dropped_qos0;     /* QoS 0 messages dropped, queue full */
-    uint64_t deferred_qos1;    /* QoS 1 deliveries refused, queue full (redelivered) */
+    uint64_t deferred_qos1;    /* QoS 1 messages that waited for room, queue full (back-pressure) */
     uint64_t persist_failed;   /* the persist hook refused */
     uint64_t connects;
     uint64_t connection_lost;

@@ -52,6 +52,7 @@
  * Ownership: each queued message is ONE malloc (node header, topic, NUL,
  * payload), freed on the loop after on_message returns. The struct is freed
  * in the close callback of the last uv handle (STYLE.md habit 9). */
+#include "core/net.h"
 #include "ingest/ingest.h"
 
 #include <MQTTAsync.h>
@@ -340,6 +341,8 @@ static void subscribe_all(struct cb_mqtt *m)
 static void connected(struct cb_mqtt *m, int session_present)
 {
     STAT_ADD(m, connects, 1);
+    /* Alerts are small publishes: without this they wait for Nagle. */
+    cb_net_tcp_nodelay_all();
     set_state(m, CB_MQTT_CONNECTED);
     cb_info(MOD, "connected to %s as '%s' (MQTT %s, session %s)", m->url, m->client_id,
             m->version == 5 ? "5" : "3.1.1", session_present ? "resumed" : "new");

@@ -11,7 +11,20 @@
  * value, `and`/`or`/`not` follow three-valued logic, and a condition holds only
  * when its value is true: so a comparison with no value is false in `when`
  * and in `clear` alike, and the default clear (`not WHEN`) does not hold
- * either: a silent sensor leaves its alert as it is. */
+ * either: a silent sensor leaves its alert as it is.
+ *
+ * Group rules: a `sensors:` aggregate would evaluate its inner expression for
+ * every member sensor on every evaluation (hundreds of sensors per district).
+ * Instead each instance keeps, per `sensors:` aggregate, every member's last
+ * inner value and the event time until which that value cannot change (its
+ * `until`): the earliest time a sample leaves one of the windows it read, or
+ * the time a comparison on age() flips; infinity when only a new sample can
+ * change it. A sample of a sensor resets its members' until (feed), and an
+ * evaluation at now recomputes just the members whose until <= now, taken
+ * from a min-heap, keeping counts of true and valued members up to date. The
+ * windows are expired at the same evaluations as before (a member whose until
+ * is later has no sample to expire), so every value is the one a full
+ * recompute gives. Time going backwards falls back to the full recompute. */
 #include "rules/rules_int.h"
 
 #include <math.h>
@@ -49,9 +62,29 @@ struct binding {
     struct inst *inst;
     struct rules__window **wins; /* per rule window reference */
     struct series **ser;         /* per rule series reference */
-    struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
-    int ncaps;
-    struct binding *next;        /* next member of the instance */
+    uint32_t mi;                 /* index in inst->mv */
+};
+
+/* One member's cached inner value in one `sensors:` aggregate. */
+struct gslot {
+    double v;
+    int64_t until; /* recompute when now >= until; INT64_MIN: dirty */
+    uint32_t hpos; /* position in the heap */
+};
+
+/* The cache of one `sensors:` aggregate of one group instance: slots indexed
+ * like inst->mv, a min-heap of member indices on until, and the counts of
+ * the cached values. min/max/sum/avg are reduced over the slots when a value
+ * changed (in member order, as a full recompute adds them). */
+struct gcache {
+    uint32_t op;       /* index of its OP_SENSORS op in rule->ops */
+    uint32_t n, cap;
+    struct gslot *m;
+    uint32_t *heap;
+    uint32_t ntrue;    /* members whose value is true */
+    uint32_t nval;     /* members with a value */
+    int changed;       /* a value changed since the reduction */
+    double red;        /* the reduction (min/max/sum/avg) */
 };
 
 struct inst {
@@ -64,8 +97,11 @@ struct inst {
     int64_t since, fired_at, clear_since, cooldown_until, acked_at;
     int has_clear_since, acked;
     char *acked_by, *ack_note;
-    struct binding *members;
-    size_t nmembers;
+    struct binding **mv;  /* members */
+    uint32_t nmv;
+    size_t capmv;
+    struct gcache *gc;    /* group rules: one per `sensors:` aggregate evaluated */
+    uint32_t ngc;
     size_t pos; /* in e->insts */
 };
 
@@ -89,6 +125,8 @@ struct cb_engine {
     uint32_t *tags;
     size_t ntags, captags;
     size_t nwindows;
+    int64_t hi_now;            /* the latest now windows were fed or expired at */
+    int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
 };
 
 static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
@@ -221,19 +259,56 @@ static void drop_unused_windows(struct cb_engine *e, struct sensor *s)
     }
 }
 
+/* Packs n labels (names[i] NUL-terminated, vals[i] of vlens[i] bytes) into
+ * one allocation: the array, then the strings. NULL on OOM; free with
+ * label_free. (One block instead of 2n + 1: an instance's labels cost about
+ * a quarter of what they did, and there is one instance per sensor and rule.) */
+static struct cb_label *labels_pack(const char *const *names, const char *const *vals,
+                                    const size_t *vlens, size_t n)
+{
+    size_t slots = n ? n : 1, sz = slots * sizeof(struct cb_label);
+    for (size_t i = 0; i < n; i++)
+        sz += strlen(names[i]) + 1 + vlens[i] + 1;
+    struct cb_label *l = malloc(sz);
+    if (!l)
+        return NULL;
+    char *p = (char *)(l + slots);
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(names[i]);
+        memcpy(p, names[i], nl + 1);
+        l[i].name = p;
+        p += nl + 1;
+        memcpy(p, vals[i], vlens[i]);
+        p[vlens[i]] = '\0';
+        l[i].value = p;
+        p += vlens[i] + 1;
+    }
+    return l;
+}
+
 static void label_free(struct cb_label *l, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        free((char *)l[i].name);
-        free((char *)l[i].value);
-    }
+    (void)n; /* one block (labels_pack) */
     free(l);
+}
+
+static void gcache_free(struct inst *in)
+{
+    for (uint32_t i = 0; i < in->ngc; i++) {
+        free(in->gc[i].m);
+        free(in->gc[i].heap);
+    }
+    free(in->gc);
+    in->gc = NULL;
+    in->ngc = 0;
 }
 
 static void inst_free(struct inst *in)
 {
     if (!in)
         return;
+    gcache_free(in);
+    free(in->mv);
     free(in->id);
     label_free(in->labels, in->nlabels);
     free(in->acked_by);
@@ -249,44 +324,44 @@ static void inst_remove(struct cb_engine *e, struct inst *in)
     inst_free(in);
 }
 
-/* Builds the instance id and labels of binding b into *id (caller frees) and
- * *labels (caller frees with label_free). 0 or -1 (OOM). */
-static int instance_key(const struct binding *b, char **id, struct cb_label **labels, size_t *nl)
+/* Builds the instance id and labels of binding b, whose topic matched with
+ * captures caps[0..ncaps), into *id (caller frees) and *labels (caller frees
+ * with label_free). 0 or -1 (OOM). */
+static int instance_key(const struct binding *b, const struct cb_topic_capture *caps, int ncaps,
+                        char **id, struct cb_label **labels, size_t *nl)
 {
     const struct rules__rule *r = b->rule;
     struct cb_strbuf buf;
-    size_t n = r->nper ? r->nper : (size_t)b->ncaps;
-    struct cb_label *l = calloc(n ? n : 1, sizeof *l);
+    size_t n = r->nper ? r->nper : (size_t)ncaps;
+    const char *names[CB_TOPIC_MAX_LEVELS], *vals[CB_TOPIC_MAX_LEVELS];
+    size_t vlens[CB_TOPIC_MAX_LEVELS];
+    struct cb_label *l = NULL;
     cb_strbuf_init(&buf);
-    if (!l)
+    if (n > CB_TOPIC_MAX_LEVELS)
         goto fail;
     cb_strbuf_puts(&buf, r->name);
     cb_strbuf_putc(&buf, '/');
     if (!r->nper)
         cb_strbuf_puts(&buf, b->s->topic);
     for (size_t i = 0; i < n; i++) {
-        const char *name = r->nper ? r->per[i] : b->caps[i].name;
+        const char *name = r->nper ? r->per[i] : caps[i].name;
         const char *v = "";
         size_t vl = 0;
-        for (int k = 0; k < b->ncaps; k++)
-            if (strcmp(b->caps[k].name, name) == 0) {
-                v = b->caps[k].value;
-                vl = b->caps[k].len;
+        for (int k = 0; k < ncaps; k++)
+            if (strcmp(caps[k].name, name) == 0) {
+                v = caps[k].value;
+                vl = caps[k].len;
             }
-        l[i].name = rules__strdup(name);
-        l[i].value = rules__strndup(v, vl);
-        if (!l[i].name || !l[i].value) {
-            label_free(l, i + 1);
-            l = NULL;
-            goto fail;
-        }
+        names[i] = name;
+        vals[i] = v;
+        vlens[i] = vl;
         if (r->nper) {
             if (i)
                 cb_strbuf_putc(&buf, ',');
             cb_strbuf_printf(&buf, "%s=%.*s", name, (int)vl, v);
         }
     }
-    if (buf.oom)
+    if (buf.oom || !(l = labels_pack(names, vals, vlens, n)))
         goto fail;
     *id = cb_strbuf_steal(&buf, NULL);
     *labels = l;
@@ -335,9 +410,133 @@ static void binding_free(struct binding *b)
     for (size_t i = 0; i < b->rule->nwins; i++)
         if (b->wins && b->wins[i])
             b->wins[i]->refs--;
-    free(b->wins);
-    free(b->ser);
     free(b);
+}
+
+/* ---- the member caches of group instances ------------------------------------------------ */
+
+static inline int truthy(double v)
+{
+    return v == v && v != 0.0;
+}
+
+static inline int64_t until_of(const struct gcache *g, uint32_t hpos)
+{
+    return g->m[g->heap[hpos]].until;
+}
+
+static void heap_set(struct gcache *g, uint32_t hpos, uint32_t mi)
+{
+    g->heap[hpos] = mi;
+    g->m[mi].hpos = hpos;
+}
+
+static void sift_up(struct gcache *g, uint32_t i)
+{
+    uint32_t mi = g->heap[i];
+    int64_t u = g->m[mi].until;
+    while (i > 0 && until_of(g, (i - 1) / 2) > u) {
+        heap_set(g, i, g->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(g, i, mi);
+}
+
+static void sift_down(struct gcache *g, uint32_t i)
+{
+    uint32_t mi = g->heap[i];
+    int64_t u = g->m[mi].until;
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= g->n)
+            break;
+        if (c + 1 < g->n && until_of(g, c + 1) < until_of(g, c))
+            c++;
+        if (until_of(g, c) >= u)
+            break;
+        heap_set(g, i, g->heap[c]);
+        i = c;
+    }
+    heap_set(g, i, mi);
+}
+
+/* Replaces member mi's cached value by v, keeping the counts. */
+static void gslot_set(struct gcache *g, uint32_t mi, double v)
+{
+    double o = g->m[mi].v;
+    if ((o == v && signbit(o) == signbit(v)) || (o != o && v != v))
+        return;
+    g->ntrue += (uint32_t)truthy(v) - (uint32_t)truthy(o);
+    g->nval += (uint32_t)(v == v) - (uint32_t)(o == o);
+    g->m[mi].v = v;
+    g->changed = 1;
+}
+
+/* Marks member mi for recomputation at the next evaluation. */
+static void gslot_dirty(struct gcache *g, uint32_t mi)
+{
+    if (g->m[mi].until == INT64_MIN)
+        return;
+    g->m[mi].until = INT64_MIN;
+    sift_up(g, g->m[mi].hpos);
+}
+
+/* Appends member mi (== g->n) with no value, dirty. 0 or -1 (OOM). */
+static int gslot_add(struct gcache *g)
+{
+    if (g->n == g->cap) {
+        uint32_t c = g->cap ? g->cap * 2 : 8;
+        struct gslot *m = realloc(g->m, (size_t)c * sizeof *m);
+        if (!m)
+            return -1;
+        g->m = m;
+        uint32_t *h = realloc(g->heap, (size_t)c * sizeof *h);
+        if (!h)
+            return -1;
+        g->heap = h;
+        g->cap = c;
+    }
+    uint32_t mi = g->n++;
+    g->m[mi] = (struct gslot){NAN, INT64_MIN, mi};
+    g->heap[mi] = mi;
+    sift_up(g, mi);
+    return 0;
+}
+
+/* Removes member mi; the last member takes its index (as in inst->mv). */
+static void gslot_remove(struct gcache *g, uint32_t mi)
+{
+    gslot_set(g, mi, NAN);
+    g->changed = 1;
+    /* out of the heap: the heap's last entry takes its place */
+    uint32_t h = g->m[mi].hpos, moved = g->heap[g->n - 1];
+    g->n--;
+    if (h != g->n) {
+        heap_set(g, h, moved);
+        sift_down(g, h);
+        sift_up(g, g->m[moved].hpos);
+    }
+    /* the last member (index g->n now) moves to index mi */
+    if (mi != g->n) {
+        g->m[mi] = g->m[g->n];
+        g->heap[g->m[mi].hpos] = mi;
+    }
+}
+
+/* Adds binding b as a member of in. 0 or -1 (OOM: b is not a member). */
+static int link_member(struct inst *in, struct binding *b)
+{
+    if (rules__grow(&in->mv, &in->capmv, (size_t)in->nmv + 1, sizeof *in->mv) < 0)
+        return -1;
+    b->inst = in;
+    b->mi = in->nmv;
+    in->mv[in->nmv++] = b;
+    for (uint32_t i = 0; i < in->ngc; i++)
+        if (gslot_add(&in->gc[i]) < 0) {
+            gcache_free(in); /* rebuilt on the next evaluation */
+            break;
+        }
+    return 0;
 }
 
 static void unlink_member(struct binding *b)
@@ -345,12 +544,12 @@ static void unlink_member(struct binding *b)
     struct inst *in = b->inst;
     if (!in)
         return;
-    for (struct binding **pp = &in->members; *pp; pp = &(*pp)->next)
-        if (*pp == b) {
-            *pp = b->next;
-            in->nmembers--;
-            break;
-        }
+    uint32_t mi = b->mi, last = in->nmv - 1;
+    for (uint32_t i = 0; i < in->ngc; i++)
+        gslot_remove(&in->gc[i], mi);
+    in->mv[mi] = in->mv[last];
+    in->mv[mi]->mi = mi;
+    in->nmv--;
     b->inst = NULL;
 }
 
@@ -376,6 +575,7 @@ static int cmp_u32(const void *a, const void *b)
 static int sensor_bind(struct cb_engine *e, struct sensor *s)
 {
     const struct cb_ruleset *rs = e->rs;
+    struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
     e->ntags = 0;
     cb_topic_index_match(rs->index, s->topic, collect_tag, e);
     qsort(e->tags, e->ntags, sizeof *e->tags, cmp_u32);
@@ -391,20 +591,19 @@ static int sensor_bind(struct cb_engine *e, struct sensor *s)
         if (i && (e->tags[i] >> 8) == (e->tags[i - 1] >> 8))
             continue;
         const struct rules__rule *r = &rs->rules[e->tags[i] >> 8];
-        struct binding *b = calloc(1, sizeof *b);
+        /* one block: the binding, then its window and series references */
+        struct binding *b = calloc(1, sizeof *b + (r->nwins + r->nseries) * sizeof(void *));
         if (!b)
             return -1;
+        b->wins = (struct rules__window **)(b + 1);
+        b->ser = (struct series **)(b->wins + r->nwins);
         b->s = s;
         b->rule = r;
         s->b[s->nb++] = b;
-        b->ncaps = cb_topic_pattern_match(r->pats[e->tags[i] & 0xff], s->topic, b->caps,
-                                          CB_TOPIC_MAX_LEVELS);
-        if (b->ncaps < 0)
-            b->ncaps = 0;
-        b->wins = calloc(r->nwins ? r->nwins : 1, sizeof *b->wins);
-        b->ser = calloc(r->nseries ? r->nseries : 1, sizeof *b->ser);
-        if (!b->wins || !b->ser)
-            return -1;
+        int ncaps = cb_topic_pattern_match(r->pats[e->tags[i] & 0xff], s->topic, caps,
+                                           CB_TOPIC_MAX_LEVELS);
+        if (ncaps < 0)
+            ncaps = 0;
         for (size_t k = 0; k < r->nwins; k++) {
             struct series *x = get_series(s, r->wins[k].metric);
             struct rules__window *w = x ? get_window(e, x, r->wins[k].width_ms, r->wins[k].flags) : NULL;
@@ -419,15 +618,11 @@ static int sensor_bind(struct cb_engine *e, struct sensor *s)
         char *id;
         struct cb_label *labels;
         size_t nl;
-        if (instance_key(b, &id, &labels, &nl) < 0)
+        if (instance_key(b, caps, ncaps, &id, &labels, &nl) < 0)
             return -1;
         struct inst *in = inst_get(e, r, id, labels, nl);
-        if (!in)
+        if (!in || link_member(in, b) < 0)
             return -1;
-        b->inst = in;
-        b->next = in->members;
-        in->members = b;
-        in->nmembers++;
     }
     return 0;
 }
@@ -487,14 +682,11 @@ fail:
 
 /* ---- evaluation -------------------------------------------------------------------------- */
 
-static inline int truthy(double v)
-{
-    return v == v && v != 0.0;
-}
-
 static double window_value(struct cb_engine *e, struct rules__window *w, uint8_t agg, double k,
                            int64_t now)
 {
+    if (now > e->hi_now)
+        e->hi_now = now;
     rules__window_expire(w, now);
     if (agg == AGG_PERCENTILE && w->n > e->nscratch) {
         double *p = realloc(e->scratch, w->n * sizeof *p);
@@ -506,37 +698,132 @@ static double window_value(struct cb_engine *e, struct rules__window *w, uint8_t
     return rules__aggs[agg].value(w, k, e->scratch);
 }
 
-static double sensors_agg(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
-                          uint8_t agg, struct inst *in, int64_t now)
+/* The aggregate agg of the values v (over the members, in member order) with
+ * ntrue of them true: what `agg(sensors: ...)` gives. */
+static double reduce(uint8_t agg, size_t nmembers, size_t ntrue, size_t nval, double red)
 {
-    size_t ntrue = 0, nval = 0;
-    double acc = 0, mn = INFINITY, mx = -INFINITY;
-    if (!in)
-        return NAN;
-    for (struct binding *b = in->members; b; b = b->next) {
-        double v = run(e, r, c, in, b, now);
-        if (truthy(v))
-            ntrue++;
-        if (v == v) {
-            nval++;
-            acc += v;
-            if (v < mn)
-                mn = v;
-            if (v > mx)
-                mx = v;
-        }
-    }
     switch (agg) {
     case AGG_COUNT: return (double)ntrue;
-    case AGG_SHARE: return in->nmembers ? (double)ntrue / (double)in->nmembers : NAN;
+    case AGG_SHARE: return nmembers ? (double)ntrue / (double)nmembers : NAN;
     case AGG_ANY: return ntrue ? 1.0 : 0.0;
-    case AGG_ALL: return in->nmembers && ntrue == in->nmembers ? 1.0 : 0.0;
-    case AGG_MIN: return nval ? mn : NAN;
-    case AGG_MAX: return nval ? mx : NAN;
-    case AGG_SUM: return nval ? acc : NAN;
-    case AGG_AVG: return nval ? acc / (double)nval : NAN;
+    case AGG_ALL: return nmembers && ntrue == nmembers ? 1.0 : 0.0;
+    case AGG_MIN:
+    case AGG_MAX:
+    case AGG_SUM: return nval ? red : NAN;
+    case AGG_AVG: return nval ? red / (double)nval : NAN;
     }
     return NAN;
+}
+
+/* Folds v into red, the min/max (nval values so far) or the sum (from 0). */
+static inline double fold(uint8_t agg, double red, size_t nval, double v)
+{
+    switch (agg) {
+    case AGG_MIN: return !nval || v < red ? v : red;
+    case AGG_MAX: return !nval || v > red ? v : red;
+    default: return red + v;
+    }
+}
+
+/* The full recompute: runs the inner code for every member at now. Used when
+ * the cache cannot be (time went backwards, out of memory), and by the tests
+ * as the reference. */
+static double sensors_full(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                           uint8_t agg, struct inst *in, int64_t now)
+{
+    size_t ntrue = 0, nval = 0;
+    double red = 0;
+    for (uint32_t i = in->nmv; i-- > 0;) {
+        double v = run(e, r, c, in, in->mv[i], now);
+        ntrue += (size_t)truthy(v);
+        if (v == v)
+            red = fold(agg, red, nval++, v);
+    }
+    return reduce(agg, in->nmv, ntrue, nval, red);
+}
+
+static double run_until(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                        struct binding *b, int64_t now, int64_t *until);
+
+/* The cache of the OP_SENSORS op at index op of in's rule, created (every
+ * member dirty) on first use. NULL on OOM. */
+static struct gcache *gcache_of(struct inst *in, uint32_t op)
+{
+    for (uint32_t i = 0; i < in->ngc; i++)
+        if (in->gc[i].op == op)
+            return &in->gc[i];
+    struct gcache *gc = realloc(in->gc, ((size_t)in->ngc + 1) * sizeof *gc);
+    if (!gc)
+        return NULL;
+    in->gc = gc;
+    struct gcache *g = &gc[in->ngc];
+    memset(g, 0, sizeof *g);
+    g->op = op;
+    for (uint32_t i = 0; i < in->nmv; i++)
+        if (gslot_add(g) < 0) {
+            free(g->m);
+            free(g->heap);
+            return NULL;
+        }
+    in->ngc++;
+    return g;
+}
+
+/* `agg(sensors: c)` of instance in at now, the OP_SENSORS op being at index
+ * op: recomputes the members whose cached value may have changed by now
+ * (dirty, or a window sample or an age() threshold passed), then reads the
+ * counts. Gives what sensors_full gives. */
+static double sensors_agg(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                          uint8_t agg, struct inst *in, uint32_t op, int64_t now)
+{
+    if (!in)
+        return NAN;
+    struct gcache *g = now >= e->hi_now && !e->no_group_cache ? gcache_of(in, op) : NULL;
+    if (!g)
+        return sensors_full(e, r, c, agg, in, now);
+    while (g->n && g->m[g->heap[0]].until <= now) {
+        uint32_t mi = g->heap[0];
+        int64_t until;
+        gslot_set(g, mi, run_until(e, r, c, in->mv[mi], now, &until));
+        g->m[mi].until = until > now ? until : now + 1;
+        sift_down(g, 0);
+    }
+    if (g->changed && agg != AGG_COUNT && agg != AGG_SHARE && agg != AGG_ANY && agg != AGG_ALL) {
+        size_t nval = 0;
+        double red = 0;
+        for (uint32_t i = g->n; i-- > 0;) {
+            double v = g->m[i].v;
+            if (v == v)
+                red = fold(agg, red, nval++, v);
+        }
+        g->red = red;
+        g->changed = 0;
+    }
+    return reduce(agg, g->n, g->ntrue, g->nval, g->red);
+}
+
+/* x OP y for the binary operators: NaN is "no value" (three-valued logic for
+ * and/or), division by zero and overflow give no value. */
+static inline double binop(uint8_t opcode, double x, double y)
+{
+    switch ((enum rules__opcode)opcode) {
+    case OP_ADD: x = x + y; break;
+    case OP_SUB: x = x - y; break;
+    case OP_MUL: x = x * y; break;
+    case OP_DIV: x = y == 0.0 ? NAN : x / y; break;
+    case OP_GT: x = (x != x || y != y) ? NAN : (double)(x > y); break;
+    case OP_GE: x = (x != x || y != y) ? NAN : (double)(x >= y); break;
+    case OP_LT: x = (x != x || y != y) ? NAN : (double)(x < y); break;
+    case OP_LE: x = (x != x || y != y) ? NAN : (double)(x <= y); break;
+    case OP_EQ: x = (x != x || y != y) ? NAN : (double)(x == y); break;
+    case OP_NE: x = (x != x || y != y) ? NAN : (double)(x != y); break;
+    case OP_AND: x = (x == 0.0 || y == 0.0) ? 0.0 : (x != x || y != y) ? NAN : 1.0; break;
+    case OP_OR: x = (truthy(x) || truthy(y)) ? 1.0 : (x != x || y != y) ? NAN : 0.0; break;
+    default: x = NAN; break;
+    }
+    if (!isfinite(x) && x == x)
+        x = NAN; /* overflow to infinity: no meaningful value */
+    return x;
 }
 
 /* Runs compiled code c of rule r for instance in; b is the sensor in context
@@ -574,7 +861,7 @@ static double run(struct cb_engine *e, const struct rules__rule *r, struct rules
             break;
         case OP_SENSORS: {
             struct rules__code inner = {(uint32_t)(op - r->ops) + 1, op->len};
-            st[sp++] = sensors_agg(e, r, inner, op->agg, in, now);
+            st[sp++] = sensors_agg(e, r, inner, op->agg, in, (uint32_t)(op - r->ops), now);
             op += op->len;
             break;
         }
@@ -587,38 +874,139 @@ static double run(struct cb_engine *e, const struct rules__rule *r, struct rules
             break;
         default:
             y = st[--sp];
-            x = st[sp - 1];
-            switch ((enum rules__opcode)op->op) {
-            case OP_ADD: x = x + y; break;
-            case OP_SUB: x = x - y; break;
-            case OP_MUL: x = x * y; break;
-            case OP_DIV: x = y == 0.0 ? NAN : x / y; break;
-            case OP_GT: x = (x != x || y != y) ? NAN : (double)(x > y); break;
-            case OP_GE: x = (x != x || y != y) ? NAN : (double)(x >= y); break;
-            case OP_LT: x = (x != x || y != y) ? NAN : (double)(x < y); break;
-            case OP_LE: x = (x != x || y != y) ? NAN : (double)(x <= y); break;
-            case OP_EQ: x = (x != x || y != y) ? NAN : (double)(x == y); break;
-            case OP_NE: x = (x != x || y != y) ? NAN : (double)(x != y); break;
-            case OP_AND:
-                x = (x == 0.0 || y == 0.0) ? 0.0 : (x != x || y != y) ? NAN : 1.0;
-                break;
-            case OP_OR:
-                x = (truthy(x) || truthy(y)) ? 1.0 : (x != x || y != y) ? NAN : 0.0;
-                break;
-            default: x = NAN; break;
-            }
-            st[sp - 1] = x;
-            if (!isfinite(x) && x == x)
-                st[sp - 1] = NAN; /* overflow to infinity: no meaningful value */
+            st[sp - 1] = binop(op->op, st[sp - 1], y);
             break;
         }
     }
     return sp ? st[sp - 1] : NAN;
 }
 
+/* A value of run_until's stack: the value at now, how fast it changes with
+ * time (per ms: age() and what is linear in it), and the time until which it
+ * cannot change otherwise (INT64_MAX: only a new sample changes it). */
+struct tval {
+    double v, slope;
+    int64_t until;
+};
+
+/* The earliest time after now at which a comparison of a (changing at
+ * d.slope per ms) with 0 can flip, or INT64_MAX. Rounded down and one ms
+ * early, so it is never late. */
+static int64_t crossing(double d, double slope, int64_t now)
+{
+    if (d != d || slope == 0.0)
+        return INT64_MAX;
+    double dt = -d / slope; /* when d + slope * dt == 0 */
+    if (dt < 0)
+        return INT64_MAX;  /* moving away from the threshold */
+    if (dt > 1e15)
+        return INT64_MAX;
+    return now + (int64_t)floor(dt) - 1;
+}
+
+/* Runs the inner code c of a `sensors:` aggregate for member b at now, as run()
+ * does (the same ops, the same arithmetic), and sets *until to the earliest
+ * time its value may differ without a new sample of b: a window's oldest
+ * sample leaving, or a comparison on age() flipping. Values that change with
+ * time themselves (age() returned as is) give until <= now: recompute always. */
+static double run_until(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                        struct binding *b, int64_t now, int64_t *until)
+{
+    struct tval st[RULES_STACK_MAX + 1];
+    int sp = 0;
+    const struct rules__op *op = r->ops + c.start, *end = op + c.len;
+    *until = INT64_MAX;
+    if (c.len == 0)
+        return NAN;
+    for (; op < end; op++) {
+        struct tval x = {NAN, 0.0, INT64_MAX}, y;
+        switch ((enum rules__opcode)op->op) {
+        case OP_CONST:
+            x.v = op->k;
+            break;
+        case OP_LATEST: {
+            const struct series *s = b->ser[op->slot];
+            x.v = s->has ? s->last_v : NAN;
+            break;
+        }
+        case OP_AGE:
+            if (b->s->has)
+                x.v = (double)(now - b->s->last_ts) / 1000.0, x.slope = 1.0 / 1000.0;
+            break;
+        case OP_AGE_M: {
+            const struct series *s = b->ser[op->slot];
+            if (s->has)
+                x.v = (double)(now - s->last_ts) / 1000.0, x.slope = 1.0 / 1000.0;
+            break;
+        }
+        case OP_WIN: {
+            struct rules__window *w = b->wins[op->slot];
+            x.v = window_value(e, w, op->agg, op->k, now);
+            if (w->n) /* the oldest sample leaves when ts <= now - width */
+                x.until = w->buf[w->head].ts + w->width_ms;
+            break;
+        }
+        case OP_NEG:
+            x = st[--sp];
+            x.v = -x.v;
+            x.slope = -x.slope;
+            break;
+        case OP_NOT:
+            x = st[--sp];
+            x.v = x.v != x.v ? NAN : (x.v == 0.0 ? 1.0 : 0.0);
+            if (x.slope != 0.0)
+                x.until = now, x.slope = 0.0;
+            break;
+        default:
+            y = st[--sp];
+            x = st[--sp];
+            double v = binop(op->op, x.v, y.v), slope = 0.0;
+            int64_t u = x.until < y.until ? x.until : y.until;
+            if (x.slope != 0.0 || y.slope != 0.0) {
+                switch ((enum rules__opcode)op->op) {
+                case OP_ADD: slope = x.slope + y.slope; break;
+                case OP_SUB: slope = x.slope - y.slope; break;
+                case OP_MUL:
+                    if (x.slope == 0.0 || y.slope == 0.0)
+                        slope = x.slope * y.v + y.slope * x.v;
+                    else
+                        u = now;
+                    break;
+                case OP_DIV:
+                    if (y.slope == 0.0)
+                        slope = x.slope / y.v;
+                    else
+                        u = now;
+                    break;
+                case OP_GT:
+                case OP_GE:
+                case OP_LT:
+                case OP_LE:
+                case OP_EQ:
+                case OP_NE: {
+                    int64_t t = crossing(x.v - y.v, x.slope - y.slope, now);
+                    if (t < u)
+                        u = t;
+                    break;
+                }
+                default: u = now; break; /* and/or on a value changing with time */
+                }
+                if (v != v || !isfinite(slope))
+                    slope = 0.0, u = u < now ? u : now;
+            }
+            x = (struct tval){v, v == v ? slope : 0.0, u};
+            break;
+        }
+        st[sp++] = x;
+    }
+    struct tval res = sp ? st[sp - 1] : (struct tval){NAN, 0.0, INT64_MAX};
+    *until = res.slope != 0.0 ? now : res.until;
+    return res.v;
+}
+
 static struct binding *context_of(const struct inst *in)
 {
-    return in->rule->nper ? NULL : in->members;
+    return in->rule->nper || !in->nmv ? NULL : in->mv[0];
 }
 
 /* Renders the message template of the instance at now into e->msg. */
@@ -838,9 +1226,18 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Feeds one accepted sample into the sensor's series and windows. */
-static int feed(struct sensor *s, const struct cb_sample *x, int64_t now)
+/* Feeds one accepted sample into the sensor's series and windows, and marks
+ * the sensor dirty in the caches of its group instances. */
+static int feed(struct cb_engine *e, struct sensor *s, const struct cb_sample *x, int64_t now)
 {
+    if (now > e->hi_now)
+        e->hi_now = now;
+    for (size_t i = 0; i < s->nb; i++) {
+        struct binding *b = s->b[i];
+        if (b->inst)
+            for (uint32_t k = 0; k < b->inst->ngc; k++)
+                gslot_dirty(&b->inst->gc[k], b->mi);
+    }
     if (!s->has || x->ts_ms >= s->last_ts) {
         s->last_ts = x->ts_ms;
         s->has = 1;
@@ -901,7 +1298,7 @@ int cb_engine_offer(struct cb_engine *e, const char *topic, const char *device,
             if (qr) {
                 v = CB_SAMPLE_QUARANTINED;
                 e->st.quarantined++;
-            } else if (feed(s, x, now) < 0) {
+            } else if (feed(e, s, x, now) < 0) {
                 oom = 1;
             } else {
                 accepted++;
@@ -969,8 +1366,8 @@ int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
         const struct rules__rule *nr = k ? &rs->rules[k - 1] : NULL;
         if (nr && strcmp(nr->text, in->rule->text) == 0) {
             in->rule = nr;
-            in->members = NULL;
-            in->nmembers = 0;
+            in->nmv = 0; /* the sensors bind again below */
+            gcache_free(in);
             continue;
         }
         if (in->state == ST_FIRING)
@@ -1017,21 +1414,25 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
     if (!k)
         return -1;
     const struct rules__rule *r = &e->rs->rules[k - 1];
+    size_t n = saved->nlabels;
+    const char **names = calloc(n ? 2 * n : 1, sizeof *names);
+    size_t *vlens = calloc(n ? n : 1, sizeof *vlens);
     char *id = rules__strdup(saved->id);
-    struct cb_label *l = calloc(saved->nlabels ? saved->nlabels : 1, sizeof *l);
+    struct cb_label *l = NULL;
+    if (names && vlens) {
+        for (size_t i = 0; i < n; i++) {
+            names[i] = saved->labels[i].name;
+            names[n + i] = saved->labels[i].value;
+            vlens[i] = strlen(saved->labels[i].value);
+        }
+        l = labels_pack(names, names + n, vlens, n);
+    }
+    free(names);
+    free(vlens);
     if (!id || !l) {
         free(id);
         free(l);
         return -1;
-    }
-    for (size_t i = 0; i < saved->nlabels; i++) {
-        l[i].name = rules__strdup(saved->labels[i].name);
-        l[i].value = rules__strdup(saved->labels[i].value);
-        if (!l[i].name || !l[i].value) {
-            label_free(l, i + 1);
-            free(id);
-            return -1;
-        }
     }
     struct inst *in = inst_get(e, r, id, l, saved->nlabels);
     if (!in)
@@ -1070,7 +1471,7 @@ int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_samp
     struct sensor *s = sensor_for(e, topic, &oom);
     if (!s)
         return oom ? -1 : 0;
-    return feed(s, x, cb_clock_now(e->clock));
+    return feed(e, s, x, cb_clock_now(e->clock));
 }
 
 int64_t cb_engine_max_window_ms(const struct cb_engine *e)
@@ -1159,3 +1560,30 @@ void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
 }
 
 size_t cb_engine_rule_count(const struct cb_engine *e) { return e->rs->nrules; }
+
+void rules__engine_set_group_cache(struct cb_engine *e, int on)
+{
+    e->no_group_cache = !on;
+}
+
+size_t rules__engine_check_groups(struct cb_engine *e, size_t *compared)
+{
+    int64_t now = cb_clock_now(e->clock);
+    size_t bad = 0, n = 0;
+    for (size_t i = 0; i < e->ninst; i++) {
+        struct inst *in = e->instv[i];
+        const struct rules__rule *r = in->rule;
+        for (uint32_t k = 0; k < in->ngc; k++) {
+            const struct rules__op *op = &r->ops[in->gc[k].op];
+            struct rules__code inner = {in->gc[k].op + 1, op->len};
+            double a = sensors_agg(e, r, inner, op->agg, in, in->gc[k].op, now);
+            double b = sensors_full(e, r, inner, op->agg, in, now);
+            n++;
+            if (!((a != a && b != b) || (a == b && signbit(a) == signbit(b))))
+                bad++;
+        }
+    }
+    if (compared)
+        *compared = n;
+    return bad;
+}

@@ -1449,7 +1449,7 @@ int rules__compile_into(struct cb_ruleset *rs, const struct rules__src *src, str
         while (p.cur.kind != TK_EOF && !(p.cur.bol && tok_is(&p, &p.cur, "rule")));
     }
     arena_free(&p.arena);
-    if (diags->n - first <= 2000)
+    if (diags->items && diags->n - first <= 2000)
         sort_diags(diags->items + first, diags->n - first);
     return p.oom ? -1 : 0;
 }

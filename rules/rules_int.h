@@ -270,8 +270,8 @@ struct rules__window {
     struct rules__wpt *buf;
     uint32_t cap, head, n;
     uint64_t seq0;           /* sequence number of buf[head] */
-    uint32_t *dmin, *dmax;   /* monotonic deques of sample sequence numbers, cap entries */
-    uint32_t dmin_head, dmin_n, dmax_head, dmax_n;
+    uint32_t *dmin, *dmax;   /* monotonic deques of sample sequence numbers, dcap entries */
+    uint32_t dcap, dmin_head, dmin_n, dmax_head, dmax_n;
     uint32_t removed;        /* removals since the moments were last recomputed */
     double shift, sum, sumsq; /* moments of (v - shift) */
 };
@@ -307,5 +307,16 @@ int rules__window_insert(struct rules__window *w, int64_t ts, double v, int64_t 
 void rules__window_expire(struct rules__window *w, int64_t now);
 /* Bytes of memory this window holds (for the benchmark). */
 size_t rules__window_bytes(const struct rules__window *w);
+
+/* ---- engine internals for the tests (engine.c) ------------------------------ */
+
+/* 0 turns the group rules' member caches off: every `sensors:` aggregate then
+ * evaluates its inner expression for every member (the reference). */
+void rules__engine_set_group_cache(struct cb_engine *e, int on);
+/* Evaluates every cached `sensors:` aggregate of every group instance at the
+ * clock's now, from the cache and by a full recompute; returns how many
+ * differ (NaN equals NaN; bit for bit otherwise), *compared how many there
+ * were (may be NULL). */
+size_t rules__engine_check_groups(struct cb_engine *e, size_t *compared);
 
 #endif

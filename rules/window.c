@@ -1,9 +1,11 @@
 /* Sliding event-time windows and their aggregates.
  *
  * A window holds the samples of one series with ts in (now - width, now], in
- * time order, in a power-of-two ring buffer of (int64 ts, double value): 16
- * bytes per sample, plus 8 when min/max are needed (two deques of 32-bit
- * sequence numbers with the ring's capacity). Each sample gets a sequence
+ * time order, in a ring buffer of (int64 ts, double value): 16 bytes per
+ * sample; it grows by half and shrinks by half when a quarter full, so the
+ * slack stays small. min/max add two deques of 32-bit sequence numbers with
+ * their own (power-of-two) capacity: on real data they stay far shorter than
+ * the window (a monotonic run is the worst case). Each sample gets a sequence
  * number (seq0 + its offset in the ring); the deques hold sequence numbers,
  * truncated to 32 bits, which is exact while a window holds < 2^32 samples.
  *
@@ -17,7 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AT(w, i) ((w)->buf[((w)->head + (i)) & ((w)->cap - 1)])
+static inline uint32_t slot(const struct rules__window *w, uint32_t i)
+{
+    uint32_t x = w->head + i;
+    return x >= w->cap ? x - w->cap : x;
+}
+#define AT(w, i) ((w)->buf[slot((w), (i))])
 
 /* Ring offset of sequence number seq (truncated). */
 static inline uint32_t off_of(const struct rules__window *w, uint32_t seq)
@@ -69,13 +76,13 @@ static void deque_push(struct rules__window *w, uint32_t *dq, uint32_t *head, ui
                        uint32_t seq, double v, int is_min)
 {
     while (*n > 0) {
-        uint32_t last = dq[(*head + *n - 1) & (w->cap - 1)];
+        uint32_t last = dq[(*head + *n - 1) & (w->dcap - 1)];
         double lv = AT(w, off_of(w, last)).v;
         if (is_min ? lv < v : lv > v)
             break;
         (*n)--;
     }
-    dq[(*head + *n) & (w->cap - 1)] = seq;
+    dq[(*head + *n) & (w->dcap - 1)] = seq;
     (*n)++;
 }
 
@@ -83,7 +90,7 @@ static void deque_pop(struct rules__window *w, uint32_t *dq, uint32_t *head, uin
                       uint32_t seq)
 {
     if (*n > 0 && dq[*head] == seq) {
-        *head = (*head + 1) & (w->cap - 1);
+        *head = (*head + 1) & (w->dcap - 1);
         (*n)--;
     }
 }
@@ -284,8 +291,7 @@ void rules__window_free(struct rules__window *w)
 size_t rules__window_bytes(const struct rules__window *w)
 {
     size_t b = sizeof *w + (size_t)w->cap * sizeof *w->buf;
-    if (w->dmin)
-        b += 2 * (size_t)w->cap * sizeof(uint32_t);
+    b += 2 * (size_t)w->dcap * sizeof(uint32_t);
     return b;
 }
 
@@ -296,40 +302,53 @@ static void rebuild_all(struct rules__window *w)
             accs[i].rebuild(w);
 }
 
-/* Re-lays the ring (and the deques) into `cap` slots. 0 or -1 on OOM. */
+/* Re-lays the ring into `cap` slots. 0 or -1 on OOM. */
 static int resize(struct rules__window *w, uint32_t cap)
 {
     struct rules__wpt *nb = malloc((size_t)cap * sizeof *nb);
-    uint32_t *nmin = NULL, *nmax = NULL;
     if (!nb)
         return -1;
-    if (w->flags & WF_MINMAX) {
-        nmin = malloc((size_t)cap * sizeof *nmin);
-        nmax = malloc((size_t)cap * sizeof *nmax);
-        if (!nmin || !nmax) {
-            free(nb);
-            free(nmin);
-            free(nmax);
-            return -1;
-        }
-    }
     for (uint32_t i = 0; i < w->n; i++)
         nb[i] = AT(w, i);
-    if (nmin) {
-        for (uint32_t i = 0; i < w->dmin_n; i++)
-            nmin[i] = w->dmin[(w->dmin_head + i) & (w->cap - 1)];
-        for (uint32_t i = 0; i < w->dmax_n; i++)
-            nmax[i] = w->dmax[(w->dmax_head + i) & (w->cap - 1)];
-    }
     free(w->buf);
+    w->buf = nb;
+    w->cap = cap;
+    w->head = 0;
+    return 0;
+}
+
+/* Re-lays both deques into dcap (a power of two) entries. 0 or -1 on OOM. */
+static int resize_deques(struct rules__window *w, uint32_t dcap)
+{
+    uint32_t *nmin = malloc((size_t)dcap * sizeof *nmin);
+    uint32_t *nmax = malloc((size_t)dcap * sizeof *nmax);
+    if (!nmin || !nmax) {
+        free(nmin);
+        free(nmax);
+        return -1;
+    }
+    for (uint32_t i = 0; i < w->dmin_n; i++)
+        nmin[i] = w->dmin[(w->dmin_head + i) & (w->dcap - 1)];
+    for (uint32_t i = 0; i < w->dmax_n; i++)
+        nmax[i] = w->dmax[(w->dmax_head + i) & (w->dcap - 1)];
     free(w->dmin);
     free(w->dmax);
-    w->buf = nb;
     w->dmin = nmin;
     w->dmax = nmax;
-    w->cap = cap;
-    w->head = w->dmin_head = w->dmax_head = 0;
+    w->dcap = dcap;
+    w->dmin_head = w->dmax_head = 0;
     return 0;
+}
+
+/* Makes room for `need` entries in each deque (when min/max are kept). */
+static int ensure_deques(struct rules__window *w, uint32_t need)
+{
+    if (!(w->flags & WF_MINMAX) || need <= w->dcap)
+        return 0;
+    uint32_t c = w->dcap ? w->dcap : 8;
+    while (c < need)
+        c *= 2;
+    return resize_deques(w, c);
 }
 
 int rules__window_add_flags(struct rules__window *w, unsigned flags)
@@ -338,9 +357,9 @@ int rules__window_add_flags(struct rules__window *w, unsigned flags)
         return 0;
     unsigned old = w->flags;
     w->flags |= flags;
-    if (w->cap && (flags & WF_MINMAX) && !(old & WF_MINMAX)) {
+    if ((flags & WF_MINMAX) && !(old & WF_MINMAX)) {
         w->dmin_n = w->dmax_n = 0;
-        if (resize(w, w->cap) < 0) {
+        if (ensure_deques(w, w->n + 1) < 0) {
             w->flags = old;
             return -1;
         }
@@ -356,7 +375,7 @@ static void remove_front(struct rules__window *w)
     for (size_t i = 0; i < NACCS; i++)
         if (w->flags & accs[i].flag)
             accs[i].remove(w, seq, p.v);
-    w->head = (w->head + 1) & (w->cap - 1);
+    w->head = w->head + 1 == w->cap ? 0 : w->head + 1;
     w->seq0++;
     w->n--;
     if ((w->flags & WF_MOMENTS) && w->removed >= 4096)
@@ -370,8 +389,11 @@ void rules__window_expire(struct rules__window *w, int64_t now)
     int64_t edge = now - w->width_ms;
     while (w->n > 0 && AT(w, 0).ts <= edge)
         remove_front(w);
+    /* failing to shrink is harmless */
     if (w->cap > 16 && w->n < w->cap / 4)
-        (void)resize(w, w->cap / 2); /* failing to shrink is harmless */
+        (void)resize(w, w->cap / 2);
+    if (w->dcap > 16 && w->dmin_n < w->dcap / 4 && w->dmax_n < w->dcap / 4)
+        (void)resize_deques(w, w->dcap / 2);
 }
 
 /* Inserts (ts, v) in time order; a sample at the same ts as existing ones goes
@@ -384,10 +406,14 @@ int rules__window_insert(struct rules__window *w, int64_t ts, double v, int64_t 
     if (w->n == w->cap) {
         if (w->cap >= (1u << 30))
             return -1;
-        if (resize(w, w->cap ? w->cap * 2 : 8) < 0)
+        if (resize(w, w->cap < 8 ? 8 : w->cap + w->cap / 2) < 0)
             return -1;
     }
-    if (w->n == 0 || AT(w, w->n - 1).ts <= ts) {
+    int in_order = w->n == 0 || AT(w, w->n - 1).ts <= ts;
+    uint32_t dneed = in_order ? (w->dmin_n > w->dmax_n ? w->dmin_n : w->dmax_n) + 1 : w->n + 1;
+    if (ensure_deques(w, dneed) < 0)
+        return -1;
+    if (in_order) {
         AT(w, w->n) = (struct rules__wpt){ts, v};
         w->n++;
         uint32_t seq = (uint32_t)(w->seq0 + w->n - 1);

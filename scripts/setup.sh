@@ -10,7 +10,7 @@ PACKAGES=(
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
   nodejs chromium
-  openssl procps
+  openssl procps python3 curl
 )
 
 missing=()

@@ -7,6 +7,7 @@
  * number of sends Paho has not yet completed is bounded (a window), so a
  * broker slower than the rate slows the publisher instead of filling memory;
  * the final report says how far behind the schedule it ended. */
+#include "core/net.h"
 #include "core/commands.h"
 #include "core/clock.h"
 #include "core/strbuf.h"
@@ -45,7 +46,7 @@ struct pub {
 static void on_connect(void *ctx, MQTTAsync_successData *r)
 {
     (void)r;
-    cb_sim_tcp_nodelay_all();
+    cb_net_tcp_nodelay_all();
     __atomic_store_n(&((struct pub *)ctx)->connected, 1, __ATOMIC_RELEASE);
 }
 

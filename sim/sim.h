@@ -130,8 +130,5 @@ int cb_sim_next(struct cb_sim *sim, uint64_t slot, struct cb_sim_msg *out);
  * {"topic":"...","payload":{...},"ts":MS} or "payload":"63.5" for bare numbers. */
 void cb_sim_replay_line(struct cb_strbuf *b, const struct cb_sim_msg *m);
 
-/* Sets TCP_NODELAY on every connected TCP socket of the process (Paho MQTT C
- * does not, and hides its socket). Call once connected. Returns how many. */
-int cb_sim_tcp_nodelay_all(void);
 
 #endif

@@ -978,6 +978,11 @@ static void *writer_main(void *arg)
                 s->pass_active = 0; /* try again next interval */
             continue;
         }
+        /* Idle: the next row waits at most one interval. Without this the
+         * deadline stays in the past and the thread spins (and starves
+         * cb_store_close of the mutex). */
+        if (!have && next_commit <= now)
+            next_commit = now + s->commit_interval_ms;
         int64_t until = next_commit;
         if (backoff && retry_at > until)
             until = retry_at;

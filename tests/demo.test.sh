@@ -29,6 +29,7 @@ at 0s for 30m river_rise    d04 ramp=1s
 at 0s for 30m air_episode   d05 ramp=1s
 at 0s for 30m congestion    d06 ramp=1s
 SCN
+: > "$TMP/demo.out"
 scripts/demo.sh --no-build --scenario "$TMP/fast.scn" --duration 30m > "$TMP/demo.out" 2>&1 &
 DEMO=$!
 

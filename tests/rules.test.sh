@@ -36,6 +36,16 @@ for j in tests/rules/golden/*.jsonl; do
   echo "ok   $j"
 done
 
+echo "-- replay --db stores what run would store"
+g=tests/rules/golden/flood
+read -r -a args < "$g.args"
+"$BIN" replay --rules "$g.rules" --input "$g.jsonl" "${args[@]}" --db "$tmp/replay.db" > "$tmp/out" 2>/dev/null \
+  || { echo "replay --db failed"; fail=1; }
+diff -q "$g.expected" "$tmp/out" > /dev/null || { echo "replay --db changed the transitions"; fail=1; }
+stored=$("$BIN" query --db "$tmp/replay.db" | wc -l)
+[ "$stored" -gt 0 ] || { echo "replay --db stored no samples"; fail=1; }
+echo "ok   replay --db ($stored samples)"
+
 echo "-- diagnostics"
 for r in tests/rules/bad/*.rules; do
   set +e

@@ -124,6 +124,8 @@ static struct fix *fix_new(int64_t storm_ms)
     cb_config_set(&f->cfg, "alerts.channel", "log type=log", 0, "test", &e);
     cb_config_set(&f->cfg, "alerts.channel", "capq type=mqtt format=cap prefix=cap/alerts", 0,
                   "test", &e);
+    cb_config_set(&f->cfg, "alerts.default_notify", "mqtt", 1, "test", &e);
+    cb_config_set(&f->cfg, "alerts.default_notify", "log", 0, "test", &e);
     f->now = 1732400000000LL;
     f->clock.now = cb_clock_manual_now;
     f->clock.ctx = &f->now;

@@ -135,8 +135,9 @@ static void test_module_sequence(void)
     struct cb_config_error e;
     cb_config_defaults(&cfg);
     cfg.alerts_storm_window_ms = 0;
-    cb_config_set(&cfg, "alerts.channel", "cap type=mqtt format=cap prefix=cap/alerts", 0, "t",
+    cb_config_set(&cfg, "alerts.channel", "cap type=mqtt format=cap prefix=cap/alerts", 1, "t",
                   &e);
+    cb_config_set(&cfg, "alerts.default_notify", "cap", 1, "t", &e);
     int64_t now = 1732400000000LL;
     struct cb_clock clock = {cb_clock_manual_now, &now};
     struct pubs p = {0};

@@ -55,8 +55,10 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(c.ingest_max_payload, 64 * 1024);
     CU_ASSERT_EQUAL(c.ingest_max_json_depth, 8);
     CU_ASSERT_EQUAL(c.rules_paths.n, 0);
-    CU_ASSERT_EQUAL(c.alerts_channels.n, 2);
-    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[1], "log type=log");
+    CU_ASSERT_EQUAL(c.alerts_channels.n, 3);
+    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[0], "log type=log");
+    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[2], "cap type=mqtt format=cap prefix=citybrain/cap");
+    CU_ASSERT_EQUAL(c.alerts_default_notify.n, 1);
     CU_ASSERT_EQUAL(c.log_level, CB_LOG_INFO);
     struct cb_config_error err;
     CU_ASSERT_EQUAL(cb_config_validate(&c, &err), 0);
@@ -80,6 +82,7 @@ static void test_file_values_and_comments(void)
                   "log.level = debug\n"
                   "alerts.cap_sender = \"ops # city hall\"\n"
                   "mqtt.password = \"  spaced  \"\n"
+                  "mqtt.ca_file = \"\" # no CA: \"the system store\"\n"
                   "mqtt.username = a#b\n",
                   &err, NULL, 0);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
@@ -93,6 +96,8 @@ static void test_file_values_and_comments(void)
     CU_ASSERT_EQUAL(c.log_level, CB_LOG_DEBUG);
     CU_ASSERT_STRING_EQUAL(c.alerts_cap_sender, "ops # city hall");
     CU_ASSERT_STRING_EQUAL(c.mqtt_password, "  spaced  ");
+    /* A quoted value ends at its closing quote, even when the comment quotes. */
+    CU_ASSERT_STRING_EQUAL(c.mqtt_ca_file, "");
     /* '#' starts a comment only after white space. */
     CU_ASSERT_STRING_EQUAL(c.mqtt_username, "a#b");
     cb_config_free(&c);

@@ -56,13 +56,12 @@ struct cb_h_pub {
     MQTTClient c;
     int connected;
     int version;
-    /* The PUBACK of the one QoS 1 message in flight, signalled by Paho's
-     * thread (MQTTClient_waitForCompletion polls in 100 ms steps, which made
-     * every QoS 1 publish take 100 ms). */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int mu_init;
-    MQTTClient_deliveryToken done;
+    /* deliveryComplete hands the token over; MQTTClient_waitForCompletion
+     * would poll in 100 ms steps. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    MQTTClient_deliveryToken done_tok;
+    int lost;
 };
 
 struct msg_node {
@@ -247,10 +246,8 @@ static void pub_free(struct cb_h_pub *p)
     else if (p->connected)
         MQTTClient_disconnect(p->c, 200);
     MQTTClient_destroy(&p->c);
-    if (p->mu_init) {
-        pthread_cond_destroy(&p->cv);
-        pthread_mutex_destroy(&p->mu);
-    }
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
     free(p);
 }
 
@@ -748,7 +745,6 @@ static int mqtt_do_connect(MQTTClient c, const struct cb_h_mqtt_opts *o, int ver
     return MQTTClient_connect(c, opt);
 }
 
-/* A publisher subscribes to nothing; Paho needs the callback all the same. */
 static int pub_arrived(void *ctx, char *topic, int topic_len, MQTTClient_message *m)
 {
     (void)ctx;
@@ -761,10 +757,20 @@ static int pub_arrived(void *ctx, char *topic, int topic_len, MQTTClient_message
 static void pub_delivered(void *ctx, MQTTClient_deliveryToken tok)
 {
     struct cb_h_pub *p = ctx;
-    pthread_mutex_lock(&p->mu);
-    p->done = tok;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&p->lock);
+    p->done_tok = tok;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void pub_lost(void *ctx, char *cause)
+{
+    struct cb_h_pub *p = ctx;
+    (void)cause;
+    pthread_mutex_lock(&p->lock);
+    p->lost = 1;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
 }
 
 struct cb_h_pub *cb_h_pub_connect(const char *url, const struct cb_h_mqtt_opts *opts)
@@ -772,17 +778,18 @@ struct cb_h_pub *cb_h_pub_connect(const char *url, const struct cb_h_mqtt_opts *
     struct cb_h_pub *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
     if (mqtt_connect(&p->c, url, opts, "pub", &p->version) != 0) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->cond);
         free(p);
         return NULL;
     }
     p->next = H.pubs;
     H.pubs = p;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    p->mu_init = 1;
-    /* Callbacks make Paho run its receive thread, which signals PUBACKs. */
-    if (MQTTClient_setCallbacks(p->c, p, NULL, pub_arrived, pub_delivered) != MQTTCLIENT_SUCCESS)
+    if (MQTTClient_setCallbacks(p->c, p, pub_lost, pub_arrived, pub_delivered) !=
+        MQTTCLIENT_SUCCESS)
         return NULL;
     int rc = mqtt_do_connect(p->c, opts, p->version);
     if (rc != MQTTCLIENT_SUCCESS) {
@@ -800,9 +807,6 @@ int cb_h_pub_send(struct cb_h_pub *p, const char *topic, const void *payload, si
         return -1;
     MQTTClient_deliveryToken tok = 0;
     int rc;
-    pthread_mutex_lock(&p->mu);
-    p->done = 0;
-    pthread_mutex_unlock(&p->mu);
     if (p->version == 5) {
         MQTTResponse r = MQTTClient_publish5(p->c, topic, (int)len, payload, qos, retained,
                                              NULL, &tok);
@@ -813,17 +817,17 @@ int cb_h_pub_send(struct cb_h_pub *p, const char *topic, const void *payload, si
     }
     if (rc != MQTTCLIENT_SUCCESS)
         return rc;
-    if (qos > 0) {
-        /* Consecutive messages never share an id, so `done` is this one's. */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 10;
-        pthread_mutex_lock(&p->mu);
-        while (p->done != tok && rc == MQTTCLIENT_SUCCESS)
-            if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
-                rc = MQTTCLIENT_FAILURE;
-        pthread_mutex_unlock(&p->mu);
-    }
+    if (qos == 0)
+        return 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&p->lock);
+    while (p->done_tok != tok && !p->lost &&
+           pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+        ;
+    rc = p->done_tok == tok ? 0 : -1;
+    pthread_mutex_unlock(&p->lock);
     return rc;
 }
 

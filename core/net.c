@@ -2,7 +2,7 @@
  * (checked with strace: no setsockopt at all), so small publishes may wait
  * for Nagle's algorithm. Paho does not expose its socket, so once connected we
  * find it: every connected TCP socket of this process gets the option. */
-#include "sim/sim.h"
+#include "core/net.h"
 
 #include <dirent.h>
 #include <netinet/in.h>
@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-int cb_sim_tcp_nodelay_all(void)
+int cb_net_tcp_nodelay_all(void)
 {
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
