@@ -703,8 +703,10 @@ static void group_free(struct group *g)
 
 static void arm_timer(struct cb_alerts *a);
 
-/* Gathers c into its storm group (taking it), or sends it at once when the
- * window is 0. */
+/* Storm control, leading edge first: the first transition of a group is sent
+ * at once (an operator must not wait for a gas leak), and opens the group's
+ * window; the transitions that follow within alerts.storm_window are gathered
+ * and sent as one summary when the window ends. Takes c. */
 static void gather(struct cb_alerts *a, struct alerts__tcopy *c)
 {
     struct cb_strbuf gk, key;
@@ -734,6 +736,10 @@ static void gather(struct cb_alerts *a, struct alerts__tcopy *c)
         else
             a->ghead = g;
         a->gtail = g;
+        arm_timer(a);
+        notify(a, g->gkey, &c, 1);
+        alerts__tcopy_free(c);
+        goto out;
     }
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 4;
@@ -763,7 +769,8 @@ static void flush_groups(struct cb_alerts *a, int all)
         if (!a->ghead)
             a->gtail = NULL;
         alerts__map_del(&a->groups, g->key);
-        notify(a, g->gkey, g->items, g->n);
+        if (g->n) /* nothing followed the first: the window just closes */
+            notify(a, g->gkey, g->items, g->n);
         group_free(g);
     }
 }
