@@ -978,6 +978,12 @@ static void *writer_main(void *arg)
                 s->pass_active = 0; /* try again next interval */
             continue;
         }
+        /* Nothing to commit and the commit time passed: without this the
+         * wait below is never positive and the thread spins holding the
+         * mutex, starving the loop thread (and cb_store_close) until the
+         * next retention pass unlocks it. */
+        if (!have && next_commit <= now)
+            next_commit = now + s->commit_interval_ms;
         int64_t until = next_commit;
         if (backoff && retry_at > until)
             until = retry_at;
