@@ -21,6 +21,16 @@ struct api_reader {
 
 struct api_sse;
 
+/* One accepted connection: the libuv handle h2o's socket wraps, linked in
+ * cb_api.conns until h2o disposes of the socket (then only the handle's
+ * close callback, which frees this, is left). Shutdown uses the list to end
+ * connections h2o 2.2 would otherwise leave open. */
+struct api_conn {
+    uv_tcp_t tcp; /* first: h2o's close callback gets the handle */
+    struct cb_api *api;
+    struct api_conn *prev, *next;
+};
+
 struct cb_api {
     uv_loop_t *loop;
     const struct cb_config *cfg;
@@ -35,6 +45,7 @@ struct cb_api {
     char *dashboard_dir; /* realpath of the dashboard folder, or NULL */
 
     size_t nconns;
+    struct api_conn *conns; /* open connections (nconns of them) */
     size_t pending_work; /* uv_queue_work requests not yet completed */
 
     /* /api/events */
@@ -49,7 +60,8 @@ struct cb_api {
     /* shutdown */
     int closing;
     uv_timer_t close_poll;
-    int64_t close_deadline;
+    int64_t close_deadline; /* then the remaining connections are shut down */
+    int conns_shut;         /* shutdown(2) was called on them */
     void (*done)(void *ctx);
     void *done_ctx;
 

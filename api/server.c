@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct api_handler {
     h2o_handler_t super;
@@ -97,14 +98,24 @@ void api__answer(struct cb_api *api, h2o_req_t *req, int status, struct cb_strbu
 
 /* ---- connections -------------------------------------------------------------- */
 
+/* h2o disposed of the socket: the connection is over (the handle itself is
+ * still closing; free_conn frees it). */
 static void on_conn_close(void *data)
 {
-    struct cb_api *api = data;
+    struct api_conn *c = data;
+    struct cb_api *api = c->api;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        api->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
     api->nconns--;
     cb_gauge_set(api->m_conns, (int64_t)api->nconns);
 }
 
-static void free_handle(uv_handle_t *h) { free(h); }
+static void free_conn(uv_handle_t *h) { free(h); /* the handle is the struct's first member */ }
 
 /* A new connection: refused (closed at once) beyond http.max_connections or
  * while closing, else handed to h2o. */
@@ -113,28 +124,33 @@ static void on_accept(uv_stream_t *listener, int status)
     struct cb_api *api = listener->data;
     if (status != 0)
         return;
-    uv_tcp_t *conn = malloc(sizeof *conn);
-    if (!conn)
+    struct api_conn *c = calloc(1, sizeof *c);
+    if (!c)
         return;
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
-        uv_close((uv_handle_t *)conn, free_handle);
+    c->api = api;
+    uv_tcp_init(listener->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, free_conn);
         return;
     }
     if (api->closing || api->nconns >= (size_t)api->cfg->http_max_connections) {
         cb_counter_add(api->m_conn_refused, 1);
-        uv_close((uv_handle_t *)conn, free_handle);
+        uv_close((uv_handle_t *)&c->tcp, free_conn);
         return;
     }
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, free_handle);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, free_conn);
     if (!sock) {
-        uv_close((uv_handle_t *)conn, free_handle);
+        uv_close((uv_handle_t *)&c->tcp, free_conn);
         return;
     }
+    c->next = api->conns;
+    if (api->conns)
+        api->conns->prev = c;
+    api->conns = c;
     api->nconns++;
     cb_gauge_set(api->m_conns, (int64_t)api->nconns);
     sock->on_close.cb = on_conn_close;
-    sock->on_close.data = api;
+    sock->on_close.data = c;
     h2o_accept(&api->accept_ctx, sock);
 }
 
@@ -280,6 +296,27 @@ fail:
 
 size_t cb_api_event_clients(const struct cb_api *api) { return api ? api->nsse : 0; }
 
+/* ---- shutdown --------------------------------------------------------------------
+ *
+ * h2o 2.2 has no way to end HTTP/1 connections at shutdown: it only stops
+ * keep-alive on those that finish a response. So cb_api_close
+ *   1. stops listening and ends every event stream (each gets its final
+ *      chunk, then h2o closes the connection: streams are not persistent);
+ *   2. every 10 ms runs the request timeout list with a timeout of zero,
+ *      which closes the connections that wait for a request (idle keep-alive,
+ *      slow headers);
+ *   3. gives the connections still writing an answer DRAIN_MS, then calls
+ *      shutdown(2) on them: their pending write fails and h2o closes them
+ *      through its own error path (never behind its back);
+ *   4. when no connection and no pool call is left, disposes of h2o and
+ *      closes its own handles; the struct is freed in the last close
+ *      callback and `done` is called.
+ * h2o's context is never disposed while a connection lives: the connection
+ * would keep entries in the context's timeout lists (h2o asserts they are
+ * empty) and point at freed memory. */
+
+#define DRAIN_MS 1000
+
 static void free_api(uv_handle_t *h)
 {
     struct cb_api *api = h->data;
@@ -292,25 +329,38 @@ static void free_api(uv_handle_t *h)
         done(done_ctx);
 }
 
-/* Polls until every connection and every pool call has finished (or the
- * deadline passes: a client still sending its headers is closed by h2o's
- * request timeout before that), then disposes of h2o and frees the API. */
-static void on_close_poll(uv_timer_t *t)
+/* The poll timer is closed: h2o's handles were closed in the same pass (see
+ * finish_close), so closing the heartbeat now puts its callback, which frees
+ * the struct they live in, in a later pass of the loop, after all of them. */
+static void on_poll_closed(uv_handle_t *h)
 {
-    struct cb_api *api = t->data;
-    /* h2o 2.2's HTTP/1 shutdown leaves connections that wait for a request
-     * (idle keep-alive, slow headers, ended event streams) to their request
-     * timer: with the timeout at zero, running the timer closes them now. */
-    api->h2o_ctx.http1.req_timeout.timeout = 0;
-    h2o_timeout_run(api->loop, &api->h2o_ctx.http1.req_timeout, h2o_now(api->loop));
-    h2o_timeout__do_post_callback(api->loop);
-    if (api->pending_work > 0)
-        return; /* the work's after-callback touches the API: always wait */
-    if (api->nconns > 0 && cb_mono_ms() < api->close_deadline)
-        return;
-    if (api->nconns > 0)
-        cb_warn(API_MOD, "%zu connection(s) still open at shutdown", api->nconns);
-    uv_timer_stop(t);
+    struct cb_api *api = h->data;
+    uv_close((uv_handle_t *)&api->heartbeat, free_api);
+}
+
+/* h2o 2.2's h2o_context_dispose closes its timer handles and then calls
+ * uv_run(loop, UV_RUN_NOWAIT) to finish them. We are in a callback of that
+ * loop and uv_run is not reentrant: the nested run would fire other modules'
+ * callbacks, and close callbacks (the daemon's `done` among them), in the
+ * middle of this one. uv_run returns without running anything while the
+ * loop's stop flag is set (and clears it); the outer run finishes the
+ * handles in its next close pass. */
+static void dispose_h2o(struct cb_api *api)
+{
+    unsigned int was_stopped = api->loop->stop_flag;
+    /* request_shutdown arms HTTP/2's graceful-shutdown entry in the one-second
+     * list even with no HTTP/2 connection; the lists must be empty. */
+    if (h2o_timeout_is_linked(&api->h2o_ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&api->h2o_ctx.http2._graceful_shutdown_timeout);
+    uv_stop(api->loop);
+    h2o_context_dispose(&api->h2o_ctx);
+    api->loop->stop_flag = was_stopped;
+    h2o_config_dispose(&api->h2o_config);
+}
+
+static void finish_close(struct cb_api *api)
+{
+    uv_timer_stop(&api->close_poll);
     struct api_reader *r = api->readers;
     while (r) {
         struct api_reader *next = r->next;
@@ -320,18 +370,44 @@ static void on_close_poll(uv_timer_t *t)
         r = next;
     }
     api->readers = NULL;
-    /* libuv runs close callbacks in the reverse order of the uv_close calls,
-     * all in one pass: the handle whose callback frees the API is closed
-     * first, so its callback runs after those of the other handles embedded
-     * in the struct (this timer, h2o's timers in the context). */
-    uv_close((uv_handle_t *)&api->heartbeat, free_api);
-    uv_close((uv_handle_t *)t, NULL);
-    /* request_shutdown arms HTTP/2's graceful-shutdown timer even with no
-     * HTTP/2 connection; h2o asserts every timer is idle when disposed. */
-    if (h2o_timeout_is_linked(&api->h2o_ctx.http2._graceful_shutdown_timeout))
-        h2o_timeout_unlink(&api->h2o_ctx.http2._graceful_shutdown_timeout);
-    h2o_context_dispose(&api->h2o_ctx);
-    h2o_config_dispose(&api->h2o_config);
+    dispose_h2o(api);
+    uv_close((uv_handle_t *)&api->close_poll, on_poll_closed);
+}
+
+/* shutdown(2) on every connection still open: a pending write fails with
+ * EPIPE and a read sees the end, so h2o closes each through its error path. */
+static void shut_conns(struct cb_api *api)
+{
+    for (struct api_conn *c = api->conns; c; c = c->next) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            shutdown(fd, SHUT_RDWR);
+    }
+}
+
+static void on_close_poll(uv_timer_t *t)
+{
+    struct cb_api *api = t->data;
+    /* Connections waiting for a request sit in the request timeout list:
+     * with the timeout at zero, running the list closes them now. */
+    api->h2o_ctx.http1.req_timeout.timeout = 0;
+    h2o_timeout_run(api->loop, &api->h2o_ctx.http1.req_timeout, h2o_now(api->loop));
+    if (api->pending_work > 0)
+        return; /* the work's after-callback touches the API: always wait */
+    if (api->nconns > 0) {
+        int64_t now = cb_mono_ms();
+        if (now >= api->close_deadline) {
+            if (api->conns_shut++ == 0)
+                cb_warn(API_MOD, "%zu connection(s) still busy at shutdown: closing them",
+                        api->nconns);
+            else
+                cb_warn(API_MOD, "%zu connection(s) still open after shutdown(2)", api->nconns);
+            shut_conns(api);
+            api->close_deadline = now + DRAIN_MS;
+        }
+        return;
+    }
+    finish_close(api);
 }
 
 void cb_api_close(struct cb_api *api, void (*done)(void *ctx), void *done_ctx)
@@ -347,9 +423,9 @@ void cb_api_close(struct cb_api *api, void (*done)(void *ctx), void *done_ctx)
     }
     uv_timer_stop(&api->heartbeat);
     api__events_close_all(api);
-    /* Idle keep-alive connections close now, busy ones after their answer. */
+    /* Busy keep-alive connections close after their answer. */
     h2o_context_request_shutdown(&api->h2o_ctx);
-    api->close_deadline = cb_mono_ms() + api->cfg->http_header_timeout_ms + 1000;
+    api->close_deadline = cb_mono_ms() + DRAIN_MS;
     uv_timer_init(api->loop, &api->close_poll);
     api->close_poll.data = api;
     uv_timer_start(&api->close_poll, on_close_poll, 0, 10);

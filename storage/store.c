@@ -978,9 +978,10 @@ static void *writer_main(void *arg)
                 s->pass_active = 0; /* try again next interval */
             continue;
         }
-        /* Idle: the next row waits at most one interval. Without this the
-         * deadline stays in the past and the thread spins (and starves
-         * cb_store_close of the mutex). */
+        /* Nothing to commit and the commit time passed: without this the
+         * wait below is never positive and the thread spins holding the
+         * mutex, starving the loop thread (and cb_store_close) until the
+         * next retention pass unlocks it. */
         if (!have && next_commit <= now)
             next_commit = now + s->commit_interval_ms;
         int64_t until = next_commit;

@@ -1,0 +1,300 @@
+/* The real daemon's shutdown with HTTP clients attached: `citybrain run`
+ * ($CB_BIN) on a private mosquitto, HTTP on a free loopback port, clients on
+ * raw sockets (the bytes and the timing matter, not a client library).
+ *
+ * SIGINT / SIGTERM must end the process with exit 0 and "stopped cleanly"
+ * within about a second whatever the clients do: an idle keep-alive
+ * connection, an event stream, a stream resuming from the store, a request
+ * whose headers never finish, a request answered from the thread pool. The
+ * HTTP timeouts are set long (30 s) so a quick exit shows the shutdown closed
+ * the connections itself instead of waiting for their timers, and the store's
+ * commit interval short so an idle writer thread is idle for most of the
+ * test (it once spun holding its lock, which blocked the daemon's exit). */
+#include <CUnit/CUnit.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/support/harness.h"
+
+void cb_test_suite_daemon_http(void);
+
+#define QUICK_MS 1500 /* "about a second", with room for the sanitizer build */
+
+static const char RULES[] =
+    "rule river_high {\n"
+    "  match    \"city/{district}/river/{sensor}\"\n"
+    "  when     last(level, 1m) > 4.5\n"
+    "  severity major\n"
+    "  message  \"{district}: river high\"\n"
+    "}\n";
+
+struct daemon {
+    struct cb_h_broker *broker;
+    struct cb_h_proc *proc;
+    int http_port;
+    const char *db;
+};
+
+/* Starts mosquitto and `citybrain run` with HTTP; waits until HTTP accepts. */
+static int daemon_start(struct daemon *d)
+{
+    memset(d, 0, sizeof *d);
+    d->broker = cb_h_broker_start(NULL);
+    if (!d->broker)
+        return -1;
+    const char *rules = cb_h_pathf("city.rules");
+    if (cb_h_write_file(rules, RULES, sizeof RULES - 1))
+        return -1;
+    d->db = cb_h_pathf("cb.db");
+    d->http_port = cb_h_free_port();
+    const char *args[] = {"run",
+                          "--broker", cb_h_broker_url(d->broker),
+                          "--db", d->db,
+                          "--rules", rules,
+                          "--http", cb_h_strf("127.0.0.1:%d", d->http_port),
+                          "--set", "storage.commit_interval=10ms",
+                          "--set", "http.header_timeout=30s",
+                          "--set", "http.idle_timeout=30s",
+                          NULL};
+    d->proc = cb_h_citybrain(args, NULL);
+    if (!d->proc)
+        return -1;
+    return cb_h_wait_port(d->http_port, 10000);
+}
+
+/* Sends sig and waits; checks exit 0, "stopped cleanly" and no h2o assertion
+ * within QUICK_MS. Returns the milliseconds it took. */
+static int64_t stop_quickly(struct daemon *d, int sig)
+{
+    int64_t t0 = cb_h_now_ms();
+    CU_ASSERT_EQUAL(cb_h_proc_signal(d->proc, sig), 0);
+    int rc = cb_h_proc_wait(d->proc, 15000);
+    int64_t took = cb_h_now_ms() - t0;
+    const char *err = cb_h_proc_stderr(d->proc);
+    if (rc != 0 || took > QUICK_MS || !strstr(err, "stopped cleanly"))
+        fprintf(stderr, "\nexit %d after %lld ms; stderr:\n%s\n", rc, (long long)took, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(took <= QUICK_MS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "stopped cleanly"));
+    CU_ASSERT_PTR_NULL(strstr(err, "Assertion"));
+    CU_ASSERT_PTR_NULL(strstr(err, "still busy at shutdown"));
+    return took;
+}
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int raw_send(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    return send(fd, s, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
+/* Reads until `until` is in the text read so far (NULL: until the peer
+ * closes) or timeout_ms passes. Returns 1 when found / closed, 0 on timeout.
+ * buf holds at most cap-1 bytes (the rest is read and dropped). */
+static int raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_ms)
+{
+    size_t len = strlen(buf);
+    int64_t deadline = cb_h_now_ms() + timeout_ms;
+    for (;;) {
+        if (until && strstr(buf, until))
+            return 1;
+        int64_t left = deadline - cb_h_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        char tmp[4096];
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0)
+            return until ? strstr(buf, until) != NULL : 1;
+        size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
+        memcpy(buf + len, tmp, k);
+        len += k;
+        buf[len] = '\0';
+    }
+}
+
+/* One request on a new connection, left open (keep-alive) after the answer. */
+static int keepalive_after_request(int port, const char *path)
+{
+    int fd = raw_connect(port);
+    if (fd < 0)
+        return -1;
+    char req[256], buf[8192] = "";
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    if (raw_send(fd, req) || !raw_read(fd, buf, sizeof buf, "\r\n\r\n", 5000)) {
+        close(fd);
+        return -1;
+    }
+    CU_ASSERT_EQUAL(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    return fd;
+}
+
+static void test_no_client(void)
+{
+    struct daemon d;
+    CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+    stop_quickly(&d, SIGINT);
+}
+
+static void test_keepalive_open(void)
+{
+    struct daemon d;
+    CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+    int fd = keepalive_after_request(d.http_port, "/api/health");
+    CU_ASSERT_FATAL(fd >= 0);
+    stop_quickly(&d, SIGTERM);
+    /* the server closed the idle connection (EOF, not a timeout) */
+    char buf[256] = "";
+    CU_ASSERT(raw_read(fd, buf, sizeof buf, NULL, 1000));
+    close(fd);
+}
+
+static void test_every_kind_of_client(void)
+{
+    struct daemon d;
+    CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+    /* a transition, so the store has something to resume from */
+    CU_ASSERT_EQUAL(cb_h_publish(cb_h_broker_url(d.broker), "city/d07/river/s12",
+                                 "{\"level\":5.2}", 13, 1),
+                    0);
+    int fds[8];
+    size_t n = 0;
+    fds[n++] = keepalive_after_request(d.http_port, "/api/health");
+    fds[n++] = keepalive_after_request(d.http_port, "/api/sensors"); /* pool thread */
+    fds[n++] = keepalive_after_request(d.http_port, "/");            /* a static file */
+    int sse = raw_connect(d.http_port);
+    CU_ASSERT_FATAL(sse >= 0);
+    char sbuf[8192] = "";
+    CU_ASSERT(raw_send(sse, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CU_ASSERT(raw_read(sse, sbuf, sizeof sbuf, "citybrain events", 5000));
+    fds[n++] = sse;
+    int resume = raw_connect(d.http_port);
+    CU_ASSERT_FATAL(resume >= 0);
+    CU_ASSERT(raw_send(resume, "GET /api/events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 0\r\n\r\n") ==
+              0);
+    fds[n++] = resume;
+    int partial = raw_connect(d.http_port); /* headers that never end */
+    CU_ASSERT_FATAL(partial >= 0);
+    CU_ASSERT(raw_send(partial, "GET /api/health HTTP/1.1\r\nHost: t\r\nX-Slow: ") == 0);
+    fds[n++] = partial;
+    int silent = raw_connect(d.http_port); /* connected, never says a word */
+    fds[n++] = silent;
+    int inflight = raw_connect(d.http_port); /* pipelined, the answers unread */
+    CU_ASSERT(raw_send(inflight, "GET /api/sensors HTTP/1.1\r\nHost: t\r\n\r\n"
+                                 "GET /api/rules HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    fds[n++] = inflight;
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(fds[i] >= 0);
+
+    stop_quickly(&d, SIGTERM);
+    /* every connection was closed by the server */
+    for (size_t i = 0; i < n; i++) {
+        char buf[8192] = "";
+        if (fds[i] < 0)
+            continue;
+        CU_ASSERT(raw_read(fds[i], buf, sizeof buf, NULL, 1000));
+        close(fds[i]);
+    }
+}
+
+/* Ten starts and stops in a row, alternating SIGINT and SIGTERM, each after
+ * one request with its connection left open. */
+static void test_ten_times(void)
+{
+    int64_t worst = 0;
+    for (int i = 0; i < 10; i++) {
+        struct daemon d;
+        CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+        int fd = keepalive_after_request(d.http_port, "/api/alerts");
+        CU_ASSERT(fd >= 0);
+        int64_t took = stop_quickly(&d, i % 2 ? SIGTERM : SIGINT);
+        if (took > worst)
+            worst = took;
+        if (fd >= 0)
+            close(fd);
+        cb_h_broker_stop(d.broker);
+    }
+    fprintf(stderr, " [slowest stop %lld ms] ", (long long)worst);
+}
+
+/* CPU time (user + system, in clock ticks) of a process from /proc. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    const char *p = strrchr(line, ')'); /* the command may hold spaces */
+    long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
+        return -1;
+    return ut + st;
+}
+
+static int64_t g_until;
+static int time_passed(void *ctx)
+{
+    (void)ctx;
+    return cb_h_now_ms() >= g_until;
+}
+
+/* An idle engine (no telemetry, no clients) uses a small share of one core:
+ * the store's writer thread once spun on an expired commit deadline. */
+static void test_idle_engine_does_not_spin(void)
+{
+    struct daemon d;
+    CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+    pid_t pid = cb_h_proc_pid(d.proc);
+    long t0 = cpu_ticks(pid);
+    int64_t w0 = cb_h_now_ms();
+    g_until = w0 + 1000; /* measures the external process: not a rule window */
+    cb_h_wait_until(time_passed, NULL, 2000);
+    long t1 = cpu_ticks(pid);
+    int64_t wall = cb_h_now_ms() - w0;
+    CU_ASSERT_FATAL(t0 >= 0 && t1 >= t0);
+    double share = (double)(t1 - t0) * 1000.0 / (double)sysconf(_SC_CLK_TCK) / (double)wall;
+    fprintf(stderr, " [idle CPU %.0f %%] ", share * 100);
+    CU_ASSERT(share < 0.25);
+    stop_quickly(&d, SIGTERM);
+}
+
+void cb_test_suite_daemon_http(void)
+{
+    CU_pSuite s = cb_h_add_suite("daemon_http");
+    CU_add_test(s, "daemon: SIGINT with no HTTP client exits 0 at once", test_no_client);
+    CU_add_test(s, "daemon: SIGTERM after a request, its keep-alive connection open, exits 0 "
+                   "within a second and closes the connection",
+                test_keepalive_open);
+    CU_add_test(s, "daemon: SIGTERM with event streams, a resuming stream, half-sent headers, a "
+                   "silent connection and unread pipelined answers exits 0 within a second",
+                test_every_kind_of_client);
+    CU_add_test(s, "daemon: ten stops in a row after a request each exit 0 within a second",
+                test_ten_times);
+    CU_add_test(s, "daemon: an idle engine does not spin", test_idle_engine_does_not_spin);
+}
