@@ -7,6 +7,9 @@
 const SEVERITIES = ['critical', 'major', 'warning', 'info'];
 const RANK = { critical: 4, major: 3, warning: 2, info: 1 };
 const TOKEN_KEY = 'citybrain.token';
+/* The four-colour warning grade (red I, orange II, yellow III, blue IV). */
+const GRADE_LEVEL = { red: 'I', orange: 'II', yellow: 'III', blue: 'IV' };
+const SEV_GRADE = { critical: 'red', major: 'orange', warning: 'yellow', info: 'blue' };
 
 const state = {
   alerts: new Map(),   // id -> alert object
@@ -55,8 +58,16 @@ function districtOf(labels) {
   return labels.district || labels.zone || labels.area || null;
 }
 
-function labelText(labels) {
-  return Object.entries(labels || {}).map(([k, v]) => k + '=' + v).join(' ');
+/* Labels as chips, district first, then the sensor, then the rest. */
+function labelChips(labels) {
+  const order = k => (k === 'district' ? 0 : k === 'sensor' ? 1 : 2);
+  return Object.entries(labels || {})
+    .sort((a, b) => order(a[0]) - order(b[0]) || a[0].localeCompare(b[0]))
+    .map(([k, v]) => el('span', { class: 'chip label-' + k, title: k }, el('i', {}, k), ' ', v));
+}
+
+function gradeOf(a) {
+  return GRADE_LEVEL[a.grade] ? a.grade : SEV_GRADE[a.severity] || 'blue';
 }
 
 let toastTimer = null;
@@ -153,13 +164,17 @@ function alertCard(a) {
     'data-alert-id': a.id, 'data-state': stateName,
   },
     el('div', { class: 'bar' }),
-    el('div', {},
-      el('div', { class: 'title' }, a.title || a.rule, ' ',
-        el('span', { class: 'state ' + stateName }, stateName)),
+    el('div', { class: 'body' },
+      el('div', { class: 'title' },
+        el('span', { class: 'grade ' + gradeOf(a), title: 'warning grade' },
+          gradeOf(a) + ' ' + GRADE_LEVEL[gradeOf(a)]),
+        el('span', { class: 'name' }, a.title || a.rule),
+        el('span', { class: 'state ' + stateName }, stateName),
+        a.silenced ? el('span', { class: 'state silenced' }, 'silenced') : null),
       a.message ? el('div', { class: 'msg' }, a.message) : null,
       el('div', { class: 'meta' },
-        el('span', {}, labelText(a.labels)),
-        el('span', {}, 'since ' + ago(a.since || a.at)),
+        ...labelChips(a.labels),
+        el('span', { class: 'since', 'data-since': a.since || a.at }, 'since ' + ago(a.since || a.at)),
         acked && a.acked_by ? el('span', { class: 'acked-by' }, '✓ ' + a.acked_by) : null)),
     acked || a.state === 'pending' ? el('span') :
       el('button', { class: 'ack', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
@@ -201,6 +216,15 @@ function onTransition(ev) {
   }
   renderAlerts();
   renderDistricts();
+  sensorsSoon();
+}
+
+/* A transition means telemetry arrived: refresh the sensors (and so the
+ * districts and the chart) shortly after, once per burst. */
+let sensorsTimer = null;
+function sensorsSoon() {
+  if (sensorsTimer) return;
+  sensorsTimer = setTimeout(() => { sensorsTimer = null; loadSensors(); loadSeries(); }, 1000);
 }
 
 function connectEvents() {
@@ -258,13 +282,14 @@ function renderSensors() {
 function renderDistricts() {
   const by = new Map();
   const get = d => {
-    if (!by.has(d)) by.set(d, { name: d, alerts: 0, worst: null, fresh: 0, stale: 0 });
+    if (!by.has(d)) by.set(d, { name: d, alerts: 0, worst: null, fresh: 0, stale: 0, kinds: new Set() });
     return by.get(d);
   };
   for (const s of state.sensors) {
     const d = districtOf(s.labels);
     if (!d) continue;
     s.stale ? get(d).stale++ : get(d).fresh++;
+    if (s.labels && s.labels.kind) get(d).kinds.add(s.labels.kind);
   }
   for (const a of state.alerts.values()) {
     const d = districtOf(a.labels);
@@ -279,12 +304,15 @@ function renderDistricts() {
     ((RANK[b.worst] || 0) - (RANK[a.worst] || 0)) || a.name.localeCompare(b.name));
   if (!list.length) box.append(el('p', { class: 'empty' }, 'No district labels yet.'));
   for (const x of list) {
-    box.append(el('div', { class: 'district ' + (x.worst || ''), 'data-district': x.name },
-      el('div', { class: 'name' }, x.name),
+    const grade = x.worst ? SEV_GRADE[x.worst] : 'none';
+    box.append(el('div', { class: 'district ' + (x.worst || 'calm') + ' g-' + grade, 'data-district': x.name },
+      el('div', { class: 'name' }, x.name,
+        x.worst ? el('span', { class: 'grade ' + grade }, grade + ' ' + GRADE_LEVEL[grade]) : null),
       el('div', { class: 'line' }, el('b', {}, String(x.alerts)), x.alerts === 1 ? ' alert' : ' alerts',
         x.worst ? ' · worst ' + x.worst : ''),
       el('div', { class: 'line' }, el('b', {}, String(x.fresh)), ' fresh · ',
-        el('b', {}, String(x.stale)), ' stale')));
+        el('b', { class: x.stale ? 'stale-n' : '' }, String(x.stale)), ' stale'),
+      x.kinds.size ? el('div', { class: 'line kinds' }, [...x.kinds].sort().join(' · ')) : null));
   }
 }
 
@@ -330,7 +358,16 @@ async function loadSeries() {
     return;
   }
   const b = body.buckets || [];
-  const data = [b.map(x => x.ts / 1000), b.map(x => x.avg), b.map(x => x.min), b.map(x => x.max)];
+  /* The API sends the buckets that hold samples; the chart gets every bucket
+   * of the range, empty ones as gaps, so the time axis is the range asked. */
+  const st = body.step || step, f0 = Math.floor((body.from || from) / st) * st, t1 = body.to || to;
+  const at = new Map(b.map(x => [x.ts, x]));
+  const xs = [], avg = [], mn = [], mx = [];
+  for (let t = f0; t < t1 && xs.length < 20000; t += st) {
+    const x = at.get(t);
+    xs.push(t / 1000); avg.push(x ? x.avg : null); mn.push(x ? x.min : null); mx.push(x ? x.max : null);
+  }
+  const data = [xs, avg, mn, mx];
   if (!window.uPlot) {
     box.replaceChildren(el('p', { class: 'empty' }, b.length + ' buckets (chart library missing: run make dashboard)'));
     return;
@@ -338,14 +375,15 @@ async function loadSeries() {
   const width = Math.max(300, box.clientWidth || 600);
   const opts = {
     width, height: 260,
-    scales: { x: { time: true } },
+    scales: { x: { time: true, range: () => [f0 / 1000, t1 / 1000] } },
+    cursor: { points: { size: 8 } },
     axes: [
       { stroke: '#8b9bb0', grid: { stroke: '#243142' }, ticks: { stroke: '#243142' } },
       { stroke: '#8b9bb0', grid: { stroke: '#243142' }, ticks: { stroke: '#243142' } },
     ],
     series: [
       {},
-      { label: state.metric + ' avg', stroke: '#4da3ff', width: 2 },
+      { label: state.metric + ' avg', stroke: '#4da3ff', width: 2, points: { show: true, size: 5, fill: '#4da3ff' } },
       { label: 'min', stroke: '#3ddc84', width: 1, dash: [4, 4] },
       { label: 'max', stroke: '#ff9f1a', width: 1, dash: [4, 4] },
     ],
@@ -358,6 +396,11 @@ async function loadSeries() {
     return;
   }
   state.plot = new window.uPlot(opts, data, box);
+}
+
+function refreshAges() {
+  for (const e of document.querySelectorAll('.since[data-since]'))
+    e.textContent = 'since ' + ago(Number(e.dataset.since));
 }
 
 /* ---- start ---- */
@@ -388,10 +431,10 @@ function start() {
   loadSensors();
   connectEvents();
   setInterval(loadHealth, 10000);
-  setInterval(loadSensors, 15000);
+  setInterval(loadSensors, 10000);
   setInterval(loadAlerts, 30000);   /* a safety net: events keep it current */
   setInterval(loadSeries, 60000);
-  setInterval(renderAlerts, 30000); /* keeps "since" fresh */
+  setInterval(refreshAges, 5000);   /* keeps "since" fresh */
 }
 
 start();

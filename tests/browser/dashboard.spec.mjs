@@ -12,9 +12,6 @@
 // Exits 0 when every step passed, 1 otherwise, with one line per step.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 const url = process.env.CB_URL;
 const brokerPort = process.env.CB_BROKER_PORT;
@@ -41,12 +38,11 @@ function publish(topic, payload) {
     '-t', topic, '-m', payload]);
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'cb-chromium-'));
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--user-data-dir=${profile}`],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  // playwright makes (and removes) its own temporary profile
   timeout: 30000,
 });
 try {
@@ -119,6 +115,5 @@ try {
   failures++;
 } finally {
   await browser.close();
-  rmSync(profile, { recursive: true, force: true });
 }
 process.exit(failures ? 1 : 0);
