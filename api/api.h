@@ -93,6 +93,12 @@ struct cb_api_provider {
     /* {"alerts":[{id, rule, state, severity, labels, since, at, message,
      * acked_by?...}]} filtered. */
     int (*alerts)(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out);
+    /* A number that changes whenever the answer of alerts() may change (any
+     * transition, acknowledgement, rule reload). With it, api/ keeps the
+     * rendered answers (and their gzip) per query string and serves them
+     * until it changes, with an ETag for 304s; NULL disables that. Resolved
+     * alerts (state=resolved, read from the store) are never cached. */
+    uint64_t (*alerts_version)(void *ctx);
     /* Acknowledges alert `id` (decoded, e.g. "river_flood/district=d07").
      * Idempotent: 200 with the alert's JSON both times; 404 unknown id;
      * 409 when the alert is not firing. by/note are "" when not given. */

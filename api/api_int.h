@@ -20,6 +20,7 @@ struct api_reader {
 };
 
 struct api_sse;
+struct api_cache;
 
 /* One accepted connection: the libuv handle h2o's socket wraps, linked in
  * cb_api.conns until h2o disposes of the socket (then only the handle's
@@ -52,6 +53,10 @@ struct cb_api {
     struct api_sse *sse_head;
     size_t nsse;
     uv_timer_t heartbeat;
+
+    /* GET /api/alerts answers by query string (cache.c); NULL when the
+     * provider has no alerts_version */
+    struct api_cache *alerts_cache;
 
     /* read connections for pool calls */
     uv_mutex_t readers_lock;
@@ -106,6 +111,21 @@ void api__events_open(struct cb_api *api, h2o_req_t *req);
 void api__events_init(struct cb_api *api);
 /* Ends every stream (shutdown). */
 void api__events_close_all(struct cb_api *api);
+
+/* ---- the GET /api/alerts cache (cache.c) ---- */
+
+/* A cache; boot tells ETags of this run from those of an earlier one. */
+struct api_cache *api__cache_new(uint64_t boot);
+void api__cache_free(struct api_cache *c);
+/* Sends the answer cached for the raw query string at `version` (200 with
+ * gzip when accepted, or 304 when If-None-Match names it) and returns 1, or
+ * returns 0 when there is none. */
+int api__cache_serve(struct cb_api *api, struct api_cache *c, h2o_req_t *req, const char *query,
+                     size_t qlen, uint64_t version);
+/* Keeps a rendered 200 answer for the query at `version` and sends it. */
+void api__cache_store_send(struct cb_api *api, struct api_cache *c, h2o_req_t *req,
+                           const char *query, size_t qlen, uint64_t version, const char *body,
+                           size_t len);
 
 /* ---- static files (static.c) ---- */
 

@@ -460,10 +460,25 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
         return;
     }
     struct cb_api_alert_filter f = {ps[0].value, ps[1].value, ps[2].value};
+    /* Resolved alerts come from the store, which the version does not follow. */
+    int cacheable = api->alerts_cache && !(f.state && !strcmp(f.state, "resolved"));
+    const char *query = req->query_at == SIZE_MAX ? "" : req->path.base + req->query_at + 1;
+    size_t qlen = req->query_at == SIZE_MAX ? 0 : req->path.len - req->query_at - 1;
+    uint64_t version = cacheable ? api->prov.alerts_version(api->prov.ctx) : 0;
+    if (cacheable && api__cache_serve(api, api->alerts_cache, req, query, qlen, version))
+        return;
     struct cb_strbuf out;
     cb_strbuf_init(&out);
     int st = api->prov.alerts(api->prov.ctx, &f, &out);
-    api__answer(api, req, st, &out);
+    if (cacheable && st == 200 && !out.oom) {
+        if (out.len == 0 || out.data[out.len - 1] != '\n')
+            cb_strbuf_putc(&out, '\n');
+    }
+    if (cacheable && st == 200 && !out.oom)
+        api__cache_store_send(api, api->alerts_cache, req, query, qlen, version, out.data,
+                              out.len);
+    else
+        api__answer(api, req, st, &out);
     cb_strbuf_free(&out);
 }
 

@@ -282,6 +282,8 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     if (uv_tcp_getsockname(&api->listener, (struct sockaddr *)&bound, &blen) == 0)
         api->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                       : ((struct sockaddr_in *)&bound)->sin_port);
+    if (api->prov.alerts_version && api->prov.alerts)
+        api->alerts_cache = api__cache_new((uint64_t)cb_wall_ms());
     api__events_init(api);
     cb_info(API_MOD, "listening on %s (port %d)%s", cfg->http_listen, api->port,
             cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused");
@@ -323,6 +325,7 @@ static void free_api(uv_handle_t *h)
     void (*done)(void *) = api->done;
     void *done_ctx = api->done_ctx;
     uv_mutex_destroy(&api->readers_lock);
+    api__cache_free(api->alerts_cache);
     free(api->dashboard_dir);
     free(api);
     if (done)

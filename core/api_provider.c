@@ -129,6 +129,14 @@ static int alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strb
     return 200;
 }
 
+/* Changes with every transition, acknowledgement and reload: the engine is
+ * the source of truth of the listing above. */
+static uint64_t alerts_version(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    return cb_engine_version(d->engine);
+}
+
 struct find_ctx {
     const char *id;
     int found;     /* 0 none, 1 pending, 2 firing */
@@ -502,6 +510,7 @@ void core__api_provider(struct cb_daemon *d, struct cb_api_provider *p)
     p->ctx = d;
     p->health = health;
     p->alerts = alerts;
+    p->alerts_version = alerts_version;
     p->ack = ack;
     p->silences_list = silences_list;
     p->silence_add = silence_add;

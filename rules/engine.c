@@ -97,6 +97,7 @@ struct inst {
     int64_t since, fired_at, clear_since, cooldown_until, acked_at;
     int has_clear_since, acked;
     char *acked_by, *ack_note;
+    char *msg; /* the message of the last transition with one (firing, escalated, ack) */
     struct binding **mv;  /* members */
     uint32_t nmv;
     size_t capmv;
@@ -122,6 +123,7 @@ struct cb_engine {
     double *scratch;
     size_t nscratch;
     struct cb_strbuf msg;
+    uint64_t version; /* changes with the set of instances a listing shows */
     uint32_t *tags;
     size_t ntags, captags;
     size_t nwindows;
@@ -313,6 +315,7 @@ static void inst_free(struct inst *in)
     label_free(in->labels, in->nlabels);
     free(in->acked_by);
     free(in->ack_note);
+    free(in->msg);
     free(in);
 }
 
@@ -1075,6 +1078,17 @@ static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state
     int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
     describe(e, in, state, now, &t, event);
     e->st.transitions++;
+    e->version++;
+    /* The listing shows an instance as its last transition told it, so a
+     * listing changes only with a transition (cb_engine_version). On OOM the
+     * previous message stays. */
+    if (event && t.message && state != CB_ALERT_RESOLVED) {
+        char *m = rules__strdup(t.message);
+        if (m) {
+            free(in->msg);
+            in->msg = m;
+        }
+    }
     if (e->fn)
         e->fn(e->ctx, &t);
 }
@@ -1091,6 +1105,8 @@ static void resolve(struct cb_engine *e, struct inst *in, int64_t now)
     free(in->acked_by);
     free(in->ack_note);
     in->acked_by = in->ack_note = NULL;
+    free(in->msg);
+    in->msg = NULL;
 }
 
 /* Raises the severity of a firing instance to the highest escalation that
@@ -1404,6 +1420,7 @@ int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
     if (build_rulemap(e) < 0)
         rc = -1;
     cb_ruleset_release(old);
+    e->version++; /* pending instances may be gone without a transition */
     return rc;
 }
 
@@ -1455,6 +1472,8 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
             in->acked_by = rules__strdup(saved->acked_by ? saved->acked_by : "");
             in->ack_note = saved->ack_note ? rules__strdup(saved->ack_note) : NULL;
         }
+        free(in->msg);
+        in->msg = saved->message ? rules__strdup(saved->message) : NULL;
         break;
     case CB_ALERT_RESOLVED:
         in->cooldown_until = saved->cooldown_until;
@@ -1462,8 +1481,11 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
     default:
         break;
     }
+    e->version++;
     return 0;
 }
+
+uint64_t cb_engine_version(const struct cb_engine *e) { return e->version; }
 
 int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_sample *x)
 {
@@ -1507,8 +1529,9 @@ void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, 
             continue;
         struct cb_transition t;
         enum cb_alert_state st = in->state == ST_PENDING ? CB_ALERT_PENDING : CB_ALERT_FIRING;
-        describe(me, in, st, in->state == ST_FIRING ? in->fired_at : in->since, &t,
-                 in->state == ST_FIRING);
+        describe(me, in, st, in->state == ST_FIRING ? in->fired_at : in->since, &t, 0);
+        if (in->state == ST_FIRING)
+            t.message = in->msg;
         (void)now;
         fn(ctx, &t);
     }

@@ -240,8 +240,16 @@ void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out)
 size_t cb_engine_rule_count(const struct cb_engine *e);
 
 /* Visits the current instances (GET /api/alerts, /api/rules): the transition
- * struct describes the current state. */
+ * struct describes the current state; a firing instance's message is the one
+ * of its last transition (firing, escalation or acknowledgement). */
 void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, void *ctx);
+
+/* A number that changes whenever what cb_engine_foreach_instance shows
+ * changes: every emitted transition (acknowledgements included), every swap
+ * and every restore. A firing instance is shown with the message of its last
+ * transition, so telemetry that moves a window without a transition does not
+ * change the listing. For caches of rendered listings (GET /api/alerts). */
+uint64_t cb_engine_version(const struct cb_engine *e);
 
 /* Describes each loaded rule as a JSON array element into out:
  * {"name","title","file","line","match":[...],"per":[...],"severity","instances":N,"firing":N}. */
