@@ -287,6 +287,68 @@ static void test_restore(void)
     fx_free(&f);
 }
 
+/* The listed message of one instance (NULL when none or not listed). */
+struct listed {
+    const char *id;
+    char msg[128];
+    int found;
+};
+static void find_listed(void *ctx, const struct cb_transition *t)
+{
+    struct listed *l = ctx;
+    if (strcmp(t->id, l->id) == 0) {
+        l->found = 1;
+        snprintf(l->msg, sizeof l->msg, "%s", t->message ? t->message : "");
+    }
+}
+
+static void test_version(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when last(level, 1m) > 3\n  for 10s\n"
+                "  message \"{last(level, 1m):.1f} m\"\n}\n");
+    uint64_t v0 = cb_engine_version(f.e);
+    send(&f, 0, "city/d1/river/s1", "level", 2); /* nothing happens */
+    CU_ASSERT_EQUAL(cb_engine_version(f.e), v0);
+    send(&f, 1, "city/d1/river/s1", "level", 4); /* pending: listed, so it counts */
+    uint64_t v1 = cb_engine_version(f.e);
+    CU_ASSERT(v1 != v0);
+    at(&f, 11); /* firing */
+    uint64_t v2 = cb_engine_version(f.e);
+    CU_ASSERT(v2 != v1);
+    struct listed l = {"hi/city/d1/river/s1", "", 0};
+    cb_engine_foreach_instance(f.e, find_listed, &l);
+    CU_ASSERT(l.found);
+    CU_ASSERT_STRING_EQUAL(l.msg, "4.0 m");
+    /* a new value without a transition: the listing, and the version, stay */
+    send(&f, 12, "city/d1/river/s1", "level", 5);
+    CU_ASSERT_EQUAL(cb_engine_version(f.e), v2);
+    cb_engine_foreach_instance(f.e, find_listed, &l);
+    CU_ASSERT_STRING_EQUAL(l.msg, "4.0 m");
+    /* acknowledging changes it, the message too (as of the ack) */
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, l.id, "ana", NULL), 0);
+    uint64_t v3 = cb_engine_version(f.e);
+    CU_ASSERT(v3 != v2);
+    cb_engine_foreach_instance(f.e, find_listed, &l);
+    CU_ASSERT_STRING_EQUAL(l.msg, "5.0 m");
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, l.id, "ana", NULL), 1); /* idempotent: no change */
+    CU_ASSERT_EQUAL(cb_engine_version(f.e), v3);
+    /* a swap changes it even when nothing is emitted */
+    struct cb_diags d = {0};
+    const char *b = "rule other {\n" RIVER "  when level > 30\n}\n";
+    struct cb_ruleset *rs = cb_ruleset_compile_source("b.rules", b, strlen(b), &d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
+    CU_ASSERT_EQUAL(cb_engine_swap(f.e, rs), 0);
+    cb_ruleset_release(rs);
+    uint64_t v4 = cb_engine_version(f.e);
+    CU_ASSERT(v4 != v3);
+    l.found = 0;
+    cb_engine_foreach_instance(f.e, find_listed, &l);
+    CU_ASSERT_FALSE(l.found);
+    cb_diags_free(&d);
+    fx_free(&f);
+}
+
 static void test_transition_json(void)
 {
     struct cb_label l = {"district", "d07"};
@@ -320,4 +382,6 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: swap keeps unchanged rules' state and resolves removed rules", test_swap_keeps_state);
     CU_add_test(s, "engine: a restored firing instance goes on escalating", test_restore);
     CU_add_test(s, "engine: transition JSON is exactly the rules.md object", test_transition_json);
+    CU_add_test(s, "engine: the version changes with every transition, ack and swap, and only then; "
+                   "a listing shows the message of the last transition", test_version);
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "tests/support/harness.h"
 
@@ -43,7 +44,10 @@ struct daemon {
 };
 
 /* Starts mosquitto and `citybrain run` with HTTP; waits until HTTP accepts. */
-static int daemon_start(struct daemon *d)
+static int daemon_start_env(struct daemon *d, const char *const *env);
+static int daemon_start(struct daemon *d) { return daemon_start_env(d, NULL); }
+
+static int daemon_start_env(struct daemon *d, const char *const *env)
 {
     memset(d, 0, sizeof *d);
     d->broker = cb_h_broker_start(NULL);
@@ -63,7 +67,7 @@ static int daemon_start(struct daemon *d)
                           "--set", "http.header_timeout=30s",
                           "--set", "http.idle_timeout=30s",
                           NULL};
-    d->proc = cb_h_citybrain(args, NULL);
+    d->proc = cb_h_citybrain(args, env);
     if (!d->proc)
         return -1;
     return cb_h_wait_port(d->http_port, 10000);
@@ -284,6 +288,181 @@ static void test_idle_engine_does_not_spin(void)
     stop_quickly(&d, SIGTERM);
 }
 
+/* ---- the GET /api/alerts cache ------------------------------------------------ */
+
+struct answer {
+    int status;
+    char head[4096];
+    char body[65536]; /* decoded (gunzipped) */
+    size_t len;
+    int gzipped;
+    char etag[64];
+};
+
+static void header_value(const char *head, const char *name, char *out, size_t cap)
+{
+    out[0] = '\0';
+    size_t nl = strlen(name);
+    for (const char *p = head; (p = strchr(p, '\n')) != NULL;) {
+        p++;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t n = strcspn(v, "\r\n");
+            if (n >= cap)
+                n = cap - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return;
+        }
+    }
+}
+
+/* One request on its own connection (Connection: close); the body is
+ * gunzipped when the answer says gzip. Returns 0, or -1. */
+static int request(int port, const char *method, const char *path, const char *headers,
+                   const char *body, struct answer *a)
+{
+    memset(a, 0, sizeof *a);
+    int fd = raw_connect(port);
+    if (fd < 0)
+        return -1;
+    char req[2048];
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s"
+                              "Content-Length: %zu\r\n\r\n%s",
+             method, path, headers ? headers : "", body ? strlen(body) : 0, body ? body : "");
+    static char raw[1 << 18];
+    raw[0] = '\0';
+    int ok = raw_send(fd, req) == 0 && raw_read(fd, raw, sizeof raw, NULL, 5000);
+    close(fd);
+    char *sep = strstr(raw, "\r\n\r\n");
+    if (!ok || !sep || sscanf(raw, "HTTP/1.1 %d", &a->status) != 1)
+        return -1;
+    size_t hl = (size_t)(sep - raw) + 2;
+    if (hl >= sizeof a->head)
+        return -1;
+    memcpy(a->head, raw, hl);
+    a->head[hl] = '\0';
+    header_value(a->head, "etag", a->etag, sizeof a->etag);
+    char enc[32], clen[32];
+    header_value(a->head, "content-encoding", enc, sizeof enc);
+    header_value(a->head, "content-length", clen, sizeof clen);
+    const char *b = sep + 4;
+    size_t blen = clen[0] ? (size_t)strtoul(clen, NULL, 10) : strlen(b);
+    if (!strcmp(enc, "gzip")) {
+        a->gzipped = 1;
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        if (inflateInit2(&z, 15 + 16) != Z_OK)
+            return -1;
+        z.next_in = (Bytef *)b;
+        z.avail_in = (uInt)blen;
+        z.next_out = (Bytef *)a->body;
+        z.avail_out = sizeof a->body - 1;
+        int rc = inflate(&z, Z_FINISH);
+        a->len = z.total_out;
+        inflateEnd(&z);
+        if (rc != Z_STREAM_END)
+            return -1;
+    } else {
+        if (blen >= sizeof a->body)
+            return -1;
+        memcpy(a->body, b, blen);
+        a->len = blen;
+    }
+    a->body[a->len] = '\0';
+    return 0;
+}
+
+#define GZIP "Accept-Encoding: gzip, deflate\r\n"
+
+struct has_ctx {
+    int port;
+    const char *needle;
+};
+static int alerts_have(void *ctx)
+{
+    struct has_ctx *h = ctx;
+    struct answer a;
+    return request(h->port, "GET", "/api/alerts", NULL, NULL, &a) == 0 && strstr(a.body, h->needle);
+}
+
+/* After each transition (seen on /api/events, which the daemon sends as it
+ * happens) and each acknowledgement, the very next GET /api/alerts, gzip or
+ * not, shows it; the old ETag gets 200, the current one 304. */
+static void test_alerts_cache_never_stale(void)
+{
+    struct daemon d;
+    const char *env[] = {"CITYBRAIN_API_TOKEN=cache-test-token", NULL};
+    CU_ASSERT_EQUAL_FATAL(daemon_start_env(&d, env), 0);
+    const char *url = cb_h_broker_url(d.broker);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d07/river/s00", "{\"level\":5}", 11, 1), 0);
+    struct has_ctx h = {d.http_port, "river_high/city/d07/river/s00"};
+    CU_ASSERT_FATAL(cb_h_wait_until(alerts_have, &h, 10000));
+
+    int sse = raw_connect(d.http_port);
+    CU_ASSERT_FATAL(sse >= 0);
+    static char events[1 << 16];
+    events[0] = '\0';
+    CU_ASSERT(raw_send(sse, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, "citybrain events", 5000));
+
+    struct answer a, b, c;
+    CU_ASSERT_EQUAL_FATAL(request(d.http_port, "GET", "/api/alerts", GZIP, NULL, &a), 0);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT(a.gzipped);
+    CU_ASSERT(a.etag[0] != '\0');
+    CU_ASSERT_EQUAL_FATAL(request(d.http_port, "GET", "/api/alerts", NULL, NULL, &b), 0);
+    CU_ASSERT_FALSE(b.gzipped);
+    CU_ASSERT_STRING_EQUAL(a.body, b.body); /* one answer, two encodings */
+    CU_ASSERT_STRING_EQUAL(a.etag, b.etag);
+    char inm[128];
+    snprintf(inm, sizeof inm, "If-None-Match: %s\r\n", a.etag);
+    CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts", inm, NULL, &c), 0);
+    CU_ASSERT_EQUAL(c.status, 304);
+
+    for (int i = 1; i <= 12; i++) {
+        char topic[64], id[96], prev_inm[128];
+        snprintf(topic, sizeof topic, "city/d07/river/s%02d", i);
+        snprintf(id, sizeof id, "\"river_high/%s\"", topic);
+        snprintf(prev_inm, sizeof prev_inm, "If-None-Match: %s\r\n", a.etag);
+        /* the cached answer is warm for both the plain and a filtered query */
+        CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=firing", GZIP, NULL, &b), 0);
+        CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"level\":5}", 11, 1), 0);
+        CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, id, 5000));
+        CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts", GZIP, NULL, &a), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(a.body, id));
+        CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=firing", GZIP, NULL, &c), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(c.body, id));
+        CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts", prev_inm, NULL, &c), 0);
+        CU_ASSERT_EQUAL(c.status, 200);
+        CU_ASSERT_PTR_NOT_NULL(strstr(c.body, id));
+        if (i % 3 == 0) { /* and an acknowledgement */
+            char path[160], want[160];
+            snprintf(path, sizeof path, "/api/alerts/river_high%%2Fcity%%2Fd07%%2Friver%%2Fs%02d/ack", i);
+            CU_ASSERT_EQUAL(request(d.http_port, "POST", path,
+                                    "Authorization: Bearer cache-test-token\r\n"
+                                    "Content-Type: application/json\r\n",
+                                    "{\"by\":\"ana\"}", &c),
+                            0);
+            CU_ASSERT_EQUAL(c.status, 200);
+            CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=acknowledged", GZIP,
+                                    NULL, &c),
+                            0);
+            snprintf(want, sizeof want, "\"id\":%s", id);
+            CU_ASSERT_PTR_NOT_NULL(strstr(c.body, want));
+            CU_ASSERT_PTR_NOT_NULL(strstr(c.body, "\"acked_by\":\"ana\""));
+        }
+    }
+    close(sse);
+    /* Only a clean exit here: the MQTT disconnect after alert publishes can
+     * take its own 2 s timeout (ingest), which is not what this test is about. */
+    CU_ASSERT_EQUAL(cb_h_proc_signal(d.proc, SIGTERM), 0);
+    CU_ASSERT_EQUAL(cb_h_proc_wait(d.proc, 15000), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(cb_h_proc_stderr(d.proc), "stopped cleanly"));
+}
+
 void cb_test_suite_daemon_http(void)
 {
     CU_pSuite s = cb_h_add_suite("daemon_http");
@@ -297,4 +476,7 @@ void cb_test_suite_daemon_http(void)
     CU_add_test(s, "daemon: ten stops in a row after a request each exit 0 within a second",
                 test_ten_times);
     CU_add_test(s, "daemon: an idle engine does not spin", test_idle_engine_does_not_spin);
+    CU_add_test(s, "daemon: GET /api/alerts is never stale after a transition or an "
+                   "acknowledgement (gzip, ETag and 304 included)",
+                test_alerts_cache_never_stale);
 }
