@@ -131,18 +131,20 @@ static double bench_writer(int seconds, int per, int64_t t0, double *bytes_per_s
 }
 
 /* The plain program's rollup merge, the best way we know: one row per
- * (series, bucket) per commit, aggregated in memory; UPDATE first (one seek,
- * the bucket usually exists), INSERT when nothing changed. */
+ * (series, bucket) per commit, aggregated in memory; an UPDATE when the
+ * program merged into that bucket before (one seek), else an INSERT, the
+ * other one when that changed nothing. */
 #define PLAIN_UPDATE(t)                                                                          \
     "UPDATE " t " SET count = count + ?3, sum = sum + ?4, min = min(min, ?5), "                   \
     "max = max(max, ?6), first = CASE WHEN ?8 < first_ts THEN ?7 ELSE first END, "               \
     "first_ts = min(first_ts, ?8), last = CASE WHEN ?10 > last_ts THEN ?9 ELSE last END, "      \
     "last_ts = max(last_ts, ?10) WHERE series_id = ?1 AND bucket = ?2"
 #define PLAIN_INSERT(t)                                                                          \
-    "INSERT INTO " t "(series_id, bucket, count, sum, min, max, first, first_ts, last, last_ts) " \
+    "INSERT OR IGNORE INTO " t "(series_id, bucket, count, sum, min, max, first, first_ts, last, last_ts) " \
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
 
 struct plain_acc {
+    int64_t *known; /* the newest bucket merged into for this series and tier */
     int64_t series, bucket, count, first_ts, last_ts;
     double sum, min, max, first, last;
 };
@@ -167,20 +169,23 @@ static void plain_flush(sqlite3 *db, sqlite3_stmt *upd, sqlite3_stmt *ins, struc
 {
     if (!a->count)
         return;
-    plain_step(upd, a);
+    int exists = a->bucket == *a->known;
+    plain_step(exists ? upd : ins, a);
     if (sqlite3_changes(db) == 0)
-        plain_step(ins, a);
+        plain_step(exists ? ins : upd, a);
+    if (a->bucket > *a->known)
+        *a->known = a->bucket;
     a->count = 0;
 }
 
 static void plain_add(sqlite3 *db, sqlite3_stmt *upd, sqlite3_stmt *ins, struct plain_acc *a,
-                      int64_t width, int64_t series, int64_t ts, double v)
+                      int64_t width, int64_t *known, int64_t series, int64_t ts, double v)
 {
     int64_t bucket = ts / width * width;
     if (a->count && (a->series != series || a->bucket != bucket))
         plain_flush(db, upd, ins, a);
     if (!a->count)
-        *a = (struct plain_acc){series, bucket, 0, ts, ts, 0, v, v, v, v};
+        *a = (struct plain_acc){known, series, bucket, 0, ts, ts, 0, v, v, v, v};
     a->count++;
     a->sum += v;
     a->min = v < a->min ? v : a->min;
@@ -218,7 +223,9 @@ static double bench_plain(int seconds, int per, int64_t t0, int rollups, const c
     sqlite3_prepare_v2(db, "INSERT INTO series(sensor_id, metric) VALUES (?1, 'value')", -1, &ser,
                        NULL);
     sqlite3_prepare_v2(db, "UPDATE ingest_state SET journal_pos = ?1 WHERE id = 1", -1, &pos, NULL);
-    static int64_t ids[NSERIES];
+    static int64_t ids[NSERIES], known[NSERIES][2];
+    for (int i = 0; i < NSERIES; i++)
+        known[i][0] = known[i][1] = INT64_MIN;
     static const int64_t width[2] = {60000, 3600000};
     double start = now_s();
     for (int sec = 0; sec < seconds; sec++) {
@@ -246,7 +253,8 @@ static double bench_plain(int seconds, int per, int64_t t0, int rollups, const c
                 if (!rollups || sqlite3_changes(db) == 0)
                     continue;
                 for (int t = 0; t < 2; t++)
-                    plain_add(db, upd[t], insr[t], &acc[t], width[t], ids[i], ts, v);
+                    plain_add(db, upd[t], insr[t], &acc[t], width[t], &known[i][t], ids[i], ts,
+                              v);
             }
         }
         for (int t = 0; t < 2; t++)

@@ -118,6 +118,13 @@ struct sensor_ent {
 
 struct series_ent {
     int64_t id;
+    /* Per rollup tier (0: 1m, 1: 1h), the newest bucket this writer merged
+     * into the database, INT64_MIN when unknown: a row merged into that
+     * bucket is an UPDATE, into a newer one an INSERT (see acc_flush). Only
+     * a guess: both paths fall back to the other, so a stale value (a
+     * restart, retention) costs one probe, never a wrong row. Forgotten with
+     * the ids when a commit rolls back. */
+    int64_t bucket[2];
 };
 
 struct map_slot {
@@ -230,22 +237,21 @@ enum {
     ST__COUNT
 };
 
-/* A rollup row is merged in two steps instead of one INSERT ... ON CONFLICT
- * DO UPDATE: the UPDATE finds the row with one B-tree seek, which is the
- * common case (the bucket of the current minute or hour already exists); only
- * when it changed nothing is the row INSERTed. The upsert form would probe
- * for the conflict and then seek again to update, and costs about twice as
- * much. Same result: the writer is the only one writing, inside one
- * transaction. Parameters: ?1 series, ?2 bucket, ?3 count, ?4 sum, ?5 min,
- * ?6 max, ?7 first, ?8 first_ts, ?9 last, ?10 last_ts. In an UPDATE every
- * right-hand side reads the old row, so first/last compare the old times. */
+/* A rollup row is merged with an UPDATE when the bucket is known to exist and
+ * an INSERT OR IGNORE when it is new, the other one following when the guess
+ * was wrong (acc_flush): one B-tree seek in the usual case, where an INSERT
+ * ... ON CONFLICT DO UPDATE probes for the conflict and then seeks again.
+ * Same result: the writer is the only one writing, inside one transaction.
+ * Parameters: ?1 series, ?2 bucket, ?3 count, ?4 sum, ?5 min, ?6 max,
+ * ?7 first, ?8 first_ts, ?9 last, ?10 last_ts. In an UPDATE every right-hand
+ * side reads the old row, so first/last compare with the old times. */
 #define ROLLUP_UPDATE(table)                                                                    \
     "UPDATE " table " SET count = count + ?3, sum = sum + ?4, min = min(min, ?5), "             \
     "max = max(max, ?6), first = CASE WHEN ?8 < first_ts THEN ?7 ELSE first END, "               \
     "first_ts = min(first_ts, ?8), last = CASE WHEN ?10 > last_ts THEN ?9 ELSE last END, "      \
     "last_ts = max(last_ts, ?10) WHERE series_id = ?1 AND bucket = ?2"
 #define ROLLUP_INSERT(table)                                                                    \
-    "INSERT INTO " table "(series_id, bucket, count, sum, min, max, first, first_ts, last, "     \
+    "INSERT OR IGNORE INTO " table "(series_id, bucket, count, sum, min, max, first, first_ts, last, "     \
     "last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
 
 static const char *const stmt_sql[ST__COUNT] = {
@@ -275,10 +281,12 @@ struct item {
     int64_t series;
     int64_t ts;
     double value;
+    struct series_ent *ent;
 };
 
 /* One rollup bucket being accumulated from consecutive inserted rows. */
 struct acc {
+    struct series_ent *ent;
     int64_t series, bucket;
     int64_t count;
     double sum, min, max, first, last;
@@ -433,19 +441,23 @@ static struct sensor_ent *sensor_for(struct cb_store *s, const char *topic, cons
     return e;
 }
 
-static int64_t series_for(struct cb_store *s, const char *topic, struct sensor_ent *sensor,
-                          const char *metric, int *rc)
+/* The series of (topic, metric) of sensor, from the map or the database
+ * (created when new). Returns its entry (owned by the map), or NULL with *rc
+ * set to the SQLite error. */
+static struct series_ent *series_for(struct cb_store *s, const char *topic,
+                                     struct sensor_ent *sensor, const char *metric, int *rc)
 {
     size_t tn = strlen(topic), mn = strlen(metric);
     uint64_t h = hash_bytes(topic, tn, metric, mn);
     struct series_ent *e = map_get(&s->series, topic, tn, metric, mn, h);
     if (e)
-        return e->id;
+        return e;
     e = calloc(1, sizeof *e);
     if (!e) {
         *rc = SQLITE_NOMEM;
-        return -1;
+        return NULL;
     }
+    e->bucket[0] = e->bucket[1] = INT64_MIN;
     sqlite3_stmt *q = s->st[ST_SEL_SERIES];
     sqlite3_bind_int64(q, 1, sensor->id);
     sqlite3_bind_text(q, 2, metric, (int)mn, SQLITE_STATIC);
@@ -469,9 +481,9 @@ static int64_t series_for(struct cb_store *s, const char *topic, struct sensor_e
     if (r != SQLITE_OK || map_put(&s->series, topic, tn, metric, mn, h, e) < 0) {
         free(e);
         *rc = r != SQLITE_OK ? r : SQLITE_NOMEM;
-        return -1;
+        return NULL;
     }
-    return e->id;
+    return e;
 }
 
 /* ---- writer: the commit ------------------------------------------------------------ */
@@ -503,36 +515,51 @@ static int acc_step(sqlite3_stmt *st, const struct acc *a)
     return r;
 }
 
-/* Merges the accumulated bucket into its rollup row (see ROLLUP_UPDATE) and
- * empties the accumulator. upd/ins: the tier's UPDATE and INSERT statements.
- * Returns SQLITE_OK or the SQLite error. */
-static int acc_flush(struct cb_store *s, sqlite3_stmt *upd, sqlite3_stmt *ins, struct acc *a)
+/* One rollup tier's statements (see ROLLUP_UPDATE) and bucket width. */
+struct tier {
+    int index; /* into series_ent.bucket */
+    int64_t width;
+    sqlite3_stmt *upd, *ins;
+};
+
+/* Merges the accumulated bucket into its rollup row of tier t and empties the
+ * accumulator. A bucket the series already merged into (ent->bucket) is
+ * UPDATEd, else INSERTed (OR IGNORE); when the guess was wrong (nothing
+ * updated, nothing inserted) the other statement follows. One B-tree seek in
+ * the usual case instead of the two of an upsert. Returns SQLITE_OK or the
+ * SQLite error. */
+static int acc_flush(struct cb_store *s, const struct tier *t, struct acc *a)
 {
     if (!a->count)
         return SQLITE_OK;
-    int r = acc_step(upd, a);
+    int64_t *known = &a->ent->bucket[t->index];
+    int exists = a->bucket == *known;
+    int r = acc_step(exists ? t->upd : t->ins, a);
     if (r == SQLITE_DONE && sqlite3_changes(s->db) == 0)
-        r = acc_step(ins, a);
+        r = acc_step(exists ? t->ins : t->upd, a);
     a->count = 0;
-    return r == SQLITE_DONE ? SQLITE_OK : r;
+    if (r != SQLITE_DONE)
+        return r;
+    if (a->bucket > *known)
+        *known = a->bucket;
+    return SQLITE_OK;
 }
 
 /* Adds an inserted row (rows come sorted by series, ts) to the accumulator of
- * its bucket (width ms), writing the previous bucket out with upd/ins when
- * the series or the bucket changes: one write per (series, bucket) per tier
- * per commit, however many rows fall in it. */
-static int acc_add(struct cb_store *s, sqlite3_stmt *upd, sqlite3_stmt *ins, struct acc *a,
-                   int64_t width, const struct item *it)
+ * its bucket in tier t, writing the previous bucket out when the series or
+ * the bucket changes: one write per (series, bucket) per tier per commit,
+ * however many rows fall in it. */
+static int acc_add(struct cb_store *s, const struct tier *t, struct acc *a, const struct item *it)
 {
-    int64_t bucket = storage__bucket(it->ts, width);
+    int64_t bucket = storage__bucket(it->ts, t->width);
     if (a->count && (a->series != it->series || a->bucket != bucket)) {
-        int r = acc_flush(s, upd, ins, a);
+        int r = acc_flush(s, t, a);
         if (r != SQLITE_OK)
             return r;
     }
     if (!a->count) {
-        *a = (struct acc){it->series, bucket, 0, 0, it->value, it->value, it->value, it->value,
-                          it->ts, it->ts};
+        *a = (struct acc){it->ent, it->series, bucket, 0, 0, it->value, it->value,
+                          it->value, it->value, it->ts, it->ts};
     }
     a->count++;
     a->sum += it->value;
@@ -593,15 +620,17 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                 sensor->last_seen = pr->ts;
         }
         r = SQLITE_OK;
-        int64_t id = series_for(s, topic, sensor, b->arena + pr->metric, &r);
-        if (id < 0)
+        struct series_ent *se = series_for(s, topic, sensor, b->arena + pr->metric, &r);
+        if (!se)
             goto fail;
-        s->items[i] = (struct item){id, pr->ts, pr->value};
+        s->items[i] = (struct item){se->id, pr->ts, pr->value, se};
     }
     if (b->nrows)
         qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
     /* insert; roll up what was inserted */
     struct acc a1m = {0}, a1h = {0};
+    const struct tier t1m = {0, STORAGE_MINUTE_MS, s->st[ST_UPD_1M], s->st[ST_INS_1M]};
+    const struct tier t1h = {1, STORAGE_HOUR_MS, s->st[ST_UPD_1H], s->st[ST_INS_1H]};
     sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
     for (size_t i = 0; i < b->nrows; i++) {
         const struct item *it = &s->items[i];
@@ -617,14 +646,11 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             continue;
         }
         res->inserted++;
-        if ((r = acc_add(s, s->st[ST_UPD_1M], s->st[ST_INS_1M], &a1m, STORAGE_MINUTE_MS,
-                         it)) != SQLITE_OK ||
-            (r = acc_add(s, s->st[ST_UPD_1H], s->st[ST_INS_1H], &a1h, STORAGE_HOUR_MS, it)) !=
-                SQLITE_OK)
+        if ((r = acc_add(s, &t1m, &a1m, it)) != SQLITE_OK ||
+            (r = acc_add(s, &t1h, &a1h, it)) != SQLITE_OK)
             goto fail;
     }
-    if ((r = acc_flush(s, s->st[ST_UPD_1M], s->st[ST_INS_1M], &a1m)) != SQLITE_OK ||
-        (r = acc_flush(s, s->st[ST_UPD_1H], s->st[ST_INS_1H], &a1h)) != SQLITE_OK)
+    if ((r = acc_flush(s, &t1m, &a1m)) != SQLITE_OK || (r = acc_flush(s, &t1h, &a1h)) != SQLITE_OK)
         goto fail;
     /* quarantine */
     int64_t now = cb_clock_now(&s->clock);
