@@ -5,9 +5,15 @@
  *   plain_rows_per_s         a plain SQLite program writing the same rows and
  *                            the same rollups into the same schema: one
  *                            transaction per second, prepared statements,
- *                            rows sorted by (series, ts), WAL, synchronous
- *                            NORMAL, the same cache size
+ *                            rows sorted by (series, ts), rollups merged
+ *                            once per (series, bucket) per commit with an
+ *                            UPDATE and, if no row was there, an INSERT,
+ *                            WAL, synchronous NORMAL, the same cache size
  *   writer_vs_plain          the ratio (goal >= 0.8)
+ *   writer_5_per_commit_rows_per_s, plain_5_per_commit_rows_per_s,
+ *   writer_vs_plain_5_per_commit   the same with 5 rows per series per
+ *                            commit (as under a flood of messages: several
+ *                            rows per rollup bucket in one commit)
  *   plain_samples_only_rows_per_s   the same without rollups (for scale)
  *   bytes_per_sample         database size / samples (samples + rollups +
  *                            sensors, after the WAL is checkpointed)
@@ -76,8 +82,19 @@ static int64_t file_size(const char *path)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
+/* The rows of the benchmark: `per` samples per series per commit (one
+ * commit per simulated second), at ts = t0 + sec * 1000 + spread, so several
+ * rows of a series may fall into one rollup bucket of the same commit, as
+ * under a flood of messages. */
+static int64_t row_ts(int64_t t0, int sec, int i, int k, int per)
+{
+    return t0 + sec * 1000LL + (per == 1 ? i % 1000 : k * (1000 / per) + i % (1000 / per));
+}
+
+static double row_value(int sec, int i, int k) { return (double)(i + sec + k); }
+
 /* The writer: cb_store_append per message, a flush per simulated second. */
-static double bench_writer(int seconds, int64_t t0, double *bytes_per_sample)
+static double bench_writer(int seconds, int per, int64_t t0, double *bytes_per_sample)
 {
     struct cb_config cfg = make_cfg("writer.db");
     char err[512];
@@ -89,10 +106,12 @@ static double bench_writer(int seconds, int64_t t0, double *bytes_per_sample)
     uint64_t pos = 0;
     double start = now_s();
     for (int sec = 0; sec < seconds; sec++) {
-        for (int i = 0; i < NSERIES; i++) {
-            struct cb_sample smp = {"value", t0 + sec * 1000LL + i % 1000, (double)(i + sec)};
-            cb_store_append(s, topics[i], NULL, &smp, 1, ++pos);
-        }
+        for (int k = 0; k < per; k++)
+            for (int i = 0; i < NSERIES; i++) {
+                struct cb_sample smp = {"value", row_ts(t0, sec, i, k, per),
+                                        row_value(sec, i, k)};
+                cb_store_append(s, topics[i], NULL, &smp, 1, ++pos);
+            }
         if (cb_store_flush(s) < 0) {
             fprintf(stderr, "bench_storage: commit failed\n");
             exit(1);
@@ -102,25 +121,82 @@ static double bench_writer(int seconds, int64_t t0, double *bytes_per_sample)
     struct cb_store_stats st;
     cb_store_get_stats(s, &st);
     cb_store_close(s);
+    uint64_t want = (uint64_t)seconds * NSERIES * (uint64_t)per;
     *bytes_per_sample = (double)file_size(cfg.storage_db) / (double)st.rows_written;
-    if (st.rows_written != (uint64_t)seconds * NSERIES)
+    if (st.rows_written != want)
         fprintf(stderr, "bench_storage: wrote %llu rows, expected %llu\n",
-                (unsigned long long)st.rows_written, (unsigned long long)seconds * NSERIES);
+                (unsigned long long)st.rows_written, (unsigned long long)want);
     cb_config_free(&cfg);
-    return (double)seconds * NSERIES / secs;
+    return (double)want / secs;
 }
 
-#define UPSERT(t)                                                                               \
-    "INSERT INTO " t "(series_id, bucket, count, sum, min, max, first, first_ts, last, last_ts) " \
-    "VALUES (?1, ?2, 1, ?3, ?3, ?3, ?3, ?4, ?3, ?4) ON CONFLICT(series_id, bucket) DO UPDATE "   \
-    "SET count = count + 1, sum = sum + excluded.sum, min = min(min, excluded.min), "            \
-    "max = max(max, excluded.max), first = CASE WHEN excluded.first_ts < first_ts THEN "         \
-    "excluded.first ELSE first END, first_ts = min(first_ts, excluded.first_ts), "               \
-    "last = CASE WHEN excluded.last_ts > last_ts THEN excluded.last ELSE last END, "             \
-    "last_ts = max(last_ts, excluded.last_ts)"
+/* The plain program's rollup merge, the best way we know: one row per
+ * (series, bucket) per commit, aggregated in memory; an UPDATE when the
+ * program merged into that bucket before (one seek), else an INSERT, the
+ * other one when that changed nothing. */
+#define PLAIN_UPDATE(t)                                                                          \
+    "UPDATE " t " SET count = count + ?3, sum = sum + ?4, min = min(min, ?5), "                   \
+    "max = max(max, ?6), first = CASE WHEN ?8 < first_ts THEN ?7 ELSE first END, "               \
+    "first_ts = min(first_ts, ?8), last = CASE WHEN ?10 > last_ts THEN ?9 ELSE last END, "      \
+    "last_ts = max(last_ts, ?10) WHERE series_id = ?1 AND bucket = ?2"
+#define PLAIN_INSERT(t)                                                                          \
+    "INSERT OR IGNORE INTO " t "(series_id, bucket, count, sum, min, max, first, first_ts, last, last_ts) " \
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
 
-/* The plain program: same schema (created by the store), same rows. */
-static double bench_plain(int seconds, int64_t t0, int rollups, const char *name)
+struct plain_acc {
+    int64_t *known; /* the newest bucket merged into for this series and tier */
+    int64_t series, bucket, count, first_ts, last_ts;
+    double sum, min, max, first, last;
+};
+
+static void plain_step(sqlite3_stmt *st, const struct plain_acc *a)
+{
+    sqlite3_bind_int64(st, 1, a->series);
+    sqlite3_bind_int64(st, 2, a->bucket);
+    sqlite3_bind_int64(st, 3, a->count);
+    sqlite3_bind_double(st, 4, a->sum);
+    sqlite3_bind_double(st, 5, a->min);
+    sqlite3_bind_double(st, 6, a->max);
+    sqlite3_bind_double(st, 7, a->first);
+    sqlite3_bind_int64(st, 8, a->first_ts);
+    sqlite3_bind_double(st, 9, a->last);
+    sqlite3_bind_int64(st, 10, a->last_ts);
+    sqlite3_step(st);
+    sqlite3_reset(st);
+}
+
+static void plain_flush(sqlite3 *db, sqlite3_stmt *upd, sqlite3_stmt *ins, struct plain_acc *a)
+{
+    if (!a->count)
+        return;
+    int exists = a->bucket == *a->known;
+    plain_step(exists ? upd : ins, a);
+    if (sqlite3_changes(db) == 0)
+        plain_step(exists ? ins : upd, a);
+    if (a->bucket > *a->known)
+        *a->known = a->bucket;
+    a->count = 0;
+}
+
+static void plain_add(sqlite3 *db, sqlite3_stmt *upd, sqlite3_stmt *ins, struct plain_acc *a,
+                      int64_t width, int64_t *known, int64_t series, int64_t ts, double v)
+{
+    int64_t bucket = ts / width * width;
+    if (a->count && (a->series != series || a->bucket != bucket))
+        plain_flush(db, upd, ins, a);
+    if (!a->count)
+        *a = (struct plain_acc){known, series, bucket, 0, ts, ts, 0, v, v, v, v};
+    a->count++;
+    a->sum += v;
+    a->min = v < a->min ? v : a->min;
+    a->max = v > a->max ? v : a->max;
+    a->last = v;
+    a->last_ts = ts;
+}
+
+/* The plain program: same schema (created by the store), same rows, written
+ * series by series (in order, no sort needed). rollups 0: samples only. */
+static double bench_plain(int seconds, int per, int64_t t0, int rollups, const char *name)
 {
     struct cb_config cfg = make_cfg(name);
     char err[512];
@@ -135,26 +211,30 @@ static double bench_plain(int seconds, int64_t t0, int rollups, const char *name
     sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
                      "PRAGMA cache_size = -65536",
                  NULL, NULL, NULL);
-    sqlite3_stmt *ins, *up1m, *up1h, *sen, *ser, *pos;
+    sqlite3_stmt *ins, *upd[2], *insr[2], *sen, *ser, *pos;
     sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO samples(series_id, ts, value) VALUES (?1, ?2, ?3)",
                        -1, &ins, NULL);
-    sqlite3_prepare_v2(db, UPSERT("rollup_1m"), -1, &up1m, NULL);
-    sqlite3_prepare_v2(db, UPSERT("rollup_1h"), -1, &up1h, NULL);
+    sqlite3_prepare_v2(db, PLAIN_UPDATE("rollup_1m"), -1, &upd[0], NULL);
+    sqlite3_prepare_v2(db, PLAIN_UPDATE("rollup_1h"), -1, &upd[1], NULL);
+    sqlite3_prepare_v2(db, PLAIN_INSERT("rollup_1m"), -1, &insr[0], NULL);
+    sqlite3_prepare_v2(db, PLAIN_INSERT("rollup_1h"), -1, &insr[1], NULL);
     sqlite3_prepare_v2(db, "INSERT INTO sensors(topic, first_seen, last_seen) VALUES (?1, ?2, ?2)",
                        -1, &sen, NULL);
     sqlite3_prepare_v2(db, "INSERT INTO series(sensor_id, metric) VALUES (?1, 'value')", -1, &ser,
                        NULL);
     sqlite3_prepare_v2(db, "UPDATE ingest_state SET journal_pos = ?1 WHERE id = 1", -1, &pos, NULL);
-    static int64_t ids[NSERIES];
+    static int64_t ids[NSERIES], known[NSERIES][2];
+    for (int i = 0; i < NSERIES; i++)
+        known[i][0] = known[i][1] = INT64_MIN;
+    static const int64_t width[2] = {60000, 3600000};
     double start = now_s();
     for (int sec = 0; sec < seconds; sec++) {
         sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        struct plain_acc acc[2] = {{0}, {0}};
         for (int i = 0; i < NSERIES; i++) {
-            int64_t ts = t0 + sec * 1000LL + i % 1000;
-            double v = (double)(i + sec);
             if (sec == 0) {
                 sqlite3_bind_text(sen, 1, topics[i], -1, SQLITE_STATIC);
-                sqlite3_bind_int64(sen, 2, ts);
+                sqlite3_bind_int64(sen, 2, row_ts(t0, sec, i, 0, per));
                 sqlite3_step(sen);
                 sqlite3_reset(sen);
                 sqlite3_bind_int64(ser, 1, sqlite3_last_insert_rowid(db));
@@ -162,25 +242,24 @@ static double bench_plain(int seconds, int64_t t0, int rollups, const char *name
                 sqlite3_reset(ser);
                 ids[i] = sqlite3_last_insert_rowid(db);
             }
-            sqlite3_bind_int64(ins, 1, ids[i]);
-            sqlite3_bind_int64(ins, 2, ts);
-            sqlite3_bind_double(ins, 3, v);
-            sqlite3_step(ins);
-            sqlite3_reset(ins);
-            if (!rollups || sqlite3_changes(db) == 0)
-                continue;
-            for (int k = 0; k < 2; k++) {
-                sqlite3_stmt *u = k ? up1h : up1m;
-                int64_t w = k ? 3600000 : 60000;
-                sqlite3_bind_int64(u, 1, ids[i]);
-                sqlite3_bind_int64(u, 2, ts / w * w);
-                sqlite3_bind_double(u, 3, v);
-                sqlite3_bind_int64(u, 4, ts);
-                sqlite3_step(u);
-                sqlite3_reset(u);
+            for (int k = 0; k < per; k++) {
+                int64_t ts = row_ts(t0, sec, i, k, per);
+                double v = row_value(sec, i, k);
+                sqlite3_bind_int64(ins, 1, ids[i]);
+                sqlite3_bind_int64(ins, 2, ts);
+                sqlite3_bind_double(ins, 3, v);
+                sqlite3_step(ins);
+                sqlite3_reset(ins);
+                if (!rollups || sqlite3_changes(db) == 0)
+                    continue;
+                for (int t = 0; t < 2; t++)
+                    plain_add(db, upd[t], insr[t], &acc[t], width[t], &known[i][t], ids[i], ts,
+                              v);
             }
         }
-        sqlite3_bind_int64(pos, 1, (int64_t)(sec + 1) * NSERIES);
+        for (int t = 0; t < 2; t++)
+            plain_flush(db, upd[t], insr[t], &acc[t]);
+        sqlite3_bind_int64(pos, 1, (int64_t)(sec + 1) * NSERIES * per);
         sqlite3_step(pos);
         sqlite3_reset(pos);
         if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
@@ -190,14 +269,34 @@ static double bench_plain(int seconds, int64_t t0, int rollups, const char *name
     }
     double secs = now_s() - start;
     sqlite3_finalize(ins);
-    sqlite3_finalize(up1m);
-    sqlite3_finalize(up1h);
+    for (int t = 0; t < 2; t++) {
+        sqlite3_finalize(upd[t]);
+        sqlite3_finalize(insr[t]);
+    }
     sqlite3_finalize(sen);
     sqlite3_finalize(ser);
     sqlite3_finalize(pos);
     sqlite3_close(db);
     cb_config_free(&cfg);
-    return (double)seconds * NSERIES / secs;
+    return (double)seconds * NSERIES * per / secs;
+}
+
+/* Best of two alternated runs of the writer and the plain program, `per`
+ * rows per series per commit (damps the noise of a shared machine). */
+static void writer_and_plain(int seconds, int per, int64_t t0, double *writer, double *plain,
+                             double *bps)
+{
+    *writer = *plain = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        char name[32], wp[128];
+        snprintf(name, sizeof name, "plain%d_%d.db", per, rep);
+        double p = bench_plain(seconds, per, t0, 1, name);
+        *plain = p > *plain ? p : *plain;
+        snprintf(wp, sizeof wp, "%s/writer.db", dir);
+        rm_rf(wp);
+        double w = bench_writer(seconds, per, t0, bps);
+        *writer = w > *writer ? w : *writer;
+    }
 }
 
 static int count_bucket(void *ctx, const char *topic, const char *metric, const struct cb_bucket *b)
@@ -301,20 +400,10 @@ int main(int argc, char **argv)
         snprintf(topics[i], sizeof topics[i], "city/d%02d/kind%d/s%05d", i % 40, i % 5, i);
     int64_t t0 = (cb_wall_ms() / 3600000) * 3600000 - 3600000;
     double bps = 0, bps_day = 0, p50 = 0, p99 = 0;
-    /* alternate, best of two each, to damp the noise of a shared machine */
-    double plain = 0, writer = 0;
-    for (int rep = 0; rep < 2; rep++) {
-        char name[32];
-        snprintf(name, sizeof name, "plain%d.db", rep);
-        double p = bench_plain(seconds, t0, 1, name);
-        plain = p > plain ? p : plain;
-        char wp[128];
-        snprintf(wp, sizeof wp, "%s/writer.db", dir);
-        rm_rf(wp);
-        double w = bench_writer(seconds, t0, &bps);
-        writer = w > writer ? w : writer;
-    }
-    double plain_only = bench_plain(seconds, t0, 0, "plain_only.db");
+    double plain = 0, writer = 0, plain5 = 0, writer5 = 0, bps5 = 0;
+    writer_and_plain(seconds, 1, t0, &writer, &plain, &bps);
+    writer_and_plain(seconds > 6 ? seconds / 3 : 2, 5, t0, &writer5, &plain5, &bps5);
+    double plain_only = bench_plain(seconds, 1, t0, 0, "plain_only.db");
     bench_query(&p50, &p99, &bps_day);
     double jps = bench_journal();
     printf("series %d\n", NSERIES);
@@ -322,6 +411,9 @@ int main(int argc, char **argv)
     printf("writer_rows_per_s %.0f\n", writer);
     printf("plain_rows_per_s %.0f\n", plain);
     printf("writer_vs_plain %.2f\n", writer / plain);
+    printf("writer_5_per_commit_rows_per_s %.0f\n", writer5);
+    printf("plain_5_per_commit_rows_per_s %.0f\n", plain5);
+    printf("writer_vs_plain_5_per_commit %.2f\n", writer5 / plain5);
     printf("plain_samples_only_rows_per_s %.0f\n", plain_only);
     printf("bytes_per_sample %.1f\n", bps);
     printf("bytes_per_sample_24h_1hz %.1f\n", bps_day);

@@ -9,6 +9,7 @@
 #include "storage/storage_int.h"
 #include "storage/sqlite_conn.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -210,9 +211,21 @@ static int check_identity(sqlite3 *db, const char *path, int64_t *version, char 
     return 0;
 }
 
+/* Process-wide SQLite settings, once before the first connection: memory
+ * statistics off, so every sqlite3_malloc and sqlite3_free does not take the
+ * global memory mutex (citybrain never reads sqlite3_memory_used). When
+ * SQLite was already initialized (a host program used it first) the call is
+ * refused and changes nothing. */
+static void sqlite_global_init(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 sqlite3 *storage__open_db(const char *path, enum storage_open_mode mode, int sync_full,
                           int64_t cache_bytes, int target_version, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_global_init);
     sqlite3 *db = NULL;
     int flags = SQLITE_OPEN_NOMUTEX;
     if (mode == STORAGE_OPEN_WRITER)

@@ -118,6 +118,13 @@ struct sensor_ent {
 
 struct series_ent {
     int64_t id;
+    /* Per rollup tier (0: 1m, 1: 1h), the newest bucket this writer merged
+     * into the database, INT64_MIN when unknown: a row merged into that
+     * bucket is an UPDATE, into a newer one an INSERT (see acc_flush). Only
+     * a guess: both paths fall back to the other, so a stale value (a
+     * restart, retention) costs one probe, never a wrong row. Forgotten with
+     * the ids when a commit rolls back. */
+    int64_t bucket[2];
 };
 
 struct map_slot {
@@ -215,8 +222,10 @@ enum {
     ST_COMMIT,
     ST_ROLLBACK,
     ST_INS_SAMPLE,
-    ST_UP_1M,
-    ST_UP_1H,
+    ST_UPD_1M,
+    ST_INS_1M,
+    ST_UPD_1H,
+    ST_INS_1H,
     ST_SEL_SENSOR,
     ST_INS_SENSOR,
     ST_UPD_SEEN,
@@ -228,23 +237,32 @@ enum {
     ST__COUNT
 };
 
-#define ROLLUP_UPSERT(table)                                                                    \
-    "INSERT INTO " table "(series_id, bucket, count, sum, min, max, first, first_ts, last, "     \
-    "last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "                                \
-    "ON CONFLICT(series_id, bucket) DO UPDATE SET count = count + excluded.count, "              \
-    "sum = sum + excluded.sum, min = min(min, excluded.min), max = max(max, excluded.max), "     \
-    "first = CASE WHEN excluded.first_ts < first_ts THEN excluded.first ELSE first END, "        \
-    "first_ts = min(first_ts, excluded.first_ts), "                                              \
-    "last = CASE WHEN excluded.last_ts > last_ts THEN excluded.last ELSE last END, "             \
-    "last_ts = max(last_ts, excluded.last_ts)"
+/* A rollup row is merged with an UPDATE when the bucket is known to exist and
+ * an INSERT OR IGNORE when it is new, the other one following when the guess
+ * was wrong (acc_flush): one B-tree seek in the usual case, where an INSERT
+ * ... ON CONFLICT DO UPDATE probes for the conflict and then seeks again.
+ * Same result: the writer is the only one writing, inside one transaction.
+ * Parameters: ?1 series, ?2 bucket, ?3 count, ?4 sum, ?5 min, ?6 max,
+ * ?7 first, ?8 first_ts, ?9 last, ?10 last_ts. In an UPDATE every right-hand
+ * side reads the old row, so first/last compare with the old times. */
+#define ROLLUP_UPDATE(table)                                                                    \
+    "UPDATE " table " SET count = count + ?3, sum = sum + ?4, min = min(min, ?5), "             \
+    "max = max(max, ?6), first = CASE WHEN ?8 < first_ts THEN ?7 ELSE first END, "               \
+    "first_ts = min(first_ts, ?8), last = CASE WHEN ?10 > last_ts THEN ?9 ELSE last END, "      \
+    "last_ts = max(last_ts, ?10) WHERE series_id = ?1 AND bucket = ?2"
+#define ROLLUP_INSERT(table)                                                                    \
+    "INSERT OR IGNORE INTO " table "(series_id, bucket, count, sum, min, max, first, first_ts, last, "     \
+    "last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INS_SAMPLE] = "INSERT OR IGNORE INTO samples(series_id, ts, value) VALUES (?1, ?2, ?3)",
-    [ST_UP_1M] = ROLLUP_UPSERT("rollup_1m"),
-    [ST_UP_1H] = ROLLUP_UPSERT("rollup_1h"),
+    [ST_UPD_1M] = ROLLUP_UPDATE("rollup_1m"),
+    [ST_INS_1M] = ROLLUP_INSERT("rollup_1m"),
+    [ST_UPD_1H] = ROLLUP_UPDATE("rollup_1h"),
+    [ST_INS_1H] = ROLLUP_INSERT("rollup_1h"),
     [ST_SEL_SENSOR] = "SELECT id, first_seen, last_seen, device FROM sensors WHERE topic = ?1",
     [ST_INS_SENSOR] =
         "INSERT INTO sensors(topic, device, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
@@ -263,10 +281,12 @@ struct item {
     int64_t series;
     int64_t ts;
     double value;
+    struct series_ent *ent;
 };
 
 /* One rollup bucket being accumulated from consecutive inserted rows. */
 struct acc {
+    struct series_ent *ent;
     int64_t series, bucket;
     int64_t count;
     double sum, min, max, first, last;
@@ -421,19 +441,23 @@ static struct sensor_ent *sensor_for(struct cb_store *s, const char *topic, cons
     return e;
 }
 
-static int64_t series_for(struct cb_store *s, const char *topic, struct sensor_ent *sensor,
-                          const char *metric, int *rc)
+/* The series of (topic, metric) of sensor, from the map or the database
+ * (created when new). Returns its entry (owned by the map), or NULL with *rc
+ * set to the SQLite error. */
+static struct series_ent *series_for(struct cb_store *s, const char *topic,
+                                     struct sensor_ent *sensor, const char *metric, int *rc)
 {
     size_t tn = strlen(topic), mn = strlen(metric);
     uint64_t h = hash_bytes(topic, tn, metric, mn);
     struct series_ent *e = map_get(&s->series, topic, tn, metric, mn, h);
     if (e)
-        return e->id;
+        return e;
     e = calloc(1, sizeof *e);
     if (!e) {
         *rc = SQLITE_NOMEM;
-        return -1;
+        return NULL;
     }
+    e->bucket[0] = e->bucket[1] = INT64_MIN;
     sqlite3_stmt *q = s->st[ST_SEL_SERIES];
     sqlite3_bind_int64(q, 1, sensor->id);
     sqlite3_bind_text(q, 2, metric, (int)mn, SQLITE_STATIC);
@@ -457,9 +481,9 @@ static int64_t series_for(struct cb_store *s, const char *topic, struct sensor_e
     if (r != SQLITE_OK || map_put(&s->series, topic, tn, metric, mn, h, e) < 0) {
         free(e);
         *rc = r != SQLITE_OK ? r : SQLITE_NOMEM;
-        return -1;
+        return NULL;
     }
-    return e->id;
+    return e;
 }
 
 /* ---- writer: the commit ------------------------------------------------------------ */
@@ -472,10 +496,10 @@ static int cmp_item(const void *a, const void *b)
     return (x->ts > y->ts) - (x->ts < y->ts);
 }
 
-static int acc_flush(struct cb_store *s, sqlite3_stmt *st, struct acc *a)
+/* Binds accumulator a (parameters ?1..?10 of ROLLUP_UPDATE / ROLLUP_INSERT)
+ * to st and steps it. Returns SQLITE_DONE or the SQLite error. */
+static int acc_step(sqlite3_stmt *st, const struct acc *a)
 {
-    if (!a->count)
-        return SQLITE_OK;
     sqlite3_bind_int64(st, 1, a->series);
     sqlite3_bind_int64(st, 2, a->bucket);
     sqlite3_bind_int64(st, 3, a->count);
@@ -488,25 +512,54 @@ static int acc_flush(struct cb_store *s, sqlite3_stmt *st, struct acc *a)
     sqlite3_bind_int64(st, 10, a->last_ts);
     int r = sqlite3_step(st);
     sqlite3_reset(st);
+    return r;
+}
+
+/* One rollup tier's statements (see ROLLUP_UPDATE) and bucket width. */
+struct tier {
+    int index; /* into series_ent.bucket */
+    int64_t width;
+    sqlite3_stmt *upd, *ins;
+};
+
+/* Merges the accumulated bucket into its rollup row of tier t and empties the
+ * accumulator. A bucket the series already merged into (ent->bucket) is
+ * UPDATEd, else INSERTed (OR IGNORE); when the guess was wrong (nothing
+ * updated, nothing inserted) the other statement follows. One B-tree seek in
+ * the usual case instead of the two of an upsert. Returns SQLITE_OK or the
+ * SQLite error. */
+static int acc_flush(struct cb_store *s, const struct tier *t, struct acc *a)
+{
+    if (!a->count)
+        return SQLITE_OK;
+    int64_t *known = &a->ent->bucket[t->index];
+    int exists = a->bucket == *known;
+    int r = acc_step(exists ? t->upd : t->ins, a);
+    if (r == SQLITE_DONE && sqlite3_changes(s->db) == 0)
+        r = acc_step(exists ? t->ins : t->upd, a);
     a->count = 0;
-    (void)s;
-    return r == SQLITE_DONE ? SQLITE_OK : r;
+    if (r != SQLITE_DONE)
+        return r;
+    if (a->bucket > *known)
+        *known = a->bucket;
+    return SQLITE_OK;
 }
 
 /* Adds an inserted row (rows come sorted by series, ts) to the accumulator of
- * its bucket, writing the previous bucket out when the bucket changes. */
-static int acc_add(struct cb_store *s, sqlite3_stmt *st, struct acc *a, int64_t width,
-                   const struct item *it)
+ * its bucket in tier t, writing the previous bucket out when the series or
+ * the bucket changes: one write per (series, bucket) per tier per commit,
+ * however many rows fall in it. */
+static int acc_add(struct cb_store *s, const struct tier *t, struct acc *a, const struct item *it)
 {
-    int64_t bucket = storage__bucket(it->ts, width);
+    int64_t bucket = storage__bucket(it->ts, t->width);
     if (a->count && (a->series != it->series || a->bucket != bucket)) {
-        int r = acc_flush(s, st, a);
+        int r = acc_flush(s, t, a);
         if (r != SQLITE_OK)
             return r;
     }
     if (!a->count) {
-        *a = (struct acc){it->series, bucket, 0, 0, it->value, it->value, it->value, it->value,
-                          it->ts, it->ts};
+        *a = (struct acc){it->ent, it->series, bucket, 0, 0, it->value, it->value,
+                          it->value, it->value, it->ts, it->ts};
     }
     a->count++;
     a->sum += it->value;
@@ -567,15 +620,17 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                 sensor->last_seen = pr->ts;
         }
         r = SQLITE_OK;
-        int64_t id = series_for(s, topic, sensor, b->arena + pr->metric, &r);
-        if (id < 0)
+        struct series_ent *se = series_for(s, topic, sensor, b->arena + pr->metric, &r);
+        if (!se)
             goto fail;
-        s->items[i] = (struct item){id, pr->ts, pr->value};
+        s->items[i] = (struct item){se->id, pr->ts, pr->value, se};
     }
     if (b->nrows)
         qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
     /* insert; roll up what was inserted */
     struct acc a1m = {0}, a1h = {0};
+    const struct tier t1m = {0, STORAGE_MINUTE_MS, s->st[ST_UPD_1M], s->st[ST_INS_1M]};
+    const struct tier t1h = {1, STORAGE_HOUR_MS, s->st[ST_UPD_1H], s->st[ST_INS_1H]};
     sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
     for (size_t i = 0; i < b->nrows; i++) {
         const struct item *it = &s->items[i];
@@ -591,12 +646,11 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             continue;
         }
         res->inserted++;
-        if ((r = acc_add(s, s->st[ST_UP_1M], &a1m, STORAGE_MINUTE_MS, it)) != SQLITE_OK ||
-            (r = acc_add(s, s->st[ST_UP_1H], &a1h, STORAGE_HOUR_MS, it)) != SQLITE_OK)
+        if ((r = acc_add(s, &t1m, &a1m, it)) != SQLITE_OK ||
+            (r = acc_add(s, &t1h, &a1h, it)) != SQLITE_OK)
             goto fail;
     }
-    if ((r = acc_flush(s, s->st[ST_UP_1M], &a1m)) != SQLITE_OK ||
-        (r = acc_flush(s, s->st[ST_UP_1H], &a1h)) != SQLITE_OK)
+    if ((r = acc_flush(s, &t1m, &a1m)) != SQLITE_OK || (r = acc_flush(s, &t1h, &a1h)) != SQLITE_OK)
         goto fail;
     /* quarantine */
     int64_t now = cb_clock_now(&s->clock);

@@ -284,6 +284,74 @@ static void test_rollups_property(void)
     teardown();
 }
 
+/* Many rows per bucket in one batch (one merge per bucket and commit), more
+ * into the same buckets in later batches, after a restart (the writer no
+ * longer knows which buckets exist), into an older bucket (late), and into a
+ * bucket whose rows were deleted meanwhile (the writer believes it exists):
+ * the rollups still equal the aggregates of the raw samples. */
+static void test_rollups_dense_batches(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    const char *topics[] = {"city/a", "city/b"};
+    for (int round = 0; round < 3; round++) {
+        /* 10 minutes, 90 rows per minute and series, in shuffled order */
+        for (int i = 0; i < 1800; i++) {
+            uint64_t r = next_rand();
+            int64_t ts = base + (int64_t)(r % 600000) + round * 300000;
+            put(s, topics[i % 2], "level", ts, (double)(int64_t)(r % 1000) - 500.0, 0);
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    CU_ASSERT(q_int(db, "SELECT max(count) FROM rollup_1m") > 50);
+    sqlite3_close(db);
+
+    s = open_store(); /* a restart: existing buckets are merged into, not duplicated */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int i = 0; i < 400; i++)
+        put(s, topics[i % 2], "level", base + 600000 + (int64_t)(next_rand() % 600000), i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    for (int i = 0; i < 200; i++) /* late: the first minutes again */
+        put(s, topics[i % 2], "level", base + (int64_t)(next_rand() % 120000), -i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    /* The newest minute of city/a disappears (as if by retention); new rows
+     * for it must create the rollup row again. */
+    int64_t last_min = base + 1140000;
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "DELETE FROM samples WHERE ts >= %lld; DELETE FROM rollup_1m WHERE bucket >= %lld; "
+             "DELETE FROM rollup_1h", (long long)last_min, (long long)last_min);
+    CU_ASSERT_EQUAL(storage__writer_exec(s, sql), SQLITE_OK);
+    /* rebuild the 1h tier from what is left, as a retention-free reference */
+    CU_ASSERT_EQUAL(storage__writer_exec(
+                        s, "INSERT INTO rollup_1h SELECT series_id, bucket - bucket % 3600000, "
+                           "sum(count), sum(sum), min(min), max(max), 0, min(first_ts), 0, "
+                           "max(last_ts) FROM rollup_1m GROUP BY series_id, "
+                           "bucket - bucket % 3600000; "
+                           "UPDATE rollup_1h SET first = (SELECT value FROM samples WHERE "
+                           "series_id = rollup_1h.series_id AND ts = rollup_1h.first_ts), "
+                           "last = (SELECT value FROM samples WHERE series_id = "
+                           "rollup_1h.series_id AND ts = rollup_1h.last_ts)"),
+                    SQLITE_OK);
+    for (int i = 0; i < 100; i++)
+        put(s, topics[i % 2], "level", last_min + (int64_t)(next_rand() % 60000), i * 2, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    db = raw_db();
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1m"),
+                    q_int(db, "SELECT count(*) FROM samples"));
+    sqlite3_close(db);
+    teardown();
+}
+
 /* ---- retention -------------------------------------------------------------------- */
 
 static void test_retention_steps(void)
@@ -709,6 +777,8 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: the same rows twice are stored once", test_idempotent);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
                 test_rollups_property);
+    CU_add_test(s, "storage: rollups stay exact with many rows per bucket, restarts and deletions",
+                test_rollups_dense_batches);
     CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
                 test_retention_steps);
     CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
