@@ -78,8 +78,9 @@ struct cb_message {
 
 typedef void (*cb_message_fn)(void *ctx, const struct cb_message *m);
 
-/* Called on the Paho thread before a message is queued (and so before it is
- * acknowledged): the daemon journals it here. Returns 0 and may set *pos, or
+/* Called on the Paho thread before a QoS 1 message is queued (and so before
+ * it is acknowledged; QoS 0 messages, never acknowledged, are not offered):
+ * the daemon journals it here. Returns 0 and may set *pos, or
  * -1 when it could not keep it: the message is still queued, with
  * journal_pos 0, and counted in persist_failed (Paho 1.3.12 acknowledges a
  * QoS 1 message whatever messageArrived returns, so refusing cannot make the
