@@ -17,7 +17,9 @@
  * daemon); the clients are threads with one keep-alive connection each,
  * sending a request, reading the whole answer, and timing each round trip.
  *
- * Usage: bench_api [--seconds N] [--clients N]   (2 s per case, 2 clients) */
+ * Usage: bench_api [--seconds N] [--clients N] [--port P]   (2 s per case, 2 clients)
+ *   --port P   measure GET /api/alerts of a running `citybrain run` on
+ *              127.0.0.1:P instead (gzip and plain; its alerts as they are) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -361,18 +363,30 @@ static void on_closed_stop(void *ctx) { uv_stop(ctx); }
 int main(int argc, char **argv)
 {
     double seconds = 2;
-    int nclients = 2;
+    int nclients = 2, ext_port = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--clients"))
             nclients = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--port"))
+            ext_port = atoi(argv[i + 1]);
     }
     if (seconds <= 0 || seconds > 60 || nclients < 1 || nclients > 64) {
         fprintf(stderr, "usage: bench_api [--seconds 0-60] [--clients 1-64]\n");
         return 2;
     }
     cb_log_threshold = CB_LOG_WARN;
+    if (ext_port > 0) { /* a running daemon: its loop, its provider */
+        uv_loop_t l;
+        uv_loop_init(&l);
+        run_case(&l, ext_port, "daemon_alerts", "/api/alerts", 1, nclients, seconds);
+        run_case(&l, ext_port, "daemon_alerts_identity", "/api/alerts", 0, nclients, seconds);
+        run_case(&l, ext_port, "daemon_alerts_firing_filter", "/api/alerts?state=firing", 1,
+                 nclients, seconds);
+        uv_loop_close(&l);
+        return 0;
+    }
     struct bench b = {0};
     struct cb_config cfg;
     cb_config_defaults(&cfg);
