@@ -3,8 +3,12 @@
  *   api_alerts_rps, api_alerts_p50_ms, api_alerts_p99_ms
  *       GET /api/alerts with 1,000 firing alerts (real rule engine instances,
  *       rendered as the daemon's provider renders them), keep-alive clients
+ *       sending Accept-Encoding: gzip as browsers do; the API's cache keyed
+ *       by cb_engine_version serves the answer rendered and gzipped once
  *       (goals: >= 20,000 req/s, p99 <= 5 ms)
- *   api_alerts_body_bytes       size of that answer
+ *   api_alerts_body_bytes       size of that answer (gzipped)
+ *   api_alerts_identity_*       the same without Accept-Encoding (cached, plain)
+ *   api_alerts_uncached_*       the same with no version hook: rendered per request
  *   api_series_24h_rps, api_series_24h_p50_ms, api_series_24h_p99_ms
  *       GET /api/series for one series over 24 hours (1 sample / 10 s in a
  *       real store), 5-minute buckets, answered on the thread pool
@@ -13,7 +17,9 @@
  * daemon); the clients are threads with one keep-alive connection each,
  * sending a request, reading the whole answer, and timing each round trip.
  *
- * Usage: bench_api [--seconds N] [--clients N]   (2 s per case, 2 clients) */
+ * Usage: bench_api [--seconds N] [--clients N] [--port P]   (2 s per case, 2 clients)
+ *   --port P   measure GET /api/alerts of a running `citybrain run` on
+ *              127.0.0.1:P instead (gzip and plain; its alerts as they are) */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -73,6 +79,12 @@ static int p_alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_st
     cb_engine_foreach_instance(b->engine, list_one, &c);
     cb_strbuf_puts(out, "]}");
     return 200;
+}
+
+static uint64_t p_alerts_version(void *ctx)
+{
+    struct bench *b = ctx;
+    return cb_engine_version(b->engine);
 }
 
 static void *p_reader_open(void *ctx, char *err, size_t errlen)
@@ -294,12 +306,13 @@ static void on_done(uv_async_t *a)
 }
 
 /* Runs one case: clients in threads, the server loop here until they end. */
-static void run_case(uv_loop_t *loop, int port, const char *name, const char *path, int nclients,
-                     double seconds)
+static void run_case(uv_loop_t *loop, int port, const char *name, const char *path, int gzip,
+                     int nclients, double seconds)
 {
     struct client *cl = calloc((size_t)nclients, sizeof *cl);
     char request[512];
-    snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: bench\r\n\r\n", path);
+    snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n", path,
+             gzip ? "Accept-Encoding: gzip, deflate, br\r\n" : "");
     struct run r = {loop, cl, nclients, {0}, 0};
     uv_async_init(loop, &r.done, on_done);
     int64_t t0 = cb_mono_us();
@@ -344,22 +357,36 @@ static void run_case(uv_loop_t *loop, int port, const char *name, const char *pa
 }
 
 static void on_closed(void *ctx) { (void)ctx; }
+/* The other API is still open: the loop would run on, so stop it. */
+static void on_closed_stop(void *ctx) { uv_stop(ctx); }
 
 int main(int argc, char **argv)
 {
     double seconds = 2;
-    int nclients = 2;
+    int nclients = 2, ext_port = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--clients"))
             nclients = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--port"))
+            ext_port = atoi(argv[i + 1]);
     }
     if (seconds <= 0 || seconds > 60 || nclients < 1 || nclients > 64) {
         fprintf(stderr, "usage: bench_api [--seconds 0-60] [--clients 1-64]\n");
         return 2;
     }
     cb_log_threshold = CB_LOG_WARN;
+    if (ext_port > 0) { /* a running daemon: its loop, its provider */
+        uv_loop_t l;
+        uv_loop_init(&l);
+        run_case(&l, ext_port, "daemon_alerts", "/api/alerts", 1, nclients, seconds);
+        run_case(&l, ext_port, "daemon_alerts_identity", "/api/alerts", 0, nclients, seconds);
+        run_case(&l, ext_port, "daemon_alerts_firing_filter", "/api/alerts?state=firing", 1,
+                 nclients, seconds);
+        uv_loop_close(&l);
+        return 0;
+    }
     struct bench b = {0};
     struct cb_config cfg;
     cb_config_defaults(&cfg);
@@ -374,6 +401,7 @@ int main(int argc, char **argv)
     uv_loop_init(&loop);
     struct cb_api_provider p = {.ctx = &b,
                                 .alerts = p_alerts,
+                                .alerts_version = p_alerts_version,
                                 .reader_open = p_reader_open,
                                 .reader_close = p_reader_close,
                                 .series = p_series};
@@ -385,12 +413,27 @@ int main(int argc, char **argv)
     }
     int port = cb_api_port(api);
     printf("api_alerts_firing %d\n", NALERTS);
-    run_case(&loop, port, "api_alerts", "/api/alerts", nclients, seconds);
+    run_case(&loop, port, "api_alerts", "/api/alerts", 1, nclients, seconds);
+    run_case(&loop, port, "api_alerts_identity", "/api/alerts", 0, nclients, seconds);
+    /* the same provider without the version hook: every request renders */
+    struct cb_api_provider p2 = p;
+    p2.alerts_version = NULL;
+    struct cb_config cfg2;
+    cb_config_defaults(&cfg2);
+    cb_config_set(&cfg2, "http.listen", "127.0.0.1:0", 1, "bench", &cerr);
+    struct cb_api *api2 = cb_api_start(&loop, &cfg2, &p2, err, sizeof err);
+    if (api2) {
+        run_case(&loop, cb_api_port(api2), "api_alerts_uncached", "/api/alerts", 1, nclients,
+                 seconds);
+        cb_api_close(api2, on_closed_stop, &loop);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    cb_config_free(&cfg2);
     char path[256];
     snprintf(path, sizeof path,
              "/api/series?topic=city%%2Fd07%%2Friver%%2Fs12&metric=level&from=%lld&to=%lld&step=5m",
              (long long)(now - 86400000LL), (long long)now);
-    run_case(&loop, port, "api_series_24h", path, nclients, seconds);
+    run_case(&loop, port, "api_series_24h", path, 0, nclients, seconds);
     cb_api_close(api, on_closed, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
