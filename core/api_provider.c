@@ -59,6 +59,10 @@ static void instance_json(const struct cb_transition *t, struct cb_strbuf *out)
     const struct cb_severity_map *m = cb_alerts_severity_map(t->severity);
     cb_strbuf_printf(out, ",\"grade\":\"%s\",\"acknowledged\":%s", m ? m->grade : "",
                      t->acked_by ? "true" : "false");
+    if (!t->stale) /* the transition JSON carries "stale":true itself */
+        cb_strbuf_puts(out, ",\"stale\":false");
+    if (t->last_sample)
+        cb_strbuf_printf(out, ",\"last_sample\":%lld", (long long)t->last_sample);
     if (t->acked_by) {
         cb_strbuf_puts(out, ",\"acked_by\":");
         cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));

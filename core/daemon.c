@@ -589,7 +589,8 @@ static int start(struct cb_daemon *d)
     }
     cb_diags_free(&diags);
     struct cb_engine_options eo = {.max_skew_ms = cfg->rules_max_skew_ms,
-                                   .lateness_ms = cfg->rules_lateness_ms};
+                                   .lateness_ms = cfg->rules_lateness_ms,
+                                   .stale_after_ms = cfg->sensors_stale_after_ms};
     d->engine = cb_engine_new(rs, &cb_clock_wall, &eo, on_transition, d);
     size_t nrules = cb_ruleset_count(rs);
     cb_ruleset_release(rs);

@@ -95,7 +95,7 @@ struct inst {
     int state;
     enum cb_severity sev;
     int64_t since, fired_at, clear_since, cooldown_until, acked_at;
-    int has_clear_since, acked;
+    int has_clear_since, acked, stale;
     char *acked_by, *ack_note;
     char *msg; /* the message of the last transition with one (firing, escalated, ack) */
     struct binding **mv;  /* members */
@@ -187,6 +187,8 @@ void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"message\":");
         cb_strbuf_json_string(out, t->message, strlen(t->message));
     }
+    if (t->stale)
+        cb_strbuf_puts(out, ",\"stale\":true");
     if (t->state == CB_ALERT_ACKNOWLEDGED && t->acked_by) {
         cb_strbuf_puts(out, ",\"by\":");
         cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));
@@ -1050,6 +1052,34 @@ static const char *render(struct cb_engine *e, struct inst *in, int64_t now)
     return e->msg.oom ? NULL : e->msg.data;
 }
 
+/* The newest sample time of the instance's sensors (0 when none). */
+static int64_t inst_last_sample(const struct inst *in)
+{
+    int64_t last = 0;
+    for (uint32_t i = 0; i < in->nmv; i++) {
+        const struct sensor *sn = in->mv[i]->s;
+        if (sn->has && sn->last_ts > last)
+            last = sn->last_ts;
+    }
+    return last;
+}
+
+/* rules.md: an alert whose sensors go silent stays as it is and is marked
+ * stale. Checked on the tick; a change is a change of the listing, so it
+ * moves the version (the API's cache) without being a transition. */
+static void update_stale(struct cb_engine *e, struct inst *in, int64_t now)
+{
+    int stale = 0;
+    if (in->state == ST_FIRING) {
+        int64_t last = inst_last_sample(in);
+        stale = last == 0 || now - last > e->opts.stale_after_ms;
+    }
+    if (stale != in->stale) {
+        in->stale = stale;
+        e->version++;
+    }
+}
+
 static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now,
                      struct cb_transition *t, int with_message)
 {
@@ -1070,6 +1100,8 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->acked_by = in->acked ? in->acked_by : NULL;
     t->ack_note = in->acked ? in->ack_note : NULL;
     t->cooldown_until = in->cooldown_until;
+    t->stale = in->state == ST_FIRING && in->stale;
+    t->last_sample = inst_last_sample(in);
 }
 
 static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
@@ -1205,6 +1237,7 @@ struct cb_engine *cb_engine_new(struct cb_ruleset *rs, const struct cb_clock *cl
     e->clock = clock;
     e->opts.max_skew_ms = opts && opts->max_skew_ms ? opts->max_skew_ms : 60000;
     e->opts.lateness_ms = opts && opts->lateness_ms ? opts->lateness_ms : 300000;
+    e->opts.stale_after_ms = opts && opts->stale_after_ms ? opts->stale_after_ms : 600000;
     e->fn = on_transition;
     e->ctx = ctx;
     cb_strbuf_init(&e->msg);
@@ -1339,8 +1372,10 @@ void cb_engine_tick(struct cb_engine *e)
     int64_t now = cb_clock_now(e->clock);
     e->st.ticks++;
     /* evaluate() never adds or removes instances, so the vector is stable */
-    for (size_t i = 0; i < e->ninst; i++)
+    for (size_t i = 0; i < e->ninst; i++) {
         evaluate(e, e->instv[i], now);
+        update_stale(e, e->instv[i], now);
+    }
 }
 
 int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const char *note)

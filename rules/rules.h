@@ -149,6 +149,9 @@ struct cb_transition {
     const char *acked_by;     /* ACKNOWLEDGED: who; else NULL */
     const char *ack_note;
     int64_t cooldown_until;   /* RESOLVED: the instance may not fire again before this */
+    int stale;                /* firing, but no sensor of the instance has sent a sample
+                                 for stale_after: the alert stays as it is, marked stale */
+    int64_t last_sample;      /* newest sample time of the instance's sensors, 0 if none */
 };
 
 /* 1 for the states that are events (published, notified, shown): firing,
@@ -167,6 +170,8 @@ struct cb_engine; /* opaque; single-threaded: the loop thread only */
 struct cb_engine_options {
     int64_t max_skew_ms;   /* default 60 s */
     int64_t lateness_ms;   /* default 5 min */
+    int64_t stale_after_ms;/* a firing instance none of whose sensors sent a sample
+                              this long is marked stale (default 10 min) */
 };
 
 /* Counters the engine keeps; the daemon publishes them in /metrics. */

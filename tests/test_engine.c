@@ -366,6 +366,45 @@ static void test_transition_json(void)
     cb_strbuf_free(&b);
 }
 
+struct stale_seen {
+    int stale;
+    int64_t last_sample;
+};
+
+static void see_stale(void *ctx, const struct cb_transition *t)
+{
+    struct stale_seen *s = ctx;
+    s->stale = t->stale;
+    s->last_sample = t->last_sample;
+}
+
+static void test_silent_sensor_marks_alert_stale(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing hi/city/d1/river/s1 major +0s");
+    struct stale_seen seen = {-1, 0};
+    cb_engine_foreach_instance(f.e, see_stale, &seen);
+    CU_ASSERT_EQUAL(seen.stale, 0);
+    CU_ASSERT_EQUAL(seen.last_sample, T0);
+    uint64_t v = cb_engine_version(f.e);
+    at(&f, 600); /* silent exactly stale_after (10 min): not yet */
+    cb_engine_foreach_instance(f.e, see_stale, &seen);
+    CU_ASSERT_EQUAL(seen.stale, 0);
+    at(&f, 601);
+    cb_engine_foreach_instance(f.e, see_stale, &seen);
+    CU_ASSERT_EQUAL(seen.stale, 1);          /* stays firing, marked stale */
+    CU_ASSERT_EQUAL(f.rec.n, 1);             /* no transition for it */
+    CU_ASSERT(cb_engine_version(f.e) != v);  /* but the listing changed */
+    send(&f, 700, "city/d1/river/s1", "level", 5); /* the sensor is back */
+    at(&f, 701);
+    cb_engine_foreach_instance(f.e, see_stale, &seen);
+    CU_ASSERT_EQUAL(seen.stale, 0);
+    CU_ASSERT_EQUAL(f.rec.n, 1);
+    fx_free(&f);
+}
+
 void cb_test_suite_engine(void);
 void cb_test_suite_engine(void)
 {
@@ -384,4 +423,6 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: transition JSON is exactly the rules.md object", test_transition_json);
     CU_add_test(s, "engine: the version changes with every transition, ack and swap, and only then; "
                    "a listing shows the message of the last transition", test_version);
+    CU_add_test(s, "engine: a firing alert whose sensor goes silent stays firing, marked stale",
+                test_silent_sensor_marks_alert_stale);
 }
