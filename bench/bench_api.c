@@ -18,8 +18,14 @@
  * sending a request, reading the whole answer, and timing each round trip.
  *
  * Usage: bench_api [--seconds N] [--clients N] [--port P]   (2 s per case, 2 clients)
+ *                  [--series-topic T --series-metric M] [--brief 1]
  *   --port P   measure GET /api/alerts of a running `citybrain run` on
- *              127.0.0.1:P instead (gzip and plain; its alerts as they are) */
+ *              127.0.0.1:P instead (gzip and plain; its alerts as they are)
+ *   --series-topic T --series-metric M   with --port, also measure GET
+ *              /api/series for T/M over the last 24 hours, 5-minute buckets
+ *              (keys daemon_series_24h_*)
+ *   --brief 1  with --port, only the cases dashboards make: /api/alerts with
+ *              gzip and (when given) the series query */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -310,7 +316,7 @@ static void run_case(uv_loop_t *loop, int port, const char *name, const char *pa
                      int nclients, double seconds)
 {
     struct client *cl = calloc((size_t)nclients, sizeof *cl);
-    char request[512];
+    char request[1024];
     snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n", path,
              gzip ? "Accept-Encoding: gzip, deflate, br\r\n" : "");
     struct run r = {loop, cl, nclients, {0}, 0};
@@ -356,6 +362,29 @@ static void run_case(uv_loop_t *loop, int port, const char *name, const char *pa
     free(cl);
 }
 
+/* Appends S percent-encoded (all but RFC 3986 unreserved bytes) to OUT of
+ * size CAP. Returns 0, or -1 when it does not fit. */
+static int url_encode(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || strchr("-._~", *p);
+        if (n + (plain ? 1 : 3) >= cap)
+            return -1;
+        if (plain) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
 static void on_closed(void *ctx) { (void)ctx; }
 /* The other API is still open: the loop would run on, so stop it. */
 static void on_closed_stop(void *ctx) { uv_stop(ctx); }
@@ -363,9 +392,16 @@ static void on_closed_stop(void *ctx) { uv_stop(ctx); }
 int main(int argc, char **argv)
 {
     double seconds = 2;
-    int nclients = 2, ext_port = 0;
+    int nclients = 2, ext_port = 0, brief = 0;
+    const char *series_topic = NULL, *series_metric = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--seconds"))
+        if (!strcmp(argv[i], "--series-topic"))
+            series_topic = argv[i + 1];
+        else if (!strcmp(argv[i], "--series-metric"))
+            series_metric = argv[i + 1];
+        else if (!strcmp(argv[i], "--brief"))
+            brief = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seconds"))
             seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--clients"))
             nclients = atoi(argv[i + 1]);
@@ -381,9 +417,23 @@ int main(int argc, char **argv)
         uv_loop_t l;
         uv_loop_init(&l);
         run_case(&l, ext_port, "daemon_alerts", "/api/alerts", 1, nclients, seconds);
-        run_case(&l, ext_port, "daemon_alerts_identity", "/api/alerts", 0, nclients, seconds);
-        run_case(&l, ext_port, "daemon_alerts_firing_filter", "/api/alerts?state=firing", 1,
-                 nclients, seconds);
+        if (!brief) {
+            run_case(&l, ext_port, "daemon_alerts_identity", "/api/alerts", 0, nclients, seconds);
+            run_case(&l, ext_port, "daemon_alerts_firing_filter", "/api/alerts?state=firing", 1,
+                     nclients, seconds);
+        }
+        if (series_topic && series_metric) {
+            char et[300], em[200], path[700];
+            int64_t to = cb_wall_ms();
+            if (url_encode(series_topic, et, sizeof et) || url_encode(series_metric, em, sizeof em)) {
+                fprintf(stderr, "bench_api: series topic or metric too long\n");
+                uv_loop_close(&l);
+                return 2;
+            }
+            snprintf(path, sizeof path, "/api/series?topic=%s&metric=%s&from=%lld&to=%lld&step=5m",
+                     et, em, (long long)(to - 86400000LL), (long long)to);
+            run_case(&l, ext_port, "daemon_series_24h", path, 0, nclients, seconds);
+        }
         uv_loop_close(&l);
         return 0;
     }

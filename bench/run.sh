@@ -14,10 +14,16 @@
 #            switch, MQTT out) sustains without a growing backlog (rates are
 #            stepped), RSS and CPU per message.
 #   latency  publish-to-alert p50/p99 at 10k msg/s QoS 1.
+#   apiload  GET /api/alerts (1,000 firing, gzip) and a 24-hour /api/series
+#            query of a running citybrain (bench_api --port) while it ingests
+#            at half the QoS 0 no-rules capacity measured above; the ingest
+#            rate with and without that API load.
 # PROGRAMs (other helpers' bench_*: `key value` lines) are run after and
 # listed with their own figures; a missing one shows as "not run".
 #
 # The whole run is bounded (each step has a time limit; about 5 minutes).
+# BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, programs)
+# runs those sections only and prints their rows without writing BENCHMARKS.md.
 set -uo pipefail
 PROGS=("$@")
 
@@ -37,6 +43,8 @@ NOTES=$TMP/notes.md
 : > "$NOTES"
 
 log() { echo "bench: $*" >&2; }
+ONLY=${BENCH_ONLY:-}
+section() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
@@ -185,12 +193,17 @@ ingest_pair() {
   row "$label" "messages/s" "${cb_rate:-not run}" "${base_rate:-not run} (count_sub)" "$(ratio "$cb_rate" "$base_rate")" "${GOAL:-}"
   row "$label" "CPU µs per message" "${cb_cpu:-not run}" "${base_cpu:-not run} (count_sub)" "$(ratio "$cb_cpu" "$base_cpu")" ""
   log "$label: citybrain ${cb_rate:-?} msg/s, baseline ${base_rate:-?} msg/s"
+  LAST_CB_RATE=$cb_rate
 }
 
 BENCH_T0=$SECONDS
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-if [ -x "$CB" ]; then
+CAP0=""   # citybrain's QoS 0 no-rules ingest rate, for the apiload section
+if ! section ingest; then
+  :
+elif [ -x "$CB" ]; then
   GOAL="≥ 0.85" ingest_pair "ingest QoS 0, storage on, no rules" 0 "$N0"
+  CAP0=$LAST_CB_RATE
   GOAL="≥ 0.8" ingest_pair "ingest QoS 1, storage on, no rules" 1 "$N1"
   mkdir -p "$TMP/rules"
   cp -r etc/rules/. "$TMP/rules/" 2>/dev/null
@@ -260,7 +273,7 @@ step_rates() {
     'BEGIN { printf "%s %.2f %s\n", best, (b - a) * 1e6 / m, rss }'
 }
 
-if command -v node > /dev/null; then
+if section node-red && command -v node > /dev/null; then
   CBR="" ; NRR=""
   if [ -x "$CB" ] && start_cb 0 --rules "$TMP/rules"; then CBR=$(step_rates cb_handled "$CB_PID"); stop_cb; fi
   if start_nr; then NRR=$(step_rates nr_count "$NR_PID"); stop_nr; else log "Node-RED did not start: $(tail -3 "$TMP/nr.log" 2>/dev/null)"; fi
@@ -274,7 +287,9 @@ fi
 # ---- publish-to-alert latency at 10k msg/s, QoS 1 ------------------------------
 LAT_N=${BENCH_LAT_N:-100000}
 [ "$QUICK" = 1 ] && LAT_N=20000
-if [ -x "$CB" ] && start_cb 1 --rules bench/rules/latency.rules; then
+if ! section latency; then
+  :
+elif [ -x "$CB" ] && start_cb 1 --rules bench/rules/latency.rules; then
   marks=$((LAT_N / 100))
   rm -f "$TMP/ready"
   "$TOOLS/alert_sub" --broker "$BROKER" --count "$marks" --timeout 60 --idle 5 \
@@ -299,12 +314,101 @@ else
   row "publish-to-alert, 10k msg/s QoS 1" "p50 / p99 ms" "not run" "" "" ""
 fi
 
+# ---- the HTTP API under ingest load ------------------------------------------------
+# citybrain (storage on, QoS 0) with 1,000 firing alerts: flood_pub sends the
+# city stream at a fixed rate, half the QoS 0 no-rules capacity measured above
+# (BENCH_APILOAD_RATE overrides; 20,000 msg/s when that figure is missing).
+# First the stream alone: handled rate over AL_WIN s after 1 s of warm-up.
+# Then the same stream while bench_api --port runs GET /api/alerts (gzip) and
+# a 24-hour GET /api/series for one series the stream feeds, AL_S s each; the
+# handled rate over the time bench_api ran. Bounded: about 30 s.
+AL_S=${BENCH_APILOAD_S:-4}
+[ "$QUICK" = 1 ] && AL_S=2
+AL_WIN=$((2 * AL_S))
+# cb_firing: number of firing alerts listed by GET /api/alerts?state=firing.
+cb_firing() {
+  curl -s --max-time 2 "http://127.0.0.1:$HPORT/api/alerts?state=firing" |
+    python3 -c 'import json,sys
+try: print(len(json.load(sys.stdin)["alerts"]))
+except Exception: print(0)'
+}
+# handled_rate C0 T0: messages handled per second since (C0, T0).
+handled_rate() {
+  local c1 t1
+  t1=$(now); c1=$(cb_handled)
+  awk -v a="$1" -v b="$c1" -v s="$2" -v e="$t1" 'BEGIN { if (e > s) printf "%.0f", (b - a) / (e - s) }'
+}
+apiload() {
+  local rate=$1 fp c0 t0 alone="" loaded="" n
+  mkdir -p "$TMP/apiload"
+  cat > "$TMP/apiload/battery.rules" <<'RULES'
+# One alert instance per sensor: every message of bench/batt/... carries a
+# positive battery reading, so each of the 1,000 topics fires once.
+rule bench_battery {
+  title    "API load: one alert per sensor"
+  match    "bench/batt/{district}/{kind}/{sensor}"
+  when     battery > 0
+  severity info
+}
+RULES
+  start_cb 0 --rules "$TMP/apiload/battery.rules" || return 1
+  "$TOOLS/flood_pub" --broker "$BROKER" --prefix bench/batt --topics 1000 --count 1000 \
+    --rate 5000 --qos 1 > /dev/null
+  if ! wait_count cb_firing 1000 10 > /dev/null; then
+    log "apiload: only $(cb_firing) of 1,000 alerts firing"
+    stop_cb
+    return 1
+  fi
+  # The stream alone.
+  n=$(awk -v r="$rate" -v s="$AL_WIN" 'BEGIN { printf "%d", r * (s + 2) }')
+  "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --rate "$rate" --qos 0 > /dev/null &
+  fp=$!
+  PIDS+=("$fp")
+  sleep 1
+  t0=$(now); c0=$(cb_handled)
+  sleep "$AL_WIN"
+  alone=$(handled_rate "$c0" "$t0")
+  wait "$fp"
+  # The same stream under API load. bench_api runs about 2 x AL_S s plus its
+  # connections; the stream runs 4 s longer, so it covers the whole of it.
+  n=$(awk -v r="$rate" -v s="$AL_WIN" 'BEGIN { printf "%d", r * (s + 5) }')
+  "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --rate "$rate" --qos 0 > /dev/null &
+  fp=$!
+  PIDS+=("$fp")
+  sleep 1
+  t0=$(now); c0=$(cb_handled)
+  timeout $((AL_WIN + 20)) "$TOOLS/bench_api" --port "$HPORT" --seconds "$AL_S" --brief 1 \
+    --series-topic city/d01/river/s001 --series-metric level > "$TMP/apiload/api.txt" \
+    2> "$TMP/apiload/api.err"
+  loaded=$(handled_rate "$c0" "$t0")
+  kill -0 "$fp" 2>/dev/null || { log "apiload: the stream ended before the API load did"; loaded=""; }
+  wait "$fp"
+  echo "- API under ingest load: $(cb_firing) alerts firing at the end; /api/alerts answer $(kv "$TMP/apiload/api.txt" daemon_alerts_body_bytes) bytes gzipped, /api/series answer $(kv "$TMP/apiload/api.txt" daemon_series_24h_body_bytes) bytes; citybrain RSS $(rss_mb "$CB_PID") MB; dropped (QoS 0 hand-off full): $(cb_metric citybrain_mqtt_dropped_total)" >> "$NOTES"
+  stop_cb
+  local f=$TMP/apiload/api.txt
+  row "API under ingest load ($rate msg/s): GET /api/alerts, 1,000 firing, gzip" "req/s" "$(kv "$f" daemon_alerts_rps)" "" "" "≥ 20000"
+  row "API under ingest load: GET /api/alerts" "p50 / p99 ms" "$(kv "$f" daemon_alerts_p50_ms) / $(kv "$f" daemon_alerts_p99_ms)" "" "" "p99 ≤ 5"
+  row "API under ingest load: GET /api/series, 24 h, 5 m buckets" "req/s" "$(kv "$f" daemon_series_24h_rps)" "" "" ""
+  row "API under ingest load: GET /api/series" "p50 / p99 ms" "$(kv "$f" daemon_series_24h_p50_ms) / $(kv "$f" daemon_series_24h_p99_ms)" "" "" ""
+  row "ingest at $rate msg/s offered (half capacity), QoS 0, 1,000 firing" "handled msg/s" "${loaded:-not run} (with API load)" "${alone:-not run} (no API load)" "$(ratio "$loaded" "$alone")" ""
+  log "apiload: ingest $alone msg/s alone, $loaded msg/s under API load; $(tr '\n' ' ' < "$f")"
+}
+if section apiload; then
+  if [ -x "$CB" ] && [ -x "$TOOLS/bench_api" ]; then
+    AL_RATE=${BENCH_APILOAD_RATE:-$(awk -v c="$CAP0" 'BEGIN { if (c > 0) printf "%d", c / 2; else print 20000 }')}
+    apiload "$AL_RATE" || row "API under ingest load" "" "not run (set-up failed: $(tail -1 "$TMP/cb.log" | tr '|' '/'))" "" "" ""
+  else
+    row "API under ingest load" "" "not run (citybrain or bench_api not built)" "" "" ""
+  fi
+fi
+
 # ---- other helpers' benchmark programs -------------------------------------------
 declare -A seen=()
 for p in "${PROGS[@]}"; do seen[$(basename "$p")]=1; done
 for want in bench_rules bench_storage bench_alerts bench_api; do
   [ -n "${seen[$want]:-}" ] || PROGS+=("$ROOT/build/bench/$want")
 done
+section programs || PROGS=()
 for p in "${PROGS[@]}"; do
   name=$(basename "$p")
   if [ ! -x "$p" ]; then
@@ -336,6 +440,10 @@ CPU=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
   cat "$NOTES"
 } > "$TMP/table.md"
 cat "$TMP/table.md"
+if [ -n "$ONLY" ]; then
+  log "BENCH_ONLY=$ONLY: BENCHMARKS.md left as it is"
+  exit 0
+fi
 {
   cat <<'EOF'
 # Benchmarks
@@ -362,6 +470,17 @@ How the figures are taken (bench/run.sh has the details):
 - **latency**: 10,000 msg/s at QoS 1 for 10 s; every 100th message goes to its own
   `bench/mark/mN` topic and fires `bench/rules/latency.rules`; the time from its send to the
   arrival of the alert on `citybrain/alerts/#` at a subscriber (same machine clock).
+- **API under ingest load**: `citybrain run` (storage on, QoS 0, `--http` on loopback) with
+  a rule that fires once per sensor, fed 1,000 `bench/batt/...` topics once, so
+  `GET /api/alerts` lists 1,000 firing alerts. `flood_pub --rate` then offers the city stream
+  at half the QoS 0 no-rules ingest rate of the same run; the handled rate
+  (`citybrain_ingest_messages_total` deltas) is taken alone over 8 s after 1 s of warm-up,
+  then over the time `bench_api --port` runs against the daemon: 2 keep-alive clients for
+  4 s each on `GET /api/alerts` with `Accept-Encoding: gzip` (as dashboards send it) and on
+  a 24-hour `GET /api/series` (5-minute buckets) of `city/d01/river/s001` `level`, which
+  the stream feeds (only the samples of this run: the query spans 24 h, the data seconds).
+  The ratio is the ingest rate with API load over without; the clients share the machine's
+  cores with citybrain, mosquitto and the publisher.
 
 EOF
   cat "$TMP/table.md"
