@@ -1557,17 +1557,19 @@ void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out)
 void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, void *ctx)
 {
     struct cb_engine *me = (struct cb_engine *)e; /* rendering uses the message buffer */
-    int64_t now = cb_clock_now(e->clock);
     for (size_t i = 0; i < e->ninst; i++) {
         struct inst *in = e->instv[i];
         if (in->state == ST_INACTIVE)
             continue;
         struct cb_transition t;
-        enum cb_alert_state st = in->state == ST_PENDING ? CB_ALERT_PENDING : CB_ALERT_FIRING;
+        /* A firing instance raised above its rule's severity is listed as
+         * escalated, so GET /api/alerts?state=escalated finds it. */
+        enum cb_alert_state st = in->state == ST_PENDING      ? CB_ALERT_PENDING
+                                 : in->sev > in->rule->severity ? CB_ALERT_ESCALATED
+                                                                : CB_ALERT_FIRING;
         describe(me, in, st, in->state == ST_FIRING ? in->fired_at : in->since, &t, 0);
         if (in->state == ST_FIRING)
             t.message = in->msg;
-        (void)now;
         fn(ctx, &t);
     }
 }

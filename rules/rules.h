@@ -245,8 +245,10 @@ void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out)
 size_t cb_engine_rule_count(const struct cb_engine *e);
 
 /* Visits the current instances (GET /api/alerts, /api/rules): the transition
- * struct describes the current state; a firing instance's message is the one
- * of its last transition (firing, escalation or acknowledgement). */
+ * struct describes the current state (PENDING, FIRING, or ESCALATED for a
+ * firing instance raised above its rule's severity); a firing instance's
+ * message is the one of its last transition (firing, escalation or
+ * acknowledgement). */
 void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, void *ctx);
 
 /* A number that changes whenever what cb_engine_foreach_instance shows

@@ -138,6 +138,15 @@ static void test_missing_data_keeps_state(void)
     fx_free(&f);
 }
 
+struct listed_state {
+    enum cb_alert_state state;
+};
+
+static void see_state(void *ctx, const struct cb_transition *t)
+{
+    ((struct listed_state *)ctx)->state = t->state;
+}
+
 static void test_escalation(void)
 {
     struct fx f;
@@ -152,6 +161,10 @@ static void test_escalation(void)
     CU_ASSERT_EQUAL(f.rec.n, 2);
     at(&f, 120);
     expect(&f, 2, "escalated hi/city/d1/river/s1 critical +120s");
+    /* the listing shows it escalated (GET /api/alerts?state=escalated) */
+    struct listed_state ls = {CB_ALERT_INACTIVE};
+    cb_engine_foreach_instance(f.e, see_state, &ls);
+    CU_ASSERT_EQUAL(ls.state, CB_ALERT_ESCALATED);
     fx_free(&f);
 }
 
