@@ -17,25 +17,7 @@
 #include "storage/storage.h"
 #include "core/log.h"
 #include "storage/alert_store.h"
-
-/* Creates the database schema (alert tables included) as the daemon does:
- * cb_store_open migrates, cb_store_close commits and closes. */
-static int create_schema(const char *db)
-{
-    struct cb_config c;
-    char e[256] = "";
-    if (cb_config_defaults(&c))
-        return -1;
-    free(c.storage_db);
-    c.storage_db = strdup(db);
-    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
-    if (!s)
-        fprintf(stderr, "cb_store_open: %s\n", e);
-    else
-        cb_store_close(s);
-    cb_config_free(&c);
-    return s ? 0 : -1;
-}
+#include "tests/support/store_fixture.h"
 
 /* ---- fixture ---- */
 
@@ -114,7 +96,7 @@ static struct fix *fix_new(int64_t storm_ms)
     if (!mkdtemp(f->dir))
         abort();
     snprintf(f->db, sizeof f->db, "%s/a.db", f->dir);
-    if (create_schema(f->db))
+    if (cb_t_create_schema(f->db))
         abort();
     uv_loop_init(&f->loop);
     cb_log_threshold = CB_LOG_ERROR; /* the log channel would print 5000 lines */
@@ -141,10 +123,7 @@ static void fix_free(struct fix *f)
     CU_ASSERT_EQUAL(uv_loop_close(&f->loop), 0);
     cb_config_free(&f->cfg);
     fix_clear_pubs(f);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    if (system(cmd)) {
-    }
+    cb_t_remove_dir(f->dir);
     free(f);
 }
 

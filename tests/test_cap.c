@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "storage/storage.h"
 #include "core/log.h"
+#include "tests/support/store_fixture.h"
 
 #define XSD CB_SOURCE_DIR "/tests/cap/CAP-v1.2.xsd"
 
@@ -104,31 +105,12 @@ static void on_closed(void *ctx) { *(int *)ctx = 1; }
 /* Through the module: firing (Alert), escalated (Update referencing it),
  * resolved (Cancel referencing the Update), and a storm group of 300
  * instances (areas capped at 200), each valid CAP. */
-/* Creates the database schema (alert tables included) as the daemon does:
- * cb_store_open migrates, cb_store_close commits and closes. */
-static int create_schema(const char *db)
-{
-    struct cb_config c;
-    char e[256] = "";
-    if (cb_config_defaults(&c))
-        return -1;
-    free(c.storage_db);
-    c.storage_db = strdup(db);
-    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
-    if (!s)
-        fprintf(stderr, "cb_store_open: %s\n", e);
-    else
-        cb_store_close(s);
-    cb_config_free(&c);
-    return s ? 0 : -1;
-}
-
 static void test_module_sequence(void)
 {
     char dir[] = "/tmp/cb_cap_db_XXXXXX", db[64], err[256] = "";
     CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
     snprintf(db, sizeof db, "%s/a.db", dir);
-    CU_ASSERT_EQUAL_FATAL(create_schema(db), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_t_create_schema(db), 0);
     uv_loop_t loop;
     uv_loop_init(&loop);
     struct cb_config cfg;
@@ -217,10 +199,7 @@ static void test_module_sequence(void)
     for (int i = 0; i < 8; i++)
         free(p.xml[i]);
     cb_config_free(&cfg);
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
+    cb_t_remove_dir(dir);
 }
 
 void cb_test_suite_cap(void);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "storage/storage.h"
+#include "tests/support/store_fixture.h"
 
 void cb_test_suite_journal(void);
 
@@ -22,18 +23,7 @@ static void make_dir(void)
 
 static void remove_dir(void)
 {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+    cb_t_remove_dir(dir);
 }
 
 static size_t count_segments(void)

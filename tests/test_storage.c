@@ -1,7 +1,6 @@
 /* The store: schema and migrations, idempotent writes, rollups, retention,
  * queries, and storage faults, on real SQLite files in a temporary directory. */
 #include <CUnit/CUnit.h>
-#include <dirent.h>
 #include <math.h>
 #include <pwd.h>
 #include <sqlite3.h>
@@ -14,6 +13,7 @@
 
 #include "storage/sqlite_conn.h"
 #include "storage/storage.h"
+#include "tests/support/store_fixture.h"
 #include "storage/storage_int.h"
 
 void cb_test_suite_storage(void);
@@ -38,18 +38,7 @@ static void setup(void)
 static void teardown(void)
 {
     cb_config_free(&cfg);
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (e->d_name[0] != '.') {
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-    }
-    rmdir(dir);
+    cb_t_remove_dir(dir);
 }
 
 static sqlite3 *raw_db(void)

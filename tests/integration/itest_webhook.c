@@ -20,6 +20,7 @@
 #include "storage/storage.h"
 #include "core/log.h"
 #include "storage/alert_store.h"
+#include "tests/support/store_fixture.h"
 
 #define MAXREQ 64
 
@@ -204,31 +205,12 @@ static void fire(struct cb_alerts *a, const char *id, const char *district,
     cb_alerts_on_transition(a, &t);
 }
 
-/* Creates the database schema (alert tables included) as the daemon does:
- * cb_store_open migrates, cb_store_close commits and closes. */
-static int create_schema(const char *db)
-{
-    struct cb_config c;
-    char e[256] = "";
-    if (cb_config_defaults(&c))
-        return -1;
-    free(c.storage_db);
-    c.storage_db = strdup(db);
-    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
-    if (!s)
-        fprintf(stderr, "cb_store_open: %s\n", e);
-    else
-        cb_store_close(s);
-    cb_config_free(&c);
-    return s ? 0 : -1;
-}
-
 static void test_outbox_survives_down_receiver_and_restart(void)
 {
     char dir[] = "/tmp/cb_itest_webhook_XXXXXX", db[80], url[80], err[256] = "";
     CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
     snprintf(db, sizeof db, "%s/a.db", dir);
-    CU_ASSERT_EQUAL_FATAL(create_schema(db), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_t_create_schema(db), 0);
     struct receiver r = {0};
     pthread_mutex_init(&r.mu, NULL);
     r.port = free_port();
@@ -330,10 +312,7 @@ static void test_outbox_survives_down_receiver_and_restart(void)
     }
     pthread_mutex_destroy(&r.mu);
     cb_config_free(&cfg);
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {
-    }
+    cb_t_remove_dir(dir);
 }
 
 /* `citybrain ack` posts to the daemon's API with the bearer token from the
