@@ -1,10 +1,10 @@
 /* The alert store: see alert_store.h for the threading choice. */
 #include "storage/alert_store.h"
 #include "storage/sqlite_conn.h"
+#include "storage/storage_int.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,32 +66,14 @@ struct cb_alert_store {
     int64_t next_tseq, next_silence, next_outbox;
 };
 
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-/* The CLI's read-only connection. The daemon's connections come from
- * cb_store_open_connection (WAL, the writer's synchronous mode, busy timeout,
- * identity and schema-version checks). */
+/* The CLI's read-only connection: the same identity and schema-version checks
+ * as the time-series reader (a foreign file or a newer schema is refused with
+ * its reason, not met later as "no such table"). The daemon's connections
+ * come from cb_store_open_connection. */
 static sqlite3 *open_readonly(const char *path, char *err, size_t errlen)
 {
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
-        fmt_err(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
-        return NULL;
-    }
-    sqlite3_busy_timeout(db, 5000);
-    return db;
+    return storage__open_db(path, STORAGE_OPEN_READER, 0, 0, STORAGE_SCHEMA_VERSION, err,
+                            errlen);
 }
 
 static int64_t max_key(sqlite3 *db, const char *sql)
@@ -183,7 +165,7 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
     struct cb_alert_store *s = calloc(1, sizeof *s);
     int mu_ok = 0;
     if (!s) {
-        fmt_err(err, errlen, "out of memory");
+        storage__set_err(err, errlen, "out of memory");
         return NULL;
     }
     /* The schema (alert tables included) is created and migrated by
@@ -194,7 +176,7 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
     for (int i = 0; i < ST_COUNT; i++) {
         if (sqlite3_prepare_v3(s->wdb, write_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
                                NULL) != SQLITE_OK) {
-            fmt_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->wdb));
+            storage__set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->wdb));
             goto fail;
         }
     }
@@ -219,7 +201,7 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
     pthread_cond_init(&s->idle, NULL);
     mu_ok = 1;
     if (pthread_create(&s->thread, NULL, writer_main, s)) {
-        fmt_err(err, errlen, "cannot start the alert writer thread");
+        storage__set_err(err, errlen, "cannot start the alert writer thread");
         goto fail;
     }
     return s;
@@ -251,7 +233,7 @@ uint64_t cb_alert_store_errors(struct cb_alert_store *s, char *err, size_t errle
 {
     pthread_mutex_lock(&s->mu);
     uint64_t n = s->errors;
-    fmt_err(err, errlen, "%s", s->last_error);
+    storage__set_err(err, errlen, "%s", s->last_error);
     pthread_mutex_unlock(&s->mu);
     return n;
 }
@@ -432,7 +414,7 @@ struct cb_alert_reader *cb_alert_reader_open(const char *path, char *err, size_t
 {
     struct cb_alert_reader *r = calloc(1, sizeof *r);
     if (!r) {
-        fmt_err(err, errlen, "out of memory");
+        storage__set_err(err, errlen, "out of memory");
         return NULL;
     }
     r->db = open_readonly(path, err, errlen);

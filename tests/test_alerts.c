@@ -695,6 +695,27 @@ static void test_cli_handover(void)
     fix_free(f);
 }
 
+/* The CLI's reader checks the file as the time-series reader does: a foreign
+ * file is refused at open with its reason (it used to open, and fail later). */
+static void test_reader_refuses_foreign_file(void)
+{
+    char dir[] = "/tmp/cb_alerts_foreign_XXXXXX", path[96], err[256] = "";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/notes.txt", dir);
+    FILE *fp = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fp);
+    for (int i = 0; i < 64; i++)
+        fputs("this is a text file, not a database\n", fp);
+    fclose(fp);
+    struct cb_alert_reader *r = cb_alert_reader_open(path, err, sizeof err);
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a SQLite database"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    if (r)
+        cb_alert_reader_close(r);
+    cb_t_remove_dir(dir);
+}
+
 /* A failing store (the transition table vanished under us) is counted and
  * reported; the state machine's notifications still go out. */
 static void test_store_failure_counted(void)
@@ -797,6 +818,8 @@ void cb_test_suite_alerts(void)
                 test_restart_load);
     CU_add_test(s, "alerts: the CLI lists the database read-only, --unacked-older-than hands over",
                 test_cli_handover);
+    CU_add_test(s, "alerts: the read-only reader refuses a foreign file with its reason",
+                test_reader_refuses_foreign_file);
     CU_add_test(s, "alerts: a failing store write is counted, notifications go on",
                 test_store_failure_counted);
     CU_add_test(s, "alerts: API helpers give history newest first, events since, pair silences",
