@@ -312,10 +312,14 @@ static void metrics(void *ctx, struct cb_strbuf *out)
                      "# HELP citybrain_webhook_deliveries_total webhook deliveries by result\n"
                      "# TYPE citybrain_webhook_deliveries_total counter\n"
                      "citybrain_webhook_deliveries_total{result=\"ok\"} %llu\n"
-                     "citybrain_webhook_deliveries_total{result=\"failed\"} %llu\n",
+                     "citybrain_webhook_deliveries_total{result=\"failed\"} %llu\n"
+                     "# HELP citybrain_notify_publish_failed_total MQTT channel notifications not handed to the broker\n"
+                     "# TYPE citybrain_notify_publish_failed_total counter\n"
+                     "citybrain_notify_publish_failed_total %llu\n",
                      as.outbox_pending, (unsigned long long)as.notifications,
                      (unsigned long long)as.grouped, (unsigned long long)as.silenced,
-                     (unsigned long long)as.webhook_sent, (unsigned long long)as.webhook_failed);
+                     (unsigned long long)as.webhook_sent, (unsigned long long)as.webhook_failed,
+                     (unsigned long long)as.publish_failed);
 }
 
 /* ---- pool threads ------------------------------------------------------------ */
