@@ -142,8 +142,12 @@ static void driver_free(struct driver *d)
     cb_decoder_free(d->dec);
 }
 
-/* Decodes one message and offers it at the largest event time of its
- * samples. arrival: CB_DECODE_NO_ARRIVAL or the time for samples without one.
+/* Decodes one message and offers its samples in runs of equal event time
+ * (document order), advancing the clock to each run's time first: rules.md,
+ * "the clock advances to each sample's ts", so a SenML pack that spans
+ * minutes is evaluated and ticked along the way, not once at its last time.
+ * A run behind the clock is offered at the clock (out of order, or late).
+ * arrival: CB_DECODE_NO_ARRIVAL or the time for samples without one.
  * Returns CB_REJECT_NONE, or why the payload was refused. */
 static enum cb_reject offer_message(struct driver *d, const char *topic, const void *payload,
                                     size_t len, int64_t arrival)
@@ -152,14 +156,11 @@ static enum cb_reject offer_message(struct driver *d, const char *topic, const v
     enum cb_reject r = cb_decode(d->dec, topic, payload, len, arrival, &dec);
     if (r != CB_REJECT_NONE)
         return r;
-    int64_t maxts = INT64_MIN;
-    for (size_t i = 0; i < dec.n; i++)
-        if (dec.samples[i].ts_ms > maxts)
-            maxts = dec.samples[i].ts_ms;
-    if (dec.n)
-        advance(d, maxts);
-    for (size_t off = 0; off < dec.n; off += 4096) {
-        size_t n = dec.n - off < 4096 ? dec.n - off : 4096;
+    for (size_t off = 0, n; off < dec.n; off += n) {
+        int64_t ts = dec.samples[off].ts_ms;
+        for (n = 1; off + n < dec.n && n < 4096 && dec.samples[off + n].ts_ms == ts; n++)
+            ;
+        advance(d, ts);
         if (cb_engine_offer(d->e, topic, dec.device, dec.samples + off, n, d->verdicts,
                             d->qrules) < 0)
             return CB_REJECT_MALFORMED;
