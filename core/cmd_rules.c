@@ -20,9 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Samples offered to the engine in one call at most (a message may carry more). */
+#define OFFER_BATCH 4096
+
 /* ---- shared helpers ----------------------------------------------------------------- */
 
-static int print_diags(const struct cb_diags *d, int json)
+/* Writes the diagnostics to stderr, as text or as one JSON array. */
+static void print_diags(const struct cb_diags *d, int json)
 {
     struct cb_strbuf b;
     cb_strbuf_init(&b);
@@ -35,7 +39,6 @@ static int print_diags(const struct cb_diags *d, int json)
     if (b.len)
         fwrite(b.data, 1, b.len, stderr);
     cb_strbuf_free(&b);
-    return 0;
 }
 
 /* Parses a time: integer milliseconds, or RFC 3339. 0 or -1. */
@@ -64,9 +67,9 @@ struct driver {
     struct cb_strbuf *collect; /* one line per event transition: "at state id severity message" */
     uint64_t bad_lines, late, future, quarantined, dropped;
     struct cb_store *store; /* replay --db: the samples are kept here too */
-    struct cb_sample keep[4096];
-    const char *qrules[4096];
-    enum cb_sample_verdict verdicts[4096];
+    struct cb_sample keep[OFFER_BATCH];
+    const char *qrules[OFFER_BATCH];
+    enum cb_sample_verdict verdicts[OFFER_BATCH];
 };
 
 static void on_transition(void *ctx, const struct cb_transition *t)
@@ -158,7 +161,7 @@ static enum cb_reject offer_message(struct driver *d, const char *topic, const v
         return r;
     for (size_t off = 0, n; off < dec.n; off += n) {
         int64_t ts = dec.samples[off].ts_ms;
-        for (n = 1; off + n < dec.n && n < 4096 && dec.samples[off + n].ts_ms == ts; n++)
+        for (n = 1; off + n < dec.n && n < OFFER_BATCH && dec.samples[off + n].ts_ms == ts; n++)
             ;
         advance(d, ts);
         if (cb_engine_offer(d->e, topic, dec.device, dec.samples + off, n, d->verdicts,
