@@ -10,7 +10,9 @@
  * waits for N messages, at most --timeout seconds overall and --idle seconds
  * without a message once the first arrived. Prints `key value` lines:
  * received, first_to_last_s, seconds (from the ready file to the Nth
- * message), rate, cpu_us_per_msg. Exit 0 when all N arrived, 1 otherwise. */
+ * message), rate, cpu_us_per_msg, last_unix_s (wall-clock time of the Nth
+ * message, so the driver can time from the publisher's start as it does for
+ * citybrain). Exit 0 when all N arrived, 1 otherwise. */
 #include <MQTTAsync.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,15 +23,17 @@
 #include <unistd.h>
 
 static uint64_t received;
-static int64_t first_ns, last_ns;
+static int64_t first_ns, last_ns, last_wall_ns;
 static int subscribed, failed, lost;
 
-static int64_t mono_ns(void)
+static int64_t clock_ns(clockid_t c)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(c, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+static int64_t mono_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
 {
@@ -39,6 +43,7 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
     if (__atomic_fetch_add(&received, 1, __ATOMIC_RELAXED) == 0)
         __atomic_store_n(&first_ns, now, __ATOMIC_RELAXED);
     __atomic_store_n(&last_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&last_wall_ns, clock_ns(CLOCK_REALTIME), __ATOMIC_RELAXED);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
     return 1;
@@ -171,6 +176,7 @@ int main(int argc, char **argv)
     printf("seconds %.4f\n", secs);
     printf("rate %.0f\n", secs > 0 ? (double)n / secs : 0.0);
     printf("cpu_us_per_msg %.2f\n", n ? cpu * 1e6 / (double)n : 0.0);
+    printf("last_unix_s %.6f\n", (double)__atomic_load_n(&last_wall_ns, __ATOMIC_RELAXED) / 1e9);
     fflush(stdout);
     MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
     d.timeout = 1000;

@@ -165,12 +165,11 @@ ingest_round() {
   t0=$(now)
   "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --qos "$qos" > "$TMP/pub_base.txt"
   wait "$sub"
-  t1=$(now)
   if [ "$(kv "$TMP/base.txt" received)" = "$n" ]; then
-    # The subscriber's own clock says when the Nth message came; ours when it
-    # exited (a few ms later). Use the subscriber's span from its ready file.
-    base_rate=$(awk -v n="$n" -v a="$t0" -v b="$t1" -v s="$(kv "$TMP/base.txt" seconds)" \
-      'BEGIN { printf "%.0f", n / s }')
+    # The same span as citybrain's: from the publisher's start (t0) to the
+    # Nth message, whose wall-clock time the subscriber printed.
+    t1=$(kv "$TMP/base.txt" last_unix_s)
+    base_rate=$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { if (b > a) printf "%.0f", n / (b - a) }')
     base_cpu=$(kv "$TMP/base.txt" cpu_us_per_msg)
   fi
   # citybrain.
