@@ -13,7 +13,6 @@
  * message), rate, cpu_us_per_msg, last_unix_s (wall-clock time of the Nth
  * message, so the driver can time from the publisher's start as it does for
  * citybrain). Exit 0 when all N arrived, 1 otherwise. */
-#include <MQTTAsync.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,18 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/mqtt_sub.h"
+
 static uint64_t received;
 static int64_t first_ns, last_ns, last_wall_ns;
-static int subscribed, failed, lost;
+static int lost;
 
-static int64_t clock_ns(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t mono_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+static int64_t mono_ns(void) { return bench_clock_ns(CLOCK_MONOTONIC); }
 
 static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
 {
@@ -43,7 +37,7 @@ static int on_message(void *ctx, char *topic, int tlen, MQTTAsync_message *m)
     if (__atomic_fetch_add(&received, 1, __ATOMIC_RELAXED) == 0)
         __atomic_store_n(&first_ns, now, __ATOMIC_RELAXED);
     __atomic_store_n(&last_ns, now, __ATOMIC_RELAXED);
-    __atomic_store_n(&last_wall_ns, clock_ns(CLOCK_REALTIME), __ATOMIC_RELAXED);
+    __atomic_store_n(&last_wall_ns, bench_clock_ns(CLOCK_REALTIME), __ATOMIC_RELAXED);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
     return 1;
@@ -54,37 +48,6 @@ static void on_lost(void *ctx, char *cause)
     (void)ctx;
     (void)cause;
     __atomic_store_n(&lost, 1, __ATOMIC_RELAXED);
-}
-
-static void on_subscribed(void *ctx, MQTTAsync_successData *r)
-{
-    (void)ctx;
-    (void)r;
-    __atomic_store_n(&subscribed, 1, __ATOMIC_RELEASE);
-}
-
-static void on_fail(void *ctx, MQTTAsync_failureData *r)
-{
-    (void)ctx;
-    (void)r;
-    __atomic_store_n(&failed, 1, __ATOMIC_RELEASE);
-}
-
-struct conn {
-    MQTTAsync c;
-    const char *topic;
-    int qos;
-};
-
-static void on_connected(void *ctx, MQTTAsync_successData *r)
-{
-    (void)r;
-    struct conn *k = ctx;
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onSuccess = on_subscribed;
-    ro.onFailure = on_fail;
-    if (MQTTAsync_subscribe(k->c, k->topic, k->qos, &ro) != MQTTASYNC_SUCCESS)
-        __atomic_store_n(&failed, 1, __ATOMIC_RELEASE);
 }
 
 static double cpu_s(void)
@@ -126,47 +89,12 @@ int main(int argc, char **argv)
                         "[--timeout S] [--idle S] [--ready FILE]\n");
         return 2;
     }
-    struct conn k = {NULL, topic, qos};
-    char id[64];
-    snprintf(id, sizeof id, "count-sub-%ld", (long)getpid());
-    if (MQTTAsync_create(&k.c, broker, id, MQTTCLIENT_PERSISTENCE_NONE, NULL) != MQTTASYNC_SUCCESS)
-        return 2;
-    MQTTAsync_setCallbacks(k.c, NULL, on_lost, on_message, NULL);
-    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
-    co.cleansession = 1;
-    co.keepAliveInterval = 30;
-    co.onSuccess = on_connected;
-    co.onFailure = on_fail;
-    co.context = &k;
-    co.maxInflight = 1000;
-    if (MQTTAsync_connect(k.c, &co) != MQTTASYNC_SUCCESS)
+    MQTTAsync c;
+    if (bench_sub_open(&c, "count_sub", broker, topic, ready, qos, 1000, 0, on_message, on_lost))
         return 1;
-    int64_t start = mono_ns();
-    while (!__atomic_load_n(&subscribed, __ATOMIC_ACQUIRE)) {
-        if (__atomic_load_n(&failed, __ATOMIC_ACQUIRE) || mono_ns() - start > 10000000000LL) {
-            fprintf(stderr, "count_sub: cannot subscribe at %s\n", broker);
-            return 1;
-        }
-        usleep(1000);
-    }
     double cpu0 = cpu_s();
     int64_t t0 = mono_ns();
-    if (ready) {
-        FILE *f = fopen(ready, "w");
-        if (f)
-            fclose(f);
-    }
-    for (;;) {
-        uint64_t n = __atomic_load_n(&received, __ATOMIC_RELAXED);
-        int64_t now = mono_ns();
-        if (n >= count || lost)
-            break;
-        if ((double)(now - t0) / 1e9 > timeout)
-            break;
-        if (n > 0 && (double)(now - __atomic_load_n(&last_ns, __ATOMIC_RELAXED)) / 1e9 > idle)
-            break;
-        usleep(500);
-    }
+    bench_sub_wait(&received, &last_ns, &lost, count, timeout, idle);
     double cpu = cpu_s() - cpu0;
     uint64_t n = __atomic_load_n(&received, __ATOMIC_RELAXED);
     double f2l = n > 1 ? (double)(last_ns - first_ns) / 1e9 : 0;
@@ -178,10 +106,6 @@ int main(int argc, char **argv)
     printf("cpu_us_per_msg %.2f\n", n ? cpu * 1e6 / (double)n : 0.0);
     printf("last_unix_s %.6f\n", (double)__atomic_load_n(&last_wall_ns, __ATOMIC_RELAXED) / 1e9);
     fflush(stdout);
-    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
-    d.timeout = 1000;
-    MQTTAsync_disconnect(k.c, &d);
-    usleep(100000);
-    MQTTAsync_destroy(&k.c);
+    bench_sub_close(&c);
     return n >= count ? 0 : 1;
 }

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "core/net.h"
-#include "sim/sim.h"
 
 static uint64_t done, failed;
 static int connected, lost;
