@@ -473,12 +473,11 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
     if (cacheable && st == 200 && !out.oom) {
         if (out.len == 0 || out.data[out.len - 1] != '\n')
             cb_strbuf_putc(&out, '\n');
-    }
-    if (cacheable && st == 200 && !out.oom)
         api__cache_store_send(api, api->alerts_cache, req, query, qlen, version, out.data,
                               out.len);
-    else
+    } else {
         api__answer(api, req, st, &out);
+    }
     cb_strbuf_free(&out);
 }
 
