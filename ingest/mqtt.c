@@ -341,6 +341,12 @@ static void subscribe_all(struct cb_mqtt *m)
         cb_error(MOD, "cannot subscribe: %s", MQTTAsync_strerror(rc));
 }
 
+static void disconnect_finished(struct cb_mqtt *m);
+static void on_disconnect(void *ctx, MQTTAsync_successData *resp);
+static void on_disconnect5(void *ctx, MQTTAsync_successData5 *resp);
+static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *resp);
+static void on_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp);
+
 static void connected(struct cb_mqtt *m, int session_present)
 {
     STAT_ADD(m, connects, 1);
@@ -354,9 +360,20 @@ static void connected(struct cb_mqtt *m, int session_present)
     bool stopping = m->stopping;
     pthread_mutex_unlock(&m->lock);
     if (stopping) {
-        /* A connect that completed after stop: leave at once, take nothing. */
+        /* A connect that completed after stop: leave at once, take nothing.
+         * The stop's own disconnect may have raced this connect and lost its
+         * callbacks, so this one reports the end of the connection too. */
         MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
-        MQTTAsync_disconnect(m->client, &o);
+        o.context = m;
+        if (m->version == 5) {
+            o.onSuccess5 = on_disconnect5;
+            o.onFailure5 = on_disconnect_failed5;
+        } else {
+            o.onSuccess = on_disconnect;
+            o.onFailure = on_disconnect_failed;
+        }
+        if (MQTTAsync_disconnect(m->client, &o) != MQTTASYNC_SUCCESS)
+            disconnect_finished(m);
         return;
     }
     subscribe_all(m);
@@ -577,11 +594,32 @@ static uint64_t next_random(struct cb_mqtt *m)
     return m->rng * 2685821657736338717ULL;
 }
 
+/* A stop whose disconnect never reported back (Paho can drop the callbacks
+ * of a disconnect that races a connect): give up waiting, so shutdown never
+ * hangs on the broker; cb_mqtt_close destroys the client all the same. */
+#define STOP_DEADLINE_MS 3000
+
+static void maybe_done(struct cb_mqtt *m);
+
+static void on_stop_deadline(struct cb_mqtt *m)
+{
+    pthread_mutex_lock(&m->lock);
+    bool late = !m->disconnected_final;
+    m->disconnected_final = true;
+    pthread_mutex_unlock(&m->lock);
+    if (late)
+        cb_warn(MOD, "no answer to the disconnect from %s after %d ms; stopping anyway", m->url,
+                STOP_DEADLINE_MS);
+    maybe_done(m);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct cb_mqtt *m = t->data;
-    if (m->stop_called)
+    if (m->stop_called) {
+        on_stop_deadline(m);
         return;
+    }
     if (post_simple(m, CMD_CONNECT))
         cb_error(MOD, "out of memory scheduling a reconnect");
 }
@@ -608,6 +646,7 @@ static void maybe_done(struct cb_mqtt *m)
     if (!ready)
         return;
     m->done_called = true;
+    uv_timer_stop(&m->timer);
     set_state(m, CB_MQTT_STOPPED);
     if (m->done)
         m->done(m->done_ctx);
@@ -811,7 +850,8 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
     m->stop_called = true;
     m->done = done;
     m->done_ctx = ctx;
-    uv_timer_stop(&m->timer);
+    /* The reconnect timer becomes the stop's deadline (see on_timer). */
+    uv_timer_start(&m->timer, on_timer, STOP_DEADLINE_MS, 0);
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
     m->need_reconnect = false;
