@@ -49,6 +49,7 @@ struct cb_config {
     /* ingest */
     int64_t ingest_queue_max_messages;
     int64_t ingest_queue_max_bytes;
+    int64_t ingest_coalesce_above;
     int64_t ingest_max_payload;
     int64_t ingest_max_topic_length;
     int64_t ingest_max_json_depth;

@@ -64,6 +64,7 @@ MQTT_STAT(g_mqtt_deferred, deferred_qos1)
 MQTT_STAT(g_mqtt_persist_failed, persist_failed)
 MQTT_STAT(g_mqtt_queue_depth, queue_depth)
 MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
+MQTT_STAT(g_mqtt_coalesce, coalesce_switches)
 MQTT_STAT(g_mqtt_connects, connects)
 MQTT_STAT(g_mqtt_lost, connection_lost)
 
@@ -152,12 +153,16 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_mqtt_dropped_total", "QoS 0 messages dropped because the hand-off queue was full",
          g_mqtt_dropped},
         {"citybrain_mqtt_deferred_total",
-         "QoS 1 deliveries refused while the hand-off queue was full (redelivered by Paho)",
+         "QoS 1 messages that waited for room in the full hand-off queue (back-pressure on the broker)",
          g_mqtt_deferred},
-        {"citybrain_journal_failures_total", "messages refused because the journal could not be written",
+        {"citybrain_journal_failures_total",
+         "messages that could not be journaled (queued anyway, without crash safety)",
          g_mqtt_persist_failed},
         {"citybrain_mqtt_queue_depth", "messages waiting in the hand-off queue", g_mqtt_queue_depth},
         {"citybrain_mqtt_queue_bytes", "bytes waiting in the hand-off queue", g_mqtt_queue_bytes},
+        {"citybrain_mqtt_coalesce_switches_total",
+         "switches between waking the loop per message and collecting every 1 ms (ingest.coalesce_above)",
+         g_mqtt_coalesce},
         {"citybrain_mqtt_connects_total", "successful connections to the broker", g_mqtt_connects},
         {"citybrain_mqtt_connection_lost_total", "connections lost", g_mqtt_lost},
         {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},

@@ -101,6 +101,7 @@ struct cb_mqtt_stats {
     uint64_t publish_failed;
     size_t queue_depth;        /* messages waiting for the loop */
     size_t queue_bytes;
+    uint64_t coalesce_switches; /* entries into and exits from 1 ms collection (see pace) */
     enum cb_mqtt_state state;
 };
 
