@@ -86,6 +86,22 @@ STORE_STAT(g_store_commit_errors, commit_errors)
 STORE_STAT(g_store_pending, pending_rows)
 STORE_STAT(g_store_health, health)
 STORE_STAT(g_store_retention, retention_deleted)
+STORE_STAT(g_store_derive_steps, derive_steps)
+STORE_STAT(g_store_derive_errors, derive_errors)
+/* How far rollup_1m lags the clock: minutes its derivation has not reached
+ * (about one minute plus the grace when healthy). */
+static double g_store_derive_lag(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_store_stats s;
+    if (!d->store)
+        return 0;
+    cb_store_get_stats(d->store, &s);
+    if (s.derived_1m <= 0) /* nothing stored yet */
+        return 0;
+    double lag = (double)(cb_wall_ms() - s.derived_1m) / 1000.0;
+    return lag < 0 ? 0 : lag;
+}
 
 #define ENGINE_STAT(fn, field)                                                               \
     static double fn(void *ctx)                                                             \
@@ -176,6 +192,13 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_storage_pending_rows", "rows queued for the writer thread", g_store_pending},
         {"citybrain_storage_health", "0 ok, 1 degraded, 2 failed", g_store_health},
         {"citybrain_storage_retention_deleted_total", "rows deleted by retention", g_store_retention},
+        {"citybrain_storage_rollup_derive_steps_total", "rollup derivation steps committed",
+         g_store_derive_steps},
+        {"citybrain_storage_rollup_derive_errors_total", "rollup derivation steps that failed (retried)",
+         g_store_derive_errors},
+        {"citybrain_storage_rollup_lag_seconds",
+         "how far behind the clock rollup_1m is complete (queries read raw samples for the rest)",
+         g_store_derive_lag},
         {"citybrain_rules_evaluations_total", "(sample x matching rule) evaluations",
          g_rules_evaluated},
         {"citybrain_rules_instances", "live alert instances", g_rules_instances},

@@ -3,7 +3,13 @@
  * read transaction, so it sees one consistent snapshot.
  *
  * Queries go series by series: the series list is small, and every per-series
- * read is a range of a primary key (series_id, ts) or (series_id, bucket). */
+ * read is a range of a primary key (series_id, ts) or (series_id, bucket).
+ *
+ * A rollup tier is complete only below its derivation point (meta
+ * derive_1m_done / derive_1h_done, read in the query's own snapshot; see
+ * store.c "Rollup derivation"): from there on a query reads the tier's
+ * source, 1m rows and then raw samples, so the newest minutes are never
+ * missing from a rollup answer. */
 #include "storage/storage_int.h"
 
 #include <math.h>
@@ -81,6 +87,15 @@ static int begin(struct cb_store_reader *r)
     if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
         return fail_sql(r, "begin read");
     return 0;
+}
+
+/* How far the tiers are derived, in the current read transaction. A file
+ * without the keys (none here: migrations add them) counts as not derived. */
+static void derived_in_snapshot(struct cb_store_reader *r, int64_t *d1m, int64_t *d1h)
+{
+    *d1m = *d1h = STORAGE_DERIVE_NONE;
+    storage__meta_get(r->db, "derive_1m_done", d1m);
+    storage__meta_get(r->db, "derive_1h_done", d1h);
 }
 
 static void end(struct cb_store_reader *r)
@@ -242,7 +257,7 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
         return -1;
     }
     struct series_list l = {0};
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st;
     int rc = -1;
     /* far enough from the int64 ends that rounding cannot overflow */
     const int64_t lim = INT64_C(1) << 61;
@@ -250,6 +265,7 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
         from = -lim;
     if (to > lim)
         to = lim;
+    sqlite3_stmt *sts[3] = {NULL, NULL, NULL};
     enum cb_store_tier tier = cb_store_choose_tier(r, from, to, step_ms);
     /* whole step buckets: every tier then answers the same */
     from = floor_to(from, step_ms);
@@ -258,48 +274,64 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
         return -1;
     if (list_series(r, topic, metric, &l) < 0)
         goto out;
-    const char *sql =
-        tier == CB_TIER_RAW
-            ? "SELECT ts, 1, value, value, value, value, ts FROM samples WHERE series_id = ?1 "
-              "AND ts >= ?2 AND ts < ?3 ORDER BY ts"
-        : tier == CB_TIER_1M
-            ? "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1m WHERE "
-              "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket"
-            : "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1h WHERE "
-              "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket";
-    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fail_sql(r, "query buckets");
-        goto out;
-    }
-    int stop = 0;
-    for (size_t i = 0; i < l.n && !stop; i++) {
-        struct bagg a = {0};
-        sqlite3_bind_int64(st, 1, l.v[i].id);
-        sqlite3_bind_int64(st, 2, from);
-        sqlite3_bind_int64(st, 3, to);
-        int s;
-        while (!stop && (s = sqlite3_step(st)) == SQLITE_ROW) {
-            int64_t b = floor_to(sqlite3_column_int64(st, 0), step_ms);
-            if (a.open && a.b.ts != b) {
-                stop = fn(ctx, l.v[i].topic, l.v[i].metric, &a.b);
-                memset(&a, 0, sizeof a);
-            }
-            a.b.ts = b;
-            bagg_add(&a, (uint64_t)sqlite3_column_int64(st, 1), sqlite3_column_double(st, 2),
-                     sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
-                     sqlite3_column_double(st, 5), sqlite3_column_int64(st, 6));
-        }
-        if (!stop && s != SQLITE_DONE) {
+    /* The sources in time order, each up to where it is complete: the
+     * chosen tier below its derivation point, then finer ones, then raw. */
+    static const char *const sql[3] = {
+        "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1h WHERE "
+        "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+        "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1m WHERE "
+        "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+        "SELECT ts, 1, value, value, value, value, ts FROM samples WHERE series_id = ?1 "
+        "AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+    };
+    int64_t d1m, d1h;
+    derived_in_snapshot(r, &d1m, &d1h);
+    int64_t upto[3] = {tier == CB_TIER_1H ? d1h : INT64_MIN,
+                       tier == CB_TIER_RAW ? INT64_MIN : d1m, INT64_MAX};
+    for (int k = 0; k < 3; k++)
+        if (upto[k] > from && sqlite3_prepare_v2(r->db, sql[k], -1, &sts[k], NULL) != SQLITE_OK) {
             fail_sql(r, "query buckets");
             goto out;
         }
+    int stop = 0;
+    for (size_t i = 0; i < l.n && !stop; i++) {
+        struct bagg a = {0};
+        int64_t lo = from;
+        for (int k = 0; k < 3 && !stop && lo < to; k++) {
+            int64_t hi = upto[k] < to ? upto[k] : to;
+            if (!sts[k] || hi <= lo)
+                continue;
+            st = sts[k];
+            sqlite3_bind_int64(st, 1, l.v[i].id);
+            sqlite3_bind_int64(st, 2, lo);
+            sqlite3_bind_int64(st, 3, hi);
+            int s;
+            while (!stop && (s = sqlite3_step(st)) == SQLITE_ROW) {
+                int64_t b = floor_to(sqlite3_column_int64(st, 0), step_ms);
+                if (a.open && a.b.ts != b) {
+                    stop = fn(ctx, l.v[i].topic, l.v[i].metric, &a.b);
+                    memset(&a, 0, sizeof a);
+                }
+                a.b.ts = b;
+                bagg_add(&a, (uint64_t)sqlite3_column_int64(st, 1),
+                         sqlite3_column_double(st, 2), sqlite3_column_double(st, 3),
+                         sqlite3_column_double(st, 4), sqlite3_column_double(st, 5),
+                         sqlite3_column_int64(st, 6));
+            }
+            sqlite3_reset(st);
+            if (!stop && s != SQLITE_DONE) {
+                fail_sql(r, "query buckets");
+                goto out;
+            }
+            lo = hi;
+        }
         if (!stop && a.open)
             stop = fn(ctx, l.v[i].topic, l.v[i].metric, &a.b);
-        sqlite3_reset(st);
     }
     rc = 0;
 out:
-    sqlite3_finalize(st);
+    for (int k = 0; k < 3; k++)
+        sqlite3_finalize(sts[k]);
     series_list_free(&l);
     end(r);
     return rc;
@@ -348,6 +380,10 @@ int cb_store_query_aggregate(struct cb_store_reader *r, const char *topic, const
         goto out;
     if (l.n == 1) {
         int64_t lo = ceil_to(from, STORAGE_MINUTE_MS), hi = floor_to(to, STORAGE_MINUTE_MS);
+        int64_t d1m, d1h;
+        derived_in_snapshot(r, &d1m, &d1h);
+        if (hi > d1m)
+            hi = d1m > lo ? d1m : lo; /* 1m rows only where the tier is complete */
         if (lo < hi) {
             if (agg_range(r, raw_sql, l.v[0].id, from, lo, &a) < 0 ||
                 agg_range(r, m1_sql, l.v[0].id, lo, hi, &a) < 0 ||

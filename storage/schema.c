@@ -88,9 +88,25 @@ static const char schema_v2[] =
     "  delivered_at INTEGER, last_error TEXT);"
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;";
 
+/* Step 3: rollups are derived from their source after the bucket closes
+ * (store.c, "Rollup derivation") instead of being merged at every commit.
+ * The meta keys say how far each tier is derived; a file written by an older
+ * version has every committed sample merged already, so its tiers count as
+ * derived up to the end of their newest bucket. -4611686018427387904 (-2^62)
+ * is "nothing derived yet" (STORAGE_DERIVE_NONE). */
+static const char schema_v3[] =
+    "INSERT OR REPLACE INTO meta(key, value) SELECT 'derive_1m_done', "
+    "  coalesce(max(bucket) + 60000, -4611686018427387904) FROM rollup_1m;"
+    "INSERT OR REPLACE INTO meta(key, value) SELECT 'derive_1h_done', "
+    "  coalesce(max(bucket) + 3600000, -4611686018427387904) FROM rollup_1h;"
+    "INSERT OR REPLACE INTO meta(key, value) SELECT replace(key, '_done', '_to'), value "
+    "  FROM meta WHERE key IN ('derive_1m_done', 'derive_1h_done');"
+    "INSERT OR REPLACE INTO meta(key, value) VALUES ('derive_1m_cursor', 0),"
+    "  ('derive_1h_cursor', 0);";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
-static const char *const steps[] = {schema_v1, schema_v2};
+static const char *const steps[] = {schema_v1, schema_v2, schema_v3};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

@@ -83,6 +83,10 @@ struct cb_store_stats {
     uint64_t full_errors;      /* commits that met SQLITE_FULL (disk full) */
     uint64_t io_errors;        /* commits that met any other error */
     uint64_t retention_steps;
+    uint64_t derive_steps;     /* rollup derivation steps committed */
+    uint64_t derive_errors;    /* rollup derivation steps that failed (retried) */
+    int64_t derived_1m;        /* rollup_1m is complete below this time (ms) */
+    int64_t derived_1h;        /* rollup_1h is complete below this time (ms) */
     uint64_t sensors;          /* sensors known to the writer */
     uint64_t series;           /* series known to the writer */
 };

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/sqlite_conn.h"
@@ -224,23 +225,32 @@ static uint64_t next_rand(void)
     return rng;
 }
 
-/* Compares a rollup table with aggregates computed from the raw samples. */
-static int64_t rollup_mismatches(sqlite3 *db, const char *table, int64_t width)
+/* Compares a rollup table, below `below`, with aggregates computed from the
+ * raw samples. */
+static int64_t rollup_mismatches_below(sqlite3 *db, const char *table, int64_t width,
+                                       int64_t below)
 {
-    char sql[1400];
+    char sql[1600];
     snprintf(sql, sizeof sql,
              "WITH raw AS (SELECT series_id, (ts - (((ts %% %lld) + %lld) %% %lld)) AS b, ts, "
-             "value FROM samples), agg AS (SELECT series_id, b, count(*) AS n, sum(value) AS s, "
+             "value FROM samples WHERE b < %lld), rt AS (SELECT * FROM %s WHERE bucket < %lld), "
+             "agg AS (SELECT series_id, b, count(*) AS n, sum(value) AS s, "
              "min(value) AS mn, max(value) AS mx, min(ts) AS fts, max(ts) AS lts FROM raw GROUP "
              "BY series_id, b) "
-             "SELECT (SELECT count(*) FROM agg) - (SELECT count(*) FROM %s) + "
-             "(SELECT count(*) FROM agg a JOIN %s r ON r.series_id = a.series_id AND r.bucket = "
+             "SELECT (SELECT count(*) FROM agg) - (SELECT count(*) FROM rt) + "
+             "(SELECT count(*) FROM agg a JOIN rt r ON r.series_id = a.series_id AND r.bucket = "
              "a.b WHERE r.count != a.n OR abs(r.sum - a.s) > 1e-6 OR r.min != a.mn OR r.max != "
              "a.mx OR r.first_ts != a.fts OR r.last_ts != a.lts OR r.first != (SELECT value "
              "FROM samples WHERE series_id = a.series_id AND ts = a.fts) OR r.last != (SELECT "
              "value FROM samples WHERE series_id = a.series_id AND ts = a.lts))",
-             (long long)width, (long long)width, (long long)width, table, table);
+             (long long)width, (long long)width, (long long)width, (long long)below, table,
+             (long long)below);
     return q_int(db, sql);
+}
+
+static int64_t rollup_mismatches(sqlite3 *db, const char *table, int64_t width)
+{
+    return rollup_mismatches_below(db, table, width, INT64_MAX);
 }
 
 static void test_rollups_property(void)
@@ -338,6 +348,128 @@ static void test_rollups_dense_batches(void)
     CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1m"),
                     q_int(db, "SELECT count(*) FROM samples"));
     sqlite3_close(db);
+    teardown();
+}
+
+/* Waits (up to 10 s) until the writer has derived 1m below `m` and 1h below
+ * `h`; returns the stats then. */
+static struct cb_store_stats wait_derived(struct cb_store *s, int64_t m, int64_t h)
+{
+    struct cb_store_stats st;
+    for (int i = 0; i < 1000; i++) {
+        cb_store_get_stats(s, &st);
+        if (st.derived_1m >= m && st.derived_1h >= h)
+            break;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    return st;
+}
+
+struct sum_ctx {
+    int64_t count;
+    double sum;
+};
+static int on_sum(void *ctx, const char *topic, const char *metric, const struct cb_bucket *b)
+{
+    struct sum_ctx *c = ctx;
+    (void)topic;
+    (void)metric;
+    c->count += (int64_t)b->count;
+    c->sum += b->sum;
+    return 0;
+}
+
+/* Rollups are derived once their bucket has closed, not merged per commit:
+ * the tier holds nothing at or after its derivation point, queries fill that
+ * part from the source, and late samples, derivation passes in small steps
+ * (step_rows 10: many steps, commits in between), a reopen and the final
+ * close all keep both tiers equal to the aggregates of the raw samples. */
+static void test_rollups_derived(void)
+{
+    setup();
+    cfg.storage_retention_step_rows = 10;
+    cfg.storage_commit_interval_ms = 10;
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    int64_t now = base + 30 * 60000 + 20000;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    char topic[32];
+    /* 12 series, every 10 s over the last 30 minutes and 20 seconds */
+    for (int64_t ts = base; ts < now; ts += 10000)
+        for (int k = 0; k < 12; k++) {
+            snprintf(topic, sizeof topic, "city/s%02d", k);
+            put(s, topic, "v", ts, (double)(ts / 10000 % 37) + k, 0);
+        }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    int64_t m_target = storage__bucket(now - 5000 - 10, 60000); /* grace + commit interval */
+    struct cb_store_stats st = wait_derived(s, m_target, base);
+    CU_ASSERT_EQUAL(st.derived_1m, m_target);
+    CU_ASSERT_EQUAL(st.derived_1h, base); /* the hour is still open */
+    CU_ASSERT(st.derive_steps > 10);
+    sqlite3 *db = raw_db();
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM rollup_1m WHERE bucket >= %lld",
+             (long long)m_target);
+    CU_ASSERT_EQUAL(q_int(db, sql), 0);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM rollup_1h"), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches_below(db, "rollup_1m", 60000, m_target), 0);
+    sqlite3_close(db);
+    /* a query over the open part still counts every sample */
+    char err[512];
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct sum_ctx c1 = {0}, c2 = {0};
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/s03", "v", base, now + 60000, 300000,
+                                           on_sum, &c1), 0);
+    CU_ASSERT_EQUAL(c1.count, (now - base) / 10000);
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/s03", "v", base, base + 3600000, 3600000,
+                                           on_sum, &c2), 0);
+    CU_ASSERT_EQUAL(c2.count, c1.count);
+    CU_ASSERT_DOUBLE_EQUAL(c2.sum, c1.sum, 1e-6);
+    struct cb_bucket agg;
+    CU_ASSERT_EQUAL(cb_store_query_aggregate(r, "city/s03", "v", base, now + 120000, &agg), 0);
+    CU_ASSERT_EQUAL((int64_t)agg.count, c1.count);
+    /* time goes on in minutes; each round brings current and late samples
+     * (into derived minutes, some of them into a pass that is running) */
+    for (int round = 0; round < 40; round++) {
+        now += 60000;
+        for (int i = 0; i < 30; i++) {
+            uint64_t x = next_rand();
+            int64_t ts = now - (int64_t)(x % 5) * 1000 - (x % 7 == 0 ? (int64_t)(x % 3000) * 1000 : 0);
+            snprintf(topic, sizeof topic, "city/s%02d", (int)(x % 12));
+            put(s, topic, "v", ts, (double)(int64_t)(x % 1000) - 500.0, 0);
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        if (round == 20) { /* a query in the middle agrees with raw */
+            struct sum_ctx a = {0}, b = {0};
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/s05", "v", base - 3600000,
+                                                   now + 3600000, 3600000, on_sum, &a), 0);
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/s05", "v", base - 3600000,
+                                                   now + 3600000, 1000, on_sum, &b), 0);
+            CU_ASSERT_EQUAL(a.count, b.count);
+            CU_ASSERT_DOUBLE_EQUAL(a.sum, b.sum, 1e-6);
+        }
+    }
+    st = wait_derived(s, storage__bucket(now - 5010, 60000), storage__bucket(now - 5010, 3600000));
+    CU_ASSERT(st.derived_1h >= base + 3600000);
+    cb_store_close(s); /* derives the rest */
+    s = open_store();  /* and a reopen takes the state back */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT(st.derived_1m > now);
+    put(s, "city/s01", "v", base + 1000, 1234.5, 0); /* late, into derived buckets */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    db = raw_db();
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1h"),
+                    q_int(db, "SELECT count(*) FROM samples"));
+    sqlite3_close(db);
+    cb_store_reader_close(r);
     teardown();
 }
 
@@ -768,6 +900,8 @@ void cb_test_suite_storage(void)
                 test_rollups_property);
     CU_add_test(s, "storage: rollups stay exact with many rows per bucket, restarts and deletions",
                 test_rollups_dense_batches);
+    CU_add_test(s, "storage: rollups are derived after their bucket closes; queries and late rows stay exact",
+                test_rollups_derived);
     CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
                 test_retention_steps);
     CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
