@@ -563,6 +563,7 @@ static void do_disconnect(struct cb_mqtt *m)
 
 static void *worker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cb-mqtt-calls"); /* for top -H and perf */
     struct cb_mqtt *m = arg;
     pthread_mutex_lock(&m->cmd_lock);
     for (;;) {

@@ -122,6 +122,7 @@ static int run_op(struct cb_alert_store *s, struct op *o)
  * skipped (the rest of the batch still commits). */
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cb-alert-store"); /* for top -H and perf */
     struct cb_alert_store *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

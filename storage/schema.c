@@ -92,7 +92,8 @@ static const char schema_v2[] =
  * (store.c, "Rollup derivation") instead of being merged at every commit.
  * The meta keys say how far each tier is derived; a file written by an older
  * version has every committed sample merged already, so its tiers count as
- * derived up to the end of their newest bucket. -4611686018427387904 (-2^62)
+ * derived up to the end of their newest bucket; derive_clean says no sample
+ * waits for derivation below that. -4611686018427387904 (-2^62)
  * is "nothing derived yet" (STORAGE_DERIVE_NONE). */
 static const char schema_v3[] =
     "INSERT OR REPLACE INTO meta(key, value) SELECT 'derive_1m_done', "
@@ -102,7 +103,7 @@ static const char schema_v3[] =
     "INSERT OR REPLACE INTO meta(key, value) SELECT replace(key, '_done', '_to'), value "
     "  FROM meta WHERE key IN ('derive_1m_done', 'derive_1h_done');"
     "INSERT OR REPLACE INTO meta(key, value) VALUES ('derive_1m_cursor', 0),"
-    "  ('derive_1h_cursor', 0);";
+    "  ('derive_1h_cursor', 0), ('derive_clean', 1);";
 
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */

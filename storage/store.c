@@ -388,8 +388,14 @@ struct cb_store {
     uint64_t committed_pos;
     struct derive derive[2];
     int derive_on;  /* 0: opened at an older schema version (tests): merge every row */
+    /* The last run closed cleanly (meta derive_clean): every sample still to
+     * be derived was committed by this run, at or after dirty_min[t]; a pass
+     * ending at or before it has nothing to read and only moves `done`. */
+    int clean_open, clean_cleared;
+    int64_t dirty_min[2];
     int64_t max_ts; /* newest sample ts committed in this run, INT64_MIN if none */
     struct tier_cursor cursor[RT__COUNT];
+    int64_t visited_cut[RT__COUNT]; /* the cut of the tier's last whole visit */
     int pass_active;
     int pass_auto;        /* started by the interval: the writer continues it */
     int64_t next_pass_ms; /* monotonic */
@@ -745,11 +751,14 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         res->inserted++;
         if (it->ts > s->max_ts)
             s->max_ts = it->ts;
-        if ((derived(&s->derive[0], it->series, it->ts) &&
-             (r = acc_add(s, &t1m, &a1m, it)) != SQLITE_OK) ||
-            (derived(&s->derive[1], it->series, it->ts) &&
-             (r = acc_add(s, &t1h, &a1h, it)) != SQLITE_OK))
-            goto fail;
+        for (int t = 0; t < 2; t++) {
+            if (!derived(&s->derive[t], it->series, it->ts)) {
+                if (it->ts < s->dirty_min[t])
+                    s->dirty_min[t] = it->ts; /* (kept if this commit fails: only a bound) */
+            } else if ((r = acc_add(s, t ? &t1h : &t1m, t ? &a1h : &a1m, it)) != SQLITE_OK) {
+                goto fail;
+            }
+        }
     }
     if (nchunk && (r = insert_chunk(s, nchunk)) != SQLITE_OK)
         goto fail;
@@ -783,6 +792,12 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                 goto fail;
         }
     }
+    if (s->derive_on && !s->clean_cleared && res->inserted) {
+        if (storage__meta_set(s->db, "derive_clean", 0) < 0) {
+            r = sqlite3_errcode(s->db);
+            goto fail;
+        }
+    }
     if (pos > s->committed_pos) {
         sqlite3_bind_int64(s->st[ST_SET_POS], 1, (sqlite3_int64)pos);
         if ((r = step_done(s->st[ST_SET_POS])) != SQLITE_OK)
@@ -790,6 +805,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     }
     if ((r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
         goto fail;
+    if (res->inserted)
+        s->clean_cleared = 1;
     for (size_t i = 0; i < s->ntouched; i++) {
         struct sensor_ent *e = s->touched[i];
         e->touched = 0;
@@ -947,15 +964,25 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
             cut = s->derive[0].done;
         if (t == RT_1M && cut > s->derive[1].done)
             cut = s->derive[1].done;
+        /* A visit of a per-series tier seeks every series (0.15 s of CPU for
+         * the three tiers at 40k series): it waits until the cut has moved
+         * by a thousandth of the retention, so rows live at most 0.1 %
+         * longer than asked (10 minutes of the default 7 days raw). A pass
+         * asked for (cb_store_retention_step) visits all. */
+        if (t <= RT_1H && s->pass_auto && s->visited_cut[t] &&
+            cut - s->visited_cut[t] < s->retention_ms[t] / 1000) {
+            c->done = 1;
+            continue;
+        }
         switch (t) {
         case RT_RAW:
-            r = retain_series_table(s, "samples", "ts", cut, c, &budget, deleted);
-            break;
         case RT_1M:
-            r = retain_series_table(s, "rollup_1m", "bucket", cut, c, &budget, deleted);
-            break;
         case RT_1H:
-            r = retain_series_table(s, "rollup_1h", "bucket", cut, c, &budget, deleted);
+            r = retain_series_table(s, t == RT_RAW ? "samples" : t == RT_1M ? "rollup_1m" : "rollup_1h",
+                                    t == RT_RAW ? "ts" : "bucket", cut, c, &budget, deleted);
+            if (r == SQLITE_OK && c->done)
+                s->visited_cut[t] = cut; /* (kept even if the commit below fails: a retry
+                                          * 0.1 % later is fine) */
             break;
         case RT_QUARANTINE:
             r = retain_rowid_table(s, "quarantine", "received < ?1", cut, c, &budget, deleted);
@@ -1091,6 +1118,11 @@ static int derive_step(struct cb_store *s, int t, int64_t start, int *more)
             return SQLITE_OK;
         d.to = start;
         d.cursor = 0;
+        if (s->clean_open) {
+            int64_t first = storage__bucket(s->dirty_min[t], derive_width[t]);
+            if (first > d.done)
+                d.done = first < d.to ? first : d.to; /* nothing to read below */
+        }
     }
     sqlite3_stmt *ids = NULL, *src = NULL, *put = NULL;
     int r = step_done(s->st[ST_BEGIN]);
@@ -1102,7 +1134,7 @@ static int derive_step(struct cb_store *s, int t, int64_t start, int *more)
         (r = sqlite3_prepare_v2(s->db, derive_put_sql[t], -1, &put, NULL)) != SQLITE_OK)
         goto out;
     int64_t rows = 0;
-    int finished = 0;
+    int finished = d.done >= d.to;
     while (rows < s->step_rows && !finished) {
         sqlite3_bind_int64(ids, 1, d.cursor);
         finished = 1;
@@ -1138,6 +1170,8 @@ out:
         return r;
     }
     s->derive[t] = d;
+    if (d.to <= d.done && s->dirty_min[t] < d.done)
+        s->dirty_min[t] = d.done; /* every row below is derived now */
     *more = d.to > d.done;
     return SQLITE_OK;
 }
@@ -1175,10 +1209,28 @@ static int derive_some(struct cb_store *s, int all)
 static void derive_all(struct cb_store *s)
 {
     int failures = 0;
+    if (s->derive_on && !s->clean_open) {
+        /* samples of an earlier run that did not close may lie beyond
+         * anything this run wrote: derive up to the newest of all (a seek
+         * per series) */
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(s->db, "SELECT max((SELECT max(ts) FROM samples WHERE "
+                                      "series_id = series.id)) FROM series",
+                               -1, &q, NULL) == SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL &&
+            sqlite3_column_int64(q, 0) > s->max_ts)
+            s->max_ts = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
     while (s->derive_on && failures < 3) {
         int r = derive_some(s, 1);
-        if (r == SQLITE_DONE)
-            return;
+        if (r == SQLITE_DONE) {
+            /* nothing waits for derivation: the next run may skip passes
+             * over data it did not write */
+            if (storage__meta_set(s->db, "derive_clean", 1) == 0)
+                return;
+            r = SQLITE_ERROR;
+        }
         if (r != SQLITE_OK)
             failures++;
     }
@@ -1228,6 +1280,7 @@ static void record_error(struct cb_store *s, int r)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cb-store"); /* for top -H and perf */
     struct cb_store *s = arg;
     int64_t next_commit = mono_ms() + s->commit_interval_ms;
     int64_t retry_at = 0, backoff = 0, derive_after = 0;
@@ -1491,6 +1544,10 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
             goto fail;
         }
         s->derive_on = 1;
+        int64_t clean = 0;
+        storage__meta_get(s->db, "derive_clean", &clean);
+        s->clean_open = clean == 1;
+        s->dirty_min[0] = s->dirty_min[1] = INT64_MAX;
         s->stats.derived_1m = s->derive[0].done;
         s->stats.derived_1h = s->derive[1].done;
     } else {

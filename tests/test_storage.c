@@ -502,6 +502,66 @@ static void test_rollups_derived(void)
     teardown();
 }
 
+/* A writer that dies with samples not yet derived (some far ahead of its
+ * clock, a pass half done): the next run, which writes only a late sample,
+ * derives them all by its close, and the tiers equal the raw aggregates. */
+static void test_rollups_after_crash(void)
+{
+    setup();
+    int64_t base = 1732399200000LL;
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        cfg.storage_retention_step_rows = 10;
+        cfg.storage_commit_interval_ms = 10;
+        char err[512] = "";
+        struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+        if (!s)
+            _exit(1);
+        int64_t now = base + 30 * 60000 + 20000;
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(s, &clk);
+        char topic[32];
+        for (int k = 0; k < 12; k++) {
+            snprintf(topic, sizeof topic, "city/s%02d", k);
+            for (int64_t ts = base; ts < now; ts += 10000)
+                put(s, topic, "v", ts, (double)(ts / 10000 % 37) + k, 0);
+            put(s, topic, "v", cb_wall_ms() + 86400000LL + k, k, 0); /* a clock a day ahead */
+        }
+        if (cb_store_flush(s) != 0)
+            _exit(2);
+        struct cb_store_stats st;
+        for (int i = 0; i < 500; i++) { /* into the 1m pass, then die */
+            cb_store_get_stats(s, &st);
+            if (st.derive_steps > 20)
+                break;
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+        }
+        _exit(st.derive_steps > 0 ? 0 : 3);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    sqlite3 *db = raw_db();
+    CU_ASSERT(rollup_mismatches(db, "rollup_1m", 60000) > 0); /* not derived yet */
+    CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 0);
+    sqlite3_close(db);
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    put(s, "city/s04", "v", base + 61000, 99.5, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    db = raw_db();
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1h"),
+                    q_int(db, "SELECT count(*) FROM samples"));
+    CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 1);
+    sqlite3_close(db);
+    teardown();
+}
+
 /* ---- retention -------------------------------------------------------------------- */
 
 static void test_retention_steps(void)
@@ -933,6 +993,8 @@ void cb_test_suite_storage(void)
                 test_rollups_dense_batches);
     CU_add_test(s, "storage: rollups are derived after their bucket closes; queries and late rows stay exact",
                 test_rollups_derived);
+    CU_add_test(s, "storage: after a writer dies mid-derivation, the next run derives everything",
+                test_rollups_after_crash);
     CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
                 test_retention_steps);
     CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
