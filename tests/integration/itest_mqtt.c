@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <uv.h>
 
 #include "core/config.h"
@@ -368,6 +369,66 @@ static void test_qos1_stalled_loop_loses_nothing(void)
     rx_finish(&rx);
 }
 
+/* Above ingest.coalesce_above msg/s the loop collects the queue every
+ * millisecond instead of being woken per message, and goes back once the
+ * stream calms: nothing is lost or repeated either way, and a slow stream
+ * never switches. */
+static size_t co_expect;
+static struct cb_mqtt *co_m;
+static int co_drained(struct rx *rx) { return count_prefix(rx, "burst/") >= co_expect; }
+static int co_calm(struct rx *rx)
+{
+    (void)rx;
+    uint64_t n = stats_of(co_m).coalesce_switches;
+    return n > 0 && n % 2 == 0;
+}
+
+static void test_coalescing(void)
+{
+    struct rx rx;
+    rx_init(&rx);
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *topics[] = {"burst/#", "probe", NULL};
+    struct cb_config *c = rx_config(&rx, cb_h_broker_url(b), topics, 0);
+    c->ingest_coalesce_above = 1000;
+    struct cb_mqtt *m = co_m = rx_start(&rx);
+    struct cb_h_pub *p = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_TRUE_FATAL(wait_subscribed(&rx, p, "probe"));
+    for (size_t i = 0; i < 10; i++) { /* about 30 a second */
+        CU_ASSERT_EQUAL(cb_h_pub_str(p, "burst/slow", "s", 0), 0);
+        co_expect = i + 1;
+        CU_ASSERT_TRUE(run_until(&rx, co_drained, 2000));
+        struct timespec ts = {0, 30000000};
+        nanosleep(&ts, NULL);
+    }
+    CU_ASSERT_EQUAL(stats_of(m).coalesce_switches, 0);
+    for (int i = 0; i < 3000; i++) {
+        char pl[16];
+        snprintf(pl, sizeof pl, "%d", i);
+        CU_ASSERT_EQUAL(cb_h_pub_str(p, "burst/fast", pl, 0), 0);
+    }
+    co_expect = 10 + 3000;
+    CU_ASSERT_TRUE(run_until(&rx, co_drained, 10000));
+    CU_ASSERT(stats_of(m).coalesce_switches >= 1);
+    CU_ASSERT_TRUE(run_until(&rx, co_calm, 2000)); /* back to wake-ups */
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "burst/after", "a", 0), 0);
+    co_expect = 10 + 3000 + 1;
+    CU_ASSERT_TRUE(run_until(&rx, co_drained, 2000));
+    CU_ASSERT_EQUAL(count_prefix(&rx, "burst/fast"), 3000);
+    /* in order, none twice */
+    int next = 0, ordered = 1;
+    for (size_t i = 0; i < rx.n; i++)
+        if (strcmp(rx.got[i].topic, "burst/fast") == 0)
+            ordered &= atoi(rx.got[i].payload) == next++;
+    CU_ASSERT_TRUE(ordered);
+    struct cb_mqtt_stats s = stats_of(m);
+    CU_ASSERT_EQUAL(s.dropped_qos0, 0);
+    CU_ASSERT_EQUAL(s.received, rx.n);
+    rx_finish(&rx);
+}
+
 struct q0_wait {
     struct cb_mqtt *m;
     uint64_t total;
@@ -575,6 +636,8 @@ void cb_test_suite_mqtt(void)
     CU_add_test(s, "mqtt: QoS 1 with a stalled loop and a small queue loses nothing",
                 test_qos1_stalled_loop_loses_nothing);
     CU_add_test(s, "mqtt: QoS 0 overflow is dropped and counted", test_qos0_overflow_is_counted);
+    CU_add_test(s, "mqtt: a burst switches the loop to 1 ms collection and back, nothing lost",
+                test_coalescing);
     CU_add_test(s, "mqtt: a broker restart is survived (reconnect, resubscribe, queued messages)",
                 test_broker_restart_is_survived);
     CU_add_test(s, "mqtt: TLS with a CA file; a client trusting another CA is refused",
