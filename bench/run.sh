@@ -21,7 +21,7 @@
 # PROGRAMs (other helpers' bench_*: `key value` lines) are run after and
 # listed with their own figures; a missing one shows as "not run".
 #
-# The whole run is bounded (each step has a time limit; about 5 minutes).
+# The whole run is bounded (each step has a time limit; about 6 minutes).
 # BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, programs)
 # runs those sections only and prints their rows without writing BENCHMARKS.md.
 set -uo pipefail
@@ -195,13 +195,13 @@ ingest_round() {
   log "$label: citybrain ${cb_rate:-?} msg/s, baseline ${base_rate:-?} msg/s"
 }
 
-# ingest_pair LABEL QOS N [citybrain run options...]: BENCH_ROUNDS rounds (3;
+# ingest_pair LABEL QOS N [citybrain run options...]: BENCH_ROUNDS rounds (5;
 # 1 when quick), alternating on this shared machine whose speed drifts from
 # second to second; the table shows the round with the median ratio, the notes
 # every round's ratio.
 ingest_pair() {
   local label=$1 qos=$2 n=$3; shift 3
-  local rounds=${BENCH_ROUNDS:-3} i lines=""
+  local rounds=${BENCH_ROUNDS:-5} i lines=""
   [ "$QUICK" = 1 ] && rounds=1
   for i in $(seq "$rounds"); do
     ingest_round "$label" "$qos" "$n" "$@"
@@ -478,13 +478,15 @@ Produced by `make bench` (bench/run.sh); every figure is measured in one run on 
 named below, each beside a baseline measured in the same run. Reproduce with:
 
 ```sh
-make bench                      # everything, about 5 minutes, loopback only
+make bench                      # everything, about 6 minutes, loopback only
 BENCH_QUICK=1 bench/run.sh      # smaller counts, a smoke run
 ```
 
 How the figures are taken (bench/run.sh has the details):
-- **ingest** (three rounds, alternating, the table shows the round with the median ratio and
-  the notes every round's ratio): `bench/flood_pub` publishes N ~100-byte JSON messages over 10,080 topics as fast
+- **ingest** (five rounds, alternating, the table shows the round with the median ratio and
+  the notes every round's ratio; on this shared 2-core machine the count_sub baseline alone
+  swings by 1.5x between rounds, so the CPU per message is the steadier comparison):
+  `bench/flood_pub` publishes N ~100-byte JSON messages over 10,080 topics as fast
   as it can (N = 200,000 at QoS 0, 100,000 at QoS 1) to a private mosquitto; the baseline is
   `bench/count_sub`, a Paho MQTTAsync subscriber that only counts, then `citybrain run` with
   storage on (alone, on the same broker and stream). Throughput is N over the time from the
