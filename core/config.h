@@ -66,6 +66,7 @@ struct cb_config {
     int storage_synchronous;        /* enum cb_sync_mode */
     int64_t storage_commit_interval_ms;
     int64_t storage_cache_size;     /* bytes of SQLite page cache per connection */
+    int64_t storage_wal_checkpoint; /* WAL bytes that trigger an automatic checkpoint */
     char *storage_journal;          /* "" = "<db>.journal" */
     int storage_journal_fsync;      /* enum cb_journal_fsync */
     int64_t storage_journal_segment;

@@ -1498,6 +1498,20 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
                              target_version, err, errlen);
     if (!s->db)
         goto fail;
+    /* SQLite counts the automatic checkpoint in pages of the file */
+    int64_t page = 4096;
+    sqlite3_stmt *ps = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK &&
+        sqlite3_step(ps) == SQLITE_ROW && sqlite3_column_int64(ps, 0) > 0)
+        page = sqlite3_column_int64(ps, 0);
+    sqlite3_finalize(ps);
+    char ck[64];
+    snprintf(ck, sizeof ck, "PRAGMA wal_autocheckpoint = %lld",
+             (long long)(cfg->storage_wal_checkpoint / page));
+    if (sqlite3_exec(s->db, ck, NULL, NULL, NULL) != SQLITE_OK) {
+        storage__set_err(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
+        goto fail;
+    }
     if (target_version == STORAGE_SCHEMA_VERSION) {
         static const char *const keys[] = {"retention_raw_ms", "retention_1m_ms",
                                            "retention_1h_ms", "synchronous_full"};
