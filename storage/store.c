@@ -383,8 +383,10 @@ struct cb_store {
     struct map sensors, series;
     struct sensor_ent **touched;
     size_t ntouched, captouched;
-    struct item *items;
-    size_t capitems;
+    struct item *items, *sorted; /* sort_items moves items through sorted */
+    size_t capitems, capsorted;
+    size_t *counts;              /* per series id, for sort_items */
+    size_t capcounts;
     uint64_t committed_pos;
     struct derive derive[2];
     int derive_on;  /* 0: opened at an older schema version (tests): merge every row */
@@ -550,6 +552,50 @@ static int cmp_item(const void *a, const void *b)
     return (x->ts > y->ts) - (x->ts < y->ts);
 }
 
+/* Sorts s->items[0, n) by (series, ts). Series ids are small and dense, so
+ * a stable counting sort by id, then a check of each series' run: rows come
+ * in arrival order, which is ts order unless some were late, and only a run
+ * that is not gets a qsort. qsort of the whole batch was 5 % of the writer's
+ * CPU under a flood. Sparse ids (far more than rows) take the qsort. */
+static int sort_items(struct cb_store *s, size_t n)
+{
+    int64_t maxid = 0;
+    for (size_t i = 0; i < n; i++)
+        if (s->items[i].series > maxid)
+            maxid = s->items[i].series;
+    if (maxid < 0 || (uint64_t)maxid > 4 * (uint64_t)n + 65536) {
+        qsort(s->items, n, sizeof *s->items, cmp_item);
+        return 0;
+    }
+    size_t ids = (size_t)maxid + 2;
+    if (grow((void **)&s->counts, &s->capcounts, ids, sizeof *s->counts) < 0 ||
+        grow((void **)&s->sorted, &s->capsorted, n, sizeof *s->sorted) < 0)
+        return -1;
+    memset(s->counts, 0, ids * sizeof *s->counts);
+    for (size_t i = 0; i < n; i++)
+        s->counts[s->items[i].series + 1]++;
+    for (size_t k = 1; k < ids; k++)
+        s->counts[k] += s->counts[k - 1];
+    for (size_t i = 0; i < n; i++)
+        s->sorted[s->counts[s->items[i].series]++] = s->items[i];
+    struct item *t = s->items;
+    s->items = s->sorted;
+    s->sorted = t;
+    size_t c = s->capitems;
+    s->capitems = s->capsorted;
+    s->capsorted = c;
+    for (size_t a = 0; a < n;) {
+        size_t b = a + 1, ordered = 1;
+        for (; b < n && s->items[b].series == s->items[a].series; b++)
+            if (s->items[b].ts < s->items[b - 1].ts)
+                ordered = 0;
+        if (!ordered)
+            qsort(s->items + a, b - a, sizeof *s->items, cmp_item);
+        a = b;
+    }
+    return 0;
+}
+
 /* Binds accumulator a (parameters ?1..?10 of ROLLUP_UPDATE / ROLLUP_INSERT)
  * to st and steps it. Returns SQLITE_DONE or the SQLite error. */
 static int acc_step(sqlite3_stmt *st, const struct acc *a)
@@ -711,8 +757,10 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             goto fail;
         s->items[i] = (struct item){se->id, pr->ts, pr->value, se};
     }
-    if (b->nrows)
-        qsort(s->items, b->nrows, sizeof *s->items, cmp_item);
+    if (b->nrows && sort_items(s, b->nrows) < 0) {
+        r = SQLITE_NOMEM;
+        goto fail;
+    }
     /* insert; roll up what was inserted */
     struct acc a1m = {0}, a1h = {0};
     const struct tier t1m = {0, STORAGE_MINUTE_MS, s->st[ST_UPD_1M], s->st[ST_INS_1M]};
@@ -1455,6 +1503,8 @@ static void store_free(struct cb_store *s)
     map_clear(&s->series, 0);
     free(s->touched);
     free(s->items);
+    free(s->sorted);
+    free(s->counts);
     free(s->path);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->wake);
