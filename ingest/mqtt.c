@@ -139,7 +139,6 @@ struct cb_mqtt {
     struct node *spare;        /* small nodes given back by the loop */
     size_t nspare;
     struct node *mine;         /* Paho's thread only: small nodes taken from spare */
-    bool wake;                 /* append_locked -> consumed_locked */
 
     /* Commands, loop -> worker. */
     pthread_mutex_t cmd_lock;
@@ -224,10 +223,10 @@ static void fill_node(struct node *n, const char *topic, size_t tl, const void *
         memcpy(n->data + tl + 1, payload, len);
 }
 
-/* Appends n to the queue and notes in m->wake whether the loop must be woken:
- * only when the queue was empty (else a wake-up is already on its way or the
- * loop is draining) and the loop is not collecting on its tick (see pace). */
-static void append_locked(struct cb_mqtt *m, struct node *n)
+/* Appends n to the queue. Returns whether the loop must be woken: only when
+ * the queue was empty (else a wake-up is already on its way or the loop is
+ * draining) and the loop is not collecting on its tick (see pace). */
+static bool append_locked(struct cb_mqtt *m, struct node *n)
 {
     bool was_empty = m->head == NULL;
     if (m->tail)
@@ -237,13 +236,12 @@ static void append_locked(struct cb_mqtt *m, struct node *n)
     m->tail = n;
     STAT_SET(m, queue_depth, m->count);
     STAT_SET(m, queue_bytes, m->bytes);
-    m->wake = was_empty && !m->polling;
+    return was_empty && !m->polling;
 }
 
 /* Unlocks, wakes the loop if append_locked asked for it, frees Paho's copy. */
-static int consumed_locked(struct cb_mqtt *m, MQTTAsync_message *msg, char *topic)
+static int consumed_locked(struct cb_mqtt *m, bool wake, MQTTAsync_message *msg, char *topic)
 {
-    bool wake = m->wake;
     pthread_mutex_unlock(&m->lock);
     if (wake)
         uv_async_send(&m->async);
@@ -333,8 +331,7 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     m->bytes += size;
     if (qos == 0) {
         fill_node(n, topic, tl, msg->payload, len, arrival, qos);
-        append_locked(m, n);
-        return consumed_locked(m, msg, topic);
+        return consumed_locked(m, append_locked(m, n), msg, topic);
     }
     pthread_mutex_unlock(&m->lock);
     fill_node(n, topic, tl, msg->payload, len, arrival, qos);
@@ -348,8 +345,7 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     }
 
     pthread_mutex_lock(&m->lock);
-    append_locked(m, n);
-    return consumed_locked(m, msg, topic);
+    return consumed_locked(m, append_locked(m, n), msg, topic);
 consumed:
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
@@ -444,6 +440,25 @@ static void on_disconnect5(void *ctx, MQTTAsync_successData5 *resp);
 static void on_disconnect_failed(void *ctx, MQTTAsync_failureData *resp);
 static void on_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp);
 
+/* Disconnects (timeout_ms for in-flight work, 0 = Paho's default); the end
+ * is reported through disconnect_finished, at once if Paho refuses. */
+static void send_disconnect(struct cb_mqtt *m, int timeout_ms)
+{
+    MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
+    if (timeout_ms)
+        o.timeout = timeout_ms;
+    o.context = m;
+    if (m->version == 5) {
+        o.onSuccess5 = on_disconnect5;
+        o.onFailure5 = on_disconnect_failed5;
+    } else {
+        o.onSuccess = on_disconnect;
+        o.onFailure = on_disconnect_failed;
+    }
+    if (MQTTAsync_disconnect(m->client, &o) != MQTTASYNC_SUCCESS)
+        disconnect_finished(m);
+}
+
 static void connected(struct cb_mqtt *m, int session_present)
 {
     STAT_ADD(m, connects, 1);
@@ -460,17 +475,7 @@ static void connected(struct cb_mqtt *m, int session_present)
         /* A connect that completed after stop: leave at once, take nothing.
          * The stop's own disconnect may have raced this connect and lost its
          * callbacks, so this one reports the end of the connection too. */
-        MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
-        o.context = m;
-        if (m->version == 5) {
-            o.onSuccess5 = on_disconnect5;
-            o.onFailure5 = on_disconnect_failed5;
-        } else {
-            o.onSuccess = on_disconnect;
-            o.onFailure = on_disconnect_failed;
-        }
-        if (MQTTAsync_disconnect(m->client, &o) != MQTTASYNC_SUCCESS)
-            disconnect_finished(m);
+        send_disconnect(m, 0);
         return;
     }
     subscribe_all(m);
@@ -608,18 +613,7 @@ static void do_disconnect(struct cb_mqtt *m)
         disconnect_finished(m);
         return;
     }
-    MQTTAsync_disconnectOptions o = MQTTAsync_disconnectOptions_initializer;
-    o.timeout = 2000;
-    o.context = m;
-    if (m->version == 5) {
-        o.onSuccess5 = on_disconnect5;
-        o.onFailure5 = on_disconnect_failed5;
-    } else {
-        o.onSuccess = on_disconnect;
-        o.onFailure = on_disconnect_failed;
-    }
-    if (MQTTAsync_disconnect(m->client, &o) != MQTTASYNC_SUCCESS)
-        disconnect_finished(m);
+    send_disconnect(m, 2000);
 }
 
 static void *worker_main(void *arg)

@@ -94,8 +94,17 @@ static int begin(struct cb_store_reader *r)
 static void derived_in_snapshot(struct cb_store_reader *r, int64_t *d1m, int64_t *d1h)
 {
     *d1m = *d1h = STORAGE_DERIVE_NONE;
-    storage__meta_get(r->db, "derive_1m_done", d1m);
-    storage__meta_get(r->db, "derive_1h_done", d1h);
+    sqlite3_stmt *st = NULL; /* one statement for both: this runs on every query */
+    if (sqlite3_prepare_v2(r->db,
+                           "SELECT key, value FROM meta WHERE key IN ('derive_1m_done', "
+                           "'derive_1h_done')",
+                           -1, &st, NULL) == SQLITE_OK)
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *key = (const char *)sqlite3_column_text(st, 0);
+            int64_t *out = strcmp(key, "derive_1m_done") == 0 ? d1m : d1h;
+            *out = sqlite3_column_int64(st, 1);
+        }
+    sqlite3_finalize(st);
 }
 
 static void end(struct cb_store_reader *r)
