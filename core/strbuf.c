@@ -1,6 +1,7 @@
 #include "core/strbuf.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ void cb_strbuf_free(struct cb_strbuf *b)
 void cb_strbuf_reset(struct cb_strbuf *b)
 {
     b->len = 0;
+    b->oom = 0;
     if (b->data)
         b->data[0] = '\0';
 }
@@ -47,6 +49,27 @@ void cb_strbuf_append(struct cb_strbuf *b, const char *s, size_t n)
     memcpy(b->data + b->len, s, n);
     b->len += n;
     b->data[b->len] = '\0';
+}
+
+size_t cb_strbuf_add_string(struct cb_strbuf *b, const char *s, size_t n)
+{
+    size_t off = b->len;
+    if (reserve(b, n + 1))
+        return SIZE_MAX;
+    memcpy(b->data + off, s, n);
+    b->data[off + n] = '\0';
+    b->len += n + 1;
+    b->data[b->len] = '\0';
+    return off;
+}
+
+void cb_strbuf_truncate(struct cb_strbuf *b, size_t len)
+{
+    b->oom = 0;
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
 }
 
 void cb_strbuf_puts(struct cb_strbuf *b, const char *s) { cb_strbuf_append(b, s, strlen(s)); }

@@ -1,5 +1,7 @@
 /* A growable byte buffer, NUL-terminated at all times, and a JSON string
- * escaper. Used wherever text is built: JSON answers, Prometheus text, CAP XML.
+ * escaper. Used wherever text is built: JSON answers, Prometheus text, CAP XML;
+and as an arena of strings addressed by offset (the decoder's names, the
+store's pending batches).
  * Allocation failure is sticky: `oom` is set, later appends do nothing, and the
  * caller checks once at the end. */
 #ifndef CB_CORE_STRBUF_H
@@ -17,7 +19,7 @@ struct cb_strbuf {
 
 void cb_strbuf_init(struct cb_strbuf *b);
 void cb_strbuf_free(struct cb_strbuf *b);
-void cb_strbuf_reset(struct cb_strbuf *b);              /* len = 0, keeps memory */
+void cb_strbuf_reset(struct cb_strbuf *b); /* len = 0 and oom cleared, keeps memory */
 void cb_strbuf_append(struct cb_strbuf *b, const char *s, size_t n);
 void cb_strbuf_puts(struct cb_strbuf *b, const char *s);
 void cb_strbuf_putc(struct cb_strbuf *b, char c);
@@ -31,6 +33,13 @@ void cb_strbuf_json_string(struct cb_strbuf *b, const char *s, size_t n);
 void cb_strbuf_json_number(struct cb_strbuf *b, double v);
 /* Appends s with the five XML entities escaped (&, <, >, ", '). */
 void cb_strbuf_xml_text(struct cb_strbuf *b, const char *s, size_t n);
+/* For strings kept back to back in one buffer (an arena, addressed by
+ * offset): appends s (n bytes) and a NUL of its own. Returns the offset of
+ * its first byte, or SIZE_MAX when memory ran out. */
+size_t cb_strbuf_add_string(struct cb_strbuf *b, const char *s, size_t n);
+/* Cuts b back to its first len bytes (len <= b->len) and clears oom: what
+ * failed since is undone. */
+void cb_strbuf_truncate(struct cb_strbuf *b, size_t len);
 /* Hands the buffer to the caller (who frees it) and re-initialises b. */
 char *cb_strbuf_steal(struct cb_strbuf *b, size_t *len);
 

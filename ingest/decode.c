@@ -75,6 +75,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/strbuf.h"
+
 #define MAX_NAME 255
 /* 9999-12-31T23:59:59.999Z */
 #define MAX_TS_MS 253402300799999LL
@@ -86,8 +88,7 @@ struct cb_decoder {
     struct cb_sample *samples;
     size_t *name_off; /* offset of each sample's metric in names */
     size_t ns, scap;
-    char *names;      /* NUL-terminated names, back to back */
-    size_t nlen, ncap;
+    struct cb_strbuf names; /* NUL-terminated names, back to back */
     char *text;       /* NUL-terminated copy for strtod */
     size_t tcap;
     char path[MAX_NAME + 2];
@@ -119,33 +120,12 @@ void cb_decoder_free(struct cb_decoder *d)
         return;
     free(d->samples);
     free(d->name_off);
-    free(d->names);
+    cb_strbuf_free(&d->names);
     free(d->text);
     free(d);
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
-
-/* Appends s (len bytes) plus a NUL to the name arena. Returns its offset, or
- * SIZE_MAX on OOM. */
-static size_t arena_put(struct cb_decoder *d, const char *s, size_t len)
-{
-    if (d->nlen + len + 1 > d->ncap) {
-        size_t nc = d->ncap ? d->ncap : 256;
-        while (nc < d->nlen + len + 1)
-            nc *= 2;
-        char *nn = realloc(d->names, nc);
-        if (!nn)
-            return SIZE_MAX;
-        d->names = nn;
-        d->ncap = nc;
-    }
-    size_t off = d->nlen;
-    memcpy(d->names + off, s, len);
-    d->names[off + len] = '\0';
-    d->nlen += len + 1;
-    return off;
-}
 
 /* Adds one sample whose metric is name[0..len). Returns CB_REJECT_NONE,
  * too_many_fields, or malformed on OOM (the payload cannot be kept whole). */
@@ -166,7 +146,7 @@ static enum cb_reject add_sample(struct cb_decoder *d, const char *name, size_t 
         d->name_off = no;
         d->scap = nc;
     }
-    size_t off = arena_put(d, name, len);
+    size_t off = cb_strbuf_add_string(&d->names, name, len);
     if (off == SIZE_MAX)
         return CB_REJECT_MALFORMED;
     d->name_off[d->ns] = off;
@@ -572,7 +552,7 @@ static enum cb_reject decode_senml(struct cb_decoder *d, const cJSON *root, int6
         }
     }
     if (base.bn) {
-        size_t off = arena_put(d, base.bn, strlen(base.bn));
+        size_t off = cb_strbuf_add_string(&d->names, base.bn, strlen(base.bn));
         if (off == SIZE_MAX)
             return CB_REJECT_MALFORMED;
         d->device_off = off;
@@ -633,7 +613,7 @@ enum cb_reject cb_decode(struct cb_decoder *d, const char *topic, const void *pa
                          size_t len, int64_t arrival_ms, struct cb_decoded *out)
 {
     d->ns = 0;
-    d->nlen = 0;
+    cb_strbuf_reset(&d->names);
     d->has_device = false;
     d->saw_string = false;
     out->samples = NULL;
@@ -699,9 +679,9 @@ done:
         return r;
     }
     for (size_t i = 0; i < d->ns; i++)
-        d->samples[i].metric = d->names + d->name_off[i];
+        d->samples[i].metric = d->names.data + d->name_off[i];
     out->samples = d->samples;
     out->n = d->ns;
-    out->device = d->has_device ? d->names + d->device_off : NULL;
+    out->device = d->has_device ? d->names.data + d->device_off : NULL;
     return CB_REJECT_NONE;
 }

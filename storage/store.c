@@ -31,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/strbuf.h"
+
 /* ---- batches -------------------------------------------------------------- */
 
 struct pend_row {
@@ -50,8 +52,7 @@ struct batch {
     size_t nrows, caprows;
     struct pend_quar *quar;
     size_t nquar, capquar;
-    char *arena;
-    size_t alen, acap;
+    struct cb_strbuf arena; /* the rows' strings, addressed by offset */
     uint64_t max_pos; /* highest journal position handled by this batch */
 };
 
@@ -62,7 +63,8 @@ static int batch_empty(const struct batch *b)
 
 static void batch_clear(struct batch *b)
 {
-    b->nrows = b->nquar = b->alen = 0;
+    b->nrows = b->nquar = 0;
+    cb_strbuf_reset(&b->arena);
     b->max_pos = 0;
 }
 
@@ -70,28 +72,8 @@ static void batch_free(struct batch *b)
 {
     free(b->rows);
     free(b->quar);
-    free(b->arena);
+    cb_strbuf_free(&b->arena);
     memset(b, 0, sizeof *b);
-}
-
-/* Copies n bytes and a NUL into the arena. SIZE_MAX on OOM. */
-static size_t arena_put(struct batch *b, const char *s, size_t n)
-{
-    if (b->alen + n + 1 > b->acap) {
-        size_t cap = b->acap ? b->acap : 4096;
-        while (cap < b->alen + n + 1)
-            cap *= 2;
-        char *a = realloc(b->arena, cap);
-        if (!a)
-            return SIZE_MAX;
-        b->arena = a;
-        b->acap = cap;
-    }
-    size_t off = b->alen;
-    memcpy(b->arena + off, s, n);
-    b->arena[off + n] = '\0';
-    b->alen += n + 1;
-    return off;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -736,11 +718,11 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     size_t last_topic = SIZE_MAX;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct pend_row *pr = &b->rows[i];
-        const char *topic = b->arena + pr->topic;
+        const char *topic = b->arena.data + pr->topic;
         if (pr->topic != last_topic) {
             r = SQLITE_OK;
             sensor = sensor_for(s, topic,
-                                pr->device == SIZE_MAX ? NULL : b->arena + pr->device, pr->ts,
+                                pr->device == SIZE_MAX ? NULL : b->arena.data + pr->device, pr->ts,
                                 &r);
             if (!sensor)
                 goto fail;
@@ -752,7 +734,7 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                 sensor->last_seen = pr->ts;
         }
         r = SQLITE_OK;
-        struct series_ent *se = series_for(s, topic, sensor, b->arena + pr->metric, &r);
+        struct series_ent *se = series_for(s, topic, sensor, b->arena.data + pr->metric, &r);
         if (!se)
             goto fail;
         s->items[i] = (struct item){se->id, pr->ts, pr->value, se};
@@ -817,11 +799,11 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     for (size_t i = 0; i < b->nquar; i++) {
         const struct pend_quar *q = &b->quar[i];
         sqlite3_stmt *st = s->st[ST_INS_QUAR];
-        sqlite3_bind_text(st, 1, b->arena + q->topic, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, b->arena + q->metric, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, b->arena.data + q->topic, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, b->arena.data + q->metric, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, q->ts);
         sqlite3_bind_double(st, 4, q->value);
-        sqlite3_bind_text(st, 5, b->arena + q->reason, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, b->arena.data + q->reason, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, now);
         if ((r = step_done(st)) != SQLITE_OK)
             goto fail;
@@ -1661,18 +1643,18 @@ int cb_store_append(struct cb_store *s, const char *topic, const char *device,
     int rc = 0;
     pthread_mutex_lock(&s->mu);
     struct batch *b = &s->pending;
-    size_t save_rows = b->nrows, save_alen = b->alen;
+    size_t save_rows = b->nrows, save_alen = b->arena.len;
     if (b->nrows + s->work_rows + n > s->max_pending)
         goto drop;
-    size_t t = arena_put(b, topic, strlen(topic));
-    size_t d = device ? arena_put(b, device, strlen(device)) : SIZE_MAX - 1;
+    size_t t = cb_strbuf_add_string(&b->arena, topic, strlen(topic));
+    size_t d = device ? cb_strbuf_add_string(&b->arena, device, strlen(device)) : SIZE_MAX - 1;
     if (t == SIZE_MAX || d == SIZE_MAX ||
         grow((void **)&b->rows, &b->caprows, b->nrows + n, sizeof *b->rows) < 0)
         goto drop;
     if (d == SIZE_MAX - 1)
         d = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
-        size_t m = arena_put(b, samples[i].metric, strlen(samples[i].metric));
+        size_t m = cb_strbuf_add_string(&b->arena, samples[i].metric, strlen(samples[i].metric));
         if (m == SIZE_MAX)
             goto drop;
         b->rows[b->nrows++] =
@@ -1685,7 +1667,7 @@ int cb_store_append(struct cb_store *s, const char *topic, const char *device,
     return 0;
 drop:
     b->nrows = save_rows;
-    b->alen = save_alen;
+    cb_strbuf_truncate(&b->arena, save_alen);
     drop_locked(s, n, journal_pos);
     rc = -1;
     pthread_mutex_unlock(&s->mu);
@@ -1705,19 +1687,20 @@ int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_s
 {
     pthread_mutex_lock(&s->mu);
     struct batch *b = &s->pending;
-    size_t save_alen = b->alen;
+    size_t save_alen = b->arena.len;
     if (b->nrows + s->work_rows + b->nquar + 1 > s->max_pending)
         goto drop;
-    size_t t = arena_put(b, topic, strlen(topic));
-    size_t m = t == SIZE_MAX ? SIZE_MAX : arena_put(b, sample->metric, strlen(sample->metric));
-    size_t r = m == SIZE_MAX ? SIZE_MAX : arena_put(b, reason, strlen(reason));
-    if (r == SIZE_MAX || grow((void **)&b->quar, &b->capquar, b->nquar + 1, sizeof *b->quar) < 0)
+    struct cb_strbuf *a = &b->arena; /* after a failure the next adds fail too */
+    size_t t = cb_strbuf_add_string(a, topic, strlen(topic));
+    size_t m = cb_strbuf_add_string(a, sample->metric, strlen(sample->metric));
+    size_t r = cb_strbuf_add_string(a, reason, strlen(reason));
+    if (t == SIZE_MAX || m == SIZE_MAX || r == SIZE_MAX || grow((void **)&b->quar, &b->capquar, b->nquar + 1, sizeof *b->quar) < 0)
         goto drop;
     b->quar[b->nquar++] = (struct pend_quar){t, m, r, sample->ts_ms, sample->value};
     pthread_mutex_unlock(&s->mu);
     return 0;
 drop:
-    b->alen = save_alen;
+    cb_strbuf_truncate(&b->arena, save_alen);
     drop_locked(s, 1, 0);
     pthread_mutex_unlock(&s->mu);
     return -1;
