@@ -1,9 +1,9 @@
 /* A growable byte buffer, NUL-terminated at all times, and a JSON string
  * escaper. Used wherever text is built: JSON answers, Prometheus text, CAP XML;
-and as an arena of strings addressed by offset (the decoder's names, the
-store's pending batches).
- * Allocation failure is sticky: `oom` is set, later appends do nothing, and the
- * caller checks once at the end. */
+ * and as an arena of strings addressed by offset (the decoder's names, the
+ * store's pending batches).
+ * Allocation failure is sticky until a reset or truncate: `oom` is set, later
+ * appends do nothing, and the caller checks once at the end. */
 #ifndef CB_CORE_STRBUF_H
 #define CB_CORE_STRBUF_H
 
