@@ -9,7 +9,8 @@ $(BUILD)/bench/libcb_alerts.a: $(patsubst %.c,$(BUILD)/rel/%.o,$(LIB_SRCS))
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bench/bench_alerts: bench/bench_alerts.c $(BUILD)/bench/libcb_alerts.a
+$(BUILD)/bench/bench_alerts: bench/bench_alerts.c tests/support/store_fixture.c \
+		$(BUILD)/bench/libcb_alerts.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CPPFLAGS) -O2 -g $(WARN) $^ -o $@ $(LDLIBS)

@@ -26,6 +26,7 @@
 #include "core/config.h"
 #include "storage/storage.h"
 #include "core/log.h"
+#include "tests/support/store_fixture.h"
 
 #define MAXN 200000
 
@@ -184,25 +185,6 @@ static int wait_received(long want, int64_t max_ms)
     return __atomic_load_n(&received, __ATOMIC_RELAXED) >= want;
 }
 
-/* Creates the database schema (alert tables included) as the daemon does:
- * cb_store_open migrates, cb_store_close commits and closes. */
-static int create_schema(const char *db)
-{
-    struct cb_config c;
-    char e[256] = "";
-    if (cb_config_defaults(&c))
-        return -1;
-    free(c.storage_db);
-    c.storage_db = strdup(db);
-    struct cb_store *s = cb_store_open(&c, NULL, e, sizeof e);
-    if (!s)
-        fprintf(stderr, "cb_store_open: %s\n", e);
-    else
-        cb_store_close(s);
-    cb_config_free(&c);
-    return s ? 0 : -1;
-}
-
 static void on_closed(void *ctx) { *(int *)ctx = 1; }
 
 int main(int argc, char **argv)
@@ -220,7 +202,7 @@ int main(int argc, char **argv)
     if (!sent_us || !lat_us || !mkdtemp(dir))
         return 1;
     snprintf(db, sizeof db, "%s/a.db", dir);
-    if (create_schema(db))
+    if (cb_t_create_schema(db))
         return 1;
     int port = free_port();
     pid_t broker = start_broker(port, dir);
