@@ -748,7 +748,7 @@ static void maybe_done(struct cb_mqtt *m)
 /* Coalescing, in the manner of Linux's NAPI. Below ingest.coalesce_above
  * msg/s each message that finds the queue empty wakes the loop at once (an
  * alert is never held back on a quiet stream). Above it, a wake-up per
- * message cost two context switches and an eventfd write each, about a third
+ * message cost two context switches and an eventfd write each, about a fifth
  * of citybrain's CPU at 80k msg/s on two cores (perf), so the loop stops
  * being woken and collects the queue on a 1 ms tick instead, until the rate
  * falls below half the threshold. The rate is measured over windows of at

@@ -286,8 +286,8 @@ struct acc {
 
 /* Rows newer than their series' max_ts are inserted INSERT_CHUNK at a time:
  * one statement step for 64 rows instead of 64 (bind, step, reset) rounds,
- * about 30 % less writer CPU per row (measured with a plain SQLite program
- * on this schema: 1.25M rows/s one at a time, 1.70M in chunks of 64). */
+ * about 26 % less time per row (measured with a plain SQLite program on
+ * this schema: 1.25M rows/s one at a time, 1.70M in chunks of 64). */
 #define INSERT_CHUNK 64
 
 /* Rollup derivation, tier 0 (rollup_1m, from samples) and tier 1 (rollup_1h,
@@ -537,8 +537,8 @@ static int cmp_item(const void *a, const void *b)
 /* Sorts s->items[0, n) by (series, ts). Series ids are small and dense, so
  * a stable counting sort by id, then a check of each series' run: rows come
  * in arrival order, which is ts order unless some were late, and only a run
- * that is not gets a qsort. qsort of the whole batch was 5 % of the writer's
- * CPU under a flood. Sparse ids (far more than rows) take the qsort. */
+ * that is not gets a qsort. With a qsort of the whole batch the writer
+ * used 10 % more CPU under a flood (0.47 against 0.42 s per 200k messages). Sparse ids (far more than rows) take the qsort. */
 static int sort_items(struct cb_store *s, size_t n)
 {
     int64_t maxid = 0;
