@@ -125,6 +125,14 @@ static double g_uptime(void *ctx)
     return (double)(cb_wall_ms() - d->started_ms) / 1000.0;
 }
 
+/* For "no data since" alerting, and for timing a benchmark's Nth message
+ * without polling while it runs. */
+static double g_last_message(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    return (double)__atomic_load_n(&d->last_message_ms, __ATOMIC_RELAXED) / 1000.0;
+}
+
 static void register_metrics(struct cb_daemon *d)
 {
     d->m_msg_accepted = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"accepted\"",
@@ -206,6 +214,9 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
+        {"citybrain_ingest_last_message_timestamp_seconds",
+         "Unix time the last message was handled (decoded and judged), 0 before the first",
+         g_last_message},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cb_metrics_gauge_fn(fns[i].name, "", fns[i].help, fns[i].fn, d);
@@ -251,6 +262,7 @@ static void on_message(void *ctx, const struct cb_message *m)
 {
     struct cb_daemon *d = ctx;
     struct cb_decoded dec;
+    __atomic_store_n(&d->last_message_ms, cb_wall_ms(), __ATOMIC_RELAXED);
     enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
     if (r != CB_REJECT_NONE) {
         cb_counter_add(d->m_msg_rejected, 1);

@@ -45,6 +45,7 @@ struct cb_daemon {
     int stopping;
     int exit_code;
     int64_t started_ms;
+    int64_t last_message_ms; /* wall clock of the last message handled (atomic) */
     struct cb_strbuf feed; /* the alert feed's JSON, reused */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;

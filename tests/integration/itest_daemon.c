@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "tests/support/daemon_itest.h"
 
 void cb_test_suite_daemon(void);
@@ -164,6 +165,9 @@ static void test_rejections_counted_by_reason(void)
     const char *deep = "citybrain_ingest_rejected_total{reason=\"too_deep\"}";
     CU_ASSERT_DOUBLE_EQUAL(metric(port, mal), 0, 0.1);
     CU_ASSERT_DOUBLE_EQUAL(metric(port, big), 0, 0.1);
+    const char *last = "citybrain_ingest_last_message_timestamp_seconds";
+    CU_ASSERT_DOUBLE_EQUAL(metric(port, last), 0, 0.0001);
+    double before_s = (double)cb_wall_ms() / 1000.0;
 
     struct cb_h_pub *pub = cb_h_pub_connect(cb_h_broker_url(b), NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(pub);
@@ -191,6 +195,9 @@ static void test_rejections_counted_by_reason(void)
                            0.1);
     CU_ASSERT_DOUBLE_EQUAL(metric(port, "citybrain_ingest_messages_total{result=\"accepted\"}"), 1,
                            0.1);
+    /* The good message was handled after the first publish (ms resolution). */
+    double last_s = metric(port, last);
+    CU_ASSERT(last_s >= before_s - 0.001 && last_s <= (double)cb_wall_ms() / 1000.0);
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
     CU_ASSERT_EQUAL(cb_h_sql_count(db, "samples", NULL), 1);
 }
