@@ -91,7 +91,8 @@ struct cb_api_provider {
      * (the body is still the JSON document, not an error). */
     int (*health)(void *ctx, struct cb_strbuf *out);
     /* {"alerts":[{id, rule, state, severity, labels, since, at, message,
-     * acked_by?...}]} filtered. */
+     * acked_by?...}]} filtered; the live instances (state is never
+     * "resolved": see alerts_resolved). */
     int (*alerts)(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out);
     /* A number that changes whenever the answer of alerts() may change (any
      * transition, acknowledgement, rule reload). With it, api/ keeps the
@@ -133,6 +134,11 @@ struct cb_api_provider {
     /* {"transitions":[{seq, ...the transition object}]} */
     int (*history)(void *ctx, void *reader, const struct cb_api_history_query *q,
                    struct cb_strbuf *out);
+    /* GET /api/alerts?state=resolved: {"alerts":[...]}, the resolved instances
+     * of the store (f->state is "resolved"). Not in memory, and a year of them
+     * may be many: read here, never on the loop. */
+    int (*alerts_resolved)(void *ctx, void *reader, const struct cb_api_alert_filter *f,
+                           struct cb_strbuf *out);
     /* Calls emit for every stored transition with seq > after_seq, in seq
      * order, at most `limit`. Returns 0, or -1 on a read error. */
     int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,

@@ -239,7 +239,7 @@ void api__reader_put(struct cb_api *api, struct api_reader *r)
 
 /* ---- asynchronous (pool) requests ------------------------------------------------ */
 
-enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY };
+enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY, WORK_RESOLVED };
 
 struct work;
 
@@ -255,7 +255,7 @@ struct work {
     h2o_req_t *req;     /* NULL once the request is gone */
     struct guard *guard;
     enum work_kind kind;
-    char *s1, *s2;      /* topic, metric / rule (owned copies) */
+    char *s1, *s2;      /* topic, metric / rule / severity, rule (owned copies) */
     int64_t a, b, c;    /* from, to, step / limit */
     int status;
     struct cb_strbuf out;
@@ -296,6 +296,11 @@ static void work_run(uv_work_t *u)
         struct cb_api_history_query q = {
             .from_ms = w->a, .to_ms = w->b, .limit = (size_t)w->c, .rule = w->s1};
         w->status = p->history(p->ctx, r->reader, &q, &w->out);
+        break;
+    }
+    case WORK_RESOLVED: {
+        struct cb_api_alert_filter f = {"resolved", w->s1, w->s2};
+        w->status = p->alerts_resolved(p->ctx, r->reader, &f, &w->out);
         break;
     }
     }
@@ -460,8 +465,22 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
         return;
     }
     struct cb_api_alert_filter f = {ps[0].value, ps[1].value, ps[2].value};
-    /* Resolved alerts come from the store, which the version does not follow. */
-    int cacheable = api->alerts_cache && !(f.state && !strcmp(f.state, "resolved"));
+    if (f.state && !strcmp(f.state, "resolved")) {
+        /* From the store, on the pool (and not cached: the version follows
+         * the live instances only). */
+        struct work *w = work_new(api, req, WORK_RESOLVED);
+        if (!w || (f.severity && !(w->s1 = strdup(f.severity))) ||
+            (f.rule && !(w->s2 = strdup(f.rule)))) {
+            if (w)
+                free(w->s1);
+            free(w);
+            api__error(api, req, 500, "out of memory");
+            return;
+        }
+        work_queue(api, w);
+        return;
+    }
+    int cacheable = api->alerts_cache != NULL;
     const char *query = req->query_at == SIZE_MAX ? "" : req->path.base + req->query_at + 1;
     size_t qlen = req->query_at == SIZE_MAX ? 0 : req->path.len - req->query_at - 1;
     uint64_t version = cacheable ? api->prov.alerts_version(api->prov.ctx) : 0;

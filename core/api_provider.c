@@ -2,9 +2,9 @@
  *
  * Loop-thread answers come from memory: alert instances from the rule engine
  * (the source of truth while running), silences and counters from alerts/.
- * Pool-thread answers (sensors, series, history, SSE resume) read SQLite
- * through a per-thread pair of read connections, so a slow query never
- * delays ingestion. */
+ * Pool-thread answers (sensors, series, history, resolved alerts, SSE
+ * resume) read SQLite through a per-thread pair of read connections, so a
+ * slow query never delays ingestion. */
 #include "core/version.h"
 #include "core/clock.h"
 #include "core/daemon_int.h"
@@ -119,13 +119,6 @@ static void list_one(void *ctx, const struct cb_transition *t)
 static int alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out)
 {
     struct cb_daemon *d = ctx;
-    if (f->state && !strcmp(f->state, "resolved")) {
-        /* Resolved instances live only in the store. */
-        cb_strbuf_puts(out, "{\"alerts\":");
-        int rc = cb_alerts_list_json(d->alerts, "resolved", f->severity, f->rule, out);
-        cb_strbuf_putc(out, '}');
-        return rc ? 500 : 200;
-    }
     struct list_ctx c = {f, out, 0};
     cb_strbuf_puts(out, "{\"alerts\":[");
     cb_engine_foreach_instance(d->engine, list_one, &c);
@@ -504,6 +497,23 @@ static int history(void *ctx, void *reader, const struct cb_api_history_query *q
     return 200;
 }
 
+/* Resolved instances live only in the store. */
+static int alerts_resolved(void *ctx, void *reader, const struct cb_api_alert_filter *f,
+                           struct cb_strbuf *out)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    struct cb_alert_filter af = {.state = "resolved", .severity = f->severity, .rule = f->rule};
+    cb_strbuf_puts(out, "{\"alerts\":");
+    if (cb_alerts_reader_list_json(r->alerts, &af, out)) {
+        cb_strbuf_reset(out);
+        cb_strbuf_puts(out, "reading the resolved alerts failed");
+        return 500;
+    }
+    cb_strbuf_putc(out, '}');
+    return 200;
+}
+
 static int events_since(void *ctx, void *reader, uint64_t after_seq, size_t limit,
                         cb_api_event_fn emit, void *emit_ctx)
 {
@@ -531,5 +541,6 @@ void core__api_provider(struct cb_daemon *d, struct cb_api_provider *p)
     p->sensors = sensors;
     p->series = series;
     p->history = history;
+    p->alerts_resolved = alerts_resolved;
     p->events_since = events_since;
 }

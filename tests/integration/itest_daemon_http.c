@@ -388,6 +388,19 @@ static int alerts_have(void *ctx)
     return request(h->port, "GET", "/api/alerts", NULL, NULL, &a) == 0 && strstr(a.body, h->needle);
 }
 
+struct resolved_ctx {
+    int port;
+    const char *path, *needle;
+};
+
+static int answer_has(void *ctx)
+{
+    struct resolved_ctx *h = ctx;
+    struct answer a;
+    return request(h->port, "GET", h->path, NULL, NULL, &a) == 0 && a.status == 200 &&
+           strstr(a.body, h->needle);
+}
+
 /* After each transition (seen on /api/events, which the daemon sends as it
  * happens) and each acknowledgement, the very next GET /api/alerts, gzip or
  * not, shows it; the old ETag gets 200, the current one 304. */
@@ -455,6 +468,25 @@ static void test_alerts_cache_never_stale(void)
             CU_ASSERT_PTR_NOT_NULL(strstr(c.body, "\"acked_by\":\"ana\""));
         }
     }
+    /* A resolution: /api/alerts?state=resolved reads it from the store (on
+     * the pool), with the rule and severity filters. */
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d07/river/s00", "{\"level\":1}", 11, 1), 0);
+    struct resolved_ctx rc = {d.http_port, "/api/alerts?state=resolved",
+                              "\"id\":\"river_high/city/d07/river/s00\""};
+    CU_ASSERT(cb_h_wait_until(answer_has, &rc, 10000));
+    CU_ASSERT_EQUAL(request(d.http_port, "GET",
+                            "/api/alerts?state=resolved&severity=major&rule=river_high", NULL,
+                            NULL, &c),
+                    0);
+    CU_ASSERT_EQUAL(c.status, 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(c.body, "\"state\":\"resolved\""));
+    CU_ASSERT_PTR_NULL(strstr(c.body, "river/s01\""));
+    CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=resolved&severity=critical",
+                            NULL, NULL, &c),
+                    0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(c.body, "{\"alerts\":[]}"));
+    CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=firing", NULL, NULL, &c), 0);
+    CU_ASSERT_PTR_NULL(strstr(c.body, "river/s00\""));
     close(sse);
     /* Only a clean exit here: the MQTT disconnect after alert publishes can
      * take its own 2 s timeout (ingest), which is not what this test is about. */
