@@ -423,6 +423,15 @@ static int load_silence(void *ctx, const struct cb_silence_row *r)
     return 0;
 }
 
+static int load_cap_ref(void *ctx, const char *notification, const char *ref)
+{
+    struct cb_alerts *a = ctx;
+    char *copy = strdup(ref);
+    if (!copy || alerts__map_put(&a->caprefs, notification, copy))
+        free(copy);
+    return 0;
+}
+
 /* ---- sending ---- */
 
 /* Sends one rendered payload to one channel. `nid` names the notification's
@@ -566,13 +575,19 @@ static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
     };
     cb_cap_render(&in, b);
     free(alerts__map_del(&a->caprefs, nid));
+    /* Kept in the store too: the next message may come after a restart. */
     if (st != CB_ALERT_RESOLVED) {
         struct cb_strbuf ref;
         cb_strbuf_init(&ref);
         cb_strbuf_printf(&ref, "%s,%s,%s", a->cap_sender, ident, sent);
-        if (!ref.oom && alerts__map_put(&a->caprefs, nid, ref.data) == 0)
-            ref.data = NULL;
+        if (!ref.oom) {
+            cb_alert_store_put_cap_ref(a->store, nid, ref.data);
+            if (alerts__map_put(&a->caprefs, nid, ref.data) == 0)
+                ref.data = NULL;
+        }
         cb_strbuf_free(&ref);
+    } else {
+        cb_alert_store_put_cap_ref(a->store, nid, NULL);
     }
     cb_strbuf_free(&head);
     cb_strbuf_free(&desc);
@@ -1254,6 +1269,11 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
         goto fail;
     if (cb_alert_reader_silences(cb_alert_store_reader(a->store), now_ms(a), load_silence, a)) {
         snprintf(err, errlen, "loading silences: %s",
+                 cb_alert_reader_error(cb_alert_store_reader(a->store)));
+        goto fail;
+    }
+    if (cb_alert_reader_cap_refs(cb_alert_store_reader(a->store), load_cap_ref, a)) {
+        snprintf(err, errlen, "loading CAP references: %s",
                  cb_alert_reader_error(cb_alert_store_reader(a->store)));
         goto fail;
     }

@@ -11,7 +11,7 @@
 
 /* The statements the writer runs; an op names one and carries its values. */
 enum { ST_INSTANCE, ST_TRANSITION, ST_SILENCE_ADD, ST_SILENCE_DEL, ST_OUTBOX_ADD,
-       ST_OUTBOX_ATTEMPT, ST_COUNT };
+       ST_OUTBOX_ATTEMPT, ST_CAP_REF_PUT, ST_CAP_REF_DEL, ST_COUNT };
 
 static const char *const write_sql[ST_COUNT] = {
     "INSERT INTO alert_instances(id,rule,labels,state,severity,since,at,message,acked_by,"
@@ -28,6 +28,8 @@ static const char *const write_sql[ST_COUNT] = {
     "INSERT INTO outbox(seq,channel,transition_seq,alert_id,content_type,body,attempts,"
     "next_attempt) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
     "UPDATE outbox SET attempts=?2,next_attempt=?3,delivered_at=?4,last_error=?5 WHERE seq=?1",
+    "INSERT OR REPLACE INTO cap_refs(notification,ref) VALUES(?1,?2)",
+    "DELETE FROM cap_refs WHERE notification=?1",
 };
 
 #define MAXV 13
@@ -407,6 +409,18 @@ int cb_alert_store_outbox_attempt(struct cb_alert_store *s, int64_t seq, int64_t
     return enqueue(s, o, bad);
 }
 
+int cb_alert_store_put_cap_ref(struct cb_alert_store *s, const char *notification,
+                               const char *ref)
+{
+    struct op *o = op_new(ref ? ST_CAP_REF_PUT : ST_CAP_REF_DEL);
+    if (!o)
+        return -1;
+    int bad = op_text(o, notification);
+    if (ref)
+        bad |= op_text(o, ref);
+    return enqueue(s, o, bad);
+}
+
 /* ---- reads ---- */
 
 struct cb_alert_reader *cb_alert_store_reader(struct cb_alert_store *s) { return &s->reader; }
@@ -605,6 +619,26 @@ int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_
     sqlite3_bind_int64(st, 1, now);
     struct sil_ctx c = {fn, ctx};
     return step_all(r, st, sil_row, &c);
+}
+
+struct ref_ctx {
+    cb_cap_ref_fn fn;
+    void *ctx;
+};
+
+static int ref_row(sqlite3_stmt *st, void *arg)
+{
+    struct ref_ctx *c = arg;
+    return c->fn(c->ctx, col_text(st, 0), col_text(st, 1));
+}
+
+int cb_alert_reader_cap_refs(struct cb_alert_reader *r, cb_cap_ref_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(r, "SELECT notification,ref FROM cap_refs", &st))
+        return -1;
+    struct ref_ctx c = {fn, ctx};
+    return step_all(r, st, ref_row, &c);
 }
 
 struct out_ctx {

@@ -94,6 +94,9 @@ int cb_alert_store_add_outbox(struct cb_alert_store *s, const struct cb_outbox_r
 int cb_alert_store_outbox_attempt(struct cb_alert_store *s, int64_t seq, int64_t attempts,
                                   int64_t next_attempt, int64_t delivered_at,
                                   const char *last_error);
+/* Sets the CAP reference of a notification id, or deletes it when ref is NULL. */
+int cb_alert_store_put_cap_ref(struct cb_alert_store *s, const char *notification,
+                               const char *ref);
 
 /* ---- reads (the opening thread, or a read-only reader) ---- */
 
@@ -135,6 +138,9 @@ typedef int (*cb_silence_row_fn)(void *ctx, const struct cb_silence_row *r);
 /* Visits silences whose end is after `now`, by id. */
 int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_row_fn fn,
                              void *ctx);
+typedef int (*cb_cap_ref_fn)(void *ctx, const char *notification, const char *ref);
+/* Visits every stored CAP reference. */
+int cb_alert_reader_cap_refs(struct cb_alert_reader *r, cb_cap_ref_fn fn, void *ctx);
 typedef int (*cb_outbox_row_fn)(void *ctx, const struct cb_outbox_row *r);
 /* Visits undelivered outbox rows in seq order. */
 int cb_alert_reader_outbox(struct cb_alert_reader *r, cb_outbox_row_fn fn, void *ctx);

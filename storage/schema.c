@@ -105,9 +105,15 @@ static const char schema_v3[] =
     "INSERT OR REPLACE INTO meta(key, value) VALUES ('derive_1m_cursor', 0),"
     "  ('derive_1h_cursor', 0), ('derive_clean', 1);";
 
+/* Step 4: the reference ("sender,identifier,sent") of the last CAP message
+ * sent per notification id, so an Update or Cancel after a restart still
+ * names the message it updates or cancels. Deleted by the Cancel. */
+static const char schema_v4[] =
+    "CREATE TABLE cap_refs(notification TEXT PRIMARY KEY, ref TEXT NOT NULL) WITHOUT ROWID;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
-static const char *const steps[] = {schema_v1, schema_v2, schema_v3};
+static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

@@ -102,71 +102,106 @@ static int on_publish(void *ctx, const char *topic, const void *payload, size_t 
 
 static void on_closed(void *ctx) { *(int *)ctx = 1; }
 
+/* A module publishing CAP to cap/alerts at a manual clock, on a fresh store
+ * in a temporary directory. */
+struct cap_fixture {
+    char dir[32], db[64];
+    uv_loop_t loop;
+    struct cb_config cfg;
+    int64_t now;
+    struct cb_clock clock;
+    struct pubs p;
+    struct cb_alerts_hooks h;
+};
+
+static int fixture_open(struct cap_fixture *f, const char *name)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/%s_XXXXXX", name);
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->db, sizeof f->db, "%s/a.db", f->dir);
+    if (cb_t_create_schema(f->db))
+        return -1;
+    uv_loop_init(&f->loop);
+    struct cb_config_error e;
+    cb_config_defaults(&f->cfg);
+    f->cfg.alerts_storm_window_ms = 0;
+    cb_config_set(&f->cfg, "alerts.channel", "cap type=mqtt format=cap prefix=cap/alerts", 1,
+                  "t", &e);
+    cb_config_set(&f->cfg, "alerts.default_notify", "cap", 1, "t", &e);
+    f->now = 1732400000000LL;
+    f->clock = (struct cb_clock){cb_clock_manual_now, &f->now};
+    f->h = (struct cb_alerts_hooks){.ctx = &f->p, .publish = on_publish, .clock = &f->clock};
+    return 0;
+}
+
+/* Closes a and runs the loop until it is closed. */
+static void module_close(struct cap_fixture *f, struct cb_alerts *a)
+{
+    int closed = 0;
+    cb_alerts_close(a, on_closed, &closed);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    CU_ASSERT(closed);
+}
+
+static void fixture_close(struct cap_fixture *f)
+{
+    CU_ASSERT_EQUAL(uv_loop_close(&f->loop), 0);
+    for (int i = 0; i < 8; i++)
+        free(f->p.xml[i]);
+    cb_config_free(&f->cfg);
+    cb_t_remove_dir(f->dir);
+}
+
 /* Through the module: firing (Alert), escalated (Update referencing it),
  * resolved (Cancel referencing the Update), and a storm group of 300
  * instances (areas capped at 200), each valid CAP. */
 static void test_module_sequence(void)
 {
-    char dir[] = "/tmp/cb_cap_db_XXXXXX", db[64], err[256] = "";
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/a.db", dir);
-    CU_ASSERT_EQUAL_FATAL(cb_t_create_schema(db), 0);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct cb_config cfg;
-    struct cb_config_error e;
-    cb_config_defaults(&cfg);
-    cfg.alerts_storm_window_ms = 0;
-    cb_config_set(&cfg, "alerts.channel", "cap type=mqtt format=cap prefix=cap/alerts", 1, "t",
-                  &e);
-    cb_config_set(&cfg, "alerts.default_notify", "cap", 1, "t", &e);
-    int64_t now = 1732400000000LL;
-    struct cb_clock clock = {cb_clock_manual_now, &now};
-    struct pubs p = {0};
-    struct cb_alerts_hooks h = {.ctx = &p, .publish = on_publish, .clock = &clock};
-    struct cb_alerts *a = cb_alerts_new(&loop, &cfg, db, &h, err, sizeof err);
+    struct cap_fixture fx;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&fx, "cb_cap_db"), 0);
+    struct cb_alerts *a = cb_alerts_new(&fx.loop, &fx.cfg, fx.db, &fx.h, NULL, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     static const struct cb_label l[] = {{"district", "d07"}};
     const char *notify[] = {"cap"};
     struct cb_transition t = {.id = "river_flood/district=d07", .rule = "river_flood",
                               .title = "River flood risk", .state = CB_ALERT_FIRING,
-                              .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 1, .at = now,
-                              .since = now, .message = "d07: 2 gauges above 3.2 m",
+                              .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 1, .at = fx.now,
+                              .since = fx.now, .message = "d07: 2 gauges above 3.2 m",
                               .notify = notify, .nnotify = 1};
     cb_alerts_on_transition(a, &t);
     t.state = CB_ALERT_ESCALATED;
     t.severity = CB_SEV_CRITICAL;
-    t.at = now + 60000;
+    t.at = fx.now + 60000;
     cb_alerts_on_transition(a, &t);
     t.state = CB_ALERT_RESOLVED;
-    t.at = now + 120000;
+    t.at = fx.now + 120000;
     cb_alerts_on_transition(a, &t);
-    CU_ASSERT_EQUAL_FATAL(p.n, 3);
+    CU_ASSERT_EQUAL_FATAL(fx.p.n, 3);
     for (int i = 0; i < 3; i++)
-        CU_ASSERT_EQUAL(validate(p.xml[i]), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[0], "<msgType>Alert</msgType>"));
-    CU_ASSERT_PTR_NULL(strstr(p.xml[0], "<references>"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[1], "<msgType>Update</msgType>"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[1], "<severity>Extreme</severity>"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[2], "<msgType>Cancel</msgType>"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[2], "<urgency>Past</urgency>"));
+        CU_ASSERT_EQUAL(validate(fx.p.xml[i]), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[0], "<msgType>Alert</msgType>"));
+    CU_ASSERT_PTR_NULL(strstr(fx.p.xml[0], "<references>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<msgType>Update</msgType>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<severity>Extreme</severity>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[2], "<msgType>Cancel</msgType>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[2], "<urgency>Past</urgency>"));
     /* each references the previous message: sender,identifier,sent */
-    const char *id0 = strstr(p.xml[0], "<identifier>") + 12;
-    const char *id1 = strstr(p.xml[1], "<identifier>") + 12;
+    const char *id0 = strstr(fx.p.xml[0], "<identifier>") + 12;
+    const char *id1 = strstr(fx.p.xml[1], "<identifier>") + 12;
     char ref[160];
     snprintf(ref, sizeof ref, "<references>citybrain@localhost,%.*s,2024-11-23T22:13:20+00:00",
              (int)(strchr(id0, '<') - id0), id0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[1], ref));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], ref));
     snprintf(ref, sizeof ref, "<references>citybrain@localhost,%.*s,2024-11-23T22:14:20+00:00",
              (int)(strchr(id1, '<') - id1), id1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[2], ref));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[2], ref));
 
     /* a storm group through a window */
-    int closed = 0;
-    cb_alerts_close(a, on_closed, &closed);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cfg.alerts_storm_window_ms = 10000;
-    a = cb_alerts_new(&loop, &cfg, db, &h, err, sizeof err);
+    module_close(&fx, a);
+    fx.cfg.alerts_storm_window_ms = 10000;
+    a = cb_alerts_new(&fx.loop, &fx.cfg, fx.db, &fx.h, NULL, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     for (int i = 0; i < 300; i++) {
         char id[64], s[16];
@@ -182,24 +217,55 @@ static void test_module_sequence(void)
         cb_alerts_on_transition(a, &g);
     }
     /* the first went out at once, the 299 that followed wait for the window */
-    CU_ASSERT_EQUAL_FATAL(p.n, 4);
-    CU_ASSERT_EQUAL(validate(p.xml[3]), 0);
-    now += 10000;
+    CU_ASSERT_EQUAL_FATAL(fx.p.n, 4);
+    CU_ASSERT_EQUAL(validate(fx.p.xml[3]), 0);
+    fx.now += 10000;
     cb_alerts_tick(a);
-    CU_ASSERT_EQUAL_FATAL(p.n, 5);
-    CU_ASSERT_EQUAL(validate(p.xml[4]), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[4], "299 alerts of river_flood"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[4], "99 areas not listed"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(p.xml[4], "<severity>Moderate</severity>"));
-    closed = 0;
-    cb_alerts_close(a, on_closed, &closed);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CU_ASSERT(closed);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
-    for (int i = 0; i < 8; i++)
-        free(p.xml[i]);
-    cb_config_free(&cfg);
-    cb_t_remove_dir(dir);
+    CU_ASSERT_EQUAL_FATAL(fx.p.n, 5);
+    CU_ASSERT_EQUAL(validate(fx.p.xml[4]), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[4], "299 alerts of river_flood"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[4], "99 areas not listed"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[4], "<severity>Moderate</severity>"));
+    module_close(&fx, a);
+    fixture_close(&fx);
+}
+
+/* The last CAP reference of a notification is stored: after a restart, the
+ * Update names the Alert sent before it, the Cancel names the Update, and the
+ * Cancel clears the stored reference (the next firing is a new Alert). */
+static void test_references_survive_restart(void)
+{
+    struct cap_fixture fx;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&fx, "cb_cap_ref"), 0);
+    struct cb_transition t = {.id = "river_flood/district=d07", .rule = "river_flood",
+                              .state = CB_ALERT_FIRING, .severity = CB_SEV_MAJOR, .at = fx.now,
+                              .since = fx.now};
+    const enum cb_alert_state states[] = {CB_ALERT_FIRING, CB_ALERT_ESCALATED, CB_ALERT_RESOLVED,
+                                          CB_ALERT_FIRING};
+    for (int i = 0; i < 4; i++) { /* a restart before each transition */
+        struct cb_alerts *a = cb_alerts_new(&fx.loop, &fx.cfg, fx.db, &fx.h, NULL, 0);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        t.state = states[i];
+        t.at = fx.now + i * 60000;
+        cb_alerts_on_transition(a, &t);
+        module_close(&fx, a);
+    }
+    CU_ASSERT_EQUAL_FATAL(fx.p.n, 4);
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(validate(fx.p.xml[i]), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<msgType>Update</msgType>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[2], "<msgType>Cancel</msgType>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[3], "<msgType>Alert</msgType>"));
+    CU_ASSERT_PTR_NULL(strstr(fx.p.xml[3], "<references>"));
+    const char *sent[] = {"2024-11-23T22:13:20+00:00", "2024-11-23T22:14:20+00:00"};
+    for (int i = 0; i < 2; i++) {
+        const char *id = strstr(fx.p.xml[i], "<identifier>") + 12;
+        char ref[160];
+        snprintf(ref, sizeof ref, "<references>citybrain@localhost,%.*s,%s</references>",
+                 (int)(strchr(id, '<') - id), id, sent[i]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[i + 1], ref));
+    }
+    fixture_close(&fx);
 }
 
 void cb_test_suite_cap(void);
@@ -211,4 +277,6 @@ void cb_test_suite_cap(void)
                 test_render_single);
     CU_add_test(s, "cap: Alert, Update, Cancel reference the earlier message; groups are valid",
                 test_module_sequence);
+    CU_add_test(s, "cap: after a restart, Update and Cancel still reference the last message",
+                test_references_survive_restart);
 }
