@@ -21,6 +21,12 @@
  *   query_24h_1m_p50_ms, query_24h_1m_p99_ms   one series, 24 hours of 1 Hz
  *                            samples, buckets of 1 minute (goal p99 <= 2 ms)
  *   journal_appends_per_s    cb_journal_append of a 60-byte message, no fsync
+ *   steady_bytes_written_per_sample, steady_us_per_sample   the writer once
+ *                            every series has history (500 rows each), one
+ *                            row per series per commit, as when sensors
+ *                            report every few seconds: bytes handed to the
+ *                            kernel (write(2) and pwrite(2): WAL frames and
+ *                            checkpoints) and wall time, per sample
  *
  * Usage: bench_storage [--seconds N] (simulated seconds of 10,000 series; 30) */
 #include <dirent.h>
@@ -94,6 +100,63 @@ static int64_t row_ts(int64_t t0, int sec, int i, int k, int per)
 
 static double row_value(int sec, int i, int k) { return (double)(i + sec + k); }
 
+/* Bytes this process has handed to write(2) and friends so far. */
+static int64_t bytes_written(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char key[64];
+    long long v, w = -1;
+    while (f && fscanf(f, "%63s %lld", key, &v) == 2)
+        if (!strcmp(key, "wchar:"))
+            w = v;
+    if (f)
+        fclose(f);
+    return w;
+}
+
+/* Appends `per` rows per series per simulated second from `from` to `to`. */
+static void writer_seconds(struct cb_store *s, int from, int to, int per, int64_t t0,
+                           uint64_t *pos)
+{
+    for (int sec = from; sec < to; sec++) {
+        for (int k = 0; k < per; k++)
+            for (int i = 0; i < NSERIES; i++) {
+                struct cb_sample smp = {"value", row_ts(t0, sec, i, k, per),
+                                        row_value(sec, i, k)};
+                cb_store_append(s, topics[i], NULL, &smp, 1, ++*pos);
+            }
+        if (cb_store_flush(s) < 0) {
+            fprintf(stderr, "bench_storage: commit failed\n");
+            exit(1);
+        }
+    }
+}
+
+/* The steady state of a city: every series has history, so each commit of a
+ * row per series dirties one leaf page per series (SQLite writes the whole
+ * page to the WAL, and again at the checkpoint). */
+static void bench_steady(int64_t t0, double *bytes_per_sample, double *us_per_sample)
+{
+    struct cb_config cfg = make_cfg("steady.db");
+    char err[512];
+    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "bench_storage: %s\n", err);
+        exit(1);
+    }
+    uint64_t pos = 0;
+    writer_seconds(s, 0, 10, 50, t0, &pos); /* 500 rows per series */
+    int64_t w0 = bytes_written();
+    double start = now_s();
+    writer_seconds(s, 10, 30, 1, t0, &pos);
+    double secs = now_s() - start;
+    int64_t w1 = bytes_written();
+    cb_store_close(s);
+    *bytes_per_sample = (double)(w1 - w0) / (20.0 * NSERIES);
+    *us_per_sample = secs * 1e6 / (20.0 * NSERIES);
+    cb_config_free(&cfg);
+}
+
 /* The writer: cb_store_append per message, a flush per simulated second. */
 static double bench_writer(int seconds, int per, int64_t t0, double *bytes_per_sample)
 {
@@ -106,18 +169,7 @@ static double bench_writer(int seconds, int per, int64_t t0, double *bytes_per_s
     }
     uint64_t pos = 0;
     double start = now_s();
-    for (int sec = 0; sec < seconds; sec++) {
-        for (int k = 0; k < per; k++)
-            for (int i = 0; i < NSERIES; i++) {
-                struct cb_sample smp = {"value", row_ts(t0, sec, i, k, per),
-                                        row_value(sec, i, k)};
-                cb_store_append(s, topics[i], NULL, &smp, 1, ++pos);
-            }
-        if (cb_store_flush(s) < 0) {
-            fprintf(stderr, "bench_storage: commit failed\n");
-            exit(1);
-        }
-    }
+    writer_seconds(s, 0, seconds, per, t0, &pos);
     struct cb_store_stats st;
     cb_store_get_stats(s, &st);
     cb_store_close(s); /* derives the rollups: part of the work measured */
@@ -409,6 +461,8 @@ int main(int argc, char **argv)
     double plain_only = bench_plain(seconds, 1, t0, 0, "plain_only.db");
     bench_query(&p50, &p99, &bps_day);
     double jps = bench_journal();
+    double steady_bytes = 0, steady_us = 0;
+    bench_steady(t0, &steady_bytes, &steady_us);
     printf("series %d\n", NSERIES);
     printf("simulated_seconds %d\n", seconds);
     printf("writer_rows_per_s %.0f\n", writer);
@@ -423,6 +477,8 @@ int main(int argc, char **argv)
     printf("query_24h_1m_p50_ms %.3f\n", p50);
     printf("query_24h_1m_p99_ms %.3f\n", p99);
     printf("journal_appends_per_s %.0f\n", jps);
+    printf("steady_bytes_written_per_sample %.0f\n", steady_bytes);
+    printf("steady_us_per_sample %.2f\n", steady_us);
     rm_rf(dir);
     return 0;
 }
