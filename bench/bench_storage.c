@@ -132,18 +132,25 @@ static void writer_seconds(struct cb_store *s, int from, int to, int per, int64_
     }
 }
 
+/* A store on cfg (no journal), or exit. */
+static struct cb_store *open_store(const struct cb_config *cfg)
+{
+    char err[512];
+    struct cb_store *s = cb_store_open(cfg, NULL, err, sizeof err);
+    if (!s) {
+        fprintf(stderr, "bench_storage: %s\n", err);
+        exit(1);
+    }
+    return s;
+}
+
 /* The steady state of a city: every series has history, so each commit of a
  * row per series dirties one leaf page per series (SQLite writes the whole
  * page to the WAL, and again at the checkpoint). */
 static void bench_steady(int64_t t0, double *bytes_per_sample, double *us_per_sample)
 {
     struct cb_config cfg = make_cfg("steady.db");
-    char err[512];
-    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
-    if (!s) {
-        fprintf(stderr, "bench_storage: %s\n", err);
-        exit(1);
-    }
+    struct cb_store *s = open_store(&cfg);
     uint64_t pos = 0;
     writer_seconds(s, 0, 10, 50, t0, &pos); /* 500 rows per series */
     int64_t w0 = bytes_written();
@@ -161,12 +168,7 @@ static void bench_steady(int64_t t0, double *bytes_per_sample, double *us_per_sa
 static double bench_writer(int seconds, int per, int64_t t0, double *bytes_per_sample)
 {
     struct cb_config cfg = make_cfg("writer.db");
-    char err[512];
-    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
-    if (!s) {
-        fprintf(stderr, "bench_storage: %s\n", err);
-        exit(1);
-    }
+    struct cb_store *s = open_store(&cfg);
     uint64_t pos = 0;
     double start = now_s();
     writer_seconds(s, 0, seconds, per, t0, &pos);
@@ -252,12 +254,7 @@ static void plain_add(sqlite3 *db, sqlite3_stmt *upd, sqlite3_stmt *ins, struct 
 static double bench_plain(int seconds, int per, int64_t t0, int rollups, const char *name)
 {
     struct cb_config cfg = make_cfg(name);
-    char err[512];
-    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
-    if (!s) {
-        fprintf(stderr, "bench_storage: %s\n", err);
-        exit(1);
-    }
+    struct cb_store *s = open_store(&cfg);
     cb_store_close(s);
     sqlite3 *db;
     sqlite3_open(cfg.storage_db, &db);
@@ -370,12 +367,7 @@ static int cmp_double(const void *a, const void *b)
 static void bench_query(double *p50, double *p99, double *bps_day)
 {
     struct cb_config cfg = make_cfg("query.db");
-    char err[512];
-    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
-    if (!s) {
-        fprintf(stderr, "bench_storage: %s\n", err);
-        exit(1);
-    }
+    struct cb_store *s = open_store(&cfg);
     int64_t t0 = (cb_wall_ms() / 60000) * 60000 - 86400000LL;
     for (int k = 0; k < 8; k++) { /* 8 series, so the query is not alone in the file */
         char topic[32];
@@ -390,6 +382,7 @@ static void bench_query(double *p50, double *p99, double *bps_day)
     cb_store_flush(s);
     cb_store_close(s);
     *bps_day = (double)file_size(cfg.storage_db) / (8.0 * 86400);
+    char err[512];
     struct cb_store_reader *r = cb_store_reader_open(cfg.storage_db, err, sizeof err);
     if (!r) {
         fprintf(stderr, "bench_storage: %s\n", err);

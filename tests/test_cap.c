@@ -136,6 +136,15 @@ static int fixture_open(struct cap_fixture *f, const char *name)
     return 0;
 }
 
+/* How many messages were published, when each one is valid CAP; else -1. */
+static int valid_messages(const struct cap_fixture *f)
+{
+    for (int i = 0; i < f->p.n && i < 8; i++)
+        if (validate(f->p.xml[i]) != 0)
+            return -1;
+    return f->p.n;
+}
+
 /* Closes a and runs the loop until it is closed. */
 static void module_close(struct cap_fixture *f, struct cb_alerts *a)
 {
@@ -178,9 +187,7 @@ static void test_module_sequence(void)
     t.state = CB_ALERT_RESOLVED;
     t.at = fx.now + 120000;
     cb_alerts_on_transition(a, &t);
-    CU_ASSERT_EQUAL_FATAL(fx.p.n, 3);
-    for (int i = 0; i < 3; i++)
-        CU_ASSERT_EQUAL(validate(fx.p.xml[i]), 0);
+    CU_ASSERT_EQUAL_FATAL(valid_messages(&fx), 3);
     CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[0], "<msgType>Alert</msgType>"));
     CU_ASSERT_PTR_NULL(strstr(fx.p.xml[0], "<references>"));
     CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<msgType>Update</msgType>"));
@@ -250,9 +257,7 @@ static void test_references_survive_restart(void)
         cb_alerts_on_transition(a, &t);
         module_close(&fx, a);
     }
-    CU_ASSERT_EQUAL_FATAL(fx.p.n, 4);
-    for (int i = 0; i < 4; i++)
-        CU_ASSERT_EQUAL(validate(fx.p.xml[i]), 0);
+    CU_ASSERT_EQUAL_FATAL(valid_messages(&fx), 4);
     CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<msgType>Update</msgType>"));
     CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[2], "<msgType>Cancel</msgType>"));
     CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[3], "<msgType>Alert</msgType>"));
