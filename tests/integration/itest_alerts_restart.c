@@ -22,37 +22,17 @@ static const char rule_text[] = "rule gas_high {\n"
                                 "}\n";
 
 struct rig {
-    struct cb_h_broker *b;
-    struct cb_h_sub *alerts; /* citybrain/alerts/#, up across every restart */
+    struct cbd_rig d; /* the broker, citybrain/alerts/# up across every restart */
     const char *db;
-    int port;
-    const char *args[20];
-    const char *env[2];
 };
 
 static void rig_init(struct rig *r)
 {
-    memset(r, 0, sizeof *r);
-    r->b = cb_h_broker_start(NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r->b);
     r->db = cb_h_pathf("alerts.db");
     const char *rules = cb_h_pathf("gas.rules");
     CU_ASSERT_EQUAL_FATAL(cb_h_write_file(rules, rule_text, strlen(rule_text)), 0);
-    r->port = cb_h_free_port();
-    const char *a[] = {"run", "--broker", cb_h_broker_url(r->b), "--db", r->db, "--rules", rules,
-                       "--client-id", "cb-itest-alerts", "--http",
-                       cb_h_strf("127.0.0.1:%d", r->port), "--set", "alerts.storm_window=0",
-                       "--set", "rules.watch=false", NULL};
-    memcpy(r->args, a, sizeof a);
-    r->env[0] = "CITYBRAIN_API_TOKEN=" TOKEN;
-    r->env[1] = NULL;
-    r->alerts = cb_h_sub_start(cb_h_broker_url(r->b), "citybrain/alerts/#", 1, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r->alerts);
-}
-
-static struct cb_h_proc *rig_start(struct rig *r)
-{
-    return cbd_start(r->args, r->env, r->port);
+    const char *extra[] = {"--db", r->db, "--rules", rules, "--set", "rules.watch=false", NULL};
+    cbd_rig_init(&r->d, "cb-itest-alerts", TOKEN, extra);
 }
 
 /* The alert `id` in GET /api/alerts, as a cJSON object in *root (caller
@@ -61,7 +41,7 @@ static const cJSON *api_alert(struct rig *r, const char *id, cJSON **root)
 {
     const char *body;
     *root = NULL;
-    if (cbd_http(r->port, "GET", "/api/alerts", NULL, NULL, &body) != 200)
+    if (cbd_http(r->d.port, "GET", "/api/alerts", NULL, NULL, &body) != 200)
         return NULL;
     *root = cJSON_Parse(body);
     const cJSON *a;
@@ -86,15 +66,15 @@ static void test_firing_survives_restart_without_renotify(void)
 {
     struct rig r;
     rig_init(&r);
-    struct cb_h_proc *cb = rig_start(&r);
+    struct cb_h_proc *cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
 
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.b), TOPIC, "{\"ch4\":900}", 11, 1), 0);
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
-    const char *id = cbd_first_id(r.alerts, "firing");
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":900}", 11, 1), 0);
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
+    const char *id = cbd_first_id(r.d.alerts, "firing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(id);
     struct cb_h_msg m;
-    CU_ASSERT_EQUAL(cb_h_sub_get(r.alerts, 0, &m), 0);
+    CU_ASSERT_EQUAL(cb_h_sub_get(r.d.alerts, 0, &m), 0);
     CU_ASSERT_STRING_EQUAL(m.topic, "citybrain/alerts/gas_high");
 
     /* SIGTERM while firing: a clean exit, the state on disk. */
@@ -104,7 +84,7 @@ static void test_firing_survives_restart_without_renotify(void)
     CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_transitions",
                                    cb_h_strf("alert_id = '%s' AND state = 'firing'", id)), 1);
 
-    cb = rig_start(&r);
+    cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
     cJSON *root;
     const cJSON *a = api_alert(&r, id, &root);
@@ -114,15 +94,15 @@ static void test_firing_survives_restart_without_renotify(void)
     cJSON_Delete(root);
 
     /* Another breaching sample after the restart changes nothing. */
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.b), TOPIC, "{\"ch4\":950}", 11, 1), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":950}", 11, 1), 0);
     /* Then a clearing one: the resolution arrives once. Alerts of one rule
      * share one topic and QoS 1 from one publisher keeps their order, so a
      * repeated "firing" would have come before it. */
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.b), TOPIC, "{\"ch4\":20}", 10, 1), 0);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "firing", NULL), 1);
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "resolved", NULL), 1);
-    CU_ASSERT_EQUAL(cb_h_sub_count(r.alerts), 2);
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":20}", 10, 1), 0);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "firing", NULL), 1);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "resolved", NULL), 1);
+    CU_ASSERT_EQUAL(cb_h_sub_count(r.d.alerts), 2);
 
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
     CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_transitions",
@@ -132,7 +112,7 @@ static void test_firing_survives_restart_without_renotify(void)
     CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_instances",
                                    cb_h_strf("id = '%s' AND state = 'firing'", id)), 0);
     /* Nothing was sent twice, not even after the last stop. */
-    CU_ASSERT_EQUAL(cb_h_sub_count(r.alerts), 2);
+    CU_ASSERT_EQUAL(cb_h_sub_count(r.d.alerts), 2);
 }
 
 /* An acknowledgement over HTTP: published on MQTT, persisted, restored. */
@@ -140,22 +120,22 @@ static void test_ack_over_api_survives_restart(void)
 {
     struct rig r;
     rig_init(&r);
-    struct cb_h_proc *cb = rig_start(&r);
+    struct cb_h_proc *cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.b), TOPIC, "{\"ch4\":1200}", 12, 1), 0);
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
-    const char *id = cbd_first_id(r.alerts, "firing");
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":1200}", 12, 1), 0);
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
+    const char *id = cbd_first_id(r.d.alerts, "firing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(id);
     const char *path = cb_h_strf("/api/alerts/%s/ack", cbd_escape(id));
     const char *body = "{\"by\":\"operator-7\",\"note\":\"crew dispatched\"}";
 
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", path, NULL, body, NULL), 401);
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", path, "wrong-token", body, NULL), 401);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, NULL, body, NULL), 401);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, "wrong-token", body, NULL), 401);
     const char *resp;
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", path, TOKEN, body, &resp), 200);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "acknowledged", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, TOKEN, body, &resp), 200);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "acknowledged", "gas_high", 1, CBD_TIMEOUT_MS));
     /* Idempotent: a second ack is accepted and notifies nothing more. */
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", path, TOKEN, body, NULL), 200);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, TOKEN, body, NULL), 200);
 
     CU_ASSERT_EQUAL_FATAL(cbd_stop(cb), 0);
     CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_instances",
@@ -164,7 +144,7 @@ static void test_ack_over_api_survives_restart(void)
     CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_transitions",
                                    cb_h_strf("alert_id = '%s' AND state = 'acknowledged'", id)), 1);
 
-    cb = rig_start(&r);
+    cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
     cJSON *root;
     const cJSON *a = api_alert(&r, id, &root);
@@ -175,16 +155,16 @@ static void test_ack_over_api_survives_restart(void)
     cJSON_Delete(root);
     /* ?state=acknowledged finds it too. */
     const char *list;
-    CU_ASSERT_EQUAL(cbd_http(r.port, "GET", "/api/alerts?state=acknowledged", NULL, NULL, &list),
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "GET", "/api/alerts?state=acknowledged", NULL, NULL, &list),
                     200);
     CU_ASSERT_PTR_NOT_NULL(strstr(list, "operator-7"));
 
     /* Clear: one resolution; one firing and one acknowledgement in all. */
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.b), TOPIC, "{\"ch4\":5}", 9, 1), 0);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "firing", NULL), 1);
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "acknowledged", NULL), 1);
-    CU_ASSERT_EQUAL(cb_h_sub_count(r.alerts), 3);
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":5}", 9, 1), 0);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "firing", NULL), 1);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "acknowledged", NULL), 1);
+    CU_ASSERT_EQUAL(cb_h_sub_count(r.d.alerts), 3);
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 

@@ -38,31 +38,16 @@ static const char noise_rule[] = "rule noise_high {\n"
                                  "}\n";
 
 struct rig {
-    struct cb_h_broker *b;
-    struct cb_h_sub *alerts;
+    struct cbd_rig d;
     const char *dir; /* the rule directory given to --rules */
-    int port;
-    const char *args[20];
-    const char *env[2];
 };
 
 static void rig_init(struct rig *r)
 {
-    memset(r, 0, sizeof *r);
-    r->b = cb_h_broker_start(NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r->b);
     r->dir = cb_h_pathf("rules.d");
     CU_ASSERT_EQUAL_FATAL(mkdir(r->dir, 0700), 0);
-    r->port = cb_h_free_port();
-    const char *a[] = {"run", "--broker", cb_h_broker_url(r->b), "--db", cb_h_pathf("reload.db"),
-                       "--rules", r->dir, "--client-id", "cb-itest-reload", "--http",
-                       cb_h_strf("127.0.0.1:%d", r->port), "--set", "alerts.storm_window=0",
-                       NULL};
-    memcpy(r->args, a, sizeof a);
-    r->env[0] = "CITYBRAIN_API_TOKEN=" TOKEN;
-    r->env[1] = NULL;
-    r->alerts = cb_h_sub_start(cb_h_broker_url(r->b), "citybrain/alerts/#", 1, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r->alerts);
+    const char *extra[] = {"--db", cb_h_pathf("reload.db"), "--rules", r->dir, NULL};
+    cbd_rig_init(&r->d, "cb-itest-reload", TOKEN, extra);
 }
 
 static void put_rule(struct rig *r, const char *name, const char *text)
@@ -73,7 +58,7 @@ static void put_rule(struct rig *r, const char *name, const char *text)
 
 static int pub(struct rig *r, const char *topic, const char *payload)
 {
-    return cb_h_publish(cb_h_broker_url(r->b), topic, payload, strlen(payload), 1);
+    return cb_h_publish(cb_h_broker_url(r->d.b), topic, payload, strlen(payload), 1);
 }
 
 /* Waits until p's stderr holds needle at least n times. */
@@ -116,7 +101,7 @@ static void test_bad_file_is_rejected_and_old_rules_go_on(void)
     struct rig r;
     rig_init(&r);
     put_rule(&r, "gas.rules", gas_rule);
-    struct cb_h_proc *cb = cbd_start(r.args, r.env, r.port);
+    struct cb_h_proc *cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
     const char *where = cb_h_strf("%s/gas.rules:3:12: error", r.dir);
 
@@ -130,8 +115,8 @@ static void test_bad_file_is_rejected_and_old_rules_go_on(void)
     CU_ASSERT_TRUE(wait_log_n(cb, where, 2));
 
     const char *body;
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", "/api/rules/reload", NULL, NULL, NULL), 401);
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", "/api/rules/reload", TOKEN, "{}", &body), 422);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", "/api/rules/reload", NULL, NULL, NULL), 401);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", "/api/rules/reload", TOKEN, "{}", &body), 422);
     /* The diagnostics as JSON, each with its file, line and column. */
     cJSON *j = cJSON_Parse(body);
     const cJSON *d0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "diagnostics"), 0);
@@ -144,18 +129,18 @@ static void test_bad_file_is_rejected_and_old_rules_go_on(void)
         fprintf(stderr, "\nnot the diagnostics: %s\n", body);
     cJSON_Delete(j);
     double errors = 0;
-    CU_ASSERT_EQUAL(cbd_metric(r.port, "citybrain_rules_reloads_total{result=\"error\"}", &errors),
+    CU_ASSERT_EQUAL(cbd_metric(r.d.port, "citybrain_rules_reloads_total{result=\"error\"}", &errors),
                     0);
     /* watch (an editor's write may count twice), SIGHUP, API */
     CU_ASSERT_TRUE(errors >= 3);
 
     /* The running gas_high still fires. */
     CU_ASSERT_EQUAL_FATAL(pub(&r, "city/d02/gas/g1", "{\"ch4\":800}"), 0);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
 
     /* Fixed: the API reload succeeds. */
     put_rule(&r, "gas.rules", gas_rule);
-    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", "/api/rules/reload", TOKEN, "{}", &body), 200);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", "/api/rules/reload", TOKEN, "{}", &body), 200);
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"ok\":true"));
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
@@ -168,27 +153,27 @@ static void test_unchanged_rule_keeps_state_removed_rule_resolves(void)
     rig_init(&r);
     put_rule(&r, "gas.rules", gas_rule);
     put_rule(&r, "river.rules", river_rule);
-    struct cb_h_proc *cb = cbd_start(r.args, r.env, r.port);
+    struct cb_h_proc *cb = cbd_rig_start(&r.d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
 
     CU_ASSERT_EQUAL_FATAL(pub(&r, "city/d03/gas/g2", "{\"ch4\":700}"), 0);
     CU_ASSERT_EQUAL_FATAL(pub(&r, "city/d03/river/s4", "{\"level\":9}"), 0);
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.alerts, "firing", "river_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "river_high", 1, CBD_TIMEOUT_MS));
 
     /* river.rules goes, noise.rules comes; gas.rules is untouched. */
     size_t reloads = cbd_log_count(cb, "reloaded (");
     CU_ASSERT_EQUAL_FATAL(unlink(cb_h_strf("%s/river.rules", r.dir)), 0);
     put_rule(&r, "noise.rules", noise_rule);
     CU_ASSERT_TRUE(wait_log_n(cb, "reloaded (", reloads + 1));
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "resolved", "river_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "river_high", 1, CBD_TIMEOUT_MS));
     /* The unlink and the write may make two reloads: wait for the second. */
-    struct rules_wait rw = {r.port, "noise_high"};
+    struct rules_wait rw = {r.d.port, "noise_high"};
     CU_ASSERT_TRUE(cb_h_wait_until(rules_has, &rw, CBD_TIMEOUT_MS));
 
     /* The new rule runs. */
     CU_ASSERT_EQUAL(pub(&r, "city/d03/noise/n1", "95"), 0);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "firing", "noise_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "firing", "noise_high", 1, CBD_TIMEOUT_MS));
 
     /* A reload with nothing changed keeps everything. */
     CU_ASSERT_EQUAL(cb_h_proc_signal(cb, SIGHUP), 0);
@@ -196,20 +181,20 @@ static void test_unchanged_rule_keeps_state_removed_rule_resolves(void)
 
     /* gas_high is still firing, in the API ... */
     const char *body;
-    CU_ASSERT_EQUAL(cbd_http(r.port, "GET", "/api/alerts?rule=gas_high", NULL, NULL, &body), 200);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "GET", "/api/alerts?rule=gas_high", NULL, NULL, &body), 200);
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"state\":\"firing\""));
-    CU_ASSERT_EQUAL(cbd_http(r.port, "GET", "/api/alerts?rule=river_high", NULL, NULL, &body),
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "GET", "/api/alerts?rule=river_high", NULL, NULL, &body),
                     200);
     CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"alerts\":[]"));
     CU_ASSERT_PTR_NULL(strstr(body, "river_high"));
 
     /* ... and resolves once when cleared, never having fired again. */
     CU_ASSERT_EQUAL(pub(&r, "city/d03/gas/g2", "{\"ch4\":10}"), 0);
-    CU_ASSERT_TRUE(cbd_wait_state(r.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "firing", "gas_high"), 1);
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "firing", "river_high"), 1);
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "resolved", "river_high"), 1);
-    CU_ASSERT_EQUAL(cbd_count_state(r.alerts, "resolved", "gas_high"), 1);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "firing", "gas_high"), 1);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "firing", "river_high"), 1);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "resolved", "river_high"), 1);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "resolved", "gas_high"), 1);
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
     CU_ASSERT_EQUAL(cb_h_sql_count(cb_h_pathf("reload.db"), "alert_transitions",
                                    "rule = 'gas_high' AND state = 'firing'"), 1);

@@ -195,3 +195,26 @@ const char *cbd_first_id(struct cb_h_sub *s, const char *state)
     }
     return out;
 }
+
+void cbd_rig_init(struct cbd_rig *r, const char *client_id, const char *token,
+                  const char *const *extra)
+{
+    memset(r, 0, sizeof *r);
+    r->b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->b);
+    r->port = cb_h_free_port();
+    const char *base[] = {"run", "--broker", cb_h_broker_url(r->b), "--client-id", client_id,
+                          "--http", cb_h_strf("127.0.0.1:%d", r->port), "--set",
+                          "alerts.storm_window=0"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+        r->args[n++] = base[i];
+    for (; extra && *extra && n + 1 < sizeof r->args / sizeof r->args[0]; extra++)
+        r->args[n++] = *extra;
+    CU_ASSERT_FATAL(!extra || !*extra); /* all of them fitted */
+    r->env[0] = cb_h_strf("CITYBRAIN_API_TOKEN=%s", token);
+    r->alerts = cb_h_sub_start(cb_h_broker_url(r->b), "citybrain/alerts/#", 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r->alerts);
+}
+
+struct cb_h_proc *cbd_rig_start(struct cbd_rig *r) { return cbd_start(r->args, r->env, r->port); }

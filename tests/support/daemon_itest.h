@@ -1,7 +1,8 @@
-/* Helpers for the daemon-level integration suites (itest_crash, itest_alerts_restart,
- * itest_reload, itest_daemon): start `citybrain run` and wait until it is
- * subscribed, talk HTTP to its API, read one Prometheus series, count alert
- * transitions of a given state among the messages a harness subscriber got.
+/* Helpers for the daemon-level integration suites (itest_crash,
+ * itest_alerts_restart, itest_reload, itest_daemon): set up a broker and a
+ * daemon's arguments, start `citybrain run` and wait until it is subscribed,
+ * talk HTTP to its API, read one Prometheus series, count alert transitions
+ * of a given state among the messages a harness subscriber got.
  *
  * Built on tests/support/harness.h; everything returned (strings, processes)
  * is harness-owned and released by cb_h_teardown(). Test thread only. */
@@ -52,6 +53,26 @@ const char *cbd_escape(const char *s);
 /* The "id" of the first message received by s whose "state" is state; NULL
  * when none (harness-owned). */
 const char *cbd_first_id(struct cb_h_sub *s, const char *state);
+
+/* The set-up of the suites that restart the daemon: a broker, a subscriber to
+ * citybrain/alerts/# that lives across the restarts, and the arguments of
+ * `citybrain run` against them (client id, the API on a free port with a
+ * read-write token, no storm window). */
+struct cbd_rig {
+    struct cb_h_broker *b;
+    struct cb_h_sub *alerts;
+    int port;
+    const char *args[32];
+    const char *env[2];
+};
+
+/* Fills r (failing the test when the broker or subscriber cannot start);
+ * extra: more `run` arguments, NULL-terminated (at most 16: --db, --rules...). */
+void cbd_rig_init(struct cbd_rig *r, const char *client_id, const char *token,
+                  const char *const *extra);
+
+/* cbd_start with the rig's arguments. */
+struct cb_h_proc *cbd_rig_start(struct cbd_rig *r);
 
 /* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
 int cbd_stop(struct cb_h_proc *p);
