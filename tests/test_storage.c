@@ -253,6 +253,16 @@ static int64_t rollup_mismatches(sqlite3 *db, const char *table, int64_t width)
     return rollup_mismatches_below(db, table, width, INT64_MAX);
 }
 
+/* Both tiers agree with the samples, and `counted` (a tier) counts every one. */
+static void assert_rollups_whole(sqlite3 *db, const char *counted)
+{
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
+    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT sum(count) FROM %s", counted);
+    CU_ASSERT_EQUAL(q_int(db, sql), q_int(db, "SELECT count(*) FROM samples"));
+}
+
 /* Rows newer than what the writer knows of their series go in multi-row
  * INSERTs. A row that another connection slipped in meanwhile makes that
  * commit fail; the retry reads the series again and counts the duplicate. */
@@ -372,10 +382,7 @@ static void test_rollups_dense_batches(void)
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     cb_store_close(s);
     db = raw_db();
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1m"),
-                    q_int(db, "SELECT count(*) FROM samples"));
+    assert_rollups_whole(db, "rollup_1m");
     sqlite3_close(db);
     teardown();
 }
@@ -493,10 +500,7 @@ static void test_rollups_derived(void)
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     cb_store_close(s);
     db = raw_db();
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1h"),
-                    q_int(db, "SELECT count(*) FROM samples"));
+    assert_rollups_whole(db, "rollup_1h");
     sqlite3_close(db);
     cb_store_reader_close(r);
     teardown();
@@ -553,10 +557,7 @@ static void test_rollups_after_crash(void)
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     cb_store_close(s);
     db = raw_db();
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
-    CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1h"),
-                    q_int(db, "SELECT count(*) FROM samples"));
+    assert_rollups_whole(db, "rollup_1h");
     CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 1);
     sqlite3_close(db);
     teardown();
