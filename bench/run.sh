@@ -373,8 +373,20 @@ handled_rate() {
   t1=$(now); c1=$(cb_handled)
   awk -v a="$1" -v b="$c1" -v s="$2" -v e="$t1" 'BEGIN { if (e > s) printf "%.0f", (b - a) / (e - s) }'
 }
+# apiload_stream RATE EXTRA_S: the city stream at RATE msg/s for AL_WIN +
+# EXTRA_S seconds in the background (fp), then after 1 s of warm-up the start
+# of the measured span (t0, c0).
+apiload_stream() {
+  local n
+  n=$(awk -v r="$1" -v s="$AL_WIN" -v e="$2" 'BEGIN { printf "%d", r * (s + e) }')
+  "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --rate "$1" --qos 0 > /dev/null &
+  fp=$!
+  PIDS+=("$fp")
+  sleep 1
+  t0=$(now); c0=$(cb_handled)
+}
 apiload() {
-  local rate=$1 fp c0 t0 alone="" loaded="" n
+  local rate=$1 fp c0 t0 alone="" loaded=""
   mkdir -p "$TMP/apiload"
   cat > "$TMP/apiload/battery.rules" <<'RULES'
 # One alert instance per sensor: every message of bench/batt/... carries a
@@ -395,23 +407,13 @@ RULES
     return 1
   fi
   # The stream alone.
-  n=$(awk -v r="$rate" -v s="$AL_WIN" 'BEGIN { printf "%d", r * (s + 2) }')
-  "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --rate "$rate" --qos 0 > /dev/null &
-  fp=$!
-  PIDS+=("$fp")
-  sleep 1
-  t0=$(now); c0=$(cb_handled)
+  apiload_stream "$rate" 2
   sleep "$AL_WIN"
   alone=$(handled_rate "$c0" "$t0")
   wait "$fp"
   # The same stream under API load. bench_api runs about 2 x AL_S s plus its
   # connections; the stream runs 4 s longer, so it covers the whole of it.
-  n=$(awk -v r="$rate" -v s="$AL_WIN" 'BEGIN { printf "%d", r * (s + 5) }')
-  "$TOOLS/flood_pub" --broker "$BROKER" --count "$n" --rate "$rate" --qos 0 > /dev/null &
-  fp=$!
-  PIDS+=("$fp")
-  sleep 1
-  t0=$(now); c0=$(cb_handled)
+  apiload_stream "$rate" 5
   timeout $((AL_WIN + 20)) "$TOOLS/bench_api" --port "$HPORT" --seconds "$AL_S" --brief 1 \
     --series-topic city/d01/river/s001 --series-metric level > "$TMP/apiload/api.txt" \
     2> "$TMP/apiload/api.err"
