@@ -468,6 +468,10 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
     if (f.state && !strcmp(f.state, "resolved")) {
         /* From the store, on the pool (and not cached: the version follows
          * the live instances only). */
+        if (!api->prov.alerts_resolved) {
+            api__error(api, req, 501, "resolved alerts are not available");
+            return;
+        }
         struct work *w = work_new(api, req, WORK_RESOLVED);
         if (!w || (f.severity && !(w->s1 = strdup(f.severity))) ||
             (f.rule && !(w->s2 = strdup(f.rule)))) {
