@@ -61,18 +61,27 @@ static int str_is(const cJSON *o, const char *key, const char *want)
     return cJSON_IsString(v) && !strcmp(v->valuestring, want);
 }
 
+/* A fresh rig, the daemon started and gas_high fired by payload: the
+ * instance id, the daemon in *cb. */
+static const char *start_firing(struct rig *r, const char *payload, struct cb_h_proc **cb)
+{
+    rig_init(r);
+    *cb = cbd_rig_start(&r->d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*cb);
+    CU_ASSERT_EQUAL_FATAL(
+        cb_h_publish(cb_h_broker_url(r->d.b), TOPIC, payload, strlen(payload), 1), 0);
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r->d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
+    const char *id = cbd_first_id(r->d.alerts, "firing");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(id);
+    return id;
+}
+
 /* Fires, restarts while firing, resolves: one notification per transition. */
 static void test_firing_survives_restart_without_renotify(void)
 {
     struct rig r;
-    rig_init(&r);
-    struct cb_h_proc *cb = cbd_rig_start(&r.d);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
-
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":900}", 11, 1), 0);
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
-    const char *id = cbd_first_id(r.d.alerts, "firing");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(id);
+    struct cb_h_proc *cb;
+    const char *id = start_firing(&r, "{\"ch4\":900}", &cb);
     struct cb_h_msg m;
     CU_ASSERT_EQUAL(cb_h_sub_get(r.d.alerts, 0, &m), 0);
     CU_ASSERT_STRING_EQUAL(m.topic, "citybrain/alerts/gas_high");
@@ -119,13 +128,8 @@ static void test_firing_survives_restart_without_renotify(void)
 static void test_ack_over_api_survives_restart(void)
 {
     struct rig r;
-    rig_init(&r);
-    struct cb_h_proc *cb = cbd_rig_start(&r.d);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
-    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":1200}", 12, 1), 0);
-    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "gas_high", 1, CBD_TIMEOUT_MS));
-    const char *id = cbd_first_id(r.d.alerts, "firing");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(id);
+    struct cb_h_proc *cb;
+    const char *id = start_firing(&r, "{\"ch4\":1200}", &cb);
     const char *path = cb_h_strf("/api/alerts/%s/ack", cbd_escape(id));
     const char *body = "{\"by\":\"operator-7\",\"note\":\"crew dispatched\"}";
 
