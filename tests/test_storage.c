@@ -889,6 +889,61 @@ static void test_disk_full(void)
     teardown();
 }
 
+/* A sensor with many metrics, each message listing them in another order,
+ * with a failed commit in the middle (its ids are forgotten and read again):
+ * every sample lands in its own series, one series per metric. */
+static void test_wide_sensor(void)
+{
+    enum { METRICS = 40, MESSAGES = 12 };
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA busy_timeout = 20"), SQLITE_OK);
+    char names[METRICS][16];
+    for (int i = 0; i < METRICS; i++)
+        snprintf(names[i], sizeof names[i], "m%02d", (i * 17) % METRICS);
+    for (int k = 0; k < MESSAGES; k++) {
+        struct cb_sample msg[METRICS];
+        int order[METRICS];
+        for (int i = 0; i < METRICS; i++)
+            order[i] = i;
+        for (int i = METRICS - 1; i > 0; i--) {
+            int j = (int)(next_rand() % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        for (int i = 0; i < METRICS; i++) /* value: metric number * 1000 + message */
+            msg[i] = (struct cb_sample){names[order[i]], 1000 * (k + 1),
+                                        atoi(names[order[i]] + 1) * 1000.0 + k};
+        CU_ASSERT_EQUAL(cb_store_append(s, "city/d01/weather/s01", NULL, msg, METRICS,
+                                        (uint64_t)k + 1),
+                        0);
+        if (k == MESSAGES / 2) { /* this commit fails and rolls back, then succeeds */
+            sqlite3 *other = raw_db();
+            CU_ASSERT_EQUAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+            CU_ASSERT_EQUAL(cb_store_flush(s), -1);
+            CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+            sqlite3_close(other);
+        }
+        if (k % 3 == 2 || k == MESSAGES / 2)
+            CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.series, METRICS);
+    CU_ASSERT_EQUAL(st.rows_written, METRICS * MESSAGES);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM series"), METRICS);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), METRICS * MESSAGES);
+    /* every sample is in the series of its metric, with its message's ts */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples sa JOIN series sr ON "
+                               "sr.id = sa.series_id WHERE CAST(substr(sr.metric, 2) AS INTEGER) "
+                               "* 1000 + sa.ts / 1000 - 1 = sa.value"),
+                    METRICS * MESSAGES);
+    teardown();
+}
+
 static void test_busy(void)
 {
     setup();
@@ -1004,6 +1059,8 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: disk full holds rows bounded, corrupts nothing, recovers",
                 test_disk_full);
     CU_add_test(s, "storage: a busy database is retried until it frees", test_busy);
+    CU_add_test(s, "storage: a sensor's many metrics, in any order, each get their own series",
+                test_wide_sensor);
     CU_add_test(s, "storage: a read-only database file is refused with a clear error",
                 test_read_only);
     CU_add_test(s, "storage: quarantine and rejected positions commit", test_quarantine_and_pos);
