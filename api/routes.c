@@ -326,11 +326,19 @@ static void work_after(uv_work_t *u, int status)
     free(w);
 }
 
-static struct work *work_new(struct cb_api *api, h2o_req_t *req, enum work_kind kind)
+/* A work item owning copies of s1 and s2 (either may be NULL). NULL when
+ * memory ran out. */
+static struct work *work_new(struct cb_api *api, h2o_req_t *req, enum work_kind kind,
+                             const char *s1, const char *s2)
 {
     struct work *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
+    if ((s1 && !(w->s1 = strdup(s1))) || (s2 && !(w->s2 = strdup(s2)))) {
+        free(w->s1);
+        free(w);
+        return NULL;
+    }
     w->api = api;
     w->req = req;
     w->kind = kind;
@@ -354,8 +362,6 @@ static void work_queue(struct cb_api *api, struct work *w)
     }
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
-
 /* ---- endpoints ------------------------------------------------------------------- */
 
 #define NPARAMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -371,7 +377,7 @@ static void get_health(struct cb_api *api, h2o_req_t *req)
 
 static void get_sensors(struct cb_api *api, h2o_req_t *req)
 {
-    struct work *w = work_new(api, req, WORK_SENSORS);
+    struct work *w = work_new(api, req, WORK_SENSORS, NULL, NULL);
     if (!w) {
         api__error(api, req, 500, "out of memory");
         return;
@@ -417,12 +423,8 @@ static void get_series(struct cb_api *api, h2o_req_t *req)
         api__error(api, req, 400, e);
         return;
     }
-    struct work *w = work_new(api, req, WORK_SERIES);
-    if (!w || !(w->s1 = strdup(ps[0].value)) || !(w->s2 = strdup(ps[1].value))) {
-        if (w) {
-            free(w->s1);
-            free(w);
-        }
+    struct work *w = work_new(api, req, WORK_SERIES, ps[0].value, ps[1].value);
+    if (!w) {
         api__error(api, req, 500, "out of memory");
         return;
     }
@@ -472,12 +474,8 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
             api__error(api, req, 501, "resolved alerts are not available");
             return;
         }
-        struct work *w = work_new(api, req, WORK_RESOLVED);
-        if (!w || (f.severity && !(w->s1 = strdup(f.severity))) ||
-            (f.rule && !(w->s2 = strdup(f.rule)))) {
-            if (w)
-                free(w->s1);
-            free(w);
+        struct work *w = work_new(api, req, WORK_RESOLVED, f.severity, f.rule);
+        if (!w) {
             api__error(api, req, 500, "out of memory");
             return;
         }
@@ -526,9 +524,8 @@ static void get_history(struct cb_api *api, h2o_req_t *req)
         api__error(api, req, 400, e);
         return;
     }
-    struct work *w = work_new(api, req, WORK_HISTORY);
-    if (!w || (ps[3].value && !(w->s1 = dup_or_null(ps[3].value)))) {
-        free(w);
+    struct work *w = work_new(api, req, WORK_HISTORY, ps[3].value, NULL);
+    if (!w) {
         api__error(api, req, 500, "out of memory");
         return;
     }
