@@ -12,7 +12,8 @@ SHELL := /bin/bash
 
 CC      ?= cc
 BUILD   := build
-MODULES := core ingest storage rules alerts api sim
+# The modules, lowest floor first, from the one table of floors.
+MODULES := $(shell scripts/floors.sh --modules)
 PKGS    := libuv libcjson sqlite3 libcurl libh2o
 ROOT    := $(CURDIR)
 
@@ -23,7 +24,7 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"'
-# Only core/version.c sees the version, and it is rebuilt every time.
+# Only base/version.c sees the version, and it is rebuilt every time.
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS  ?= -O2 -g
 LDLIBS  := -lpaho-mqtt3as $(PKG_LIBS) -lssl -lcrypto -lz -lm -lpthread
@@ -34,8 +35,8 @@ else
 Q := @
 endif
 
-LIB_SRCS  := $(filter-out core/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
-MAIN_SRC  := core/main.c
+LIB_SRCS  := $(filter-out cmd/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+MAIN_SRC  := cmd/main.c
 UNIT_SRCS := $(wildcard tests/test_*.c)
 ITEST_SRCS:= $(wildcard tests/integration/itest_*.c)
 SUPPORT_SRCS := $(wildcard tests/support/*.c)
@@ -65,7 +66,7 @@ $(BUILD)/asan/%.o: %.c
 	@$(if $(Q),echo "  CC-SAN  $<")
 	$(Q)$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) $(WARN) -MMD -MP -c $< -o $@
 
-$(BUILD)/asan/citybrain: $(ASAN_LIB_OBJS) $(BUILD)/asan/core/main.o
+$(BUILD)/asan/citybrain: $(ASAN_LIB_OBJS) $(BUILD)/asan/cmd/main.o
 	@$(if $(Q),echo "  LD-SAN  $@")
 	$(Q)$(CC) $(ASAN_CFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -103,6 +104,7 @@ export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
 test: setup
+	$(Q)scripts/floors.sh
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/test_unit $(BUILD)/asan/test_integration $(BUILD)/asan/citybrain $(BUILD)/citybrain dashboard
 	$(Q)$(BUILD)/asan/test_unit
 	$(Q)$(BUILD)/asan/test_integration
@@ -124,8 +126,8 @@ clean:
 	rm -rf $(BUILD)
 .PHONY: clean
 
-$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: CPPFLAGS += -DCB_VERSION='"$(VERSION)"'
-$(BUILD)/rel/core/version.o $(BUILD)/asan/core/version.o: FORCE
+$(BUILD)/rel/base/version.o $(BUILD)/asan/base/version.o: CPPFLAGS += -DCB_VERSION='"$(VERSION)"'
+$(BUILD)/rel/base/version.o $(BUILD)/asan/base/version.o: FORCE
 FORCE:
 .PHONY: FORCE
 

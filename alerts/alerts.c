@@ -1,7 +1,7 @@
 /* Alerts: persistence, silences, storm grouping and notification of the
  * engine's transitions (alerts.h, docs/alerts.md). */
 #include "alerts/alerts_int.h"
-#include "core/log.h"
+#include "base/log.h"
 
 #include <cjson/cJSON.h>
 #include <regex.h>

@@ -19,9 +19,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 #include "rules/rules.h"
 
 struct cb_alerts;

@@ -10,10 +10,10 @@
  * in flight or failing. A crash between a 2xx and the commit of "delivered"
  * can resend that one row (at-least-once; receivers can dedupe on the
  * X-Citybrain-Seq header). */
-#include "core/version.h"
+#include "base/version.h"
 #include "alerts/alerts_int.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 
 #include <curl/curl.h>
 #include <pthread.h>

@@ -35,8 +35,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 
 struct cb_api;
 

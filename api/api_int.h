@@ -9,7 +9,7 @@
 #include <h2o.h>
 
 #include "api/api.h"
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 #define API_MOD "api"
 

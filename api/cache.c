@@ -10,7 +10,7 @@
  * every transition, acknowledgement and rule reload, so an answer is never
  * older than the last change. Loop thread only. */
 #include "api/api_int.h"
-#include "core/metrics.h"
+#include "base/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>

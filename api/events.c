@@ -13,8 +13,8 @@
  * ones with a higher seq, so a transition is sent once even when it is both
  * stored and live. */
 #include "api/api_int.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/log.h"
+#include "base/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>

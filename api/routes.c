@@ -6,10 +6,10 @@
  * names that alert. Unknown query parameters are errors (400), so a typo such
  * as `form=` is not silently ignored. */
 #include "api/api_int.h"
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -10,9 +10,9 @@
  * max_request_entity_size; connections beyond http.max_connections are
  * closed at accept. */
 #include "api/api_int.h"
-#include "core/clock.h"
-#include "core/log.h"
-#include "core/metrics.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/metrics.h"
 
 #include <limits.h>
 #include <stdio.h>

@@ -17,15 +17,15 @@ BENCH_PROGS :=
 BENCH_KNOWN := $(addprefix $(BUILD)/bench/,bench_rules bench_storage bench_alerts bench_api)
 
 # The subscribers share bench/mqtt_sub.c (connect, subscribe, wait).
-$(BUILD)/bench/count_sub $(BUILD)/bench/alert_sub: $(BUILD)/bench/%: bench/%.c bench/mqtt_sub.c bench/mqtt_sub.h core/net.c core/net.h
+$(BUILD)/bench/count_sub $(BUILD)/bench/alert_sub: $(BUILD)/bench/%: bench/%.c bench/mqtt_sub.c bench/mqtt_sub.h base/net.c base/net.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< bench/mqtt_sub.c core/net.c -o $@ -lpaho-mqtt3as -lpthread
+	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< bench/mqtt_sub.c base/net.c -o $@ -lpaho-mqtt3as -lpthread
 
-$(BUILD)/bench/flood_pub: bench/flood_pub.c core/net.c core/net.h
+$(BUILD)/bench/flood_pub: bench/flood_pub.c base/net.c base/net.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< core/net.c -o $@ -lpaho-mqtt3as -lm -lpthread
+	$(Q)$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) $< base/net.c -o $@ -lpaho-mqtt3as -lm -lpthread
 
 -include $(filter-out bench/bench.mk,$(wildcard bench/*.mk))
 

@@ -22,10 +22,10 @@
 #include <unistd.h>
 
 #include "alerts/alerts.h"
-#include "core/clock.h"
-#include "core/config.h"
+#include "base/clock.h"
+#include "base/config.h"
 #include "storage/storage.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "tests/support/store_fixture.h"
 
 #define MAXN 200000

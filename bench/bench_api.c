@@ -38,11 +38,11 @@
 #include <uv.h>
 
 #include "api/api.h"
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/log.h"
-#include "core/metrics.h"
-#include "core/strbuf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/strbuf.h"
 #include "rules/rules.h"
 #include "storage/storage.h"
 

@@ -13,8 +13,8 @@
  * Time is a manual clock: 100 sensors, one message per sensor per second (the
  * city section: 20,000 messages per second of event time, as flood_pub sends).
  * `bench_rules city` runs the city section alone (for perf). */
-#include "core/clock.h"
-#include "core/commands.h"
+#include "base/clock.h"
+#include "cmd/commands.h"
 #include "rules/rules.h"
 
 #include <malloc.h>

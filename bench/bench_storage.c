@@ -38,8 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/clock.h"
-#include "core/config.h"
+#include "base/clock.h"
+#include "base/config.h"
 #include "storage/storage.h"
 
 #define NSERIES 10000

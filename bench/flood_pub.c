@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/net.h"
+#include "base/net.h"
 
 static uint64_t done, failed;
 static int connected, lost;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "core/net.h"
+#include "base/net.h"
 
 static int subscribed, failed, nodelay_on;
 static MQTTAsync client;

@@ -75,7 +75,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 #define MAX_NAME 255
 /* 9999-12-31T23:59:59.999Z */

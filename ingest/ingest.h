@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "core/config.h"
-#include "core/sample.h"
+#include "base/config.h"
+#include "base/sample.h"
 
 /* ---- decoding --------------------------------------------------------------- */
 

@@ -53,7 +53,7 @@
  * given back by the loop after on_message returns: recycled when small (see
  * NODE_SMALL), else freed. The struct is freed
  * in the close callback of the last uv handle (STYLE.md habit 9). */
-#include "core/net.h"
+#include "base/net.h"
 #include "ingest/ingest.h"
 
 #include <MQTTAsync.h>
@@ -63,8 +63,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/clock.h"
-#include "core/log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 #define MOD "mqtt"
 #define OUTBOUND_MAX 10000

@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/clock.h"
-#include "core/sample.h"
-#include "core/strbuf.h"
+#include "base/clock.h"
+#include "base/sample.h"
+#include "base/strbuf.h"
 
 /* ---- topic patterns ------------------------------------------------------- */
 

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 /* The sensor kinds, in the order the stream visits them. */
 enum cb_sim_kind {

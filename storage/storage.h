@@ -16,10 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/sample.h"
-#include "core/strbuf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/sample.h"
+#include "base/strbuf.h"
 
 /* ---- the ingest journal --------------------------------------------------- */
 

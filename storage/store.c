@@ -31,7 +31,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 /* ---- batches -------------------------------------------------------------- */
 

@@ -7,7 +7,7 @@ FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover
 FUZZ_SECONDS ?= 300
 
 # rules: the rule compiler (and an engine over what it accepts)
-FUZZ_RULES_SRCS := tests/fuzz_rules.c $(wildcard rules/*.c) core/strbuf.c core/clock.c
+FUZZ_RULES_SRCS := tests/fuzz_rules.c $(wildcard rules/*.c) base/strbuf.c base/clock.c
 
 $(BUILD)/fuzz/fuzz_rules: $(FUZZ_RULES_SRCS) $(wildcard rules/*.h)
 	@mkdir -p $(dir $@)

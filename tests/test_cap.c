@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include "alerts/alerts.h"
-#include "core/config.h"
+#include "base/config.h"
 #include "storage/storage.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "tests/support/store_fixture.h"
 
 #define XSD CB_SOURCE_DIR "/tests/cap/CAP-v1.2.xsd"

@@ -6,9 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/config.h"
-#include "core/log.h"
-#include "core/strbuf.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/strbuf.h"
 
 /* Writes text to a fresh temp file; returns its path (static buffer). */
 static const char *conf_file(const char *text)

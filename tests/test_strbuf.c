@@ -1,6 +1,6 @@
 /* Unit tests: the string buffer used as an arena of strings addressed by
  * offset (the decoder's names, the store's pending batches). */
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 #include <CUnit/CUnit.h>
 #include <stdint.h>

@@ -9,10 +9,10 @@
  * tested where the daemon is). The client is libcurl, or a raw socket where
  * the bytes on the wire matter (traversal, dribbling headers, SSE). */
 #include "api/api.h"
-#include "core/clock.h"
-#include "core/config.h"
-#include "core/metrics.h"
-#include "core/strbuf.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "base/metrics.h"
+#include "base/strbuf.h"
 
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>

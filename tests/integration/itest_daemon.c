@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/clock.h"
+#include "base/clock.h"
 #include "tests/support/daemon_itest.h"
 
 void cb_test_suite_daemon(void);

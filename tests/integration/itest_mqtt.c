@@ -10,7 +10,7 @@
 #include <time.h>
 #include <uv.h>
 
-#include "core/config.h"
+#include "base/config.h"
 #include "ingest/ingest.h"
 #include "tests/support/harness.h"
 

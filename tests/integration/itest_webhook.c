@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "alerts/alerts.h"
-#include "core/commands.h"
-#include "core/config.h"
+#include "cmd/commands.h"
+#include "base/config.h"
 #include "storage/storage.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "storage/alert_store.h"
 #include "tests/support/store_fixture.h"
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "base/config.h"
 #include "storage/storage.h"
 
 int cb_t_create_schema(const char *db)

@@ -4,9 +4,9 @@
  * Replay and test share one driver: a manual clock that is the largest event
  * time seen, a tick for every whole second crossed on the way to a message's
  * time, and the engine's transitions collected or printed as JSON lines. */
-#include "core/commands.h"
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 #include "ingest/ingest.h"
 #include "storage/storage.h"
 #include "rules/rules.h"

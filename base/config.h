@@ -7,13 +7,13 @@
  * A list option (type strlist) may be given several times; each line appends.
  * Durations: an integer with ms, s, m, h or d. Sizes: an integer with an
  * optional k, M or G (powers of 1024). */
-#ifndef CB_CORE_CONFIG_H
-#define CB_CORE_CONFIG_H
+#ifndef CB_BASE_CONFIG_H
+#define CB_BASE_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 struct cb_strlist {
     char **items;

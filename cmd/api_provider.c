@@ -5,10 +5,10 @@
  * Pool-thread answers (sensors, series, history, resolved alerts, SSE
  * resume) read SQLite through a per-thread pair of read connections, so a
  * slow query never delays ingestion. */
-#include "core/version.h"
-#include "core/clock.h"
-#include "core/daemon_int.h"
-#include "core/log.h"
+#include "base/version.h"
+#include "base/clock.h"
+#include "cmd/api_provider.h"
+#include "base/log.h"
 #include "storage/alert_store.h"
 
 #include <errno.h>
@@ -20,7 +20,7 @@
 
 static int health(void *ctx, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct cb_mqtt_stats ms = {0};
     struct cb_store_stats ss = {0};
     if (d->mqtt)
@@ -118,7 +118,7 @@ static void list_one(void *ctx, const struct cb_transition *t)
 
 static int alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct list_ctx c = {f, out, 0};
     cb_strbuf_puts(out, "{\"alerts\":[");
     cb_engine_foreach_instance(d->engine, list_one, &c);
@@ -130,7 +130,7 @@ static int alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strb
  * the source of truth of the listing above. */
 static uint64_t alerts_version(void *ctx)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     return cb_engine_version(d->engine);
 }
 
@@ -160,7 +160,7 @@ static void render_one(void *ctx, const struct cb_transition *t)
 
 static int ack(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct find_ctx f = {id, 0};
     cb_engine_foreach_instance(d->engine, find_one, &f);
     if (f.found == 0) {
@@ -183,7 +183,7 @@ static int ack(void *ctx, const char *id, const char *by, const char *note, stru
 
 static int silences_list(void *ctx, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     cb_strbuf_puts(out, "{\"silences\":");
     cb_alerts_silences_json(d->alerts, out);
     cb_strbuf_putc(out, '}');
@@ -192,7 +192,7 @@ static int silences_list(void *ctx, struct cb_strbuf *out)
 
 static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     int64_t id = 0;
     char err[256];
     int64_t now = cb_wall_ms();
@@ -222,7 +222,7 @@ static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strb
 
 static int silence_delete(void *ctx, const char *id, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     char *end;
     errno = 0;
     long long v = strtoll(id, &end, 10);
@@ -238,7 +238,7 @@ static int silence_delete(void *ctx, const char *id, struct cb_strbuf *out)
 
 static int rules_list(void *ctx, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     cb_strbuf_puts(out, "{\"rules\":");
     cb_engine_rules_json(d->engine, out);
     cb_strbuf_putc(out, '}');
@@ -247,9 +247,9 @@ static int rules_list(void *ctx, struct cb_strbuf *out)
 
 static int rules_reload(void *ctx, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct cb_diags diags = {0};
-    if (core__reload_rules(d, "HTTP API", &diags)) {
+    if (d->reload_rules(d->reload_ctx, "HTTP API", &diags)) {
         cb_strbuf_printf(out, "{\"ok\":false,\"error\":\"the rules have %zu error(s); the "
                               "running rules go on\",\"diagnostics\":",
                          diags.errors);
@@ -276,7 +276,7 @@ static void count_one(void *ctx, const struct cb_transition *t)
 
 static void metrics(void *ctx, struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct count_ctx c;
     memset(&c, 0, sizeof c);
     cb_engine_foreach_instance(d->engine, count_one, &c);
@@ -324,7 +324,7 @@ struct readers {
 
 static void *reader_open(void *ctx, char *err, size_t errlen)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct readers *r = calloc(1, sizeof *r);
     if (!r) {
         snprintf(err, errlen, "out of memory");
@@ -422,7 +422,7 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
 static int sensors(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_ms,
                    struct cb_strbuf *out)
 {
-    struct cb_daemon *d = ctx;
+    struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
     struct sensors_ctx c = {d->label_pattern, out, now_ms, stale_after_ms, 0};
     cb_strbuf_puts(out, "{\"sensors\":[");
@@ -522,7 +522,7 @@ static int events_since(void *ctx, void *reader, uint64_t after_seq, size_t limi
     return cb_alert_reader_events_after(r->alerts, after_seq, limit, emit, emit_ctx);
 }
 
-void core__api_provider(struct cb_daemon *d, struct cb_api_provider *p)
+void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
 {
     memset(p, 0, sizeof *p);
     p->ctx = d;

@@ -1,9 +1,9 @@
 /* The daemon: wires ingest → (storage, rules) → alerts → (notifiers, API) on
  * one libuv loop and runs until SIGINT/SIGTERM. */
-#ifndef CB_CORE_DAEMON_H
-#define CB_CORE_DAEMON_H
+#ifndef CB_CMD_DAEMON_H
+#define CB_CMD_DAEMON_H
 
-#include "core/config.h"
+#include "base/config.h"
 
 /* Runs the engine with a validated configuration. Returns the exit code:
  * 0 after a clean shutdown, 1 when start-up failed. */

@@ -5,16 +5,16 @@
  * that stays valid until cb_metrics_free(). Registering the same (name, labels)
  * again returns the same slot. Updating a slot is lock-free and safe from any
  * thread (relaxed atomics): the Paho thread counts drops, the storage writer
- * records commit latencies. Modules that must not depend on core/ (rules/,
- * storage/) expose their own stats structs instead; the daemon publishes those
+ * records commit latencies. rules/ and storage/ hold no process-wide state:
+ * they expose their own stats structs instead, and the daemon publishes those
  * through gauge functions. */
-#ifndef CB_CORE_METRICS_H
-#define CB_CORE_METRICS_H
+#ifndef CB_BASE_METRICS_H
+#define CB_BASE_METRICS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/strbuf.h"
+#include "base/strbuf.h"
 
 struct cb_histogram;
 

@@ -1,3 +1,3 @@
-#include "core/version.h"
+#include "base/version.h"
 
 const char cb_version[] = CB_VERSION;

@@ -6,9 +6,9 @@
  * Raw samples: {"topic","metric","ts","value"}; with --step, buckets:
  * {"topic","metric","ts","count","min","max","avg","last"}. Uses its own
  * read-only connection, so it is safe while `citybrain run` writes. */
-#include "core/commands.h"
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 #include "storage/storage.h"
 
 #include <errno.h>

@@ -4,8 +4,8 @@
  * store's pending batches).
  * Allocation failure is sticky until a reset or truncate: `oom` is set, later
  * appends do nothing, and the caller checks once at the end. */
-#ifndef CB_CORE_STRBUF_H
-#define CB_CORE_STRBUF_H
+#ifndef CB_BASE_STRBUF_H
+#define CB_BASE_STRBUF_H
 
 #include <stdarg.h>
 #include <stddef.h>

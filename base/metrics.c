@@ -1,6 +1,6 @@
 /* The metric registry; see metrics.h. A flat array in registration order:
  * a few hundred entries at most, rendered a few times a minute. */
-#include "core/metrics.h"
+#include "base/metrics.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -10,13 +10,13 @@
  * only then connect to the broker. Shutdown runs the same line downstream:
  * stop MQTT (draining the queue), stop the API, close alerts, flush and close
  * the store, close every uv handle, exit 0. */
-#include "core/version.h"
-#include "core/daemon.h"
-#include "core/daemon_int.h"
-#include "core/clock.h"
-#include "core/log.h"
-#include "core/metrics.h"
-#include "core/strbuf.h"
+#include "cmd/daemon.h"
+#include "base/version.h"
+#include "cmd/api_provider.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/strbuf.h"
 #include "ingest/ingest.h"
 #include "rules/rules.h"
 #include "storage/storage.h"
@@ -30,6 +30,49 @@
 #include <uv.h>
 
 #define MOD "daemon"
+
+struct watch {
+    uv_fs_event_t handle;
+    char *name; /* file name to react to, or NULL for every *.rules in the dir */
+};
+
+struct cb_daemon {
+    const struct cb_config *cfg;
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_timer_t tick;
+    uv_timer_t reload_timer;
+    struct watch **watches;
+    size_t nwatches;
+
+    struct cb_journal *journal;
+    struct cb_store *store;
+    struct cb_mqtt *mqtt;
+    struct cb_engine *engine;
+    struct cb_decoder *decoder;
+    struct cb_alerts *alerts;
+    struct cb_api *api;
+    struct cmd_api_sources api_sources; /* what the API provider reads */
+    struct cb_topic_pattern *label_pattern; /* sensors' labels for the API */
+
+    /* scratch for one message, grown to the largest seen */
+    struct cb_sample *keep;
+    enum cb_sample_verdict *verdicts;
+    const char **qrules;
+    size_t scratch_cap;
+
+    int stopping;
+    int exit_code;
+    int64_t started_ms;
+    int64_t last_message_ms; /* wall clock of the last message handled (atomic) */
+    struct cb_strbuf feed; /* the alert feed's JSON, reused */
+
+    uint64_t *m_msg_accepted, *m_msg_rejected;
+    uint64_t *m_rejected[CB_REJECT__COUNT];
+    uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
+    uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_feed_failed;
+    struct cb_histogram *h_eval, *h_journal;
+};
 
 static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
 static struct cb_ratelimit reject_log = {.burst = 5, .interval_ms = 10000};
@@ -399,10 +442,12 @@ static struct cb_ruleset *compile_rules(const struct cb_config *cfg, struct cb_d
                               diags);
 }
 
-/* Recompiles every rule path. A file with errors is rejected and the running
- * rules go on unchanged; see daemon_int.h. */
-int core__reload_rules(struct cb_daemon *d, const char *why, struct cb_diags *diags)
+/* Recompiles every rule path. Returns 0, or -1 with the diagnostics in
+ * *diags (the caller frees them) when a file has errors: the running rules
+ * then go on unchanged. ctx is the daemon (the API provider's door back). */
+static int reload_rules_diags(void *ctx, const char *why, struct cb_diags *diags)
 {
+    struct cb_daemon *d = ctx;
     struct cb_ruleset *rs = compile_rules(d->cfg, diags);
     if (!rs) {
         cb_counter_add(d->m_reload_errors, 1);
@@ -426,7 +471,7 @@ int core__reload_rules(struct cb_daemon *d, const char *why, struct cb_diags *di
 static void reload_rules(struct cb_daemon *d, const char *why)
 {
     struct cb_diags diags = {0};
-    core__reload_rules(d, why, &diags);
+    reload_rules_diags(d, why, &diags);
     cb_diags_free(&diags);
 }
 
@@ -724,8 +769,13 @@ static int start(struct cb_daemon *d)
         }
     }
     if (cb_api_enabled(cfg)) {
+        d->api_sources = (struct cmd_api_sources){
+            .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
+            .alerts = d->alerts, .label_pattern = d->label_pattern,
+            .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
+        };
         struct cb_api_provider provider;
-        core__api_provider(d, &provider);
+        cmd__api_provider(&d->api_sources, &provider);
         d->api = cb_api_start(&d->loop, cfg, &provider, err, sizeof err);
         if (!d->api) {
             cb_error("api", "%s", err);

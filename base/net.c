@@ -2,7 +2,7 @@
  * (checked with strace: no setsockopt at all), so small publishes may wait
  * for Nagle's algorithm. Paho does not expose its socket, so once connected we
  * find it: every connected TCP socket of this process gets the option. */
-#include "core/net.h"
+#include "base/net.h"
 
 #include <dirent.h>
 #include <netinet/in.h>

@@ -7,10 +7,10 @@
  * number of sends Paho has not yet completed is bounded (a window), so a
  * broker slower than the rate slows the publisher instead of filling memory;
  * the final report says how far behind the schedule it ended. */
-#include "core/net.h"
-#include "core/commands.h"
-#include "core/clock.h"
-#include "core/strbuf.h"
+#include "base/net.h"
+#include "cmd/commands.h"
+#include "base/clock.h"
+#include "base/strbuf.h"
 #include "sim/sim.h"
 
 #include <MQTTAsync.h>

@@ -1,4 +1,4 @@
-#include "core/sample.h"
+#include "base/sample.h"
 
 static const char *const names[CB_REJECT__COUNT] = {
     [CB_REJECT_NONE] = "none",

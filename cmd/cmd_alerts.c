@@ -2,9 +2,9 @@
  * state machine records it) and `citybrain alerts` (a read-only listing of
  * the database, for the shift handover). */
 #include "alerts/alerts.h"
-#include "core/commands.h"
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 #include "storage/alert_store.h"
 
 #include <curl/curl.h>

@@ -1,6 +1,6 @@
 /* Logging to stderr; see log.h. */
-#include "core/log.h"
-#include "core/clock.h"
+#include "base/log.h"
+#include "base/clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,11 +1,11 @@
 /* `citybrain run`: parse the command line into a struct cb_config and hand it
- * to the daemon (core/daemon.c). Precedence: defaults < --config FILE <
+ * to the daemon (cmd/daemon.c). Precedence: defaults < --config FILE <
  * command-line options < environment (tokens, MQTT password). */
-#include "core/commands.h"
-#include "core/config.h"
-#include "core/daemon.h"
-#include "core/log.h"
-#include "core/strbuf.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "cmd/daemon.h"
+#include "base/log.h"
+#include "base/strbuf.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* The sample: the one value type that flows through the house.
  * ingest decodes payloads into samples; storage keeps them; rules evaluate them. */
-#ifndef CB_CORE_SAMPLE_H
-#define CB_CORE_SAMPLE_H
+#ifndef CB_BASE_SAMPLE_H
+#define CB_BASE_SAMPLE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@ struct cb_sample {
 
 /* Why a payload (or a sample of it) was refused. Each reason has a counter in
  * /metrics (citybrain_ingest_rejected_total{reason="..."}), named by
- * cb_reject_name(). Keep cb_reject_name in core/sample.c in step. */
+ * cb_reject_name(). Keep cb_reject_name in base/sample.c in step. */
 enum cb_reject {
     CB_REJECT_NONE = 0,
     CB_REJECT_PAYLOAD_TOO_LARGE,

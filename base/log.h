@@ -5,8 +5,8 @@
  * The level is checked before the arguments are formatted (cb_log is a macro),
  * so a disabled debug line costs one comparison. Per-message events are never
  * logged at info; floods of bad input go through cb_log_limited. */
-#ifndef CB_CORE_LOG_H
-#define CB_CORE_LOG_H
+#ifndef CB_BASE_LOG_H
+#define CB_BASE_LOG_H
 
 #include <stdint.h>
 

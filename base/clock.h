@@ -1,7 +1,7 @@
 /* Time. Rules, windows and alerts never read the system clock themselves: they
  * are given a struct cb_clock, so tests and replay drive time exactly. */
-#ifndef CB_CORE_CLOCK_H
-#define CB_CORE_CLOCK_H
+#ifndef CB_BASE_CLOCK_H
+#define CB_BASE_CLOCK_H
 
 #include <stdint.h>
 

@@ -1,6 +1,6 @@
 /* Small socket helpers. */
-#ifndef CB_CORE_NET_H
-#define CB_CORE_NET_H
+#ifndef CB_BASE_NET_H
+#define CB_BASE_NET_H
 
 /* Sets TCP_NODELAY on every connected TCP socket of this process and returns
  * how many. Paho MQTT C 1.3 never sets it and does not expose its socket, so

@@ -1,6 +1,6 @@
 /* The option table and its parser; see config.h. */
-#include "core/config.h"
-#include "core/log.h"
+#include "base/config.h"
+#include "base/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -679,7 +679,7 @@ void cb_config_write_example(struct cb_strbuf *out)
 {
     cb_strbuf_puts(out,
                    "# citybrain configuration: every option, with its default.\n"
-                   "# Generated from the option table in core/config.c (`citybrain config-example`).\n"
+                   "# Generated from the option table in base/config.c (`citybrain config-example`).\n"
                    "# Format: key = value; '#' starts a comment; list options repeat the key.\n"
                    "# Durations: 500ms, 30s, 5m, 2h, 7d. Sizes: 512, 64k, 16M, 1G.\n");
     for (size_t i = 0; i < NOPTIONS; i++) {

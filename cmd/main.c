@@ -1,8 +1,8 @@
 /* citybrain: one binary, subcommands. */
-#include "core/version.h"
-#include "core/commands.h"
-#include "core/config.h"
-#include "core/strbuf.h"
+#include "base/version.h"
+#include "cmd/commands.h"
+#include "base/config.h"
+#include "base/strbuf.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,0 +1,39 @@
+/* The HTTP API's answers from the running daemon (cmd/api_provider.c).
+ *
+ * The provider owns this interface and the daemon fills it: the provider sees
+ * the modules it reads (store, MQTT client, engine, alerts) and one door back
+ * into the daemon (reload), never the daemon's own state, so the two files
+ * do not import each other. */
+#ifndef CB_CMD_API_PROVIDER_H
+#define CB_CMD_API_PROVIDER_H
+
+#include <stdint.h>
+
+#include "alerts/alerts.h"
+#include "api/api.h"
+#include "base/config.h"
+#include "ingest/ingest.h"
+#include "rules/rules.h"
+#include "storage/storage.h"
+
+/* What the provider reads. Every pointer is borrowed and must outlive the
+ * API; mqtt may be NULL (health then says "disconnected"). */
+struct cmd_api_sources {
+    const struct cb_config *cfg;
+    struct cb_store *store;
+    struct cb_mqtt *mqtt;
+    struct cb_engine *engine;
+    struct cb_alerts *alerts;
+    const struct cb_topic_pattern *label_pattern; /* sensors' labels; may be NULL */
+    int64_t started_ms;                           /* wall clock at start, for uptime */
+    /* Reloads the rules from disk (POST /api/rules/reload): 0, or -1 with the
+     * diagnostics in *diags (the caller frees them). */
+    int (*reload_rules)(void *ctx, const char *why, struct cb_diags *diags);
+    void *reload_ctx;
+};
+
+/* Fills *p with the daemon's answers, reading from *src (borrowed: it must
+ * outlive the API). */
+void cmd__api_provider(struct cmd_api_sources *src, struct cb_api_provider *p);
+
+#endif
