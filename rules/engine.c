@@ -96,6 +96,8 @@ struct inst {
     enum cb_severity sev;
     int64_t since, fired_at, clear_since, cooldown_until, acked_at;
     int has_clear_since, acked, stale;
+    int unknown; /* the last verdict had no evidence either way */
+    const struct rules__rule *was; /* during a swap: the rule it had (old ruleset) */
     char *acked_by, *ack_note;
     char *msg; /* the message of the last transition with one (firing, escalated, ack) */
     struct binding **mv;  /* members */
@@ -129,17 +131,19 @@ struct cb_engine {
     size_t nwindows;
     int64_t hi_now;            /* the latest now windows were fed or expired at */
     int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
+    const char *reason;        /* the reason of the transition being emitted, or NULL */
 };
 
 static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
                   struct inst *in, struct binding *b, int64_t now);
+static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now);
 
 /* ---- names ------------------------------------------------------------------------ */
 
 const char *cb_alert_state_name(enum cb_alert_state s)
 {
-    static const char *const n[] = {"inactive", "pending", "firing", "escalated", "resolved",
-                                    "acknowledged"};
+    static const char *const n[] = {"inactive", "pending",      "firing",  "escalated",
+                                    "resolved", "acknowledged", "progress"};
     return (unsigned)s < sizeof n / sizeof n[0] ? n[s] : "unknown";
 }
 
@@ -189,6 +193,10 @@ void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out)
     }
     if (t->stale)
         cb_strbuf_puts(out, ",\"stale\":true");
+    if (t->reason) {
+        cb_strbuf_puts(out, ",\"reason\":");
+        cb_strbuf_json_string(out, t->reason, strlen(t->reason));
+    }
     if (t->state == CB_ALERT_ACKNOWLEDGED && t->acked_by) {
         cb_strbuf_puts(out, ",\"by\":");
         cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));
@@ -703,21 +711,85 @@ static double window_value(struct cb_engine *e, struct rules__window *w, uint8_t
     return rules__aggs[agg].value(w, k, e->scratch);
 }
 
-/* The aggregate agg of the values v (over the members, in member order) with
- * ntrue of them true: what `agg(sensors: ...)` gives. */
-static double reduce(uint8_t agg, size_t nmembers, size_t ntrue, size_t nval, double red)
+/* A value as the rules see it: an interval [lo, hi] of what it can be.
+ * lo == hi is a known value; a comparison that can go either way is the
+ * interval [0, 1] (unknown); [-inf, +inf] is no value at all (an empty window,
+ * a silent sensor). Only `sensors:` aggregates over some unknown members give
+ * the bounded intervals in between (rules.md, "Missing data"):
+ * count(sensors: C) with 2 true, 1 false and 1 unknown member is [2, 3], so
+ * `>= 2` is true and `== 0` is false, while `>= 3` stays unknown. */
+struct iv {
+    double lo, hi;
+};
+
+static const struct iv IV_NONE = {-INFINITY, INFINITY};
+static const struct iv IV_UNKNOWN_BOOL = {0.0, 1.0};
+
+static inline struct iv iv_of(double v)
 {
+    return v == v && isfinite(v) ? (struct iv){v, v} : IV_NONE;
+}
+
+static inline int iv_known(struct iv x)
+{
+    return x.lo == x.hi;
+}
+
+/* The scalar face of an interval: the value when known, NaN otherwise. */
+static inline double iv_scalar(struct iv x)
+{
+    return iv_known(x) ? x.lo : NAN;
+}
+
+enum tri { TRI_FALSE = 0, TRI_TRUE = 1, TRI_UNKNOWN = 2 };
+
+/* Truth of a value: true when it cannot be 0, false when it is 0, unknown
+ * when 0 is one of the values it can take. */
+static inline enum tri iv_truth(struct iv x)
+{
+    if (x.lo > 0.0 || x.hi < 0.0)
+        return TRI_TRUE;
+    if (x.lo == 0.0 && x.hi == 0.0)
+        return TRI_FALSE;
+    return TRI_UNKNOWN;
+}
+
+static inline struct iv iv_bool(enum tri t)
+{
+    return t == TRI_UNKNOWN ? IV_UNKNOWN_BOOL : (struct iv){(double)t, (double)t};
+}
+
+/* What `agg(sensors: ...)` gives over nmembers members, ntrue of them true,
+ * nval of them with a value (the others unknown), red the min/max/sum of the
+ * values: an interval that holds whatever the unknown members turn out to be
+ * (docs/rules.md, "Missing data", has the table). */
+static struct iv reduce(uint8_t agg, size_t nmembers, size_t ntrue, size_t nval, double red)
+{
+    size_t nunk = nmembers - nval, nfalse = nval - ntrue;
     switch (agg) {
-    case AGG_COUNT: return (double)ntrue;
-    case AGG_SHARE: return nmembers ? (double)ntrue / (double)nmembers : NAN;
-    case AGG_ANY: return ntrue ? 1.0 : 0.0;
-    case AGG_ALL: return nmembers && ntrue == nmembers ? 1.0 : 0.0;
+    case AGG_COUNT: return (struct iv){(double)ntrue, (double)(ntrue + nunk)};
+    case AGG_SHARE:
+        if (!nmembers)
+            return IV_NONE;
+        return (struct iv){(double)ntrue / (double)nmembers,
+                           (double)(ntrue + nunk) / (double)nmembers};
+    case AGG_ANY: return iv_bool(ntrue ? TRI_TRUE : nunk ? TRI_UNKNOWN : TRI_FALSE);
+    case AGG_ALL:
+        if (!nmembers || nfalse)
+            return iv_bool(TRI_FALSE);
+        return iv_bool(nunk ? TRI_UNKNOWN : TRI_TRUE);
     case AGG_MIN:
+        if (!nval)
+            return IV_NONE;
+        return nunk ? (struct iv){-INFINITY, red} : iv_of(red);
     case AGG_MAX:
-    case AGG_SUM: return nval ? red : NAN;
-    case AGG_AVG: return nval ? red / (double)nval : NAN;
+        if (!nval)
+            return IV_NONE;
+        return nunk ? (struct iv){red, INFINITY} : iv_of(red);
+    case AGG_SUM: return nval && !nunk ? iv_of(red) : IV_NONE;
+    case AGG_AVG: return nval && !nunk ? iv_of(red / (double)nval) : IV_NONE;
     }
-    return NAN;
+    return IV_NONE;
 }
 
 /* Folds v into red, the min/max (nval values so far) or the sum (from 0). */
@@ -733,8 +805,8 @@ static inline double fold(uint8_t agg, double red, size_t nval, double v)
 /* The full recompute: runs the inner code for every member at now. Used when
  * the cache cannot be (time went backwards, out of memory), and by the tests
  * as the reference. */
-static double sensors_full(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
-                           uint8_t agg, struct inst *in, int64_t now)
+static struct iv sensors_full(struct cb_engine *e, const struct rules__rule *r,
+                              struct rules__code c, uint8_t agg, struct inst *in, int64_t now)
 {
     size_t ntrue = 0, nval = 0;
     double red = 0;
@@ -778,11 +850,12 @@ static struct gcache *gcache_of(struct inst *in, uint32_t op)
  * op: recomputes the members whose cached value may have changed by now
  * (dirty, or a window sample or an age() threshold passed), then reads the
  * counts. Gives what sensors_full gives. */
-static double sensors_agg(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
-                          uint8_t agg, struct inst *in, uint32_t op, int64_t now)
+static struct iv sensors_agg(struct cb_engine *e, const struct rules__rule *r,
+                             struct rules__code c, uint8_t agg, struct inst *in, uint32_t op,
+                             int64_t now)
 {
     if (!in)
-        return NAN;
+        return IV_NONE;
     struct gcache *g = now >= e->hi_now && !e->no_group_cache ? gcache_of(in, op) : NULL;
     if (!g)
         return sensors_full(e, r, c, agg, in, now);
@@ -831,38 +904,106 @@ static inline double binop(uint8_t opcode, double x, double y)
     return x;
 }
 
-/* Runs compiled code c of rule r for instance in; b is the sensor in context
- * (NULL in a group rule outside sensors:). Returns the value, NaN for none.
- * The stack lives on the C stack: nothing is allocated per evaluation. */
-static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
-                  struct inst *in, struct binding *b, int64_t now)
+static inline double min4(double a, double b, double c, double d)
 {
-    double st[RULES_STACK_MAX + 1];
+    double x = a < b ? a : b, y = c < d ? c : d;
+    return x < y ? x : y;
+}
+
+static inline double max4(double a, double b, double c, double d)
+{
+    double x = a > b ? a : b, y = c > d ? c : d;
+    return x > y ? x : y;
+}
+
+/* x OP y over intervals: every value the result can take for some x and y
+ * in theirs. Comparisons and and/or give three-valued truth (rules.md:
+ * false and unknown is false, true or unknown is true). As with known
+ * values, division by an interval that holds 0 and any overflow of known
+ * values give no value. */
+static struct iv iv_binop(uint8_t opcode, struct iv x, struct iv y)
+{
+    struct iv r;
+    switch ((enum rules__opcode)opcode) {
+    case OP_ADD: r = (struct iv){x.lo + y.lo, x.hi + y.hi}; break;
+    case OP_SUB: r = (struct iv){x.lo - y.hi, x.hi - y.lo}; break;
+    case OP_MUL:
+        r = (struct iv){min4(x.lo * y.lo, x.lo * y.hi, x.hi * y.lo, x.hi * y.hi),
+                        max4(x.lo * y.lo, x.lo * y.hi, x.hi * y.lo, x.hi * y.hi)};
+        break;
+    case OP_DIV:
+        if (y.lo <= 0.0 && y.hi >= 0.0)
+            return IV_NONE;
+        r = (struct iv){min4(x.lo / y.lo, x.lo / y.hi, x.hi / y.lo, x.hi / y.hi),
+                        max4(x.lo / y.lo, x.lo / y.hi, x.hi / y.lo, x.hi / y.hi)};
+        break;
+    case OP_GT: return iv_bool(x.lo > y.hi ? TRI_TRUE : x.hi <= y.lo ? TRI_FALSE : TRI_UNKNOWN);
+    case OP_GE: return iv_bool(x.lo >= y.hi ? TRI_TRUE : x.hi < y.lo ? TRI_FALSE : TRI_UNKNOWN);
+    case OP_LT: return iv_bool(x.hi < y.lo ? TRI_TRUE : x.lo >= y.hi ? TRI_FALSE : TRI_UNKNOWN);
+    case OP_LE: return iv_bool(x.hi <= y.lo ? TRI_TRUE : x.lo > y.hi ? TRI_FALSE : TRI_UNKNOWN);
+    case OP_EQ:
+    case OP_NE: {
+        enum tri eq = iv_known(x) && iv_known(y) && x.lo == y.lo ? TRI_TRUE
+                      : x.hi < y.lo || y.hi < x.lo              ? TRI_FALSE
+                                                                : TRI_UNKNOWN;
+        if (opcode == OP_NE && eq != TRI_UNKNOWN)
+            eq = eq == TRI_TRUE ? TRI_FALSE : TRI_TRUE;
+        return iv_bool(eq);
+    }
+    case OP_AND: {
+        enum tri a = iv_truth(x), b = iv_truth(y);
+        return iv_bool(a == TRI_FALSE || b == TRI_FALSE ? TRI_FALSE
+                       : a == TRI_TRUE && b == TRI_TRUE ? TRI_TRUE
+                                                        : TRI_UNKNOWN);
+    }
+    case OP_OR: {
+        enum tri a = iv_truth(x), b = iv_truth(y);
+        return iv_bool(a == TRI_TRUE || b == TRI_TRUE ? TRI_TRUE
+                       : a == TRI_FALSE && b == TRI_FALSE ? TRI_FALSE
+                                                          : TRI_UNKNOWN);
+    }
+    default: return IV_NONE;
+    }
+    if (r.lo != r.lo || r.hi != r.hi)
+        return IV_NONE; /* inf - inf, 0 * inf: nothing can be said */
+    if (iv_known(x) && iv_known(y) && !(isfinite(r.lo) && isfinite(r.hi)))
+        return IV_NONE; /* overflow of known values: no meaningful value */
+    return r;
+}
+
+/* Runs compiled code c of rule r for instance in; b is the sensor in context
+ * (NULL in a group rule outside sensors:). Returns what the value can be
+ * (struct iv). The stack lives on the C stack: nothing is allocated per
+ * evaluation. */
+static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                        struct inst *in, struct binding *b, int64_t now)
+{
+    struct iv st[RULES_STACK_MAX + 1];
     int sp = 0;
     const struct rules__op *op = r->ops + c.start, *end = op + c.len;
     if (c.len == 0)
-        return NAN;
+        return IV_NONE;
     for (; op < end; op++) {
-        double x, y;
+        struct iv x, y;
         switch ((enum rules__opcode)op->op) {
         case OP_CONST:
-            st[sp++] = op->k;
+            st[sp++] = iv_of(op->k);
             break;
         case OP_LATEST: {
             const struct series *s = b ? b->ser[op->slot] : NULL;
-            st[sp++] = s && s->has ? s->last_v : NAN;
+            st[sp++] = s && s->has ? iv_of(s->last_v) : IV_NONE;
             break;
         }
         case OP_AGE:
-            st[sp++] = b && b->s->has ? (double)(now - b->s->last_ts) / 1000.0 : NAN;
+            st[sp++] = b && b->s->has ? iv_of((double)(now - b->s->last_ts) / 1000.0) : IV_NONE;
             break;
         case OP_AGE_M: {
             const struct series *s = b ? b->ser[op->slot] : NULL;
-            st[sp++] = s && s->has ? (double)(now - s->last_ts) / 1000.0 : NAN;
+            st[sp++] = s && s->has ? iv_of((double)(now - s->last_ts) / 1000.0) : IV_NONE;
             break;
         }
         case OP_WIN:
-            st[sp++] = b ? window_value(e, b->wins[op->slot], op->agg, op->k, now) : NAN;
+            st[sp++] = b ? iv_of(window_value(e, b->wins[op->slot], op->agg, op->k, now)) : IV_NONE;
             break;
         case OP_SENSORS: {
             struct rules__code inner = {(uint32_t)(op - r->ops) + 1, op->len};
@@ -871,19 +1012,30 @@ static double run(struct cb_engine *e, const struct rules__rule *r, struct rules
             break;
         }
         case OP_NEG:
-            st[sp - 1] = -st[sp - 1];
-            break;
-        case OP_NOT:
             x = st[sp - 1];
-            st[sp - 1] = x != x ? NAN : (x == 0.0 ? 1.0 : 0.0);
+            st[sp - 1] = (struct iv){-x.hi, -x.lo};
             break;
+        case OP_NOT: {
+            enum tri t = iv_truth(st[sp - 1]);
+            st[sp - 1] = iv_bool(t == TRI_UNKNOWN ? t : t == TRI_TRUE ? TRI_FALSE : TRI_TRUE);
+            break;
+        }
         default:
             y = st[--sp];
-            st[sp - 1] = binop(op->op, st[sp - 1], y);
+            st[sp - 1] = iv_binop(op->op, st[sp - 1], y);
             break;
         }
     }
-    return sp ? st[sp - 1] : NAN;
+    return sp ? st[sp - 1] : IV_NONE;
+}
+
+/* The scalar face of run_iv: the value, or NaN when it is not known. A
+ * member's inner expression of a `sensors:` aggregate is always known or
+ * not at all, so this is what the member caches store. */
+static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
+                  struct inst *in, struct binding *b, int64_t now)
+{
+    return iv_scalar(run_iv(e, r, c, in, b, now));
 }
 
 /* A value of run_until's stack: the value at now, how fast it changes with
@@ -1014,6 +1166,39 @@ static struct binding *context_of(const struct inst *in)
     return in->rule->nper || !in->nmv ? NULL : in->mv[0];
 }
 
+static void render_number(struct cb_strbuf *out, const struct rules__tpl_part *p, double v)
+{
+    if (p->fmt == 'd')
+        cb_strbuf_printf(out, "%.0f", v);
+    else if (p->fmt)
+        cb_strbuf_printf(out, p->fmt == 'f' ? "%.*f" : p->fmt == 'e' ? "%.*e" : "%.*g",
+                         p->prec < 0 ? 6 : p->prec, v);
+    else
+        cb_strbuf_printf(out, "%.6g", v);
+}
+
+/* A template value: the number when known; what is known of it otherwise
+ * ("2..3" for a count with an unknown sensor, ">=3.4" or "<=1.2" for a max or
+ * min over some unknown sensors), "n/a" when nothing is. */
+static void render_value(struct cb_strbuf *out, const struct rules__tpl_part *p, struct iv v)
+{
+    if (iv_known(v)) {
+        render_number(out, p, v.lo);
+    } else if (isfinite(v.lo) && isfinite(v.hi)) {
+        render_number(out, p, v.lo);
+        cb_strbuf_puts(out, "..");
+        render_number(out, p, v.hi);
+    } else if (isfinite(v.lo)) {
+        cb_strbuf_puts(out, ">=");
+        render_number(out, p, v.lo);
+    } else if (isfinite(v.hi)) {
+        cb_strbuf_puts(out, "<=");
+        render_number(out, p, v.hi);
+    } else {
+        cb_strbuf_puts(out, "n/a");
+    }
+}
+
 /* Renders the message template of the instance at now into e->msg. */
 static const char *render(struct cb_engine *e, struct inst *in, int64_t now)
 {
@@ -1034,19 +1219,9 @@ static const char *render(struct cb_engine *e, struct inst *in, int64_t now)
                 if (strcmp(in->labels[k].name, p->text) == 0)
                     cb_strbuf_puts(&e->msg, in->labels[k].value);
             break;
-        case TPL_EXPR: {
-            double v = run(e, r, p->code, in, context_of(in), now);
-            if (v != v)
-                cb_strbuf_puts(&e->msg, "n/a");
-            else if (p->fmt == 'd')
-                cb_strbuf_printf(&e->msg, "%.0f", v);
-            else if (p->fmt)
-                cb_strbuf_printf(&e->msg, p->fmt == 'f' ? "%.*f" : p->fmt == 'e' ? "%.*e" : "%.*g",
-                                 p->prec < 0 ? 6 : p->prec, v);
-            else
-                cb_strbuf_printf(&e->msg, "%.6g", v);
+        case TPL_EXPR:
+            render_value(&e->msg, p, run_iv(e, r, p->code, in, context_of(in), now));
             break;
-        }
         }
     }
     return e->msg.oom ? NULL : e->msg.data;
@@ -1064,20 +1239,32 @@ static int64_t inst_last_sample(const struct inst *in)
     return last;
 }
 
-/* rules.md: an alert whose sensors go silent stays as it is and is marked
- * stale. Checked on the tick; a change is a change of the listing, so it
- * moves the version (the API's cache) without being a transition. */
+/* rules.md: an alert whose verdict is unknown, or whose sensors all went
+ * silent, stays as it is and is marked stale. A change is a change of the
+ * listing, so it moves the version (the API's cache) and is persisted (a
+ * PROGRESS record), without being an event. */
 static void update_stale(struct cb_engine *e, struct inst *in, int64_t now)
 {
     int stale = 0;
     if (in->state == ST_FIRING) {
         int64_t last = inst_last_sample(in);
-        stale = last == 0 || now - last > e->opts.stale_after_ms;
+        stale = in->unknown || last == 0 || now - last > e->opts.stale_after_ms;
     }
     if (stale != in->stale) {
         in->stale = stale;
         e->version++;
+        emit(e, in, CB_ALERT_PROGRESS, now);
     }
+}
+
+/* Records whether the instance's last verdict was unknown (no evidence
+ * either way), which marks a firing instance stale. */
+static void set_unknown(struct cb_engine *e, struct inst *in, int unknown, int64_t now)
+{
+    if (unknown == in->unknown)
+        return;
+    in->unknown = unknown;
+    update_stale(e, in, now);
 }
 
 static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now,
@@ -1102,6 +1289,10 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->cooldown_until = in->cooldown_until;
     t->stale = in->state == ST_FIRING && in->stale;
     t->last_sample = inst_last_sample(in);
+    t->fired_at = in->state == ST_FIRING ? in->fired_at : 0;
+    t->clear_since = in->state == ST_FIRING && in->has_clear_since ? in->clear_since : 0;
+    t->rule_key = r->key;
+    t->reason = e->reason;
 }
 
 static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
@@ -1125,10 +1316,14 @@ static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state
         e->fn(e->ctx, &t);
 }
 
-static void resolve(struct cb_engine *e, struct inst *in, int64_t now)
+/* Resolves a firing instance: on evidence (reason NULL), or because the
+ * engine or an operator ended it (the reason is in the transition). */
+static void resolve(struct cb_engine *e, struct inst *in, int64_t now, const char *reason)
 {
     in->cooldown_until = in->rule->cooldown_ms ? now + in->rule->cooldown_ms : 0;
+    e->reason = reason;
     emit(e, in, CB_ALERT_RESOLVED, now);
+    e->reason = NULL;
     in->state = ST_INACTIVE;
     in->sev = in->rule->severity;
     in->since = in->fired_at = 0;
@@ -1152,7 +1347,7 @@ static void escalate(struct cb_engine *e, struct inst *in, int64_t now)
         if (x->level <= best)
             continue;
         if (x->after ? (!in->acked && now - in->fired_at >= x->after_ms)
-                     : truthy(run(e, r, x->cond, in, context_of(in), now)))
+                     : iv_truth(run_iv(e, r, x->cond, in, context_of(in), now)) == TRI_TRUE)
             best = x->level;
     }
     if (best > in->sev) {
@@ -1162,15 +1357,23 @@ static void escalate(struct cb_engine *e, struct inst *in, int64_t now)
 }
 
 /* The state machine of one instance at now: inactive -> pending -> firing ->
- * resolved (inactive), with escalation while firing. */
+ * resolved (inactive), with escalation while firing. Only evidence moves it
+ * (rules.md, "Missing data"): it fires when `when` is true and resolves when
+ * its clear condition is true; an unknown verdict keeps it as it is and marks
+ * it unknown (shown as stale). Two choices where rules.md is silent, both
+ * made so no alert is missed and no all-clear is given without evidence: an
+ * unknown `when` keeps a pending instance's `for` progress (it was never seen
+ * false), while an unknown clear condition restarts `clear ... for` (the
+ * all-clear needs the whole span of evidence). */
 static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
 {
     const struct rules__rule *r = in->rule;
     struct binding *b = context_of(in);
-    double w = run(e, r, r->when, in, b, now);
+    enum tri w = iv_truth(run_iv(e, r, r->when, in, b, now));
     if (in->state != ST_FIRING) {
-        if (!truthy(w)) {
-            if (in->state == ST_PENDING) {
+        set_unknown(e, in, w == TRI_UNKNOWN, now);
+        if (w != TRI_TRUE) {
+            if (w == TRI_FALSE && in->state == ST_PENDING) {
                 in->state = ST_INACTIVE;
                 emit(e, in, CB_ALERT_INACTIVE, now);
                 in->since = 0;
@@ -1198,18 +1401,26 @@ static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
         escalate(e, in, now);
         return;
     }
-    int clear = r->has_clear ? truthy(run(e, r, r->clear, in, b, now)) : (w == 0.0);
-    if (clear) {
+    enum tri clear;
+    if (r->has_clear)
+        clear = iv_truth(run_iv(e, r, r->clear, in, b, now));
+    else
+        clear = w == TRI_UNKNOWN ? TRI_UNKNOWN : w == TRI_TRUE ? TRI_FALSE : TRI_TRUE;
+    set_unknown(e, in, clear == TRI_UNKNOWN, now);
+    if (clear == TRI_TRUE) {
         if (!in->has_clear_since) {
             in->has_clear_since = 1;
             in->clear_since = now;
+            if (r->clear_for_ms > 0)
+                emit(e, in, CB_ALERT_PROGRESS, now);
         }
         if (now - in->clear_since >= r->clear_for_ms) {
-            resolve(e, in, now);
+            resolve(e, in, now, NULL);
             return;
         }
-    } else {
+    } else if (in->has_clear_since) {
         in->has_clear_since = 0;
+        emit(e, in, CB_ALERT_PROGRESS, now);
     }
     escalate(e, in, now);
 }
@@ -1400,6 +1611,45 @@ int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const cha
     return 0;
 }
 
+/* A firing instance kept across a swap takes its rule's new presentation:
+ * a base severity raised above its own escalates it (an event), one lowered
+ * applies when it was not escalated (recorded, no event: severities go down
+ * only when the alert resolves, and this is the engineer's own correction);
+ * the listing's message is rendered again from the new template. */
+static void restyle(struct cb_engine *e, struct inst *in, const struct rules__rule *old_rule,
+                    int64_t now)
+{
+    const struct rules__rule *r = in->rule;
+    if (r->severity > in->sev) {
+        in->sev = r->severity;
+        emit(e, in, CB_ALERT_ESCALATED, now);
+    } else if (r->severity < in->sev && in->sev == old_rule->severity) {
+        in->sev = r->severity;
+        emit(e, in, CB_ALERT_PROGRESS, now);
+    }
+    const char *m = render(e, in, now);
+    char *copy = m ? rules__strdup(m) : NULL;
+    if (copy || !r->has_msg) {
+        free(in->msg);
+        in->msg = copy;
+    }
+    e->version++;
+}
+
+/* Ends an instance whose rule is gone or changed: a firing one resolves with
+ * the reason (an event, notified); a pending one becomes inactive. */
+static void end_instance(struct cb_engine *e, struct inst *in, int64_t now, const char *reason)
+{
+    if (in->state == ST_FIRING) {
+        resolve(e, in, now, reason);
+    } else if (in->state == ST_PENDING) {
+        in->state = ST_INACTIVE;
+        e->reason = reason;
+        emit(e, in, CB_ALERT_INACTIVE, now);
+        e->reason = NULL;
+    }
+}
+
 int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
 {
     struct cb_ruleset *old = e->rs;
@@ -1410,19 +1660,22 @@ int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
             rules__map_free(&names);
             return -1;
         }
-    /* instances: keep those of unchanged rules, resolve and drop the others */
+    /* instances: keep those whose rule's identity is unchanged (and apply
+     * its new presentation); resolve and drop the others */
     for (size_t i = e->ninst; i-- > 0;) {
         struct inst *in = e->instv[i];
         uintptr_t k = (uintptr_t)rules__map_get(&names, in->rule->name);
         const struct rules__rule *nr = k ? &rs->rules[k - 1] : NULL;
-        if (nr && strcmp(nr->text, in->rule->text) == 0) {
+        if (nr && strcmp(nr->key, in->rule->key) == 0) {
+            const struct rules__rule *old_rule = in->rule;
             in->rule = nr;
             in->nmv = 0; /* the sensors bind again below */
             gcache_free(in);
+            if (in->state == ST_FIRING)
+                in->was = old_rule; /* restyled once its sensors are bound again */
             continue;
         }
-        if (in->state == ST_FIRING)
-            resolve(e, in, now);
+        end_instance(e, in, now, nr ? "rule changed" : "rule removed");
         inst_remove(e, in);
     }
     rules__map_free(&names);
@@ -1454,6 +1707,11 @@ int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)
     e->nsens = k;
     if (build_rulemap(e) < 0)
         rc = -1;
+    for (size_t i = 0; i < e->ninst; i++)
+        if (e->instv[i]->was) {
+            restyle(e, e->instv[i], e->instv[i]->was, now);
+            e->instv[i]->was = NULL;
+        }
     cb_ruleset_release(old);
     e->version++; /* pending instances may be gone without a transition */
     return rc;
@@ -1636,10 +1894,11 @@ size_t rules__engine_check_groups(struct cb_engine *e, size_t *compared)
         for (uint32_t k = 0; k < in->ngc; k++) {
             const struct rules__op *op = &r->ops[in->gc[k].op];
             struct rules__code inner = {in->gc[k].op + 1, op->len};
-            double a = sensors_agg(e, r, inner, op->agg, in, in->gc[k].op, now);
-            double b = sensors_full(e, r, inner, op->agg, in, now);
+            struct iv a = sensors_agg(e, r, inner, op->agg, in, in->gc[k].op, now);
+            struct iv b = sensors_full(e, r, inner, op->agg, in, now);
             n++;
-            if (!((a != a && b != b) || (a == b && signbit(a) == signbit(b))))
+            if (!(a.lo == b.lo && a.hi == b.hi && signbit(a.lo) == signbit(b.lo) &&
+                  signbit(a.hi) == signbit(b.hi)))
                 bad++;
         }
     }

@@ -104,6 +104,12 @@ struct rule_ast {
     int nvalid;
     struct esc_ast esc[16];
     int nesc;
+    /* source spans of the clauses that make the rule's identity (match, per,
+     * when, for, clear): rules__rule.key */
+    struct {
+        uint32_t start, end;
+    } ident[256 + 4];
+    int nident;
 };
 
 struct parser {
@@ -1160,12 +1166,48 @@ static char *canonical_text(struct parser *p, size_t start, size_t end)
     return r;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The rule's identity: its name and its identity clauses, each as canonical
+ * text, sorted so the order of clauses, comments and layout do not count.
+ * Title, message, severity, escalate, cooldown, valid and notify are not in
+ * it: changing them keeps every instance and its state. NULL on OOM. */
+static char *identity_key(struct parser *p, const struct rule_ast *ra, const char *name)
+{
+    char *parts[sizeof ra->ident / sizeof ra->ident[0]];
+    int n = 0;
+    char *key = NULL;
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    for (; n < ra->nident; n++)
+        if (!(parts[n] = canonical_text(p, ra->ident[n].start, ra->ident[n].end)))
+            goto out;
+    qsort(parts, (size_t)n, sizeof *parts, cmp_str);
+    cb_strbuf_puts(&b, name);
+    for (int i = 0; i < n; i++) {
+        cb_strbuf_putc(&b, '\n');
+        cb_strbuf_puts(&b, parts[i]);
+    }
+    key = b.oom ? NULL : cb_strbuf_steal(&b, NULL);
+out:
+    while (n-- > 0)
+        free(parts[n]);
+    cb_strbuf_free(&b);
+    if (!key)
+        p->oom = 1;
+    return key;
+}
+
 void rules__rule_free(struct rules__rule *r)
 {
     free(r->name);
     free(r->title);
     free(r->file);
     free(r->text);
+    free(r->key);
     for (size_t i = 0; i < r->npats; i++)
         cb_topic_pattern_free(r->pats[i]);
     free(r->pats);
@@ -1203,11 +1245,12 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
     r->line = ra->name.line;
     r->col = ra->name.col;
     r->text = canonical_text(p, ra->kw.off, end_off);
+    r->key = r->name ? identity_key(p, ra, r->name) : NULL;
     r->severity = ra->has_severity ? ra->severity : CB_SEV_MAJOR;
     r->for_ms = ra->for_ms;
     r->cooldown_ms = ra->cooldown_ms;
     r->clear_for_ms = ra->clear_for_ms;
-    if (!r->name || !r->file || !r->text)
+    if (!r->name || !r->file || !r->text || !r->key)
         goto oom;
     if (ra->has_title && !(r->title = tok_string(p, &ra->title)))
         goto oom;
@@ -1320,6 +1363,14 @@ oom:
     p->oom = 1;
 }
 
+/* 1 when the clause starting at keyword t is part of the rule's identity:
+ * what its verdicts mean (rules.md: name, match, per, when, for, clear). */
+static int is_identity_clause(struct parser *p, const struct rules__tok *t)
+{
+    return tok_is(p, t, "match") || tok_is(p, t, "per") || tok_is(p, t, "when") ||
+           tok_is(p, t, "for") || tok_is(p, t, "clear");
+}
+
 /* Parses `rule NAME { clauses }` at p->cur, compiles it and appends it to the
  * ruleset when the file has no error so far (or to check it for more errors). */
 static void parse_rule(struct parser *p)
@@ -1361,12 +1412,17 @@ static void parse_rule(struct parser *p)
         }
         p->depth = p->paren = 0;
         uint32_t before = p->cur.off;
+        int ident = is_identity_clause(p, &p->cur);
         if (parse_clause(p, ra) < 0) {
             if (p->cur.off != before &&
                 (p->cur.bol || p->cur.kind == TK_RBRACE || p->cur.kind == TK_EOF))
                 continue; /* the error was at the start of the next line */
             sync_line(p);
             continue;
+        }
+        if (ident && ra->nident < (int)(sizeof ra->ident / sizeof ra->ident[0])) {
+            ra->ident[ra->nident].start = before;
+            ra->ident[ra->nident++].end = p->cur.off;
         }
     }
     if (!closed) {
@@ -1574,11 +1630,6 @@ fail:
     free(buf);
     fclose(f);
     return -1;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Appends path (a file, or every *.rules of a directory in name order) to

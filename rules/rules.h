@@ -115,6 +115,8 @@ enum cb_alert_state {
     CB_ALERT_ESCALATED,
     CB_ALERT_RESOLVED,
     CB_ALERT_ACKNOWLEDGED,
+    CB_ALERT_PROGRESS, /* not an event: what a restart must know changed (clear ... for
+                          progress started or stopped, stale marked or cleared) */
 };
 
 enum cb_severity { CB_SEV_INFO = 0, CB_SEV_WARNING, CB_SEV_MAJOR, CB_SEV_CRITICAL };
@@ -149,9 +151,17 @@ struct cb_transition {
     const char *acked_by;     /* ACKNOWLEDGED: who; else NULL */
     const char *ack_note;
     int64_t cooldown_until;   /* RESOLVED: the instance may not fire again before this */
-    int stale;                /* firing, but no sensor of the instance has sent a sample
-                                 for stale_after: the alert stays as it is, marked stale */
+    int stale;                /* firing, but without evidence: its last verdict was unknown
+                                 (rules.md, "Missing data") or no sensor of the instance has
+                                 sent a sample for stale_after; it stays as it is, marked stale */
     int64_t last_sample;      /* newest sample time of the instance's sensors, 0 if none */
+    /* What a restart needs besides the above (persisted, not in the JSON): */
+    int64_t fired_at;         /* firing: when it fired (`after ... unacked` counts from it) */
+    int64_t clear_since;      /* firing: since when the clear condition holds, 0 if it does not */
+    const char *rule_key;     /* the rule's identity (rules__rule.key): state is kept across a
+                                 reload or restart only while it is unchanged */
+    const char *reason;       /* RESOLVED by the engine rather than by evidence: "rule removed",
+                                 "rule changed", "closed by hand"; NULL otherwise (in the JSON) */
 };
 
 /* 1 for the states that are events (published, notified, shown): firing,

@@ -204,7 +204,10 @@ struct rules__valid {
 struct rules__rule {
     char *name, *title, *file;
     int line, col;
-    char *text;               /* the rule's source text: unchanged text keeps state on swap */
+    char *text;               /* the rule's source text, canonical (tokens, single spaces) */
+    char *key;                /* its identity: name + match, per, when, for, clear (sorted,
+                                 canonical); an unchanged key keeps instances and their state
+                                 across a reload or restart */
     struct cb_topic_pattern **pats;
     size_t npats;
     char **per;
@@ -315,7 +318,7 @@ size_t rules__window_bytes(const struct rules__window *w);
 void rules__engine_set_group_cache(struct cb_engine *e, int on);
 /* Evaluates every cached `sensors:` aggregate of every group instance at the
  * clock's now, from the cache and by a full recompute; returns how many
- * differ (NaN equals NaN; bit for bit otherwise), *compared how many there
+ * differ (their intervals compared bit for bit), *compared how many there
  * were (may be NULL). */
 size_t rules__engine_check_groups(struct cb_engine *e, size_t *compared);
 
