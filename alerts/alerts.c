@@ -892,7 +892,8 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         .severity = sev_name(t->severity), .since = t->since, .at = t->at,
         .message = t->message, .acked_by = in->acked_by, .acked_at = in->acked_at,
         .ack_note = in->ack_note, .cooldown_until = t->cooldown_until,
-        .updated = now_ms(a),
+        .updated = now_ms(a), .fired_at = t->fired_at, .clear_since = t->clear_since,
+        .stale = t->stale, .rule_key = t->rule_key,
     };
     if (b->oom || cb_alert_store_put_instance(a->store, &row))
         cb_error("alert", "%s: instance not persisted (out of memory)", t->id);
@@ -983,7 +984,9 @@ static int load_row(void *arg, const struct cb_alert_row *r)
     }
     t.id = r->id;
     t.rule = r->rule;
-    t.state = !strcmp(r->state, "pending") ? CB_ALERT_PENDING : CB_ALERT_FIRING;
+    t.state = !strcmp(r->state, "pending")    ? CB_ALERT_PENDING
+              : !strcmp(r->state, "resolved") ? CB_ALERT_RESOLVED
+                                              : CB_ALERT_FIRING;
     if (cb_alerts_severity_from_name(r->severity, &t.severity))
         t.severity = CB_SEV_MAJOR;
     t.labels = lab;
@@ -994,6 +997,17 @@ static int load_row(void *arg, const struct cb_alert_row *r)
     t.acked_by = r->acked_by;
     t.ack_note = r->ack_note;
     t.cooldown_until = r->cooldown_until;
+    t.fired_at = r->fired_at;
+    t.clear_since = r->clear_since;
+    t.stale = r->stale;
+    t.rule_key = r->rule_key;
+    if (t.state == CB_ALERT_RESOLVED) { /* only a cooldown still running matters */
+        if (r->cooldown_until > now_ms(lc->a))
+            lc->fn(lc->ctx, &t, 0, 0);
+        free(lab);
+        cJSON_Delete(labels);
+        return 0;
+    }
     if (r->acked_by) {
         struct inst *in = inst_get(lc->a, r->id);
         if (in) {
@@ -1014,8 +1028,8 @@ int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx)
     struct load_ctx lc = {a, fn, ctx, 0};
     struct cb_alert_reader *r = cb_alert_store_reader(a->store);
     cb_alerts_sync(a);
-    const char *states[] = {"pending", "firing"};
-    for (int i = 0; i < 2; i++) {
+    const char *states[] = {"pending", "firing", "resolved"};
+    for (int i = 0; i < 3; i++) {
         struct cb_alert_filter f = {.state = states[i], .limit = 10000000};
         if (cb_alert_reader_instances(r, &f, load_row, &lc)) {
             cb_error("alert", "loading alert instances: %s", cb_alert_reader_error(r));
@@ -1023,36 +1037,6 @@ int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx)
         }
     }
     return lc.n;
-}
-
-struct forget_ctx {
-    struct cb_alerts *a;
-    const char *id;
-    int64_t at;
-};
-
-static int forget_row(void *arg, const struct cb_alert_row *r)
-{
-    struct forget_ctx *fc = arg;
-    if (strcmp(r->id, fc->id))
-        return 0;
-    struct cb_alert_row n = *r;
-    n.state = "resolved";
-    n.at = fc->at;
-    n.updated = now_ms(fc->a);
-    cb_alert_store_put_instance(fc->a->store, &n);
-    return 1;
-}
-
-void cb_alerts_forget(struct cb_alerts *a, const char *id, int64_t at)
-{
-    struct forget_ctx fc = {a, id, at};
-    const char *states[] = {"pending", "firing"};
-    for (int i = 0; i < 2; i++) {
-        struct cb_alert_filter f = {.state = states[i], .limit = 10000000};
-        cb_alert_reader_instances(cb_alert_store_reader(a->store), &f, forget_row, &fc);
-    }
-    inst_free(alerts__map_del(&a->insts, id));
 }
 
 /* ---- lists ---- */

@@ -54,16 +54,16 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
 /* A cb_transition_fn adapter: ctx is the struct cb_alerts. */
 void cb_alerts_transition_cb(void *ctx, const struct cb_transition *t);
 
-/* Restart: visits stored pending and firing instances as transitions (state
- * PENDING or FIRING, severity, since, message, labels), with the ack flag and
- * time, so the daemon feeds them to cb_engine_restore before any sample.
- * Nothing is notified. Returns the number visited, or -1 on a read error. */
+/* Restart: visits stored instances as transitions: pending and firing ones
+ * (state PENDING or FIRING with severity, since, fired_at, clear_since,
+ * stale, message, labels and the rule's identity key), and resolved ones
+ * whose cooldown is still running (state RESOLVED, cooldown_until), with the
+ * ack flag and time, so the daemon feeds them to cb_engine_restore before
+ * any sample. Nothing is notified. Returns the number visited, or -1 on a
+ * read error. */
 typedef void (*cb_alerts_load_fn)(void *ctx, const struct cb_transition *t, int acked,
                                   int64_t acked_at);
 int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx);
-/* For a stored instance whose rule no longer exists (cb_engine_restore
- * returned -1): marks it resolved in the store without notifying. */
-void cb_alerts_forget(struct cb_alerts *a, const char *id, int64_t at);
 
 /* Sends what the storm windows hold whose time has come and releases held
  * notifications whose silence ended. The module's own timer calls it; tests

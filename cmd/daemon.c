@@ -385,6 +385,8 @@ static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct cb_daemon *d = ctx;
     cb_counter_add(d->m_transitions, 1);
+    if (t->reason)
+        cb_warn("alert", "%s %s: %s", t->id, cb_alert_state_name(t->state), t->reason);
     cb_alerts_on_transition(d->alerts, t);
     if (!d->mqtt || !cb_transition_is_event(t))
         return;
@@ -414,10 +416,12 @@ static void alert_event(void *ctx, uint64_t seq, const char *json, size_t len)
 static void restore_instance(void *ctx, const struct cb_transition *t, int acked, int64_t acked_at)
 {
     struct cb_daemon *d = ctx;
-    if (cb_engine_restore(d->engine, t, acked, acked_at) != 0) {
-        cb_info("alert", "%s: its rule is gone; resolving it", t->id);
-        cb_alerts_forget(d->alerts, t->id, cb_wall_ms());
-    }
+    int rc = cb_engine_restore(d->engine, t, acked, acked_at);
+    if (rc < 0)
+        cb_error("alert", "%s: out of memory restoring it", t->id);
+    else if (rc > 0 && t->state != CB_ALERT_RESOLVED)
+        cb_warn("alert", "%s: its rule %s since it was stored; ending it", t->id,
+                cb_engine_has_rule(d->engine, t->rule) ? "changed" : "is gone");
 }
 
 /* ---- rules: load, reload, watch ------------------------------------------ */

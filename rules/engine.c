@@ -108,6 +108,19 @@ struct inst {
     size_t pos; /* in e->insts */
 };
 
+/* A stored instance whose rule is gone or changed identity since it was
+ * stored: it is ended (resolved, or made inactive when pending) with the
+ * reason at the next tick, when the daemon's outputs are up. */
+struct orphan {
+    char *id, *rule, *message;
+    struct cb_label *labels;
+    size_t nlabels;
+    enum cb_alert_state state; /* what it ends as: RESOLVED or INACTIVE */
+    enum cb_severity sev;
+    int64_t since;
+    const char *reason;        /* static text */
+};
+
 struct cb_engine {
     struct cb_ruleset *rs;
     const struct cb_clock *clock;
@@ -132,6 +145,8 @@ struct cb_engine {
     int64_t hi_now;            /* the latest now windows were fed or expired at */
     int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
     const char *reason;        /* the reason of the transition being emitted, or NULL */
+    struct orphan *orphans;    /* restored instances to end at the next tick */
+    size_t norphans;
 };
 
 static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
@@ -1425,6 +1440,80 @@ static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
     escalate(e, in, now);
 }
 
+/* ---- restored instances whose rule is gone or changed ---------------------------------- */
+
+/* A copy of saved's labels (names and values packed in one block). */
+static struct cb_label *labels_copy(const struct cb_transition *saved)
+{
+    size_t n = saved->nlabels;
+    const char **names = calloc(n ? 2 * n : 1, sizeof *names);
+    size_t *vlens = calloc(n ? n : 1, sizeof *vlens);
+    struct cb_label *l = NULL;
+    if (names && vlens) {
+        for (size_t i = 0; i < n; i++) {
+            names[i] = saved->labels[i].name;
+            names[n + i] = saved->labels[i].value;
+            vlens[i] = strlen(saved->labels[i].value);
+        }
+        l = labels_pack(names, names + n, vlens, n);
+    }
+    free(names);
+    free(vlens);
+    return l;
+}
+
+static void orphan_free(struct orphan *o)
+{
+    free(o->id);
+    free(o->rule);
+    free(o->message);
+    free(o->labels);
+}
+
+/* Queues the end of a stored instance whose rule is gone or changed. 0 or -1. */
+static int orphan_add(struct cb_engine *e, const struct cb_transition *saved, const char *reason)
+{
+    struct orphan *v = realloc(e->orphans, (e->norphans + 1) * sizeof *v);
+    if (!v)
+        return -1;
+    e->orphans = v;
+    struct orphan *o = &v[e->norphans];
+    *o = (struct orphan){
+        .id = rules__strdup(saved->id), .rule = rules__strdup(saved->rule),
+        .message = saved->message ? rules__strdup(saved->message) : NULL,
+        .labels = labels_copy(saved), .nlabels = saved->nlabels,
+        .state = saved->state == CB_ALERT_PENDING ? CB_ALERT_INACTIVE : CB_ALERT_RESOLVED,
+        .sev = saved->severity, .since = saved->since, .reason = reason,
+    };
+    if (!o->id || !o->rule || !o->labels || (saved->message && !o->message)) {
+        orphan_free(o);
+        return -1;
+    }
+    e->norphans++;
+    return 0;
+}
+
+/* Ends the queued orphans: each is one transition with its reason. */
+static void end_orphans(struct cb_engine *e, int64_t now)
+{
+    for (size_t i = 0; i < e->norphans; i++) {
+        struct orphan *o = &e->orphans[i];
+        struct cb_transition t = {
+            .id = o->id, .rule = o->rule, .state = o->state, .severity = o->sev,
+            .labels = o->labels, .nlabels = o->nlabels, .at = now, .since = o->since,
+            .message = o->message, .reason = o->reason,
+        };
+        e->st.transitions++;
+        e->version++;
+        if (e->fn)
+            e->fn(e->ctx, &t);
+        orphan_free(o);
+    }
+    free(e->orphans);
+    e->orphans = NULL;
+    e->norphans = 0;
+}
+
 /* ---- the public engine --------------------------------------------------------------------- */
 
 static int build_rulemap(struct cb_engine *e)
@@ -1472,6 +1561,9 @@ void cb_engine_free(struct cb_engine *e)
     rules__map_free(&e->sensors);
     rules__map_free(&e->insts);
     rules__map_free(&e->rulemap);
+    for (size_t i = 0; i < e->norphans; i++)
+        orphan_free(&e->orphans[i]);
+    free(e->orphans);
     free(e->scratch);
     free(e->tags);
     cb_strbuf_free(&e->msg);
@@ -1582,6 +1674,8 @@ void cb_engine_tick(struct cb_engine *e)
 {
     int64_t now = cb_clock_now(e->clock);
     e->st.ticks++;
+    if (e->norphans)
+        end_orphans(e, now);
     /* evaluate() never adds or removes instances, so the vector is stable */
     for (size_t i = 0; i < e->ninst; i++) {
         evaluate(e, e->instv[i], now);
@@ -1721,24 +1815,15 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
                       int64_t acked_at)
 {
     uintptr_t k = (uintptr_t)rules__map_get(&e->rulemap, saved->rule);
-    if (!k)
-        return -1;
-    const struct rules__rule *r = &e->rs->rules[k - 1];
-    size_t n = saved->nlabels;
-    const char **names = calloc(n ? 2 * n : 1, sizeof *names);
-    size_t *vlens = calloc(n ? n : 1, sizeof *vlens);
-    char *id = rules__strdup(saved->id);
-    struct cb_label *l = NULL;
-    if (names && vlens) {
-        for (size_t i = 0; i < n; i++) {
-            names[i] = saved->labels[i].name;
-            names[n + i] = saved->labels[i].value;
-            vlens[i] = strlen(saved->labels[i].value);
-        }
-        l = labels_pack(names, names + n, vlens, n);
+    const struct rules__rule *r = k ? &e->rs->rules[k - 1] : NULL;
+    /* a row written before identity keys were stored (NULL) keeps its state */
+    if (!r || (saved->rule_key && strcmp(saved->rule_key, r->key) != 0)) {
+        if (saved->state == CB_ALERT_RESOLVED)
+            return 1; /* a cooldown of a rule that is no more */
+        return orphan_add(e, saved, r ? "rule changed" : "rule removed") ? -1 : 1;
     }
-    free(names);
-    free(vlens);
+    char *id = rules__strdup(saved->id);
+    struct cb_label *l = labels_copy(saved);
     if (!id || !l) {
         free(id);
         free(l);
@@ -1758,7 +1843,12 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
         in->state = ST_FIRING;
         in->sev = saved->severity;
         in->since = saved->since ? saved->since : saved->at;
-        in->fired_at = saved->state == CB_ALERT_FIRING ? saved->at : in->since;
+        in->fired_at = saved->fired_at       ? saved->fired_at
+                       : saved->state == CB_ALERT_FIRING ? saved->at
+                                                         : in->since;
+        in->has_clear_since = saved->clear_since != 0;
+        in->clear_since = saved->clear_since;
+        in->stale = in->unknown = saved->stale != 0;
         if (acked) {
             in->acked = 1;
             in->acked_at = acked_at;
@@ -1878,6 +1968,11 @@ void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
 }
 
 size_t cb_engine_rule_count(const struct cb_engine *e) { return e->rs->nrules; }
+
+int cb_engine_has_rule(const struct cb_engine *e, const char *name)
+{
+    return rules__map_get(&e->rulemap, name) != NULL;
+}
 
 void rules__engine_set_group_cache(struct cb_engine *e, int on)
 {

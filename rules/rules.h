@@ -227,9 +227,13 @@ int cb_engine_offer(struct cb_engine *e, const char *topic, const char *device,
 /* Evaluates every instance at the engine clock's now (the 1 s tick). */
 void cb_engine_tick(struct cb_engine *e);
 
-/* Replaces the ruleset (hot reload). Rules whose compiled text is unchanged
- * keep their windows and instance state; removed rules resolve their firing
- * instances (emitting RESOLVED); new rules start empty. */
+/* Replaces the ruleset (hot reload). Instances of rules whose identity
+ * (name, match, per, when, for, clear) is unchanged keep their state and
+ * acknowledgement and take the new presentation (title, message, severity,
+ * notify, escalation); instances of removed or changed rules resolve with the
+ * reason "rule removed" or "rule changed" (pending ones become inactive);
+ * windows of the same (metric, width) keep their samples; new rules start
+ * empty. */
 int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs);
 
 /* Acknowledges a firing instance. Returns 0 and emits ACKNOWLEDGED, 1 when it
@@ -239,8 +243,12 @@ int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const cha
 
 /* Restores an instance persisted before a restart (from the alert store),
  * before any sample is offered: state PENDING or FIRING (with severity,
- * since, ack). No transition is emitted. Returns 0, or -1 when the rule no
- * longer exists (the caller resolves the stored instance). */
+ * since, fired_at, clear_since, stale, ack), or RESOLVED with a cooldown
+ * still running. No transition is emitted now. Returns 0 when restored; 1
+ * when the rule is gone or its identity (saved->rule_key) changed: the
+ * instance is then ended at the next cb_engine_tick, resolved (or made
+ * inactive, if pending) with the reason "rule removed" or "rule changed";
+ * -1 on OOM. */
 int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, int acked,
                       int64_t acked_at);
 
@@ -253,6 +261,8 @@ int64_t cb_engine_max_window_ms(const struct cb_engine *e);
 void cb_engine_get_stats(const struct cb_engine *e, struct cb_engine_stats *out);
 /* The number of rules loaded now. */
 size_t cb_engine_rule_count(const struct cb_engine *e);
+/* 1 when a rule of that name is loaded. */
+int cb_engine_has_rule(const struct cb_engine *e, const char *name);
 
 /* Visits the current instances (GET /api/alerts, /api/rules): the transition
  * struct describes the current state (PENDING, FIRING, or ESCALATED for a

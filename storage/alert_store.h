@@ -42,6 +42,10 @@ struct cb_alert_row {
     const char *ack_note;
     int64_t cooldown_until;
     int64_t updated;
+    /* restart state (schema step 5): 0 / NULL when none */
+    int64_t fired_at, clear_since;
+    int stale;
+    const char *rule_key;
 };
 
 struct cb_outbox_row {

@@ -111,9 +111,20 @@ static const char schema_v3[] =
 static const char schema_v4[] =
     "CREATE TABLE cap_refs(notification TEXT PRIMARY KEY, ref TEXT NOT NULL) WITHOUT ROWID;";
 
+/* Step 5: what a restart needs to give the same verdicts (rules.md, "Time
+ * and evaluation"): when a firing instance fired (`after ... unacked`), since
+ * when its clear condition holds (`clear ... for`), whether it is stale, and
+ * the identity of the rule that made it (state is kept only while the rule's
+ * identity is unchanged). Resolved rows keep cooldown_until already. */
+static const char schema_v5[] =
+    "ALTER TABLE alert_instances ADD COLUMN fired_at INTEGER;"
+    "ALTER TABLE alert_instances ADD COLUMN clear_since INTEGER;"
+    "ALTER TABLE alert_instances ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE alert_instances ADD COLUMN rule_key TEXT;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
-static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

@@ -629,15 +629,23 @@ static void test_restart_load(void)
     CU_ASSERT_STRING_EQUAL(sfield(row, "acked_by"), "ops");
     cJSON_Delete(row);
     CU_ASSERT_EQUAL(f->published, 1);
-    /* a stored instance whose rule is gone is resolved without notifying */
-    cb_alerts_forget(f->a, "river_flood/district=d09", t0 + 200);
+    /* a stored instance whose rule is gone is resolved by the engine with
+     * the reason, and that resolution is an event like any other: stored,
+     * in the history with its reason, notified */
+    t = tr("river_flood/district=d09", CB_ALERT_RESOLVED, CB_SEV_MAJOR, t0 + 200);
+    t.reason = "rule removed";
+    cb_alerts_on_transition(f->a, &t);
+    cb_alerts_tick(f->a);
     row = instance(f, "river_flood/district=d09");
     CU_ASSERT_STRING_EQUAL(sfield(row, "state"), "resolved");
     cJSON_Delete(row);
-    CU_ASSERT_EQUAL(f->published, 1);
+    CU_ASSERT_EQUAL(f->published, 2);
     /* transition seqs go on after the restart */
     cJSON *h = history(f);
-    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 5);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 6);
+    char *text = cJSON_PrintUnformatted(h);
+    CU_ASSERT_PTR_NOT_NULL(text && strstr(text, "\"reason\":\"rule removed\""));
+    free(text);
     cJSON_Delete(h);
     fix_free(f);
 }

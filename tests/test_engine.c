@@ -291,12 +291,22 @@ static void test_restore(void)
                                   .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 2,
                                   .at = T0 - 60000, .since = T0 - 60000};
     CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), 0);
+    /* a stored instance of a rule that is gone ends at the first tick, with
+     * its reason; one of a rule whose identity changed likewise */
+    saved.id = "removed/city/d1/river/s1";
     saved.rule = "removed";
-    CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), -1);
-    send(&f, 1, "city/d1/river/s1", "level", 4); /* still firing: no new firing event */
+    CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), 1);
+    saved.id = "hi/city/d2/river/s1";
+    saved.rule = "hi";
+    saved.rule_key = "hi\nwhen level > 2";
+    CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), 1);
     CU_ASSERT_EQUAL(f.rec.n, 0);
+    send(&f, 1, "city/d1/river/s1", "level", 4); /* still firing: no new firing event */
+    expect(&f, 0, "resolved removed/city/d1/river/s1 major +1s");
+    expect(&f, 1, "resolved hi/city/d2/river/s1 major +1s");
+    CU_ASSERT_EQUAL(f.rec.n, 2);
     at(&f, 60);
-    expect(&f, 0, "escalated hi/city/d1/river/s1 critical +60s");
+    expect(&f, 2, "escalated hi/city/d1/river/s1 critical +60s");
     fx_free(&f);
 }
 
