@@ -644,23 +644,47 @@ static int prime_row(void *ctx, const char *topic, const char *metric, int64_t t
     return 0;
 }
 
-/* Rebuilds rule windows from the stored samples, so avg(level, 5m) right
- * after a restart equals what it was before. */
-static void prime_windows(struct cb_daemon *d)
+static int prime_sensor(void *ctx, const struct cb_sensor_info *info)
 {
-    int64_t span = cb_engine_max_window_ms(d->engine);
-    if (span <= 0)
-        return;
+    struct cb_daemon *d = ctx;
+    for (size_t i = 0; i < info->nmetrics; i++) {
+        const struct cb_sensor_metric *m = &info->metrics[i];
+        if (m->last_ts == INT64_MIN)
+            continue;
+        struct cb_sample s = {.metric = m->metric, .ts_ms = m->last_ts, .value = m->last_value};
+        if (cb_engine_prime_latest(d->engine, info->topic, &s) < 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Rebuilds what the verdicts depend on from the store, so a restart changes
+ * none of them (rules.md, "Time and evaluation"): the rule windows from the
+ * stored samples (avg(level, 5m) right after a restart equals what it was
+ * before), then the latest value and time of every series of every sensor
+ * the store knows, however old (`level`, `age()`, and the members of group
+ * instances: a silent sensor is still a member, unknown, not forgotten). */
+static int prime_engine(struct cb_daemon *d)
+{
     char err[256];
     struct cb_store_reader *r = cb_store_reader_open(d->cfg->storage_db, err, sizeof err);
     if (!r) {
-        cb_warn(MOD, "cannot read stored samples to rebuild windows: %s", err);
-        return;
+        cb_error(MOD, "cannot read the store to rebuild the rules' state: %s", err);
+        return -1;
     }
+    int rc = 0;
+    int64_t span = cb_engine_max_window_ms(d->engine);
     int64_t since = cb_wall_ms() - span - d->cfg->rules_lateness_ms;
-    if (cb_store_scan_since(r, since, prime_row, d))
-        cb_warn(MOD, "rebuilding windows from the store failed part-way");
+    if (span > 0 && cb_store_scan_since(r, since, prime_row, d)) {
+        cb_error(MOD, "rebuilding windows from the store failed: %s", cb_store_reader_error(r));
+        rc = -1;
+    } else if (cb_store_list_sensors(r, prime_sensor, d)) {
+        cb_error(MOD, "rebuilding the sensors' latest values failed: %s",
+                 cb_store_reader_error(r));
+        rc = -1;
+    }
     cb_store_reader_close(r);
+    return rc;
 }
 
 static int start(struct cb_daemon *d)
@@ -729,7 +753,10 @@ static int start(struct cb_daemon *d)
     else if (restored > 0)
         cb_info("alert", "restored %d pending or firing alert instance(s)", restored);
 
-    prime_windows(d);
+    /* Verdicts made without the stored state would be wrong (a false
+     * all-clear at the first tick): no start without it. */
+    if (prime_engine(d))
+        return -1;
 
     /* The writer releases journal segments after each commit; new positions
      * stay above what the database committed even if the journal was lost. */

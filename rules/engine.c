@@ -1879,6 +1879,25 @@ int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_samp
     return feed(e, s, x, cb_clock_now(e->clock));
 }
 
+int cb_engine_prime_latest(struct cb_engine *e, const char *topic, const struct cb_sample *x)
+{
+    int oom;
+    struct sensor *s = sensor_for(e, topic, &oom);
+    if (!s)
+        return oom ? -1 : 0;
+    if (!s->has || x->ts_ms > s->last_ts) {
+        s->last_ts = x->ts_ms;
+        s->has = 1;
+    }
+    struct series *ser = find_series(s, x->metric);
+    if (ser && (!ser->has || x->ts_ms > ser->last_ts)) {
+        ser->last_ts = x->ts_ms;
+        ser->last_v = x->value;
+        ser->has = 1;
+    }
+    return 0;
+}
+
 int64_t cb_engine_max_window_ms(const struct cb_engine *e)
 {
     return e->rs->max_width_ms;

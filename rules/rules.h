@@ -255,6 +255,13 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
 /* Feeds one sample into the windows only (no evaluation, no transitions):
  * used on start to rebuild windows from stored samples. */
 int cb_engine_prime(struct cb_engine *e, const char *topic, const struct cb_sample *s);
+/* Sets the latest value and time of one series (and the time of its
+ * sensor) when x is newer than what the engine has, without touching
+ * windows: used on start, after the windows are primed, so `level` and
+ * `age()` of every sensor the store knows are what they were before a
+ * restart, however long ago it last spoke. Binds the sensor to its rules
+ * (a group instance knows all its members). 0, or -1 on OOM. */
+int cb_engine_prime_latest(struct cb_engine *e, const char *topic, const struct cb_sample *x);
 /* The longest window any loaded rule needs, in ms (how far back to prime). */
 int64_t cb_engine_max_window_ms(const struct cb_engine *e);
 
