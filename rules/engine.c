@@ -710,6 +710,13 @@ fail:
 
 /* ---- evaluation -------------------------------------------------------------------------- */
 
+/* rules.md, "Missing data": a metric of a silent (stale) sensor has no value,
+ * latest or windowed; only age() still speaks of it. */
+static inline int sensor_fresh(const struct cb_engine *e, const struct sensor *s, int64_t now)
+{
+    return s->has && now - s->last_ts <= e->opts.stale_after_ms;
+}
+
 static double window_value(struct cb_engine *e, struct rules__window *w, uint8_t agg, double k,
                            int64_t now)
 {
@@ -1006,7 +1013,7 @@ static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct
             break;
         case OP_LATEST: {
             const struct series *s = b ? b->ser[op->slot] : NULL;
-            st[sp++] = s && s->has ? iv_of(s->last_v) : IV_NONE;
+            st[sp++] = s && s->has && sensor_fresh(e, b->s, now) ? iv_of(s->last_v) : IV_NONE;
             break;
         }
         case OP_AGE:
@@ -1018,7 +1025,9 @@ static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct
             break;
         }
         case OP_WIN:
-            st[sp++] = b ? iv_of(window_value(e, b->wins[op->slot], op->agg, op->k, now)) : IV_NONE;
+            st[sp++] = b && sensor_fresh(e, b->s, now)
+                           ? iv_of(window_value(e, b->wins[op->slot], op->agg, op->k, now))
+                           : IV_NONE;
             break;
         case OP_SENSORS: {
             struct rules__code inner = {(uint32_t)(op - r->ops) + 1, op->len};
@@ -1098,7 +1107,10 @@ static double run_until(struct cb_engine *e, const struct rules__rule *r, struct
             break;
         case OP_LATEST: {
             const struct series *s = b->ser[op->slot];
-            x.v = s->has ? s->last_v : NAN;
+            if (s->has && sensor_fresh(e, b->s, now)) {
+                x.v = s->last_v;
+                x.until = b->s->last_ts + e->opts.stale_after_ms + 1; /* it goes stale then */
+            }
             break;
         }
         case OP_AGE:
@@ -1112,10 +1124,13 @@ static double run_until(struct cb_engine *e, const struct rules__rule *r, struct
             break;
         }
         case OP_WIN: {
+            if (!sensor_fresh(e, b->s, now))
+                break;
             struct rules__window *w = b->wins[op->slot];
             x.v = window_value(e, w, op->agg, op->k, now);
-            if (w->n) /* the oldest sample leaves when ts <= now - width */
-                x.until = w->buf[w->head].ts + w->width_ms;
+            x.until = b->s->last_ts + e->opts.stale_after_ms + 1;
+            if (w->n && w->buf[w->head].ts + w->width_ms < x.until)
+                x.until = w->buf[w->head].ts + w->width_ms; /* the oldest sample leaves */
             break;
         }
         case OP_NEG:
