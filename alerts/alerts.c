@@ -893,7 +893,7 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         .message = t->message, .acked_by = in->acked_by, .acked_at = in->acked_at,
         .ack_note = in->ack_note, .cooldown_until = t->cooldown_until,
         .updated = now_ms(a), .fired_at = t->fired_at, .clear_since = t->clear_since,
-        .stale = t->stale, .rule_key = t->rule_key,
+        .stale = (t->stale ? 1 : 0) | (t->unknown ? 2 : 0), .rule_key = t->rule_key,
     };
     if (b->oom || cb_alert_store_put_instance(a->store, &row))
         cb_error("alert", "%s: instance not persisted (out of memory)", t->id);
@@ -999,7 +999,8 @@ static int load_row(void *arg, const struct cb_alert_row *r)
     t.cooldown_until = r->cooldown_until;
     t.fired_at = r->fired_at;
     t.clear_since = r->clear_since;
-    t.stale = r->stale;
+    t.stale = r->stale & 1;
+    t.unknown = (r->stale & 2) != 0;
     t.rule_key = r->rule_key;
     if (t.state == CB_ALERT_RESOLVED) { /* only a cooldown still running matters */
         if (r->cooldown_until > now_ms(lc->a))

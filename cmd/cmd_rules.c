@@ -5,7 +5,10 @@
  * time seen, a tick for every whole second crossed on the way to a message's
  * time, and the engine's transitions collected or printed as JSON lines. */
 #include "cmd/commands.h"
+#include "cmd/restore.h"
+#include "alerts/alerts.h"
 #include "base/config.h"
+#include "base/log.h"
 #include "base/strbuf.h"
 #include "ingest/ingest.h"
 #include "storage/storage.h"
@@ -19,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <uv.h>
 
 /* Samples offered to the engine in one call at most (a message may carry more). */
 #define OFFER_BATCH 4096
@@ -67,6 +72,16 @@ struct driver {
     struct cb_strbuf *collect; /* one line per event transition: "at state id severity message" */
     uint64_t bad_lines, late, future, quarantined, dropped;
     struct cb_store *store; /* replay --db: the samples are kept here too */
+    /* replay --restart-at: the engine is stopped and started again at these
+     * times, through the daemon's persistence (alert store, sample store) */
+    const int64_t *restarts;
+    size_t nrestarts, next_restart;
+    const char *db;
+    struct cb_ruleset *rs;
+    struct cb_engine_options eo;
+    struct cb_alerts *alerts;
+    uv_loop_t loop;
+    int loop_open;
     struct cb_sample keep[OFFER_BATCH];
     const char *qrules[OFFER_BATCH];
     enum cb_sample_verdict verdicts[OFFER_BATCH];
@@ -75,6 +90,8 @@ struct driver {
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct driver *d = ctx;
+    if (d->alerts)
+        cb_alerts_on_transition(d->alerts, t); /* persisted as `run` persists it */
     if (!cb_transition_is_event(t))
         return;
     if (d->out) {
@@ -97,7 +114,7 @@ static void on_transition(void *ctx, const struct cb_transition *t)
 #define MAX_TICKS (2 * 86400)
 
 /* Moves the clock forward to ts, ticking at every whole second in (now, ts]. */
-static void advance(struct driver *d, int64_t ts)
+static void advance_ticks(struct driver *d, int64_t ts)
 {
     if (!d->started) {
         d->started = 1;
@@ -118,6 +135,26 @@ static void advance(struct driver *d, int64_t ts)
     d->now = ts;
 }
 
+static int restart(struct driver *d);
+
+/* advance_ticks, stopping and starting the engine at each --restart-at time
+ * on the way (after that second's tick, as a daemon stopped then). A restart
+ * that fails ends the replay (exit 1): its output would prove nothing. */
+static void advance(struct driver *d, int64_t ts)
+{
+    while (d->next_restart < d->nrestarts && d->restarts[d->next_restart] <= ts) {
+        int64_t at = d->restarts[d->next_restart++];
+        if (!d->started || at < d->now)
+            continue; /* before the telemetry, or behind the clock: nothing to stop */
+        advance_ticks(d, at);
+        if (restart(d) < 0) {
+            fprintf(stderr, "citybrain replay: the restart at %" PRId64 " failed\n", at);
+            exit(1);
+        }
+    }
+    advance_ticks(d, ts);
+}
+
 static int driver_init(struct driver *d, struct cb_ruleset *rs, int64_t lateness, int64_t skew)
 {
     struct cb_config cfg;
@@ -126,12 +163,15 @@ static int driver_init(struct driver *d, struct cb_ruleset *rs, int64_t lateness
     if (cb_config_defaults(&cfg) < 0)
         return -1;
     cb_decode_limits_from_config(&lim, &cfg);
+    d->eo = (struct cb_engine_options){.max_skew_ms = skew,
+                                       .lateness_ms = lateness,
+                                       .stale_after_ms = cfg.sensors_stale_after_ms};
     cb_config_free(&cfg);
     d->clock.now = cb_clock_manual_now;
     d->clock.ctx = &d->now;
-    struct cb_engine_options o = {.max_skew_ms = skew, .lateness_ms = lateness};
+    d->rs = rs;
     d->dec = cb_decoder_new(&lim);
-    d->e = d->dec ? cb_engine_new(rs, &d->clock, &o, on_transition, d) : NULL;
+    d->e = d->dec ? cb_engine_new(rs, &d->clock, &d->eo, on_transition, d) : NULL;
     if (!d->e) {
         cb_decoder_free(d->dec);
         return -1;
@@ -139,8 +179,78 @@ static int driver_init(struct driver *d, struct cb_ruleset *rs, int64_t lateness
     return 0;
 }
 
+static void alerts_closed(void *ctx)
+{
+    *(int *)ctx = 1;
+}
+
+/* Closes the alerts module as the daemon does on stop (its store committed),
+ * running the loop until it has. */
+static void close_alerts(struct driver *d)
+{
+    if (!d->alerts)
+        return;
+    int done = 0;
+    cb_alerts_close(d->alerts, alerts_closed, &done);
+    while (!done && uv_run(&d->loop, UV_RUN_ONCE))
+        ;
+    d->alerts = NULL;
+}
+
+/* Opens the alerts module on d->db with the default configuration, its
+ * clock the replay's. 0, or -1 (reported). */
+static int open_alerts(struct driver *d)
+{
+    struct cb_config cfg;
+    char err[256];
+    if (!d->loop_open) {
+        if (uv_loop_init(&d->loop))
+            return -1;
+        d->loop_open = 1;
+    }
+    if (cb_config_defaults(&cfg) < 0)
+        return -1;
+    struct cb_alerts_hooks hooks = {.clock = &d->clock};
+    d->alerts = cb_alerts_new(&d->loop, &cfg, d->db, &hooks, err, sizeof err);
+    cb_config_free(&cfg);
+    if (!d->alerts)
+        fprintf(stderr, "citybrain replay: %s: %s\n", d->db, err);
+    return d->alerts ? 0 : -1;
+}
+
+static int open_replay_store(struct driver *d, const char *path);
+
+/* A stop and a start of the engine at d->now, through the daemon's own path:
+ * the store flushed and closed, the alerts module closed, the engine freed;
+ * then everything opened again, the stored instances restored and the
+ * windows and latest values rebuilt from the store (cmd/restore.c). */
+static int restart(struct driver *d)
+{
+    char err[256];
+    cb_store_flush(d->store);
+    cb_store_close(d->store);
+    d->store = NULL;
+    close_alerts(d);
+    cb_engine_free(d->e);
+    d->e = cb_engine_new(d->rs, &d->clock, &d->eo, on_transition, d);
+    if (!d->e || open_replay_store(d, d->db) < 0 || open_alerts(d) < 0)
+        return -1;
+    if (cmd__restore_instances(d->e, d->alerts) < 0)
+        return -1;
+    if (cmd__prime_engine(d->e, d->db, d->now, d->eo.lateness_ms, err, sizeof err) < 0) {
+        fprintf(stderr, "citybrain replay: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 static void driver_free(struct driver *d)
 {
+    close_alerts(d);
+    if (d->loop_open) {
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&d->loop);
+    }
     cb_engine_free(d->e);
     cb_decoder_free(d->dec);
 }
@@ -340,6 +450,48 @@ int cb_cmd_check(int argc, char **argv)
 
 /* ---- citybrain replay ----------------------------------------------------------------- */
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Parses "T1,T2,..." (each as --until takes it) into a sorted array the
+ * caller frees. 0, or -1 on a bad time or OOM. */
+static int parse_time_list(const char *v, int64_t **out, size_t *n)
+{
+    char *copy = strdup(v), *save = NULL;
+    int64_t *a = calloc(strlen(v) / 2 + 2, sizeof *a);
+    size_t k = 0;
+    int rc = copy && a ? 0 : -1;
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && !rc;
+         t = strtok_r(NULL, ",", &save))
+        if (parse_abs_time(t, &a[k++]) < 0)
+            rc = -1;
+    free(copy);
+    if (rc || !k) {
+        free(a);
+        return -1;
+    }
+    qsort(a, k, sizeof *a, cmp_i64);
+    free(*out);
+    *out = a;
+    *n = k;
+    return 0;
+}
+
+/* Removes a temporary replay database and its folder. */
+static void remove_db_files(const char *dir, const char *db)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
+    char path[96];
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        snprintf(path, sizeof path, "%s%s", db, suffix[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static int parse_duration_arg(const char *cmd, const char *opt, const char *v, int64_t *out)
 {
     if (cb_parse_duration_ms(v, out) < 0) {
@@ -394,6 +546,9 @@ int cb_cmd_replay(int argc, char **argv)
     int64_t until = 0, lateness = 300000, skew = 60000;
     int has_until = 0, rc = 2;
     const char *db = NULL;
+    int64_t *restarts = NULL;
+    size_t nrestarts = 0;
+    char tmpdir[] = "/tmp/citybrain-replay-XXXXXX", tmpdb[64] = "";
     if (!rules)
         return 1;
     for (int i = 1; i < argc; i++) {
@@ -406,7 +561,10 @@ int cb_cmd_replay(int argc, char **argv)
                    "  prints each alert transition as one JSON line. TS: ms since the epoch or\n"
                    "  RFC 3339. Bad input lines are reported on stderr and skipped.\n"
                    "  --db PATH also stores the samples (and quarantined ones) in that SQLite\n"
-                   "  file, as `run` would, for `citybrain query` and the API.\n");
+                   "  file, as `run` would, for `citybrain query` and the API.\n"
+                   "  --restart-at T1,T2,... stops the engine at each time and starts it again\n"
+                   "  through the daemon's own persistence (the store at --db, or a temporary\n"
+                   "  one): the output is the same as without, or a restart changed a verdict.\n");
             free(rules);
             return 0;
         }
@@ -432,6 +590,12 @@ int cb_cmd_replay(int argc, char **argv)
                 goto out;
         } else if (!strcmp(a, "--db")) {
             db = v;
+        } else if (!strcmp(a, "--restart-at")) {
+            if (parse_time_list(v, &restarts, &nrestarts) < 0) {
+                fprintf(stderr, "citybrain replay: --restart-at: bad time list '%s' (T1,T2,...: ms "
+                                "since the epoch or RFC 3339)\n", v);
+                goto out;
+            }
         } else {
             fprintf(stderr, "citybrain replay: unknown option '%s'\n", a);
             goto out;
@@ -457,14 +621,32 @@ int cb_cmd_replay(int argc, char **argv)
         rc = 1;
         goto out;
     }
+    /* The alerts module persists what `run` persists; the notifications it
+     * would send have no receiver here and are not worth a log line each. */
+    if (nrestarts)
+        cb_log_threshold = CB_LOG_ERROR;
+    if (nrestarts && !db) {
+        if (!mkdtemp(tmpdir)) {
+            fprintf(stderr, "citybrain replay: %s: %s\n", tmpdir, strerror(errno));
+            cb_ruleset_release(rs);
+            rc = 1;
+            goto out;
+        }
+        snprintf(tmpdb, sizeof tmpdb, "%s/replay.db", tmpdir);
+        db = tmpdb;
+    }
     struct driver drv;
     if (driver_init(&drv, rs, lateness, skew) < 0) {
         fprintf(stderr, "citybrain replay: out of memory\n");
         rc = 1;
-    } else if (db && open_replay_store(&drv, db) < 0) {
+    } else if ((db && open_replay_store(&drv, db) < 0) ||
+               (nrestarts && ((drv.db = db), open_alerts(&drv) < 0))) {
+        close_replay_store(&drv);
         driver_free(&drv);
         rc = 1;
     } else {
+        drv.restarts = restarts;
+        drv.nrestarts = nrestarts;
         drv.out = stdout;
         replay_stream(&drv, in, input ? input : "<stdin>");
         if (has_until)
@@ -476,7 +658,10 @@ int cb_cmd_replay(int argc, char **argv)
         fclose(in);
     cb_ruleset_release(rs);
     fflush(stdout);
+    if (tmpdb[0])
+        remove_db_files(tmpdir, tmpdb);
 out:
+    free(restarts);
     free(rules);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include "cmd/daemon.h"
 #include "base/version.h"
 #include "cmd/api_provider.h"
+#include "cmd/restore.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -413,17 +414,6 @@ static void alert_event(void *ctx, uint64_t seq, const char *json, size_t len)
         cb_api_event(d->api, seq, json, len);
 }
 
-static void restore_instance(void *ctx, const struct cb_transition *t, int acked, int64_t acked_at)
-{
-    struct cb_daemon *d = ctx;
-    int rc = cb_engine_restore(d->engine, t, acked, acked_at);
-    if (rc < 0)
-        cb_error("alert", "%s: out of memory restoring it", t->id);
-    else if (rc > 0 && t->state != CB_ALERT_RESOLVED)
-        cb_warn("alert", "%s: its rule %s since it was stored; ending it", t->id,
-                cb_engine_has_rule(d->engine, t->rule) ? "changed" : "is gone");
-}
-
 /* ---- rules: load, reload, watch ------------------------------------------ */
 
 static void log_diags(const struct cb_diags *diags)
@@ -636,57 +626,6 @@ static void close_handles(struct cb_daemon *d)
 
 /* ---- start-up ------------------------------------------------------------------- */
 
-static int prime_row(void *ctx, const char *topic, const char *metric, int64_t ts, double value)
-{
-    struct cb_daemon *d = ctx;
-    struct cb_sample s = {.metric = metric, .ts_ms = ts, .value = value};
-    cb_engine_prime(d->engine, topic, &s);
-    return 0;
-}
-
-static int prime_sensor(void *ctx, const struct cb_sensor_info *info)
-{
-    struct cb_daemon *d = ctx;
-    for (size_t i = 0; i < info->nmetrics; i++) {
-        const struct cb_sensor_metric *m = &info->metrics[i];
-        if (m->last_ts == INT64_MIN)
-            continue;
-        struct cb_sample s = {.metric = m->metric, .ts_ms = m->last_ts, .value = m->last_value};
-        if (cb_engine_prime_latest(d->engine, info->topic, &s) < 0)
-            return 1;
-    }
-    return 0;
-}
-
-/* Rebuilds what the verdicts depend on from the store, so a restart changes
- * none of them (rules.md, "Time and evaluation"): the rule windows from the
- * stored samples (avg(level, 5m) right after a restart equals what it was
- * before), then the latest value and time of every series of every sensor
- * the store knows, however old (`level`, `age()`, and the members of group
- * instances: a silent sensor is still a member, unknown, not forgotten). */
-static int prime_engine(struct cb_daemon *d)
-{
-    char err[256];
-    struct cb_store_reader *r = cb_store_reader_open(d->cfg->storage_db, err, sizeof err);
-    if (!r) {
-        cb_error(MOD, "cannot read the store to rebuild the rules' state: %s", err);
-        return -1;
-    }
-    int rc = 0;
-    int64_t span = cb_engine_max_window_ms(d->engine);
-    int64_t since = cb_wall_ms() - span - d->cfg->rules_lateness_ms;
-    if (span > 0 && cb_store_scan_since(r, since, prime_row, d)) {
-        cb_error(MOD, "rebuilding windows from the store failed: %s", cb_store_reader_error(r));
-        rc = -1;
-    } else if (cb_store_list_sensors(r, prime_sensor, d)) {
-        cb_error(MOD, "rebuilding the sensors' latest values failed: %s",
-                 cb_store_reader_error(r));
-        rc = -1;
-    }
-    cb_store_reader_close(r);
-    return rc;
-}
-
 static int start(struct cb_daemon *d)
 {
     const struct cb_config *cfg = d->cfg;
@@ -747,16 +686,19 @@ static int start(struct cb_daemon *d)
         cb_error("alert", "%s", err);
         return -1;
     }
-    int restored = cb_alerts_load(d->alerts, restore_instance, d);
+    int restored = cmd__restore_instances(d->engine, d->alerts);
     if (restored < 0)
         cb_warn("alert", "could not read the stored alert instances; starting without them");
     else if (restored > 0)
-        cb_info("alert", "restored %d pending or firing alert instance(s)", restored);
+        cb_info("alert", "restored %d stored alert instance(s)", restored);
 
     /* Verdicts made without the stored state would be wrong (a false
      * all-clear at the first tick): no start without it. */
-    if (prime_engine(d))
+    if (cmd__prime_engine(d->engine, cfg->storage_db, cb_wall_ms(), cfg->rules_lateness_ms, err,
+                          sizeof err)) {
+        cb_error(MOD, "cannot read the store to rebuild the rules' state: %s", err);
         return -1;
+    }
 
     /* The writer releases journal segments after each commit; new positions
      * stay above what the database committed even if the journal was lost. */

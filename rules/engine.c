@@ -1283,7 +1283,8 @@ static void update_stale(struct cb_engine *e, struct inst *in, int64_t now)
     if (stale != in->stale) {
         in->stale = stale;
         e->version++;
-        emit(e, in, CB_ALERT_PROGRESS, now);
+        if (in->state == ST_FIRING)
+            emit(e, in, CB_ALERT_PROGRESS, now);
     }
 }
 
@@ -1294,7 +1295,10 @@ static void set_unknown(struct cb_engine *e, struct inst *in, int unknown, int64
     if (unknown == in->unknown)
         return;
     in->unknown = unknown;
+    int was = in->stale;
     update_stale(e, in, now);
+    if (in->stale == was && in->state == ST_FIRING)
+        emit(e, in, CB_ALERT_PROGRESS, now); /* a restart must know it too */
 }
 
 static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now,
@@ -1321,6 +1325,7 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->last_sample = inst_last_sample(in);
     t->fired_at = in->state == ST_FIRING ? in->fired_at : 0;
     t->clear_since = in->state == ST_FIRING && in->has_clear_since ? in->clear_since : 0;
+    t->unknown = in->state == ST_FIRING && in->unknown;
     t->rule_key = r->key;
     t->reason = e->reason;
 }
@@ -1358,6 +1363,7 @@ static void resolve(struct cb_engine *e, struct inst *in, int64_t now, const cha
     in->sev = in->rule->severity;
     in->since = in->fired_at = 0;
     in->has_clear_since = 0;
+    in->stale = in->unknown = 0;
     in->acked = 0;
     free(in->acked_by);
     free(in->ack_note);
@@ -1863,7 +1869,8 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
                                                          : in->since;
         in->has_clear_since = saved->clear_since != 0;
         in->clear_since = saved->clear_since;
-        in->stale = in->unknown = saved->stale != 0;
+        in->stale = saved->stale != 0;
+        in->unknown = saved->unknown != 0;
         if (acked) {
             in->acked = 1;
             in->acked_at = acked_at;

@@ -158,6 +158,7 @@ struct cb_transition {
     /* What a restart needs besides the above (persisted, not in the JSON): */
     int64_t fired_at;         /* firing: when it fired (`after ... unacked` counts from it) */
     int64_t clear_since;      /* firing: since when the clear condition holds, 0 if it does not */
+    int unknown;              /* firing: its last verdict was unknown (one cause of stale) */
     const char *rule_key;     /* the rule's identity (rules__rule.key): state is kept across a
                                  reload or restart only while it is unchanged */
     const char *reason;       /* RESOLVED by the engine rather than by evidence: "rule removed",

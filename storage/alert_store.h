@@ -44,7 +44,7 @@ struct cb_alert_row {
     int64_t updated;
     /* restart state (schema step 5): 0 / NULL when none */
     int64_t fired_at, clear_since;
-    int stale;
+    int stale;            /* bit 0: stale; bit 1: its last verdict was unknown */
     const char *rule_key;
 };
 

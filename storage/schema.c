@@ -119,7 +119,7 @@ static const char schema_v4[] =
 static const char schema_v5[] =
     "ALTER TABLE alert_instances ADD COLUMN fired_at INTEGER;"
     "ALTER TABLE alert_instances ADD COLUMN clear_since INTEGER;"
-    "ALTER TABLE alert_instances ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE alert_instances ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;" /* 1 stale, 2 unknown */
     "ALTER TABLE alert_instances ADD COLUMN rule_key TEXT;";
 
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
