@@ -171,7 +171,7 @@ function alertCard(a) {
         el('span', { class: 'name' }, a.title || a.rule),
         el('span', { class: 'state ' + stateName }, stateName),
         a.silenced ? el('span', { class: 'state silenced' }, 'silenced') : null,
-        a.stale ? el('span', { class: 'state stale', title: 'its sensors have been silent' },
+        a.stale ? el('span', { class: 'state stale', title: 'no evidence either way: its sensors are silent or its condition is unknown; it stays as it is until they speak' },
           'stale') : null),
       a.message ? el('div', { class: 'msg' }, a.message) : null,
       el('div', { class: 'meta' },
