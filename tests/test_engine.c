@@ -20,9 +20,10 @@ static void on_t(void *ctx, const struct cb_transition *t)
     if (!r->all && !cb_transition_is_event(t))
         return;
     if (r->n < 64)
-        snprintf(r->lines[r->n++], 256, "%s %s %s +%llds%s%s", cb_alert_state_name(t->state), t->id,
-                 cb_severity_name(t->severity), (long long)((t->at - T0) / 1000),
-                 t->message ? " " : "", t->message ? t->message : "");
+        snprintf(r->lines[r->n++], 256, "%s %s %s +%llds%s%s%s%s%s", cb_alert_state_name(t->state),
+                 t->id, cb_severity_name(t->severity), (long long)((t->at - T0) / 1000),
+                 t->message ? " " : "", t->message ? t->message : "", t->reason ? " [" : "",
+                 t->reason ? t->reason : "", t->reason ? "]" : "");
 }
 
 struct fx {
@@ -273,12 +274,78 @@ static void test_swap_keeps_state(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
     CU_ASSERT_EQUAL(cb_engine_swap(f.e, rs), 0);
     cb_ruleset_release(rs);
-    expect(&f, 1, "resolved gone/city/d1/river/s1 major +30s");
+    expect(&f, 1, "resolved gone/city/d1/river/s1 major +30s [rule removed]");
     at(&f, 60); /* keep was pending since 0: it fires at 60 without a new sample */
     expect(&f, 2, "firing keep/city/d1/river/s1 major +60s");
     send(&f, 61, "city/d1/river/s1", "level", 4);
     expect(&f, 3, "firing fresh/city/d1/river/s1 major +61s");
     cb_diags_free(&d);
+    fx_free(&f);
+}
+
+
+/* The engine with rs swapped in for the current rules (compiled from src). */
+static void swap_to(struct fx *f, const char *src)
+{
+    struct cb_diags d = {0};
+    struct cb_ruleset *rs = cb_ruleset_compile_source("b.rules", src, strlen(src), &d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
+    CU_ASSERT_EQUAL(cb_engine_swap(f->e, rs), 0);
+    cb_ruleset_release(rs);
+    cb_diags_free(&d);
+}
+
+struct acked {
+    const char *id;
+    const char *by;
+    enum cb_severity sev;
+    char msg[128];
+};
+static void find_acked(void *ctx, const struct cb_transition *t)
+{
+    struct acked *a = ctx;
+    if (strcmp(t->id, a->id) == 0) {
+        a->by = t->acked_by;
+        a->sev = t->severity;
+        snprintf(a->msg, sizeof a->msg, "%s", t->message ? t->message : "");
+    }
+}
+
+/* rules.md: a reload keeps an instance, its state and its ack while the
+ * rule's identity (name, match, per, when, for, clear) is unchanged; its new
+ * presentation applies to the live instance; a changed identity resolves it
+ * with the reason. */
+static void test_swap_presentation_keeps_ack(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n  severity warning\n"
+                "  message \"old {level:.0f}\"\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing hi/city/d1/river/s1 warning +0s old 4");
+    at(&f, 10);
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, "hi/city/d1/river/s1", "ana", NULL), 0);
+    CU_ASSERT_EQUAL(f.rec.n, 2); /* the acknowledgement */
+    /* new title, message and a higher severity, clauses reordered: the
+     * instance stays, acknowledged; the severity change escalates it */
+    swap_to(&f, "rule hi {\n  title \"High\"\n  when level > 3  # same\n" RIVER
+                "  severity major\n  message \"new {level:.1f}\"\n}\n");
+    expect(&f, 2, "escalated hi/city/d1/river/s1 major +10s new 4.0");
+    CU_ASSERT_EQUAL(f.rec.n, 3);
+    struct acked a = {"hi/city/d1/river/s1", NULL, CB_SEV_INFO, ""};
+    cb_engine_foreach_instance(f.e, find_acked, &a);
+    CU_ASSERT_PTR_NOT_NULL(a.by);
+    CU_ASSERT_STRING_EQUAL(a.by ? a.by : "", "ana");
+    CU_ASSERT_STRING_EQUAL(a.msg, "new 4.0");
+    /* a lower base severity applies to an instance at its base severity,
+     * without an event (an engineer's correction, not the data's) */
+    swap_to(&f, "rule hi {\n" RIVER "  when level > 3\n  severity info\n}\n");
+    cb_engine_foreach_instance(f.e, find_acked, &a);
+    CU_ASSERT_EQUAL(a.sev, CB_SEV_INFO);
+    CU_ASSERT_EQUAL(f.rec.n, 3);
+    /* a changed `when` is a new rule: resolved with the reason */
+    swap_to(&f, "rule hi {\n" RIVER "  when level > 3.5\n}\n");
+    expect(&f, 3, "resolved hi/city/d1/river/s1 info +10s [rule changed]");
+    CU_ASSERT_EQUAL(f.rec.n, 4);
     fx_free(&f);
 }
 
@@ -302,8 +369,8 @@ static void test_restore(void)
     CU_ASSERT_EQUAL(cb_engine_restore(f.e, &saved, 0, 0), 1);
     CU_ASSERT_EQUAL(f.rec.n, 0);
     send(&f, 1, "city/d1/river/s1", "level", 4); /* still firing: no new firing event */
-    expect(&f, 0, "resolved removed/city/d1/river/s1 major +1s");
-    expect(&f, 1, "resolved hi/city/d2/river/s1 major +1s");
+    expect(&f, 0, "resolved removed/city/d1/river/s1 major +1s [rule removed]");
+    expect(&f, 1, "resolved hi/city/d2/river/s1 major +1s [rule changed]");
     CU_ASSERT_EQUAL(f.rec.n, 2);
     at(&f, 60);
     expect(&f, 2, "escalated hi/city/d1/river/s1 critical +60s");
@@ -442,7 +509,12 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: group rules count sensors per label value", test_group_rule);
     CU_add_test(s, "engine: late, future and quarantined samples are not evaluated", test_verdicts);
     CU_add_test(s, "engine: swap keeps unchanged rules' state and resolves removed rules", test_swap_keeps_state);
-    CU_add_test(s, "engine: a restored firing instance goes on escalating", test_restore);
+    CU_add_test(s, "engine: a reload that changes only presentation keeps the instance and its "
+                   "ack and restyles it; a changed identity resolves it",
+                test_swap_presentation_keeps_ack);
+    CU_add_test(s, "engine: a restored firing instance goes on escalating; one whose rule is gone "
+                   "or changed ends at the first tick",
+                test_restore);
     CU_add_test(s, "engine: transition JSON is exactly the rules.md object", test_transition_json);
     CU_add_test(s, "engine: the version changes with every transition, ack and swap, and only then; "
                    "a listing shows the message of the last transition", test_version);
