@@ -1192,6 +1192,23 @@ void rules__rule_free(struct rules__rule *r)
     memset(r, 0, sizeof *r);
 }
 
+/* With cb_rules_opts.check_notify, a `notify` name (token t, text name) must
+ * be one of the channels given: otherwise E029 at t, with a did-you-mean. */
+static void check_channel(struct parser *p, const struct rules__tok *t, const char *name)
+{
+    const struct cb_rules_opts *o = p->rs->opts;
+    if (!o || !o->check_notify)
+        return;
+    for (size_t i = 0; i < o->nchannels; i++)
+        if (!strcmp(o->channels[i], name))
+            return;
+    char hb[96];
+    const char *hint;
+    hint_for(hb, sizeof hb, name, strlen(name), o->channels, o->nchannels, &hint);
+    error_at(p, t, "E029", hint, "unknown channel '%s' in notify; %s", name,
+             o->channels_note ? o->channels_note : "no channel has that name");
+}
+
 /* Checks and compiles a parsed rule into p->r. Errors are recorded. */
 static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_off)
 {
@@ -1313,6 +1330,7 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
             if (!n)
                 goto oom;
             r->notify[r->nnotify++] = n;
+            check_channel(p, t, n);
         }
     }
     return;
@@ -1520,6 +1538,7 @@ static void oom_diag(struct cb_diags *diags, const char *name)
 static struct cb_ruleset *finish(struct cb_ruleset *rs, struct cb_diags *diags, size_t errors0,
                                  int oom)
 {
+    rs->opts = NULL; /* borrowed for the compilation only */
     if (!oom && diags->errors == errors0 && rules__ruleset_finish(rs) == 0)
         return rs;
     if (oom || diags->errors == errors0)
@@ -1528,8 +1547,9 @@ static struct cb_ruleset *finish(struct cb_ruleset *rs, struct cb_diags *diags, 
     return NULL;
 }
 
-struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
-                                             struct cb_diags *diags)
+struct cb_ruleset *cb_ruleset_compile_source_opts(const char *name, const char *src, size_t len,
+                                                  const struct cb_rules_opts *opts,
+                                                  struct cb_diags *diags)
 {
     size_t errors0 = diags->errors;
     struct cb_ruleset *rs = ruleset_new();
@@ -1537,6 +1557,7 @@ struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, 
         oom_diag(diags, name);
         return NULL;
     }
+    rs->opts = opts;
     struct rules__src s = {name, src, len};
     int oom = rules__compile_into(rs, &s, diags) < 0;
     return finish(rs, diags, errors0, oom);
@@ -1621,12 +1642,20 @@ static int expand_path(const char *path, char ***files, size_t *n, size_t *cap,
         (*files)[(*n)++] = full;
     }
     closedir(d);
-    qsort(*files + first, *n - first, sizeof **files, cmp_str);
+    if (*n > first) /* an empty directory leaves *files NULL: qsort wants an array */
+        qsort(*files + first, *n - first, sizeof **files, cmp_str);
     return rc;
 }
 
-struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
-                                      struct cb_diags *diags)
+struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
+                                             struct cb_diags *diags)
+{
+    return cb_ruleset_compile_source_opts(name, src, len, NULL, diags);
+}
+
+struct cb_ruleset *cb_ruleset_compile_opts(const char *const *paths, size_t npaths,
+                                           const struct cb_rules_opts *opts,
+                                           struct cb_diags *diags)
 {
     size_t errors0 = diags->errors;
     struct cb_ruleset *rs = ruleset_new();
@@ -1635,6 +1664,7 @@ struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
         oom_diag(diags, "<rules>");
         return NULL;
     }
+    rs->opts = opts;
     for (size_t i = 0; i < npaths && !oom; i++)
         if (expand_path(paths[i], &rs->files, &rs->nfiles, &rs->cap_files, diags) < 0)
             oom = 1;
@@ -1657,4 +1687,10 @@ struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
         free(text);
     }
     return finish(rs, diags, errors0, oom);
+}
+
+struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
+                                      struct cb_diags *diags)
+{
+    return cb_ruleset_compile_opts(paths, npaths, NULL, diags);
 }
