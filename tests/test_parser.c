@@ -226,6 +226,51 @@ static void expect_hint(const char *src, const struct cb_rules_opts *opts, const
     cb_diags_free(&d);
 }
 
+/* rules.md: {NAME} is a label a match binds, else the latest value of a
+ * metric the rule uses (in valid, when, clear or escalate ... when, alone, in
+ * a window or in age(M)), else an error with a did-you-mean over both. */
+static void test_template_bare_names(void)
+{
+    expect_clean(HEAD "  when level > 3\n  message \"{sensor} at {level} m\"\n}\n");
+    expect_clean(HEAD "  when avg(level, 5m) > 3\n  message \"{level}\"\n}\n");
+    expect_clean(HEAD "  valid flow in 0 .. 9\n  when level > 3\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when level > 3\n  clear flow < 1\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when level > 3\n  escalate critical when rate(flow, 5m) > 1\n"
+                 "  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when age(flow) > 60\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when air.pm25 > 3\n  message \"{ air.pm25 }\"\n}\n");
+    /* a label wins over a metric of the same name */
+    expect_clean(HEAD "  when sensor > 3\n  message \"{sensor}\"\n}\n");
+    /* typos: a did-you-mean over the labels and the metrics */
+    expect_hint(HEAD "  when level > 3\n  message \"{sensr} at {level}\"\n}\n", NULL, "E009", 4,
+                13, "did you mean 'sensor'?");
+    expect_hint(HEAD "  when level > 3\n  message \"{sensor} at {lvel}\"\n}\n", NULL, "E009", 4,
+                25, "did you mean 'level'?");
+    /* a metric only the message names is not one the rule uses */
+    expect_hint(HEAD "  when level > 3\n  message \"{flow}\"\n}\n", NULL, "E009", 4, 13,
+                "labels: district, sensor; metrics of the rule: level");
+    /* nor is it once another part of the message names it */
+    expect_hint(HEAD "  when level > 3\n  message \"{flow:.1f} {flow}\"\n}\n", NULL, "E009", 4,
+                24, "metrics of the rule: level");
+    /* a label is text: no number format */
+    expect_hint(HEAD "  when level > 3\n  message \"{sensor:.2f}\"\n}\n", NULL, "E009", 4, 13,
+                "write {sensor}");
+}
+
+/* A group alert has no single sensor: a bare metric is refused with the
+ * aggregate to write instead; its per labels are fine. */
+static void test_template_group_rule(void)
+{
+    const char *grp = HEAD "  per district\n  when count(sensors: level > 3) > 0\n";
+    char src[512];
+    snprintf(src, sizeof src, "%s  message \"{district}: {level}\"\n}\n", grp);
+    expect_hint(src, NULL, "E018", 5, 25, "write {max(sensors: level)}");
+    snprintf(src, sizeof src, "%s  message \"{district}: {max(sensors: level):.1f}\"\n}\n", grp);
+    expect_clean(src);
+    snprintf(src, sizeof src, "%s  message \"{sensor}\"\n}\n", grp);
+    expect_hint(src, NULL, "E009", 5, 13, "only its 'per' labels");
+}
+
 /* check, run and reload compile with the configuration's channels: a notify
  * name that is none of them is E029 where it is written. */
 static void test_notify_channels(void)
@@ -261,6 +306,10 @@ void cb_test_suite_parser(void)
     CU_add_test(s, "parser: warnings are reported but the rules load", test_warnings_do_not_fail);
     CU_add_test(s, "parser: an expression continues on the next line after an operator or inside ()", test_multiline_expression);
     CU_add_test(s, "parser: absurdly deep nesting is an error, not a crash", test_deep_nesting_is_refused);
+    CU_add_test(s, "parser: a bare {NAME} in a message is a label, else a metric the rule uses, "
+                   "else E009 with a did-you-mean over both", test_template_bare_names);
+    CU_add_test(s, "parser: in a group rule a bare metric in the message is E018, pointing to a "
+                   "sensors: aggregate", test_template_group_rule);
     CU_add_test(s, "parser: a notify name that is no configured channel is E029 at its position, "
                    "with a did-you-mean", test_notify_channels);
 }
