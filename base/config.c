@@ -101,7 +101,13 @@ static const struct option options[] = {
      "most samples one payload may carry (too_many_fields)", 0},
 
     {"rules.path", T_STRLIST, OFF(rules_paths), 0, 0, "", 0, 0,
-     "rule file or directory of *.rules; repeat for several", "Rules"},
+     "rule file or directory of *.rules; repeat for several. run refuses to start with no "
+     "rule at all (see rules.allow_none)",
+     "Rules"},
+    {"rules.allow_none", T_BOOL, OFF(rules_allow_none), 0, 0, "false", 0, 0,
+     "let run start (and a reload succeed) with no rule at all; without it, no rules is "
+     "refused (exit 2), since every stored firing alert would be resolved",
+     0},
     {"rules.max_skew", T_DURATION, OFF(rules_max_skew_ms), 0, 7 * DAY, "60s", 0, 0,
      "samples further ahead of now are rejected as from the future", 0},
     {"rules.lateness", T_DURATION, OFF(rules_lateness_ms), 0, 7 * DAY, "5m", 0, 0,
@@ -156,11 +162,13 @@ static const struct option options[] = {
      "5000", 0, 0, "rows deleted per step at most, so deletion never stalls ingestion", 0},
 
     {"alerts.channel", T_STRLIST, OFF(alerts_channels), 0, 0,
-     "log type=log|ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
+     "ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
      "notification channel chosen by a rule's notify clause: NAME type=mqtt|webhook|log "
-     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several. The example rules "
-     "notify `ops` (point it at your duty system, e.g. ops type=webhook "
-     "url=https://duty.example/hook) and `cap` (CAP 1.2 XML)",
+     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several (the lines of a file "
+     "replace this default list). The channel `log` (type=log) is built in unless a line "
+     "defines one named log. The example rules notify `ops` (point it at your duty system, "
+     "e.g. ops type=webhook url=https://duty.example/hook) and `cap` (CAP 1.2 XML); a "
+     "notify name no channel has is an error in check, run and reload",
      "Alerts"},
     {"alerts.default_notify", T_STRLIST, OFF(alerts_default_notify), 0, 0, "log", 0, 0,
      "channels used by rules without a notify clause", 0},
@@ -540,6 +548,14 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
         set_error(err, path, "cannot open: %s", strerror(errno));
         return -1;
     }
+    char *name = strdup(path);
+    if (!name) {
+        fclose(f);
+        set_error(err, path, "out of memory");
+        return -1;
+    }
+    free(cfg->config_file);
+    cfg->config_file = name;
     /* A list given in the file replaces its default on first mention. */
     unsigned char seen[NOPTIONS] = {0};
     char *line = NULL;
@@ -642,6 +658,8 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
 
 void cb_config_free(struct cb_config *cfg)
 {
+    free(cfg->config_file);
+    cfg->config_file = NULL;
     for (size_t i = 0; i < NOPTIONS; i++) {
         char *base = (char *)cfg + options[i].offset;
         if (options[i].type == T_STRING) {

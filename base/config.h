@@ -57,6 +57,7 @@ struct cb_config {
 
     /* rules */
     struct cb_strlist rules_paths;
+    int rules_allow_none;      /* run with no rule at all only when set */
     int64_t rules_max_skew_ms;
     int64_t rules_lateness_ms;
     int rules_watch;
@@ -103,6 +104,10 @@ struct cb_config {
     int64_t http_sse_heartbeat_ms;
     int64_t sensors_stale_after_ms;
     char *sensors_label_pattern;
+
+    /* not an option: the file cb_config_load_file read last, NULL when none
+     * (for messages: "channels of etc/citybrain.conf") */
+    char *config_file;
 };
 
 /* A configuration error: "FILE:LINE: message" or "--option: message". */

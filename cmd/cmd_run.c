@@ -40,7 +40,11 @@ static void usage(FILE *out)
                 overrides[i].help, sp + 2);
     }
     fprintf(out, "  --set KEY=VALUE             any configuration option (repeatable)\n"
-                 "  --check-config              validate the configuration and rules, then exit\n"
+                 "  --check-config              validate exactly what run validates (configuration,\n"
+                 "                              alert channels, rules and their notify names), then\n"
+                 "                              exit: 0 OK, 1 errors, 2 no rule at all\n"
+                 "\nNo rules (no --rules, empty rules.path, or no rule in them) is refused with\n"
+                 "exit 2 unless rules.allow_none = true (--set rules.allow_none=true).\n"
                  "\nenvironment: CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, "
                  "CITYBRAIN_MQTT_PASSWORD\n\nconfiguration options:\n");
     struct cb_strbuf b;
