@@ -59,7 +59,9 @@ static const struct option options[] = {
     {"mqtt.username", T_STRING, OFF(mqtt_username), 0, 0, "", 0, 0, "user name; empty for none",
      0},
     {"mqtt.password", T_STRING, OFF(mqtt_password), 0, 0, "", 0, 0,
-     "password; the environment variable CITYBRAIN_MQTT_PASSWORD overrides it", 0},
+     "password; the environment variable CITYBRAIN_MQTT_PASSWORD overrides it (a secret: "
+     "never on the command line)",
+     0},
     {"mqtt.ca_file", T_STRING, OFF(mqtt_ca_file), 0, 0, "", 0, 0,
      "ssl://: PEM file of trusted CAs; empty uses the system store", 0},
     {"mqtt.cert_file", T_STRING, OFF(mqtt_cert_file), 0, 0, "", 0, 0,
@@ -192,10 +194,12 @@ static const struct option options[] = {
      "ADDRESS:PORT of the HTTP API and dashboard, or off", "HTTP API"},
     {"http.token", T_STRING, OFF(http_token), 0, 0, "", 0, 0,
      "read-write bearer token for writes; CITYBRAIN_API_TOKEN overrides it; empty: writes "
-     "are refused",
+     "are refused (a secret: never on the command line)",
      0},
     {"http.read_token", T_STRING, OFF(http_read_token), 0, 0, "", 0, 0,
-     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it", 0},
+     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it (a secret: never on the "
+     "command line)",
+     0},
     {"http.max_connections", T_INT, OFF(http_max_connections), 1, 100000, "512", 0, 0,
      "open connections at most; more are refused", 0},
     {"http.max_body", T_SIZE, OFF(http_max_body), 256, 64LL << 20, "64k", 0, 0,
@@ -589,20 +593,33 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
     return rc;
 }
 
+/* The secrets and the environment variable of each: they come from the
+ * environment or the configuration file, never from the command line. */
+static const struct {
+    const char *key;
+    const char *env;
+} secrets[] = {
+    {"mqtt.password", "CITYBRAIN_MQTT_PASSWORD"},
+    {"http.token", "CITYBRAIN_API_TOKEN"},
+    {"http.read_token", "CITYBRAIN_API_READ_TOKEN"},
+};
+
 int cb_config_apply_env(struct cb_config *cfg)
 {
-    static const struct {
-        const char *var;
-        const char *key;
-    } env[] = {{"CITYBRAIN_API_TOKEN", "http.token"},
-               {"CITYBRAIN_API_READ_TOKEN", "http.read_token"},
-               {"CITYBRAIN_MQTT_PASSWORD", "mqtt.password"}};
-    for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
-        const char *v = getenv(env[i].var);
-        if (v && *v && cb_config_set(cfg, env[i].key, v, 1, env[i].var, NULL))
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
+        const char *v = getenv(secrets[i].env);
+        if (v && *v && cb_config_set(cfg, secrets[i].key, v, 1, secrets[i].env, NULL))
             return -1;
     }
     return 0;
+}
+
+const char *cb_config_secret_env(const char *key)
+{
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        if (!strcmp(secrets[i].key, key))
+            return secrets[i].env;
+    return NULL;
 }
 
 static int readable(const char *path) { return !*path || access(path, R_OK) == 0; }

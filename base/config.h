@@ -125,8 +125,15 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
  * file's list; repeated flags then append). `where` prefixes an error. */
 int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int replace_list,
                   const char *where, struct cb_config_error *err);
-/* Reads CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD. */
+/* Sets each secret from its environment variable when that is set and not
+ * empty (CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD:
+ * the option table's secrets). Returns 0, or -1 on OOM. */
 int cb_config_apply_env(struct cb_config *cfg);
+/* The environment variable of a secret option (http.token:
+ * "CITYBRAIN_API_TOKEN"), or NULL when key is not a secret. Secrets come from
+ * the environment or the configuration file only: the command line (seen by
+ * everyone in ps) refuses them. */
+const char *cb_config_secret_env(const char *key);
 /* Whole-config checks after parsing (reconnect min <= max, TLS files exist
  * for ssl://, a key file needs a cert file, ...). Returns 0 or -1 with err. */
 int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err);

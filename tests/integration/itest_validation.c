@@ -2,7 +2,7 @@
  * check --config`, `run --check-config`, `run` and a reload refuse an unknown
  * notify channel with the same file:line:col words; a configuration that
  * defines its own channels keeps the built-in log; run refuses no rules at
- * all (exit 2) unless rules.allow_none. */
+ * all (exit 2) unless rules.allow_none; --set refuses secrets. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +153,40 @@ static void test_no_rules_refused_unless_allowed(void)
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 
+/* Secrets never on the command line: each is refused, naming its variable
+ * (and nothing starts); the file and the environment still set them. */
+static void test_secret_on_command_line_refused(void)
+{
+    const char *rules = cbd_write_text("s.rules", river_ops);
+    static const char *const secrets[][2] = {
+        {"http.token", "CITYBRAIN_API_TOKEN"},
+        {"http.read_token", "CITYBRAIN_API_READ_TOKEN"},
+        {"mqtt.password", "CITYBRAIN_MQTT_PASSWORD"},
+    };
+    const char *err;
+    for (size_t i = 0; i < 3; i++) {
+        const char *set = cb_h_strf("%s=hunter2", secrets[i][0]);
+        const char *a[] = {"run", "--rules", rules, "--set", set, "--check-config", NULL};
+        CU_ASSERT_EQUAL(cbd_run_to_exit(a, NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, cb_h_strf("--set %s: a secret", secrets[i][0])));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, secrets[i][1]));
+        CU_ASSERT_PTR_NULL(strstr(err, "configuration OK"));
+    }
+
+    /* The token from the file guards the API's writes. */
+    const char *conf = cbd_write_text("s.conf", "http.token = from-the-file\n");
+    struct cbd_rig r;
+    const char *extra[] = {"--config", conf, "--rules", rules, "--db", cb_h_pathf("s.db"), NULL};
+    cbd_rig_init(&r, "cb-itest-secret", "from-the-env", extra);
+    r.env[0] = NULL; /* no CITYBRAIN_API_TOKEN: the file's token counts */
+    struct cb_h_proc *cb = cbd_rig_start(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", "/api/rules/reload", "hunter2", "{}", NULL), 401);
+    CU_ASSERT_EQUAL(cbd_http(r.port, "POST", "/api/rules/reload", "from-the-file", "{}", NULL),
+                    200);
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+}
+
 void cb_test_suite_validation(void)
 {
     CU_pSuite s = cb_h_add_suite("validation");
@@ -162,4 +196,7 @@ void cb_test_suite_validation(void)
     CU_add_test(s, "validation: run with no rules at all exits 2 naming --rules, rules.path and "
                    "rules.allow_none, which lets it start",
                 test_no_rules_refused_unless_allowed);
+    CU_add_test(s, "validation: --set of a secret is refused naming its environment variable; "
+                   "the file still sets it",
+                test_secret_on_command_line_refused);
 }
