@@ -1229,7 +1229,7 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
         a->hooks = *hooks;
     a->clock = a->hooks.clock ? a->hooks.clock : &cb_clock_wall;
     a->storm_window_ms = cfg->alerts_storm_window_ms;
-    if (cb_channels_parse(&cfg->alerts_channels, &a->channels, &a->nchannels, err, errlen))
+    if (cb_channels_from_config(cfg, &a->channels, &a->nchannels, err, errlen))
         goto fail;
     a->default_notify = calloc(cfg->alerts_default_notify.n + 1, sizeof *a->default_notify);
     a->mqtt_prefix = strdup(cfg->alerts_mqtt_prefix);
@@ -1240,10 +1240,6 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
     }
     for (size_t i = 0; i < cfg->alerts_default_notify.n; i++) {
         const char *n = cfg->alerts_default_notify.items[i];
-        if (!find_channel(a, n)) {
-            snprintf(err, errlen, "alerts.default_notify: '%s' is not a configured channel", n);
-            goto fail;
-        }
         if (!(a->default_notify[a->ndefault++] = strdup(n))) {
             snprintf(err, errlen, "out of memory");
             goto fail;

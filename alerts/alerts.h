@@ -39,8 +39,8 @@ struct cb_alerts_hooks {
     const struct cb_clock *clock;
 };
 
-/* Creates the module: parses cfg->alerts_channels (errors name the line),
- * checks alerts.default_notify names, opens the alert store at db_path, loads
+/* Creates the module: the channels of cfg (cb_channels_from_config: errors
+ * name the line or the option), opens the alert store at db_path, loads
  * the active silences and starts the webhook sender (which resends the
  * undelivered outbox, in order, once the loop runs). NULL with err filled. */
 struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, const char *db_path,
@@ -156,6 +156,14 @@ struct cb_channel {
 int cb_channels_parse(const struct cb_strlist *lines, struct cb_channel **out, size_t *n,
                       char *err, size_t errlen);
 void cb_channels_free(struct cb_channel *c, size_t n);
+/* The channels of a configuration (docs/alerts.md "Channels"): its
+ * alerts.channel lines, then the built-in `log` (type=log) unless a line
+ * defines a channel named log; every alerts.default_notify name must be one of
+ * them. cb_alerts_new and the daemon's validation (cmd/validate.c) both use
+ * it. Returns 0 with *out (n channels; free with cb_channels_free), or -1 with
+ * err naming the option at fault. */
+int cb_channels_from_config(const struct cb_config *cfg, struct cb_channel **out, size_t *n,
+                            char *err, size_t errlen);
 
 /* Severity mapping (docs/alerts.md). */
 struct cb_severity_map {

@@ -193,3 +193,48 @@ fail:
     cb_channels_free(c, n);
     return -1;
 }
+
+int cb_channels_from_config(const struct cb_config *cfg, struct cb_channel **out, size_t *nout,
+                            char *err, size_t errlen)
+{
+    struct cb_channel *c = NULL;
+    size_t n = 0;
+    if (cb_channels_parse(&cfg->alerts_channels, &c, &n, err, errlen))
+        return -1;
+    size_t k = 0;
+    while (k < n && strcmp(c[k].name, "log"))
+        k++;
+    if (k == n) { /* the built-in log channel */
+        struct cb_channel *grown = realloc(c, (n + 1) * sizeof *c);
+        if (!grown)
+            goto oom;
+        c = grown;
+        memset(&c[n], 0, sizeof c[n]);
+        c[n].type = CB_CHANNEL_LOG;
+        if (!(c[n++].name = strdup("log")))
+            goto oom;
+    }
+    for (size_t i = 0; i < cfg->alerts_default_notify.n; i++) {
+        const char *name = cfg->alerts_default_notify.items[i];
+        size_t j = 0;
+        while (j < n && strcmp(c[j].name, name))
+            j++;
+        if (j < n)
+            continue;
+        int w = snprintf(err, errlen, "alerts.default_notify: '%s' is not a configured channel "
+                                      "(channels:", name);
+        for (j = 0; j < n && w >= 0 && (size_t)w < errlen; j++)
+            w += snprintf(err + w, errlen - (size_t)w, "%s %s", j ? "," : "", c[j].name);
+        if (w >= 0 && (size_t)w < errlen)
+            snprintf(err + w, errlen - (size_t)w, ")");
+        goto fail;
+    }
+    *out = c;
+    *nout = n;
+    return 0;
+oom:
+    snprintf(err, errlen, "alerts.channel: out of memory");
+fail:
+    cb_channels_free(c, n);
+    return -1;
+}

@@ -59,7 +59,9 @@ static const struct option options[] = {
     {"mqtt.username", T_STRING, OFF(mqtt_username), 0, 0, "", 0, 0, "user name; empty for none",
      0},
     {"mqtt.password", T_STRING, OFF(mqtt_password), 0, 0, "", 0, 0,
-     "password; the environment variable CITYBRAIN_MQTT_PASSWORD overrides it", 0},
+     "password; the environment variable CITYBRAIN_MQTT_PASSWORD overrides it (a secret: "
+     "never on the command line)",
+     0},
     {"mqtt.ca_file", T_STRING, OFF(mqtt_ca_file), 0, 0, "", 0, 0,
      "ssl://: PEM file of trusted CAs; empty uses the system store", 0},
     {"mqtt.cert_file", T_STRING, OFF(mqtt_cert_file), 0, 0, "", 0, 0,
@@ -101,7 +103,13 @@ static const struct option options[] = {
      "most samples one payload may carry (too_many_fields)", 0},
 
     {"rules.path", T_STRLIST, OFF(rules_paths), 0, 0, "", 0, 0,
-     "rule file or directory of *.rules; repeat for several", "Rules"},
+     "rule file or directory of *.rules; repeat for several. run refuses to start with no "
+     "rule at all (see rules.allow_none)",
+     "Rules"},
+    {"rules.allow_none", T_BOOL, OFF(rules_allow_none), 0, 0, "false", 0, 0,
+     "let run start (and a reload succeed) with no rule at all; without it, no rules is "
+     "refused (exit 2), since every stored firing alert would be resolved",
+     0},
     {"rules.max_skew", T_DURATION, OFF(rules_max_skew_ms), 0, 7 * DAY, "60s", 0, 0,
      "samples further ahead of now are rejected as from the future", 0},
     {"rules.lateness", T_DURATION, OFF(rules_lateness_ms), 0, 7 * DAY, "5m", 0, 0,
@@ -156,11 +164,13 @@ static const struct option options[] = {
      "5000", 0, 0, "rows deleted per step at most, so deletion never stalls ingestion", 0},
 
     {"alerts.channel", T_STRLIST, OFF(alerts_channels), 0, 0,
-     "log type=log|ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
+     "ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
      "notification channel chosen by a rule's notify clause: NAME type=mqtt|webhook|log "
-     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several. The example rules "
-     "notify `ops` (point it at your duty system, e.g. ops type=webhook "
-     "url=https://duty.example/hook) and `cap` (CAP 1.2 XML)",
+     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several (the lines of a file "
+     "replace this default list). The channel `log` (type=log) is built in unless a line "
+     "defines one named log. The example rules notify `ops` (point it at your duty system, "
+     "e.g. ops type=webhook url=https://duty.example/hook) and `cap` (CAP 1.2 XML); a "
+     "notify name no channel has is an error in check, run and reload",
      "Alerts"},
     {"alerts.default_notify", T_STRLIST, OFF(alerts_default_notify), 0, 0, "log", 0, 0,
      "channels used by rules without a notify clause", 0},
@@ -184,10 +194,12 @@ static const struct option options[] = {
      "ADDRESS:PORT of the HTTP API and dashboard, or off", "HTTP API"},
     {"http.token", T_STRING, OFF(http_token), 0, 0, "", 0, 0,
      "read-write bearer token for writes; CITYBRAIN_API_TOKEN overrides it; empty: writes "
-     "are refused",
+     "are refused (a secret: never on the command line)",
      0},
     {"http.read_token", T_STRING, OFF(http_read_token), 0, 0, "", 0, 0,
-     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it", 0},
+     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it (a secret: never on the "
+     "command line)",
+     0},
     {"http.max_connections", T_INT, OFF(http_max_connections), 1, 100000, "512", 0, 0,
      "open connections at most; more are refused", 0},
     {"http.max_body", T_SIZE, OFF(http_max_body), 256, 64LL << 20, "64k", 0, 0,
@@ -540,6 +552,14 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
         set_error(err, path, "cannot open: %s", strerror(errno));
         return -1;
     }
+    char *name = strdup(path);
+    if (!name) {
+        fclose(f);
+        set_error(err, path, "out of memory");
+        return -1;
+    }
+    free(cfg->config_file);
+    cfg->config_file = name;
     /* A list given in the file replaces its default on first mention. */
     unsigned char seen[NOPTIONS] = {0};
     char *line = NULL;
@@ -573,20 +593,33 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
     return rc;
 }
 
+/* The secrets and the environment variable of each: they come from the
+ * environment or the configuration file, never from the command line. */
+static const struct {
+    const char *key;
+    const char *env;
+} secrets[] = {
+    {"mqtt.password", "CITYBRAIN_MQTT_PASSWORD"},
+    {"http.token", "CITYBRAIN_API_TOKEN"},
+    {"http.read_token", "CITYBRAIN_API_READ_TOKEN"},
+};
+
 int cb_config_apply_env(struct cb_config *cfg)
 {
-    static const struct {
-        const char *var;
-        const char *key;
-    } env[] = {{"CITYBRAIN_API_TOKEN", "http.token"},
-               {"CITYBRAIN_API_READ_TOKEN", "http.read_token"},
-               {"CITYBRAIN_MQTT_PASSWORD", "mqtt.password"}};
-    for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
-        const char *v = getenv(env[i].var);
-        if (v && *v && cb_config_set(cfg, env[i].key, v, 1, env[i].var, NULL))
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
+        const char *v = getenv(secrets[i].env);
+        if (v && *v && cb_config_set(cfg, secrets[i].key, v, 1, secrets[i].env, NULL))
             return -1;
     }
     return 0;
+}
+
+const char *cb_config_secret_env(const char *key)
+{
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        if (!strcmp(secrets[i].key, key))
+            return secrets[i].env;
+    return NULL;
 }
 
 static int readable(const char *path) { return !*path || access(path, R_OK) == 0; }
@@ -642,6 +675,8 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
 
 void cb_config_free(struct cb_config *cfg)
 {
+    free(cfg->config_file);
+    cfg->config_file = NULL;
     for (size_t i = 0; i < NOPTIONS; i++) {
         char *base = (char *)cfg + options[i].offset;
         if (options[i].type == T_STRING) {

@@ -57,6 +57,7 @@ struct cb_config {
 
     /* rules */
     struct cb_strlist rules_paths;
+    int rules_allow_none;      /* run with no rule at all only when set */
     int64_t rules_max_skew_ms;
     int64_t rules_lateness_ms;
     int rules_watch;
@@ -103,6 +104,10 @@ struct cb_config {
     int64_t http_sse_heartbeat_ms;
     int64_t sensors_stale_after_ms;
     char *sensors_label_pattern;
+
+    /* not an option: the file cb_config_load_file read last, NULL when none
+     * (for messages: "channels of etc/citybrain.conf") */
+    char *config_file;
 };
 
 /* A configuration error: "FILE:LINE: message" or "--option: message". */
@@ -120,8 +125,15 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
  * file's list; repeated flags then append). `where` prefixes an error. */
 int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int replace_list,
                   const char *where, struct cb_config_error *err);
-/* Reads CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD. */
+/* Sets each secret from its environment variable when that is set and not
+ * empty (CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD:
+ * the option table's secrets). Returns 0, or -1 on OOM. */
 int cb_config_apply_env(struct cb_config *cfg);
+/* The environment variable of a secret option (http.token:
+ * "CITYBRAIN_API_TOKEN"), or NULL when key is not a secret. Secrets come from
+ * the environment or the configuration file only: the command line (seen by
+ * everyone in ps) refuses them. */
+const char *cb_config_secret_env(const char *key);
 /* Whole-config checks after parsing (reconnect min <= max, TLS files exist
  * for ssl://, a key file needs a cert file, ...). Returns 0 or -1 with err. */
 int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err);

@@ -98,7 +98,7 @@ start_cb() {
   "$CB" run --broker "$BROKER" --topic 'city/#' --topic 'bench/#' --qos "$qos" \
     --client-id "bench-cb-$$" --db "$TMP/cb.db" --http "127.0.0.1:$HPORT" \
     --log-level warn --set mqtt.clean_session=true --set alerts.storm_window=0 \
-    "$@" > "$TMP/cb.log" 2>&1 &
+    --set rules.allow_none=true "$@" > "$TMP/cb.log" 2>&1 &
   CB_PID=$!
   PIDS+=("$CB_PID")
   local i

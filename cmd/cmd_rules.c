@@ -6,6 +6,7 @@
  * time, and the engine's transitions collected or printed as JSON lines. */
 #include "cmd/commands.h"
 #include "cmd/restore.h"
+#include "cmd/validate.h"
 #include "alerts/alerts.h"
 #include "base/config.h"
 #include "base/log.h"
@@ -29,22 +30,6 @@
 #define OFFER_BATCH 4096
 
 /* ---- shared helpers ----------------------------------------------------------------- */
-
-/* Writes the diagnostics to stderr, as text or as one JSON array. */
-static void print_diags(const struct cb_diags *d, int json)
-{
-    struct cb_strbuf b;
-    cb_strbuf_init(&b);
-    if (json) {
-        cb_diags_render_json(d, &b);
-        cb_strbuf_putc(&b, '\n');
-    } else {
-        cb_diags_render_text(d, &b);
-    }
-    if (b.len)
-        fwrite(b.data, 1, b.len, stderr);
-    cb_strbuf_free(&b);
-}
 
 /* Parses a time: integer milliseconds, or RFC 3339. 0 or -1. */
 static int parse_abs_time(const char *s, int64_t *out)
@@ -391,59 +376,91 @@ static void replay_stream(struct driver *d, FILE *in, const char *name)
 
 /* ---- citybrain check ----------------------------------------------------------------- */
 
+static const char check_usage[] =
+    "usage: citybrain check [--config FILE] [--format text|json] PATH...\n";
+
+/* Loads what check validates against: the defaults, FILE over them when
+ * given, the environment; then the whole-config checks run does. 0, or 1
+ * after printing the problem. */
+static int check_config(const char *path, struct cb_config *cfg)
+{
+    struct cb_config_error err;
+    if (cb_config_defaults(cfg)) {
+        fprintf(stderr, "citybrain check: out of memory\n");
+        return 1;
+    }
+    if ((path && cb_config_load_file(cfg, path, &err)) || cb_config_apply_env(cfg) ||
+        cb_config_validate(cfg, &err)) {
+        fprintf(stderr, "citybrain check: %s\n", err.text);
+        return 1;
+    }
+    return 0;
+}
+
 int cb_cmd_check(int argc, char **argv)
 {
     const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    const char *config = NULL;
     size_t n = 0;
-    int json = 0;
+    int json = 0, rc = 2;
+    struct cb_config cfg;
+    int have_cfg = 0;
     if (!paths)
         return 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: citybrain check PATH... [--format text|json]\n"
+            printf("%s"
                    "  compiles rule files (a directory: every *.rules in it) and reports every\n"
-                   "  error on stderr; exit 0 when clean, 1 on errors, 2 on usage errors\n");
-            free(paths);
-            return 0;
+                   "  error on stderr; exit 0 when clean, 1 on errors, 2 on usage errors.\n"
+                   "  Validates as run does: every notify name must be a channel of the\n"
+                   "  configuration FILE (alerts.channel, and the built-in log); without\n"
+                   "  --config, of the built-in defaults (log, ops, cap).\n",
+                   check_usage);
+            rc = 0;
+            goto out;
         }
-        if (!strcmp(argv[i], "--format") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
+        } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
             const char *f = argv[++i];
             if (strcmp(f, "text") && strcmp(f, "json")) {
                 fprintf(stderr, "citybrain check: --format must be text or json\n");
-                free(paths);
-                return 2;
+                goto out;
             }
             json = !strcmp(f, "json");
         } else if (!strncmp(argv[i], "--format=", 9)) {
             json = !strcmp(argv[i] + 9, "json");
             if (!json && strcmp(argv[i] + 9, "text")) {
                 fprintf(stderr, "citybrain check: --format must be text or json\n");
-                free(paths);
-                return 2;
+                goto out;
             }
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "citybrain check: unknown option '%s'\n", argv[i]);
-            free(paths);
-            return 2;
+            goto out;
         } else {
             paths[n++] = argv[i];
         }
     }
     if (!n) {
-        fprintf(stderr, "usage: citybrain check PATH... [--format text|json]\n");
-        free(paths);
-        return 2;
+        fputs(check_usage, stderr);
+        goto out;
     }
+    have_cfg = 1;
+    if ((rc = check_config(config, &cfg)))
+        goto out;
     struct cb_diags d = {0};
-    struct cb_ruleset *rs = cb_ruleset_compile(paths, n, &d);
-    print_diags(&d, json);
-    int rc = rs ? 0 : 1;
+    struct cb_ruleset *rs = NULL;
+    rc = (int)cmd__validate(&cfg, paths, n, 0, &d, &rs);
+    cmd__print_diags(&d, json);
     if (rs)
         printf("ok: %zu rule(s) in %zu file(s)\n", cb_ruleset_count(rs), cb_ruleset_file_count(rs));
     else if (!json)
         fprintf(stderr, "%zu error(s)\n", d.errors);
     cb_ruleset_release(rs);
     cb_diags_free(&d);
+out:
+    if (have_cfg)
+        cb_config_free(&cfg);
     free(paths);
     return rc;
 }
@@ -608,7 +625,7 @@ int cb_cmd_replay(int argc, char **argv)
     }
     struct cb_diags d = {0};
     struct cb_ruleset *rs = cb_ruleset_compile(rules, nrules, &d);
-    print_diags(&d, 0);
+    cmd__print_diags(&d, 0);
     cb_diags_free(&d);
     if (!rs) {
         rc = 1;
@@ -1105,12 +1122,12 @@ static int run_test_file(const char *path)
         } else if (r2) {
             rs = r2;
         }
-        print_diags(&d2, 0);
+        cmd__print_diags(&d2, 0);
         if (d2.errors)
             failed = 1;
         cb_diags_free(&d2);
     }
-    print_diags(&d, 0);
+    cmd__print_diags(&d, 0);
     if (d.errors)
         failed = 1;
     cb_diags_free(&d);

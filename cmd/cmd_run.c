@@ -39,10 +39,15 @@ static void usage(FILE *out)
         fprintf(out, "  %-12s %-14.*s %s\n", overrides[i].flag, (int)(sp - overrides[i].help),
                 overrides[i].help, sp + 2);
     }
-    fprintf(out, "  --set KEY=VALUE             any configuration option (repeatable)\n"
-                 "  --check-config              validate the configuration and rules, then exit\n"
-                 "\nenvironment: CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, "
-                 "CITYBRAIN_MQTT_PASSWORD\n\nconfiguration options:\n");
+    fprintf(out, "  --set KEY=VALUE             any configuration option but a secret (repeatable)\n"
+                 "  --check-config              validate exactly what run validates (configuration,\n"
+                 "                              alert channels, rules and their notify names), then\n"
+                 "                              exit: 0 OK, 1 errors, 2 no rule at all\n"
+                 "\nNo rules (no --rules, empty rules.path, or no rule in them) is refused with\n"
+                 "exit 2 unless rules.allow_none = true (--set rules.allow_none=true).\n"
+                 "\nenvironment (secrets come from here or the configuration file, never from\n"
+                 "--set): CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD\n"
+                 "\nconfiguration options:\n");
     struct cb_strbuf b;
     cb_strbuf_init(&b);
     cb_config_write_help(&b);
@@ -102,6 +107,15 @@ int cb_cmd_run(int argc, char **argv)
                 goto out;
             }
             *eq = '\0';
+            const char *env = cb_config_secret_env(argv[i + 1]);
+            if (env) {
+                fprintf(stderr, "citybrain run: --set %s: a secret is never taken from the "
+                                "command line (anyone can read it in ps); set the environment "
+                                "variable %s, or %s in the configuration file\n",
+                        argv[i + 1], env, argv[i + 1]);
+                *eq = '=';
+                goto out;
+            }
             int bad = cb_config_set(&cfg, argv[i + 1], eq + 1, 0, "--set", &err);
             *eq = '=';
             if (bad) {

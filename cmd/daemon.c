@@ -14,6 +14,7 @@
 #include "base/version.h"
 #include "cmd/api_provider.h"
 #include "cmd/restore.h"
+#include "cmd/validate.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -430,20 +431,16 @@ static void log_diags(const struct cb_diags *diags)
     cb_strbuf_free(&text);
 }
 
-static struct cb_ruleset *compile_rules(const struct cb_config *cfg, struct cb_diags *diags)
-{
-    return cb_ruleset_compile((const char *const *)cfg->rules_paths.items, cfg->rules_paths.n,
-                              diags);
-}
-
-/* Recompiles every rule path. Returns 0, or -1 with the diagnostics in
- * *diags (the caller frees them) when a file has errors: the running rules
- * then go on unchanged. ctx is the daemon (the API provider's door back). */
+/* Recompiles every rule path, validated as at start (cmd__validate_run: the
+ * notify channels, no rules at all). Returns 0, or -1 with the diagnostics in
+ * *diags (the caller frees them) when the new rules are refused: the running
+ * rules then go on unchanged. ctx is the daemon (the API provider's door
+ * back). */
 static int reload_rules_diags(void *ctx, const char *why, struct cb_diags *diags)
 {
     struct cb_daemon *d = ctx;
-    struct cb_ruleset *rs = compile_rules(d->cfg, diags);
-    if (!rs) {
+    struct cb_ruleset *rs = NULL;
+    if (cmd__validate_run(d->cfg, diags, &rs) != CMD_VALID) {
         cb_counter_add(d->m_reload_errors, 1);
         cb_error("rules", "reload (%s) rejected: %zu error(s); the running rules go on", why,
                  diags->errors);
@@ -626,26 +623,17 @@ static void close_handles(struct cb_daemon *d)
 
 /* ---- start-up ------------------------------------------------------------------- */
 
-static int start(struct cb_daemon *d)
+/* Starts every module in order over the validated rules rs (borrowed). */
+static int start(struct cb_daemon *d, struct cb_ruleset *rs)
 {
     const struct cb_config *cfg = d->cfg;
     char err[512];
-    struct cb_diags diags = {0};
 
-    struct cb_ruleset *rs = compile_rules(cfg, &diags);
-    if (!rs) {
-        cb_error("rules", "the rules have %zu error(s); not starting", diags.errors);
-        log_diags(&diags);
-        cb_diags_free(&diags);
-        return -1;
-    }
-    cb_diags_free(&diags);
     struct cb_engine_options eo = {.max_skew_ms = cfg->rules_max_skew_ms,
                                    .lateness_ms = cfg->rules_lateness_ms,
                                    .stale_after_ms = cfg->sensors_stale_after_ms};
     d->engine = cb_engine_new(rs, &cb_clock_wall, &eo, on_transition, d);
     size_t nrules = cb_ruleset_count(rs);
-    cb_ruleset_release(rs);
     if (!d->engine) {
         cb_error(MOD, "out of memory creating the rule engine");
         return -1;
@@ -791,8 +779,25 @@ int cb_daemon_run(const struct cb_config *cfg)
     d.cfg = cfg;
     d.started_ms = cb_wall_ms();
     cb_log_threshold = (enum cb_log_level)cfg->log_level;
+
+    /* What --check-config validates, before anything is opened. */
+    struct cb_diags diags = {0};
+    struct cb_ruleset *rs = NULL;
+    enum cmd_verdict v = cmd__validate_run(cfg, &diags, &rs);
+    if (v != CMD_VALID) {
+        if (v == CMD_NO_RULES)
+            cb_error(MOD, "not starting: no rules");
+        else
+            cb_error(MOD, "not starting: %zu error(s) in the rules or the alert channels",
+                     diags.errors);
+        log_diags(&diags);
+        cb_diags_free(&diags);
+        return (int)v;
+    }
+    cb_diags_free(&diags);
     if (uv_loop_init(&d.loop)) {
         cb_error(MOD, "cannot create the event loop");
+        cb_ruleset_release(rs);
         return 1;
     }
     uv_timer_init(&d.loop, &d.tick);
@@ -807,7 +812,9 @@ int cb_daemon_run(const struct cb_config *cfg)
     uv_signal_start(&d.sighup, on_signal, SIGHUP);
     register_metrics(&d);
 
-    if (start(&d)) {
+    int failed = start(&d, rs);
+    cb_ruleset_release(rs); /* the engine keeps its own reference */
+    if (failed) {
         d.exit_code = 1;
         d.stopping = 1;
         if (d.mqtt)
@@ -829,16 +836,12 @@ int cb_daemon_run(const struct cb_config *cfg)
 int cb_daemon_check(const struct cb_config *cfg)
 {
     struct cb_diags diags = {0};
-    struct cb_ruleset *rs = compile_rules(cfg, &diags);
-    struct cb_strbuf text;
-    cb_strbuf_init(&text);
-    cb_diags_render_text(&diags, &text);
-    if (text.len)
-        fputs(text.data, stderr);
-    cb_strbuf_free(&text);
+    struct cb_ruleset *rs = NULL;
+    enum cmd_verdict v = cmd__validate_run(cfg, &diags, &rs);
+    cmd__print_diags(&diags, 0);
     cb_diags_free(&diags);
-    if (!rs)
-        return 1;
+    if (v != CMD_VALID)
+        return (int)v;
     printf("configuration OK: broker %s, database %s, %zu rule(s)\n", cfg->mqtt_broker,
            cfg->storage_db, cb_ruleset_count(rs));
     cb_ruleset_release(rs);

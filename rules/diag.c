@@ -2,6 +2,7 @@
  * rendering them as gcc/rustc-style text or as JSON. */
 #include "rules/rules_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +47,24 @@ void rules__diag(struct cb_diags *d, const struct rules__src *src, enum cb_diag_
     g->span = span < 1 ? 1 : span;
     g->hint = hint ? rules__strdup(hint) : NULL;
     g->source_line = line_text(src, line);
-    char buf[512];
+    char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     g->message = rules__strdup(buf);
+}
+
+void cb_diags_add(struct cb_diags *d, enum cb_diag_severity sev, const char *code,
+                  const char *file, const char *hint, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    struct rules__src src = {file, NULL, 0};
+    rules__diag(d, &src, sev, code, 0, 0, 1, hint, "%s", buf);
 }
 
 void cb_diags_free(struct cb_diags *d)

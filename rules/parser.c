@@ -126,6 +126,7 @@ struct parser {
     struct rules__rule *r;
     size_t cap_ops, cap_wins, cap_series;
     int group, in_sensors, sp, maxsp;
+    size_t used_series, used_wins; /* series and windows compiled before the message */
     const struct rule_ast *ast;
 };
 
@@ -708,6 +709,125 @@ static int parse_fmt(const char *s, size_t n, char *fmt, int *prec)
     return 0;
 }
 
+static int name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+/* Is s[0..n) one name, as the lexer reads one (dotted where payloads were
+ * flattened: air.pm25)? */
+static int is_name_text(const char *s, size_t n)
+{
+    if (!n || !name_start(s[0]))
+        return 0;
+    for (size_t k = 1; k < n; k++)
+        if (!(name_start(s[k]) || (s[k] >= '0' && s[k] <= '9') ||
+              (s[k] == '.' && k + 1 < n && name_start(s[k + 1]))))
+            return 0;
+    return 1;
+}
+
+/* The metrics the rule uses, for a bare name in its message: the metrics its
+ * `valid`, `when`, `clear` and `escalate ... when` clauses name (alone, in a
+ * window aggregate or in age(M), inside sensors: or not), that is its series
+ * and windows compiled before the message, and its valid metrics. Writes at
+ * most max distinct names (borrowed from the rule) to out; returns how many. */
+static size_t rule_metrics(const struct parser *p, const char **out, size_t max)
+{
+    const struct rules__rule *r = p->r;
+    size_t n = 0, total = r->nvalid + p->used_series + p->used_wins;
+    for (size_t i = 0; i < total && n < max; i++) {
+        const char *m = i < r->nvalid ? r->valid[i].metric
+                        : i < r->nvalid + p->used_series ? r->series[i - r->nvalid]
+                                                         : r->wins[i - r->nvalid - p->used_series].metric;
+        size_t k = 0;
+        while (k < n && strcmp(out[k], m))
+            k++;
+        if (k == n)
+            out[n++] = m;
+    }
+    return n;
+}
+
+/* Appends "a, b, c" (or "none") to b. */
+static void put_names(struct cb_strbuf *b, const char *const *names, size_t n)
+{
+    if (!n)
+        cb_strbuf_puts(b, "none");
+    for (size_t i = 0; i < n; i++)
+        cb_strbuf_printf(b, "%s%s", i ? ", " : "", names[i]);
+}
+
+/* A bare {NAME} of the message at s[ns..ns+n) (rules.md): a label a match
+ * pattern binds (in a group rule, one of its `per` labels); else the latest
+ * value of a metric the rule uses (rule_metrics), which a group rule has not
+ * for one sensor (E018, pointing to a sensors: aggregate); else E009 with a
+ * did-you-mean over the labels and the metrics. Appends the part or records
+ * the error. */
+static void template_name(struct parser *p, size_t *cap, const struct rules__tok *t, size_t ns,
+                          size_t n)
+{
+    const char *name = p->src->text + ns;
+    int scol = t->col + (int)(ns - t->off);
+    struct rules__tpl_part tp = {TPL_LABEL, NULL, {0, 0}, 0, -1};
+    if (bound(p->r, name, n)) {
+        int in_per = 0;
+        for (size_t k = 0; k < p->r->nper; k++)
+            if (strlen(p->r->per[k]) == n && memcmp(p->r->per[k], name, n) == 0)
+                in_per = 1;
+        if (p->group && !in_per) {
+            rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E009", t->line, scol, (int)n,
+                        "a group alert has only its 'per' labels",
+                        "label '%.*s' in the message is not a 'per' label of this group rule",
+                        (int)n, name);
+            return;
+        }
+        if (!(tp.text = rules__strndup(name, n)))
+            p->oom = 1;
+        else
+            tpl_add(p, cap, tp);
+        return;
+    }
+    const char *cands[128];
+    size_t nl = rule_labels(p->r, cands, 64);
+    size_t nm = rule_metrics(p, cands + nl, 64);
+    for (size_t k = nl; k < nl + nm; k++) {
+        if (strlen(cands[k]) != n || memcmp(cands[k], name, n))
+            continue;
+        if (p->group) {
+            char hb[200];
+            snprintf(hb, sizeof hb, "write {max(sensors: %.*s)}, or min, avg or sum", (int)n, name);
+            rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E018", t->line, scol, (int)n, hb,
+                        "metric '%.*s' in the message has no single value in a group rule",
+                        (int)n, name);
+            return;
+        }
+        struct rules__tok it = {.kind = TK_IDENT, .off = (uint32_t)ns, .len = (uint32_t)n,
+                                .line = t->line, .col = scol};
+        struct node *e = new_node(p, N_IDENT, &it);
+        tp.kind = TPL_EXPR;
+        if (e && compile_code(p, e, &tp.code) == 0)
+            tpl_add(p, cap, tp);
+        return;
+    }
+    char hb[96];
+    const char *hint;
+    hint_for(hb, sizeof hb, name, n, cands, nl + nm, &hint);
+    struct cb_strbuf list;
+    cb_strbuf_init(&list);
+    if (!hint) {
+        cb_strbuf_puts(&list, "labels: ");
+        put_names(&list, cands, nl);
+        cb_strbuf_puts(&list, "; metrics of the rule: ");
+        put_names(&list, cands + nl, nm);
+        hint = list.data;
+    }
+    rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E009", t->line, scol, (int)n, hint,
+                "'%.*s' in the message is neither a label of a match pattern nor a metric the "
+                "rule uses", (int)n, name);
+    cb_strbuf_free(&list);
+}
+
 /* Compiles the message template of string token t. Every error is reported. */
 static void compile_template(struct parser *p, const struct rules__tok *t)
 {
@@ -792,11 +912,7 @@ static void compile_template(struct parser *p, const struct rules__tok *t)
             ns++;
         while (ne > ns && s[ne - 1] == ' ')
             ne--;
-        int is_name = ne > ns;
-        for (size_t k = ns; k < ne; k++)
-            if (!((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') || s[k] == '_' ||
-                  (k > ns && s[k] >= '0' && s[k] <= '9')))
-                is_name = 0;
+        int is_name = is_name_text(s + ns, ne - ns);
         if (is_name && !colon) {
             size_t n = ne - ns;
             int word = -1;
@@ -807,34 +923,7 @@ static void compile_template(struct parser *p, const struct rules__tok *t)
                 static const enum rules__tpl_kind wk[] = {TPL_RULE, TPL_SEVERITY, TPL_TITLE, TPL_ID};
                 tp.kind = wk[word];
             } else {
-                int ok = bound(p->r, s + ns, n);
-                int in_per = 0;
-                for (size_t k = 0; k < p->r->nper; k++)
-                    if (strlen(p->r->per[k]) == n && memcmp(p->r->per[k], s + ns, n) == 0)
-                        in_per = 1;
-                int scol = t->col + (int)(ns - t->off);
-                if (!ok) {
-                    const char *labels[64];
-                    size_t nl = rule_labels(p->r, labels, 64);
-                    char hb[96];
-                    const char *hint;
-                    hint_for(hb, sizeof hb, s + ns, n, labels, nl, &hint);
-                    rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E009", t->line, scol, (int)n,
-                                hint, "label '%.*s' in the message is not bound by any match pattern",
-                                (int)n, s + ns);
-                } else if (p->group && !in_per) {
-                    rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E009", t->line, scol, (int)n,
-                                "a group alert has only its 'per' labels",
-                                "label '%.*s' in the message is not a 'per' label of this group rule",
-                                (int)n, s + ns);
-                } else {
-                    tp.kind = TPL_LABEL;
-                    tp.text = rules__strndup(s + ns, n);
-                    if (!tp.text)
-                        p->oom = 1;
-                    else
-                        tpl_add(p, &cap, tp);
-                }
+                template_name(p, &cap, t, ns, n);
                 i = j + 1;
                 continue;
             }
@@ -859,6 +948,13 @@ static void compile_template(struct parser *p, const struct rules__tok *t)
         p->paren = paren;
         p->lx = save;
         p->cur = savecur;
+        if (e && e->kind == N_IDENT && bound(p->r, s + e->tok.off, e->tok.len)) {
+            char hb[160];
+            snprintf(hb, sizeof hb, "write {%.*s}", TOKTEXT(p, e->tok));
+            error_at(p, &e->tok, "E009", hb, "label '%.*s' is text: it takes no number format",
+                     TOKTEXT(p, e->tok));
+            e = NULL;
+        }
         if (e && compile_code(p, e, &tp.code) == 0)
             tpl_add(p, &cap, tp);
         i = j + 1;
@@ -1234,6 +1330,23 @@ void rules__rule_free(struct rules__rule *r)
     memset(r, 0, sizeof *r);
 }
 
+/* With cb_rules_opts.check_notify, a `notify` name (token t, text name) must
+ * be one of the channels given: otherwise E029 at t, with a did-you-mean. */
+static void check_channel(struct parser *p, const struct rules__tok *t, const char *name)
+{
+    const struct cb_rules_opts *o = p->rs->opts;
+    if (!o || !o->check_notify)
+        return;
+    for (size_t i = 0; i < o->nchannels; i++)
+        if (!strcmp(o->channels[i], name))
+            return;
+    char hb[96];
+    const char *hint;
+    hint_for(hb, sizeof hb, name, strlen(name), o->channels, o->nchannels, &hint);
+    error_at(p, t, "E029", hint, "unknown channel '%s' in notify; %s", name,
+             o->channels_note ? o->channels_note : "no channel has that name");
+}
+
 /* Checks and compiles a parsed rule into p->r. Errors are recorded. */
 static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_off)
 {
@@ -1343,6 +1456,8 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
                 compile_code(p, e->cond, &x->cond);
         }
     }
+    p->used_series = r->nseries;
+    p->used_wins = r->nwins;
     if (ra->has_message)
         compile_template(p, &ra->message);
     if (ra->nnotify) {
@@ -1356,6 +1471,7 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
             if (!n)
                 goto oom;
             r->notify[r->nnotify++] = n;
+            check_channel(p, t, n);
         }
     }
     return;
@@ -1576,6 +1692,7 @@ static void oom_diag(struct cb_diags *diags, const char *name)
 static struct cb_ruleset *finish(struct cb_ruleset *rs, struct cb_diags *diags, size_t errors0,
                                  int oom)
 {
+    rs->opts = NULL; /* borrowed for the compilation only */
     if (!oom && diags->errors == errors0 && rules__ruleset_finish(rs) == 0)
         return rs;
     if (oom || diags->errors == errors0)
@@ -1584,8 +1701,9 @@ static struct cb_ruleset *finish(struct cb_ruleset *rs, struct cb_diags *diags, 
     return NULL;
 }
 
-struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
-                                             struct cb_diags *diags)
+struct cb_ruleset *cb_ruleset_compile_source_opts(const char *name, const char *src, size_t len,
+                                                  const struct cb_rules_opts *opts,
+                                                  struct cb_diags *diags)
 {
     size_t errors0 = diags->errors;
     struct cb_ruleset *rs = ruleset_new();
@@ -1593,6 +1711,7 @@ struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, 
         oom_diag(diags, name);
         return NULL;
     }
+    rs->opts = opts;
     struct rules__src s = {name, src, len};
     int oom = rules__compile_into(rs, &s, diags) < 0;
     return finish(rs, diags, errors0, oom);
@@ -1672,12 +1791,20 @@ static int expand_path(const char *path, char ***files, size_t *n, size_t *cap,
         (*files)[(*n)++] = full;
     }
     closedir(d);
-    qsort(*files + first, *n - first, sizeof **files, cmp_str);
+    if (*n > first) /* an empty directory leaves *files NULL: qsort wants an array */
+        qsort(*files + first, *n - first, sizeof **files, cmp_str);
     return rc;
 }
 
-struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
-                                      struct cb_diags *diags)
+struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
+                                             struct cb_diags *diags)
+{
+    return cb_ruleset_compile_source_opts(name, src, len, NULL, diags);
+}
+
+struct cb_ruleset *cb_ruleset_compile_opts(const char *const *paths, size_t npaths,
+                                           const struct cb_rules_opts *opts,
+                                           struct cb_diags *diags)
 {
     size_t errors0 = diags->errors;
     struct cb_ruleset *rs = ruleset_new();
@@ -1686,6 +1813,7 @@ struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
         oom_diag(diags, "<rules>");
         return NULL;
     }
+    rs->opts = opts;
     for (size_t i = 0; i < npaths && !oom; i++)
         if (expand_path(paths[i], &rs->files, &rs->nfiles, &rs->cap_files, diags) < 0)
             oom = 1;
@@ -1708,4 +1836,10 @@ struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
         free(text);
     }
     return finish(rs, diags, errors0, oom);
+}
+
+struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
+                                      struct cb_diags *diags)
+{
+    return cb_ruleset_compile_opts(paths, npaths, NULL, diags);
 }

@@ -91,13 +91,40 @@ void cb_diags_render_text(const struct cb_diags *d, struct cb_strbuf *out);
 /* One JSON array of {"file","line","col","span","severity","code","message","hint"}. */
 void cb_diags_render_json(const struct cb_diags *d, struct cb_strbuf *out);
 
+/* Records a diagnostic that has no position in a rule file (a configuration
+ * problem, no rules at all): rendered "file: error: message (hint)". file and
+ * hint may be NULL. For the callers that validate rules together with what
+ * surrounds them (cmd/validate.c). */
+void cb_diags_add(struct cb_diags *d, enum cb_diag_severity sev, const char *code,
+                  const char *file, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* What a compilation checks beyond the language itself. With check_notify,
+ * every name of a rule's `notify` clause must be one of channels[0..n): any
+ * other is error E029 at its position, with a did-you-mean among them and
+ * channels_note (where the names come from, e.g. "channels of
+ * etc/citybrain.conf: log, ops") in the message. Borrowed for the call. */
+struct cb_rules_opts {
+    int check_notify;
+    const char *const *channels;
+    size_t nchannels;
+    const char *channels_note;
+};
+
 /* Compiles every path (a *.rules file, or a directory: every *.rules in it, in
  * name order). Returns a ruleset, or NULL when any error was found (all of
  * them are in diags; a ruleset is never built from a file with errors).
- * The caller frees the ruleset with cb_ruleset_release. */
+ * The caller frees the ruleset with cb_ruleset_release. opts may be NULL
+ * (cb_ruleset_compile: the language only, for replay and test). */
+struct cb_ruleset *cb_ruleset_compile_opts(const char *const *paths, size_t npaths,
+                                           const struct cb_rules_opts *opts,
+                                           struct cb_diags *diags);
 struct cb_ruleset *cb_ruleset_compile(const char *const *paths, size_t npaths,
                                       struct cb_diags *diags);
 /* Compiles from memory (tests, the API): `name` is used in diagnostics. */
+struct cb_ruleset *cb_ruleset_compile_source_opts(const char *name, const char *src, size_t len,
+                                                  const struct cb_rules_opts *opts,
+                                                  struct cb_diags *diags);
 struct cb_ruleset *cb_ruleset_compile_source(const char *name, const char *src, size_t len,
                                              struct cb_diags *diags);
 void cb_ruleset_release(struct cb_ruleset *rs);

@@ -244,6 +244,7 @@ struct cb_ruleset {
     int64_t max_width_ms;
     size_t cap_rules, cap_files;
     struct rules__map names;      /* rule name -> rule index + 1, while compiling */
+    const struct cb_rules_opts *opts; /* while compiling; NULL: none */
 };
 
 /* Maximum stack depth of an expression; deeper ones are refused at compile time. */

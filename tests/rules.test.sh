@@ -11,8 +11,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
 
-echo "-- check etc/rules"
-"$BIN" check etc/rules || fail=1
+# etc/rules notify `ops` and `cap`: the channels of etc/citybrain.conf.
+echo "-- check --config etc/citybrain.conf etc/rules"
+"$BIN" check --config etc/citybrain.conf etc/rules || fail=1
 
 echo "-- every etc/rules file has a test"
 for f in etc/rules/*.rules; do
@@ -46,10 +47,10 @@ stored=$("$BIN" query --db "$tmp/replay.db" | wc -l)
 [ "$stored" -gt 0 ] || { echo "replay --db stored no samples"; fail=1; }
 echo "ok   replay --db ($stored samples)"
 
-echo "-- diagnostics"
+echo "-- diagnostics (against the channels of etc/citybrain.conf)"
 for r in tests/rules/bad/*.rules; do
   set +e
-  "$BIN" check "$r" 2> "$tmp/err" > /dev/null
+  "$BIN" check --config etc/citybrain.conf "$r" 2> "$tmp/err" > /dev/null
   rc=$?
   set -e
   [ "$rc" = 1 ] || { echo "check $r: exit $rc, wanted 1"; fail=1; }
@@ -57,9 +58,18 @@ for r in tests/rules/bad/*.rules; do
   echo "ok   $r"
 done
 set +e
+# Without --config, notify names are checked against the built-in defaults,
+# and the error says how to check against a configuration.
+"$BIN" check tests/rules/bad/notify.rules 2> "$tmp/err" > /dev/null
+[ $? = 1 ] || { echo "check without --config: wanted exit 1"; fail=1; }
+grep -q "notify.rules:8:12: error: unknown channel 'opz' in notify; channels without --config (the built-in defaults): ops, cap, log; give --config FILE" "$tmp/err" \
+  || { echo "check without --config: no advice to give --config"; cat "$tmp/err"; fail=1; }
+# A configuration that cannot be read is an error (1), not a usage error.
+"$BIN" check --config "$tmp/none.conf" etc/rules 2> "$tmp/err" > /dev/null
+[ $? = 1 ] && grep -q "none.conf: cannot open" "$tmp/err" || { echo "check --config missing file: wanted exit 1 naming it"; fail=1; }
 "$BIN" check > /dev/null 2>&1; [ $? = 2 ] || { echo "check without paths: wanted exit 2"; fail=1; }
 "$BIN" check --format yaml etc/rules > /dev/null 2>&1; [ $? = 2 ] || { echo "check --format yaml: wanted exit 2"; fail=1; }
-"$BIN" check --format json tests/rules/bad/errors.rules 2> "$tmp/json" > /dev/null
+"$BIN" check --config etc/citybrain.conf --format json tests/rules/bad/errors.rules 2> "$tmp/json" > /dev/null
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d)==14 and d[0]["code"]=="E008"' "$tmp/json" \
   || { echo "check --format json: bad JSON"; fail=1; }
 set -e

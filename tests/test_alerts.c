@@ -565,6 +565,51 @@ static void test_channel_config_errors(void)
     fix_free(f);
 }
 
+/* Channels of a configuration with these alerts.channel lines (NULL: the
+ * defaults) and alerts.default_notify; returns cb_channels_from_config's
+ * result, the channels' names joined by spaces in names. */
+static int channels_of(const char *const *lines, const char *default_notify, char *names,
+                       size_t len, char *err, size_t errlen)
+{
+    struct cb_config cfg;
+    struct cb_config_error e;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&cfg), 0);
+    for (size_t i = 0; lines && lines[i]; i++)
+        CU_ASSERT_EQUAL(cb_config_set(&cfg, "alerts.channel", lines[i], i == 0, "t", &e), 0);
+    if (default_notify)
+        CU_ASSERT_EQUAL(cb_config_set(&cfg, "alerts.default_notify", default_notify, 1, "t", &e), 0);
+    struct cb_channel *c = NULL;
+    size_t n = 0;
+    int rc = cb_channels_from_config(&cfg, &c, &n, err, errlen);
+    names[0] = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        snprintf(names + strlen(names), len - strlen(names), "%s%s:%d", i ? " " : "", c[i].name,
+                 (int)c[i].type);
+    cb_channels_free(c, n);
+    cb_config_free(&cfg);
+    return rc;
+}
+
+/* docs/alerts.md: `log` is built in unless redefined, so a configuration that
+ * defines its own channels keeps the default default_notify = log working. */
+static void test_log_channel_is_built_in(void)
+{
+    char names[256], err[256];
+    CU_ASSERT_EQUAL(channels_of(NULL, NULL, names, sizeof names, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(names, "ops:2 cap:0 log:2");
+    const char *ops_only[] = {"ops type=webhook url=https://duty.example/hook", NULL};
+    CU_ASSERT_EQUAL(channels_of(ops_only, NULL, names, sizeof names, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(names, "ops:1 log:2");
+    /* redefined: the configuration's log is the only one */
+    const char *own_log[] = {"log type=mqtt prefix=ops/log", NULL};
+    CU_ASSERT_EQUAL(channels_of(own_log, "log", names, sizeof names, err, sizeof err), 0);
+    CU_ASSERT_STRING_EQUAL(names, "log:0");
+    /* default_notify must name one of them; the error lists them */
+    CU_ASSERT_EQUAL(channels_of(ops_only, "opz", names, sizeof names, err, sizeof err), -1);
+    CU_ASSERT_STRING_EQUAL(err, "alerts.default_notify: 'opz' is not a configured channel "
+                                "(channels: ops, log)");
+}
+
 struct loaded {
     int n, acked;
     char ids[4][64];
@@ -810,6 +855,8 @@ void cb_test_suite_alerts(void);
 void cb_test_suite_alerts(void)
 {
     CU_pSuite s = CU_add_suite("alerts", NULL, NULL);
+    CU_add_test(s, "alerts: the log channel is built in unless a channel named log is defined",
+                test_log_channel_is_built_in);
     CU_add_test(s, "alerts: every transition kind is persisted, events logged and published",
                 test_every_kind_persisted);
     CU_add_test(s, "alerts: an acknowledgement while firing survives escalation, leaves handover",

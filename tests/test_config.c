@@ -55,9 +55,11 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(c.ingest_max_payload, 64 * 1024);
     CU_ASSERT_EQUAL(c.ingest_max_json_depth, 8);
     CU_ASSERT_EQUAL(c.rules_paths.n, 0);
-    CU_ASSERT_EQUAL(c.alerts_channels.n, 3);
-    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[0], "log type=log");
-    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[2], "cap type=mqtt format=cap prefix=citybrain/cap");
+    /* log is built in (cb_channels_from_config), not a line of the list */
+    CU_ASSERT_EQUAL_FATAL(c.alerts_channels.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[0], "ops type=log");
+    CU_ASSERT_STRING_EQUAL(c.alerts_channels.items[1], "cap type=mqtt format=cap prefix=citybrain/cap");
+    CU_ASSERT_EQUAL(c.rules_allow_none, 0);
     CU_ASSERT_EQUAL(c.alerts_default_notify.n, 1);
     CU_ASSERT_EQUAL(c.log_level, CB_LOG_INFO);
     struct cb_config_error err;
@@ -281,6 +283,31 @@ static void test_env_overrides(void)
     cb_config_free(&c);
 }
 
+/* Secrets come from the environment or the file: each names its variable for
+ * the command line's refusal; no other option is a secret. */
+static int secret_of(const char *key, const char *env)
+{
+    const char *e = cb_config_secret_env(key);
+    return e && !strcmp(e, env);
+}
+
+static void test_secrets_name_their_variable(void)
+{
+    CU_ASSERT_TRUE(secret_of("http.token", "CITYBRAIN_API_TOKEN"));
+    CU_ASSERT_TRUE(secret_of("http.read_token", "CITYBRAIN_API_READ_TOKEN"));
+    CU_ASSERT_TRUE(secret_of("mqtt.password", "CITYBRAIN_MQTT_PASSWORD"));
+    CU_ASSERT_PTR_NULL(cb_config_secret_env("mqtt.username"));
+    CU_ASSERT_PTR_NULL(cb_config_secret_env("http.listen"));
+    CU_ASSERT_PTR_NULL(cb_config_secret_env("no.such.key"));
+    /* and a file may still hold them */
+    struct cb_config c;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&c, "http.token", "from-file", 0, "f:1", &err), 0);
+    CU_ASSERT_STRING_EQUAL(c.http_token, "from-file");
+    cb_config_free(&c);
+}
+
 /* Sets key=value on a default config and runs the whole-config check. */
 static int validate_with(const char *key, const char *value, const char *key2, const char *value2,
                          struct cb_config_error *err)
@@ -399,6 +426,8 @@ void cb_test_suite_config(void)
                 test_lists_replace_defaults_then_append);
     CU_add_test(s, "config: set errors name where the value came from", test_set_error_names_where);
     CU_add_test(s, "config: environment variables override secrets", test_env_overrides);
+    CU_add_test(s, "config: each secret names its environment variable; nothing else is a secret",
+                test_secrets_name_their_variable);
     CU_add_test(s, "config: whole-config validation", test_whole_config_validation);
     CU_add_test(s, "config: journal path and client id are derived", test_derived_paths);
     CU_add_test(s, "config: etc/citybrain.conf is the table's example, byte for byte",

@@ -495,6 +495,22 @@ static void test_silent_sensor_marks_alert_stale(void)
     fx_free(&f);
 }
 
+/* A bare {NAME}: the label's value, or the latest value of a metric the rule
+ * uses (here only inside a window: the latest sample, not the average), with
+ * up to 6 significant digits; a metric with no sample yet prints n/a. */
+static void test_template_bare_names_render(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  valid flow in 0 .. 1000\n  when avg(level, 5m) > 3\n"
+                "  message \"{sensor} in {district} at {level} m, flow {flow}\"\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 3.25);
+    expect(&f, 0, "firing hi/city/d1/river/s1 major +0s s1 in d1 at 3.25 m, flow n/a");
+    send(&f, 10, "city/d1/river/s1", "flow", 41.5);
+    send(&f, 20, "city/d1/river/s1", "level", 1.0 / 3.0); /* avg 1.79: resolves */
+    expect(&f, 1, "resolved hi/city/d1/river/s1 major +20s s1 in d1 at 0.333333 m, flow 41.5");
+    fx_free(&f);
+}
+
 void cb_test_suite_engine(void);
 void cb_test_suite_engine(void)
 {
@@ -520,4 +536,6 @@ void cb_test_suite_engine(void)
                    "a listing shows the message of the last transition", test_version);
     CU_add_test(s, "engine: a firing alert whose sensor goes silent stays firing, marked stale",
                 test_silent_sensor_marks_alert_stale);
+    CU_add_test(s, "engine: a bare {NAME} in the message prints the label, or the latest value of "
+                   "the metric (n/a before its first sample)", test_template_bare_names_render);
 }

@@ -178,6 +178,123 @@ static void test_deep_nesting_is_refused(void)
     cb_diags_free(&d);
 }
 
+/* Compiles src (with opts) and returns the first diagnostic with code, or
+ * NULL; *rs_ok tells whether a ruleset was built. diags are the caller's. */
+static const struct cb_diag *first_diag(const char *src, const struct cb_rules_opts *opts,
+                                        const char *code, struct cb_diags *d, int *rs_ok)
+{
+    struct cb_ruleset *rs = cb_ruleset_compile_source_opts("t.rules", src, strlen(src), opts, d);
+    *rs_ok = rs != NULL;
+    cb_ruleset_release(rs);
+    for (size_t i = 0; i < d->n; i++)
+        if (!strcmp(d->items[i].code, code))
+            return &d->items[i];
+    return NULL;
+}
+
+/* Compiles src and checks it is clean. */
+static void expect_clean(const char *src)
+{
+    struct cb_diags d = {0};
+    int ok;
+    first_diag(src, NULL, "-", &d, &ok);
+    if (!ok || d.n) {
+        struct cb_strbuf b;
+        cb_strbuf_init(&b);
+        cb_diags_render_text(&d, &b);
+        fprintf(stderr, "\nwanted clean:\n%s\ngot:\n%s", src, b.data ? b.data : "");
+        cb_strbuf_free(&b);
+    }
+    CU_ASSERT(ok && d.n == 0);
+    cb_diags_free(&d);
+}
+
+/* Checks that src has an error `code` at line:col whose hint holds `hint`. */
+static void expect_hint(const char *src, const struct cb_rules_opts *opts, const char *code,
+                        int line, int col, const char *hint)
+{
+    struct cb_diags d = {0};
+    int ok;
+    const struct cb_diag *g = first_diag(src, opts, code, &d, &ok);
+    CU_ASSERT_FALSE(ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_EQUAL(g->line, line);
+    CU_ASSERT_EQUAL(g->col, col);
+    if (!g->hint || !strstr(g->hint, hint))
+        fprintf(stderr, "\nwanted hint '%s', got '%s'\n", hint, g->hint ? g->hint : "(none)");
+    CU_ASSERT_TRUE(g->hint && strstr(g->hint, hint));
+    cb_diags_free(&d);
+}
+
+/* rules.md: {NAME} is a label a match binds, else the latest value of a
+ * metric the rule uses (in valid, when, clear or escalate ... when, alone, in
+ * a window or in age(M)), else an error with a did-you-mean over both. */
+static void test_template_bare_names(void)
+{
+    expect_clean(HEAD "  when level > 3\n  message \"{sensor} at {level} m\"\n}\n");
+    expect_clean(HEAD "  when avg(level, 5m) > 3\n  message \"{level}\"\n}\n");
+    expect_clean(HEAD "  valid flow in 0 .. 9\n  when level > 3\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when level > 3\n  clear flow < 1\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when level > 3\n  escalate critical when rate(flow, 5m) > 1\n"
+                 "  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when age(flow) > 60\n  message \"{flow}\"\n}\n");
+    expect_clean(HEAD "  when air.pm25 > 3\n  message \"{ air.pm25 }\"\n}\n");
+    /* a label wins over a metric of the same name */
+    expect_clean(HEAD "  when sensor > 3\n  message \"{sensor}\"\n}\n");
+    /* typos: a did-you-mean over the labels and the metrics */
+    expect_hint(HEAD "  when level > 3\n  message \"{sensr} at {level}\"\n}\n", NULL, "E009", 4,
+                13, "did you mean 'sensor'?");
+    expect_hint(HEAD "  when level > 3\n  message \"{sensor} at {lvel}\"\n}\n", NULL, "E009", 4,
+                25, "did you mean 'level'?");
+    /* a metric only the message names is not one the rule uses */
+    expect_hint(HEAD "  when level > 3\n  message \"{flow}\"\n}\n", NULL, "E009", 4, 13,
+                "labels: district, sensor; metrics of the rule: level");
+    /* nor is it once another part of the message names it */
+    expect_hint(HEAD "  when level > 3\n  message \"{flow:.1f} {flow}\"\n}\n", NULL, "E009", 4,
+                24, "metrics of the rule: level");
+    /* a label is text: no number format */
+    expect_hint(HEAD "  when level > 3\n  message \"{sensor:.2f}\"\n}\n", NULL, "E009", 4, 13,
+                "write {sensor}");
+}
+
+/* A group alert has no single sensor: a bare metric is refused with the
+ * aggregate to write instead; its per labels are fine. */
+static void test_template_group_rule(void)
+{
+    const char *grp = HEAD "  per district\n  when count(sensors: level > 3) > 0\n";
+    char src[512];
+    snprintf(src, sizeof src, "%s  message \"{district}: {level}\"\n}\n", grp);
+    expect_hint(src, NULL, "E018", 5, 25, "write {max(sensors: level)}");
+    snprintf(src, sizeof src, "%s  message \"{district}: {max(sensors: level):.1f}\"\n}\n", grp);
+    expect_clean(src);
+    snprintf(src, sizeof src, "%s  message \"{sensor}\"\n}\n", grp);
+    expect_hint(src, NULL, "E009", 5, 13, "only its 'per' labels");
+}
+
+/* check, run and reload compile with the configuration's channels: a notify
+ * name that is none of them is E029 where it is written. */
+static void test_notify_channels(void)
+{
+    const char *const chans[] = {"log", "ops", "cap"};
+    struct cb_rules_opts o = {1, chans, 3, "channels of c.conf: log, ops, cap"};
+    const char *src = HEAD "  when level > 3\n  notify ops, opz, \"cap\"\n}\n";
+    expect_hint(src, &o, "E029", 4, 15, "did you mean 'ops'?");
+    struct cb_diags d = {0};
+    int ok;
+    const struct cb_diag *g = first_diag(src, &o, "E029", &d, &ok);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_EQUAL(g->span, 3);
+    CU_ASSERT_STRING_EQUAL(g->message, "unknown channel 'opz' in notify; channels of c.conf: log, "
+                                       "ops, cap");
+    CU_ASSERT_EQUAL(d.errors, 1); /* ops and the quoted "cap" are channels */
+    cb_diags_free(&d);
+    /* without the check (replay, test) any name compiles */
+    expect_clean(src);
+    /* a quoted name is checked too */
+    expect_hint(HEAD "  when level > 3\n  notify \"caps\"\n}\n", &o, "E029", 4, 10,
+                "did you mean 'cap'?");
+}
+
 void cb_test_suite_parser(void);
 void cb_test_suite_parser(void)
 {
@@ -189,4 +306,10 @@ void cb_test_suite_parser(void)
     CU_add_test(s, "parser: warnings are reported but the rules load", test_warnings_do_not_fail);
     CU_add_test(s, "parser: an expression continues on the next line after an operator or inside ()", test_multiline_expression);
     CU_add_test(s, "parser: absurdly deep nesting is an error, not a crash", test_deep_nesting_is_refused);
+    CU_add_test(s, "parser: a bare {NAME} in a message is a label, else a metric the rule uses, "
+                   "else E009 with a did-you-mean over both", test_template_bare_names);
+    CU_add_test(s, "parser: in a group rule a bare metric in the message is E018, pointing to a "
+                   "sensors: aggregate", test_template_group_rule);
+    CU_add_test(s, "parser: a notify name that is no configured channel is E029 at its position, "
+                   "with a did-you-mean", test_notify_channels);
 }

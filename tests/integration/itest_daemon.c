@@ -14,32 +14,11 @@
 
 void cb_test_suite_daemon(void);
 
-static const char *write_text(const char *name, const char *text)
-{
-    const char *path = cb_h_pathf("%s", name);
-    CU_ASSERT_EQUAL_FATAL(cb_h_write_file(path, text, strlen(text)), 0);
-    return path;
-}
-
-/* Runs citybrain to completion; returns its exit status and its stderr in *err. */
-static int run_to_exit(const char *const *args, const char **err)
-{
-    struct cb_h_proc *p = cb_h_citybrain(args, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    int rc = cb_h_proc_wait(p, CBD_TIMEOUT_MS);
-    *err = cb_h_proc_stderr(p);
-    if (strstr(*err, "Sanitizer") || strstr(*err, "runtime error:")) {
-        fprintf(stderr, "\nsanitizer report:\n%s\n", *err);
-        CU_FAIL("sanitizer report");
-    }
-    return rc;
-}
-
 static void test_check_config(void)
 {
-    const char *rules = write_text("ok.rules", "rule r {\n  match \"city/+/x/{s}\"\n"
+    const char *rules = cbd_write_text("ok.rules", "rule r {\n  match \"city/+/x/{s}\"\n"
                                                "  when v > 1\n}\n");
-    const char *good = write_text("good.conf", cb_h_strf("# a good file\n"
+    const char *good = cbd_write_text("good.conf", cb_h_strf("# a good file\n"
                                                          "mqtt.broker = tcp://127.0.0.1:1\n"
                                                          "storage.db = %s\n"
                                                          "rules.path = %s\n"
@@ -47,35 +26,35 @@ static void test_check_config(void)
                                                          cb_h_pathf("never.db"), rules));
     const char *err;
     const char *a1[] = {"run", "--config", good, "--check-config", NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a1, &err), 0);
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a1, NULL, &err), 0);
     /* Validates only: no database created, no broker needed. */
     struct stat st;
     CU_ASSERT_NOT_EQUAL(stat(cb_h_pathf("never.db"), &st), 0);
 
-    const char *badkey = write_text("badkey.conf", "mqtt.broker = tcp://127.0.0.1:1\n"
+    const char *badkey = cbd_write_text("badkey.conf", "mqtt.broker = tcp://127.0.0.1:1\n"
                                                    "\n"
                                                    "storage.dbb = x.db\n");
     const char *a2[] = {"run", "--config", badkey, "--check-config", NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a2, &err), 1);
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a2, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, cb_h_strf("%s:3", badkey)));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "storage.dbb"));
 
-    const char *badval = write_text("badval.conf", "mqtt.qos = 7\n");
+    const char *badval = cbd_write_text("badval.conf", "mqtt.qos = 7\n");
     const char *a3[] = {"run", "--config", badval, "--check-config", NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a3, &err), 1);
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a3, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, cb_h_strf("%s:1", badval)));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "mqtt.qos"));
 
-    const char *baddur = write_text("baddur.conf", "# line 1\nstorage.commit_interval = soon\n");
+    const char *baddur = cbd_write_text("baddur.conf", "# line 1\nstorage.commit_interval = soon\n");
     const char *a4[] = {"run", "--config", baddur, "--check-config", NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a4, &err), 1);
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a4, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, cb_h_strf("%s:2", baddur)));
 
     /* A rule file with an error fails the check with its position. */
-    const char *badrules = write_text("bad.rules", "rule r {\n  match \"city/#\"\n"
+    const char *badrules = cbd_write_text("bad.rules", "rule r {\n  match \"city/#\"\n"
                                                    "  when avgg(v, 1m) > 1\n}\n");
     const char *a5[] = {"run", "--config", good, "--rules", badrules, "--check-config", NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a5, &err), 1);
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a5, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, cb_h_strf("%s:3:8", badrules)));
 }
 
@@ -86,7 +65,7 @@ static void test_windows_rebuilt_after_restart(void)
 {
     struct cb_h_broker *b = cb_h_broker_start(NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-    const char *rules = write_text("avg.rules", "rule river_avg {\n"
+    const char *rules = cbd_write_text("avg.rules", "rule river_avg {\n"
                                                 "  match   \"city/{district}/river/{sensor}\"\n"
                                                 "  when    avg(level, 10m) > 5\n"
                                                 "  message \"avg {avg(level, 10m):.2f} over "
@@ -156,7 +135,8 @@ static void test_rejections_counted_by_reason(void)
     const char *db = cb_h_pathf("junk.db");
     const char *args[] = {"run", "--broker", cb_h_broker_url(b), "--db", db, "--client-id",
                           "cb-itest-junk", "--http", cb_h_strf("127.0.0.1:%d", port), "--set",
-                          "ingest.max_payload=1k", "--set", "storage.commit_interval=50ms", NULL};
+                          "ingest.max_payload=1k", "--set", "storage.commit_interval=50ms",
+                          "--set", "rules.allow_none=true", NULL};
     struct cb_h_proc *cb = cbd_start(args, NULL, port);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
     const char *mal = "citybrain_ingest_rejected_total{reason=\"malformed\"}";
@@ -211,11 +191,11 @@ static void test_unusable_database_is_a_clear_error(void)
     const char *err;
 
     /* Not SQLite at all. */
-    const char *junk = write_text("junk.db", "this is somebody's spreadsheet, not a database\n"
+    const char *junk = cbd_write_text("junk.db", "this is somebody's spreadsheet, not a database\n"
                                              "0123456789abcdef0123456789abcdef0123456789\n");
     const char *a1[] = {"run", "--broker", cb_h_broker_url(b), "--db", junk, "--http", "off",
-                        NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a1, &err), 1);
+                        "--set", "rules.allow_none=true", NULL};
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a1, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, junk));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a SQLite database"));
     size_t len = 0;
@@ -231,8 +211,8 @@ static void test_unusable_database_is_a_clear_error(void)
                                  NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     const char *a2[] = {"run", "--broker", cb_h_broker_url(b), "--db", other, "--http", "off",
-                        NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a2, &err), 1);
+                        "--set", "rules.allow_none=true", NULL};
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a2, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, other));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a citybrain database"));
     CU_ASSERT_EQUAL(cb_h_sql_count(other, "invoices", NULL), 1);
@@ -243,20 +223,20 @@ static void test_unusable_database_is_a_clear_error(void)
     /* A path that cannot be created. */
     const char *nodir = cb_h_pathf("no/such/dir/x.db");
     const char *a3[] = {"run", "--broker", cb_h_broker_url(b), "--db", nodir, "--http", "off",
-                        NULL};
-    CU_ASSERT_EQUAL(run_to_exit(a3, &err), 1);
+                        "--set", "rules.allow_none=true", NULL};
+    CU_ASSERT_EQUAL(cbd_run_to_exit(a3, NULL, &err), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "x.db"));
 
     /* A read-only file (only meaningful when not root: root writes anyway). */
     if (geteuid() != 0) {
         const char *ro = cb_h_pathf("ro.db");
         const char *a4[] = {"run", "--broker", cb_h_broker_url(b), "--db", ro, "--http", "off",
-                            "--client-id", "cb-itest-ro", NULL};
+                            "--client-id", "cb-itest-ro", "--set", "rules.allow_none=true", NULL};
         struct cb_h_proc *p = cbd_start(a4, NULL, 0);
         CU_ASSERT_PTR_NOT_NULL_FATAL(p);
         CU_ASSERT_EQUAL_FATAL(cbd_stop(p), 0);
         CU_ASSERT_EQUAL(chmod(ro, 0444), 0);
-        CU_ASSERT_EQUAL(run_to_exit(a4, &err), 1);
+        CU_ASSERT_EQUAL(cbd_run_to_exit(a4, NULL, &err), 1);
         CU_ASSERT_PTR_NOT_NULL(strstr(err, ro));
     } else {
         fprintf(stderr, " [root: read-only file case skipped] ");

@@ -30,6 +30,7 @@ static struct cb_h_proc *start_daemon(struct daemon_ctx *c)
                           "--set", "mqtt.reconnect_max=500ms",
                           "--set", "storage.commit_interval=50ms",
                           "--set", "ingest.max_json_depth=8",
+                          "--set", "rules.allow_none=true", /* ingest only */
                           NULL};
     c->p = cb_h_citybrain(args, NULL);
     return c->p;

@@ -65,6 +65,26 @@ struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int
     return p;
 }
 
+int cbd_run_to_exit(const char *const *args, const char *const *env, const char **err)
+{
+    struct cb_h_proc *p = cb_h_citybrain(args, env);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    int rc = cb_h_proc_wait(p, CBD_TIMEOUT_MS);
+    *err = cb_h_proc_stderr(p);
+    if (strstr(*err, "Sanitizer") || strstr(*err, "runtime error:")) {
+        fprintf(stderr, "\nsanitizer report:\n%s\n", *err);
+        CU_FAIL("sanitizer report");
+    }
+    return rc;
+}
+
+const char *cbd_write_text(const char *name, const char *text)
+{
+    const char *path = cb_h_pathf("%s", name);
+    CU_ASSERT_EQUAL_FATAL(cb_h_write_file(path, text, strlen(text)), 0);
+    return path;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
 {
     cb_strbuf_append(ud, ptr, size * n);

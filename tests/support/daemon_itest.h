@@ -22,6 +22,15 @@
  * did not get there within CBD_TIMEOUT_MS (its stderr is printed then). */
 struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int http_port);
 
+/* Runs citybrain with args (after the program name, NULL-terminated) and env
+ * (may be NULL) to completion; returns its exit status (-1 on timeout), with
+ * its stderr in *err (harness-owned). A sanitizer report fails the test. */
+int cbd_run_to_exit(const char *const *args, const char *const *env, const char **err);
+
+/* Writes text to the file `name` in the test's directory; returns its path
+ * (harness-owned). Fails the test when it cannot. */
+const char *cbd_write_text(const char *name, const char *text);
+
 /* Waits until p's stderr contains needle. 1 when it does, 0 on timeout. */
 int cbd_wait_log(struct cb_h_proc *p, const char *needle, int timeout_ms);
 
