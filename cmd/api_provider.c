@@ -411,16 +411,22 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
     return 0;
 }
 
+int cmd__sensors_json(struct cb_store_reader *r, const struct cb_topic_pattern *labels,
+                      int64_t now_ms, int64_t stale_after_ms, struct cb_strbuf *out)
+{
+    struct sensors_ctx c = {labels, out, now_ms, stale_after_ms, 0};
+    cb_strbuf_puts(out, "{\"sensors\":[");
+    int rc = cb_store_list_sensors(r, sensor_one, &c);
+    cb_strbuf_puts(out, "]}");
+    return rc;
+}
+
 static int sensors(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_ms,
                    struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
-    struct sensors_ctx c = {d->label_pattern, out, now_ms, stale_after_ms, 0};
-    cb_strbuf_puts(out, "{\"sensors\":[");
-    int rc = cb_store_list_sensors(r->store, sensor_one, &c);
-    cb_strbuf_puts(out, "]}");
-    if (rc) {
+    if (cmd__sensors_json(r->store, d->label_pattern, now_ms, stale_after_ms, out)) {
         cb_strbuf_reset(out);
         cb_strbuf_puts(out, "reading the sensors failed");
         return 500;

@@ -40,6 +40,13 @@ struct cmd_api_sources {
 #define CMD_RELOAD_SIGHUP "sighup"
 #define CMD_RELOAD_FILE "file_watch"
 
+/* GET /api/sensors from a store reader (also `citybrain sensors --json`):
+ * {"sensors":[{topic, device, labels (captures of `labels`, may be NULL),
+ * metrics:{m:{ts,value,unit}}, last_ts, stale}]}, a sensor stale when
+ * now_ms - last_ts > stale_after_ms. Returns 0, or -1 on a read error. */
+int cmd__sensors_json(struct cb_store_reader *r, const struct cb_topic_pattern *labels,
+                      int64_t now_ms, int64_t stale_after_ms, struct cb_strbuf *out);
+
 /* Fills *p with the daemon's answers, reading from *src (borrowed: it must
  * outlive the API). */
 void cmd__api_provider(struct cmd_api_sources *src, struct cb_api_provider *p);
