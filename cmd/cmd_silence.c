@@ -119,6 +119,9 @@ static int write_option(int argc, char **argv, int *i, struct write_opts *o, int
 
 static int blank(const char *s) { return !s || !s[strspn(s, " \t")]; }
 
+/* silence add: builds the documented body from the matchers and options
+ * and posts it to the daemon. Returns the exit code (0, 1 refused or no
+ * answer, 2 usage or no token). */
 static int silence_add(int argc, char **argv)
 {
     struct write_opts o = {.api = CMD_DEFAULT_API};
@@ -188,6 +191,8 @@ out:
     return rc;
 }
 
+/* silence expire ID: posts {"by","comment"} to /api/silences/ID/expire.
+ * Returns the exit code, as silence_add. */
 static int silence_expire(int argc, char **argv)
 {
     struct write_opts o = {.api = CMD_DEFAULT_API};
@@ -268,6 +273,9 @@ static void print_silence(const cJSON *s)
     printf("\n");
 }
 
+/* silence list: the stored silences not yet ended (--all: every one), each
+ * as the API renders it, as a table or --json. Returns 0, 1 (unreadable
+ * database) or 2 (usage). */
 static int silence_list(int argc, char **argv)
 {
     const char *db = "./citybrain.db";
