@@ -4,7 +4,6 @@
 #include "base/log.h"
 
 #include <cjson/cJSON.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +15,6 @@ struct inst {
     char *acked_by, *ack_note;
     int64_t acked_at;
     struct alerts__tcopy *held;
-};
-
-/* One silence: every matcher must match (AND). */
-struct matcher {
-    char *name, *value;
-    int is_regex;
-    regex_t re;
-};
-struct silence {
-    int64_t id, starts, ends, created_at;
-    char *matchers_json, *comment, *by;
-    struct matcher *m;
-    size_t nm;
 };
 
 /* A storm group: the notifications of one rule and group key gathered until
@@ -58,8 +44,7 @@ struct cb_alerts {
     struct alerts__map groups;  /* key -> struct group */
     struct alerts__map caprefs; /* notification id -> "sender,identifier,sent" */
     struct group *ghead, *gtail;
-    struct silence *sil;
-    size_t nsil, capsil;
+    struct alerts__silences sil;
     size_t held;
     uv_timer_t timer;
     int closing;
@@ -127,14 +112,6 @@ static const struct cb_channel *find_channel(const struct cb_alerts *a, const ch
     return NULL;
 }
 
-static const char *label_value(const struct cb_transition *t, const char *name)
-{
-    for (size_t i = 0; i < t->nlabels; i++)
-        if (!strcmp(t->labels[i].name, name))
-            return t->labels[i].value;
-    return NULL;
-}
-
 static void inst_free(void *p)
 {
     struct inst *i = p;
@@ -167,260 +144,135 @@ static void set_str(char **dst, const char *src)
 
 /* ---- silences ---- */
 
-static void silence_free(struct silence *s)
-{
-    for (size_t i = 0; i < s->nm; i++) {
-        free(s->m[i].name);
-        free(s->m[i].value);
-        if (s->m[i].is_regex)
-            regfree(&s->m[i].re);
-    }
-    free(s->m);
-    free(s->matchers_json);
-    free(s->comment);
-    free(s->by);
-    memset(s, 0, sizeof *s);
-}
-
-/* Parses matchers JSON into s. Returns 0 or -1 with err. */
-static int parse_matchers(const char *json, struct silence *s, char *err, size_t errlen)
-{
-    cJSON *root = cJSON_Parse(json);
-    int rc = -1;
-    if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
-        snprintf(err, errlen, "matchers must be a non-empty JSON array of {\"name\",\"value\"}");
-        goto out;
-    }
-    size_t n = (size_t)cJSON_GetArraySize(root);
-    s->m = calloc(n, sizeof *s->m);
-    if (!s->m) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, root)
-    {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
-        const cJSON *value = cJSON_GetObjectItemCaseSensitive(it, "value");
-        const cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "op");
-        const cJSON *regex = cJSON_GetObjectItemCaseSensitive(it, "regex");
-        if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(value)) {
-            snprintf(err, errlen, "matcher %zu: needs string \"name\" and \"value\"", s->nm + 1);
-            goto out;
-        }
-        int is_re = cJSON_IsTrue(regex);
-        if (op) {
-            if (cJSON_IsString(op) && !strcmp(op->valuestring, "=~"))
-                is_re = 1;
-            else if (!cJSON_IsString(op) || strcmp(op->valuestring, "=")) {
-                snprintf(err, errlen, "matcher %zu: op must be \"=\" or \"=~\"", s->nm + 1);
-                goto out;
-            }
-        }
-        struct matcher *m = &s->m[s->nm];
-        m->name = strdup(name->valuestring);
-        m->value = strdup(value->valuestring);
-        if (!m->name || !m->value) {
-            free(m->name);
-            free(m->value);
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-        if (is_re) {
-            size_t l = strlen(m->value) + 5;
-            char *anchored = malloc(l);
-            int bad = !anchored;
-            if (anchored) {
-                snprintf(anchored, l, "^(%s)$", m->value);
-                bad = regcomp(&m->re, anchored, REG_EXTENDED | REG_NOSUB) != 0;
-                free(anchored);
-            }
-            if (bad) {
-                snprintf(err, errlen, "matcher %zu: bad regular expression '%s'", s->nm + 1,
-                         m->value);
-                free(m->name);
-                free(m->value);
-                goto out;
-            }
-            m->is_regex = 1;
-        }
-        s->nm++;
-    }
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    return rc;
-}
-
-static int matcher_ok(const struct matcher *m, const struct cb_transition *t)
-{
-    const char *v = label_value(t, m->name);
-    if (!v && !strcmp(m->name, "rule"))
-        v = t->rule;
-    if (!v && !strcmp(m->name, "id"))
-        v = t->id;
-    if (!v)
-        v = "";
-    return m->is_regex ? regexec(&m->re, v, 0, NULL, 0) == 0 : strcmp(m->value, v) == 0;
-}
-
-/* The id of an active silence matching t at `now`, or 0. */
 static int64_t silenced_by(const struct cb_alerts *a, const struct cb_transition *t, int64_t now)
 {
-    for (size_t i = 0; i < a->nsil; i++) {
-        const struct silence *s = &a->sil[i];
-        if (now < s->starts || now >= s->ends)
-            continue;
-        size_t k = 0;
-        while (k < s->nm && matcher_ok(&s->m[k], t))
-            k++;
-        if (k == s->nm)
-            return s->id;
-    }
-    return 0;
+    return alerts__silenced_by(&a->sil, t, now);
 }
 
-static int push_silence(struct cb_alerts *a, struct silence *s)
+/* Appends a silence's matchers, start and end as the audit details. */
+static void silence_details(const struct cb_silence_row *r, struct cb_strbuf *out)
 {
-    if (a->nsil == a->capsil) {
-        size_t cap = a->capsil ? a->capsil * 2 : 8;
-        struct silence *n = realloc(a->sil, cap * sizeof *n);
-        if (!n)
-            return -1;
-        a->sil = n;
-        a->capsil = cap;
-    }
-    a->sil[a->nsil++] = *s;
-    return 0;
+    cb_strbuf_printf(out, "{\"matchers\":%s,\"starts\":%lld,\"ends\":%lld}", r->matchers,
+                     (long long)r->starts, (long long)r->ends);
 }
 
-int cb_alerts_silence_add(struct cb_alerts *a, const char *matchers_json, int64_t starts,
-                          int64_t ends, const char *comment, const char *by, int64_t *id,
+/* Records an action on silence `row` in the audit log. */
+static void audit_silence(struct cb_alerts *a, const char *action, const char *who,
+                          const char *note, const struct cb_silence_row *row)
+{
+    char target[24];
+    snprintf(target, sizeof target, "%lld", (long long)row->id);
+    struct cb_strbuf details;
+    cb_strbuf_init(&details);
+    silence_details(row, &details);
+    struct cb_audit_entry e = {action, who, target, note, details.oom ? NULL : details.data};
+    cb_alerts_audit(a, &e);
+    cb_strbuf_free(&details);
+}
+
+int cb_alerts_silence_add(struct cb_alerts *a, const struct cb_silence_spec *spec, int64_t *id,
                           char *err, size_t errlen)
 {
-    struct silence s = {0};
-    if (!matchers_json || parse_matchers(matchers_json, &s, err, errlen))
-        goto fail;
-    if (ends <= starts) {
-        snprintf(err, errlen, "ends must be after starts");
-        goto fail;
-    }
-    s.id = cb_alert_store_next_silence_id(a->store);
-    s.starts = starts;
-    s.ends = ends;
-    s.created_at = now_ms(a);
-    s.matchers_json = strdup(matchers_json);
-    s.comment = comment ? strdup(comment) : NULL;
-    s.by = by ? strdup(by) : NULL;
-    if (!s.matchers_json || push_silence(a, &s)) {
+    struct alerts__silence *s = NULL;
+    if (alerts__silence_new(spec, now_ms(a), &s, err, errlen))
+        return -1;
+    /* the id is taken once the silence is valid: a refused one uses none */
+    alerts__silence_set_id(s, cb_alert_store_next_silence_id(a->store));
+    if (alerts__silences_push(&a->sil, s)) {
+        alerts__silence_free(s);
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        return -1;
     }
-    struct cb_silence_row row = {s.id, s.matchers_json, starts, ends, comment, by, s.created_at};
+    struct cb_silence_row row;
+    alerts__silence_row(s, &row);
     if (cb_alert_store_add_silence(a->store, &row))
-        cb_warn("alert", "silence %lld: not persisted (out of memory)", (long long)s.id);
-    cb_info("alert", "silence %lld added by %s until %lld: %s", (long long)s.id,
-            by ? by : "?", (long long)ends, matchers_json);
-    *id = s.id;
+        cb_warn("alert", "silence %lld: not persisted (out of memory)", (long long)row.id);
+    cb_info("alert", "silence %lld created by %s, %lld to %lld: %s", (long long)row.id,
+            row.created_by, (long long)row.starts, (long long)row.ends, row.matchers);
+    audit_silence(a, CB_AUDIT_SILENCE_CREATE, row.created_by, row.comment, &row);
+    *id = row.id;
     return 0;
-fail:
-    silence_free(&s);
-    return -1;
 }
 
-int cb_alerts_silence_add_pairs(struct cb_alerts *a, const char *const *names,
-                                const char *const *values, size_t n, int64_t starts, int64_t ends,
-                                const char *comment, const char *by, int64_t *id, char *err,
-                                size_t errlen)
-{
-    struct cb_strbuf m;
-    cb_strbuf_init(&m);
-    cb_strbuf_putc(&m, '[');
-    for (size_t i = 0; i < n; i++) {
-        cb_strbuf_puts(&m, i ? ",{\"name\":" : "{\"name\":");
-        cb_strbuf_json_string(&m, names[i], strlen(names[i]));
-        cb_strbuf_puts(&m, ",\"value\":");
-        cb_strbuf_json_string(&m, values[i], strlen(values[i]));
-        cb_strbuf_putc(&m, '}');
-    }
-    cb_strbuf_putc(&m, ']');
-    int rc = -1;
-    if (m.oom)
-        snprintf(err, errlen, "out of memory");
-    else
-        rc = cb_alerts_silence_add(a, m.data, starts, ends, comment, by, id, err, errlen);
-    cb_strbuf_free(&m);
-    return rc;
-}
+static int release_held(void *ctx, void *value);
 
-int cb_alerts_silence_delete(struct cb_alerts *a, int64_t id)
+int cb_alerts_silence_expire(struct cb_alerts *a, int64_t id, const char *by,
+                             const char *comment, const char *action)
 {
-    for (size_t i = 0; i < a->nsil; i++) {
-        if (a->sil[i].id == id) {
-            silence_free(&a->sil[i]);
-            memmove(&a->sil[i], &a->sil[i + 1], (a->nsil - i - 1) * sizeof *a->sil);
-            a->nsil--;
-            cb_alert_store_delete_silence(a->store, id);
-            cb_info("alert", "silence %lld deleted", (long long)id);
-            return 0;
-        }
-    }
-    return -1;
+    struct alerts__silence *s = alerts__silences_find(&a->sil, id);
+    if (!s)
+        return -1;
+    struct cb_silence_row before;
+    alerts__silence_row(s, &before);
+    int64_t starts = before.starts, ends = before.ends;
+    int rc = alerts__silence_end(s, now_ms(a), by && *by ? by : "?");
+    if (rc)
+        return rc > 0 ? 1 : -1;
+    struct cb_silence_row row;
+    alerts__silence_row(s, &row);
+    if (cb_alert_store_expire_silence(a->store, &row))
+        cb_warn("alert", "silence %lld: its end not persisted (out of memory)", (long long)id);
+    cb_info("alert", "silence %lld ended by %s (%s)", (long long)id, row.expired_by, action);
+    row.starts = starts; /* the audit keeps the window the operator cut short */
+    row.ends = ends;
+    audit_silence(a, action, row.expired_by, comment && *comment ? comment : NULL, &row);
+    if (a->held) /* what it held goes out now, not at the next tick */
+        alerts__map_sweep(&a->insts, release_held, a);
+    return 0;
 }
 
 void cb_alerts_silences_json(struct cb_alerts *a, struct cb_strbuf *out)
 {
     int64_t now = now_ms(a);
-    int first = 1;
     cb_strbuf_putc(out, '[');
-    for (size_t i = 0; i < a->nsil; i++) {
-        const struct silence *s = &a->sil[i];
-        if (s->ends <= now)
-            continue;
-        cb_strbuf_printf(out,
-                         "%s{\"id\":%lld,\"matchers\":%s,\"starts\":%lld,\"ends\":%lld,"
-                         "\"expires\":%lld,",
-                         first ? "" : ",", (long long)s->id, s->matchers_json,
-                         (long long)s->starts, (long long)s->ends, (long long)s->ends);
-        cb_strbuf_puts(out, "\"comment\":");
-        if (s->comment)
-            cb_strbuf_json_string(out, s->comment, strlen(s->comment));
-        else
-            cb_strbuf_puts(out, "null");
-        for (int k = 0; k < 2; k++) {
-            cb_strbuf_puts(out, k ? ",\"created_by\":" : ",\"by\":");
-            if (s->by)
-                cb_strbuf_json_string(out, s->by, strlen(s->by));
-            else
-                cb_strbuf_puts(out, "null");
-        }
-        cb_strbuf_printf(out, ",\"created_at\":%lld,\"active\":%s}", (long long)s->created_at,
-                         s->starts <= now ? "true" : "false");
-        first = 0;
+    for (size_t i = 0; i < a->sil.n; i++) {
+        struct cb_silence_row row;
+        alerts__silence_row(a->sil.v[i], &row);
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_alerts_silence_row_json(&row, now, out);
     }
     cb_strbuf_putc(out, ']');
+}
+
+int cb_alerts_silence_json(struct cb_alerts *a, int64_t id, struct cb_strbuf *out)
+{
+    const struct alerts__silence *s = alerts__silences_find(&a->sil, id);
+    if (!s)
+        return -1;
+    struct cb_silence_row row;
+    alerts__silence_row(s, &row);
+    cb_alerts_silence_row_json(&row, now_ms(a), out);
+    return 0;
 }
 
 static int load_silence(void *ctx, const struct cb_silence_row *r)
 {
     struct cb_alerts *a = ctx;
-    struct silence s = {0};
-    char err[128];
-    if (parse_matchers(r->matchers, &s, err, sizeof err)) {
-        silence_free(&s);
+    struct alerts__silence *s = NULL;
+    char err[256];
+    if (alerts__silence_load(r, &s, err, sizeof err)) {
         cb_warn("alert", "silence %lld ignored: %s", (long long)r->id, err);
         return 0;
     }
-    s.id = r->id;
-    s.starts = r->starts;
-    s.ends = r->ends;
-    s.created_at = r->created_at;
-    s.matchers_json = strdup(r->matchers);
-    s.comment = r->comment ? strdup(r->comment) : NULL;
-    s.by = r->created_by ? strdup(r->created_by) : NULL;
-    if (!s.matchers_json || push_silence(a, &s))
-        silence_free(&s);
+    if (alerts__silences_push(&a->sil, s))
+        alerts__silence_free(s);
     return 0;
+}
+
+/* ---- the audit log ---- */
+
+int64_t cb_alerts_audit(struct cb_alerts *a, const struct cb_audit_entry *e)
+{
+    char err[160];
+    int64_t seq = alerts__audit(a->store, now_ms(a), e, err, sizeof err);
+    if (seq < 0)
+        cb_error("alert", "audit: %s", err);
+    else
+        cb_info("alert", "audit %lld: %s by %s%s%s%s%s", (long long)seq, e->action, e->who,
+                e->target ? " on " : "", e->target ? e->target : "", e->note ? ": " : "",
+                e->note ? e->note : "");
+    return seq;
 }
 
 static int load_cap_ref(void *ctx, const char *notification, const char *ref)
@@ -807,14 +659,7 @@ static int release_held(void *ctx, void *value)
 void cb_alerts_tick(struct cb_alerts *a)
 {
     int64_t now = now_ms(a);
-    size_t k = 0;
-    for (size_t i = 0; i < a->nsil; i++) {
-        if (a->sil[i].ends <= now)
-            silence_free(&a->sil[i]);
-        else
-            a->sil[k++] = a->sil[i];
-    }
-    a->nsil = k;
+    alerts__silences_sweep(&a->sil, now - CB_SILENCE_LISTED_AFTER_END_MS);
     if (a->held)
         alerts__map_sweep(&a->insts, release_held, a);
     flush_groups(a, 0);
@@ -859,6 +704,21 @@ void cb_alerts_transition_cb(void *ctx, const struct cb_transition *t)
     cb_alerts_on_transition(ctx, t);
 }
 
+/* An acknowledgement is an operator action: recorded in the audit log with
+ * the instance's rule and severity at that moment. */
+static void audit_ack(struct cb_alerts *a, const struct cb_transition *t)
+{
+    struct cb_strbuf d;
+    cb_strbuf_init(&d);
+    cb_strbuf_puts(&d, "{\"rule\":");
+    cb_strbuf_json_string(&d, t->rule, strlen(t->rule));
+    cb_strbuf_printf(&d, ",\"severity\":\"%s\"}", sev_name(t->severity));
+    struct cb_audit_entry e = {CB_AUDIT_ACK, t->acked_by && *t->acked_by ? t->acked_by : "?",
+                               t->id, t->ack_note, d.oom ? NULL : d.data};
+    cb_alerts_audit(a, &e);
+    cb_strbuf_free(&d);
+}
+
 void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
 {
     a->stats.transitions++;
@@ -879,6 +739,7 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         set_str(&in->acked_by, t->acked_by ? t->acked_by : "");
         set_str(&in->ack_note, t->ack_note);
         in->acked_at = t->at;
+        audit_ack(a, t);
         break;
     case CB_ALERT_RESOLVED: row_state = "resolved"; break;
     case CB_ALERT_INACTIVE: row_state = "inactive"; break;
@@ -1048,18 +909,10 @@ struct list_ctx {
     int first;
 };
 
-static void json_str_or_null(struct cb_strbuf *b, const char *s)
-{
-    if (s)
-        cb_strbuf_json_string(b, s, strlen(s));
-    else
-        cb_strbuf_puts(b, "null");
-}
-
 /* Whether a silence now matches a stored row (its labels parsed back). */
 static int64_t row_silenced(struct cb_alerts *a, const struct cb_alert_row *r)
 {
-    if (!a || !a->nsil)
+    if (!a || !a->sil.n)
         return 0;
     cJSON *labels = cJSON_Parse(r->labels ? r->labels : "{}");
     size_t nl = (size_t)cJSON_GetArraySize(labels), k = 0;
@@ -1096,11 +949,11 @@ static int list_row(void *arg, const struct cb_alert_row *r)
                      r->labels ? r->labels : "{}");
     cb_strbuf_printf(b, ",\"since\":%lld,\"at\":%lld,\"message\":", (long long)r->since,
                      (long long)r->at);
-    json_str_or_null(b, r->message);
+    cb_strbuf_json_string_or_null(b, r->message);
     cb_strbuf_printf(b, ",\"acknowledged\":%s,\"acked_by\":", r->acked_by ? "true" : "false");
-    json_str_or_null(b, r->acked_by);
+    cb_strbuf_json_string_or_null(b, r->acked_by);
     cb_strbuf_printf(b, ",\"acked_at\":%lld,\"ack_note\":", (long long)r->acked_at);
-    json_str_or_null(b, r->ack_note);
+    cb_strbuf_json_string_or_null(b, r->ack_note);
     cb_strbuf_printf(b, ",\"cooldown_until\":%lld", (long long)r->cooldown_until);
     int64_t sil = row_silenced(lc->a, r);
     if (sil)
@@ -1170,16 +1023,10 @@ static int hist_event(void *ctx, uint64_t seq, const char *json, size_t len)
 int cb_alerts_reader_history_json(struct cb_alert_reader *r, int64_t from, int64_t to,
                                   const char *rule, size_t limit, struct cb_strbuf *out)
 {
-    size_t start = out->len;
     struct hist_ctx h = {out, 0};
-    cb_strbuf_puts(out, "{\"transitions\":[");
+    size_t mark = alerts__list_begin(out, "transitions");
     int rc = cb_alert_reader_transitions(r, from, to, rule, 1, limit, hist_event, &h);
-    if (rc) {
-        out->len = start;
-        cb_strbuf_puts(out, "{\"transitions\":[");
-    }
-    cb_strbuf_puts(out, "]}");
-    return rc;
+    return alerts__list_end(out, mark, "transitions", rc);
 }
 
 void cb_alerts_get_stats(struct cb_alerts *a, struct cb_alerts_stats *out)
@@ -1202,9 +1049,7 @@ static void free_all(struct cb_alerts *a)
     }
     alerts__map_clear(&a->groups, NULL);
     alerts__map_clear(&a->caprefs, free);
-    for (size_t i = 0; i < a->nsil; i++)
-        silence_free(&a->sil[i]);
-    free(a->sil);
+    alerts__silences_free(&a->sil);
     cb_alert_store_close(a->store);
     cb_channels_free(a->channels, a->nchannels);
     for (size_t i = 0; i < a->ndefault; i++)
@@ -1248,7 +1093,8 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
     a->store = cb_alert_store_open(db_path, err, errlen);
     if (!a->store)
         goto fail;
-    if (cb_alert_reader_silences(cb_alert_store_reader(a->store), now_ms(a), load_silence, a)) {
+    if (cb_alert_reader_silences(cb_alert_store_reader(a->store),
+                                 now_ms(a) - CB_SILENCE_LISTED_AFTER_END_MS, load_silence, a)) {
         snprintf(err, errlen, "loading silences: %s",
                  cb_alert_reader_error(cb_alert_store_reader(a->store)));
         goto fail;

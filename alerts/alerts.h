@@ -7,6 +7,8 @@
  *   - notifies through the rule's channels (MQTT, webhook with a durable
  *     outbox, log; JSON or CAP 1.2),
  *   - serves lists, history, silences and the shift handover to the API/CLI,
+ *   - keeps the audit log of operator actions (acknowledgements, silences,
+ *     rule reloads: cb_alerts_audit),
  *   - gives persisted instances back on start (cb_alerts_load) so a restart
  *     neither loses nor repeats an alert.
  *
@@ -72,25 +74,94 @@ void cb_alerts_tick(struct cb_alerts *a);
 
 /* ---- operations (HTTP API, CLI) ---- */
 
-/* Adds a silence. matchers: JSON array of {"name":N,"value":V} (equality) or
- * {"name":N,"value":V,"regex":true} (POSIX extended regex, anchored) or
- * {"name":N,"op":"=~","value":V}; name "rule" matches the rule name.
- * Returns 0 with *id set, or -1 with err (bad JSON, empty list, ends <= starts). */
-int cb_alerts_silence_add(struct cb_alerts *a, const char *matchers_json, int64_t starts,
-                          int64_t ends, const char *comment, const char *by, int64_t *id,
+/* ---- silences (docs/alerts.md "Silences") ---- */
+
+/* One label matcher: `name op value`; op "=" (NULL or "" too), "!=", "=~" or
+ * "!~", the last two with a POSIX extended regular expression that must
+ * match the whole value (anchored, as Alertmanager). */
+struct cb_silence_matcher {
+    const char *name, *op, *value;
+};
+/* What an operator asks for (POST /api/silences). Strings are borrowed. */
+struct cb_silence_spec {
+    const struct cb_silence_matcher *matchers;
+    size_t nmatchers;
+    int64_t starts;                   /* ms since the epoch; before now means now */
+    int64_t ends;                     /* ms since the epoch; after now and after starts */
+    const char *comment, *created_by; /* both required, not blank */
+};
+/* Adds a silence: validated (every op known, every regex compiles, at least
+ * one matcher that an empty label does not satisfy, created_by and comment
+ * given, ends in the future and after starts), persisted, and recorded in
+ * the audit log as silence_create. A silence whose start is to come holds
+ * nothing until then. Returns 0 with *id, or -1 with err, a sentence for the
+ * operator (the API's 400 message). */
+int cb_alerts_silence_add(struct cb_alerts *a, const struct cb_silence_spec *s, int64_t *id,
                           char *err, size_t errlen);
-/* Appends the JSON array of silences not yet expired:
- * [{"id","matchers":[...],"starts","ends","expires","comment","by","created_by",
- *   "created_at","active"}] ("expires" = "ends", "by" = "created_by", for the API). */
+/* Ends silence `id` now, by hand: `action` is CB_AUDIT_SILENCE_EXPIRE or
+ * CB_AUDIT_SILENCE_DELETE (the same effect, audited under the name the
+ * operator used). The silence stays listed, expired, with expired_by and
+ * expired_at; a notification it held is released at once if its instance
+ * still fires. Returns 0, 1 when the silence had already ended (nothing
+ * changes, nothing is recorded), -1 when no silence `id` is listed. */
+int cb_alerts_silence_expire(struct cb_alerts *a, int64_t id, const char *by,
+                             const char *comment, const char *action);
+/* How long an ended silence stays in the module's list (and GET
+ * /api/silences) after its end; the store keeps it for
+ * storage.retention.alerts (`citybrain silence list --all`). */
+#define CB_SILENCE_LISTED_AFTER_END_MS (24 * 3600 * 1000LL)
+/* Appends the JSON array of the listed silences, by id: active, scheduled
+ * and ended less than CB_SILENCE_LISTED_AFTER_END_MS ago, each as
+ * cb_alerts_silence_row_json writes it. */
 void cb_alerts_silences_json(struct cb_alerts *a, struct cb_strbuf *out);
-/* The same from label pairs (the API's {"matchers":{"district":"d07"}} form):
- * equality matchers, `rule` naming the rule. */
-int cb_alerts_silence_add_pairs(struct cb_alerts *a, const char *const *names,
-                                const char *const *values, size_t n, int64_t starts, int64_t ends,
-                                const char *comment, const char *by, int64_t *id, char *err,
-                                size_t errlen);
-/* Deletes a silence. Returns 0, or -1 when no such silence. */
-int cb_alerts_silence_delete(struct cb_alerts *a, int64_t id);
+/* Appends silence `id`'s object. Returns 0, or -1 when it is not listed. */
+int cb_alerts_silence_json(struct cb_alerts *a, int64_t id, struct cb_strbuf *out);
+/* One silence's object, its state at `now`:
+ * {"id","state":"active"|"scheduled"|"expired","matchers":[{"name","op","value"}],
+ *  "starts","ends","comment","created_by","created_at","expired_by","expired_at"}
+ * (expired_* null unless an operator ended it). */
+struct cb_silence_row;
+void cb_alerts_silence_row_json(const struct cb_silence_row *r, int64_t now,
+                                struct cb_strbuf *out);
+/* "active", "scheduled" or "expired" at `now`. */
+const char *cb_alerts_silence_state(const struct cb_silence_row *r, int64_t now);
+
+/* ---- the audit log (docs/alerts.md "Audit log") ---- */
+
+/* The actions it records. A new kind of action is a name here and a line in
+ * cb_audit_actions (audit.c). */
+#define CB_AUDIT_ACK "ack"
+#define CB_AUDIT_SILENCE_CREATE "silence_create"
+#define CB_AUDIT_SILENCE_EXPIRE "silence_expire"
+#define CB_AUDIT_SILENCE_DELETE "silence_delete"
+#define CB_AUDIT_RULES_RELOAD "rules_reload"
+extern const char *const cb_audit_actions[]; /* NULL-terminated */
+int cb_alerts_audit_action_known(const char *name);
+/* Appends "ack, silence_create, ... or rules_reload" (error messages). */
+void cb_alerts_audit_actions_text(struct cb_strbuf *out);
+
+/* One operator action. Strings are borrowed for the call. */
+struct cb_audit_entry {
+    const char *action;  /* one of cb_audit_actions */
+    const char *who;     /* required: the operator's name, or "(sighup)"... */
+    const char *target;  /* what it acted on (alert id, silence id); NULL: nothing */
+    const char *note;    /* the operator's words; NULL: none */
+    const char *details; /* the particulars, a JSON object text; NULL: none */
+};
+/* Records e at the module's clock, through the alert store's writer (loop
+ * thread; never blocks; committed within milliseconds), and logs it at info.
+ * Acknowledgements and silences record themselves; the daemon records rule
+ * reloads, and any other operator action of the engine goes through here.
+ * Returns the entry's seq, or -1 (logged): unknown action, no who, details
+ * not a JSON object, out of memory. */
+int64_t cb_alerts_audit(struct cb_alerts *a, const struct cb_audit_entry *e);
+/* GET /api/audit and `citybrain audit --json`, from any alert reader:
+ * {"entries":[{"seq","at","who","action","target","note","details"}]}
+ * with from <= at < to (action NULL: any), newest first, at most limit
+ * (0: 10000). Returns 0, or -1 (out then holds an empty list). */
+struct cb_alert_reader;
+int cb_alerts_reader_audit_json(struct cb_alert_reader *r, int64_t from, int64_t to,
+                                const char *action, size_t limit, struct cb_strbuf *out);
 
 /* Appends the JSON array of stored instances matching the filters (NULL: any):
  * [{"id","rule","state","severity","grade","labels":{},"since","at","message",
@@ -105,7 +176,6 @@ int cb_alerts_history_json(struct cb_alerts *a, int64_t from, int64_t to, struct
 int cb_alerts_handover_json(struct cb_alerts *a, int64_t older_than_ms, struct cb_strbuf *out);
 
 /* The same list from any alert reader (the CLI's read-only one). */
-struct cb_alert_reader;
 struct cb_alert_filter;
 int cb_alerts_reader_list_json(struct cb_alert_reader *r, const struct cb_alert_filter *f,
                                struct cb_strbuf *out);

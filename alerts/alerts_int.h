@@ -41,6 +41,53 @@ struct alerts__tcopy *alerts__tcopy_new(const struct cb_transition *t, int64_t s
                                         const char *json);
 void alerts__tcopy_free(struct alerts__tcopy *c);
 
+/* ---- silences (silences.c): matching and validation, no store, no log ---- */
+struct alerts__silence;
+struct alerts__silences {
+    struct alerts__silence **v; /* by id */
+    size_t n, cap;
+};
+/* Validates spec at `now` (docs/alerts.md "Silences") and builds a silence
+ * (id 0 until set); a start before now counts from now. Returns 0 with *out
+ * (free with alerts__silence_free), or -1 with err: one sentence saying what
+ * is wrong, naming the matcher (1-based) it is about. */
+int alerts__silence_new(const struct cb_silence_spec *spec, int64_t now,
+                        struct alerts__silence **out, char *err, size_t errlen);
+void alerts__silence_set_id(struct alerts__silence *s, int64_t id);
+/* Builds a silence from its stored row (matchers in any form a version of
+ * citybrain wrote). Returns 0 with *out, or -1 with err. */
+int alerts__silence_load(const struct cb_silence_row *r, struct alerts__silence **out, char *err,
+                         size_t errlen);
+void alerts__silence_free(struct alerts__silence *s);
+/* A view of s as a row (strings borrowed from s). */
+void alerts__silence_row(const struct alerts__silence *s, struct cb_silence_row *out);
+/* Ends s at `now`, by `by`: ends = now, and a start still to come = now.
+ * Returns 0, 1 when it had already ended (nothing changed), -1 on OOM. */
+int alerts__silence_end(struct alerts__silence *s, int64_t now, const char *by);
+/* Takes s into the set. 0, or -1 on OOM (s is still the caller's). */
+int alerts__silences_push(struct alerts__silences *set, struct alerts__silence *s);
+struct alerts__silence *alerts__silences_find(const struct alerts__silences *set, int64_t id);
+/* The id of a silence of the set active at `now` whose matchers all hold
+ * for t, or 0. */
+int64_t alerts__silenced_by(const struct alerts__silences *set, const struct cb_transition *t,
+                            int64_t now);
+/* Drops (and frees) the silences that ended at or before `before`. */
+void alerts__silences_sweep(struct alerts__silences *set, int64_t before);
+void alerts__silences_free(struct alerts__silences *set);
+
+/* ---- the audit log (audit.c) ---- */
+/* Validates e and queues it to the store at `at`. Returns its seq, or -1
+ * with err (unknown action, no who, details not a JSON object, OOM). */
+int64_t alerts__audit(struct cb_alert_store *store, int64_t at, const struct cb_audit_entry *e,
+                      char *err, size_t errlen);
+
+/* ---- {"KEY":[...]} answers read from the store (map.c) ---- */
+/* Opens the list; returns the mark to give alerts__list_end. */
+size_t alerts__list_begin(struct cb_strbuf *out, const char *key);
+/* Closes it; when rc (the read's result) is not 0, what was appended since
+ * the mark is dropped and the list is empty. Returns rc. */
+int alerts__list_end(struct cb_strbuf *out, size_t mark, const char *key, int rc);
+
 /* ---- the webhook sender (webhook.c) ---- */
 struct alerts__webhook;
 struct alerts__webhook_opts {

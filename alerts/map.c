@@ -1,4 +1,5 @@
-/* The small hash map and transition copies of alerts/ (alerts_int.h). */
+/* The small hash map, transition copies and JSON list framing of alerts/
+ * (alerts_int.h). */
 #include "alerts/alerts_int.h"
 
 #include <stdlib.h>
@@ -188,4 +189,21 @@ void alerts__tcopy_free(struct alerts__tcopy *c)
         free(c->notify[i]);
     free(c->notify);
     free(c);
+}
+
+size_t alerts__list_begin(struct cb_strbuf *out, const char *key)
+{
+    size_t mark = out->len;
+    cb_strbuf_printf(out, "{\"%s\":[", key);
+    return mark;
+}
+
+int alerts__list_end(struct cb_strbuf *out, size_t mark, const char *key, int rc)
+{
+    if (rc) {
+        cb_strbuf_truncate(out, mark);
+        cb_strbuf_printf(out, "{\"%s\":[", key);
+    }
+    cb_strbuf_puts(out, "]}");
+    return rc;
 }

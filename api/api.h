@@ -66,17 +66,34 @@ struct cb_api_history_query {
     const char *rule;
 };
 
-/* POST /api/silences body, validated by api/:
- * {"matchers":{"district":"d07","rule":"river_flood"},"expires":MS | "duration":"2h",
- *  "by":"ops","comment":"maintenance"}. Matchers are exact label matches (the
- * label `rule` names the rule); at least one; expires_ms is in the future. */
+/* GET /api/audit: entries with from <= at < to, newest first, at most
+ * `limit` (default 1,000, at most 10,000); action may be NULL (any). api/
+ * checks that action is a word; the provider that it names an action. */
+struct cb_api_audit_query {
+    int64_t from_ms, to_ms;
+    size_t limit;
+    const char *action;
+};
+
+/* One matcher of a silence, as the request gave it; op NULL when absent. */
+struct cb_api_matcher {
+    const char *name, *op, *value;
+};
+
+/* POST /api/silences body (docs/alerts.md "Silences"), its shape checked by
+ * api/: {"matchers":[{"name":N,"value":V,"op":O}...],"starts":MS,"ends":MS,
+ *  "comment":"...","created_by":"..."}, with no other member; name 1-128
+ * bytes, value up to 256, at most 32 matchers; ends required, starts
+ * optional; comment and created_by required, not blank. The provider checks
+ * the meaning (op, regular expressions, times) and answers 400 with a
+ * message when it is wrong. */
 struct cb_api_silence {
+    const struct cb_api_matcher *matchers;
     size_t nmatchers;
-    const char *const *names;   /* nmatchers label names */
-    const char *const *values;  /* nmatchers values */
-    int64_t expires_ms;
-    const char *by;             /* "" when not given */
-    const char *comment;        /* "" when not given */
+    int64_t starts_ms; /* 0 when not given */
+    int64_t ends_ms;
+    const char *comment;
+    const char *created_by;
 };
 
 /* One transition for SSE resume: events_since calls it in seq order. */
@@ -100,21 +117,28 @@ struct cb_api_provider {
      * until it changes, with an ETag for 304s; NULL disables that. Resolved
      * alerts (state=resolved, read from the store) are never cached. */
     uint64_t (*alerts_version)(void *ctx);
-    /* Acknowledges alert `id` (decoded, e.g. "river_flood/district=d07").
-     * Idempotent: 200 with the alert's JSON both times; 404 unknown id;
-     * 409 when the alert is not firing. by/note are "" when not given. */
+    /* Acknowledges alert `id` (decoded, e.g. "river_flood/district=d07") by
+     * `by` (never blank: api/ answers 400 without it); note is "" when not
+     * given. Idempotent: 200 with the alert's JSON both times; 404 unknown
+     * id; 409 when the alert is not firing. */
     int (*ack)(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out);
-    /* {"silences":[{id, matchers, expires, by, comment}]} */
+    /* {"silences":[{id, state, matchers, starts, ends, comment, created_by...}]} */
     int (*silences_list)(void *ctx, struct cb_strbuf *out);
-    /* 201 with the silence's JSON (including its id). */
+    /* 201 with the silence's JSON (including its id); 400 with a message
+     * when the silence is refused. */
     int (*silence_add)(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out);
-    /* 200 {"deleted":"ID"}, or 404. */
-    int (*silence_delete)(void *ctx, const char *id, struct cb_strbuf *out);
+    /* Ends silence `id` (the path's text) now, by `by` (never blank),
+     * comment "" when not given: POST /api/silences/{id}/expire (deleted 0)
+     * or DELETE /api/silences/{id} (deleted 1). 200 with the silence's JSON,
+     * expired (also when it had ended already), or 404. */
+    int (*silence_end)(void *ctx, const char *id, const char *by, const char *comment,
+                       int deleted, struct cb_strbuf *out);
     /* {"rules":[{name, file, severity, instances, firing...}]} */
     int (*rules_list)(void *ctx, struct cb_strbuf *out);
-    /* Reloads from disk: 200 {"ok":true,"rules":N} or 422
-     * {"ok":false,"diagnostics":[...]} (a JSON body, not an error message). */
-    int (*rules_reload)(void *ctx, struct cb_strbuf *out);
+    /* Reloads from disk, asked by `by` with `note` ("" when not given): 200
+     * {"ok":true,"rules":N} or 422 {"ok":false,"diagnostics":[...]} (a JSON
+     * body, not an error message). */
+    int (*rules_reload)(void *ctx, const char *by, const char *note, struct cb_strbuf *out);
     /* Appends more Prometheus text after cb_metrics_render() (may be NULL). */
     void (*metrics)(void *ctx, struct cb_strbuf *out);
 
@@ -139,6 +163,10 @@ struct cb_api_provider {
      * may be many: read here, never on the loop. */
     int (*alerts_resolved)(void *ctx, void *reader, const struct cb_api_alert_filter *f,
                            struct cb_strbuf *out);
+    /* GET /api/audit: {"entries":[{seq, at, who, action, target, note,
+     * details}]}; 400 with a message when q->action names no action. */
+    int (*audit)(void *ctx, void *reader, const struct cb_api_audit_query *q,
+                 struct cb_strbuf *out);
     /* Calls emit for every stored transition with seq > after_seq, in seq
      * order, at most `limit`. Returns 0, or -1 on a read error. */
     int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,

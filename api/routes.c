@@ -239,7 +239,7 @@ void api__reader_put(struct cb_api *api, struct api_reader *r)
 
 /* ---- asynchronous (pool) requests ------------------------------------------------ */
 
-enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY, WORK_RESOLVED };
+enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY, WORK_RESOLVED, WORK_AUDIT };
 
 struct work;
 
@@ -255,7 +255,7 @@ struct work {
     h2o_req_t *req;     /* NULL once the request is gone */
     struct guard *guard;
     enum work_kind kind;
-    char *s1, *s2;      /* topic, metric / rule / severity, rule (owned copies) */
+    char *s1, *s2;      /* topic, metric / rule / severity, rule / action (owned copies) */
     int64_t a, b, c;    /* from, to, step / limit */
     int status;
     struct cb_strbuf out;
@@ -301,6 +301,12 @@ static void work_run(uv_work_t *u)
     case WORK_RESOLVED: {
         struct cb_api_alert_filter f = {"resolved", w->s1, w->s2};
         w->status = p->alerts_resolved(p->ctx, r->reader, &f, &w->out);
+        break;
+    }
+    case WORK_AUDIT: {
+        struct cb_api_audit_query q = {
+            .from_ms = w->a, .to_ms = w->b, .limit = (size_t)w->c, .action = w->s1};
+        w->status = p->audit(p->ctx, r->reader, &q, &w->out);
         break;
     }
     }
@@ -502,37 +508,80 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
     cb_strbuf_free(&out);
 }
 
+/* The from/to/limit parameters of a time-window query (history, audit):
+ * to defaults to now + 1 ms, from to 24 hours before to, limit to
+ * DEFAULT_HISTORY (1 to MAX_HISTORY). Returns NULL, or the error message. */
+static const char *window_params(const struct param *from, const struct param *to,
+                                 const struct param *limit, int64_t *w, char *err, size_t errlen)
+{
+    int64_t now = cb_wall_ms();
+    w[1] = now + 1;
+    w[0] = -1;
+    w[2] = DEFAULT_HISTORY;
+    const char *e = param_ms(to, &w[1], err, errlen);
+    if (!e)
+        e = param_ms(from, &w[0], err, errlen);
+    if (!e && w[0] < 0)
+        w[0] = w[1] - 24 * 3600000LL > 0 ? w[1] - 24 * 3600000LL : 0;
+    if (!e && w[0] >= w[1])
+        e = "'from' must be before 'to'";
+    if (!e && limit->value &&
+        (parse_i64(limit->value, &w[2]) || w[2] < 1 || w[2] > MAX_HISTORY)) {
+        snprintf(err, errlen, "'limit' must be an integer from 1 to %d", MAX_HISTORY);
+        e = err;
+    }
+    return e;
+}
+
+/* Queues a time-window query on the pool (w: from, to, limit). */
+static void queue_window(struct cb_api *api, h2o_req_t *req, enum work_kind kind,
+                         const char *s1, const int64_t *w)
+{
+    struct work *wk = work_new(api, req, kind, s1, NULL);
+    if (!wk) {
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    wk->a = w[0];
+    wk->b = w[1];
+    wk->c = w[2];
+    work_queue(api, wk);
+}
+
 static void get_history(struct cb_api *api, h2o_req_t *req)
 {
     char err[200];
     struct param ps[] = {{"from", NULL}, {"to", NULL}, {"limit", NULL}, {"rule", NULL}};
-    int64_t now = cb_wall_ms(), to = now + 1, from = -1, limit = DEFAULT_HISTORY;
+    int64_t w[3];
     const char *e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
     if (!e)
-        e = param_ms(&ps[1], &to, err, sizeof err);
+        e = window_params(&ps[0], &ps[1], &ps[2], w, err, sizeof err);
+    if (e)
+        api__error(api, req, 400, e);
+    else
+        queue_window(api, req, WORK_HISTORY, ps[3].value, w);
+}
+
+/* GET /api/audit?from=MS&to=MS&action=A&limit=N: read on the pool. */
+static void get_audit(struct cb_api *api, h2o_req_t *req)
+{
+    char err[200];
+    struct param ps[] = {{"from", NULL}, {"to", NULL}, {"limit", NULL}, {"action", NULL}};
+    int64_t w[3];
+    const char *e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
     if (!e)
-        e = param_ms(&ps[0], &from, err, sizeof err);
-    if (!e && from < 0)
-        from = to - 24 * 3600000LL > 0 ? to - 24 * 3600000LL : 0;
-    if (!e && from >= to)
-        e = "'from' must be before 'to'";
-    if (!e && ps[2].value && (parse_i64(ps[2].value, &limit) || limit < 1 || limit > MAX_HISTORY)) {
-        snprintf(err, sizeof err, "'limit' must be an integer from 1 to %d", MAX_HISTORY);
+        e = window_params(&ps[0], &ps[1], &ps[2], w, err, sizeof err);
+    const char *act = ps[3].value;
+    if (!e && act && (!*act || strlen(act) > 64 || strspn(act, "abcdefghijklmnopqrstuvwxyz_") !=
+                                                       strlen(act))) {
+        snprintf(err, sizeof err, "'action' must be an action name such as ack, not '%.40s'",
+                 act);
         e = err;
     }
-    if (e) {
+    if (e)
         api__error(api, req, 400, e);
-        return;
-    }
-    struct work *w = work_new(api, req, WORK_HISTORY, ps[3].value, NULL);
-    if (!w) {
-        api__error(api, req, 500, "out of memory");
-        return;
-    }
-    w->a = from;
-    w->b = to;
-    w->c = limit;
-    work_queue(api, w);
+    else
+        queue_window(api, req, WORK_AUDIT, act, w);
 }
 
 /* Parses the request body as a JSON object (an empty body is an empty
@@ -554,6 +603,38 @@ static cJSON *body_object(struct cb_api *api, h2o_req_t *req, int allow_empty)
     return j;
 }
 
+/* The first member of obj not in `allowed` (NULL-terminated), or NULL. A
+ * typo such as "create_by" is refused, not silently dropped. */
+static const char *unknown_member(const cJSON *obj, const char *const *allowed)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], it->string))
+            i++;
+        if (!allowed[i])
+            return it->string;
+    }
+    return NULL;
+}
+
+/* Writes "unknown member 'X' in <what> (it takes a, b and c)" into err when
+ * obj has a member not in `allowed`. Returns err, or NULL. */
+static const char *check_members(const cJSON *obj, const char *const *allowed, const char *what,
+                                 char *err, size_t errlen)
+{
+    const char *u = unknown_member(obj, allowed);
+    if (!u)
+        return NULL;
+    int n = snprintf(err, errlen, "unknown member '%.40s' in %s (it takes ", u, what);
+    for (size_t i = 0; allowed[i] && n > 0 && (size_t)n < errlen; i++)
+        n += snprintf(err + n, errlen - (size_t)n, "%s%s", i ? (allowed[i + 1] ? ", " : " and ")
+                                                             : "",
+                      allowed[i]);
+    if (n > 0 && (size_t)n < errlen)
+        snprintf(err + n, errlen - (size_t)n, ")");
+    return err;
+}
+
 /* Reads an optional string member (at most maxlen bytes). Returns "" when
  * absent, NULL (with err) when of the wrong type or too long. */
 static const char *opt_string(cJSON *obj, const char *name, size_t maxlen, char *err,
@@ -569,8 +650,38 @@ static const char *opt_string(cJSON *obj, const char *name, size_t maxlen, char 
     return v->valuestring;
 }
 
+/* A string member that must be given and not blank (who did it, why).
+ * Returns it, or NULL with err: "'by' is required: <what>". */
+static const char *req_string(cJSON *obj, const char *name, size_t maxlen, const char *what,
+                              char *err, size_t errlen)
+{
+    const char *v = opt_string(obj, name, maxlen, err, errlen);
+    if (v && v[strspn(v, " \t\r\n")] == '\0') {
+        snprintf(err, errlen, "'%s' is required: %s", name, what);
+        return NULL;
+    }
+    return v;
+}
+
+/* Reads a member holding ms since the epoch. Returns 0 (absent: *out kept),
+ * or -1 with err. */
+static int body_ms(cJSON *obj, const char *name, int64_t *out, char *err, size_t errlen)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!v)
+        return 0;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (d < 0 || d > 9.0e15 || d != (double)(int64_t)d) {
+        snprintf(err, errlen, "'%s' must be a time in milliseconds since the epoch", name);
+        return -1;
+    }
+    *out = (int64_t)d;
+    return 0;
+}
+
 static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen)
 {
+    static const char *const members[] = {"by", "note", NULL};
     char err[200];
     char *id = api__decode(&req->pool, idp, idlen, 0);
     if (!id || !*id) {
@@ -580,7 +691,8 @@ static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t
     cJSON *body = body_object(api, req, 1);
     if (!body)
         return;
-    const char *by = opt_string(body, "by", 200, err, sizeof err);
+    const char *e = check_members(body, members, "an acknowledgement", err, sizeof err);
+    const char *by = e ? NULL : req_string(body, "by", 200, "who acknowledges", err, sizeof err);
     const char *note = by ? opt_string(body, "note", 2000, err, sizeof err) : NULL;
     if (!by || !note) {
         api__error(api, req, 400, err);
@@ -595,79 +707,127 @@ static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t
     cJSON_Delete(body);
 }
 
+/* Reads the matchers array of a silence into *out (request pool). Returns
+ * NULL, or the error message. */
+static const char *silence_matchers(h2o_req_t *req, cJSON *m, struct cb_api_silence *s,
+                                    char *err, size_t errlen)
+{
+    static const char *const members[] = {"name", "value", "op", NULL};
+    int n = cJSON_IsArray(m) ? cJSON_GetArraySize(m) : 0;
+    if (n == 0)
+        return "'matchers' must be a non-empty array of {\"name\",\"value\",\"op\"} objects";
+    if (n > MAX_MATCHERS) {
+        snprintf(err, errlen, "at most %d matchers", MAX_MATCHERS);
+        return err;
+    }
+    struct cb_api_matcher *ms = h2o_mem_alloc_pool(&req->pool, sizeof *ms * (size_t)n);
+    size_t k = 0;
+    for (cJSON *it = m->child; it; it = it->next, k++) {
+        char what[32];
+        snprintf(what, sizeof what, "matcher %zu", k + 1);
+        if (!cJSON_IsObject(it)) {
+            snprintf(err, errlen, "%s must be an object {\"name\",\"value\",\"op\"}", what);
+            return err;
+        }
+        if (check_members(it, members, what, err, errlen))
+            return err;
+        cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+        cJSON *value = cJSON_GetObjectItemCaseSensitive(it, "value");
+        cJSON *op = cJSON_GetObjectItemCaseSensitive(it, "op");
+        if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) > 128)
+            snprintf(err, errlen, "%s: \"name\" must be a label name of 1 to 128 bytes", what);
+        else if (!cJSON_IsString(value) || strlen(value->valuestring) > 256)
+            snprintf(err, errlen, "%s: \"value\" must be a string of at most 256 bytes", what);
+        else if (op && !cJSON_IsString(op))
+            snprintf(err, errlen, "%s: \"op\" must be \"=\", \"!=\", \"=~\" or \"!~\"", what);
+        else {
+            ms[k] = (struct cb_api_matcher){name->valuestring, op ? op->valuestring : NULL,
+                                            value->valuestring};
+            continue;
+        }
+        return err;
+    }
+    s->matchers = ms;
+    s->nmatchers = k;
+    return NULL;
+}
+
 static void post_silence(struct cb_api *api, h2o_req_t *req)
 {
-    char err[200];
-    const char *names[MAX_MATCHERS], *values[MAX_MATCHERS];
-    struct cb_api_silence s = {.names = names, .values = values};
-    const char *e = NULL;
+    static const char *const members[] = {"matchers", "starts", "ends", "comment",
+                                          "created_by", NULL};
+    char err[300];
+    struct cb_api_silence s = {0};
     cJSON *body = body_object(api, req, 0);
     if (!body)
         return;
-    cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "matchers");
-    if (!cJSON_IsObject(m) || !m->child)
-        e = "'matchers' must be a non-empty object of label: value";
-    for (cJSON *it = m && !e ? m->child : NULL; it && !e; it = it->next) {
-        if (s.nmatchers == MAX_MATCHERS) {
-            snprintf(err, sizeof err, "at most %d matchers", MAX_MATCHERS);
-            e = err;
-        } else if (!cJSON_IsString(it) || !it->string[0] || strlen(it->string) > 128 ||
-                   strlen(it->valuestring) > 256) {
-            e = "each matcher must be \"label\": \"value\" (label 1-128 bytes, value up to 256)";
-        } else {
-            names[s.nmatchers] = it->string;
-            values[s.nmatchers++] = it->valuestring;
-        }
-    }
-    cJSON *exp = cJSON_GetObjectItemCaseSensitive(body, "expires");
-    cJSON *dur = cJSON_GetObjectItemCaseSensitive(body, "duration");
-    int64_t now = cb_wall_ms();
-    if (!e && (!exp) == (!dur))
-        e = "give exactly one of 'expires' (ms since the epoch) or 'duration' (such as \"2h\")";
-    if (!e && exp) {
-        if (!cJSON_IsNumber(exp) || exp->valuedouble <= (double)now ||
-            exp->valuedouble > 9.0e15)
-            e = "'expires' must be a time in the future, in ms since the epoch";
-        else
-            s.expires_ms = (int64_t)exp->valuedouble;
-    }
-    if (!e && dur) {
-        int64_t ms;
-        if (!cJSON_IsString(dur) || cb_parse_duration_ms(dur->valuestring, &ms) || ms <= 0)
-            e = "'duration' must be a positive duration such as \"90m\" or \"2h\"";
-        else
-            s.expires_ms = now + ms;
-    }
-    if (!e) {
-        s.by = opt_string(body, "by", 200, err, sizeof err);
-        s.comment = s.by ? opt_string(body, "comment", 2000, err, sizeof err) : NULL;
-        if (!s.by || !s.comment)
-            e = err;
-    }
-    if (e) {
+    const char *e = check_members(body, members, "a silence", err, sizeof err);
+    if (!e)
+        e = silence_matchers(req, cJSON_GetObjectItemCaseSensitive(body, "matchers"), &s, err,
+                             sizeof err);
+    if (!e && body_ms(body, "starts", &s.starts_ms, err, sizeof err))
+        e = err;
+    if (!e && !cJSON_GetObjectItemCaseSensitive(body, "ends"))
+        e = "'ends' is required: when the silence ends, in ms since the epoch";
+    if (!e && body_ms(body, "ends", &s.ends_ms, err, sizeof err))
+        e = err;
+    if (!e && !(s.comment = req_string(body, "comment", 2000, "why the silence is needed", err,
+                                       sizeof err)))
+        e = err;
+    if (!e && !(s.created_by = req_string(body, "created_by", 200, "who creates the silence",
+                                          err, sizeof err)))
+        e = err;
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    if (e)
         api__error(api, req, 400, e);
-    } else {
-        struct cb_strbuf out;
-        cb_strbuf_init(&out);
-        int st = api->prov.silence_add(api->prov.ctx, &s, &out);
-        api__answer(api, req, st, &out);
-        cb_strbuf_free(&out);
-    }
+    else
+        api__answer(api, req, api->prov.silence_add(api->prov.ctx, &s, &out), &out);
+    cb_strbuf_free(&out);
     cJSON_Delete(body);
 }
 
-static void delete_silence(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen)
+/* POST /api/silences/{id}/expire with {"by","comment"} (deleted 0), or
+ * DELETE /api/silences/{id}?by=NAME&comment=TEXT (deleted 1). */
+static void end_silence(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen,
+                        int deleted)
 {
+    static const char *const members[] = {"by", "comment", NULL};
+    char err[200];
+    const char *e = NULL, *by = NULL, *comment = NULL;
+    cJSON *body = NULL;
     char *id = api__decode(&req->pool, idp, idlen, 0);
     if (!id || !*id || strchr(id, '/')) {
         api__error(api, req, 400, "bad silence id in the path");
         return;
     }
+    if (deleted) {
+        struct param ps[] = {{"by", NULL}, {"comment", NULL}};
+        e = parse_query(req, ps, NPARAMS(ps), err, sizeof err);
+        by = ps[0].value;
+        comment = ps[1].value ? ps[1].value : "";
+        if (!e && (!by || by[strspn(by, " \t")] == '\0'))
+            e = "'by' is required: who deletes the silence (DELETE /api/silences/ID?by=NAME)";
+        if (!e && (strlen(by) > 200 || strlen(comment) > 2000))
+            e = "'by' is at most 200 bytes, 'comment' at most 2000";
+    } else {
+        if (!(body = body_object(api, req, 1)))
+            return;
+        e = check_members(body, members, "an expiry", err, sizeof err);
+        if (!e && !(by = req_string(body, "by", 200, "who expires the silence", err, sizeof err)))
+            e = err;
+        if (!e && !(comment = opt_string(body, "comment", 2000, err, sizeof err)))
+            e = err;
+    }
     struct cb_strbuf out;
     cb_strbuf_init(&out);
-    int st = api->prov.silence_delete(api->prov.ctx, id, &out);
-    api__answer(api, req, st, &out);
+    if (e)
+        api__error(api, req, 400, e);
+    else
+        api__answer(api, req,
+                    api->prov.silence_end(api->prov.ctx, id, by, comment, deleted, &out), &out);
     cb_strbuf_free(&out);
+    cJSON_Delete(body);
 }
 
 static void simple_call(struct cb_api *api, h2o_req_t *req,
@@ -685,9 +845,23 @@ static void simple_call(struct cb_api *api, h2o_req_t *req,
  * into {"error":"..."} and a client could not read the diagnostics. */
 static void post_rules_reload(struct cb_api *api, h2o_req_t *req)
 {
+    static const char *const members[] = {"by", "note", NULL};
+    char err[200];
+    cJSON *body = body_object(api, req, 1);
+    if (!body)
+        return;
+    const char *e = check_members(body, members, "a reload", err, sizeof err);
+    const char *by = e ? NULL : opt_string(body, "by", 200, err, sizeof err);
+    const char *note = by ? opt_string(body, "note", 2000, err, sizeof err) : NULL;
+    if (!by || !note) {
+        api__error(api, req, 400, err);
+        cJSON_Delete(body);
+        return;
+    }
     struct cb_strbuf out;
     cb_strbuf_init(&out);
-    int st = api->prov.rules_reload(api->prov.ctx, &out);
+    int st = api->prov.rules_reload(api->prov.ctx, by, note, &out);
+    cJSON_Delete(body);
     if (st == 422 && !out.oom && out.len && out.data[0] == '{') {
         cb_strbuf_putc(&out, '\n');
         if (!out.oom) {
@@ -832,6 +1006,11 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
                 return unavailable(api, req);
             ROUTE_READ(get_history, "GET, HEAD");
         }
+        if (streq(path, plen, "/api/audit")) {
+            if (!p->audit && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_audit, "GET, HEAD");
+        }
         if (streq(path, plen, "/api/events")) {
             if (m == M_GET)
                 api__events_open(api, req);
@@ -870,15 +1049,20 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             }
             return 0;
         }
-        static const char sil[] = "/api/silences/";
+        static const char sil[] = "/api/silences/", exp[] = "/expire";
         if (plen > sizeof sil - 1 && memcmp(path, sil, sizeof sil - 1) == 0) {
-            if (m == M_DELETE) {
+            const char *idp = path + sizeof sil - 1;
+            size_t idlen = plen - (sizeof sil - 1);
+            int expire = idlen > sizeof exp - 1 &&
+                         memcmp(idp + idlen - (sizeof exp - 1), exp, sizeof exp - 1) == 0;
+            const char *allow = expire ? "POST" : "DELETE";
+            if ((expire && m == M_POST) || (!expire && m == M_DELETE)) {
                 if (authorise_write(api, req) == 0)
-                    p->silence_delete
-                        ? delete_silence(api, req, path + sizeof sil - 1, plen - (sizeof sil - 1))
-                        : (void)unavailable(api, req);
+                    p->silence_end ? end_silence(api, req, idp,
+                                                 expire ? idlen - (sizeof exp - 1) : idlen, !expire)
+                                   : (void)unavailable(api, req);
             } else {
-                m == M_OPTIONS ? preflight(api, req, "DELETE") : not_allowed(api, req, "DELETE");
+                m == M_OPTIONS ? preflight(api, req, allow) : not_allowed(api, req, allow);
             }
             return 0;
         }

@@ -157,7 +157,10 @@ static const struct option options[] = {
     {"storage.retention.quarantine", T_DURATION, OFF(storage_retention_quarantine_ms), 0,
      36500 * DAY, "30d", 0, 0, "keep quarantined samples this long (0 = forever)", 0},
     {"storage.retention.alerts", T_DURATION, OFF(storage_retention_alerts_ms), 0, 36500 * DAY,
-     "365d", 0, 0, "keep resolved alerts and their transition log this long (0 = forever)", 0},
+     "365d", 0, 0,
+     "keep resolved alerts, their transition log, ended silences and the audit log this long "
+     "(0 = forever)",
+     0},
     {"storage.retention.interval", T_DURATION, OFF(storage_retention_interval_ms), 1000,
      DAY, "10s", 0, 0, "how often a retention step runs", 0},
     {"storage.retention.step_rows", T_INT, OFF(storage_retention_step_rows), 10, 1000000,

@@ -164,6 +164,14 @@ void cb_strbuf_json_string(struct cb_strbuf *b, const char *s, size_t n)
     cb_strbuf_putc(b, '"');
 }
 
+void cb_strbuf_json_string_or_null(struct cb_strbuf *b, const char *s)
+{
+    if (s)
+        cb_strbuf_json_string(b, s, strlen(s));
+    else
+        cb_strbuf_puts(b, "null");
+}
+
 void cb_strbuf_json_number(struct cb_strbuf *b, double v)
 {
     if (!isfinite(v)) {

@@ -28,6 +28,8 @@ void cb_strbuf_printf(struct cb_strbuf *b, const char *fmt, ...)
 /* Appends s (n bytes) as a quoted JSON string, escaping quotes, backslashes and
  * control characters, and replacing invalid UTF-8 with U+FFFD. */
 void cb_strbuf_json_string(struct cb_strbuf *b, const char *s, size_t n);
+/* Appends the NUL-terminated s as a JSON string, or `null` when s is NULL. */
+void cb_strbuf_json_string_or_null(struct cb_strbuf *b, const char *s);
 /* Appends a finite double the shortest way that reads back exactly (%.17g
  * trimmed), or `null` when not finite: JSON has no NaN. */
 void cb_strbuf_json_number(struct cb_strbuf *b, double v);

@@ -2,8 +2,8 @@
  *
  * Loop-thread answers come from memory: alert instances from the rule engine
  * (the source of truth while running), silences and counters from alerts/.
- * Pool-thread answers (sensors, series, history, resolved alerts, SSE
- * resume) read SQLite through a per-thread pair of read connections, so a
+ * Pool-thread answers (sensors, series, history, resolved alerts, the audit
+ * log, SSE resume) read SQLite through a per-thread pair of read connections, so a
  * slow query never delays ingestion. */
 #include "base/version.h"
 #include "base/clock.h"
@@ -175,7 +175,6 @@ static int ack(void *ctx, const char *id, const char *by, const char *note, stru
         cb_strbuf_puts(out, "the alert could not be acknowledged");
         return 500;
     }
-    cb_info("alert", "%s acknowledged by %s", id, *by ? by : "(unnamed)");
     struct one_ctx c = {id, out};
     cb_engine_foreach_instance(d->engine, render_one, &c);
     return 200;
@@ -193,46 +192,47 @@ static int silences_list(void *ctx, struct cb_strbuf *out)
 static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
+    struct cb_silence_matcher *m = calloc(s->nmatchers ? s->nmatchers : 1, sizeof *m);
+    if (!m) {
+        cb_strbuf_puts(out, "out of memory");
+        return 500;
+    }
+    for (size_t i = 0; i < s->nmatchers; i++)
+        m[i] = (struct cb_silence_matcher){s->matchers[i].name, s->matchers[i].op,
+                                           s->matchers[i].value};
+    struct cb_silence_spec spec = {
+        .matchers = m, .nmatchers = s->nmatchers, .starts = s->starts_ms, .ends = s->ends_ms,
+        .comment = s->comment, .created_by = s->created_by,
+    };
     int64_t id = 0;
-    char err[256];
-    int64_t now = cb_wall_ms();
-    if (cb_alerts_silence_add_pairs(d->alerts, s->names, s->values, s->nmatchers, now,
-                                    s->expires_ms, s->comment, s->by, &id, err, sizeof err)) {
+    char err[300];
+    int st = 201;
+    if (cb_alerts_silence_add(d->alerts, &spec, &id, err, sizeof err)) {
         cb_strbuf_puts(out, err);
-        return 400;
+        st = 400;
+    } else {
+        cb_alerts_silence_json(d->alerts, id, out);
     }
-    cb_info("alert", "silence %lld added by %s until %lld", (long long)id, s->by,
-            (long long)s->expires_ms);
-    cb_strbuf_printf(out, "{\"id\":\"%lld\",\"matchers\":{", (long long)id);
-    for (size_t i = 0; i < s->nmatchers; i++) {
-        if (i)
-            cb_strbuf_putc(out, ',');
-        cb_strbuf_json_string(out, s->names[i], strlen(s->names[i]));
-        cb_strbuf_putc(out, ':');
-        cb_strbuf_json_string(out, s->values[i], strlen(s->values[i]));
-    }
-    cb_strbuf_printf(out, "},\"starts\":%lld,\"expires\":%lld,\"by\":", (long long)now,
-                     (long long)s->expires_ms);
-    cb_strbuf_json_string(out, s->by, strlen(s->by));
-    cb_strbuf_puts(out, ",\"comment\":");
-    cb_strbuf_json_string(out, s->comment, strlen(s->comment));
-    cb_strbuf_putc(out, '}');
-    return 201;
+    free(m);
+    return st;
 }
 
-static int silence_delete(void *ctx, const char *id, struct cb_strbuf *out)
+static int silence_end(void *ctx, const char *id, const char *by, const char *comment,
+                       int deleted, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
     char *end;
     errno = 0;
     long long v = strtoll(id, &end, 10);
-    if (errno || end == id || *end || v <= 0 || cb_alerts_silence_delete(d->alerts, v)) {
-        cb_strbuf_printf(out, "no silence '%s'", id);
+    if (errno || end == id || *end || v <= 0 ||
+        cb_alerts_silence_expire(d->alerts, v, by, comment,
+                                 deleted ? CB_AUDIT_SILENCE_DELETE : CB_AUDIT_SILENCE_EXPIRE) < 0) {
+        cb_strbuf_printf(out, "no silence '%s' (an ended silence is listed for 24 hours after "
+                              "its end; `citybrain silence list --all` reads older ones)",
+                         id);
         return 404;
     }
-    cb_strbuf_puts(out, "{\"deleted\":");
-    cb_strbuf_json_string(out, id, strlen(id));
-    cb_strbuf_putc(out, '}');
+    cb_alerts_silence_json(d->alerts, v, out);
     return 200;
 }
 
@@ -245,11 +245,11 @@ static int rules_list(void *ctx, struct cb_strbuf *out)
     return 200;
 }
 
-static int rules_reload(void *ctx, struct cb_strbuf *out)
+static int rules_reload(void *ctx, const char *by, const char *note, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
     struct cb_diags diags = {0};
-    if (d->reload_rules(d->reload_ctx, "HTTP API", &diags)) {
+    if (d->reload_rules(d->reload_ctx, CMD_RELOAD_API, by, note, &diags)) {
         cb_strbuf_printf(out, "{\"ok\":false,\"error\":\"the rules have %zu error(s); the "
                               "running rules go on\",\"diagnostics\":",
                          diags.errors);
@@ -358,14 +358,6 @@ struct sensors_ctx {
     size_t n;
 };
 
-static void json_str_or_null(struct cb_strbuf *out, const char *s)
-{
-    if (s)
-        cb_strbuf_json_string(out, s, strlen(s));
-    else
-        cb_strbuf_puts(out, "null");
-}
-
 static int sensor_one(void *ctx, const struct cb_sensor_info *s)
 {
     struct sensors_ctx *c = ctx;
@@ -375,7 +367,7 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
     cb_strbuf_puts(out, "{\"topic\":");
     cb_strbuf_json_string(out, s->topic, strlen(s->topic));
     cb_strbuf_puts(out, ",\"device\":");
-    json_str_or_null(out, s->device);
+    cb_strbuf_json_string_or_null(out, s->device);
     cb_strbuf_puts(out, ",\"labels\":{");
     struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
     int ncaps = c->pattern ? cb_topic_pattern_match(c->pattern, s->topic, caps, CB_TOPIC_MAX_LEVELS)
@@ -402,7 +394,7 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
         cb_strbuf_puts(out, ",\"value\":");
         cb_strbuf_json_number(out, m->last_value);
         cb_strbuf_puts(out, ",\"unit\":");
-        json_str_or_null(out, m->unit);
+        cb_strbuf_json_string_or_null(out, m->unit);
         cb_strbuf_putc(out, '}');
         if (m->last_ts > last)
             last = m->last_ts;
@@ -419,16 +411,22 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
     return 0;
 }
 
+int cmd__sensors_json(struct cb_store_reader *r, const struct cb_topic_pattern *labels,
+                      int64_t now_ms, int64_t stale_after_ms, struct cb_strbuf *out)
+{
+    struct sensors_ctx c = {labels, out, now_ms, stale_after_ms, 0};
+    cb_strbuf_puts(out, "{\"sensors\":[");
+    int rc = cb_store_list_sensors(r, sensor_one, &c);
+    cb_strbuf_puts(out, "]}");
+    return rc;
+}
+
 static int sensors(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_ms,
                    struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
-    struct sensors_ctx c = {d->label_pattern, out, now_ms, stale_after_ms, 0};
-    cb_strbuf_puts(out, "{\"sensors\":[");
-    int rc = cb_store_list_sensors(r->store, sensor_one, &c);
-    cb_strbuf_puts(out, "]}");
-    if (rc) {
+    if (cmd__sensors_json(r->store, d->label_pattern, now_ms, stale_after_ms, out)) {
         cb_strbuf_reset(out);
         cb_strbuf_puts(out, "reading the sensors failed");
         return 500;
@@ -514,6 +512,25 @@ static int alerts_resolved(void *ctx, void *reader, const struct cb_api_alert_fi
     return 200;
 }
 
+static int audit(void *ctx, void *reader, const struct cb_api_audit_query *q,
+                 struct cb_strbuf *out)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    if (q->action && !cb_alerts_audit_action_known(q->action)) {
+        cb_strbuf_puts(out, "'action' must be ");
+        cb_alerts_audit_actions_text(out);
+        cb_strbuf_printf(out, ", not '%.40s'", q->action);
+        return 400;
+    }
+    if (cb_alerts_reader_audit_json(r->alerts, q->from_ms, q->to_ms, q->action, q->limit, out)) {
+        cb_strbuf_reset(out);
+        cb_strbuf_puts(out, "reading the audit log failed");
+        return 500;
+    }
+    return 200;
+}
+
 static int events_since(void *ctx, void *reader, uint64_t after_seq, size_t limit,
                         cb_api_event_fn emit, void *emit_ctx)
 {
@@ -532,7 +549,7 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->ack = ack;
     p->silences_list = silences_list;
     p->silence_add = silence_add;
-    p->silence_delete = silence_delete;
+    p->silence_end = silence_end;
     p->rules_list = rules_list;
     p->rules_reload = rules_reload;
     p->metrics = metrics;
@@ -542,5 +559,6 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->series = series;
     p->history = history;
     p->alerts_resolved = alerts_resolved;
+    p->audit = audit;
     p->events_since = events_since;
 }

@@ -26,11 +26,26 @@ struct cmd_api_sources {
     struct cb_alerts *alerts;
     const struct cb_topic_pattern *label_pattern; /* sensors' labels; may be NULL */
     int64_t started_ms;                           /* wall clock at start, for uptime */
-    /* Reloads the rules from disk (POST /api/rules/reload): 0, or -1 with the
-     * diagnostics in *diags (the caller frees them). */
-    int (*reload_rules)(void *ctx, const char *why, struct cb_diags *diags);
+    /* Reloads the rules from disk (POST /api/rules/reload), asked through
+     * `via` (a CMD_RELOAD_* name) by `by` with `note` ("" when not given),
+     * and records it in the audit log: 0, or -1 with the diagnostics in
+     * *diags (the caller frees them). */
+    int (*reload_rules)(void *ctx, const char *via, const char *by, const char *note,
+                        struct cb_diags *diags);
     void *reload_ctx;
 };
+
+/* How a reload was asked for (the audit entry's details "via"). */
+#define CMD_RELOAD_API "api"
+#define CMD_RELOAD_SIGHUP "sighup"
+#define CMD_RELOAD_FILE "file_watch"
+
+/* GET /api/sensors from a store reader (also `citybrain sensors --json`):
+ * {"sensors":[{topic, device, labels (captures of `labels`, may be NULL),
+ * metrics:{m:{ts,value,unit}}, last_ts, stale}]}, a sensor stale when
+ * now_ms - last_ts > stale_after_ms. Returns 0, or -1 on a read error. */
+int cmd__sensors_json(struct cb_store_reader *r, const struct cb_topic_pattern *labels,
+                      int64_t now_ms, int64_t stale_after_ms, struct cb_strbuf *out);
 
 /* Fills *p with the daemon's answers, reading from *src (borrowed: it must
  * outlive the API). */

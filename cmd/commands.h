@@ -11,6 +11,10 @@ int cb_cmd_test(int argc, char **argv);    /* cmd/cmd_rules.c */
 int cb_cmd_query(int argc, char **argv);   /* cmd/cmd_query.c */
 int cb_cmd_ack(int argc, char **argv);     /* cmd/cmd_alerts.c */
 int cb_cmd_alerts(int argc, char **argv);  /* cmd/cmd_alerts.c: list, handover */
+int cb_cmd_history(int argc, char **argv); /* cmd/cmd_alerts.c: the transition log */
+int cb_cmd_audit(int argc, char **argv);   /* cmd/cmd_alerts.c: the audit log */
+int cb_cmd_silence(int argc, char **argv); /* cmd/cmd_silence.c: add, list, expire */
+int cb_cmd_sensors(int argc, char **argv); /* cmd/cmd_sensors.c */
 int cb_cmd_sim(int argc, char **argv);     /* cmd/cmd_sim.c */
 int cb_cmd_config_example(int argc, char **argv); /* cmd/main.c */
 

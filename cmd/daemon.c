@@ -431,20 +431,50 @@ static void log_diags(const struct cb_diags *diags)
     cb_strbuf_free(&text);
 }
 
+/* The ways a reload is asked for: the word in its log line, and who the
+ * audit log names when no operator gave a name. */
+static const struct {
+    const char *via, *log, *who;
+} reload_ways[] = {
+    {CMD_RELOAD_API, "HTTP API", "(api)"},
+    {CMD_RELOAD_SIGHUP, "SIGHUP", "(sighup)"},
+    {CMD_RELOAD_FILE, "file changed", "(file watch)"},
+};
+
+/* Records a reload, taken or rejected, in the audit log. */
+static void audit_reload(struct cb_daemon *d, size_t way, const char *by, const char *note,
+                         int ok, size_t n)
+{
+    char details[128];
+    snprintf(details, sizeof details, "{\"via\":\"%s\",\"ok\":%s,\"%s\":%zu}",
+             reload_ways[way].via, ok ? "true" : "false", ok ? "rules" : "errors", n);
+    struct cb_audit_entry e = {CB_AUDIT_RULES_RELOAD, by && *by ? by : reload_ways[way].who, NULL,
+                               note && *note ? note : NULL, details};
+    cb_alerts_audit(d->alerts, &e);
+}
+
 /* Recompiles every rule path, validated as at start (cmd__validate_run: the
- * notify channels, no rules at all). Returns 0, or -1 with the diagnostics in
- * *diags (the caller frees them) when the new rules are refused: the running
- * rules then go on unchanged. ctx is the daemon (the API provider's door
- * back). */
-static int reload_rules_diags(void *ctx, const char *why, struct cb_diags *diags)
+ * notify channels, no rules at all), asked through `via` (CMD_RELOAD_*) by
+ * `by` with `note` (either may be NULL or ""), and records it in the audit
+ * log. Returns 0, or -1 with the diagnostics in *diags (the caller frees
+ * them) when the new rules are refused: the running rules then go on
+ * unchanged. ctx is the daemon (the API provider's door back). */
+static int reload_rules_diags(void *ctx, const char *via, const char *by, const char *note,
+                              struct cb_diags *diags)
 {
     struct cb_daemon *d = ctx;
+    size_t way = 0;
+    while (way + 1 < sizeof reload_ways / sizeof reload_ways[0] &&
+           strcmp(reload_ways[way].via, via))
+        way++;
+    const char *why = reload_ways[way].log;
     struct cb_ruleset *rs = NULL;
     if (cmd__validate_run(d->cfg, diags, &rs) != CMD_VALID) {
         cb_counter_add(d->m_reload_errors, 1);
         cb_error("rules", "reload (%s) rejected: %zu error(s); the running rules go on", why,
                  diags->errors);
         log_diags(diags);
+        audit_reload(d, way, by, note, 0, diags->errors);
         return -1;
     }
     int rc = cb_engine_swap(d->engine, rs);
@@ -455,14 +485,15 @@ static int reload_rules_diags(void *ctx, const char *why, struct cb_diags *diags
         cb_counter_add(d->m_reloads, 1);
         cb_info("rules", "reloaded (%s): %zu rule(s)", why, cb_ruleset_count(rs));
     }
+    audit_reload(d, way, by, note, rc == 0, rc ? 1 : cb_ruleset_count(rs));
     cb_ruleset_release(rs);
     return rc;
 }
 
-static void reload_rules(struct cb_daemon *d, const char *why)
+static void reload_rules(struct cb_daemon *d, const char *via)
 {
     struct cb_diags diags = {0};
-    reload_rules_diags(d, why, &diags);
+    reload_rules_diags(d, via, NULL, NULL, &diags);
     cb_diags_free(&diags);
 }
 
@@ -470,7 +501,7 @@ static void on_reload_timer(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     if (!d->stopping)
-        reload_rules(d, "file changed");
+        reload_rules(d, CMD_RELOAD_FILE);
 }
 
 static int is_rules_name(const char *name)
@@ -597,7 +628,7 @@ static void on_signal(uv_signal_t *s, int signum)
     struct cb_daemon *d = s->data;
     if (signum == SIGHUP) {
         if (!d->stopping)
-            reload_rules(d, "SIGHUP");
+            reload_rules(d, CMD_RELOAD_SIGHUP);
         return;
     }
     if (d->stopping) {

@@ -19,6 +19,10 @@ static const struct {
     {"query", cb_cmd_query, "read stored samples or buckets as JSON lines"},
     {"ack", cb_cmd_ack, "acknowledge an alert: ack ID --by NAME [--note TEXT]"},
     {"alerts", cb_cmd_alerts, "list alerts; --unacked-older-than D for shift handover"},
+    {"history", cb_cmd_history, "list alert transitions (firing, resolved...), newest first"},
+    {"silence", cb_cmd_silence, "silence add|list|expire: hold the notifications of alerts"},
+    {"audit", cb_cmd_audit, "list the audit log: who acknowledged, silenced, reloaded, when"},
+    {"sensors", cb_cmd_sensors, "list sensors: last sample, age, stale or fresh"},
     {"sim", cb_cmd_sim, "publish synthetic city telemetry (or write it as replay input)"},
     {"config-example", cb_cmd_config_example, "print the commented configuration with defaults"},
 };

@@ -10,8 +10,8 @@
 #include <string.h>
 
 /* The statements the writer runs; an op names one and carries its values. */
-enum { ST_INSTANCE, ST_TRANSITION, ST_SILENCE_ADD, ST_SILENCE_DEL, ST_OUTBOX_ADD,
-       ST_OUTBOX_ATTEMPT, ST_CAP_REF_PUT, ST_CAP_REF_DEL, ST_COUNT };
+enum { ST_INSTANCE, ST_TRANSITION, ST_SILENCE_ADD, ST_SILENCE_EXPIRE, ST_OUTBOX_ADD,
+       ST_OUTBOX_ATTEMPT, ST_CAP_REF_PUT, ST_CAP_REF_DEL, ST_AUDIT_ADD, ST_COUNT };
 
 static const char *const write_sql[ST_COUNT] = {
     "INSERT INTO alert_instances(id,rule,labels,state,severity,since,at,message,acked_by,"
@@ -27,12 +27,13 @@ static const char *const write_sql[ST_COUNT] = {
     " VALUES(?1,?2,?3,?4,?5,?6,?7)",
     "INSERT INTO silences(id,matchers,starts,ends,comment,created_by,created_at)"
     " VALUES(?1,?2,?3,?4,?5,?6,?7)",
-    "DELETE FROM silences WHERE id=?1",
+    "UPDATE silences SET starts=?2,ends=?3,expired_at=?4,expired_by=?5 WHERE id=?1",
     "INSERT INTO outbox(seq,channel,transition_seq,alert_id,content_type,body,attempts,"
     "next_attempt) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
     "UPDATE outbox SET attempts=?2,next_attempt=?3,delivered_at=?4,last_error=?5 WHERE seq=?1",
     "INSERT OR REPLACE INTO cap_refs(notification,ref) VALUES(?1,?2)",
     "DELETE FROM cap_refs WHERE notification=?1",
+    "INSERT INTO audit_log(seq,at,who,action,target,note,details) VALUES(?1,?2,?3,?4,?5,?6,?7)",
 };
 
 #define MAXV 17
@@ -68,7 +69,7 @@ struct cb_alert_store {
     int busy, stop;
     uint64_t errors;
     char last_error[256];
-    int64_t next_tseq, next_silence, next_outbox;
+    int64_t next_tseq, next_silence, next_outbox, next_audit;
 };
 
 /* The CLI's read-only connection: the same identity and schema-version checks
@@ -89,6 +90,19 @@ static int64_t max_key(sqlite3 *db, const char *sql)
         v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+/* The highest key ever given in an AUTOINCREMENT table: its largest row, or
+ * the sqlite_sequence entry when rows were deleted since (retention), so a
+ * key is never given twice. */
+static int64_t last_key(sqlite3 *db, const char *table, const char *column)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT coalesce(max(%s),0) FROM %s", column, table);
+    int64_t v = max_key(db, sql);
+    snprintf(sql, sizeof sql, "SELECT seq FROM sqlite_sequence WHERE name='%s'", table);
+    int64_t sq = max_key(db, sql);
+    return sq > v ? sq : v;
 }
 
 static void free_op(struct op *o)
@@ -189,18 +203,10 @@ struct cb_alert_store *cb_alert_store_open(const char *path, char *err, size_t e
     s->reader.db = cb_store_open_connection(path, err, errlen);
     if (!s->reader.db)
         goto fail;
-    s->next_tseq = max_key(s->wdb, "SELECT coalesce(max(seq),0) FROM alert_transitions");
-    int64_t sq = max_key(s->wdb, "SELECT seq FROM sqlite_sequence WHERE name='alert_transitions'");
-    if (sq > s->next_tseq)
-        s->next_tseq = sq;
-    s->next_silence = max_key(s->wdb, "SELECT coalesce(max(id),0) FROM silences");
-    sq = max_key(s->wdb, "SELECT seq FROM sqlite_sequence WHERE name='silences'");
-    if (sq > s->next_silence)
-        s->next_silence = sq;
-    s->next_outbox = max_key(s->wdb, "SELECT coalesce(max(seq),0) FROM outbox");
-    sq = max_key(s->wdb, "SELECT seq FROM sqlite_sequence WHERE name='outbox'");
-    if (sq > s->next_outbox)
-        s->next_outbox = sq;
+    s->next_tseq = last_key(s->wdb, "alert_transitions", "seq");
+    s->next_silence = last_key(s->wdb, "silences", "id");
+    s->next_outbox = last_key(s->wdb, "outbox", "seq");
+    s->next_audit = last_key(s->wdb, "audit_log", "seq");
 
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -266,6 +272,7 @@ void cb_alert_store_close(struct cb_alert_store *s)
 int64_t cb_alert_store_next_transition_seq(struct cb_alert_store *s) { return ++s->next_tseq; }
 int64_t cb_alert_store_next_silence_id(struct cb_alert_store *s) { return ++s->next_silence; }
 int64_t cb_alert_store_next_outbox_seq(struct cb_alert_store *s) { return ++s->next_outbox; }
+int64_t cb_alert_store_next_audit_seq(struct cb_alert_store *s) { return ++s->next_audit; }
 
 /* ---- building and queueing ops ---- */
 
@@ -376,13 +383,32 @@ int cb_alert_store_add_silence(struct cb_alert_store *s, const struct cb_silence
     return enqueue(s, o, bad);
 }
 
-int cb_alert_store_delete_silence(struct cb_alert_store *s, int64_t id)
+int cb_alert_store_expire_silence(struct cb_alert_store *s, const struct cb_silence_row *r)
 {
-    struct op *o = op_new(ST_SILENCE_DEL);
+    struct op *o = op_new(ST_SILENCE_EXPIRE);
     if (!o)
         return -1;
-    op_int(o, id);
-    return enqueue(s, o, 0);
+    op_int(o, r->id);
+    op_int(o, r->starts);
+    op_int(o, r->ends);
+    op_int0(o, r->expired_at);
+    int bad = op_text(o, r->expired_by);
+    return enqueue(s, o, bad);
+}
+
+int cb_alert_store_add_audit(struct cb_alert_store *s, const struct cb_audit_row *r)
+{
+    struct op *o = op_new(ST_AUDIT_ADD);
+    if (!o)
+        return -1;
+    op_int(o, r->seq);
+    op_int(o, r->at);
+    int bad = op_text(o, r->who);
+    bad |= op_text(o, r->action);
+    bad |= op_text(o, r->target);
+    bad |= op_text(o, r->note);
+    bad |= op_text(o, r->details);
+    return enqueue(s, o, bad);
 }
 
 int cb_alert_store_add_outbox(struct cb_alert_store *s, const struct cb_outbox_row *r)
@@ -614,21 +640,55 @@ static int sil_row(sqlite3_stmt *st, void *arg)
         .id = sqlite3_column_int64(st, 0), .matchers = col_text(st, 1),
         .starts = sqlite3_column_int64(st, 2), .ends = sqlite3_column_int64(st, 3),
         .comment = col_text(st, 4), .created_by = col_text(st, 5),
-        .created_at = sqlite3_column_int64(st, 6),
+        .created_at = sqlite3_column_int64(st, 6), .expired_at = sqlite3_column_int64(st, 7),
+        .expired_by = col_text(st, 8),
     };
     return c->fn(c->ctx, &s);
 }
 
-int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_row_fn fn,
+int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t after, cb_silence_row_fn fn,
                              void *ctx)
 {
     sqlite3_stmt *st = NULL;
-    if (prep(r, "SELECT id,matchers,starts,ends,comment,created_by,created_at FROM silences"
-                " WHERE ends>?1 ORDER BY id", &st))
+    if (prep(r, "SELECT id,matchers,starts,ends,comment,created_by,created_at,expired_at,"
+                "expired_by FROM silences WHERE ends>?1 ORDER BY id", &st))
         return -1;
-    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 1, after);
     struct sil_ctx c = {fn, ctx};
     return step_all(r, st, sil_row, &c);
+}
+
+struct audit_ctx {
+    cb_audit_row_fn fn;
+    void *ctx;
+};
+
+static int audit_row(sqlite3_stmt *st, void *arg)
+{
+    struct audit_ctx *c = arg;
+    struct cb_audit_row a = {
+        .seq = sqlite3_column_int64(st, 0), .at = sqlite3_column_int64(st, 1),
+        .who = col_text(st, 2), .action = col_text(st, 3), .target = col_text(st, 4),
+        .note = col_text(st, 5), .details = col_text(st, 6),
+    };
+    return c->fn(c->ctx, &a);
+}
+
+int cb_alert_reader_audit(struct cb_alert_reader *r, int64_t from, int64_t to,
+                          const char *action, size_t limit, cb_audit_row_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (prep(r, "SELECT seq,at,who,action,target,note,details FROM audit_log WHERE at>=?1 AND"
+                " at<?2 AND (?3 IS NULL OR action=?3) ORDER BY at DESC, seq DESC LIMIT ?4",
+             &st))
+        return -1;
+    sqlite3_bind_int64(st, 1, from);
+    sqlite3_bind_int64(st, 2, to);
+    if (action)
+        sqlite3_bind_text(st, 3, action, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, limit ? (int64_t)limit : 10000);
+    struct audit_ctx c = {fn, ctx};
+    return step_all(r, st, audit_row, &c);
 }
 
 struct ref_ctx {

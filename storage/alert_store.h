@@ -1,6 +1,7 @@
-/* The alert store: alert instances, their transition log, silences and the
- * notification outbox, in the tables of the main SQLite database
- * (alert_instances, alert_transitions, silences, outbox).
+/* The alert store: alert instances, their transition log, silences, the
+ * notification outbox and the audit log of operator actions, in the tables of
+ * the main SQLite database (alert_instances, alert_transitions, silences,
+ * outbox, cap_refs, audit_log).
  *
  * storage/ never logs, never exits: functions return codes and an error text.
  *
@@ -12,7 +13,8 @@
  * busy timeout) on the loop and stall ingestion exactly during an alert storm,
  * when thousands of transitions arrive within a second. Queued writes cost the
  * loop one malloc and a mutex; the writer batches a storm into a few commits.
- * Row keys the loop needs at once (transition seq, silence id, outbox seq) are
+ * Row keys the loop needs at once (transition seq, silence id, outbox seq,
+ * audit seq) are
  * allocated by the loop from counters read at open: this module is the only
  * writer of those tables, so explicit keys never collide.
  *
@@ -42,7 +44,7 @@ struct cb_alert_row {
     const char *ack_note;
     int64_t cooldown_until;
     int64_t updated;
-    /* restart state (schema step 5): 0 / NULL when none */
+    /* restart state (schema step 6): 0 / NULL when none */
     int64_t fired_at, clear_since;
     int stale;            /* bit 0: stale; bit 1: its last verdict was unknown */
     const char *rule_key;
@@ -65,6 +67,15 @@ struct cb_silence_row {
     int64_t starts, ends;
     const char *comment, *created_by;
     int64_t created_at;
+    int64_t expired_at;     /* ended by an operator at this time; 0: not */
+    const char *expired_by; /* who ended it; NULL: not ended by hand */
+};
+
+/* One audit log entry: an operator action. details is a JSON object text or
+ * NULL; target and note may be NULL. */
+struct cb_audit_row {
+    int64_t seq, at;
+    const char *who, *action, *target, *note, *details;
 };
 
 /* Opens the writer and the read connection on `path` (cb_store_open_connection:
@@ -84,6 +95,7 @@ uint64_t cb_alert_store_errors(struct cb_alert_store *s, char *err, size_t errle
 int64_t cb_alert_store_next_transition_seq(struct cb_alert_store *s);
 int64_t cb_alert_store_next_silence_id(struct cb_alert_store *s);
 int64_t cb_alert_store_next_outbox_seq(struct cb_alert_store *s);
+int64_t cb_alert_store_next_audit_seq(struct cb_alert_store *s);
 
 /* ---- queued writes (never block; -1 on OOM) ---- */
 int cb_alert_store_put_instance(struct cb_alert_store *s, const struct cb_alert_row *r);
@@ -91,7 +103,11 @@ int cb_alert_store_add_transition(struct cb_alert_store *s, int64_t seq, const c
                                   const char *rule, const char *state, const char *severity,
                                   int64_t at, const char *json);
 int cb_alert_store_add_silence(struct cb_alert_store *s, const struct cb_silence_row *r);
-int cb_alert_store_delete_silence(struct cb_alert_store *s, int64_t id);
+/* Records that an operator ended silence r->id: its starts, ends (the
+ * moment it ended), expired_at and expired_by are written. */
+int cb_alert_store_expire_silence(struct cb_alert_store *s, const struct cb_silence_row *r);
+/* Appends r to the audit log (r->seq from cb_alert_store_next_audit_seq). */
+int cb_alert_store_add_audit(struct cb_alert_store *s, const struct cb_audit_row *r);
 int cb_alert_store_add_outbox(struct cb_alert_store *s, const struct cb_outbox_row *r);
 /* Records a delivery attempt: delivered_at > 0 marks it delivered; otherwise
  * attempts, next_attempt and last_error are updated. */
@@ -139,9 +155,15 @@ int cb_alert_reader_transitions(struct cb_alert_reader *r, int64_t from, int64_t
                                 const char *rule, int newest_first, size_t limit,
                                 cb_alert_event_fn fn, void *ctx);
 typedef int (*cb_silence_row_fn)(void *ctx, const struct cb_silence_row *r);
-/* Visits silences whose end is after `now`, by id. */
-int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t now, cb_silence_row_fn fn,
+/* Visits silences whose end is after `after` (INT64_MIN: every stored one),
+ * by id. Returns 0 or -1. */
+int cb_alert_reader_silences(struct cb_alert_reader *r, int64_t after, cb_silence_row_fn fn,
                              void *ctx);
+typedef int (*cb_audit_row_fn)(void *ctx, const struct cb_audit_row *r);
+/* Visits audit entries with from <= at < to (action NULL: any), newest first,
+ * at most limit (0: 10000); fn returns non-zero to stop. Returns 0 or -1. */
+int cb_alert_reader_audit(struct cb_alert_reader *r, int64_t from, int64_t to,
+                          const char *action, size_t limit, cb_audit_row_fn fn, void *ctx);
 typedef int (*cb_cap_ref_fn)(void *ctx, const char *notification, const char *ref);
 /* Visits every stored CAP reference. */
 int cb_alert_reader_cap_refs(struct cb_alert_reader *r, cb_cap_ref_fn fn, void *ctx);

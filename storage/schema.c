@@ -111,12 +111,26 @@ static const char schema_v3[] =
 static const char schema_v4[] =
     "CREATE TABLE cap_refs(notification TEXT PRIMARY KEY, ref TEXT NOT NULL) WITHOUT ROWID;";
 
-/* Step 5: what a restart needs to give the same verdicts (rules.md, "Time
+/* Step 5: the audit log of operator actions (acknowledgements, silences
+ * created, expired or deleted, rule reloads...: alerts.h, cb_alerts_audit),
+ * kept with storage.retention.alerts; and who ended a silence by hand. A
+ * silence expired or deleted by an operator keeps its row, its `ends` moved
+ * to that moment, so the lists show it as expired instead of losing it. */
+static const char schema_v5[] =
+    "CREATE TABLE audit_log("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, who TEXT NOT NULL,"
+    "  action TEXT NOT NULL, target TEXT, note TEXT,"
+    "  details TEXT);" /* a JSON object, or NULL */
+    "CREATE INDEX audit_log_at ON audit_log(at);"
+    "ALTER TABLE silences ADD COLUMN expired_at INTEGER;"
+    "ALTER TABLE silences ADD COLUMN expired_by TEXT;";
+
+/* Step 6: what a restart needs to give the same verdicts (rules.md, "Time
  * and evaluation"): when a firing instance fired (`after ... unacked`), since
  * when its clear condition holds (`clear ... for`), whether it is stale, and
  * the identity of the rule that made it (state is kept only while the rule's
  * identity is unchanged). Resolved rows keep cooldown_until already. */
-static const char schema_v5[] =
+static const char schema_v6[] =
     "ALTER TABLE alert_instances ADD COLUMN fired_at INTEGER;"
     "ALTER TABLE alert_instances ADD COLUMN clear_since INTEGER;"
     "ALTER TABLE alert_instances ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;" /* 1 stale, 2 unknown */
@@ -124,7 +138,8 @@ static const char schema_v5[] =
 
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
-static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
+                                     schema_v6};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

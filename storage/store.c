@@ -332,7 +332,7 @@ struct tier_cursor {
 };
 
 enum { RT_RAW, RT_1M, RT_1H, RT_QUARANTINE, RT_TRANSITIONS, RT_INSTANCES, RT_SILENCES,
-       RT_OUTBOX, RT__COUNT };
+       RT_OUTBOX, RT_AUDIT, RT__COUNT };
 
 struct cb_store {
     pthread_mutex_t mu;
@@ -1068,6 +1068,9 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
             r = retain_rowid_table(s, "outbox", "delivered_at IS NOT NULL AND delivered_at < ?1",
                                    cut, c, &budget, deleted);
             break;
+        case RT_AUDIT:
+            r = retain_rowid_table(s, "audit_log", "at < ?1", cut, c, &budget, deleted);
+            break;
         }
         if (r != SQLITE_OK)
             break;
@@ -1554,6 +1557,7 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
     s->retention_ms[RT_INSTANCES] = cfg->storage_retention_alerts_ms;
     s->retention_ms[RT_SILENCES] = cfg->storage_retention_alerts_ms;
     s->retention_ms[RT_OUTBOX] = cfg->storage_retention_alerts_ms;
+    s->retention_ms[RT_AUDIT] = cfg->storage_retention_alerts_ms;
     s->retention_interval_ms = cfg->storage_retention_interval_ms;
     s->step_rows = cfg->storage_retention_step_rows;
     s->next_pass_ms = mono_ms() + s->retention_interval_ms;

@@ -98,8 +98,11 @@ static void test_schema_created(void)
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
                               "IN ('sensors','series','samples','rollup_1m','rollup_1h',"
                               "'quarantine','ingest_state','alert_instances',"
-                              "'alert_transitions','silences','outbox')"),
-                    11);
+                              "'alert_transitions','silences','outbox','audit_log')"),
+                    12);
+    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM pragma_table_info('silences') WHERE name IN "
+                              "('expired_at','expired_by')"),
+                    2);
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
                               "'alert_transitions_at'"),
                     1);
@@ -143,6 +146,7 @@ static void test_migration(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'audit_log'"), 1);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts = 1000 AND value = 2.5"), 1);
     teardown();
 }
@@ -619,6 +623,48 @@ static void test_retention_steps(void)
     teardown();
 }
 
+/* The audit log is kept with the alerts (storage.retention.alerts): older
+ * entries go, as do silences that ended before the cut; newer ones stay. */
+static void test_retention_audit_with_alerts(void)
+{
+    setup();
+    int64_t now = 1732400000000LL, hour = 3600 * 1000;
+    cfg.storage_retention_alerts_ms = 24 * hour;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    char err[256], sql[512];
+    sqlite3 *c = cb_store_open_connection(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (int i = 0; i < 48; i++) { /* one entry and one ended silence an hour, 2 days */
+        int64_t at = now - (int64_t)i * hour - 1;
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO audit_log(at, who, action, target) VALUES (%lld, 'li.wei', 'ack', "
+                 "'r/d=%d');"
+                 "INSERT INTO silences(matchers, starts, ends, created_at, expired_at, expired_by)"
+                 " VALUES ('[]', %lld, %lld, %lld, %lld, 'li.wei')",
+                 (long long)at, i, (long long)(at - hour), (long long)at, (long long)(at - hour),
+                 (long long)at);
+        CU_ASSERT_EQUAL(sqlite3_exec(c, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+    sqlite3_close(c);
+    uint64_t deleted = 0;
+    int more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    cb_store_close(s);
+    int64_t cut = now - 24 * hour;
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE at < %lld", (long long)cut);
+    CU_ASSERT_EQUAL(count_rows(sql), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM audit_log WHERE at >= %lld", (long long)cut);
+    CU_ASSERT_EQUAL(count_rows(sql), 24);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM silences WHERE ends >= %lld", (long long)cut);
+    CU_ASSERT_EQUAL(count_rows(sql), 24);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM silences"), 24);
+    teardown();
+}
+
 /* ---- queries --------------------------------------------------------------------- */
 
 struct bucket_list {
@@ -1053,6 +1099,9 @@ void cb_test_suite_storage(void)
                 test_rollups_after_crash);
     CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
                 test_retention_steps);
+    CU_add_test(s, "storage: the audit log and ended silences are kept for "
+                   "storage.retention.alerts, then deleted",
+                test_retention_audit_with_alerts);
     CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
     CU_add_test(s, "storage: sensors list their metrics and last values; scan is in ts order",
                 test_sensors_and_scan);

@@ -7,6 +7,7 @@
 const SEVERITIES = ['critical', 'major', 'warning', 'info'];
 const RANK = { critical: 4, major: 3, warning: 2, info: 1 };
 const TOKEN_KEY = 'citybrain.token';
+const OPERATOR_KEY = 'citybrain.operator';
 /* The four-colour warning grade (red I, orange II, yellow III, blue IV). */
 const GRADE_LEVEL = { red: 'I', orange: 'II', yellow: 'III', blue: 'IV' };
 const SEV_GRADE = { critical: 'red', major: 'orange', warning: 'yellow', info: 'blue' };
@@ -130,15 +131,28 @@ function token() {
   return t ? t.trim() : null;
 }
 
+// Who acknowledges: the API records it (and the audit log keeps it), so the
+// page asks once for the operator's name and keeps it in this browser.
+function operator() {
+  let n = localStorage.getItem(OPERATOR_KEY);
+  if (!n || !n.trim()) {
+    n = window.prompt('Your name, recorded with each acknowledgement:');
+    if (n && n.trim()) localStorage.setItem(OPERATOR_KEY, n.trim());
+  }
+  return n && n.trim() ? n.trim() : null;
+}
+
 async function acknowledge(a, button) {
   const t = token();
   if (!t) return;
+  const by = operator();
+  if (!by) return;
   button.disabled = true;
   try {
     const r = await fetch('/api/alerts/' + encodeURIComponent(a.id) + '/ack', {
       method: 'POST',
       headers: { 'Authorization': 'Bearer ' + t, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ by: 'dashboard' }),
+      body: JSON.stringify({ by }),
     });
     const body = await r.json().catch(() => ({}));
     if (r.status === 401 || r.status === 403) {

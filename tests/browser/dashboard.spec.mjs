@@ -6,8 +6,8 @@
 //   1. the page loads, with no request leaving loopback;
 //   2. one MQTT message (mosquitto_pub) makes an alert that appears on the
 //      page within a second, without a reload (Server-Sent Events);
-//   3. acknowledging it on the page (token typed once into the prompt)
-//      changes its state in the API;
+//   3. acknowledging it on the page (token and operator's name typed once
+//      into the prompts) changes its state in the API, by that name;
 //   4. a screenshot is saved.
 // Exits 0 when every step passed, 1 otherwise, with one line per step.
 import { chromium } from 'playwright-core';
@@ -56,9 +56,11 @@ try {
   const errors = [];
   page.on('pageerror', e => errors.push(String(e)));
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
-  // The acknowledge button asks for the token once.
+  // The acknowledge button asks for the token once, and for the operator's
+  // name once (the API records who acknowledges).
   let prompts = 0;
-  page.on('dialog', d => { prompts++; d.accept(token); });
+  const operator = 'duty officer';
+  page.on('dialog', d => { prompts++; d.accept(/token/i.test(d.message()) ? token : operator); });
 
   // 1. the page loads and the live stream opens
   const resp = await page.goto(url, { waitUntil: 'load', timeout: 15000 });
@@ -88,7 +90,10 @@ try {
   const after = await api('/api/alerts?rule=flood_now');
   const a1 = after.body && after.body.alerts && after.body.alerts[0];
   check(a1 && a1.acknowledged === true, 'acknowledged on the page → acknowledged in the API');
-  check(prompts === 1, 'the token was asked once');
+  check(a1 && a1.acked_by === operator, 'the API records who acknowledged: the name given');
+  check(prompts === 2, 'the token and the name were asked once each');
+  check(await page.evaluate(() => localStorage.getItem('citybrain.operator')) === operator,
+    "the operator's name is kept in localStorage");
   check(await page.evaluate(() => localStorage.getItem('citybrain.token')) === token,
     'the token is kept in localStorage');
 

@@ -120,6 +120,8 @@ static int tprov_silences_list(void *ctx, struct cb_strbuf *out)
     return 200;
 }
 
+/* Echoes what api/ made of the body: the matchers (op null when not
+ * given), the times and the two names. */
 static int tprov_silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out)
 {
     struct tprov *t = ctx;
@@ -127,28 +129,45 @@ static int tprov_silence_add(void *ctx, const struct cb_api_silence *s, struct c
         cb_strbuf_puts(out, "too many silences");
         return 409;
     }
-    snprintf(t->silences[t->nsilences], 64, "s%d", ++t->next_silence);
-    cb_strbuf_printf(out, "{\"id\":\"%s\",\"matchers\":{", t->silences[t->nsilences]);
+    snprintf(t->silences[t->nsilences], 64, "%d", ++t->next_silence);
+    cb_strbuf_printf(out, "{\"id\":%s,\"matchers\":[", t->silences[t->nsilences]);
     for (size_t i = 0; i < s->nmatchers; i++) {
-        if (i)
-            cb_strbuf_putc(out, ',');
-        cb_strbuf_json_string(out, s->names[i], strlen(s->names[i]));
-        cb_strbuf_putc(out, ':');
-        cb_strbuf_json_string(out, s->values[i], strlen(s->values[i]));
+        const struct cb_api_matcher *m = &s->matchers[i];
+        cb_strbuf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+        cb_strbuf_json_string(out, m->name, strlen(m->name));
+        cb_strbuf_puts(out, ",\"op\":");
+        if (m->op)
+            cb_strbuf_json_string(out, m->op, strlen(m->op));
+        else
+            cb_strbuf_puts(out, "null");
+        cb_strbuf_puts(out, ",\"value\":");
+        cb_strbuf_json_string(out, m->value, strlen(m->value));
+        cb_strbuf_putc(out, '}');
     }
-    cb_strbuf_printf(out, "},\"expires\":%lld}", (long long)s->expires_ms);
+    cb_strbuf_printf(out, "],\"starts\":%lld,\"ends\":%lld,\"comment\":",
+                     (long long)s->starts_ms, (long long)s->ends_ms);
+    cb_strbuf_json_string(out, s->comment, strlen(s->comment));
+    cb_strbuf_puts(out, ",\"created_by\":");
+    cb_strbuf_json_string(out, s->created_by, strlen(s->created_by));
+    cb_strbuf_putc(out, '}');
     t->nsilences++;
     return 201;
 }
 
-static int tprov_silence_delete(void *ctx, const char *id, struct cb_strbuf *out)
+/* Ends (forgets) a silence; echoes who, why and how. */
+static int tprov_silence_end(void *ctx, const char *id, const char *by, const char *comment,
+                             int deleted, struct cb_strbuf *out)
 {
     struct tprov *t = ctx;
     for (int i = 0; i < t->nsilences; i++)
         if (!strcmp(t->silences[i], id)) {
             memmove(t->silences[i], t->silences[i + 1], (size_t)(t->nsilences - i - 1) * 64);
             t->nsilences--;
-            cb_strbuf_printf(out, "{\"deleted\":\"%s\"}", id);
+            cb_strbuf_printf(out, "{\"id\":%s,\"expired_by\":", id);
+            cb_strbuf_json_string(out, by, strlen(by));
+            cb_strbuf_puts(out, ",\"comment\":");
+            cb_strbuf_json_string(out, comment, strlen(comment));
+            cb_strbuf_printf(out, ",\"deleted\":%s}", deleted ? "true" : "false");
             return 200;
         }
     cb_strbuf_printf(out, "no silence '%s'", id);
@@ -162,14 +181,19 @@ static int tprov_rules_list(void *ctx, struct cb_strbuf *out)
     return 200;
 }
 
-static int tprov_rules_reload(void *ctx, struct cb_strbuf *out)
+static int tprov_rules_reload(void *ctx, const char *by, const char *note,
+                              struct cb_strbuf *out)
 {
     struct tprov *t = ctx;
     if (t->reload_fails) {
         cb_strbuf_puts(out, "{\"ok\":false,\"diagnostics\":[\"x.rules:1:1: error: boom\"]}");
         return 422;
     }
-    cb_strbuf_puts(out, "{\"ok\":true,\"rules\":2}");
+    cb_strbuf_puts(out, "{\"ok\":true,\"rules\":2,\"by\":");
+    cb_strbuf_json_string(out, by, strlen(by));
+    cb_strbuf_puts(out, ",\"note\":");
+    cb_strbuf_json_string(out, note, strlen(note));
+    cb_strbuf_putc(out, '}');
     return 200;
 }
 
@@ -305,6 +329,22 @@ static int tprov_events_since(void *ctx, void *reader, uint64_t after, size_t li
     return 0;
 }
 
+/* Echoes the query api/ made of GET /api/audit, read on the pool. */
+static int tprov_audit(void *ctx, void *reader, const struct cb_api_audit_query *q,
+                       struct cb_strbuf *out)
+{
+    (void)reader;
+    note_pool_call(ctx);
+    cb_strbuf_printf(out, "{\"from\":%lld,\"to\":%lld,\"limit\":%zu,\"action\":",
+                     (long long)q->from_ms, (long long)q->to_ms, q->limit);
+    if (q->action)
+        cb_strbuf_json_string(out, q->action, strlen(q->action));
+    else
+        cb_strbuf_puts(out, "null");
+    cb_strbuf_puts(out, ",\"entries\":[]}");
+    return 200;
+}
+
 /* The resolved alert of the fixture, read on the pool as the store would be. */
 static int tprov_alerts_resolved(void *ctx, void *reader, const struct cb_api_alert_filter *f,
                                  struct cb_strbuf *out)
@@ -320,7 +360,7 @@ static const struct cb_api_provider tprov_template = {
     .ack = tprov_ack,
     .silences_list = tprov_silences_list,
     .silence_add = tprov_silence_add,
-    .silence_delete = tprov_silence_delete,
+    .silence_end = tprov_silence_end,
     .rules_list = tprov_rules_list,
     .rules_reload = tprov_rules_reload,
     .metrics = tprov_metrics,
@@ -331,6 +371,7 @@ static const struct cb_api_provider tprov_template = {
     .history = tprov_history,
     .alerts_resolved = tprov_alerts_resolved,
     .events_since = tprov_events_since,
+    .audit = tprov_audit,
 };
 
 /* ---- the server under test: a uv loop in a thread ------------------------------ */
@@ -757,6 +798,23 @@ static void client_reads(struct server *s)
     cJSON_Delete(j);
     resp_free(&r);
 
+    /* the audit log: read on the pool, the last 24 hours by default */
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/audit", NULL, NULL, &r), 200);
+    j = cJSON_Parse(r.body.data);
+    int64_t to = (int64_t)cJSON_GetObjectItem(j, "to")->valuedouble;
+    CU_ASSERT(to > cb_wall_ms() - 60000 && to <= cb_wall_ms() + 1);
+    CU_ASSERT_EQUAL((int64_t)cJSON_GetObjectItem(j, "from")->valuedouble, to - 86400000);
+    CU_ASSERT_EQUAL(cJSON_GetObjectItem(j, "limit")->valueint, 1000);
+    CU_ASSERT(cJSON_IsNull(cJSON_GetObjectItem(j, "action")));
+    cJSON_Delete(j);
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/audit?from=5&to=9&action=silence_create&limit=3", NULL,
+                         NULL, &r),
+                    200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "{\"from\":5,\"to\":9,\"limit\":3,"
+                                               "\"action\":\"silence_create\""));
+    resp_free(&r);
+
     CU_ASSERT_EQUAL(http(s, "GET", "/api/rules", NULL, NULL, &r), 200);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "river_flood"));
     resp_free(&r);
@@ -796,6 +854,10 @@ static void client_bad_parameters(struct server *s)
         {"/api/series?topic=%zz&metric=m", "percent"},
         {"/api/alerts/history?limit=0", "limit"},
         {"/api/alerts/history?from=abc", "from"},
+        {"/api/audit?limit=0", "limit"},
+        {"/api/audit?to=abc", "to"},
+        {"/api/audit?action=Ack!", "action"},
+        {"/api/audit?actoin=ack", "unknown parameter 'actoin'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct resp r;
@@ -847,11 +909,13 @@ static void client_writes_need_tokens(struct server *s)
     CU_ASSERT_EQUAL(http(s, "POST", ack, RW_TOKEN, "{\"by\":\"ops\"}", &r), 200);
     resp_free(&r);
     /* the raw, unencoded id works too */
-    CU_ASSERT_EQUAL(http(s, "POST", "/api/alerts/air_pm25/district=d01/ack", RW_TOKEN, NULL, &r),
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/alerts/air_pm25/district=d01/ack", RW_TOKEN,
+                         "{\"by\":\"ops\"}", &r),
                     200);
     resp_free(&r);
     CU_ASSERT_EQUAL(s->prov.alerts[1].acked, 1);
-    CU_ASSERT_EQUAL(http(s, "POST", "/api/alerts/nope/ack", RW_TOKEN, "{}", &r), 404);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/alerts/nope/ack", RW_TOKEN, "{\"by\":\"ops\"}", &r),
+                    404);
     CU_ASSERT(is_json_error(&r, "nope"));
     resp_free(&r);
     CU_ASSERT_EQUAL(http(s, "POST", ack, RW_TOKEN, "{not json", &r), 400);
@@ -860,44 +924,131 @@ static void client_writes_need_tokens(struct server *s)
     CU_ASSERT_EQUAL(http(s, "POST", ack, RW_TOKEN, "{\"by\":42}", &r), 400);
     CU_ASSERT(is_json_error(&r, "by"));
     resp_free(&r);
+    /* who acknowledges is required */
+    static const char *const no_by[] = {NULL, "{}", "{\"by\":\"\"}", "{\"by\":\"  \"}",
+                                        "{\"note\":\"on it\"}"};
+    for (size_t i = 0; i < sizeof no_by / sizeof no_by[0]; i++) {
+        CU_ASSERT_EQUAL(http(s, "POST", "/api/alerts/nope/ack", RW_TOKEN, no_by[i], &r), 400);
+        CU_ASSERT(is_json_error(&r, "'by' is required: who acknowledges"));
+        resp_free(&r);
+    }
+    CU_ASSERT_EQUAL(http(s, "POST", ack, RW_TOKEN, "{\"by\":\"ops\",\"nte\":\"x\"}", &r), 400);
+    CU_ASSERT(is_json_error(&r, "unknown member 'nte'"));
+    resp_free(&r);
 
-    /* silences */
+    /* silences: the body of docs/alerts.md, and nothing else */
     CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", NULL, "{}", &r), 401);
     resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN, "{\"duration\":\"2h\"}", &r), 400);
-    CU_ASSERT(is_json_error(&r, "matchers"));
-    resp_free(&r);
     CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN,
-                         "{\"matchers\":{\"district\":\"d07\"},\"duration\":\"2h\",\"expires\":1}",
-                         &r),
-                    400);
-    CU_ASSERT(is_json_error(&r, "exactly one"));
-    resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN,
-                         "{\"matchers\":{\"district\":\"d07\"},\"expires\":1000}", &r),
-                    400);
-    CU_ASSERT(is_json_error(&r, "future"));
-    resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN,
-                         "{\"matchers\":{\"district\":\"d07\",\"rule\":\"river_flood\"},"
-                         "\"duration\":\"2h\",\"by\":\"ops\",\"comment\":\"works\"}",
+                         "{\"matchers\":[{\"name\":\"district\",\"value\":\"d07\"},"
+                         "{\"name\":\"rule\",\"op\":\"=~\",\"value\":\"river_.*\"}],"
+                         "\"starts\":1732400000000,\"ends\":1732403600000,"
+                         "\"comment\":\"pump works\",\"created_by\":\"li.wei\"}",
                          &r),
                     201);
-    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"district\":\"d07\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data,
+                                  "\"matchers\":[{\"name\":\"district\",\"op\":null,"
+                                  "\"value\":\"d07\"},{\"name\":\"rule\",\"op\":\"=~\","
+                                  "\"value\":\"river_.*\"}],\"starts\":1732400000000,"
+                                  "\"ends\":1732403600000,\"comment\":\"pump works\","
+                                  "\"created_by\":\"li.wei\""));
     resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN,
+                         "{\"matchers\":[{\"name\":\"sensor\",\"op\":\"!~\",\"value\":\"s1.*\"}],"
+                         "\"ends\":1732403600000,\"comment\":\"c\",\"created_by\":\"b\"}",
+                         &r),
+                    201);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"starts\":0,")); /* not given */
+    resp_free(&r);
+    static const struct {
+        const char *body, *needle;
+    } bad[] = {
+        /* the body this API took before, documented nowhere */
+        {"{\"matchers\":{\"district\":\"d07\"},\"duration\":\"2h\",\"by\":\"ops\"}",
+         "unknown member 'duration' in a silence (it takes matchers, starts, ends, comment and "
+         "created_by)"},
+        {"{\"matchers\":{\"district\":\"d07\"},\"ends\":1,\"comment\":\"c\",\"created_by\":\"b\"}",
+         "'matchers' must be a non-empty array"},
+        {"{\"matchers\":[],\"ends\":1,\"comment\":\"c\",\"created_by\":\"b\"}",
+         "'matchers' must be a non-empty array"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\",\"regex\":true}],\"ends\":1,"
+         "\"comment\":\"c\",\"created_by\":\"b\"}",
+         "unknown member 'regex' in matcher 1 (it takes name, value and op)"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"},\"x\"],\"ends\":1,"
+         "\"comment\":\"c\",\"created_by\":\"b\"}",
+         "matcher 2 must be an object"},
+        {"{\"matchers\":[{\"value\":\"b\"}],\"ends\":1,\"comment\":\"c\",\"created_by\":\"b\"}",
+         "matcher 1: \"name\""},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\",\"op\":1}],\"ends\":1,"
+         "\"comment\":\"c\",\"created_by\":\"b\"}",
+         "matcher 1: \"op\""},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"}],\"comment\":\"c\",\"created_by\":\"b\"}",
+         "'ends' is required"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"}],\"ends\":\"2h\",\"comment\":\"c\","
+         "\"created_by\":\"b\"}",
+         "'ends' must be a time in milliseconds"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"}],\"starts\":1.5,\"ends\":9,"
+         "\"comment\":\"c\",\"created_by\":\"b\"}",
+         "'starts' must be a time in milliseconds"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"}],\"ends\":9,\"created_by\":\"b\"}",
+         "'comment' is required"},
+        {"{\"matchers\":[{\"name\":\"a\",\"value\":\"b\"}],\"ends\":9,\"comment\":\"c\","
+         "\"created_by\":\" \"}",
+         "'created_by' is required"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN, bad[i].body, &r), 400);
+        if (!is_json_error(&r, bad[i].needle))
+            fprintf(stderr, "\nsilence %zu: %s\n", i, r.body.data);
+        CU_ASSERT(is_json_error(&r, bad[i].needle));
+        resp_free(&r);
+    }
     CU_ASSERT_EQUAL(http(s, "GET", "/api/silences", NULL, NULL, &r), 200);
-    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"s1\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"1\""));
     resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/s1", RO_TOKEN, NULL, &r), 403);
+    /* ended by hand: POST .../expire with a body, DELETE with ?by= */
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences/1/expire", RO_TOKEN, "{\"by\":\"ops\"}", &r),
+                    403);
     resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/s1", RW_TOKEN, NULL, &r), 200);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences/1/expire", RW_TOKEN, "{}", &r), 400);
+    CU_ASSERT(is_json_error(&r, "'by' is required: who expires the silence"));
     resp_free(&r);
-    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/s1", RW_TOKEN, NULL, &r), 404);
-    CU_ASSERT(is_json_error(&r, "s1"));
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/silences/1/expire", RW_TOKEN,
+                         "{\"by\":\"ops\",\"comment\":\"pump fixed\"}", &r),
+                    200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"expired_by\":\"ops\",\"comment\":\"pump "
+                                               "fixed\",\"deleted\":false"));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/2", RO_TOKEN, NULL, &r), 403);
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/2", RW_TOKEN, NULL, &r), 400);
+    CU_ASSERT(is_json_error(&r, "'by' is required: who deletes the silence"));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/2?by=ops&comment=no+longer+needed", RW_TOKEN,
+                         NULL, &r),
+                    200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"comment\":\"no longer needed\","
+                                               "\"deleted\":true"));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "DELETE", "/api/silences/2?by=ops", RW_TOKEN, NULL, &r), 404);
+    CU_ASSERT(is_json_error(&r, "'2'"));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/silences/1/expire", NULL, NULL, &r), 405);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.headers.data, "allow: POST"));
     resp_free(&r);
 
-    /* reload: diagnostics come back as the body, not as an error */
+    /* reload: who asked, and why, reach the provider; diagnostics come back
+     * as the body, not as an error */
     CU_ASSERT_EQUAL(http(s, "POST", "/api/rules/reload", RW_TOKEN, NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"by\":\"\",\"note\":\"\""));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/rules/reload", RW_TOKEN,
+                         "{\"by\":\"li.wei\",\"note\":\"new gauges\"}", &r),
+                    200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"by\":\"li.wei\",\"note\":\"new gauges\""));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/rules/reload", RW_TOKEN, "{\"who\":\"x\"}", &r), 400);
+    CU_ASSERT(is_json_error(&r, "unknown member 'who'"));
     resp_free(&r);
     s->prov.reload_fails = 1;
     CU_ASSERT_EQUAL(http(s, "POST", "/api/rules/reload", RW_TOKEN, NULL, &r), 422);

@@ -183,6 +183,18 @@ int cbd_wait_state(struct cb_h_sub *s, const char *state, const char *rule, size
     return cb_h_wait_until(state_reached, &w, timeout_ms);
 }
 
+int cbd_cli(const char *const *args, const char *const *env, const char **out,
+            const char **err)
+{
+    struct cb_h_proc *p = cb_h_citybrain(args, env);
+    int rc = p ? cb_h_proc_wait(p, CBD_TIMEOUT_MS) : -1;
+    if (out)
+        *out = p ? cb_h_proc_stdout(p) : "";
+    if (err)
+        *err = p ? cb_h_proc_stderr(p) : "";
+    return rc;
+}
+
 int cbd_stop(struct cb_h_proc *p)
 {
     if (cb_h_proc_signal(p, SIGTERM) != 0)

@@ -83,6 +83,14 @@ void cbd_rig_init(struct cbd_rig *r, const char *client_id, const char *token,
 /* cbd_start with the rig's arguments. */
 struct cb_h_proc *cbd_rig_start(struct cbd_rig *r);
 
+/* Runs a command of citybrain to its end (args after the program name,
+ * NULL-terminated; env may be NULL): an operator at the terminal. Returns its
+ * exit status (-1 when it did not end within CBD_TIMEOUT_MS), with its
+ * stdout in *out and its stderr in *err when those are not NULL
+ * (harness-owned). */
+int cbd_cli(const char *const *args, const char *const *env, const char **out,
+            const char **err);
+
 /* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
 int cbd_stop(struct cb_h_proc *p);
 

@@ -588,6 +588,12 @@ const char *cb_h_proc_stderr(struct cb_h_proc *p)
 
 const char *cb_h_proc_stderr_path(const struct cb_h_proc *p) { return p->stderr_path; }
 
+const char *cb_h_proc_stdout(struct cb_h_proc *p)
+{
+    const char *s = cb_h_read_file(p->stdout_path, NULL);
+    return s ? s : "";
+}
+
 /* ---- broker ----------------------------------------------------------------- */
 
 static int broker_spawn(struct cb_h_broker *b)

@@ -86,6 +86,8 @@ void cb_h_proc_kill(struct cb_h_proc *p);
 /* The stderr file's current content (harness-owned), "" when empty. */
 const char *cb_h_proc_stderr(struct cb_h_proc *p);
 const char *cb_h_proc_stderr_path(const struct cb_h_proc *p);
+/* The stdout file's current content (harness-owned), "" when empty. */
+const char *cb_h_proc_stdout(struct cb_h_proc *p);
 
 /* ---- broker ----------------------------------------------------------------- */
 
