@@ -704,17 +704,20 @@ void cb_alerts_transition_cb(void *ctx, const struct cb_transition *t)
     cb_alerts_on_transition(ctx, t);
 }
 
-/* An acknowledgement is an operator action: recorded in the audit log with
- * the instance's rule and severity at that moment. */
-static void audit_ack(struct cb_alerts *a, const struct cb_transition *t)
+/* An acknowledgement, or a stale instance closed by hand, is an operator
+ * action: recorded in the audit log with the instance's rule and severity at
+ * that moment. */
+static void audit_operator(struct cb_alerts *a, const struct cb_transition *t)
 {
+    int close = t->state == CB_ALERT_RESOLVED;
+    const char *by = close ? t->closed_by : t->acked_by;
     struct cb_strbuf d;
     cb_strbuf_init(&d);
     cb_strbuf_puts(&d, "{\"rule\":");
     cb_strbuf_json_string(&d, t->rule, strlen(t->rule));
     cb_strbuf_printf(&d, ",\"severity\":\"%s\"}", sev_name(t->severity));
-    struct cb_audit_entry e = {CB_AUDIT_ACK, t->acked_by && *t->acked_by ? t->acked_by : "?",
-                               t->id, t->ack_note, d.oom ? NULL : d.data};
+    struct cb_audit_entry e = {close ? CB_AUDIT_CLOSE : CB_AUDIT_ACK, by && *by ? by : "?", t->id,
+                               close ? t->close_note : t->ack_note, d.oom ? NULL : d.data};
     cb_alerts_audit(a, &e);
     cb_strbuf_free(&d);
 }
@@ -739,9 +742,13 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         set_str(&in->acked_by, t->acked_by ? t->acked_by : "");
         set_str(&in->ack_note, t->ack_note);
         in->acked_at = t->at;
-        audit_ack(a, t);
+        audit_operator(a, t);
         break;
-    case CB_ALERT_RESOLVED: row_state = "resolved"; break;
+    case CB_ALERT_RESOLVED:
+        row_state = "resolved";
+        if (t->closed_by)
+            audit_operator(a, t);
+        break;
     case CB_ALERT_INACTIVE: row_state = "inactive"; break;
     default: break;
     }

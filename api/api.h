@@ -122,6 +122,12 @@ struct cb_api_provider {
      * given. Idempotent: 200 with the alert's JSON both times; 404 unknown
      * id; 409 when the alert is not firing. */
     int (*ack)(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out);
+    /* Closes stale alert `id` by hand by `by` with `note` (neither blank:
+     * api/ answers 400 without them): 200 with the resolution's JSON; 404
+     * unknown id; 409 when the alert is not firing, or firing but not stale
+     * (it resolves on evidence). */
+    int (*close)(void *ctx, const char *id, const char *by, const char *note,
+                 struct cb_strbuf *out);
     /* {"silences":[{id, state, matchers, starts, ends, comment, created_by...}]} */
     int (*silences_list)(void *ctx, struct cb_strbuf *out);
     /* 201 with the silence's JSON (including its id); 400 with a message

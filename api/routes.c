@@ -679,7 +679,10 @@ static int body_ms(cJSON *obj, const char *name, int64_t *out, char *err, size_t
     return 0;
 }
 
-static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen)
+/* POST /api/alerts/{id}/ack and /close: body {"by", "note"}; `close` needs
+ * the note too (why an alert without evidence is ended by hand). */
+static void post_alert_action(struct cb_api *api, h2o_req_t *req, const char *idp, size_t idlen,
+                              int close)
 {
     static const char *const members[] = {"by", "note", NULL};
     char err[200];
@@ -691,9 +694,14 @@ static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t
     cJSON *body = body_object(api, req, 1);
     if (!body)
         return;
-    const char *e = check_members(body, members, "an acknowledgement", err, sizeof err);
-    const char *by = e ? NULL : req_string(body, "by", 200, "who acknowledges", err, sizeof err);
-    const char *note = by ? opt_string(body, "note", 2000, err, sizeof err) : NULL;
+    const char *e = check_members(body, members, close ? "a close" : "an acknowledgement", err,
+                                  sizeof err);
+    const char *by = e ? NULL
+                       : req_string(body, "by", 200, close ? "who closes it" : "who acknowledges",
+                                    err, sizeof err);
+    const char *note = !by     ? NULL
+                       : close ? req_string(body, "note", 2000, "why it is closed", err, sizeof err)
+                               : opt_string(body, "note", 2000, err, sizeof err);
     if (!by || !note) {
         api__error(api, req, 400, err);
         cJSON_Delete(body);
@@ -701,7 +709,7 @@ static void post_ack(struct cb_api *api, h2o_req_t *req, const char *idp, size_t
     }
     struct cb_strbuf out;
     cb_strbuf_init(&out);
-    int st = api->prov.ack(api->prov.ctx, id, by, note, &out);
+    int st = (close ? api->prov.close : api->prov.ack)(api->prov.ctx, id, by, note, &out);
     api__answer(api, req, st, &out);
     cb_strbuf_free(&out);
     cJSON_Delete(body);
@@ -1066,14 +1074,19 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             }
             return 0;
         }
-        static const char al[] = "/api/alerts/", ack[] = "/ack";
-        if (plen > sizeof al - 1 + sizeof ack - 1 && memcmp(path, al, sizeof al - 1) == 0 &&
-            memcmp(path + plen - (sizeof ack - 1), ack, sizeof ack - 1) == 0) {
+        static const char al[] = "/api/alerts/", ack[] = "/ack", cls[] = "/close";
+        int is_ack = plen > sizeof al - 1 + sizeof ack - 1 &&
+                     memcmp(path + plen - (sizeof ack - 1), ack, sizeof ack - 1) == 0;
+        int is_close = plen > sizeof al - 1 + sizeof cls - 1 &&
+                       memcmp(path + plen - (sizeof cls - 1), cls, sizeof cls - 1) == 0;
+        if ((is_ack || is_close) && memcmp(path, al, sizeof al - 1) == 0) {
+            size_t tail = is_ack ? sizeof ack - 1 : sizeof cls - 1;
             if (m == M_POST) {
                 if (authorise_write(api, req) == 0)
-                    p->ack ? post_ack(api, req, path + sizeof al - 1,
-                                      plen - (sizeof al - 1) - (sizeof ack - 1))
-                           : (void)unavailable(api, req);
+                    (is_ack ? p->ack : p->close)
+                        ? post_alert_action(api, req, path + sizeof al - 1,
+                                            plen - (sizeof al - 1) - tail, is_close)
+                        : (void)unavailable(api, req);
             } else {
                 m == M_OPTIONS ? preflight(api, req, "POST") : not_allowed(api, req, "POST");
             }

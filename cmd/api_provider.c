@@ -180,6 +180,31 @@ static int ack(void *ctx, const char *id, const char *by, const char *note, stru
     return 200;
 }
 
+static int close_by_hand(void *ctx, const char *id, const char *by, const char *note,
+                         struct cb_strbuf *out)
+{
+    struct cmd_api_sources *d = ctx;
+    struct find_ctx f = {id, 0};
+    cb_engine_foreach_instance(d->engine, find_one, &f);
+    int rc = f.found ? cb_engine_close(d->engine, id, by, note) : -1;
+    if (rc < 0) {
+        cb_strbuf_printf(out, f.found == 1 ? "alert '%s' is pending, not firing" : "no alert '%s'",
+                         id);
+        return f.found ? 409 : 404;
+    }
+    if (rc > 0) {
+        cb_strbuf_printf(out, "alert '%s' is not stale: it resolves on evidence (acknowledge or "
+                              "silence it instead)", id);
+        return 409;
+    }
+    cb_strbuf_printf(out, "{\"id\":");
+    cb_strbuf_json_string(out, id, strlen(id));
+    cb_strbuf_puts(out, ",\"state\":\"resolved\",\"reason\":\"closed by hand\",\"by\":");
+    cb_strbuf_json_string(out, by, strlen(by));
+    cb_strbuf_putc(out, '}');
+    return 200;
+}
+
 static int silences_list(void *ctx, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
@@ -547,6 +572,7 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->alerts = alerts;
     p->alerts_version = alerts_version;
     p->ack = ack;
+    p->close = close_by_hand;
     p->silences_list = silences_list;
     p->silence_add = silence_add;
     p->silence_end = silence_end;

@@ -3,6 +3,7 @@
  *   citybrain ack ID --by NAME        through the running daemon's HTTP API, so
  *                                     the engine's state machine and the audit
  *                                     log record it;
+ *   citybrain close ID --by --note    likewise: a stale alert closed by hand;
  *   citybrain alerts                  stored instances, the shift handover;
  *   citybrain history                 the transition log, newest first;
  *   citybrain audit                   the audit log of operator actions. */
@@ -20,41 +21,79 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void ack_usage(FILE *out)
+/* The two operator actions on one alert, through the running daemon. */
+struct alert_action {
+    const char *cmd;   /* "ack", "close": the command and the path's last segment */
+    const char *usage; /* its help text */
+    const char *who;   /* what --by names, for the error without it */
+    int need_note;     /* 1: --note is required too */
+};
+
+static const struct alert_action ack_action = {
+    "ack",
+    "usage: citybrain ack ID --by NAME [--note TEXT] [--api URL]\n\n"
+    "Acknowledges a firing alert through the running daemon's HTTP API\n"
+    "(POST /api/alerts/ID/ack); the audit log records it. Idempotent.\n\n"
+    "  --by NAME     who acknowledges (required)\n"
+    "  --note TEXT   a note kept with the acknowledgement\n"
+    "  --api URL     the daemon's API (default " CMD_DEFAULT_API ")\n\n"
+    "environment: CITYBRAIN_API_TOKEN (read-write bearer token, required)\n",
+    "who acknowledges",
+    0,
+};
+
+static const struct alert_action close_action = {
+    "close",
+    "usage: citybrain close ID --by NAME --note TEXT [--api URL]\n\n"
+    "Closes a stale firing alert by hand through the running daemon's HTTP API\n"
+    "(POST /api/alerts/ID/close): one with no evidence either way, whose\n"
+    "sensors are silent or whose condition is unknown (docs/rules.md,\n"
+    "\"Missing data\"). It resolves with the reason \"closed by hand\", and the\n"
+    "audit log records who and why. An alert that is not stale is refused\n"
+    "(409): it resolves on evidence.\n\n"
+    "  --by NAME     who closes it (required)\n"
+    "  --note TEXT   why (required)\n"
+    "  --api URL     the daemon's API (default " CMD_DEFAULT_API ")\n\n"
+    "environment: CITYBRAIN_API_TOKEN (read-write bearer token, required)\n",
+    "who closes it",
+    1,
+};
+
+static int blank(const char *s)
 {
-    fprintf(out, "usage: citybrain ack ID --by NAME [--note TEXT] [--api URL]\n\n"
-                 "Acknowledges a firing alert through the running daemon's HTTP API\n"
-                 "(POST /api/alerts/ID/ack); the audit log records it. Idempotent.\n\n"
-                 "  --by NAME     who acknowledges (required)\n"
-                 "  --note TEXT   a note kept with the acknowledgement\n"
-                 "  --api URL     the daemon's API (default " CMD_DEFAULT_API ")\n\n"
-                 "environment: CITYBRAIN_API_TOKEN (read-write bearer token, required)\n");
+    return !s || !s[strspn(s, " \t")];
 }
 
-int cb_cmd_ack(int argc, char **argv)
+/* `citybrain ack|close ID --by NAME [--note TEXT] [--api URL]`: posts
+ * {"by","note"} to /api/alerts/ID/<cmd>. Returns the exit code (2 usage). */
+static int run_alert_action(const struct alert_action *x, int argc, char **argv)
 {
     const char *id = NULL, *by = NULL, *note = NULL, *api = CMD_DEFAULT_API;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            ack_usage(stdout);
+            fputs(x->usage, stdout);
             return 0;
         } else if ((!strcmp(a, "--by") || !strcmp(a, "--note") || !strcmp(a, "--api")) &&
                    i + 1 < argc) {
             const char **dst = a[2] == 'b' ? &by : a[2] == 'n' ? &note : &api;
             *dst = argv[++i];
         } else if (a[0] == '-' || id) {
-            fprintf(stderr, "citybrain ack: unexpected '%s'\n", a);
-            ack_usage(stderr);
+            fprintf(stderr, "citybrain %s: unexpected '%s'\n", x->cmd, a);
+            fputs(x->usage, stderr);
             return 2;
         } else {
             id = a;
         }
     }
-    if (!id || !by || !by[strspn(by, " \t")]) {
-        fprintf(stderr, "citybrain ack: %s\n",
-                !id ? "which alert? give its ID" : "--by NAME is required: who acknowledges");
-        ack_usage(stderr);
+    if (!id || blank(by) || (x->need_note && blank(note))) {
+        fprintf(stderr, "citybrain %s: %s\n", x->cmd,
+                !id         ? "which alert? give its ID"
+                : blank(by) ? "--by NAME is required"
+                            : "--note TEXT is required: why");
+        if (id && blank(by))
+            fprintf(stderr, "  (%s)\n", x->who);
+        fputs(x->usage, stderr);
         return 2;
     }
     cJSON *body = cJSON_CreateObject();
@@ -65,17 +104,27 @@ int cb_cmd_ack(int argc, char **argv)
     char *esc = curl_easy_escape(NULL, id, 0);
     struct cb_strbuf path;
     cb_strbuf_init(&path);
-    cb_strbuf_printf(&path, "/api/alerts/%s/ack", esc ? esc : "");
+    cb_strbuf_printf(&path, "/api/alerts/%s/%s", esc ? esc : "", x->cmd);
     int rc = 1;
     if (text && esc && !path.oom)
-        rc = cmd__api_call("ack", api, "POST", path.data, text);
+        rc = cmd__api_call(x->cmd, api, "POST", path.data, text);
     else
-        fprintf(stderr, "citybrain ack: out of memory\n");
+        fprintf(stderr, "citybrain %s: out of memory\n", x->cmd);
     cb_strbuf_free(&path);
     curl_free(esc);
     free(text);
     cJSON_Delete(body);
     return rc;
+}
+
+int cb_cmd_ack(int argc, char **argv)
+{
+    return run_alert_action(&ack_action, argc, argv);
+}
+
+int cb_cmd_close(int argc, char **argv)
+{
+    return run_alert_action(&close_action, argc, argv);
 }
 
 static void alerts_usage(FILE *out)

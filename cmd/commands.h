@@ -9,7 +9,8 @@ int cb_cmd_check(int argc, char **argv);   /* cmd/cmd_rules.c */
 int cb_cmd_replay(int argc, char **argv);  /* cmd/cmd_rules.c */
 int cb_cmd_test(int argc, char **argv);    /* cmd/cmd_rules.c */
 int cb_cmd_query(int argc, char **argv);   /* cmd/cmd_query.c */
-int cb_cmd_ack(int argc, char **argv);     /* cmd/cmd_alerts.c */
+int cb_cmd_ack(int argc, char **argv);
+int cb_cmd_close(int argc, char **argv);     /* cmd/cmd_alerts.c */
 int cb_cmd_alerts(int argc, char **argv);  /* cmd/cmd_alerts.c: list, handover */
 int cb_cmd_history(int argc, char **argv); /* cmd/cmd_alerts.c: the transition log */
 int cb_cmd_audit(int argc, char **argv);   /* cmd/cmd_alerts.c: the audit log */

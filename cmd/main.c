@@ -18,6 +18,7 @@ static const struct {
     {"test", cb_cmd_test, "run rule test files: given telemetry, expected transitions"},
     {"query", cb_cmd_query, "read stored samples or buckets as JSON lines"},
     {"ack", cb_cmd_ack, "acknowledge an alert: ack ID --by NAME [--note TEXT]"},
+    {"close", cb_cmd_close, "close a stale alert by hand: close ID --by NAME --note TEXT"},
     {"alerts", cb_cmd_alerts, "list alerts; --unacked-older-than D for shift handover"},
     {"history", cb_cmd_history, "list alert transitions (firing, resolved...), newest first"},
     {"silence", cb_cmd_silence, "silence add|list|expire: hold the notifications of alerts"},

@@ -145,6 +145,7 @@ struct cb_engine {
     int64_t hi_now;            /* the latest now windows were fed or expired at */
     int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
     const char *reason;        /* the reason of the transition being emitted, or NULL */
+    const char *closed_by, *close_note; /* likewise, for a close by hand */
     struct orphan *orphans;    /* restored instances to end at the next tick */
     size_t norphans;
 };
@@ -212,12 +213,16 @@ void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"reason\":");
         cb_strbuf_json_string(out, t->reason, strlen(t->reason));
     }
-    if (t->state == CB_ALERT_ACKNOWLEDGED && t->acked_by) {
+    const char *by = t->state == CB_ALERT_ACKNOWLEDGED ? t->acked_by
+                     : t->state == CB_ALERT_RESOLVED   ? t->closed_by
+                                                       : NULL;
+    const char *note = t->state == CB_ALERT_ACKNOWLEDGED ? t->ack_note : t->close_note;
+    if (by) {
         cb_strbuf_puts(out, ",\"by\":");
-        cb_strbuf_json_string(out, t->acked_by, strlen(t->acked_by));
-        if (t->ack_note) {
+        cb_strbuf_json_string(out, by, strlen(by));
+        if (note) {
             cb_strbuf_puts(out, ",\"note\":");
-            cb_strbuf_json_string(out, t->ack_note, strlen(t->ack_note));
+            cb_strbuf_json_string(out, note, strlen(note));
         }
     }
     cb_strbuf_putc(out, '}');
@@ -1328,6 +1333,8 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->unknown = in->state == ST_FIRING && in->unknown;
     t->rule_key = r->key;
     t->reason = e->reason;
+    t->closed_by = e->closed_by;
+    t->close_note = e->close_note;
 }
 
 static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
@@ -1763,6 +1770,20 @@ static void end_instance(struct cb_engine *e, struct inst *in, int64_t now, cons
         emit(e, in, CB_ALERT_INACTIVE, now);
         e->reason = NULL;
     }
+}
+
+int cb_engine_close(struct cb_engine *e, const char *id, const char *by, const char *note)
+{
+    struct inst *in = rules__map_get(&e->insts, id);
+    if (!in || in->state != ST_FIRING)
+        return -1;
+    if (!in->stale)
+        return 1;
+    e->closed_by = by;
+    e->close_note = note;
+    resolve(e, in, cb_clock_now(e->clock), "closed by hand");
+    e->closed_by = e->close_note = NULL;
+    return 0;
 }
 
 int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs)

@@ -190,6 +190,8 @@ struct cb_transition {
                                  reload or restart only while it is unchanged */
     const char *reason;       /* RESOLVED by the engine rather than by evidence: "rule removed",
                                  "rule changed", "closed by hand"; NULL otherwise (in the JSON) */
+    const char *closed_by;    /* RESOLVED "closed by hand": the operator and the note (the JSON's */
+    const char *close_note;   /* "by" and "note", as for an acknowledgement); else NULL */
 };
 
 /* 1 for the states that are events (published, notified, shown): firing,
@@ -268,6 +270,14 @@ int cb_engine_swap(struct cb_engine *e, struct cb_ruleset *rs);
  * was already acknowledged (idempotent, nothing emitted), -1 when no firing
  * instance has that id. */
 int cb_engine_ack(struct cb_engine *e, const char *id, const char *by, const char *note);
+
+/* Closes a stale firing instance by hand (docs/rules.md, "Missing data": an
+ * instance with no evidence either way stays as it is until an operator ends
+ * it): emits RESOLVED with reason "closed by hand", by and note (both
+ * required, copied). Returns 0, 1 when the instance is firing but not stale
+ * (it resolves on evidence: nothing emitted), -1 when no firing instance has
+ * that id. */
+int cb_engine_close(struct cb_engine *e, const char *id, const char *by, const char *note);
 
 /* Restores an instance persisted before a restart (from the alert store),
  * before any sample is offered: state PENDING or FIRING (with severity,

@@ -349,6 +349,25 @@ static void test_swap_presentation_keeps_ack(void)
     fx_free(&f);
 }
 
+
+/* docs/rules.md, "Missing data": an instance without evidence stays as it is
+ * until an operator closes it by hand; one with evidence cannot be closed. */
+static void test_close_by_hand(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 3\n}\n");
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    expect(&f, 0, "firing hi/city/d1/river/s1 major +0s");
+    CU_ASSERT_EQUAL(cb_engine_close(f.e, "hi/city/d1/river/s1", "ana", "gauge removed"), 1);
+    CU_ASSERT_EQUAL(cb_engine_close(f.e, "no/such", "ana", "x"), -1);
+    at(&f, 700); /* silent past stale_after (10 min): `level` is unknown, stale */
+    CU_ASSERT_EQUAL(f.rec.n, 1);
+    CU_ASSERT_EQUAL(cb_engine_close(f.e, "hi/city/d1/river/s1", "ana", "gauge removed"), 0);
+    expect(&f, 1, "resolved hi/city/d1/river/s1 major +700s [closed by hand]");
+    CU_ASSERT_EQUAL(cb_engine_close(f.e, "hi/city/d1/river/s1", "ana", "again"), -1);
+    fx_free(&f);
+}
+
 static void test_restore(void)
 {
     struct fx f;
@@ -528,6 +547,8 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: a reload that changes only presentation keeps the instance and its "
                    "ack and restyles it; a changed identity resolves it",
                 test_swap_presentation_keeps_ack);
+    CU_add_test(s, "engine: a stale instance can be closed by hand, one with evidence cannot",
+                test_close_by_hand);
     CU_add_test(s, "engine: a restored firing instance goes on escalating; one whose rule is gone "
                    "or changed ends at the first tick",
                 test_restore);

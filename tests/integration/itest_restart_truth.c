@@ -27,6 +27,10 @@ static const char rules_text[] =
     "  when  age() > 4s\n"
     "  severity info\n"
     "}\n"
+    "rule kiln_hot {\n"
+    "  match \"city/{district}/kiln/{sensor}\"\n"
+    "  when  t > 30\n"
+    "}\n"
     "rule held_hot {\n"
     "  match \"city/{district}/boiler/{sensor}\"\n"
     "  when  t > 30\n"
@@ -38,13 +42,22 @@ struct rig {
     const char *db;
 };
 
-static void rig_init(struct rig *r, const char *client)
+/* setting: one more `--set KEY=VALUE` for the daemon, or NULL. */
+static void rig_init_with(struct rig *r, const char *client, const char *setting)
 {
     r->db = cb_h_pathf("truth.db");
     const char *rules = cb_h_pathf("truth.rules");
     CU_ASSERT_EQUAL_FATAL(cb_h_write_file(rules, rules_text, strlen(rules_text)), 0);
-    const char *extra[] = {"--db", r->db, "--rules", rules, "--set", "rules.watch=false", NULL};
+    const char *extra[] = {"--db",  r->db,   "--rules", rules, "--set", "rules.watch=false",
+                           "--set", setting, NULL};
+    if (!setting)
+        extra[6] = NULL;
     cbd_rig_init(&r->d, client, TOKEN, extra);
+}
+
+static void rig_init(struct rig *r, const char *client)
+{
+    rig_init_with(r, client, NULL);
 }
 
 static void pub(struct rig *r, const char *topic, const char *payload)
@@ -216,6 +229,46 @@ static void test_for_resumes_after_restart(void)
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 
+/* A firing alert whose sensor went silent is stale: no evidence either way.
+ * It stays firing until an operator closes it by hand, with a name and a
+ * note; the resolution says so and the audit log keeps it. An alert with
+ * evidence cannot be closed so. */
+static void test_close_stale_by_hand(void)
+{
+    struct rig r;
+    rig_init_with(&r, "cb-itest-truth-close", "sensors.stale_after=2s");
+    struct cb_h_proc *cb = cbd_rig_start(&r.d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    pub(&r, "city/d4/kiln/k9", "{\"t\":90}");
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(r.d.alerts, "firing", "kiln_hot", 1, CBD_TIMEOUT_MS));
+    const char *path = cb_h_strf("/api/alerts/%s/close", cbd_escape("kiln_hot/city/d4/kiln/k9"));
+    const char *body = "{\"by\":\"duty-officer\",\"note\":\"kiln decommissioned\"}";
+    const char *resp;
+    int stale = 0;
+    if (!api_state(&r, "kiln_hot/city/d4/kiln/k9", &stale)[0] || !stale)
+        CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, TOKEN, body, &resp), 409);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, TOKEN, "{\"by\":\"duty-officer\"}", &resp),
+                    400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(resp, "note"));
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, NULL, body, NULL), 401);
+    wait_ticks(&r, 4); /* silent past sensors.stale_after */
+    CU_ASSERT_STRING_EQUAL(api_state(&r, "kiln_hot/city/d4/kiln/k9", &stale), "firing");
+    CU_ASSERT_TRUE(stale);
+    CU_ASSERT_EQUAL(cbd_count_state(r.d.alerts, "resolved", NULL), 0);
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", path, TOKEN, body, &resp), 200);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "kiln_hot", 1, CBD_TIMEOUT_MS));
+    struct cb_h_msg m;
+    for (size_t i = 0; i < cb_h_sub_count(r.d.alerts); i++)
+        if (!cb_h_sub_get(r.d.alerts, i, &m) && strstr(m.payload, "\"resolved\""))
+            CU_ASSERT_PTR_NOT_NULL(strstr(m.payload, "\"reason\":\"closed by hand\",\"by\":"
+                                                     "\"duty-officer\",\"note\":\"kiln "
+                                                     "decommissioned\""));
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "GET", "/api/audit?action=close", NULL, NULL, &resp), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(resp, "duty-officer"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(resp, "kiln decommissioned"));
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+}
+
 void cb_test_suite_restart_truth(void)
 {
     CU_pSuite s = cb_h_add_suite("restart_truth");
@@ -229,4 +282,7 @@ void cb_test_suite_restart_truth(void)
                 test_deadman_after_restart);
     CU_add_test(s, "restart truth: a pending `for` resumes from its stored start",
                 test_for_resumes_after_restart);
+    CU_add_test(s, "restart truth: a stale alert is closed by hand with a name and a note, "
+                   "audited; one with evidence cannot be",
+                test_close_stale_by_hand);
 }
