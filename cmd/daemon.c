@@ -50,6 +50,7 @@ struct cb_daemon {
     struct cb_mqtt *mqtt;
     struct cb_engine *engine;
     struct cb_decoder *decoder;
+    struct cb_stamps *stamps; /* arrival stamps: seeded at start, then Paho's */
     struct cb_alerts *alerts;
     struct cb_api *api;
     struct cmd_api_sources api_sources; /* what the API provider reads */
@@ -365,11 +366,22 @@ static int persist_message(void *ctx, const char *topic, size_t topic_len, const
     return rc;
 }
 
+/* A sample time at or after the start: no new message of its topic may get it. */
+static void seen_stamp(struct cb_daemon *d, const char *topic, size_t len, int64_t ts)
+{
+    if (ts >= d->started_ms)
+        cb_stamps_seen(d->stamps, topic, len, ts);
+}
+
+/* Start-up recovery: a journal record goes through on_message with the
+ * arrival stamp it was given live, so its samples get the same times. */
 static int replay_record(void *ctx, uint64_t pos, const char *topic, const void *payload,
                          size_t len, int64_t arrival_ms)
 {
+    struct cb_daemon *d = ctx;
     struct cb_message m = {.topic = topic, .topic_len = strlen(topic), .payload = payload,
                            .len = len, .arrival_ms = arrival_ms, .qos = 1, .journal_pos = pos};
+    seen_stamp(d, topic, m.topic_len, arrival_ms);
     on_message(ctx, &m);
     return 0;
 }
@@ -632,29 +644,37 @@ static void close_handles(struct cb_daemon *d)
 
 /* ---- start-up ------------------------------------------------------------------- */
 
+struct prime {
+    struct cb_daemon *d;
+    int windows; /* rebuild rule windows too */
+};
+
 static int prime_row(void *ctx, const char *topic, const char *metric, int64_t ts, double value)
 {
-    struct cb_daemon *d = ctx;
+    struct prime *p = ctx;
     struct cb_sample s = {.metric = metric, .ts_ms = ts, .value = value};
-    cb_engine_prime(d->engine, topic, &s);
+    if (p->windows)
+        cb_engine_prime(p->d->engine, topic, &s);
+    seen_stamp(p->d, topic, strlen(topic), ts);
     return 0;
 }
 
 /* Rebuilds rule windows from the stored samples, so avg(level, 5m) right
- * after a restart equals what it was before. */
-static void prime_windows(struct cb_daemon *d)
+ * after a restart equals what it was before; and tells the arrival stamps
+ * about stored samples at or after the start (a burst stamped ahead of the
+ * clock just before a quick restart), so no new message collides with them. */
+static void prime_from_store(struct cb_daemon *d)
 {
     int64_t span = cb_engine_max_window_ms(d->engine);
-    if (span <= 0)
-        return;
+    struct prime p = {d, span > 0};
     char err[256];
     struct cb_store_reader *r = cb_store_reader_open(d->cfg->storage_db, err, sizeof err);
     if (!r) {
         cb_warn(MOD, "cannot read stored samples to rebuild windows: %s", err);
         return;
     }
-    int64_t since = cb_wall_ms() - span - d->cfg->rules_lateness_ms;
-    if (cb_store_scan_since(r, since, prime_row, d))
+    int64_t since = p.windows ? cb_wall_ms() - span - d->cfg->rules_lateness_ms : d->started_ms;
+    if (cb_store_scan_since(r, since, prime_row, &p))
         cb_warn(MOD, "rebuilding windows from the store failed part-way");
     cb_store_reader_close(r);
 }
@@ -725,7 +745,12 @@ static int start(struct cb_daemon *d)
     else if (restored > 0)
         cb_info("alert", "restored %d pending or firing alert instance(s)", restored);
 
-    prime_windows(d);
+    d->stamps = cb_stamps_new();
+    if (!d->stamps) {
+        cb_error(MOD, "out of memory creating the arrival stamps");
+        return -1;
+    }
+    prime_from_store(d);
 
     /* The writer releases journal segments after each commit; new positions
      * stay above what the database committed even if the journal was lost. */
@@ -753,6 +778,7 @@ static int start(struct cb_daemon *d)
         return -1;
     }
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
+    cb_mqtt_set_stamps(d->mqtt, d->stamps);
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
@@ -802,6 +828,7 @@ static void teardown(struct cb_daemon *d)
         cb_engine_free(d->engine);
     if (d->decoder)
         cb_decoder_free(d->decoder);
+    cb_stamps_free(d->stamps); /* the MQTT client is gone */
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
     cb_strbuf_free(&d->feed);

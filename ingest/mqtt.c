@@ -38,6 +38,9 @@
  *  - A persist hook that fails (journal full, disk error) does not refuse the
  *    message (that would only park it in Paho's list, acknowledged): it is
  *    queued with journal_pos 0 and counted in persist_failed.
+ *  - Each message is given its arrival stamp (ingest/stamp.c: the wall clock,
+ *    moved to the next free millisecond of its topic) under the queue lock,
+ *    before the persist hook journals it, so a replay gives the same times.
  *  - Stop does not unsubscribe: with a persistent session the subscriptions
  *    must stay so that the broker queues QoS 1 messages while we are down.
  *    It disconnects, drains what is left, then calls done on the loop.
@@ -125,6 +128,8 @@ struct cb_mqtt {
     void *ctx;
     cb_persist_fn persist;
     void *persist_ctx;
+    struct cb_stamps *stamps;     /* arrival stamps (Paho's thread, under lock) */
+    struct cb_stamps *own_stamps; /* ours, unless cb_mqtt_set_stamps gave one */
 
     /* Incoming queue, Paho thread -> loop. */
     pthread_mutex_t lock;
@@ -184,8 +189,11 @@ static void set_state(struct cb_mqtt *m, enum cb_mqtt_state s)
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
-static void free_config_copies(struct cb_mqtt *m)
+/* Frees what the client owns apart from its uv handles and locks: the
+ * configuration copies and its own stamp table. */
+static void free_owned(struct cb_mqtt *m)
 {
+    cb_stamps_free(m->own_stamps);
     free(m->url);
     free(m->client_id);
     free(m->username);
@@ -301,7 +309,7 @@ static void free_list(struct node *n)
 static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     struct cb_mqtt *m = ctx;
-    int64_t arrival = cb_wall_ms();
+    int64_t wall = cb_wall_ms();
     size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     size_t size = tl + 1 + len;
@@ -316,6 +324,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
+    /* before the journal, which keeps it (see ingest/stamp.c) */
+    int64_t arrival = cb_stamps_take(m->stamps, topic, tl, wall);
     if (queue_full(m, size)) {
         if (qos == 0 && !m->stopping) {
             give_back_mine(m, n);
@@ -926,6 +936,9 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->max_count = (size_t)cfg->ingest_queue_max_messages;
     m->max_bytes = (size_t)cfg->ingest_queue_max_bytes;
     m->coalesce_above = cfg->ingest_coalesce_above;
+    m->stamps = m->own_stamps = cb_stamps_new();
+    if (!m->stamps)
+        goto oom;
     m->rng = (uint64_t)cb_mono_us() * 0x9E3779B97F4A7C15ULL | 1;
     if (m->ntopics == 0) {
         snprintf(err, errlen, "no topic filter to subscribe to");
@@ -969,7 +982,7 @@ oom:
 fail:
     if (m->client_created)
         MQTTAsync_destroy(&m->client);
-    free_config_copies(m);
+    free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
     pthread_mutex_destroy(&m->cmd_lock);
@@ -982,6 +995,12 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx)
 {
     m->persist = fn;
     m->persist_ctx = ctx;
+}
+
+void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s)
+{
+    if (!m->started)
+        m->stamps = s;
 }
 
 int cb_mqtt_start(struct cb_mqtt *m)
@@ -1058,7 +1077,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct cb_mqtt *m = h->data;
     if (--m->open_handles > 0)
         return;
-    free_config_copies(m);
+    free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
     pthread_mutex_destroy(&m->cmd_lock);
