@@ -41,6 +41,12 @@ static int health(void *ctx, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"storage_error\":");
         cb_strbuf_json_string(out, ss.last_error, strlen(ss.last_error));
     }
+    char mqtt_error[640];
+    if (d->mqtt && ms.state != CB_MQTT_CONNECTED &&
+        cb_mqtt_last_error(d->mqtt, mqtt_error, sizeof mqtt_error)) {
+        cb_strbuf_puts(out, ",\"mqtt_error\":");
+        cb_strbuf_json_string(out, mqtt_error, strlen(mqtt_error));
+    }
     cb_strbuf_printf(out, ",\"rules\":%zu,\"instances\":%zu,\"queue_depth\":%zu}",
                      cb_engine_rule_count(d->engine),
                      es.instances, ms.queue_depth);

@@ -153,5 +153,11 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx);
 /* Closes the uv handles and frees (after stop). */
 void cb_mqtt_close(struct cb_mqtt *m);
 void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out);
+/* Why the client is not connected, in words with Paho's code ("bad user
+ * name or password (check mqtt.username ...) (CONNACK return code, code
+ * 4)"), as the last failed connect or broker DISCONNECT left it; cleared by
+ * a successful connect. Copies it into buf (len bytes) and returns 1, or
+ * returns 0 (buf "") when there is none. Thread-safe. */
+int cb_mqtt_last_error(struct cb_mqtt *m, char *buf, size_t len);
 
 #endif
