@@ -41,6 +41,12 @@ static int health(void *ctx, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"storage_error\":");
         cb_strbuf_json_string(out, ss.last_error, strlen(ss.last_error));
     }
+    char mqtt_error[640];
+    if (d->mqtt && ms.state != CB_MQTT_CONNECTED &&
+        cb_mqtt_last_error(d->mqtt, mqtt_error, sizeof mqtt_error)) {
+        cb_strbuf_puts(out, ",\"mqtt_error\":");
+        cb_strbuf_json_string(out, mqtt_error, strlen(mqtt_error));
+    }
     cb_strbuf_printf(out, ",\"rules\":%zu,\"instances\":%zu,\"queue_depth\":%zu}",
                      cb_engine_rule_count(d->engine),
                      es.instances, ms.queue_depth);
@@ -462,6 +468,7 @@ static int sensors(void *ctx, void *reader, int64_t now_ms, int64_t stale_after_
 struct series_ctx {
     struct cb_strbuf *out;
     size_t n;
+    int64_t step;
 };
 
 static int bucket_one(void *ctx, const char *topic, const char *metric, const struct cb_bucket *b)
@@ -480,6 +487,8 @@ static int bucket_one(void *ctx, const char *topic, const char *metric, const st
     cb_strbuf_json_number(c->out, b->count ? b->sum / (double)b->count : NAN);
     cb_strbuf_puts(c->out, ",\"last\":");
     cb_strbuf_json_number(c->out, b->last);
+    if (b->span_ms > c->step) /* a whole rollup bucket, longer than the step */
+        cb_strbuf_printf(c->out, ",\"span\":%lld", (long long)b->span_ms);
     cb_strbuf_putc(c->out, '}');
     return 0;
 }
@@ -495,7 +504,7 @@ static int series(void *ctx, void *reader, const struct cb_api_series_query *q,
     cb_strbuf_json_string(out, q->metric, strlen(q->metric));
     cb_strbuf_printf(out, ",\"from\":%lld,\"to\":%lld,\"step\":%lld,\"buckets\":[",
                      (long long)q->from_ms, (long long)q->to_ms, (long long)q->step_ms);
-    struct series_ctx c = {out, 0};
+    struct series_ctx c = {out, 0, q->step_ms};
     int rc = cb_store_query_buckets(r->store, q->topic, q->metric, q->from_ms, q->to_ms,
                                     q->step_ms, bucket_one, &c);
     cb_strbuf_puts(out, "]}");

@@ -19,6 +19,7 @@
 struct out {
     struct cb_strbuf b;
     int failed;
+    int64_t step; /* --step, for the span of a wider bucket */
 };
 
 static void usage(FILE *f)
@@ -28,7 +29,11 @@ static void usage(FILE *f)
                "  prints stored samples as JSON lines: {\"topic\",\"metric\",\"ts\",\"value\"},\n"
                "  or with --step (60s, 5m, 1h...) time buckets:\n"
                "  {\"topic\",\"metric\",\"ts\",\"count\",\"min\",\"max\",\"avg\",\"last\"}.\n"
-               "  --from is inclusive, --to exclusive (milliseconds since the epoch).\n");
+               "  --from is inclusive, --to exclusive (milliseconds since the epoch).\n"
+               "  Each bucket comes from the raw samples where they are all still stored,\n"
+               "  else from the 1-minute rollup, else from the 1-hour one. A rollup bucket\n"
+               "  is never split: with a step shorter than it, it is one bucket at its\n"
+               "  start with \"span\" (ms) saying how long it is (e.g. 3600000).\n");
 }
 
 /* Writes the line in b to stdout; remembers a write error. */
@@ -74,6 +79,8 @@ static int on_bucket(void *ctx, const char *topic, const char *metric, const str
     cb_strbuf_json_number(&o->b, bk->count ? bk->sum / (double)bk->count : 0.0);
     cb_strbuf_puts(&o->b, ",\"last\":");
     cb_strbuf_json_number(&o->b, bk->last);
+    if (bk->span_ms > o->step) /* a whole rollup bucket, longer than the step */
+        cb_strbuf_printf(&o->b, ",\"span\":%lld", (long long)bk->span_ms);
     cb_strbuf_putc(&o->b, '}');
     return emit(o);
 }
@@ -145,7 +152,7 @@ int cb_cmd_query(int argc, char **argv)
         fprintf(stderr, "citybrain query: %s\n", err);
         return 1;
     }
-    struct out o = {.failed = 0};
+    struct out o = {.failed = 0, .step = step};
     cb_strbuf_init(&o.b);
     int rc = step ? cb_store_query_buckets(r, topic, metric, from, to, step, on_bucket, &o)
                   : cb_store_query_raw(r, topic, metric, from, to, on_raw, &o);

@@ -52,6 +52,7 @@ struct cb_daemon {
     struct cb_mqtt *mqtt;
     struct cb_engine *engine;
     struct cb_decoder *decoder;
+    struct cb_stamps *stamps; /* arrival stamps: seeded at start, then Paho's */
     struct cb_alerts *alerts;
     struct cb_api *api;
     struct cmd_api_sources api_sources; /* what the API provider reads */
@@ -367,11 +368,22 @@ static int persist_message(void *ctx, const char *topic, size_t topic_len, const
     return rc;
 }
 
+/* A sample time at or after the start: no new message of its topic may get it. */
+static void seen_stamp(struct cb_daemon *d, const char *topic, size_t len, int64_t ts)
+{
+    if (ts >= d->started_ms)
+        cb_stamps_seen(d->stamps, topic, len, ts);
+}
+
+/* Start-up recovery: a journal record goes through on_message with the
+ * arrival stamp it was given live, so its samples get the same times. */
 static int replay_record(void *ctx, uint64_t pos, const char *topic, const void *payload,
                          size_t len, int64_t arrival_ms)
 {
+    struct cb_daemon *d = ctx;
     struct cb_message m = {.topic = topic, .topic_len = strlen(topic), .payload = payload,
                            .len = len, .arrival_ms = arrival_ms, .qos = 1, .journal_pos = pos};
+    seen_stamp(d, topic, m.topic_len, arrival_ms);
     on_message(ctx, &m);
     return 0;
 }
@@ -654,6 +666,31 @@ static void close_handles(struct cb_daemon *d)
 
 /* ---- start-up ------------------------------------------------------------------- */
 
+static int stamp_row(void *ctx, const char *topic, const char *metric, int64_t ts, double value)
+{
+    (void)metric;
+    (void)value;
+    seen_stamp(ctx, topic, strlen(topic), ts);
+    return 0;
+}
+
+/* Tells the arrival stamps about stored samples at or after the start (a
+ * burst stamped ahead of the clock just before a quick restart), so no new
+ * message collides with them. (The rules' state is rebuilt from the store by
+ * cmd__prime_engine.) */
+static void seed_stamps(struct cb_daemon *d)
+{
+    char err[256];
+    struct cb_store_reader *r = cb_store_reader_open(d->cfg->storage_db, err, sizeof err);
+    if (!r) {
+        cb_warn(MOD, "cannot read stored samples to seed the arrival stamps: %s", err);
+        return;
+    }
+    if (cb_store_scan_since(r, d->started_ms, stamp_row, d))
+        cb_warn(MOD, "seeding the arrival stamps from the store failed part-way");
+    cb_store_reader_close(r);
+}
+
 /* Starts every module in order over the validated rules rs (borrowed). */
 static int start(struct cb_daemon *d, struct cb_ruleset *rs)
 {
@@ -718,6 +755,12 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_error(MOD, "cannot read the store to rebuild the rules' state: %s", err);
         return -1;
     }
+    d->stamps = cb_stamps_new();
+    if (!d->stamps) {
+        cb_error(MOD, "out of memory creating the arrival stamps");
+        return -1;
+    }
+    seed_stamps(d);
 
     /* The writer releases journal segments after each commit; new positions
      * stay above what the database committed even if the journal was lost. */
@@ -745,6 +788,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         return -1;
     }
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
+    cb_mqtt_set_stamps(d->mqtt, d->stamps);
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
@@ -794,6 +838,7 @@ static void teardown(struct cb_daemon *d)
         cb_engine_free(d->engine);
     if (d->decoder)
         cb_decoder_free(d->decoder);
+    cb_stamps_free(d->stamps); /* the MQTT client is gone */
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
     cb_strbuf_free(&d->feed);

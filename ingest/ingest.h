@@ -54,6 +54,27 @@ enum cb_reject cb_decode(struct cb_decoder *d, const char *topic, const void *pa
  * to ms since the epoch. Returns 0, or -1. */
 int cb_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
 
+/* ---- arrival stamps (ingest/stamp.c) ------------------------------------------ */
+
+/* The event time given to samples without one: the arrival time, made unique
+ * per topic. A message is stamped max(now, the topic's last stamp + 1) ms, so
+ * messages of one topic arriving in the same millisecond get consecutive
+ * milliseconds and none is taken for a redelivery of another. The MQTT client
+ * stamps each message on Paho's thread before it is journaled (the journal
+ * keeps the stamp, so a replay gives the same one). Not thread-safe: one
+ * thread at a time (Paho's once the client has started). */
+struct cb_stamps;
+
+/* An empty table; NULL when memory is short. */
+struct cb_stamps *cb_stamps_new(void);
+void cb_stamps_free(struct cb_stamps *s);
+/* The stamp of a message of topic arriving at now_ms (wall clock). */
+int64_t cb_stamps_take(struct cb_stamps *s, const char *topic, size_t topic_len, int64_t now_ms);
+/* Records that ms was already given to a message of topic (journal replay,
+ * stored samples ahead of the clock at start), so later messages of it are
+ * stamped after it. A stamp older than the newest now_ms taken is ignored. */
+void cb_stamps_seen(struct cb_stamps *s, const char *topic, size_t topic_len, int64_t ms);
+
 /* ---- MQTT ------------------------------------------------------------------------ */
 
 enum cb_mqtt_state {
@@ -71,7 +92,8 @@ struct cb_message {
     size_t topic_len;
     const void *payload;   /* not NUL-terminated */
     size_t len;
-    int64_t arrival_ms;    /* wall clock when Paho handed it over */
+    int64_t arrival_ms;    /* arrival stamp: wall clock when Paho handed it over, moved to
+                            * the next free ms of its topic (struct cb_stamps) */
     int qos;
     uint64_t journal_pos;  /* from the persist hook, or 0 */
 };
@@ -114,6 +136,10 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
                             void *ctx, char *err, size_t errlen);
 /* Installs the persist hook (before start). */
 void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
+/* Stamps arrivals from `s` (before start; borrowed: it must outlive the
+ * client, and only Paho's thread uses it from start on) instead of the
+ * client's own table, so the caller can seed it first (cb_stamps_seen). */
+void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s);
 /* Connects (asynchronously), subscribes on every connect, reconnects with
  * exponential backoff and jitter. Returns 0 or -1. */
 int cb_mqtt_start(struct cb_mqtt *m);
@@ -127,5 +153,11 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx);
 /* Closes the uv handles and frees (after stop). */
 void cb_mqtt_close(struct cb_mqtt *m);
 void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out);
+/* Why the client is not connected, in words with Paho's code ("bad user
+ * name or password (check mqtt.username ...) (CONNACK return code, code
+ * 4)"), as the last failed connect or broker DISCONNECT left it; cleared by
+ * a successful connect. Copies it into buf (len bytes) and returns 1, or
+ * returns 0 (buf "") when there is none. Thread-safe. */
+int cb_mqtt_last_error(struct cb_mqtt *m, char *buf, size_t len);
 
 #endif

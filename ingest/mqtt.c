@@ -38,6 +38,9 @@
  *  - A persist hook that fails (journal full, disk error) does not refuse the
  *    message (that would only park it in Paho's list, acknowledged): it is
  *    queued with journal_pos 0 and counted in persist_failed.
+ *  - Each message is given its arrival stamp (ingest/stamp.c: the wall clock,
+ *    moved to the next free millisecond of its topic) under the queue lock,
+ *    before the persist hook journals it, so a replay gives the same times.
  *  - Stop does not unsubscribe: with a persistent session the subscriptions
  *    must stay so that the broker queues QoS 1 messages while we are down.
  *    It disconnects, drains what is left, then calls done on the loop.
@@ -55,6 +58,7 @@
  * in the close callback of the last uv handle (STYLE.md habit 9). */
 #include "base/net.h"
 #include "ingest/ingest.h"
+#include "ingest/ingest_int.h"
 
 #include <MQTTAsync.h>
 #include <pthread.h>
@@ -87,7 +91,11 @@ struct node {
     char data[]; /* topic, NUL, payload */
 };
 
-enum cmd_kind { CMD_CONNECT, CMD_PUBLISH, CMD_DISCONNECT };
+enum cmd_kind { CMD_CONNECT, CMD_PUBLISH, CMD_DISCONNECT, CMD_EXPLAIN };
+
+/* How long the worker's TCP probe after a failed connect may take (see
+ * do_explain): a refused port or an unreachable host answer at once. */
+#define PROBE_TIMEOUT_MS 2000
 
 struct cmd {
     struct cmd *next;
@@ -125,6 +133,8 @@ struct cb_mqtt {
     void *ctx;
     cb_persist_fn persist;
     void *persist_ctx;
+    struct cb_stamps *stamps;     /* arrival stamps (Paho's thread, under lock) */
+    struct cb_stamps *own_stamps; /* ours, unless cb_mqtt_set_stamps gave one */
 
     /* Incoming queue, Paho thread -> loop. */
     pthread_mutex_t lock;
@@ -139,6 +149,14 @@ struct cb_mqtt {
     struct node *spare;        /* small nodes given back by the loop */
     size_t nspare;
     struct node *mine;         /* Paho's thread only: small nodes taken from spare */
+    /* Connection failures: OpenSSL's errors during the attempt (ssl_error_cb,
+     * on Paho's thread), the failure the worker is to explain (code and
+     * Paho's text), and the last explanation (for /api/health; cleared on a
+     * connect). */
+    char tls_errors[512];
+    int fail_code;
+    char fail_message[128];
+    char last_error[640];
 
     /* Commands, loop -> worker. */
     pthread_mutex_t cmd_lock;
@@ -184,8 +202,11 @@ static void set_state(struct cb_mqtt *m, enum cb_mqtt_state s)
 
 static char *dup_or_null(const char *s) { return s && *s ? strdup(s) : NULL; }
 
-static void free_config_copies(struct cb_mqtt *m)
+/* Frees what the client owns apart from its uv handles and locks: the
+ * configuration copies and its own stamp table. */
+static void free_owned(struct cb_mqtt *m)
 {
+    cb_stamps_free(m->own_stamps);
     free(m->url);
     free(m->client_id);
     free(m->username);
@@ -301,7 +322,7 @@ static void free_list(struct node *n)
 static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     struct cb_mqtt *m = ctx;
-    int64_t arrival = cb_wall_ms();
+    int64_t wall = cb_wall_ms();
     size_t tl = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     size_t size = tl + 1 + len;
@@ -316,6 +337,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         pthread_mutex_unlock(&m->lock);
         return 0;
     }
+    /* before the journal, which keeps it (see ingest/stamp.c) */
+    int64_t arrival = cb_stamps_take(m->stamps, topic, tl, wall);
     if (queue_full(m, size)) {
         if (qos == 0 && !m->stopping) {
             give_back_mine(m, n);
@@ -371,7 +394,40 @@ static void on_connection_lost(void *ctx, char *cause)
     want_reconnect(m);
 }
 
+/* Keeps text as the last connection error (what /api/health shows). */
+static void set_last_error(struct cb_mqtt *m, const char *text)
+{
+    pthread_mutex_lock(&m->lock);
+    snprintf(m->last_error, sizeof m->last_error, "%s", text);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* MQTT 5: the broker sent DISCONNECT with a reason (connectionLost follows). */
+static void on_broker_disconnect(void *ctx, MQTTProperties *props, enum MQTTReasonCodes rc)
+{
+    (void)props;
+    struct cb_mqtt *m = ctx;
+    const char *words = ingest__reason_words(5, (int)rc);
+    char text[400];
+    snprintf(text, sizeof text, "the broker closed the connection: %s (reason code 0x%02x, %s)",
+             words ? words : "no reason given", (unsigned)rc,
+             MQTTReasonCode_toString(rc));
+    cb_warn(MOD, "%s: %s", m->url, text);
+    set_last_error(m, text);
+}
+
 static void subscribe_all(struct cb_mqtt *m);
+
+/* Logs a refused subscription: code as the broker sent it in MQTT version. */
+static void subscription_refused(struct cb_mqtt *m, int i, int version, int code)
+{
+    const char *words = ingest__reason_words(version, code);
+    cb_error(MOD, "the broker refused the subscription to '%s': %s (code 0x%02x)", m->topics[i],
+             words ? words
+                   : (version == 5 ? MQTTReasonCode_toString((enum MQTTReasonCodes)code)
+                                   : "failure"),
+             (unsigned)code);
+}
 
 static void on_subscribed(void *ctx, MQTTAsync_successData *resp)
 {
@@ -379,7 +435,7 @@ static void on_subscribed(void *ctx, MQTTAsync_successData *resp)
     for (int i = 0; i < m->ntopics; i++) {
         int granted = m->ntopics == 1 ? resp->alt.qos : resp->alt.qosList[i];
         if (granted == 0x80)
-            cb_error(MOD, "the broker refused the subscription to '%s'", m->topics[i]);
+            subscription_refused(m, i, 4, granted);
         else
             cb_info(MOD, "subscribed to '%s' (QoS %d)", m->topics[i], granted);
     }
@@ -394,8 +450,7 @@ static void on_subscribed5(void *ctx, MQTTAsync_successData5 *resp)
                                         ? (int)resp->alt.sub.reasonCodes[i]
                                         : 0x80);
         if (rc >= 0x80)
-            cb_error(MOD, "the broker refused the subscription to '%s': %s", m->topics[i],
-                     MQTTReasonCode_toString((enum MQTTReasonCodes)rc));
+            subscription_refused(m, i, 5, rc);
         else
             cb_info(MOD, "subscribed to '%s' (QoS %d)", m->topics[i], rc);
     }
@@ -469,6 +524,7 @@ static void connected(struct cb_mqtt *m, int session_present)
             m->version == 5 ? "5" : "3.1.1", session_present ? "resumed" : "new");
     pthread_mutex_lock(&m->lock);
     m->backoff = m->backoff_min;
+    m->last_error[0] = '\0';
     bool stopping = m->stopping;
     pthread_mutex_unlock(&m->lock);
     if (stopping) {
@@ -491,12 +547,35 @@ static void on_connect5(void *ctx, MQTTAsync_successData5 *resp)
     connected(ctx, resp ? resp->alt.connect.sessionPresent : 0);
 }
 
+static int post_simple(struct cb_mqtt *m, enum cmd_kind k);
+
+/* A connect failed (Paho's thread, or the worker when Paho refused at
+ * once): the worker says why in words (do_explain; it may probe the
+ * network, which must not happen under Paho's lock), then the loop
+ * schedules the reconnect. code and why as Paho gave them. */
 static void connect_failed(struct cb_mqtt *m, int code, const char *why)
 {
-    cb_warn(MOD, "cannot connect to %s: %s (code %d)", m->url, why ? why : "no reason given",
-            code);
+    pthread_mutex_lock(&m->lock);
+    m->fail_code = code;
+    snprintf(m->fail_message, sizeof m->fail_message, "%s", why ? why : "");
+    pthread_mutex_unlock(&m->lock);
     set_state(m, CB_MQTT_DISCONNECTED);
+    if (post_simple(m, CMD_EXPLAIN))
+        cb_warn(MOD, "cannot connect to %s: %s (code %d)", m->url, why ? why : "no reason given",
+                code);
     want_reconnect(m);
+}
+
+/* OpenSSL's error queue during a TLS connect (Paho's ssl_error_cb). */
+static int on_ssl_error(const char *str, size_t len, void *u)
+{
+    struct cb_mqtt *m = u;
+    pthread_mutex_lock(&m->lock);
+    size_t have = strlen(m->tls_errors);
+    if (have + 1 < sizeof m->tls_errors)
+        snprintf(m->tls_errors + have, sizeof m->tls_errors - have, "%.*s", (int)len, str);
+    pthread_mutex_unlock(&m->lock);
+    return 1;
 }
 
 static void on_connect_failed(void *ctx, MQTTAsync_failureData *resp)
@@ -581,13 +660,43 @@ static void do_connect(struct cb_mqtt *m)
         ssl.privateKey = m->key_file;
         ssl.enableServerCertAuth = m->tls_verify;
         ssl.verify = m->tls_verify;
+        ssl.ssl_error_cb = on_ssl_error;
+        ssl.ssl_error_context = m;
         o->ssl = &ssl;
     }
+    pthread_mutex_lock(&m->lock);
+    m->tls_errors[0] = '\0';
+    pthread_mutex_unlock(&m->lock);
     set_state(m, CB_MQTT_CONNECTING);
     int rc = MQTTAsync_connect(m->client, o);
     MQTTProperties_free(&props);
     if (rc != MQTTASYNC_SUCCESS)
         connect_failed(m, rc, MQTTAsync_strerror(rc));
+}
+
+/* Logs why the last connect failed, in words with Paho's text and code,
+ * probing the broker's port first when only that can tell (worker thread:
+ * the probe blocks up to PROBE_TIMEOUT_MS; none while stopping). */
+static void do_explain(struct cb_mqtt *m)
+{
+    char tls[sizeof m->tls_errors], message[sizeof m->fail_message];
+    pthread_mutex_lock(&m->lock);
+    int code = m->fail_code;
+    bool stopping = m->stopping;
+    memcpy(tls, m->tls_errors, sizeof tls);
+    memcpy(message, m->fail_message, sizeof message);
+    pthread_mutex_unlock(&m->lock);
+    struct ingest_failure f = {.url = m->url, .version = m->version, .code = code,
+                               .message = message, .tls_errors = tls, .ca_file = m->ca_file,
+                               .probe = INGEST_PROBE_NONE};
+    if (ingest__failure_needs_probe(&f) && !stopping)
+        f.probe = ingest__probe(m->url, PROBE_TIMEOUT_MS);
+    char words[400], text[sizeof m->last_error];
+    ingest__explain(&f, words, sizeof words);
+    snprintf(text, sizeof text, "%s (%s, code %d)", words,
+             *message ? message : MQTTAsync_strerror(code), code);
+    cb_warn(MOD, "cannot connect to %s: %s", m->url, text);
+    set_last_error(m, text);
 }
 
 static void do_publish(struct cb_mqtt *m, struct cmd *c)
@@ -636,6 +745,7 @@ static void *worker_main(void *arg)
         case CMD_CONNECT: do_connect(m); break;
         case CMD_PUBLISH: do_publish(m, c); break;
         case CMD_DISCONNECT: do_disconnect(m); break;
+        case CMD_EXPLAIN: do_explain(m); break;
         }
         free(c);
         pthread_mutex_lock(&m->cmd_lock);
@@ -644,12 +754,13 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Appends a command for the worker. Publishes beyond OUTBOUND_MAX waiting
- * are refused (-1); control commands always go in. */
+/* Appends a command for the worker (which then owns it). Publishes beyond
+ * OUTBOUND_MAX waiting are refused, and every command once the worker was
+ * told to quit (a Paho callback racing cb_mqtt_close): -1, c freed. */
 static int post(struct cb_mqtt *m, struct cmd *c)
 {
     pthread_mutex_lock(&m->cmd_lock);
-    if (c->kind == CMD_PUBLISH && m->ncmds >= OUTBOUND_MAX) {
+    if ((c->kind == CMD_PUBLISH && m->ncmds >= OUTBOUND_MAX) || m->worker_quit) {
         pthread_mutex_unlock(&m->cmd_lock);
         free(c);
         return -1;
@@ -926,6 +1037,9 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->max_count = (size_t)cfg->ingest_queue_max_messages;
     m->max_bytes = (size_t)cfg->ingest_queue_max_bytes;
     m->coalesce_above = cfg->ingest_coalesce_above;
+    m->stamps = m->own_stamps = cb_stamps_new();
+    if (!m->stamps)
+        goto oom;
     m->rng = (uint64_t)cb_mono_us() * 0x9E3779B97F4A7C15ULL | 1;
     if (m->ntopics == 0) {
         snprintf(err, errlen, "no topic filter to subscribe to");
@@ -946,6 +1060,8 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     }
     m->client_created = true;
     rc = MQTTAsync_setCallbacks(m->client, m, on_connection_lost, on_arrived, NULL);
+    if (rc == MQTTASYNC_SUCCESS && m->version == 5)
+        rc = MQTTAsync_setDisconnected(m->client, m, on_broker_disconnect);
     if (rc != MQTTASYNC_SUCCESS) {
         snprintf(err, errlen, "cannot set the MQTT callbacks: %s", MQTTAsync_strerror(rc));
         goto fail;
@@ -969,7 +1085,7 @@ oom:
 fail:
     if (m->client_created)
         MQTTAsync_destroy(&m->client);
-    free_config_copies(m);
+    free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
     pthread_mutex_destroy(&m->cmd_lock);
@@ -982,6 +1098,12 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx)
 {
     m->persist = fn;
     m->persist_ctx = ctx;
+}
+
+void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s)
+{
+    if (!m->started)
+        m->stamps = s;
 }
 
 int cb_mqtt_start(struct cb_mqtt *m)
@@ -1058,7 +1180,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct cb_mqtt *m = h->data;
     if (--m->open_handles > 0)
         return;
-    free_config_copies(m);
+    free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
     pthread_mutex_destroy(&m->cmd_lock);
@@ -1102,6 +1224,16 @@ void cb_mqtt_close(struct cb_mqtt *m)
     uv_close((uv_handle_t *)&m->async, on_handle_closed);
     uv_close((uv_handle_t *)&m->timer, on_handle_closed);
     uv_close((uv_handle_t *)&m->poll, on_handle_closed);
+}
+
+int cb_mqtt_last_error(struct cb_mqtt *m, char *buf, size_t len)
+{
+    pthread_mutex_lock(&m->lock);
+    int have = m->last_error[0] != '\0';
+    if (len)
+        snprintf(buf, len, "%s", m->last_error);
+    pthread_mutex_unlock(&m->lock);
+    return have;
 }
 
 void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)

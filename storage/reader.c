@@ -17,10 +17,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The statements of a bucket query, prepared on a reader's first one and
+ * kept with it. The first three give the rows of one series over [?2, ?3)
+ * in time order as partial aggregates (start, count, sum, min, max, last,
+ * last_ts), one per tier. */
+enum { T_RAW, T_1M, T_1H, T__COUNT };
+enum { BQ_RAW_COUNT = T__COUNT, BQ_1M_COUNT, BQ_RAW_FIRST, BQ_1M_FIRST, BQ__COUNT };
+static const int64_t tier_width[T__COUNT] = {1, STORAGE_MINUTE_MS, STORAGE_HOUR_MS};
+static const char *const bq_sql[BQ__COUNT] = {
+    [T_RAW] = "SELECT ts, 1, value, value, value, value, ts FROM samples WHERE series_id = ?1 "
+              "AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+    [T_1M] = "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1m WHERE "
+             "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+    [T_1H] = "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1h WHERE "
+             "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+    [BQ_RAW_COUNT] = "SELECT count(*) FROM samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
+    [BQ_1M_COUNT] = "SELECT total(count) FROM rollup_1m WHERE series_id = ?1 AND bucket >= ?2 "
+                    "AND bucket < ?3",
+    [BQ_RAW_FIRST] = "SELECT min(ts) FROM samples WHERE series_id = ?1",
+    [BQ_1M_FIRST] = "SELECT min(bucket) FROM rollup_1m WHERE series_id = ?1",
+};
+
+struct part;
+
+/* A growable list of parts (a bucket query's scratch, kept with the reader). */
+struct parts {
+    struct part *v;
+    size_t n, cap;
+};
+
 struct cb_store_reader {
     sqlite3 *db;
     char err[320];
-    int64_t retention_raw_ms, retention_1m_ms;
+    sqlite3_stmt *bq[BQ__COUNT]; /* NULL until the first bucket query */
+    struct parts minute;         /* one minute of raw samples */
+    struct parts hour;           /* one hour of 1m rows */
 };
 
 struct series_ref {
@@ -63,8 +94,6 @@ struct cb_store_reader *cb_store_reader_open(const char *db_path, char *err, siz
         free(r);
         return NULL;
     }
-    storage__meta_get(r->db, "retention_raw_ms", &r->retention_raw_ms);
-    storage__meta_get(r->db, "retention_1m_ms", &r->retention_1m_ms);
     return r;
 }
 
@@ -72,6 +101,10 @@ void cb_store_reader_close(struct cb_store_reader *r)
 {
     if (!r)
         return;
+    for (int k = 0; k < BQ__COUNT; k++)
+        sqlite3_finalize(r->bq[k]);
+    free(r->minute.v);
+    free(r->hour.v);
     sqlite3_close(r->db);
     free(r);
 }
@@ -199,27 +232,12 @@ out:
     return rc;
 }
 
-enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from, int64_t to,
-                                        int64_t step_ms)
-{
-    (void)to;
-    if (step_ms % STORAGE_HOUR_MS == 0)
-        return CB_TIER_1H;
-    if (step_ms % STORAGE_MINUTE_MS == 0)
-        return CB_TIER_1M;
-    int64_t now = cb_wall_ms();
-    if (r->retention_1m_ms > 0 && from < now - r->retention_1m_ms)
-        return CB_TIER_1H;
-    if (r->retention_raw_ms > 0 && from < now - r->retention_raw_ms &&
-        step_ms >= STORAGE_MINUTE_MS)
-        return CB_TIER_1M;
-    return CB_TIER_RAW;
-}
-
-/* One step bucket being filled. */
+/* One step bucket being filled. `end` is where the data added so far ends
+ * (a rollup row placed in the bucket may reach past the step). */
 struct bagg {
     struct cb_bucket b;
     int64_t last_ts;
+    int64_t end;
     int open;
 };
 
@@ -257,6 +275,347 @@ static int64_t ceil_to(int64_t v, int64_t step)
     return f == v ? v : (f > INT64_MAX - step ? INT64_MAX : f + step);
 }
 
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ---- buckets from the finest tier that holds the data ---------------------------
+ *
+ * What the tiers hold (store.c): rollup_1h is complete below d1h and
+ * rollup_1m below d1m (their derivation points); raw samples are never
+ * deleted at or after d1m, 1m rows never at or after d1h. Retention deletes
+ * whole rows, oldest first, and a sample committed later into a derived
+ * bucket is merged into both rollups. So a rollup row, where present, counts
+ * every sample ever stored in its bucket, and a finer tier holds all of a
+ * bucket exactly when its count there equals the rollup row's: that is what
+ * is stored, whatever the retention periods say (a day replayed from long
+ * ago keeps its raw rows until retention reaches them).
+ *
+ * Per series, hour by hour below d1h: an hour with a 1h row is answered
+ * from its 1m rows (and raw samples from d1m on) when their counts add up to
+ * the hour's, else from its raw samples when those do, else from the 1h row
+ * alone. Inside such an hour, and after d1h, each minute with a 1m row comes
+ * from its raw samples when their count equals the row's (a step that is a
+ * whole number of minutes takes the row itself: the same answer, read
+ * cheaper), else from the row; minutes without a row and everything from
+ * d1m on come from raw samples. An hour, or minute, is taken from one tier
+ * only, so nothing is counted twice. A rollup row is never split: it goes
+ * whole into the step bucket holding its start, and only when that start is
+ * inside the range (buckets finer than the data are not invented). Hours
+ * without a 1h row below d1h (retention of the 1h tier shorter than a finer
+ * one's) are read from the finer tiers where those have rows at all. */
+
+/* A raw sample or a rollup row: the samples of [start, start + width). */
+struct part {
+    int64_t start, width;
+    uint64_t count;
+    double sum, min, max, last;
+    int64_t last_ts;
+};
+
+/* One bucket query: its statements, the range and the series being read. */
+struct bq {
+    struct cb_store_reader *r;
+    sqlite3_stmt **st;  /* the reader's, by BQ_* */
+    int64_t from, to, step;
+    int64_t d1m, d1h;
+    const struct series_ref *series;
+    int64_t finer_from; /* INT64_MIN: not read yet for this series */
+    cb_bucket_row_fn fn;
+    void *ctx;
+    struct bagg a;
+    int stop;           /* fn asked to stop */
+    int err;            /* an SQLite error, in r->err */
+    struct parts *minute, *hour; /* the reader's scratch */
+};
+
+/* Rows of one tier, from a statement or from an array. */
+struct cur {
+    struct bq *q;
+    sqlite3_stmt *st; /* NULL: rows from v[i, n) */
+    const struct part *v;
+    size_t i, n;
+    int tier;
+    int has;          /* row holds the current row */
+    struct part row;
+};
+
+static void query_failed(struct bq *q)
+{
+    if (!q->err)
+        fail_sql(q->r, "query buckets");
+    q->err = 1;
+}
+
+static void cur_next(struct cur *c)
+{
+    if (!c->st) {
+        c->has = c->i < c->n;
+        if (c->has)
+            c->row = c->v[c->i++];
+        return;
+    }
+    int s = sqlite3_step(c->st);
+    c->has = s == SQLITE_ROW;
+    if (c->has) {
+        sqlite3_stmt *st = c->st;
+        c->row = (struct part){sqlite3_column_int64(st, 0),   tier_width[c->tier],
+                               (uint64_t)sqlite3_column_int64(st, 1),
+                               sqlite3_column_double(st, 2), sqlite3_column_double(st, 3),
+                               sqlite3_column_double(st, 4), sqlite3_column_double(st, 5),
+                               sqlite3_column_int64(st, 6)};
+        return;
+    }
+    if (s != SQLITE_DONE)
+        query_failed(c->q);
+    sqlite3_reset(c->st);
+}
+
+/* Opens c on the rows of `tier` in [lo, hi) for the current series. */
+static void cur_sql(struct cur *c, struct bq *q, int tier, int64_t lo, int64_t hi)
+{
+    *c = (struct cur){.q = q, .st = q->st[tier], .tier = tier};
+    if (lo >= hi || q->err)
+        return;
+    sqlite3_reset(c->st);
+    sqlite3_bind_int64(c->st, 1, q->series->id);
+    sqlite3_bind_int64(c->st, 2, lo);
+    sqlite3_bind_int64(c->st, 3, hi);
+    cur_next(c);
+}
+
+/* Opens c on the rows of l that start in [lo, hi). */
+static void cur_parts(struct cur *c, struct bq *q, const struct parts *l, int64_t lo, int64_t hi)
+{
+    *c = (struct cur){.q = q, .v = l->v, .n = l->n, .tier = T_1M};
+    while (c->i < c->n && c->v[c->i].start < lo)
+        c->i++;
+    while (c->n > c->i && c->v[c->n - 1].start >= hi)
+        c->n--;
+    cur_next(c);
+}
+
+static void cur_close(struct cur *c)
+{
+    if (c->st && c->has)
+        sqlite3_reset(c->st);
+    c->has = 0;
+}
+
+static int parts_push(struct bq *q, struct parts *l, const struct part *p)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct part *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            snprintf(q->r->err, sizeof q->r->err, "out of memory");
+            q->err = 1;
+            return -1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *p;
+    return 0;
+}
+
+/* Hands the filled step bucket to fn. */
+static void bucket_out(struct bq *q)
+{
+    if (!q->a.open || q->stop)
+        return;
+    q->a.b.span_ms = q->a.end - q->a.b.ts > q->step ? q->a.end - q->a.b.ts : q->step;
+    q->stop = q->fn(q->ctx, q->series->topic, q->series->metric, &q->a.b);
+    memset(&q->a, 0, sizeof q->a);
+}
+
+/* Adds p to the step bucket holding its start, when that start is in [lo, hi). */
+static void put(struct bq *q, const struct part *p, int64_t lo, int64_t hi)
+{
+    if (p->start < lo || p->start >= hi || q->stop)
+        return;
+    int64_t b = floor_to(p->start, q->step);
+    if (q->a.open && q->a.b.ts != b)
+        bucket_out(q);
+    if (q->stop)
+        return;
+    q->a.b.ts = b;
+    bagg_add(&q->a, p->count, p->sum, p->min, p->max, p->last, p->last_ts);
+    if (p->start + p->width > q->a.end)
+        q->a.end = p->start + p->width;
+}
+
+/* Every raw sample of [lo, hi). */
+static void raw_range(struct bq *q, int64_t lo, int64_t hi)
+{
+    struct cur c;
+    for (cur_sql(&c, q, T_RAW, lo, hi); c.has && !q->stop; cur_next(&c))
+        put(q, &c.row, lo, hi);
+    cur_close(&c);
+}
+
+/* The one integer `st` (BQ_RAW_COUNT: raw samples, BQ_1M_COUNT: samples in
+ * 1m rows) gives for the series over [lo, hi); -1 on an error. */
+static int64_t range_count(struct bq *q, sqlite3_stmt *st, int64_t lo, int64_t hi)
+{
+    if (lo >= hi)
+        return 0;
+    sqlite3_bind_int64(st, 1, q->series->id);
+    sqlite3_bind_int64(st, 2, lo);
+    sqlite3_bind_int64(st, 3, hi);
+    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (n < 0)
+        query_failed(q);
+    return n;
+}
+
+/* [lo, hi) minute by minute: a minute with a 1m row (from m) comes from its
+ * raw samples when they are all there (their count equals the row's, and
+ * the step does not take whole minutes), else from the row; a minute
+ * without a row from its raw samples. `rows_whole`: m holds a row for every
+ * minute with data below d1m (no raw read is needed where the step takes
+ * whole minutes). */
+static void minutes(struct bq *q, int64_t lo, int64_t hi, struct cur *m, int rows_whole)
+{
+    int whole_minutes = q->step % STORAGE_MINUTE_MS == 0;
+    if (whole_minutes && rows_whole) {
+        for (; m->has && !q->stop; cur_next(m))
+            put(q, &m->row, lo, hi);
+        raw_range(q, max64(lo, q->d1m), hi);
+        return;
+    }
+    struct cur raw;
+    cur_sql(&raw, q, T_RAW, floor_to(lo, STORAGE_MINUTE_MS), ceil_to(hi, STORAGE_MINUTE_MS));
+    while ((m->has || raw.has) && !q->stop && !q->err) {
+        int64_t t = raw.has ? floor_to(raw.row.start, STORAGE_MINUTE_MS) : INT64_MAX;
+        if (m->has && m->row.start < t)
+            t = m->row.start;
+        q->minute->n = 0;
+        for (; raw.has && raw.row.start < t + STORAGE_MINUTE_MS; cur_next(&raw))
+            if (parts_push(q, q->minute, &raw.row) < 0)
+                break;
+        if (m->has && m->row.start == t) {
+            struct part row = m->row;
+            cur_next(m);
+            if (whole_minutes || q->minute->n != row.count) {
+                put(q, &row, lo, hi);
+                continue;
+            }
+        }
+        for (size_t i = 0; i < q->minute->n; i++)
+            put(q, &q->minute->v[i], lo, hi);
+    }
+    cur_close(&raw);
+}
+
+/* [lo, hi) where no 1h row says how much there is (see minutes()). */
+static void without_hour(struct bq *q, int64_t lo, int64_t hi, int rows_whole)
+{
+    if (lo >= hi)
+        return;
+    struct cur m;
+    cur_sql(&m, q, T_1M, floor_to(lo, STORAGE_MINUTE_MS),
+            min64(ceil_to(hi, STORAGE_MINUTE_MS), q->d1m));
+    minutes(q, lo, hi, &m, rows_whole);
+    cur_close(&m);
+}
+
+/* Where the series' finer tiers begin: its oldest 1m row or raw sample. */
+static int64_t finer_from(struct bq *q)
+{
+    if (q->finer_from != INT64_MIN)
+        return q->finer_from;
+    int64_t v = INT64_MAX;
+    for (int k = 0; k < 2; k++) {
+        sqlite3_stmt *st = q->st[BQ_RAW_FIRST + k];
+        sqlite3_bind_int64(st, 1, q->series->id);
+        int s = sqlite3_step(st);
+        if (s == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            v = min64(v, sqlite3_column_int64(st, 0));
+        else if (s != SQLITE_ROW && s != SQLITE_DONE)
+            query_failed(q);
+        sqlite3_reset(st);
+    }
+    return q->finer_from = v;
+}
+
+/* Hours below d1h that have no 1h row: nothing, unless that tier's rows were
+ * deleted before the finer tiers' (a shorter retention). */
+static void hour_gap(struct bq *q, int64_t lo, int64_t hi)
+{
+    lo = max64(lo, q->from);
+    hi = min64(hi, q->to);
+    if (lo < hi)
+        lo = max64(lo, finer_from(q));
+    without_hour(q, lo, hi, 0);
+}
+
+/* One hour below d1h with its 1h row h. */
+static void hour(struct bq *q, const struct part *h)
+{
+    if (q->step % STORAGE_HOUR_MS == 0) { /* the row is the whole answer, exactly */
+        put(q, h, q->from, q->to);
+        return;
+    }
+    int64_t end = h->start + STORAGE_HOUR_MS;
+    int64_t lo = max64(h->start, q->from), hi = min64(end, q->to);
+    /* the 1m rows the range needs: all of them when it covers the hour
+     * (they add up to the hour's count), else only its minutes, and the sum
+     * for the hour from SQLite */
+    int whole = lo == h->start && hi == end;
+    int64_t mlo = whole ? h->start : floor_to(lo, STORAGE_MINUTE_MS);
+    int64_t mhi = min64(whole ? end : ceil_to(hi, STORAGE_MINUTE_MS), q->d1m);
+    struct cur c;
+    q->hour->n = 0;
+    for (cur_sql(&c, q, T_1M, mlo, mhi); c.has; cur_next(&c))
+        if (parts_push(q, q->hour, &c.row) < 0)
+            break;
+    cur_close(&c);
+    int64_t fine = 0;
+    if (!whole)
+        fine = range_count(q, q->st[BQ_1M_COUNT], h->start, min64(end, q->d1m));
+    for (size_t i = 0; whole && i < q->hour->n; i++)
+        fine += (int64_t)q->hour->v[i].count;
+    /* plus the raw samples not in the 1m tier yet */
+    fine += range_count(q, q->st[BQ_RAW_COUNT], max64(h->start, q->d1m), end);
+    if (q->err)
+        return;
+    int64_t n;
+    if ((uint64_t)fine == h->count) {
+        cur_parts(&c, q, q->hour, floor_to(lo, STORAGE_MINUTE_MS),
+                  ceil_to(hi, STORAGE_MINUTE_MS));
+        minutes(q, lo, hi, &c, 1);
+    } else if ((n = range_count(q, q->st[BQ_RAW_COUNT], h->start, end)) >= 0 &&
+               (uint64_t)n == h->count) {
+        raw_range(q, lo, hi); /* the 1m rows are gone, the samples are not */
+    } else if (!q->err) {
+        put(q, h, q->from, q->to); /* only the 1h row knows this hour */
+    }
+}
+
+/* The buckets of one series. */
+static void series_buckets(struct bq *q)
+{
+    q->finer_from = INT64_MIN;
+    memset(&q->a, 0, sizeof q->a);
+    int64_t lo = floor_to(q->from, STORAGE_HOUR_MS);
+    int64_t hi = max64(lo, min64(ceil_to(q->to, STORAGE_HOUR_MS), q->d1h));
+    struct cur h;
+    for (cur_sql(&h, q, T_1H, lo, hi); h.has && !q->stop && !q->err; cur_next(&h)) {
+        hour_gap(q, lo, h.row.start);
+        hour(q, &h.row);
+        lo = h.row.start + STORAGE_HOUR_MS;
+    }
+    cur_close(&h);
+    if (!q->stop && !q->err) {
+        hour_gap(q, lo, hi);
+        /* from d1h on nothing is deleted from the 1m tier */
+        without_hour(q, max64(hi, q->from), q->to, 1);
+    }
+    if (!q->err)
+        bucket_out(q);
+}
+
 int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const char *metric,
                            int64_t from, int64_t to, int64_t step_ms, cb_bucket_row_fn fn,
                            void *ctx)
@@ -265,82 +624,34 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
         snprintf(r->err, sizeof r->err, "step must be positive");
         return -1;
     }
-    struct series_list l = {0};
-    sqlite3_stmt *st;
-    int rc = -1;
     /* far enough from the int64 ends that rounding cannot overflow */
     const int64_t lim = INT64_C(1) << 61;
-    if (from < -lim)
-        from = -lim;
-    if (to > lim)
-        to = lim;
-    sqlite3_stmt *sts[3] = {NULL, NULL, NULL};
-    enum cb_store_tier tier = cb_store_choose_tier(r, from, to, step_ms);
-    /* whole step buckets: every tier then answers the same */
-    from = floor_to(from, step_ms);
-    to = ceil_to(to, step_ms);
+    struct bq q = {.r = r, .st = r->bq, .step = step_ms, .fn = fn, .ctx = ctx,
+                   .minute = &r->minute, .hour = &r->hour};
+    /* whole step buckets */
+    q.from = floor_to(from < -lim ? -lim : from, step_ms);
+    q.to = ceil_to(to > lim ? lim : to, step_ms);
+    struct series_list l = {0};
+    int rc = -1;
     if (begin(r) < 0)
         return -1;
     if (list_series(r, topic, metric, &l) < 0)
         goto out;
-    /* The sources in time order, each up to where it is complete: the
-     * chosen tier below its derivation point, then finer ones, then raw. */
-    static const char *const sql[3] = {
-        "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1h WHERE "
-        "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
-        "SELECT bucket, count, sum, min, max, last, last_ts FROM rollup_1m WHERE "
-        "series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
-        "SELECT ts, 1, value, value, value, value, ts FROM samples WHERE series_id = ?1 "
-        "AND ts >= ?2 AND ts < ?3 ORDER BY ts",
-    };
-    int64_t d1m, d1h;
-    derived_in_snapshot(r, &d1m, &d1h);
-    int64_t upto[3] = {tier == CB_TIER_1H ? d1h : INT64_MIN,
-                       tier == CB_TIER_RAW ? INT64_MIN : d1m, INT64_MAX};
-    for (int k = 0; k < 3; k++)
-        if (upto[k] > from && sqlite3_prepare_v2(r->db, sql[k], -1, &sts[k], NULL) != SQLITE_OK) {
+    for (int k = 0; k < BQ__COUNT; k++)
+        if (!r->bq[k] && sqlite3_prepare_v3(r->db, bq_sql[k], -1, SQLITE_PREPARE_PERSISTENT,
+                                            &r->bq[k], NULL) != SQLITE_OK) {
             fail_sql(r, "query buckets");
             goto out;
         }
-    int stop = 0;
-    for (size_t i = 0; i < l.n && !stop; i++) {
-        struct bagg a = {0};
-        int64_t lo = from;
-        for (int k = 0; k < 3 && !stop && lo < to; k++) {
-            int64_t hi = upto[k] < to ? upto[k] : to;
-            if (!sts[k] || hi <= lo)
-                continue;
-            st = sts[k];
-            sqlite3_bind_int64(st, 1, l.v[i].id);
-            sqlite3_bind_int64(st, 2, lo);
-            sqlite3_bind_int64(st, 3, hi);
-            int s;
-            while (!stop && (s = sqlite3_step(st)) == SQLITE_ROW) {
-                int64_t b = floor_to(sqlite3_column_int64(st, 0), step_ms);
-                if (a.open && a.b.ts != b) {
-                    stop = fn(ctx, l.v[i].topic, l.v[i].metric, &a.b);
-                    memset(&a, 0, sizeof a);
-                }
-                a.b.ts = b;
-                bagg_add(&a, (uint64_t)sqlite3_column_int64(st, 1),
-                         sqlite3_column_double(st, 2), sqlite3_column_double(st, 3),
-                         sqlite3_column_double(st, 4), sqlite3_column_double(st, 5),
-                         sqlite3_column_int64(st, 6));
-            }
-            sqlite3_reset(st);
-            if (!stop && s != SQLITE_DONE) {
-                fail_sql(r, "query buckets");
-                goto out;
-            }
-            lo = hi;
-        }
-        if (!stop && a.open)
-            stop = fn(ctx, l.v[i].topic, l.v[i].metric, &a.b);
+    derived_in_snapshot(r, &q.d1m, &q.d1h);
+    /* the 1h tier is used in whole hours only */
+    q.d1h = floor_to(min64(max64(q.d1h, -lim), lim), STORAGE_HOUR_MS);
+    for (size_t i = 0; i < l.n && !q.stop && !q.err; i++) {
+        q.series = &l.v[i];
+        series_buckets(&q);
     }
-    rc = 0;
+    rc = q.err ? -1 : 0;
 out:
-    for (int k = 0; k < 3; k++)
-        sqlite3_finalize(sts[k]);
     series_list_free(&l);
     end(r);
     return rc;

@@ -159,6 +159,8 @@ struct cb_bucket {
     int64_t ts;      /* bucket start, ms */
     uint64_t count;
     double min, max, sum, last;
+    int64_t span_ms; /* buckets: the data covers [ts, ts + span_ms): the step, or more
+                      * when the bucket holds a whole rollup bucket longer than the step */
 };
 
 /* Raw samples with from <= ts < to (topic and metric may be NULL: all).
@@ -167,24 +169,25 @@ typedef int (*cb_sample_row_fn)(void *ctx, const char *topic, const char *metric
                                 double value);
 int cb_store_query_raw(struct cb_store_reader *r, const char *topic, const char *metric,
                        int64_t from, int64_t to, cb_sample_row_fn fn, void *ctx);
-/* Buckets of step_ms from the best tier (raw, 1m or 1h) for one series. */
+/* Buckets of step_ms over [from, to) for each series matching topic and
+ * metric (NULL: any), in (topic, metric, ts) order. Buckets are aligned to
+ * the epoch; from rounds down and to rounds up to whole step buckets; empty
+ * buckets are not reported. Each bucket is answered from the finest tier
+ * that holds its data, judged by what is stored, not by the retention
+ * periods: raw samples where all of them are there (their count equals the
+ * rollup's), else the 1-minute rollup, else the 1-hour one; an hour (a
+ * minute) is taken from one tier only, so nothing is counted twice. A
+ * rollup row is never split into finer buckets: it goes whole into the step
+ * bucket holding its start, when that start is in the range (span_ms then
+ * says how long the data is), so a 30 s step over data kept only in the
+ * 1-hour tier gives one bucket per hour, at the hour, span_ms 3600000.
+ * Where a step is a whole number of hours (minutes) and that tier is
+ * complete, its rows are read instead of the samples: the same answer. */
 typedef int (*cb_bucket_row_fn)(void *ctx, const char *topic, const char *metric,
                                 const struct cb_bucket *b);
 int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const char *metric,
                            int64_t from, int64_t to, int64_t step_ms, cb_bucket_row_fn fn,
                            void *ctx);
-
-/* Which tier serves buckets of step_ms over [from, to): 1h when step is a
- * multiple of an hour, 1m when a multiple of a minute (both exact: a step
- * bucket is a union of whole rollup buckets, and rollups outlive raw data);
- * raw otherwise, unless the range starts before a retention cut: before the
- * 1m cut the 1h tier, before the raw cut the 1m tier (step >= 1m) serve it
- * approximately (each rollup bucket counted in the step bucket holding its
- * start). Buckets are aligned to the epoch; from rounds down and to rounds up
- * to whole step buckets. */
-enum cb_store_tier { CB_TIER_RAW = 0, CB_TIER_1M, CB_TIER_1H };
-enum cb_store_tier cb_store_choose_tier(struct cb_store_reader *r, int64_t from, int64_t to,
-                                        int64_t step_ms);
 
 /* count/min/max/sum(avg = sum / count)/last over from <= ts < to for one
  * series: raw samples at the edges, 1-minute rollups for the whole minutes

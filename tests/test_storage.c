@@ -726,15 +726,6 @@ static void test_query_tiers(void)
     char err[512];
     struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    /* recent data: tiers by step */
-    int64_t now_from = cb_wall_ms() - 3600000;
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 3600000), CB_TIER_1H);
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 300000), CB_TIER_1M);
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 90000), CB_TIER_RAW);
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, now_from, now_from + 1, 30000), CB_TIER_RAW);
-    /* beyond raw retention (7 days by default), a step that no rollup divides */
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, t0 - 30LL * 86400000, t0, 90000), CB_TIER_1M);
-    CU_ASSERT_EQUAL(cb_store_choose_tier(r, t0 - 400LL * 86400000, t0, 90000), CB_TIER_1H);
     /* the 1h tier, the 1m tier and raw data give the same hourly buckets */
     struct bucket_list *h = calloc(1, sizeof *h), *m = calloc(1, sizeof *m),
                        *raw = calloc(1, sizeof *raw);
@@ -793,6 +784,190 @@ static void test_query_tiers(void)
     free(rl);
     cb_store_reader_close(r);
     cb_store_close(s);
+    teardown();
+}
+
+/* ---- queries: each bucket from the finest tier that holds its data ------------------
+ *
+ * One store, built as time and retention leave it (default retention: raw
+ * 7 d, 1m 90 d, 1h 730 d; the store's clock at `now`, 30 minutes 30 seconds
+ * before an hour): every series has a sample every 10 s over whole hours.
+ *   old/1h    two hours 100 days ago: raw and 1m deleted, the 1h rows left;
+ *             then 6 late samples in its first hour (its 1m row comes back
+ *             with 6, its 1h row counts 366)
+ *   old/1m    one hour 30 days ago: raw deleted, 1m and 1h left
+ *   cut/raw   the hour the raw cut falls in (7 days ago): minutes :00-:29
+ *             only in 1m, minute :30 half in raw, :31-:59 in raw and 1m
+ *   cut/1m    the hour the 1m cut falls in (90 days ago): raw gone, 1m rows
+ *             of :31-:59 left, the 1h row whole
+ *   old/raw   an hour 100 days ago stored after retention ran (a day
+ *             replayed into the database): all three tiers */
+struct tiered {
+    int64_t now;                    /* the store's clock during retention */
+    int64_t h1, h1m, hraw, hcut1m; /* the hours of old/1h, old/1m, cut/raw, cut/1m */
+    int64_t hold;                   /* old/raw */
+};
+
+static void put_hours(struct cb_store *s, const char *topic, int64_t from, int hours)
+{
+    for (int64_t ts = from; ts < from + hours * 3600000LL; ts += 10000)
+        put(s, topic, "v", ts, (double)(ts / 10000 % 41), 0);
+}
+
+static void tiered_store(struct tiered *t)
+{
+    int64_t h0 = cb_wall_ms() / 3600000 * 3600000;
+    t->now = h0 - 30 * 60000 + 30000;
+    t->h1 = h0 - 100 * 86400000LL;
+    t->h1m = h0 - 30 * 86400000LL;
+    t->hraw = h0 - 7 * 86400000LL - 3600000;
+    t->hcut1m = h0 - 90 * 86400000LL - 3600000;
+    t->hold = t->h1 + 5 * 3600000LL;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &t->now};
+    cb_store_set_clock(s, &clk);
+    put_hours(s, "old/1h", t->h1, 2);
+    put_hours(s, "old/1m", t->h1m, 1);
+    put_hours(s, "cut/raw", t->hraw, 1);
+    put_hours(s, "cut/1m", t->hcut1m, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s); /* derives both tiers of everything */
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    cb_store_set_clock(s, &clk);
+    uint64_t deleted;
+    int more = 1;
+    for (int i = 0; more && i < 1000; i++)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    put_hours(s, "old/raw", t->hold, 1);
+    for (int i = 0; i < 6; i++) /* late, into an hour retention emptied */
+        put(s, "old/1h", "v", t->h1 + 10 * 60000 + i * 10000, 100.0 + i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    /* what retention left, checked directly */
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM samples WHERE ts < %lld",
+             (long long)(t->now - 7 * 86400000LL));
+    CU_ASSERT_EQUAL(count_rows(sql), 360 + 6); /* old/raw and the late ones */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM rollup_1m WHERE bucket < %lld",
+             (long long)(t->now - 90 * 86400000LL));
+    CU_ASSERT_EQUAL(count_rows(sql), 60 + 1); /* old/raw's and the late ones' */
+}
+
+static struct bucket_list *tiered_query(const char *topic, int64_t from, int64_t to,
+                                        int64_t step)
+{
+    char err[512];
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    struct bucket_list *l = calloc(1, sizeof *l);
+    CU_ASSERT_EQUAL(cb_store_query_buckets(r, topic, "v", from, to, step, on_bucket, l), 0);
+    cb_store_reader_close(r);
+    return l;
+}
+
+static uint64_t total_count(const struct bucket_list *l)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += l->b[i].count;
+    return n;
+}
+
+static void test_query_raw_past_retention(void)
+{
+    setup();
+    struct tiered t;
+    tiered_store(&t);
+    /* the issue: 200 s of a replayed old day at 30 s, not the whole hour */
+    struct bucket_list *l = tiered_query("old/raw", t.hold, t.hold + 200000, 30000);
+    CU_ASSERT_EQUAL(l->n, 7); /* 200 s rounds up to 210 */
+    for (size_t i = 0; i < l->n; i++) {
+        CU_ASSERT_EQUAL(l->b[i].ts, t.hold + (int64_t)i * 30000);
+        CU_ASSERT_EQUAL(l->b[i].count, 3);
+        CU_ASSERT_EQUAL(l->b[i].span_ms, 30000);
+    }
+    free(l);
+    /* the whole hour at 30 s: every sample once */
+    l = tiered_query("old/raw", t.hold, t.hold + 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 120);
+    CU_ASSERT_EQUAL(total_count(l), 360);
+    free(l);
+    teardown();
+}
+
+static void test_query_only_1m(void)
+{
+    setup();
+    struct tiered t;
+    tiered_store(&t);
+    struct bucket_list *l = tiered_query("old/1m", t.h1m, t.h1m + 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 60); /* one a minute: the 30 s halves are not invented */
+    CU_ASSERT_EQUAL(l->b[1].ts, t.h1m + 60000);
+    CU_ASSERT_EQUAL(l->b[1].count, 6);
+    CU_ASSERT_EQUAL(l->b[1].span_ms, 60000);
+    CU_ASSERT_EQUAL(total_count(l), 360);
+    free(l);
+    l = tiered_query("old/1m", t.h1m, t.h1m + 3600000, 300000);
+    CU_ASSERT_EQUAL(l->n, 12);
+    CU_ASSERT_EQUAL(l->b[0].count, 30);
+    CU_ASSERT_EQUAL(l->b[0].span_ms, 300000);
+    free(l);
+    teardown();
+}
+
+static void test_query_only_1h(void)
+{
+    setup();
+    struct tiered t;
+    tiered_store(&t);
+    struct bucket_list *l = tiered_query("old/1h", t.h1, t.h1 + 2 * 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 2);
+    CU_ASSERT_EQUAL(l->b[0].ts, t.h1);
+    CU_ASSERT_EQUAL(l->b[0].count, 366); /* the late samples once, inside the hour's row */
+    CU_ASSERT_EQUAL(l->b[0].span_ms, 3600000);
+    CU_ASSERT_EQUAL(l->b[1].ts, t.h1 + 3600000);
+    CU_ASSERT_EQUAL(l->b[1].count, 360);
+    free(l);
+    /* the same at a minute step: the hour's 1m rows do not add up to it */
+    l = tiered_query("old/1h", t.h1, t.h1 + 2 * 3600000, 60000);
+    CU_ASSERT_EQUAL(l->n, 2);
+    CU_ASSERT_EQUAL(total_count(l), 726);
+    free(l);
+    /* a range starting inside such an hour does not get it */
+    l = tiered_query("old/1h", t.h1 + 90 * 60000, t.h1 + 2 * 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 0);
+    free(l);
+    teardown();
+}
+
+static void test_query_mixed_hours(void)
+{
+    setup();
+    struct tiered t;
+    tiered_store(&t);
+    /* raw cut at :30:30: minutes :00-:30 from 1m (one bucket each), the rest raw */
+    struct bucket_list *l = tiered_query("cut/raw", t.hraw, t.hraw + 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 31 + 58);
+    CU_ASSERT_EQUAL(total_count(l), 360);
+    CU_ASSERT_EQUAL(l->b[30].ts, t.hraw + 30 * 60000); /* half its samples left: the row */
+    CU_ASSERT_EQUAL(l->b[30].count, 6);
+    CU_ASSERT_EQUAL(l->b[30].span_ms, 60000);
+    CU_ASSERT_EQUAL(l->b[31].ts, t.hraw + 31 * 60000);
+    CU_ASSERT_EQUAL(l->b[31].count, 3);
+    CU_ASSERT_EQUAL(l->b[31].span_ms, 30000);
+    free(l);
+    /* 1m cut at :30:30: only the 1h row has the whole hour */
+    l = tiered_query("cut/1m", t.hcut1m, t.hcut1m + 3600000, 30000);
+    CU_ASSERT_EQUAL(l->n, 1);
+    CU_ASSERT_EQUAL(l->b[0].count, 360);
+    CU_ASSERT_EQUAL(l->b[0].span_ms, 3600000);
+    free(l);
+    /* every series in one query, over all of it: each sample counted once */
+    l = tiered_query(NULL, t.h1, t.now, 30000);
+    CU_ASSERT_EQUAL(total_count(l), 720 + 6 + 360 * 4);
+    free(l);
     teardown();
 }
 
@@ -1102,7 +1277,16 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: the audit log and ended silences are kept for "
                    "storage.retention.alerts, then deleted",
                 test_retention_audit_with_alerts);
-    CU_add_test(s, "storage: bucket queries pick a tier and the tiers agree", test_query_tiers);
+    CU_add_test(s, "storage: hourly, minute and raw-step buckets of complete tiers agree",
+                test_query_tiers);
+    CU_add_test(s, "storage: raw samples kept past raw retention answer 30 s buckets (a replayed old day)",
+                test_query_raw_past_retention);
+    CU_add_test(s, "storage: data only in the 1-minute tier gives one bucket per minute, with its span",
+                test_query_only_1m);
+    CU_add_test(s, "storage: data only in the 1-hour tier gives one bucket per hour, late samples once",
+                test_query_only_1h);
+    CU_add_test(s, "storage: an hour part raw, part 1m takes each minute from its finest whole tier",
+                test_query_mixed_hours);
     CU_add_test(s, "storage: sensors list their metrics and last values; scan is in ts order",
                 test_sensors_and_scan);
     CU_add_test(s, "storage: disk full holds rows bounded, corrupts nothing, recovers",

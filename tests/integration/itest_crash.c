@@ -9,6 +9,7 @@
  * carries a distinct `ts` on one series, and its value is its index, so the
  * rows tell exactly which message they came from. */
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,9 +173,88 @@ static void test_kill9_during_qos1_stream_stores_each_message_once(void)
         CU_ASSERT_TRUE(sanitizers_quiet(procs[i]));
 }
 
+/* ---- a burst of arrival-stamped samples across kill -9 and replays ------------------ */
+
+static int64_t burst_rows(const char *db)
+{
+    return cb_h_sql_count(db, "samples", NULL);
+}
+
+/* Bare numbers are stamped on arrival, each in the next free millisecond of
+ * its topic, before the journal: the journal keeps the stamp, so a replay
+ * gives every message the time it had. A burst of 40 QoS 1 bare numbers
+ * (queued by the broker while citybrain is down, delivered at once) is
+ * journaled and citybrain is killed before a commit; the next run replays
+ * them into 40 rows. Then the committed position is set back below them, as
+ * when rows were dropped on a full pending queue (the position is held below
+ * the first dropped message, and the records after it, committed or not, are
+ * replayed): the committed records come back with the same stamps and are
+ * recognised as duplicates, not stored a second time. */
+static void test_kill9_after_burst_replays_same_stamps(void)
+{
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *db = cb_h_pathf("burst.db");
+    int port = cb_h_free_port();
+    const char *http = cb_h_strf("127.0.0.1:%d", port);
+    /* one commit a minute at most: until the kill, the burst is only in the journal */
+    const char *slow[] = {"run", "--broker", cb_h_broker_url(b), "--db", db,
+                          "--client-id", "cb-itest-burst", "--qos", "1", "--http", http,
+                          "--set", "storage.commit_interval=60s", "--set", "rules.allow_none=true",
+                          NULL};
+    const char *quick[] = {"run", "--broker", cb_h_broker_url(b), "--db", db,
+                           "--client-id", "cb-itest-burst", "--qos", "1", "--http", http,
+                           "--set", "storage.commit_interval=20ms", "--set",
+                           "rules.allow_none=true", NULL};
+    struct cb_h_proc *cb = cbd_start(slow, NULL, port); /* makes the persistent session */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT_EQUAL_FATAL(cbd_stop(cb), 0);
+    struct cb_h_pub *pub = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pub);
+    for (int i = 0; i < 40; i++)
+        CU_ASSERT_EQUAL(cb_h_pub_str(pub, "city/d01/noise/n1", cb_h_strf("%d", i), 1), 0);
+
+    cb = cbd_start(slow, NULL, port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT_TRUE(cbd_wait_metric(port, "citybrain_mqtt_received_total", 40, CBD_TIMEOUT_MS));
+    cb_h_proc_kill(cb);
+    CU_ASSERT_EQUAL(burst_rows(db), 0); /* nothing committed: all in the journal */
+
+    cb = cbd_start(quick, NULL, port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT_TRUE(cbd_wait_log(cb, "recovered 40 sample(s) from the ingest journal", 1000));
+    struct rows_wait w = {db, 40};
+    CU_ASSERT_TRUE(cb_h_wait_until(rows_reached, &w, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+    CU_ASSERT_EQUAL(burst_rows(db), 40);
+    int64_t values = -1, span = -1;
+    CU_ASSERT_EQUAL(cb_h_sql_int(db, &values, "SELECT count(DISTINCT value) FROM samples"), 0);
+    CU_ASSERT_EQUAL(cb_h_sql_int(db, &span, "SELECT max(ts) - min(ts) FROM samples"), 0);
+    CU_ASSERT_EQUAL(values, 40);
+    CU_ASSERT(span >= 39); /* at least a millisecond apart */
+
+    /* the committed position set back below the burst */
+    sqlite3 *rw = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(db, &rw), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(rw, "UPDATE ingest_state SET journal_pos = 0", NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(rw);
+    cb = cbd_start(quick, NULL, port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT_TRUE(cbd_wait_log(cb, "recovered 40 sample(s) from the ingest journal", 1000));
+    CU_ASSERT_TRUE(
+        cbd_wait_metric(port, "citybrain_storage_rows_duplicate_total", 40, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+    CU_ASSERT_EQUAL(burst_rows(db), 40);
+    cb_h_pub_disconnect(pub);
+}
+
 void cb_test_suite_crash(void)
 {
     CU_pSuite s = cb_h_add_suite("crash");
     CU_add_test(s, "crash: SIGKILL six times in a QoS 1 stream of 3000 stores every message exactly once",
                 test_kill9_during_qos1_stream_stores_each_message_once);
+    CU_add_test(s, "crash: a burst of 40 bare numbers killed before its commit is replayed into 40 "
+                   "rows; replayed again after commit, all 40 are duplicates",
+                test_kill9_after_burst_replays_same_stamps);
 }

@@ -529,24 +529,9 @@ static void test_broker_restart_is_survived(void)
 
 static void test_tls_with_ca_file(void)
 {
-    const char *d = cb_h_dir();
-    int rc = cb_h_sh(
-        "cd '%s' && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        "-keyout ca.key -out ca.crt -days 1 -subj /CN=cbtest-ca && "
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 && "
-        "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
-        "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-        "-out srv.crt -days 1 -extfile san.ext && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        "-keyout other.key -out other.crt -days 1 -subj /CN=other-ca",
-        d);
-    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_EQUAL_FATAL(cb_h_make_test_certs(), 0);
     int tls_port = cb_h_free_port();
-    const char *extra = cb_h_strf("listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/srv.crt\n"
-                                  "keyfile %s/srv.key\n",
-                                  tls_port, d, d, d);
+    const char *extra = cb_h_tls_listener_conf(tls_port);
     struct cb_h_broker *b = cb_h_broker_start(extra);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     CU_ASSERT_EQUAL_FATAL(cb_h_wait_port(tls_port, 5000), 0);

@@ -48,6 +48,10 @@ long cbd_http(int port, const char *method, const char *path, const char *token,
  * request failed or the series is absent. */
 int cbd_metric(int port, const char *series, double *out);
 
+/* Waits until that series is at least `want`. 1 when it got there, 0 on
+ * timeout. */
+int cbd_wait_metric(int port, const char *series, double want, int timeout_ms);
+
 /* Messages received by s whose JSON "state" is state (and, when rule is not
  * NULL, whose "rule" is rule). */
 size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule);

@@ -417,6 +417,30 @@ int cb_h_sh(const char *fmt, ...)
     return WEXITSTATUS(st);
 }
 
+int cb_h_make_test_certs(void)
+{
+    return cb_h_sh(
+        "cd '%s' && "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout ca.key -out ca.crt -days 1 -subj /CN=cbtest-ca && "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout srv.key -out srv.csr -subj /CN=127.0.0.1 && "
+        "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && "
+        "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+        "-out srv.crt -days 1 -extfile san.ext && "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-keyout other.key -out other.crt -days 1 -subj /CN=other-ca",
+        cb_h_dir()) == 0 ? 0 : -1;
+}
+
+const char *cb_h_tls_listener_conf(int port)
+{
+    const char *d = cb_h_dir();
+    return cb_h_strf("listener %d 127.0.0.1\ncafile %s/ca.crt\ncertfile %s/srv.crt\n"
+                     "keyfile %s/srv.key\n",
+                     port, d, d, d);
+}
+
 /* ---- processes ------------------------------------------------------------ */
 
 /* The environment for a child: environ with the entries of extra replacing

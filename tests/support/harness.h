@@ -62,6 +62,14 @@ int64_t cb_h_now_ms(void);
  * <tmpdir>/sh.log. */
 int cb_h_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Makes throwaway TLS files in the temp dir with openssl: a CA (ca.crt,
+ * ca.key), a server certificate for 127.0.0.1 signed by it (srv.crt,
+ * srv.key) and a second, unrelated CA (other.crt, other.key). 0 or -1. */
+int cb_h_make_test_certs(void);
+/* mosquitto configuration lines for a TLS listener on 127.0.0.1:port with
+ * the files of cb_h_make_test_certs (harness-owned). */
+const char *cb_h_tls_listener_conf(int port);
+
 /* ---- processes ------------------------------------------------------------ */
 
 struct cb_h_proc;
