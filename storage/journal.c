@@ -128,7 +128,7 @@ static int start_segment(struct cb_journal *j)
     char *p = seg_path(j, j->next_pos);
     if (!p)
         return -1;
-    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, STORAGE_FILE_MODE);
     free(p);
     if (fd < 0)
         return -1;
@@ -268,7 +268,7 @@ struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int f
         storage__set_err(err, errlen, "journal: out of memory");
         goto fail;
     }
-    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+    if (mkdir(dir, STORAGE_DIR_MODE) < 0 && errno != EEXIST) {
         storage__set_err(err, errlen, "journal %s: cannot create the directory: %s", dir,
                          strerror(errno));
         goto fail;

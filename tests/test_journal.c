@@ -255,6 +255,31 @@ static void test_unusable_dir(void)
     CU_ASSERT(strstr(err, "cannot create the directory") != NULL);
 }
 
+/* Raw telemetry is the owner's: segments 0600, the directory 0750, whatever
+ * the umask lets through. */
+static void test_modes(void)
+{
+    make_dir();
+    char jdir[128], seg[192];
+    snprintf(jdir, sizeof jdir, "%s/j", dir);
+    mode_t old = umask(0);
+    char err[256] = "";
+    struct cb_journal *j = cb_journal_open(jdir, 4096, 0, err, sizeof err);
+    umask(old);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, "t", 1, "1", 1, 1, &pos), 0);
+    cb_journal_close(j);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(jdir, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 07777, 0750);
+    snprintf(seg, sizeof seg, "%s/%020d.seg", jdir, 1);
+    CU_ASSERT_EQUAL(stat(seg, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 07777, 0600);
+    cb_t_remove_dir(jdir);
+    remove_dir();
+}
+
 void cb_test_suite_journal(void)
 {
     CU_pSuite s = CU_add_suite("journal", NULL, NULL);
@@ -267,4 +292,5 @@ void cb_test_suite_journal(void)
     CU_add_test(s, "journal: appends from two threads get unique ordered positions",
                 test_threads);
     CU_add_test(s, "journal: an unusable directory is a clear error", test_unusable_dir);
+    CU_add_test(s, "journal: segments are created 0600 in a 0750 directory", test_modes);
 }

@@ -122,6 +122,41 @@ static void test_schema_created(void)
     teardown();
 }
 
+/* Mode bits of path, or -1 when it cannot be read. */
+static int file_mode(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
+}
+
+/* The audit trail and webhook bodies live in the database: the file and the
+ * -wal and -shm SQLite makes beside it are the owner's alone, whatever the
+ * umask lets through. A file that is already there keeps its mode. */
+static void test_files_private(void)
+{
+    setup();
+    mode_t old = umask(0);
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    put(s, "city/a", "v", 1000, 1.0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    char path[160];
+    CU_ASSERT_EQUAL(file_mode(dbpath), 0600);
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT_EQUAL(file_mode(path), 0600);
+    snprintf(path, sizeof path, "%s-shm", dbpath);
+    CU_ASSERT_EQUAL(file_mode(path), 0600);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(chmod(dbpath, 0640), 0);
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL(s);
+    if (s)
+        cb_store_close(s);
+    CU_ASSERT_EQUAL(file_mode(dbpath), 0640);
+    umask(old);
+    teardown();
+}
+
 static void test_migration(void)
 {
     setup();
@@ -1036,6 +1071,8 @@ void cb_test_suite_storage(void)
 {
     CU_pSuite s = CU_add_suite("storage", NULL, NULL);
     CU_add_test(s, "storage: a new file gets the current schema in WAL mode", test_schema_created);
+    CU_add_test(s, "storage: the database, its -wal and -shm are created readable by the owner only",
+                test_files_private);
     CU_add_test(s, "storage: a version-1 database migrates forward keeping its rows",
                 test_migration);
     CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",
