@@ -263,6 +263,7 @@ static void register_metrics(struct cb_daemon *d)
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cb_metrics_gauge_fn(fns[i].name, "", fns[i].help, fns[i].fn, d);
+
 }
 
 /* ---- the message path ---------------------------------------------------- */
@@ -352,6 +353,15 @@ static void on_message(void *ctx, const struct cb_message *m)
         cb_store_note_journal_pos(d->store, m->journal_pos);
     else
         cb_store_append(d->store, m->topic, dec.device, d->keep, k, m->journal_pos);
+}
+
+/* Paho thread: a message refused for its size before any copy counts with
+ * the decoder's rejections (the counters are atomic). */
+static void refused_message(void *ctx, enum cb_reject r)
+{
+    struct cb_daemon *d = ctx;
+    cb_counter_add(d->m_msg_rejected, 1);
+    cb_counter_add(d->m_rejected[r], 1);
 }
 
 /* Paho thread: journal the raw message before it is acknowledged. */
@@ -753,6 +763,7 @@ static int start(struct cb_daemon *d)
         return -1;
     }
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
+    cb_mqtt_set_refused(d->mqtt, refused_message, d);
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;

@@ -90,11 +90,19 @@ typedef int (*cb_persist_fn)(void *ctx, const char *topic, size_t topic_len,
                              const void *payload, size_t len, int64_t arrival_ms,
                              uint64_t *pos);
 
+/* Called on the Paho thread when a message is refused for its size before
+ * anything of it is copied (CB_REJECT_TOPIC_TOO_LONG or
+ * CB_REJECT_PAYLOAD_TOO_LARGE), so the daemon counts it with the decoder's
+ * rejections. Must be thread-safe and must not block. */
+typedef void (*cb_refused_fn)(void *ctx, enum cb_reject reason);
+
 struct cb_mqtt_stats {
     uint64_t received;         /* messages handed to the loop */
     uint64_t dropped_qos0;     /* QoS 0 messages dropped, queue full */
     uint64_t deferred_qos1;    /* QoS 1 messages that waited for room, queue full (back-pressure) */
     uint64_t persist_failed;   /* the persist hook refused */
+    uint64_t refused_topic;    /* over ingest.max_topic_length: refused before any copy */
+    uint64_t refused_payload;  /* over ingest.max_payload: refused before any copy */
     uint64_t connects;
     uint64_t connection_lost;
     uint64_t published;
@@ -114,6 +122,8 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
                             void *ctx, char *err, size_t errlen);
 /* Installs the persist hook (before start). */
 void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
+/* Installs the hook told of size refusals (before start). */
+void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx);
 /* Connects (asynchronously), subscribes on every connect, reconnects with
  * exponential backoff and jitter. Returns 0 or -1. */
 int cb_mqtt_start(struct cb_mqtt *m);

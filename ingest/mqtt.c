@@ -120,11 +120,14 @@ struct cb_mqtt {
     int max_inflight;
     int64_t backoff_min, backoff_max, backoff;
     uint64_t rng;
+    size_t max_topic, max_payload; /* ingest.max_topic_length, ingest.max_payload */
 
     cb_message_fn on_message;
     void *ctx;
     cb_persist_fn persist;
     void *persist_ctx;
+    cb_refused_fn refused;
+    void *refused_ctx;
 
     /* Incoming queue, Paho thread -> loop. */
     pthread_mutex_t lock;
@@ -296,6 +299,34 @@ static void free_list(struct node *n)
     }
 }
 
+/* Bounds before copies: a topic or payload over its bound is refused here,
+ * before anything of it is copied, queued or journaled, and counted by
+ * reason (the decoder would refuse it anyway, but only after the hand-off
+ * copy and the journal record had cost a payload each). Paho itself has read
+ * the packet and copied the payload once by now; with MQTT 5 the broker does
+ * not send such a message at all (Maximum Packet Size, see do_connect).
+ * Returns 1 when refused. */
+static int refuse_oversize(struct cb_mqtt *m, const char *topic, size_t tl, size_t len)
+{
+    static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 10000};
+    enum cb_reject why;
+    if (tl > m->max_topic) {
+        STAT_ADD(m, refused_topic, 1);
+        why = CB_REJECT_TOPIC_TOO_LONG;
+    } else if (len > m->max_payload) {
+        STAT_ADD(m, refused_payload, 1);
+        why = CB_REJECT_PAYLOAD_TOO_LARGE;
+    } else {
+        return 0;
+    }
+    if (m->refused)
+        m->refused(m->refused_ctx, why);
+    cb_log_limited(&rl, CB_LOG_WARN, "ingest",
+                   "refused a message on '%.*s' (topic %zu bytes, payload %zu bytes): %s",
+                   (int)(tl > 120 ? 120 : tl), topic, tl, len, cb_reject_name(why));
+    return 1;
+}
+
 /* messageArrived: see the comment at the top. Returns 1 (consumed), or 0 only
  * when memory for the copy cannot be had (Paho keeps it and retries). */
 static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
@@ -306,6 +337,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     size_t size = tl + 1 + len;
     int qos = msg->qos;
+    if (refuse_oversize(m, topic, tl, len))
+        goto consumed;
 
     /* A QoS 0 message costs one lock and, once nodes circulate, no malloc.
      * Only this thread takes nodes, so at most one message lives outside the
@@ -545,6 +578,19 @@ static void on_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
 
 /* ---- worker thread: every Paho call after start ------------------------------------ */
 
+/* The largest PUBLISH packet we take: fixed header (at most 5 bytes), topic
+ * (2 + max_topic), packet id (2), properties, payload. PACKET_SLACK leaves
+ * room for the properties a publisher may add (user properties, content
+ * type); what is larger than the bounds by less than the slack still reaches
+ * refuse_oversize and is counted there. */
+#define PACKET_SLACK 4096
+
+static uint64_t max_packet_size(const struct cb_mqtt *m)
+{
+    uint64_t n = 5 + 2 + (uint64_t)m->max_topic + 2 + PACKET_SLACK + (uint64_t)m->max_payload;
+    return n > 268435460u ? 268435460u : n; /* the protocol's own limit */
+}
+
 static void do_connect(struct cb_mqtt *m)
 {
     MQTTAsync_connectOptions o4 = MQTTAsync_connectOptions_initializer;
@@ -568,6 +614,12 @@ static void do_connect(struct cb_mqtt *m)
         MQTTProperties_add(&props, &p);
         p.identifier = MQTTPROPERTY_CODE_RECEIVE_MAXIMUM;
         p.value.integer2 = (unsigned short)m->max_inflight;
+        MQTTProperties_add(&props, &p);
+        /* The broker must not send a larger packet (MQTT 5, 3.1.2.11.4): it
+         * drops such a message for us instead, so a giant payload is never
+         * even read (see refuse_oversize for MQTT 3.1.1). */
+        p.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE;
+        p.value.integer4 = (unsigned)max_packet_size(m);
         MQTTProperties_add(&props, &p);
         o->connectProperties = &props;
     } else {
@@ -923,6 +975,8 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->backoff_min = cfg->mqtt_reconnect_min_ms;
     m->backoff_max = cfg->mqtt_reconnect_max_ms;
     m->backoff = m->backoff_min;
+    m->max_topic = (size_t)cfg->ingest_max_topic_length;
+    m->max_payload = (size_t)cfg->ingest_max_payload;
     m->max_count = (size_t)cfg->ingest_queue_max_messages;
     m->max_bytes = (size_t)cfg->ingest_queue_max_bytes;
     m->coalesce_above = cfg->ingest_coalesce_above;
@@ -982,6 +1036,12 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx)
 {
     m->persist = fn;
     m->persist_ctx = ctx;
+}
+
+void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx)
+{
+    m->refused = fn;
+    m->refused_ctx = ctx;
 }
 
 int cb_mqtt_start(struct cb_mqtt *m)
@@ -1110,6 +1170,8 @@ void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)
     out->dropped_qos0 = STAT_GET(m, dropped_qos0);
     out->deferred_qos1 = STAT_GET(m, deferred_qos1);
     out->persist_failed = STAT_GET(m, persist_failed);
+    out->refused_topic = STAT_GET(m, refused_topic);
+    out->refused_payload = STAT_GET(m, refused_payload);
     out->connects = STAT_GET(m, connects);
     out->connection_lost = STAT_GET(m, connection_lost);
     out->published = STAT_GET(m, published);

@@ -127,19 +127,6 @@ static void test_windows_rebuilt_after_restart(void)
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 
-struct metric_wait {
-    int port;
-    const char *series;
-    double want;
-};
-
-static int metric_reached(void *ctx)
-{
-    struct metric_wait *w = ctx;
-    double v = 0;
-    return cbd_metric(w->port, w->series, &v) == 0 && v >= w->want;
-}
-
 static double metric(int port, const char *series)
 {
     double v = -1;
@@ -185,8 +172,7 @@ static void test_rejections_counted_by_reason(void)
     /* A good one last: once it is stored, every junk message before it has
      * been through the decoder. */
     CU_ASSERT_EQUAL(cb_h_pub_str(pub, "city/d01/river/s1", "{\"level\":2.5}", 1), 0);
-    struct metric_wait w = {port, "citybrain_storage_rows_written_total", 1};
-    CU_ASSERT_TRUE(cb_h_wait_until(metric_reached, &w, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE(cbd_wait_metric(port, "citybrain_storage_rows_written_total", 1, CBD_TIMEOUT_MS));
     CU_ASSERT_DOUBLE_EQUAL(metric(port, mal), 3, 0.1);
     CU_ASSERT_DOUBLE_EQUAL(metric(port, big), 1, 0.1);
     CU_ASSERT_DOUBLE_EQUAL(metric(port, str), 1, 0.1);

@@ -265,6 +265,58 @@ static void exactly_once_with_version(int version)
 static void test_exactly_once_311(void) { exactly_once_with_version(4); }
 static void test_exactly_once_5(void) { exactly_once_with_version(5); }
 
+/* Bounds before copies: a topic over ingest.max_topic_length or a payload
+ * over ingest.max_payload never reaches the hand-off queue or the persist
+ * hook; each is counted by reason and the stream goes on. */
+static int persisted;
+static int count_persist(void *ctx, const char *topic, size_t topic_len, const void *payload,
+                         size_t len, int64_t arrival_ms, uint64_t *pos)
+{
+    (void)ctx, (void)topic, (void)topic_len, (void)payload, (void)len, (void)arrival_ms;
+    *pos = (uint64_t)++persisted;
+    return 0;
+}
+
+static void test_oversize_refused_before_handoff(void)
+{
+    struct rx rx;
+    rx_init(&rx);
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *topics[] = {"a/#", NULL};
+    struct cb_config *c = rx_config(&rx, cb_h_broker_url(b), topics, 1);
+    c->ingest_max_topic_length = 16;
+    c->ingest_max_payload = 32;
+    persisted = 0;
+    struct cb_mqtt *m = cb_mqtt_new(&rx.loop, c, on_msg, &whos[0], NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    whos[0] = (struct who){&rx, 0};
+    rx.m[0] = m;
+    rx.nclients = 1;
+    cb_mqtt_set_persist(m, count_persist, NULL);
+    CU_ASSERT_EQUAL_FATAL(cb_mqtt_start(m), 0);
+    struct cb_h_pub *p = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_TRUE_FATAL(wait_subscribed(&rx, p, "a/probe"));
+    int persisted_before = persisted;
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/this/topic/is/far/too/long", "1", 1), 0);
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/big", "0123456789012345678901234567890123456789", 1),
+                    0);
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/just/sixteen/b", "01234567890123456789012345678901",
+                                 1),
+                    0); /* both exactly at their bound: taken */
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/end", "end", 1), 0);
+    CU_ASSERT_TRUE_FATAL(run_until(&rx, sentinel_seen, 10000));
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/this"), 0);
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/big"), 0);
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/just/sixteen/b"), 1);
+    CU_ASSERT_EQUAL(persisted - persisted_before, 2); /* the one at its bounds, and a/end */
+    struct cb_mqtt_stats s = stats_of(m);
+    CU_ASSERT_EQUAL(s.refused_topic, 1);
+    CU_ASSERT_EQUAL(s.refused_payload, 1);
+    rx_finish(&rx);
+}
+
 static int shared_done(struct rx *rx) { return count_prefix(rx, "s/") >= 40; }
 static int both_probed(struct rx *rx)
 {
@@ -631,6 +683,9 @@ void cb_test_suite_mqtt(void)
                 test_exactly_once_311);
     CU_add_test(s, "mqtt: QoS 0 and 1 arrive on the loop exactly once, several filters (MQTT 5)",
                 test_exactly_once_5);
+    CU_add_test(s, "mqtt: topics and payloads over their bounds are refused before the hand-off "
+                   "and the journal, and counted",
+                test_oversize_refused_before_handoff);
     CU_add_test(s, "mqtt: a shared subscription splits the messages between its members",
                 test_shared_subscription);
     CU_add_test(s, "mqtt: QoS 1 with a stalled loop and a small queue loses nothing",

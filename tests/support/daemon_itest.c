@@ -126,6 +126,42 @@ int cbd_metric(int port, const char *series, double *out)
     return -1;
 }
 
+struct metric_wait {
+    int port;
+    const char *series;
+    double want;
+};
+
+static int metric_reached(void *ctx)
+{
+    struct metric_wait *w = ctx;
+    double v = 0;
+    return cbd_metric(w->port, w->series, &v) == 0 && v >= w->want;
+}
+
+int cbd_wait_metric(int port, const char *series, double want, int timeout_ms)
+{
+    struct metric_wait w = {port, series, want};
+    return cb_h_wait_until(metric_reached, &w, timeout_ms);
+}
+
+struct rows_wait {
+    const char *db;
+    int64_t want;
+};
+
+static int rows_reached(void *ctx)
+{
+    struct rows_wait *w = ctx;
+    return cb_h_sql_count(w->db, "samples", NULL) >= w->want;
+}
+
+int cbd_wait_rows(const char *db, int64_t want, int timeout_ms)
+{
+    struct rows_wait w = {db, want};
+    return cb_h_wait_until(rows_reached, &w, timeout_ms);
+}
+
 size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule)
 {
     size_t n = 0, total = cb_h_sub_count(s);
