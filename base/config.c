@@ -145,8 +145,9 @@ static const struct option options[] = {
      0, 0, "journal segment size before rotation", 0},
     {"storage.max_pending_rows", T_INT, OFF(storage_max_pending_rows), 1000, 1000000000,
      "2000000", 0, 0,
-     "rows held in memory while the database cannot be written (disk full); beyond, rows are "
-     "left to the journal and counted",
+     "rows held in memory while the database cannot be written (disk full); beyond, the rows "
+     "of journaled (QoS 1) messages are left to the journal (stored at the next start) and "
+     "those of QoS 0 messages are lost, each counted",
      0},
     {"storage.retention.raw", T_DURATION, OFF(storage_retention_raw_ms), 0, 36500 * DAY, "7d",
      0, 0, "keep raw samples this long (0 = forever)", 0},

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,7 +105,25 @@ static double g_mqtt_connected(void *ctx)
 MQTT_STAT(g_mqtt_received, received)
 MQTT_STAT(g_mqtt_dropped, dropped_qos0)
 MQTT_STAT(g_mqtt_deferred, deferred_qos1)
-MQTT_STAT(g_mqtt_persist_failed, persist_failed)
+MQTT_STAT(g_mqtt_journal_waits, journal_waits)
+static double g_journal_ok(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_mqtt_stats s;
+    if (!d->mqtt)
+        return 1;
+    cb_mqtt_get_stats(d->mqtt, &s);
+    return s.journal_errno == 0;
+}
+static double g_journal_failures(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_journal_stats s;
+    if (!d->journal)
+        return 0;
+    cb_journal_get_stats(d->journal, &s);
+    return (double)s.append_failed;
+}
 MQTT_STAT(g_mqtt_queue_depth, queue_depth)
 MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
 MQTT_STAT(g_mqtt_coalesce, coalesce_switches)
@@ -124,6 +143,7 @@ MQTT_STAT(g_mqtt_lost, connection_lost)
 STORE_STAT(g_store_rows, rows_written)
 STORE_STAT(g_store_dup, rows_duplicate)
 STORE_STAT(g_store_dropped, rows_dropped)
+STORE_STAT(g_store_lost, rows_lost)
 STORE_STAT(g_store_commits, commits)
 STORE_STAT(g_store_commit_errors, commit_errors)
 STORE_STAT(g_store_pending, pending_rows)
@@ -223,8 +243,16 @@ static void register_metrics(struct cb_daemon *d)
          "QoS 1 messages that waited for room in the full hand-off queue (back-pressure on the broker)",
          g_mqtt_deferred},
         {"citybrain_journal_failures_total",
-         "messages that could not be journaled (queued anyway, without crash safety)",
-         g_mqtt_persist_failed},
+         "journal appends that failed (disk full, I/O error), retries included; the message "
+         "waits unacknowledged meanwhile",
+         g_journal_failures},
+        {"citybrain_journal_ok",
+         "1 while the journal takes messages, 0 while a QoS 1 message waits for it "
+         "(see /api/health for why)",
+         g_journal_ok},
+        {"citybrain_mqtt_journal_waits_total",
+         "QoS 1 messages that waited, unacknowledged, because the journal could not take them",
+         g_mqtt_journal_waits},
         {"citybrain_mqtt_queue_depth", "messages waiting in the hand-off queue", g_mqtt_queue_depth},
         {"citybrain_mqtt_queue_bytes", "bytes waiting in the hand-off queue", g_mqtt_queue_bytes},
         {"citybrain_mqtt_coalesce_switches_total",
@@ -235,8 +263,13 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},
         {"citybrain_storage_rows_duplicate_total", "rows already stored (redelivery)", g_store_dup},
         {"citybrain_storage_rows_dropped_total",
-         "rows dropped from memory while the database could not be written (kept in the journal)",
+         "rows of journaled (QoS 1) messages dropped from memory beyond storage.max_pending_rows "
+         "while the database could not be written; kept in the journal, stored at the next start",
          g_store_dropped},
+        {"citybrain_storage_rows_lost_total",
+         "rows of QoS 0 messages (never journaled) refused beyond storage.max_pending_rows "
+         "while the database could not be written",
+         g_store_lost},
         {"citybrain_storage_commits_total", "storage transactions committed", g_store_commits},
         {"citybrain_storage_commit_errors_total", "storage transactions that failed",
          g_store_commit_errors},
@@ -344,7 +377,7 @@ static void on_message(void *ctx, const struct cb_message *m)
             snprintf(reason, sizeof reason, "invalid_range:%s",
                      d->qrules[i] ? d->qrules[i] : "?");
             cb_counter_add(d->m_rejected[CB_REJECT_INVALID_RANGE], 1);
-            cb_store_quarantine(d->store, m->topic, &dec.samples[i], reason);
+            cb_store_quarantine(d->store, m->topic, &dec.samples[i], reason, m->journal_pos);
             break;
         }
         }
@@ -371,7 +404,9 @@ static int persist_message(void *ctx, const char *topic, size_t topic_len, const
     struct cb_daemon *d = ctx;
     int64_t t0 = cb_mono_us();
     int rc = cb_journal_append(d->journal, topic, topic_len, payload, len, arrival_ms, pos);
+    int err = errno; /* the MQTT client reports why the journal waits */
     cb_histogram_observe(d->h_journal, (double)(cb_mono_us() - t0) / 1e6);
+    errno = err;
     return rc;
 }
 
@@ -843,6 +878,10 @@ int cb_daemon_run(const struct cb_config *cfg)
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sighup, on_signal, SIGHUP);
+    /* A file-size limit (ulimit -f, systemd LimitFSIZE) makes write(2) fail
+     * with EFBIG, which the journal reports like a full disk; its default
+     * signal would kill the engine instead. */
+    signal(SIGXFSZ, SIG_IGN);
     register_metrics(&d);
 
     if (start(&d)) {

@@ -35,9 +35,21 @@
  *    calls the subscribe itself from the connect callback, on its thread.
  *  - cb_mqtt_stop wakes a waiting callback (it then queues beyond the bound:
  *    the loop drains everything before calling done).
- *  - A persist hook that fails (journal full, disk error) does not refuse the
- *    message (that would only park it in Paho's list, acknowledged): it is
- *    queued with journal_pos 0 and counted in persist_failed.
+ *  - Nothing acknowledged lives only in memory. When the persist hook cannot
+ *    journal a QoS 1 message (disk full, I/O error), the Paho thread waits
+ *    as it does for a full queue: it retries the hook with a back-off
+ *    (JOURNAL_RETRY_MIN_MS doubling to JOURNAL_RETRY_MAX_MS, never a hot
+ *    spin), the PUBACK is not sent, the broker keeps the rest of the
+ *    session, and the stats say why (journal_errno) until an append works
+ *    again. Queueing it unjournaled instead (as before) acknowledged it with
+ *    nothing but memory behind it: a full disk lost tens of thousands of
+ *    messages.
+ *  - A stop ends that wait: the hook is tried once more, and if it still
+ *    fails the message is abandoned unacknowledged: the Paho thread parks for
+ *    good (returning would send the PUBACK), the stop goes on without
+ *    calling Paho (whose lock the parked thread holds), and cb_mqtt_close
+ *    leaves the client, the worker and this struct to the process's exit.
+ *    The broker redelivers the message to the next run.
  *  - Stop does not unsubscribe: with a persistent session the subscriptions
  *    must stay so that the broker queues QoS 1 messages while we are down.
  *    It disconnects, drains what is left, then calls done on the loop.
@@ -57,11 +69,13 @@
 #include "ingest/ingest.h"
 
 #include <MQTTAsync.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -88,6 +102,17 @@ struct node {
 };
 
 enum cmd_kind { CMD_CONNECT, CMD_PUBLISH, CMD_DISCONNECT };
+
+/* Whether the Paho thread is waiting for the journal (see the top). */
+enum journal_state {
+    JOURNAL_OK,
+    JOURNAL_WAITING,   /* a QoS 1 message waits for the journal, unacknowledged */
+    JOURNAL_ABANDONED, /* stop came and the journal still failed: parked for good */
+};
+
+/* The journal wait's back-off between two tries of the persist hook. */
+#define JOURNAL_RETRY_MIN_MS 10
+#define JOURNAL_RETRY_MAX_MS 1000
 
 struct cmd {
     struct cmd *next;
@@ -132,6 +157,8 @@ struct cb_mqtt {
     /* Incoming queue, Paho thread -> loop. */
     pthread_mutex_t lock;
     pthread_cond_t room;
+    pthread_cond_t journal_cv; /* stop wakes the journal wait; the wait's end wakes the worker */
+    enum journal_state journal; /* under lock */
     struct node *head, *tail;
     size_t count, bytes;       /* queued plus being processed by the loop */
     size_t max_count, max_bytes;
@@ -154,6 +181,7 @@ struct cb_mqtt {
 
     /* Loop-side state. */
     bool started, stop_called, done_called, closing;
+    bool abandoned; /* closed with the Paho thread parked: never freed (see close) */
     int64_t coalesce_above;   /* msg/s; 0: never coalesce */
     uint64_t win_start_ns;    /* the arrival-rate window (see pace) */
     size_t win_msgs;
@@ -162,6 +190,22 @@ struct cb_mqtt {
 
     struct cb_mqtt_stats st; /* fields accessed with __atomic */
 };
+
+const char *cb_mqtt_journal_problem(int err)
+{
+    switch (err) {
+    case 0: return "ok";
+    case ENOSPC:
+    case EDQUOT: return "disk full";
+    case EFBIG: return "file too large";
+    case EIO: return "I/O error";
+    case EROFS: return "read-only file system";
+    case EACCES:
+    case EPERM: return "permission denied";
+    case ENOMEM: return "out of memory";
+    }
+    return "write failed";
+}
 
 const char *cb_mqtt_state_name(enum cb_mqtt_state s)
 {
@@ -299,6 +343,72 @@ static void free_list(struct node *n)
     }
 }
 
+/* Waits on journal_cv for at most ms (m->lock held). */
+static void wait_ms(struct cb_mqtt *m, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&m->journal_cv, &m->lock, &ts);
+}
+
+/* Journals node n through the persist hook (Paho thread, m->lock not held),
+ * waiting as long as the hook fails: see "Nothing acknowledged lives only in
+ * memory" at the top. Returns once n is journaled (n->journal_pos set); when
+ * a stop finds the journal still failing it never returns. */
+static void journal_or_wait(struct cb_mqtt *m, struct node *n)
+{
+    static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
+    const char *topic = n->data, *payload = n->data + n->topic_len + 1;
+    int64_t delay = JOURNAL_RETRY_MIN_MS, waited_since = 0;
+    for (;;) {
+        errno = 0;
+        if (m->persist(m->persist_ctx, topic, n->topic_len, payload, n->len, n->arrival_ms,
+                       &n->journal_pos) == 0)
+            break;
+        int err = errno ? errno : EIO;
+        pthread_mutex_lock(&m->lock);
+        if (!waited_since) {
+            /* Only this thread calls messageArrived: one message waits at a time. */
+            m->journal = JOURNAL_WAITING;
+            STAT_ADD(m, journal_waits, 1);
+            waited_since = cb_mono_ms();
+            cb_log_limited(&rl, CB_LOG_WARN, MOD,
+                           "the journal cannot take a QoS 1 message (%s): not acknowledging "
+                           "it, the broker keeps the session; retrying",
+                           cb_mqtt_journal_problem(err));
+        }
+        STAT_SET(m, journal_errno, err);
+        if (m->stopping) {
+            /* The stop's try was the last: see the top. */
+            m->journal = JOURNAL_ABANDONED;
+            pthread_cond_broadcast(&m->journal_cv);
+            cb_warn(MOD, "stopping with a QoS 1 message the journal cannot take (%s): it stays "
+                         "unacknowledged, the broker redelivers it to the next run",
+                    cb_mqtt_journal_problem(err));
+            for (;;)
+                pthread_cond_wait(&m->journal_cv, &m->lock);
+        }
+        wait_ms(m, delay);
+        pthread_mutex_unlock(&m->lock);
+        delay = delay * 2 > JOURNAL_RETRY_MAX_MS ? JOURNAL_RETRY_MAX_MS : delay * 2;
+    }
+    if (!waited_since)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->journal = JOURNAL_OK;
+    STAT_SET(m, journal_errno, 0);
+    pthread_cond_broadcast(&m->journal_cv); /* a disconnect may wait for the outcome */
+    pthread_mutex_unlock(&m->lock);
+    cb_info(MOD, "the journal takes messages again (waited %lld ms)",
+            (long long)(cb_mono_ms() - waited_since));
+}
+
 /* Bounds before copies: a topic or payload over its bound is refused here,
  * before anything of it is copied, queued or journaled, and counted by
  * reason (the decoder would refuse it anyway, but only after the hand-off
@@ -371,11 +481,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     /* Only what the broker gets an acknowledgement for is journaled: a QoS 0
      * message is at most once by contract, and its write(2) would cost about
      * 8 % of the ingest CPU. */
-    if (m->persist && qos > 0 &&
-        m->persist(m->persist_ctx, n->data, tl, n->data + tl + 1, len, arrival, &n->journal_pos)) {
-        n->journal_pos = 0;
-        STAT_ADD(m, persist_failed, 1);
-    }
+    if (m->persist && qos > 0)
+        journal_or_wait(m, n);
 
     pthread_mutex_lock(&m->lock);
     return consumed_locked(m, append_locked(m, n), msg, topic);
@@ -661,6 +768,18 @@ static void do_publish(struct cb_mqtt *m, struct cmd *c)
 
 static void do_disconnect(struct cb_mqtt *m)
 {
+    /* A callback waiting for the journal holds Paho's lock: the stop has
+     * woken it for one more try; wait for the outcome. Abandoned, it holds
+     * the lock for good, and any Paho call would block this thread with it. */
+    pthread_mutex_lock(&m->lock);
+    while (m->journal == JOURNAL_WAITING)
+        pthread_cond_wait(&m->journal_cv, &m->lock);
+    bool abandoned = m->journal == JOURNAL_ABANDONED;
+    pthread_mutex_unlock(&m->lock);
+    if (abandoned) {
+        disconnect_finished(m);
+        return;
+    }
     if (!MQTTAsync_isConnected(m->client)) {
         disconnect_finished(m);
         return;
@@ -943,6 +1062,7 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->ctx = ctx;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->room, NULL);
+    pthread_cond_init(&m->journal_cv, NULL);
     pthread_mutex_init(&m->cmd_lock, NULL);
     pthread_cond_init(&m->cmd_cond, NULL);
     m->version = cfg->mqtt_version == 5 ? 5 : 4;
@@ -1026,6 +1146,7 @@ fail:
     free_config_copies(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
+    pthread_cond_destroy(&m->journal_cv);
     pthread_mutex_destroy(&m->cmd_lock);
     pthread_cond_destroy(&m->cmd_cond);
     free(m);
@@ -1098,6 +1219,7 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
     m->stopping = true;
     m->need_reconnect = false;
     pthread_cond_broadcast(&m->room);
+    pthread_cond_broadcast(&m->journal_cv);
     if (!m->worker_started)
         m->disconnected_final = true;
     pthread_mutex_unlock(&m->lock);
@@ -1116,11 +1238,12 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct cb_mqtt *m = h->data;
-    if (--m->open_handles > 0)
+    if (--m->open_handles > 0 || m->abandoned)
         return;
     free_config_copies(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
+    pthread_cond_destroy(&m->journal_cv);
     pthread_mutex_destroy(&m->cmd_lock);
     pthread_cond_destroy(&m->cmd_cond);
     free(m);
@@ -1131,6 +1254,22 @@ void cb_mqtt_close(struct cb_mqtt *m)
     if (!m || m->closing)
         return;
     m->closing = true;
+    pthread_mutex_lock(&m->lock);
+    bool abandoned = m->journal == JOURNAL_ABANDONED;
+    pthread_mutex_unlock(&m->lock);
+    if (abandoned) {
+        /* The Paho thread is parked inside a callback, holding Paho's lock,
+         * with a message that must not be acknowledged (see the top):
+         * destroying the client or joining the worker (which may be waiting
+         * for that lock) would never return, and the parked thread still
+         * uses this struct. All three are left to the process's exit, which
+         * closes the connection without the PUBACK. */
+        if (m->worker_started)
+            pthread_detach(m->worker);
+        m->worker_started = false;
+        m->client_created = false;
+        m->abandoned = true;
+    }
     if (m->worker_started) {
         pthread_mutex_lock(&m->cmd_lock);
         m->worker_quit = true;
@@ -1169,7 +1308,8 @@ void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)
     out->received = STAT_GET(m, received);
     out->dropped_qos0 = STAT_GET(m, dropped_qos0);
     out->deferred_qos1 = STAT_GET(m, deferred_qos1);
-    out->persist_failed = STAT_GET(m, persist_failed);
+    out->journal_waits = STAT_GET(m, journal_waits);
+    out->journal_errno = STAT_GET(m, journal_errno);
     out->refused_topic = STAT_GET(m, refused_topic);
     out->refused_payload = STAT_GET(m, refused_payload);
     out->connects = STAT_GET(m, connects);
