@@ -44,6 +44,12 @@ static int health(void *ctx, struct cb_strbuf *out)
         snprintf(reasons[nr++], sizeof reasons[0], "storage: %s", storage);
     if (ms.journal_errno)
         snprintf(reasons[nr++], sizeof reasons[0], "journal: %s", journal);
+    int64_t now = (int64_t)(uv_hrtime() / 1000000);
+    int64_t lag_max = d->looplag ? cb_looplag_recent_max(d->looplag, now) : 0;
+    int64_t lag = d->looplag ? cb_looplag_last(d->looplag) : 0;
+    if (lag_max > CB_LOOPLAG_DEGRADED_MS)
+        snprintf(reasons[nr++], sizeof reasons[0], "loop: lagged %.1f s in the last %d s",
+                 (double)lag_max / 1000.0, CB_LOOPLAG_WINDOW_MS / 1000);
     cb_strbuf_printf(out, "{\"status\":\"%s\",\"reasons\":[", nr ? "degraded" : "ok");
     for (size_t i = 0; i < nr; i++) {
         if (i)
@@ -51,10 +57,11 @@ static int health(void *ctx, struct cb_strbuf *out)
         cb_strbuf_json_string(out, reasons[i], strlen(reasons[i]));
     }
     cb_strbuf_printf(out,
-                     "],\"mqtt\":\"%s\",\"storage\":\"%s\",\"journal\":\"%s\",\"uptime_s\":%lld,"
+                     "],\"mqtt\":\"%s\",\"storage\":\"%s\",\"journal\":\"%s\","
+                     "\"loop_lag_ms\":%lld,\"loop_lag_max_ms\":%lld,\"uptime_s\":%lld,"
                      "\"version\":",
-                     cb_mqtt_state_name(ms.state), storage, journal,
-                     (long long)((cb_wall_ms() - d->started_ms) / 1000));
+                     cb_mqtt_state_name(ms.state), storage, journal, (long long)lag,
+                     (long long)lag_max, (long long)((cb_wall_ms() - d->started_ms) / 1000));
     cb_strbuf_json_string(out, cb_version, strlen(cb_version));
     if (ss.health != CB_STORE_OK && ss.last_error[0]) {
         cb_strbuf_puts(out, ",\"storage_error\":");

@@ -15,6 +15,7 @@
 #include "cmd/api_provider.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/looplag.h"
 #include "base/metrics.h"
 #include "base/strbuf.h"
 #include "ingest/ingest.h"
@@ -72,7 +73,8 @@ struct cb_daemon {
     uint64_t *m_rejected[CB_REJECT__COUNT];
     uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
     uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_feed_failed;
-    struct cb_histogram *h_eval, *h_journal;
+    struct cb_histogram *h_eval, *h_journal, *h_lag;
+    struct cb_looplag *looplag; /* the loop's own lag, for /metrics and health */
 };
 
 static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
@@ -182,6 +184,15 @@ ENGINE_STAT(g_rules_windows, windows)
 ENGINE_STAT(g_rules_window_samples, window_samples)
 ENGINE_STAT(g_rules_ticks, ticks)
 
+/* The largest loop lag of the last 10 s: what /api/health judges. */
+static double g_loop_lag_max(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    if (!d->looplag)
+        return 0;
+    return (double)cb_looplag_recent_max(d->looplag, (int64_t)(uv_hrtime() / 1000000)) / 1000.0;
+}
+
 static double g_uptime(void *ctx)
 {
     struct cb_daemon *d = ctx;
@@ -230,6 +241,10 @@ static void register_metrics(struct cb_daemon *d)
     commit_histogram = cb_metrics_histogram("citybrain_storage_commit_seconds", "",
                                             "duration of one storage commit",
                                             cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    d->h_lag = cb_metrics_histogram("citybrain_loop_lag_seconds", "",
+                                    "how late the event loop runs a timer: from its due moment "
+                                    "to its run (a 100 ms timer measuring itself)",
+                                    cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
     static const struct {
         const char *name, *help;
         double (*fn)(void *);
@@ -290,6 +305,9 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
+        {"citybrain_loop_lag_max_seconds",
+         "the largest loop lag of the last 10 s; /api/health is degraded while it is over 1 s",
+         g_loop_lag_max},
         {"citybrain_ingest_last_message_timestamp_seconds",
          "Unix time the last message was handled (decoded and judged), 0 before the first",
          g_last_message},
@@ -665,6 +683,8 @@ static void close_handles(struct cb_daemon *d)
 {
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
+    cb_looplag_close(d->looplag);
+    d->looplag = NULL;
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -814,10 +834,16 @@ static int start(struct cb_daemon *d)
             return -1;
         }
     }
+    d->looplag = cb_looplag_new(&d->loop, d->h_lag);
+    if (!d->looplag) {
+        cb_error(MOD, "out of memory creating the loop lag monitor");
+        return -1;
+    }
+    cb_looplag_start(d->looplag);
     if (cb_api_enabled(cfg)) {
         d->api_sources = (struct cmd_api_sources){
             .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
-            .alerts = d->alerts, .label_pattern = d->label_pattern,
+            .alerts = d->alerts, .label_pattern = d->label_pattern, .looplag = d->looplag,
             .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
         };
         struct cb_api_provider provider;
