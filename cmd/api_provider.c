@@ -36,7 +36,7 @@ static int health(void *ctx, struct cb_strbuf *out)
     struct cb_engine_stats es;
     cb_engine_get_stats(d->engine, &es);
 
-    char reasons[4][96];
+    char reasons[6][96]; /* at most one per part below */
     size_t nr = 0;
     if (ms.state != CB_MQTT_CONNECTED)
         snprintf(reasons[nr++], sizeof reasons[0], "mqtt: %s", cb_mqtt_state_name(ms.state));

@@ -138,7 +138,10 @@ int cb_mqtt_start(struct cb_mqtt *m);
 int cb_mqtt_publish(struct cb_mqtt *m, const char *topic, const void *payload, size_t len,
                     int qos, int retained);
 /* Stops taking messages: unsubscribes/disconnects, then delivers what is left
- * in the queue to on_message, then calls done(ctx) on the loop. */
+ * in the queue to on_message, then calls done(ctx) on the loop. A QoS 1
+ * message waiting for the journal gets one more try; if the journal still
+ * fails it stays unacknowledged and cb_mqtt_close leaves Paho's thread
+ * parked for the process's exit (see ingest/mqtt.c). */
 void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx);
 /* Closes the uv handles and frees (after stop). */
 void cb_mqtt_close(struct cb_mqtt *m);
