@@ -9,7 +9,25 @@
  * delivered strictly in seq order: a later one waits while an earlier one is
  * in flight or failing. A crash between a 2xx and the commit of "delivered"
  * can resend that one row (at-least-once; receivers can dedupe on the
- * X-Citybrain-Seq header). */
+ * X-Citybrain-Seq header).
+ *
+ * Scheduling costs what is due, not what is queued. Rows queue in one lane
+ * per (channel, alert id), in seq order; only a lane's head can be sent. The
+ * lanes whose head is not in flight sit in a min-heap ordered by the head's
+ * due time (then seq), so a new row, a finished attempt or the retry timer
+ * costs O(log lanes): pump pops what is due, up to MAX_INFLIGHT in flight,
+ * and arms the timer for the heap's top. (The list scan this replaces
+ * compared every queued row with every earlier one at each new row and each
+ * failed retry: with the receiver down at 100 transitions/s, /api/health took
+ * seconds, the loop being busy comparing.)
+ *
+ * A dead receiver costs one attempt per retry, not one per alert instance:
+ * when an attempt cannot reach a channel (a transport error, or 502, 503,
+ * 504) the channel is held. Its failed lane becomes the channel's probe and
+ * is retried with its backoff; every other lane of the channel that comes due
+ * is parked on the channel, out of the heap, with no attempt. The first
+ * answer the channel gives that is not one of those releases it: the parked
+ * lanes go back into the heap, due at once. */
 #include "base/version.h"
 #include "alerts/alerts_int.h"
 #include "base/log.h"
@@ -23,14 +41,42 @@
 
 #define MAX_INFLIGHT 16
 
+struct lane;
+
 struct item {
-    struct item *next, *prev;
+    struct item *next; /* the next row of its lane */
+    struct lane *lane;
     int64_t seq, transition_seq, attempts, next_attempt;
     char *channel, *alert_id, *ctype, *body, *url;
     CURL *easy;
     struct curl_slist *headers;
     char errbuf[CURL_ERROR_SIZE];
 };
+
+struct chan;
+
+/* The rows of one (channel, alert id), oldest first. In the heap (at hidx)
+ * while it has rows and its head is neither in flight nor parked. */
+struct lane {
+    struct item *head, *tail;
+    struct chan *chan;
+    struct lane *parked_next; /* on chan->parked while the channel is held */
+    size_t hidx;
+    int in_heap;
+    char key[]; /* channel, LANE_SEP, alert id */
+};
+
+/* A webhook channel's hold (see the top): while `probe` is set, the channel
+ * is held, and its other lanes wait on `parked`. */
+struct chan {
+    const char *name, *url; /* the configuration's */
+    struct lane *probe;
+    struct lane *parked;
+    size_t nparked;
+};
+
+#define LANE_SEP '\x1f'
+#define NOT_IN_HEAP SIZE_MAX
 
 struct sock {
     uv_poll_t poll;
@@ -43,8 +89,12 @@ struct alerts__webhook {
     struct alerts__webhook_opts o;
     CURLM *multi;
     uv_timer_t curl_timer;  /* curl's timeouts */
-    uv_timer_t retry_timer; /* the next due retry */
-    struct item *head, *tail;
+    uv_timer_t retry_timer; /* the heap's top, when it is not due yet */
+    struct alerts__map lanes; /* key -> struct lane */
+    struct lane **heap;       /* min-heap by (head's next_attempt, head's seq) */
+    size_t nheap, capheap;
+    struct chan *chans;       /* the webhook channels of the configuration */
+    size_t nchans;
     size_t n, inflight;
     int closing, open_handles;
     void (*done)(void *);
@@ -66,20 +116,136 @@ static void item_free(struct item *it)
     free(it);
 }
 
-static void unlink_item(struct alerts__webhook *w, struct item *it)
+/* ---- the lanes' heap ---- */
+
+static int due_before(const struct lane *a, const struct lane *b)
 {
-    if (it->prev)
-        it->prev->next = it->next;
-    else
-        w->head = it->next;
-    if (it->next)
-        it->next->prev = it->prev;
-    else
-        w->tail = it->prev;
+    const struct item *x = a->head, *y = b->head;
+    return x->next_attempt != y->next_attempt ? x->next_attempt < y->next_attempt
+                                              : x->seq < y->seq;
+}
+
+static void heap_set(struct alerts__webhook *w, size_t i, struct lane *l)
+{
+    w->heap[i] = l;
+    l->hidx = i;
+}
+
+static void sift_up(struct alerts__webhook *w, size_t i)
+{
+    struct lane *l = w->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!due_before(l, w->heap[parent]))
+            break;
+        heap_set(w, i, w->heap[parent]);
+        i = parent;
+    }
+    heap_set(w, i, l);
+}
+
+static void sift_down(struct alerts__webhook *w, size_t i)
+{
+    struct lane *l = w->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= w->nheap)
+            break;
+        if (c + 1 < w->nheap && due_before(w->heap[c + 1], w->heap[c]))
+            c++;
+        if (!due_before(w->heap[c], l))
+            break;
+        heap_set(w, i, w->heap[c]);
+        i = c;
+    }
+    heap_set(w, i, l);
+}
+
+/* Puts a lane whose head waits for its time into the heap. 0, or -1 on OOM
+ * (the lane then waits until the next lane of the heap is taken: see pump). */
+static int heap_push(struct alerts__webhook *w, struct lane *l)
+{
+    if (w->nheap == w->capheap) {
+        size_t cap = w->capheap ? w->capheap * 2 : 64;
+        struct lane **h = realloc(w->heap, cap * sizeof *h);
+        if (!h)
+            return -1;
+        w->heap = h;
+        w->capheap = cap;
+    }
+    l->in_heap = 1;
+    heap_set(w, w->nheap++, l);
+    sift_up(w, l->hidx);
+    return 0;
+}
+
+/* Takes the heap's top out. */
+static struct lane *heap_pop(struct alerts__webhook *w)
+{
+    struct lane *top = w->heap[0];
+    top->in_heap = 0;
+    top->hidx = NOT_IN_HEAP;
+    if (--w->nheap > 0) {
+        heap_set(w, 0, w->heap[w->nheap]);
+        sift_down(w, 0);
+    }
+    return top;
+}
+
+static void lane_key(char *buf, size_t len, const char *channel, const char *alert_id)
+{
+    snprintf(buf, len, "%s%c%s", channel, LANE_SEP, alert_id);
+}
+
+/* Removes a finished head from its lane: the lane goes back into the heap
+ * for its next row, or is freed when it has none. */
+static void lane_advance(struct alerts__webhook *w, struct lane *l)
+{
+    struct item *it = l->head;
+    l->head = it->next;
+    if (!l->head)
+        l->tail = NULL;
     w->n--;
+    if (l->head) {
+        if (heap_push(w, l))
+            cb_error("alert", "webhook: out of memory scheduling %s", l->key);
+        return;
+    }
+    alerts__map_del(&w->lanes, l->key);
+    free(l);
 }
 
 static void pump(struct alerts__webhook *w);
+
+/* Parks a lane on its held channel: out of the heap, no attempt. */
+static void park(struct lane *l)
+{
+    struct chan *c = l->chan;
+    l->parked_next = c->parked;
+    c->parked = l;
+    c->nparked++;
+}
+
+/* The channel answered: no longer held; every parked lane goes back into
+ * the heap, due at `now` (their rows waited for the channel, not for their
+ * own backoff). */
+static void release(struct alerts__webhook *w, struct chan *c, int64_t now)
+{
+    if (c->nparked)
+        cb_info("alert", "webhook %s answers again: %zu waiting notification(s) go out", c->name,
+                c->nparked);
+    c->probe = NULL;
+    while (c->parked) {
+        struct lane *l = c->parked;
+        c->parked = l->parked_next;
+        l->parked_next = NULL;
+        if (l->head->next_attempt > now)
+            l->head->next_attempt = now;
+        if (heap_push(w, l))
+            cb_error("alert", "webhook: out of memory scheduling %s", l->key);
+    }
+    c->nparked = 0;
+}
 
 /* ---- curl <-> uv ---- */
 
@@ -102,11 +268,15 @@ static void check_done(struct alerts__webhook *w)
         w->inflight--;
         int64_t now = now_ms(w);
         it->attempts++;
+        struct lane *lane = it->lane;
+        int unreachable = res != CURLE_OK || status == 502 || status == 503 || status == 504;
+        if (!unreachable && lane->chan->probe)
+            release(w, lane->chan, now);
         if (res == CURLE_OK && status >= 200 && status < 300) {
             cb_alert_store_outbox_attempt(w->o.store, it->seq, it->attempts, it->next_attempt, now,
                                           NULL);
             cb_counter_add(w->o.sent, 1);
-            unlink_item(w, it);
+            lane_advance(w, lane);
             item_free(it);
             continue;
         }
@@ -121,6 +291,12 @@ static void check_done(struct alerts__webhook *w)
         if (delay > w->o.retry_max_ms)
             delay = w->o.retry_max_ms;
         it->next_attempt = now + delay;
+        if (unreachable && !lane->chan->probe)
+            lane->chan->probe = lane; /* held: this lane probes, the others wait */
+        if (unreachable && lane->chan->probe != lane)
+            park(lane); /* it was in flight when the channel failed */
+        else if (heap_push(w, lane))
+            cb_error("alert", "webhook: out of memory scheduling %s", lane->key);
         cb_alert_store_outbox_attempt(w->o.store, it->seq, it->attempts, it->next_attempt, 0, why);
         cb_counter_add(w->o.failed, 1);
         static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
@@ -163,6 +339,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--w->open_handles == 0 && w->closing) {
         void (*done)(void *) = w->done;
         void *ctx = w->done_ctx;
+        free(w->chans);
         free(w);
         if (done)
             done(ctx);
@@ -284,55 +461,52 @@ static int start(struct alerts__webhook *w, struct item *it)
     return 0;
 }
 
-/* Whether an earlier item of the same (channel, alert) exists. */
-static int blocked(const struct item *it)
-{
-    for (const struct item *p = it->prev; p; p = p->prev)
-        if (!strcmp(p->channel, it->channel) && !strcmp(p->alert_id, it->alert_id))
-            return 1;
-    return 0;
-}
-
 static void on_retry_timer(uv_timer_t *h) { pump(h->data); }
 
-/* Starts every due, unblocked item (up to MAX_INFLIGHT) and arms the retry
- * timer for the earliest item that is waiting for its time. */
+/* Starts the heads that are due, earliest first, while fewer than
+ * MAX_INFLIGHT are in flight, and arms the retry timer for the heap's top
+ * when it is not due yet (a finished transfer pumps again: with the heap's
+ * top due and every slot busy no timer is needed). A due lane of a held
+ * channel is parked instead (its probe goes); a head curl cannot take is
+ * tried again a second later. Costs O(log lanes) per lane taken. */
 static void pump(struct alerts__webhook *w)
 {
     if (w->closing)
         return;
-    int64_t now = now_ms(w), next = INT64_MAX;
-    for (struct item *it = w->head; it && w->inflight < MAX_INFLIGHT; it = it->next) {
-        if (it->easy || blocked(it))
-            continue;
-        if (it->next_attempt > now) {
-            if (it->next_attempt < next)
-                next = it->next_attempt;
+    int64_t now = now_ms(w);
+    while (w->nheap && w->inflight < MAX_INFLIGHT && w->heap[0]->head->next_attempt <= now) {
+        struct lane *l = heap_pop(w);
+        if (l->chan->probe && l->chan->probe != l) {
+            park(l);
             continue;
         }
-        if (start(w, it)) {
-            if (now + 1000 < next)
-                next = now + 1000;
+        if (start(w, l->head)) {
+            l->head->next_attempt = now + 1000;
+            if (heap_push(w, l))
+                cb_error("alert", "webhook: out of memory scheduling %s", l->key);
+            break;
         }
     }
-    if (next != INT64_MAX)
-        uv_timer_start(&w->retry_timer, on_retry_timer, (uint64_t)(next - now), 0);
+    if (w->nheap && w->heap[0]->head->next_attempt > now)
+        uv_timer_start(&w->retry_timer, on_retry_timer,
+                       (uint64_t)(w->heap[0]->head->next_attempt - now), 0);
     else
         uv_timer_stop(&w->retry_timer);
 }
 
-static const char *url_of(const struct alerts__webhook *w, const char *channel)
+/* The webhook channel of that name, or NULL. */
+static struct chan *chan_of(const struct alerts__webhook *w, const char *channel)
 {
-    for (size_t i = 0; i < w->o.nchannels; i++)
-        if (!strcmp(w->o.channels[i].name, channel) && w->o.channels[i].type == CB_CHANNEL_WEBHOOK)
-            return w->o.channels[i].url;
+    for (size_t i = 0; i < w->nchans; i++)
+        if (!strcmp(w->chans[i].name, channel))
+            return &w->chans[i];
     return NULL;
 }
 
 static int add(struct alerts__webhook *w, const struct cb_outbox_row *r)
 {
-    const char *url = url_of(w, r->channel);
-    if (!url) {
+    struct chan *chan = chan_of(w, r->channel);
+    if (!chan) {
         static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
         cb_log_limited(&rl, CB_LOG_WARN, "alert",
                        "outbox %lld: channel '%s' is no longer a webhook; kept undelivered",
@@ -350,18 +524,48 @@ static int add(struct alerts__webhook *w, const struct cb_outbox_row *r)
     it->alert_id = strdup(r->alert_id ? r->alert_id : "");
     it->ctype = strdup(r->content_type);
     it->body = strdup(r->body);
-    it->url = strdup(url);
+    it->url = strdup(chan->url);
     if (!it->channel || !it->alert_id || !it->ctype || !it->body || !it->url) {
         item_free(it);
         return -1;
     }
-    it->prev = w->tail;
-    if (w->tail)
-        w->tail->next = it;
-    else
-        w->head = it;
-    w->tail = it;
+    size_t klen = strlen(it->channel) + strlen(it->alert_id) + 2;
+    char *key = malloc(klen);
+    if (!key) {
+        item_free(it);
+        return -1;
+    }
+    lane_key(key, klen, it->channel, it->alert_id);
+    struct lane *l = alerts__map_get(&w->lanes, key);
+    if (l) {
+        free(key);
+        l->tail->next = it;
+        l->tail = it;
+        it->lane = l;
+        w->n++;
+        return 0; /* behind the lane's head: nothing to schedule */
+    }
+    l = calloc(1, sizeof *l + klen);
+    if (!l || alerts__map_put(&w->lanes, key, l)) {
+        free(l);
+        free(key);
+        item_free(it);
+        return -1;
+    }
+    memcpy(l->key, key, klen);
+    free(key);
+    l->chan = chan;
+    l->head = l->tail = it;
+    l->hidx = NOT_IN_HEAP;
+    it->lane = l;
     w->n++;
+    if (heap_push(w, l)) {
+        alerts__map_del(&w->lanes, l->key);
+        free(l);
+        w->n--;
+        item_free(it);
+        return -1;
+    }
     return 0;
 }
 
@@ -380,6 +584,34 @@ static int resume_row(void *ctx, const struct cb_outbox_row *r)
     return add(ctx, r) ? 1 : 0;
 }
 
+/* Frees a lane and its rows, aborting a transfer in flight (map sweep). */
+static int drop_lane(void *ctx, void *value)
+{
+    struct alerts__webhook *w = ctx;
+    struct lane *l = value;
+    for (struct item *it = l->head, *next; it; it = next) {
+        next = it->next;
+        if (it->easy) {
+            curl_multi_remove_handle(w->multi, it->easy);
+            curl_easy_cleanup(it->easy);
+        }
+        item_free(it);
+    }
+    free(l);
+    return 1;
+}
+
+/* Frees every lane and row, and the heap. */
+static void free_lanes(struct alerts__webhook *w)
+{
+    alerts__map_sweep(&w->lanes, drop_lane, w);
+    alerts__map_clear(&w->lanes, NULL);
+    free(w->heap);
+    w->heap = NULL;
+    w->nheap = w->capheap = 0;
+    w->n = 0;
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
@@ -396,6 +628,15 @@ struct alerts__webhook *alerts__webhook_new(uv_loop_t *loop, const struct alerts
     }
     w->loop = loop;
     w->o = *o;
+    w->chans = calloc(o->nchannels ? o->nchannels : 1, sizeof *w->chans);
+    if (!w->chans) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < o->nchannels; i++)
+        if (o->channels[i].type == CB_CHANNEL_WEBHOOK)
+            w->chans[w->nchans++] = (struct chan){.name = o->channels[i].name,
+                                                  .url = o->channels[i].url};
     struct cb_alert_reader *r = cb_alert_store_reader(o->store);
     if (cb_alert_reader_outbox(r, resume_row, w)) {
         snprintf(err, errlen, "reading the outbox: %s", cb_alert_reader_error(r));
@@ -415,18 +656,17 @@ struct alerts__webhook *alerts__webhook_new(uv_loop_t *loop, const struct alerts
     w->curl_timer.data = w;
     w->retry_timer.data = w;
     w->open_handles = 2;
+    /* every head is due now (the heap's order stays: equal times, seq order) */
     int64_t now = now_ms(w);
-    for (struct item *it = w->head; it; it = it->next)
-        it->next_attempt = now;
+    for (size_t i = 0; i < w->nheap; i++)
+        w->heap[i]->head->next_attempt = now;
     if (w->n)
         cb_info("alert", "outbox: %zu undelivered webhook notifications to resend", w->n);
     pump(w);
     return w;
 fail:
-    for (struct item *it = w->head, *next; it; it = next) {
-        next = it->next;
-        item_free(it);
-    }
+    free_lanes(w);
+    free(w->chans);
     free(w);
     return NULL;
 }
@@ -436,16 +676,7 @@ void alerts__webhook_close(struct alerts__webhook *w, void (*done)(void *ctx), v
     w->closing = 1;
     w->done = done;
     w->done_ctx = ctx;
-    for (struct item *it = w->head, *next; it; it = next) {
-        next = it->next;
-        if (it->easy) {
-            curl_multi_remove_handle(w->multi, it->easy);
-            curl_easy_cleanup(it->easy);
-        }
-        item_free(it);
-    }
-    w->head = w->tail = NULL;
-    w->n = 0;
+    free_lanes(w);
     curl_multi_cleanup(w->multi);
     w->multi = NULL;
     uv_timer_stop(&w->curl_timer);

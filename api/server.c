@@ -8,12 +8,18 @@
  * request until the request is read whole, and is not reset by each byte, so
  * a client dribbling headers is closed); the body limit is h2o's
  * max_request_entity_size; connections beyond http.max_connections are
- * closed at accept. */
+ * closed at accept.
+ *
+ * Every error is JSON, h2o's own included (see "h2o's own errors"): a
+ * filter rewrites the plain-text errors h2o makes through its error helper
+ * (413, 400 for a broken body, 417), and the fixed 400 h2o writes straight to
+ * the socket for a request head it cannot parse is swapped at the write. */
 #include "api/api_int.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +100,146 @@ void api__answer(struct cb_api *api, h2o_req_t *req, int status, struct cb_strbu
     if (out->len == 0 || out->data[out->len - 1] != '\n')
         cb_strbuf_putc(out, '\n');
     api__send(api, req, status, "application/json", out->data ? out->data : "", out->len);
+}
+
+/* ---- h2o's own errors ------------------------------------------------------------ *
+ *
+ * h2o 2.2 answers some requests before our handler sees them, in plain text:
+ * h2o_send_error_generic (lib/core/request.c) for a body over
+ * max_request_entity_size (413), a broken chunked body or Content-Length
+ * (400) and an unknown Expect (417), bound to the "/" path or, before routing,
+ * to the host's fallback path; and send_bad_request (lib/http1.c), a fixed
+ * buffer written straight to the socket, for a request head it cannot parse:
+ * malformed, more than H2O_MAX_HEADERS header fields, or longer than
+ * H2O_MAX_REQLEN. */
+
+/* The JSON wrapper around h2o's error text: {"error":"<text>"} and a newline. */
+static const char json_open[] = "{\"error\":\"";
+static const char json_close[] = "\"}\n";
+
+struct json_error_ostream {
+    h2o_ostream_t super;
+    int opened; /* json_open went out */
+};
+
+/* Passes h2o's error text on inside the JSON wrapper. Every byte that would
+ * need escaping (quote, backslash, control) becomes a space, so the length
+ * announced in json_errors_setup holds. */
+static void json_error_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *inbufs,
+                            size_t inbufcnt, h2o_send_state_t state)
+{
+    struct json_error_ostream *o = (struct json_error_ostream *)self;
+    int final = !h2o_send_state_is_in_progress(state);
+    h2o_iovec_t *bufs = h2o_mem_alloc_pool(&req->pool, sizeof *bufs * (inbufcnt + 2));
+    size_t n = 0;
+    if (!o->opened) {
+        bufs[n++] = h2o_iovec_init(json_open, sizeof json_open - 1);
+        o->opened = 1;
+    }
+    for (size_t i = 0; i < inbufcnt; i++) {
+        char *copy = h2o_mem_alloc_pool(&req->pool, inbufs[i].len + 1);
+        for (size_t k = 0; k < inbufs[i].len; k++) {
+            unsigned char c = (unsigned char)inbufs[i].base[k];
+            copy[k] = c < 0x20 || c == '"' || c == '\\' || c == 0x7f ? ' ' : (char)c;
+        }
+        bufs[n++] = h2o_iovec_init(copy, inbufs[i].len);
+    }
+    if (final)
+        bufs[n++] = h2o_iovec_init(json_close, sizeof json_close - 1);
+    h2o_ostream_send_next(self, req, bufs, n, state);
+}
+
+static int is_json(const h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0)
+        return 0;
+    const h2o_iovec_t *v = &req->res.headers.entries[i].value;
+    return v->len >= 16 && strncmp(v->base, "application/json", 16) == 0;
+}
+
+/* The filter's hook (every response of the paths it is registered on): an
+ * error that is not JSON gets the JSON content type, its length grows by the
+ * wrapper, and json_error_send goes in front of the next stream. HEAD
+ * answers carry no body and keep theirs. */
+static void json_errors_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    if (req->res.status >= 400 && !is_json(req)) {
+        ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+        h2o_iovec_t json = h2o_iovec_init(H2O_STRLIT("application/json"));
+        if (i >= 0)
+            req->res.headers.entries[i].value = json;
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           json.base, json.len);
+        if (req->res.content_length != SIZE_MAX)
+            req->res.content_length += sizeof json_open - 1 + sizeof json_close - 1;
+        if (!h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
+            struct json_error_ostream *o =
+                (struct json_error_ostream *)h2o_add_ostream(req, sizeof *o, slot);
+            o->super.do_send = json_error_send;
+            o->opened = 0;
+            slot = &o->super.next;
+        }
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+/* h2o's fixed answer to an unparsable request head (lib/http1.c,
+ * send_bad_request), byte for byte, and ours in its place. */
+static const char h2o_bad_request[] = "HTTP/1.1 400 Bad Request\r\n"
+                                      "Content-Type: text/plain; charset=utf-8\r\n"
+                                      "Connection: close\r\n"
+                                      "Content-Length: 11\r\n"
+                                      "\r\n"
+                                      "Bad Request";
+#define BAD_REQUEST_JSON                                                                       \
+    "{\"error\":\"bad request: the request line or headers are malformed, longer than "         \
+    "417792 bytes or more than 100 fields\"}\n"
+static const char json_bad_request[] = "HTTP/1.1 400 Bad Request\r\n"
+                                       "Content-Type: application/json\r\n"
+                                       "Cache-Control: no-store\r\n"
+                                       "Connection: close\r\n"
+                                       "Content-Length: %zu\r\n"
+                                       "\r\n"
+                                       "%s";
+static char bad_request_answer[512];
+static size_t bad_request_len;
+
+typedef void (*socket_write_fn)(h2o_socket_t *, h2o_iovec_t *, size_t, h2o_socket_cb);
+static socket_write_fn real_socket_write;
+
+/* Finds libh2o's h2o_socket_write behind ours and formats the JSON 400 (at
+ * start, on the loop thread, before any connection). Returns 0 or -1. */
+static int json_bad_request_init(void)
+{
+    if (real_socket_write)
+        return 0;
+    bad_request_len = (size_t)snprintf(bad_request_answer, sizeof bad_request_answer,
+                                       json_bad_request, sizeof BAD_REQUEST_JSON - 1,
+                                       BAD_REQUEST_JSON);
+    real_socket_write = (socket_write_fn)dlsym(RTLD_NEXT, "h2o_socket_write");
+    return real_socket_write ? 0 : -1;
+}
+
+/* This definition takes the place of libh2o's h2o_socket_write: the
+ * executable's symbol comes first in the dynamic linker's search, for
+ * libh2o's own calls too (they go through its PLT). Every write goes to the
+ * library's function unchanged, except h2o's fixed plain-text 400, which
+ * becomes the JSON one. The buffers must stay valid until cb: both are
+ * static. */
+void h2o_socket_write(h2o_socket_t *sock, h2o_iovec_t *bufs, size_t bufcnt, h2o_socket_cb cb)
+{
+    static h2o_iovec_t json;
+    if (bufcnt == 1 && bufs[0].len == sizeof h2o_bad_request - 1 &&
+        memcmp(bufs[0].base, h2o_bad_request, bufs[0].len) == 0) {
+        json = h2o_iovec_init(bad_request_answer, bad_request_len);
+        bufs = &json;
+    }
+    if (!real_socket_write && json_bad_request_init())
+        abort(); /* libh2o without h2o_socket_write: cannot be */
+    real_socket_write(sock, bufs, bufcnt, cb);
 }
 
 /* ---- connections -------------------------------------------------------------- */
@@ -235,6 +381,10 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
         snprintf(err, errlen, "http.listen '%s' is not ADDRESS:PORT", cfg->http_listen);
         return NULL;
     }
+    if (json_bad_request_init()) {
+        snprintf(err, errlen, "cannot find h2o_socket_write in libh2o: %s", dlerror());
+        return NULL;
+    }
     api = calloc(1, sizeof *api);
     if (!api) {
         snprintf(err, errlen, "out of memory");
@@ -263,6 +413,10 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     struct api_handler *h = (struct api_handler *)h2o_create_handler(path, sizeof *h);
     h->super.on_req = on_req;
     h->api = api;
+    /* Before routing (a body over the limit) h2o answers on the fallback path. */
+    h2o_create_filter(path, sizeof(h2o_filter_t))->on_setup_ostream = json_errors_setup;
+    h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream =
+        json_errors_setup;
     h2o_context_init(&api->h2o_ctx, loop, &api->h2o_config);
     api->accept_ctx.ctx = &api->h2o_ctx;
     api->accept_ctx.hosts = api->h2o_config.hosts;

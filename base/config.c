@@ -55,7 +55,10 @@ static const struct option options[] = {
      "while citybrain is down",
      0},
     {"mqtt.version", T_ENUM, OFF(mqtt_version), 0, 0, "3.1.1", version_names, version_values,
-     "MQTT protocol version: 3.1.1 or 5", 0},
+     "MQTT protocol version: 3.1.1 or 5 (5 announces a Maximum Packet Size from "
+     "ingest.max_payload and ingest.max_topic_length, so the broker never sends a larger "
+     "message)",
+     0},
     {"mqtt.username", T_STRING, OFF(mqtt_username), 0, 0, "", 0, 0, "user name; empty for none",
      0},
     {"mqtt.password", T_STRING, OFF(mqtt_password), 0, 0, "", 0, 0,
@@ -94,9 +97,14 @@ static const struct option options[] = {
      "0 = always woken at once",
      0},
     {"ingest.max_payload", T_SIZE, OFF(ingest_max_payload), 16, 256LL << 20, "64k", 0, 0,
-     "largest payload decoded; larger ones are rejected (payload_too_large)", 0},
+     "largest payload accepted; a larger one is refused on the MQTT thread before it is "
+     "copied or journaled, and counted (citybrain_ingest_rejected_total, payload_too_large); "
+     "with mqtt.version = 5 the broker is told not to send it at all",
+     0},
     {"ingest.max_topic_length", T_INT, OFF(ingest_max_topic_length), 8, 65535, "256", 0, 0,
-     "longest topic accepted (topic_too_long)", 0},
+     "longest topic accepted; a longer one is refused like an oversize payload "
+     "(topic_too_long)",
+     0},
     {"ingest.max_json_depth", T_INT, OFF(ingest_max_json_depth), 1, 64, "8", 0, 0,
      "deepest JSON nesting accepted (too_deep)", 0},
     {"ingest.max_fields", T_INT, OFF(ingest_max_fields), 1, 100000, "256", 0, 0,
@@ -145,8 +153,9 @@ static const struct option options[] = {
      0, 0, "journal segment size before rotation", 0},
     {"storage.max_pending_rows", T_INT, OFF(storage_max_pending_rows), 1000, 1000000000,
      "2000000", 0, 0,
-     "rows held in memory while the database cannot be written (disk full); beyond, rows are "
-     "left to the journal and counted",
+     "rows held in memory while the database cannot be written (disk full); beyond, the rows "
+     "of journaled (QoS 1) messages are left to the journal (stored at the next start) and "
+     "those of QoS 0 messages are lost, each counted",
      0},
     {"storage.retention.raw", T_DURATION, OFF(storage_retention_raw_ms), 0, 36500 * DAY, "7d",
      0, 0, "keep raw samples this long (0 = forever)", 0},

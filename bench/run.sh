@@ -523,6 +523,10 @@ How the figures are taken (bench/run.sh has the details):
 - **latency**: 10,000 msg/s at QoS 1 for 10 s; every 100th message goes to its own
   `bench/mark/mN` topic and fires `bench/rules/latency.rules`; the time from its send to the
   arrival of the alert on `citybrain/alerts/#` at a subscriber (same machine clock).
+- **outbox** (`bench_outbox`, its own program): what queueing one webhook notification costs
+  the loop with 100 (the baseline, same run), 10,000 and 100,000 already queued, each its own
+  alert instance and waiting for a retry an hour away, as while a receiver is down (the best of
+  three rounds of 2,000 rows). Flat means scheduling costs what is due, not what is queued.
 - **API under ingest load**: `citybrain run` (storage on, QoS 0, `--http` on loopback) with
   a rule that fires once per sensor, fed 1,000 `bench/batt/...` topics once, so
   `GET /api/alerts` lists 1,000 firing alerts. `flood_pub --rate` then offers the city stream

@@ -13,11 +13,15 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- loop thread ------------------------------------------------------------- */
 
+/* GET /api/health: "status" is "ok" when every part is, else "degraded",
+ * and "reasons" says which part is not and why, one string each ("journal:
+ * disk full"); the parts follow with their own state. */
 static int health(void *ctx, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
@@ -27,15 +31,37 @@ static int health(void *ctx, struct cb_strbuf *out)
         cb_mqtt_get_stats(d->mqtt, &ms);
     cb_store_get_stats(d->store, &ss);
     static const char *const store_names[] = {"ok", "degraded", "failed"};
-    int ok = ms.state == CB_MQTT_CONNECTED && ss.health == CB_STORE_OK;
+    const char *storage = store_names[ss.health <= CB_STORE_FAILED ? ss.health : CB_STORE_FAILED];
+    const char *journal = cb_mqtt_journal_problem(ms.journal_errno);
     struct cb_engine_stats es;
     cb_engine_get_stats(d->engine, &es);
+
+    char reasons[6][96]; /* at most one per part below */
+    size_t nr = 0;
+    if (ms.state != CB_MQTT_CONNECTED)
+        snprintf(reasons[nr++], sizeof reasons[0], "mqtt: %s", cb_mqtt_state_name(ms.state));
+    if (ss.health != CB_STORE_OK)
+        snprintf(reasons[nr++], sizeof reasons[0], "storage: %s", storage);
+    if (ms.journal_errno)
+        snprintf(reasons[nr++], sizeof reasons[0], "journal: %s", journal);
+    int64_t now = (int64_t)(uv_hrtime() / 1000000);
+    int64_t lag_max = d->looplag ? cb_looplag_recent_max(d->looplag, now) : 0;
+    int64_t lag = d->looplag ? cb_looplag_last(d->looplag) : 0;
+    if (lag_max > CB_LOOPLAG_DEGRADED_MS)
+        snprintf(reasons[nr++], sizeof reasons[0], "loop: lagged %.1f s in the last %d s",
+                 (double)lag_max / 1000.0, CB_LOOPLAG_WINDOW_MS / 1000);
+    cb_strbuf_printf(out, "{\"status\":\"%s\",\"reasons\":[", nr ? "degraded" : "ok");
+    for (size_t i = 0; i < nr; i++) {
+        if (i)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, reasons[i], strlen(reasons[i]));
+    }
     cb_strbuf_printf(out,
-                     "{\"status\":\"%s\",\"mqtt\":\"%s\",\"storage\":\"%s\",\"uptime_s\":%lld,"
+                     "],\"mqtt\":\"%s\",\"storage\":\"%s\",\"journal\":\"%s\","
+                     "\"loop_lag_ms\":%lld,\"loop_lag_max_ms\":%lld,\"uptime_s\":%lld,"
                      "\"version\":",
-                     ok ? "ok" : "degraded", cb_mqtt_state_name(ms.state),
-                     store_names[ss.health <= CB_STORE_FAILED ? ss.health : CB_STORE_FAILED],
-                     (long long)((cb_wall_ms() - d->started_ms) / 1000));
+                     cb_mqtt_state_name(ms.state), storage, journal, (long long)lag,
+                     (long long)lag_max, (long long)((cb_wall_ms() - d->started_ms) / 1000));
     cb_strbuf_json_string(out, cb_version, strlen(cb_version));
     if (ss.health != CB_STORE_OK && ss.last_error[0]) {
         cb_strbuf_puts(out, ",\"storage_error\":");

@@ -12,6 +12,7 @@
 #include "alerts/alerts.h"
 #include "api/api.h"
 #include "base/config.h"
+#include "base/looplag.h"
 #include "ingest/ingest.h"
 #include "rules/rules.h"
 #include "storage/storage.h"
@@ -25,6 +26,7 @@ struct cmd_api_sources {
     struct cb_engine *engine;
     struct cb_alerts *alerts;
     const struct cb_topic_pattern *label_pattern; /* sensors' labels; may be NULL */
+    const struct cb_looplag *looplag;             /* the loop's lag; may be NULL */
     int64_t started_ms;                           /* wall clock at start, for uptime */
     /* Reloads the rules from disk (POST /api/rules/reload), asked through
      * `via` (a CMD_RELOAD_* name) by `by` with `note` ("" when not given),

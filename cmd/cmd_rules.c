@@ -276,7 +276,7 @@ static enum cb_reject offer_message(struct driver *d, const char *topic, const v
                 char reason[160];
                 snprintf(reason, sizeof reason, "invalid_range:%s",
                          d->qrules[i] ? d->qrules[i] : "?");
-                cb_store_quarantine(d->store, topic, &dec.samples[off + i], reason);
+                cb_store_quarantine(d->store, topic, &dec.samples[off + i], reason, 0);
             }
         }
         if (k && cb_store_append(d->store, topic, dec.device, d->keep, k, 0) < 0)
@@ -549,7 +549,7 @@ static int close_replay_store(struct driver *d)
     if (st.health != CB_STORE_OK || d->dropped) {
         fprintf(stderr, "citybrain replay: storing the samples failed: %s (%llu dropped)\n",
                 st.last_error[0] ? st.last_error : "unknown error",
-                (unsigned long long)(d->dropped + st.rows_dropped));
+                (unsigned long long)(st.rows_dropped + st.rows_lost));
         return 1;
     }
     return 0;

@@ -17,6 +17,7 @@
 #include "cmd/validate.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/looplag.h"
 #include "base/metrics.h"
 #include "base/strbuf.h"
 #include "ingest/ingest.h"
@@ -25,6 +26,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,8 @@ struct cb_daemon {
     uint64_t *m_rejected[CB_REJECT__COUNT];
     uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
     uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_feed_failed;
-    struct cb_histogram *h_eval, *h_journal;
+    struct cb_histogram *h_eval, *h_journal, *h_lag;
+    struct cb_looplag *looplag; /* the loop's own lag, for /metrics and health */
 };
 
 static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
@@ -107,7 +110,25 @@ static double g_mqtt_connected(void *ctx)
 MQTT_STAT(g_mqtt_received, received)
 MQTT_STAT(g_mqtt_dropped, dropped_qos0)
 MQTT_STAT(g_mqtt_deferred, deferred_qos1)
-MQTT_STAT(g_mqtt_persist_failed, persist_failed)
+MQTT_STAT(g_mqtt_journal_waits, journal_waits)
+static double g_journal_ok(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_mqtt_stats s;
+    if (!d->mqtt)
+        return 1;
+    cb_mqtt_get_stats(d->mqtt, &s);
+    return s.journal_errno == 0;
+}
+static double g_journal_failures(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_journal_stats s;
+    if (!d->journal)
+        return 0;
+    cb_journal_get_stats(d->journal, &s);
+    return (double)s.append_failed;
+}
 MQTT_STAT(g_mqtt_queue_depth, queue_depth)
 MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
 MQTT_STAT(g_mqtt_coalesce, coalesce_switches)
@@ -127,6 +148,7 @@ MQTT_STAT(g_mqtt_lost, connection_lost)
 STORE_STAT(g_store_rows, rows_written)
 STORE_STAT(g_store_dup, rows_duplicate)
 STORE_STAT(g_store_dropped, rows_dropped)
+STORE_STAT(g_store_lost, rows_lost)
 STORE_STAT(g_store_commits, commits)
 STORE_STAT(g_store_commit_errors, commit_errors)
 STORE_STAT(g_store_pending, pending_rows)
@@ -164,6 +186,15 @@ ENGINE_STAT(g_rules_instances, instances)
 ENGINE_STAT(g_rules_windows, windows)
 ENGINE_STAT(g_rules_window_samples, window_samples)
 ENGINE_STAT(g_rules_ticks, ticks)
+
+/* The largest loop lag of the last 10 s: what /api/health judges. */
+static double g_loop_lag_max(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    if (!d->looplag)
+        return 0;
+    return (double)cb_looplag_recent_max(d->looplag, (int64_t)(uv_hrtime() / 1000000)) / 1000.0;
+}
 
 static double g_uptime(void *ctx)
 {
@@ -213,6 +244,10 @@ static void register_metrics(struct cb_daemon *d)
     commit_histogram = cb_metrics_histogram("citybrain_storage_commit_seconds", "",
                                             "duration of one storage commit",
                                             cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    d->h_lag = cb_metrics_histogram("citybrain_loop_lag_seconds", "",
+                                    "how late the event loop runs a timer: from its due moment "
+                                    "to its run (a 100 ms timer measuring itself)",
+                                    cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
     static const struct {
         const char *name, *help;
         double (*fn)(void *);
@@ -226,8 +261,16 @@ static void register_metrics(struct cb_daemon *d)
          "QoS 1 messages that waited for room in the full hand-off queue (back-pressure on the broker)",
          g_mqtt_deferred},
         {"citybrain_journal_failures_total",
-         "messages that could not be journaled (queued anyway, without crash safety)",
-         g_mqtt_persist_failed},
+         "journal appends that failed (disk full, I/O error), retries included; the message "
+         "waits unacknowledged meanwhile",
+         g_journal_failures},
+        {"citybrain_journal_ok",
+         "1 while the journal takes messages, 0 while a QoS 1 message waits for it "
+         "(see /api/health for why)",
+         g_journal_ok},
+        {"citybrain_mqtt_journal_waits_total",
+         "QoS 1 messages that waited, unacknowledged, because the journal could not take them",
+         g_mqtt_journal_waits},
         {"citybrain_mqtt_queue_depth", "messages waiting in the hand-off queue", g_mqtt_queue_depth},
         {"citybrain_mqtt_queue_bytes", "bytes waiting in the hand-off queue", g_mqtt_queue_bytes},
         {"citybrain_mqtt_coalesce_switches_total",
@@ -238,8 +281,13 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},
         {"citybrain_storage_rows_duplicate_total", "rows already stored (redelivery)", g_store_dup},
         {"citybrain_storage_rows_dropped_total",
-         "rows dropped from memory while the database could not be written (kept in the journal)",
+         "rows of journaled (QoS 1) messages dropped from memory beyond storage.max_pending_rows "
+         "while the database could not be written; kept in the journal, stored at the next start",
          g_store_dropped},
+        {"citybrain_storage_rows_lost_total",
+         "rows of QoS 0 messages (never journaled) refused beyond storage.max_pending_rows "
+         "while the database could not be written",
+         g_store_lost},
         {"citybrain_storage_commits_total", "storage transactions committed", g_store_commits},
         {"citybrain_storage_commit_errors_total", "storage transactions that failed",
          g_store_commit_errors},
@@ -260,12 +308,16 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
+        {"citybrain_loop_lag_max_seconds",
+         "the largest loop lag of the last 10 s; /api/health is degraded while it is over 1 s",
+         g_loop_lag_max},
         {"citybrain_ingest_last_message_timestamp_seconds",
          "Unix time the last message was handled (decoded and judged), 0 before the first",
          g_last_message},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cb_metrics_gauge_fn(fns[i].name, "", fns[i].help, fns[i].fn, d);
+
 }
 
 /* ---- the message path ---------------------------------------------------- */
@@ -346,7 +398,7 @@ static void on_message(void *ctx, const struct cb_message *m)
             snprintf(reason, sizeof reason, "invalid_range:%s",
                      d->qrules[i] ? d->qrules[i] : "?");
             cb_counter_add(d->m_rejected[CB_REJECT_INVALID_RANGE], 1);
-            cb_store_quarantine(d->store, m->topic, &dec.samples[i], reason);
+            cb_store_quarantine(d->store, m->topic, &dec.samples[i], reason, m->journal_pos);
             break;
         }
         }
@@ -357,6 +409,15 @@ static void on_message(void *ctx, const struct cb_message *m)
         cb_store_append(d->store, m->topic, dec.device, d->keep, k, m->journal_pos);
 }
 
+/* Paho thread: a message refused for its size before any copy counts with
+ * the decoder's rejections (the counters are atomic). */
+static void refused_message(void *ctx, enum cb_reject r)
+{
+    struct cb_daemon *d = ctx;
+    cb_counter_add(d->m_msg_rejected, 1);
+    cb_counter_add(d->m_rejected[r], 1);
+}
+
 /* Paho thread: journal the raw message before it is acknowledged. */
 static int persist_message(void *ctx, const char *topic, size_t topic_len, const void *payload,
                            size_t len, int64_t arrival_ms, uint64_t *pos)
@@ -364,7 +425,9 @@ static int persist_message(void *ctx, const char *topic, size_t topic_len, const
     struct cb_daemon *d = ctx;
     int64_t t0 = cb_mono_us();
     int rc = cb_journal_append(d->journal, topic, topic_len, payload, len, arrival_ms, pos);
+    int err = errno; /* the MQTT client reports why the journal waits */
     cb_histogram_observe(d->h_journal, (double)(cb_mono_us() - t0) / 1e6);
+    errno = err;
     return rc;
 }
 
@@ -654,6 +717,8 @@ static void close_handles(struct cb_daemon *d)
 {
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
+    cb_looplag_close(d->looplag);
+    d->looplag = NULL;
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -789,6 +854,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     }
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
     cb_mqtt_set_stamps(d->mqtt, d->stamps);
+    cb_mqtt_set_refused(d->mqtt, refused_message, d);
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
@@ -804,10 +870,16 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
             return -1;
         }
     }
+    d->looplag = cb_looplag_new(&d->loop, d->h_lag);
+    if (!d->looplag) {
+        cb_error(MOD, "out of memory creating the loop lag monitor");
+        return -1;
+    }
+    cb_looplag_start(d->looplag);
     if (cb_api_enabled(cfg)) {
         d->api_sources = (struct cmd_api_sources){
             .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
-            .alerts = d->alerts, .label_pattern = d->label_pattern,
+            .alerts = d->alerts, .label_pattern = d->label_pattern, .looplag = d->looplag,
             .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
         };
         struct cb_api_provider provider;
@@ -886,6 +958,10 @@ int cb_daemon_run(const struct cb_config *cfg)
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sighup, on_signal, SIGHUP);
+    /* A file-size limit (ulimit -f, systemd LimitFSIZE) makes write(2) fail
+     * with EFBIG, which the journal reports like a full disk; its default
+     * signal would kill the engine instead. */
+    signal(SIGXFSZ, SIG_IGN);
     register_metrics(&d);
 
     int failed = start(&d, rs);

@@ -2,10 +2,12 @@
  * payload decoding into samples. (Interface seam fixed by the foundation.)
  *
  * Threads: Paho calls back on its own thread while holding a process-wide
- * lock, so the message callback never blocks: it (optionally) journals the
- * message, copies it into one locked, bounded queue, calls uv_async_send and
- * returns. The loop drains the whole queue on each wake-up and hands every
- * message to `on_message` on the loop thread. */
+ * lock, so the message callback does little: it refuses what exceeds the
+ * size bounds, (optionally) journals the message, copies it into one locked,
+ * bounded queue, calls uv_async_send and returns. It waits only to push back
+ * on the broker: while the queue is full, or while the journal cannot take a
+ * QoS 1 message (see ingest/mqtt.c). The loop drains the whole queue on each
+ * wake-up and hands every message to `on_message` on the loop thread. */
 #ifndef CB_INGEST_INGEST_H
 #define CB_INGEST_INGEST_H
 
@@ -84,6 +86,9 @@ enum cb_mqtt_state {
     CB_MQTT_STOPPED,
 };
 const char *cb_mqtt_state_name(enum cb_mqtt_state s);
+/* The journal_errno of the stats in words: "ok" (0), "disk full" (ENOSPC,
+ * EDQUOT), "I/O error", "file too large", "read-only file system"... */
+const char *cb_mqtt_journal_problem(int err);
 
 /* One received message, on the loop thread. Owned by the ingest module; valid
  * only during the callback. */
@@ -102,21 +107,30 @@ typedef void (*cb_message_fn)(void *ctx, const struct cb_message *m);
 
 /* Called on the Paho thread before a QoS 1 message is queued (and so before
  * it is acknowledged; QoS 0 messages, never acknowledged, are not offered):
- * the daemon journals it here. Returns 0 and may set *pos, or
- * -1 when it could not keep it: the message is still queued, with
- * journal_pos 0, and counted in persist_failed (Paho 1.3.12 acknowledges a
- * QoS 1 message whatever messageArrived returns, so refusing cannot make the
- * broker redeliver; see ingest/mqtt.c). Must not block for long: it runs
- * under Paho's lock. */
+ * the daemon journals it here. Returns 0 and sets *pos, or -1 with errno set
+ * when it could not keep it (ENOSPC: disk full...): the Paho thread then
+ * waits, the message unacknowledged, and calls the hook again with a
+ * back-off until it works (Paho 1.3.12 acknowledges a QoS 1 message whatever
+ * messageArrived returns, so waiting is the only way not to; see
+ * ingest/mqtt.c). Must not block for long: it runs under Paho's lock. */
 typedef int (*cb_persist_fn)(void *ctx, const char *topic, size_t topic_len,
                              const void *payload, size_t len, int64_t arrival_ms,
                              uint64_t *pos);
+
+/* Called on the Paho thread when a message is refused for its size before
+ * anything of it is copied (CB_REJECT_TOPIC_TOO_LONG or
+ * CB_REJECT_PAYLOAD_TOO_LARGE), so the daemon counts it with the decoder's
+ * rejections. Must be thread-safe and must not block. */
+typedef void (*cb_refused_fn)(void *ctx, enum cb_reject reason);
 
 struct cb_mqtt_stats {
     uint64_t received;         /* messages handed to the loop */
     uint64_t dropped_qos0;     /* QoS 0 messages dropped, queue full */
     uint64_t deferred_qos1;    /* QoS 1 messages that waited for room, queue full (back-pressure) */
-    uint64_t persist_failed;   /* the persist hook refused */
+    uint64_t journal_waits;    /* QoS 1 messages that waited, unacknowledged, for the journal */
+    int journal_errno;         /* why the journal fails now (cb_mqtt_journal_problem), 0: ok */
+    uint64_t refused_topic;    /* over ingest.max_topic_length: refused before any copy */
+    uint64_t refused_payload;  /* over ingest.max_payload: refused before any copy */
     uint64_t connects;
     uint64_t connection_lost;
     uint64_t published;
@@ -140,6 +154,8 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
  * client, and only Paho's thread uses it from start on) instead of the
  * client's own table, so the caller can seed it first (cb_stamps_seen). */
 void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s);
+/* Installs the hook told of size refusals (before start). */
+void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx);
 /* Connects (asynchronously), subscribes on every connect, reconnects with
  * exponential backoff and jitter. Returns 0 or -1. */
 int cb_mqtt_start(struct cb_mqtt *m);
@@ -148,7 +164,10 @@ int cb_mqtt_start(struct cb_mqtt *m);
 int cb_mqtt_publish(struct cb_mqtt *m, const char *topic, const void *payload, size_t len,
                     int qos, int retained);
 /* Stops taking messages: unsubscribes/disconnects, then delivers what is left
- * in the queue to on_message, then calls done(ctx) on the loop. */
+ * in the queue to on_message, then calls done(ctx) on the loop. A QoS 1
+ * message waiting for the journal gets one more try; if the journal still
+ * fails it stays unacknowledged and cb_mqtt_close leaves Paho's thread
+ * parked for the process's exit (see ingest/mqtt.c). */
 void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx);
 /* Closes the uv handles and frees (after stop). */
 void cb_mqtt_close(struct cb_mqtt *m);

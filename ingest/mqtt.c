@@ -35,9 +35,21 @@
  *    calls the subscribe itself from the connect callback, on its thread.
  *  - cb_mqtt_stop wakes a waiting callback (it then queues beyond the bound:
  *    the loop drains everything before calling done).
- *  - A persist hook that fails (journal full, disk error) does not refuse the
- *    message (that would only park it in Paho's list, acknowledged): it is
- *    queued with journal_pos 0 and counted in persist_failed.
+ *  - Nothing acknowledged lives only in memory. When the persist hook cannot
+ *    journal a QoS 1 message (disk full, I/O error), the Paho thread waits
+ *    as it does for a full queue: it retries the hook with a back-off
+ *    (JOURNAL_RETRY_MIN_MS doubling to JOURNAL_RETRY_MAX_MS, never a hot
+ *    spin), the PUBACK is not sent, the broker keeps the rest of the
+ *    session, and the stats say why (journal_errno) until an append works
+ *    again. Queueing it unjournaled instead (as before) acknowledged it with
+ *    nothing but memory behind it: a full disk lost tens of thousands of
+ *    messages.
+ *  - A stop ends that wait: the hook is tried once more, and if it still
+ *    fails the message is abandoned unacknowledged: the Paho thread parks for
+ *    good (returning would send the PUBACK), the stop goes on without
+ *    calling Paho (whose lock the parked thread holds), and cb_mqtt_close
+ *    leaves the client, the worker and this struct to the process's exit.
+ *    The broker redelivers the message to the next run.
  *  - Each message is given its arrival stamp (ingest/stamp.c: the wall clock,
  *    moved to the next free millisecond of its topic) under the queue lock,
  *    before the persist hook journals it, so a replay gives the same times.
@@ -61,11 +73,13 @@
 #include "ingest/ingest_int.h"
 
 #include <MQTTAsync.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -96,6 +110,17 @@ enum cmd_kind { CMD_CONNECT, CMD_PUBLISH, CMD_DISCONNECT, CMD_EXPLAIN };
 /* How long the worker's TCP probe after a failed connect may take (see
  * do_explain): a refused port or an unreachable host answer at once. */
 #define PROBE_TIMEOUT_MS 2000
+
+/* Whether the Paho thread is waiting for the journal (see the top). */
+enum journal_state {
+    JOURNAL_OK,
+    JOURNAL_WAITING,   /* a QoS 1 message waits for the journal, unacknowledged */
+    JOURNAL_ABANDONED, /* stop came and the journal still failed: parked for good */
+};
+
+/* The journal wait's back-off between two tries of the persist hook. */
+#define JOURNAL_RETRY_MIN_MS 10
+#define JOURNAL_RETRY_MAX_MS 1000
 
 struct cmd {
     struct cmd *next;
@@ -128,6 +153,7 @@ struct cb_mqtt {
     int max_inflight;
     int64_t backoff_min, backoff_max, backoff;
     uint64_t rng;
+    size_t max_topic, max_payload; /* ingest.max_topic_length, ingest.max_payload */
 
     cb_message_fn on_message;
     void *ctx;
@@ -135,10 +161,14 @@ struct cb_mqtt {
     void *persist_ctx;
     struct cb_stamps *stamps;     /* arrival stamps (Paho's thread, under lock) */
     struct cb_stamps *own_stamps; /* ours, unless cb_mqtt_set_stamps gave one */
+    cb_refused_fn refused;
+    void *refused_ctx;
 
     /* Incoming queue, Paho thread -> loop. */
     pthread_mutex_t lock;
     pthread_cond_t room;
+    pthread_cond_t journal_cv; /* stop wakes the journal wait; the wait's end wakes the worker */
+    enum journal_state journal; /* under lock */
     struct node *head, *tail;
     size_t count, bytes;       /* queued plus being processed by the loop */
     size_t max_count, max_bytes;
@@ -169,6 +199,7 @@ struct cb_mqtt {
 
     /* Loop-side state. */
     bool started, stop_called, done_called, closing;
+    bool abandoned; /* closed with the Paho thread parked: never freed (see close) */
     int64_t coalesce_above;   /* msg/s; 0: never coalesce */
     uint64_t win_start_ns;    /* the arrival-rate window (see pace) */
     size_t win_msgs;
@@ -177,6 +208,22 @@ struct cb_mqtt {
 
     struct cb_mqtt_stats st; /* fields accessed with __atomic */
 };
+
+const char *cb_mqtt_journal_problem(int err)
+{
+    switch (err) {
+    case 0: return "ok";
+    case ENOSPC:
+    case EDQUOT: return "disk full";
+    case EFBIG: return "file too large";
+    case EIO: return "I/O error";
+    case EROFS: return "read-only file system";
+    case EACCES:
+    case EPERM: return "permission denied";
+    case ENOMEM: return "out of memory";
+    }
+    return "write failed";
+}
 
 const char *cb_mqtt_state_name(enum cb_mqtt_state s)
 {
@@ -317,6 +364,100 @@ static void free_list(struct node *n)
     }
 }
 
+/* Waits on journal_cv for at most ms (m->lock held). */
+static void wait_ms(struct cb_mqtt *m, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&m->journal_cv, &m->lock, &ts);
+}
+
+/* Journals node n through the persist hook (Paho thread, m->lock not held),
+ * waiting as long as the hook fails: see "Nothing acknowledged lives only in
+ * memory" at the top. Returns once n is journaled (n->journal_pos set); when
+ * a stop finds the journal still failing it never returns. */
+static void journal_or_wait(struct cb_mqtt *m, struct node *n)
+{
+    static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 60000};
+    const char *topic = n->data, *payload = n->data + n->topic_len + 1;
+    int64_t delay = JOURNAL_RETRY_MIN_MS, waited_since = 0;
+    for (;;) {
+        errno = 0;
+        if (m->persist(m->persist_ctx, topic, n->topic_len, payload, n->len, n->arrival_ms,
+                       &n->journal_pos) == 0)
+            break;
+        int err = errno ? errno : EIO;
+        pthread_mutex_lock(&m->lock);
+        if (!waited_since) {
+            /* Only this thread calls messageArrived: one message waits at a time. */
+            m->journal = JOURNAL_WAITING;
+            STAT_ADD(m, journal_waits, 1);
+            waited_since = cb_mono_ms();
+            cb_log_limited(&rl, CB_LOG_WARN, MOD,
+                           "the journal cannot take a QoS 1 message (%s): not acknowledging "
+                           "it, the broker keeps the session; retrying",
+                           cb_mqtt_journal_problem(err));
+        }
+        STAT_SET(m, journal_errno, err);
+        if (m->stopping) {
+            /* The stop's try was the last: see the top. */
+            m->journal = JOURNAL_ABANDONED;
+            pthread_cond_broadcast(&m->journal_cv);
+            cb_warn(MOD, "stopping with a QoS 1 message the journal cannot take (%s): it stays "
+                         "unacknowledged, the broker redelivers it to the next run",
+                    cb_mqtt_journal_problem(err));
+            for (;;)
+                pthread_cond_wait(&m->journal_cv, &m->lock);
+        }
+        wait_ms(m, delay);
+        pthread_mutex_unlock(&m->lock);
+        delay = delay * 2 > JOURNAL_RETRY_MAX_MS ? JOURNAL_RETRY_MAX_MS : delay * 2;
+    }
+    if (!waited_since)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->journal = JOURNAL_OK;
+    STAT_SET(m, journal_errno, 0);
+    pthread_cond_broadcast(&m->journal_cv); /* a disconnect may wait for the outcome */
+    pthread_mutex_unlock(&m->lock);
+    cb_info(MOD, "the journal takes messages again (waited %lld ms)",
+            (long long)(cb_mono_ms() - waited_since));
+}
+
+/* Bounds before copies: a topic or payload over its bound is refused here,
+ * before anything of it is copied, queued or journaled, and counted by
+ * reason (the decoder would refuse it anyway, but only after the hand-off
+ * copy and the journal record had cost a payload each). Paho itself has read
+ * the packet and copied the payload once by now; with MQTT 5 the broker does
+ * not send such a message at all (Maximum Packet Size, see do_connect).
+ * Returns 1 when refused. */
+static int refuse_oversize(struct cb_mqtt *m, const char *topic, size_t tl, size_t len)
+{
+    static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 10000};
+    enum cb_reject why;
+    if (tl > m->max_topic) {
+        STAT_ADD(m, refused_topic, 1);
+        why = CB_REJECT_TOPIC_TOO_LONG;
+    } else if (len > m->max_payload) {
+        STAT_ADD(m, refused_payload, 1);
+        why = CB_REJECT_PAYLOAD_TOO_LARGE;
+    } else {
+        return 0;
+    }
+    if (m->refused)
+        m->refused(m->refused_ctx, why);
+    cb_log_limited(&rl, CB_LOG_WARN, "ingest",
+                   "refused a message on '%.*s' (topic %zu bytes, payload %zu bytes): %s",
+                   (int)(tl > 120 ? 120 : tl), topic, tl, len, cb_reject_name(why));
+    return 1;
+}
+
 /* messageArrived: see the comment at the top. Returns 1 (consumed), or 0 only
  * when memory for the copy cannot be had (Paho keeps it and retries). */
 static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
@@ -327,6 +468,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     size_t len = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     size_t size = tl + 1 + len;
     int qos = msg->qos;
+    if (refuse_oversize(m, topic, tl, len))
+        goto consumed;
 
     /* A QoS 0 message costs one lock and, once nodes circulate, no malloc.
      * Only this thread takes nodes, so at most one message lives outside the
@@ -361,11 +504,8 @@ static int on_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     /* Only what the broker gets an acknowledgement for is journaled: a QoS 0
      * message is at most once by contract, and its write(2) would cost about
      * 8 % of the ingest CPU. */
-    if (m->persist && qos > 0 &&
-        m->persist(m->persist_ctx, n->data, tl, n->data + tl + 1, len, arrival, &n->journal_pos)) {
-        n->journal_pos = 0;
-        STAT_ADD(m, persist_failed, 1);
-    }
+    if (m->persist && qos > 0)
+        journal_or_wait(m, n);
 
     pthread_mutex_lock(&m->lock);
     return consumed_locked(m, append_locked(m, n), msg, topic);
@@ -624,6 +764,19 @@ static void on_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
 
 /* ---- worker thread: every Paho call after start ------------------------------------ */
 
+/* The largest PUBLISH packet we take: fixed header (at most 5 bytes), topic
+ * (2 + max_topic), packet id (2), properties, payload. PACKET_SLACK leaves
+ * room for the properties a publisher may add (user properties, content
+ * type); what is larger than the bounds by less than the slack still reaches
+ * refuse_oversize and is counted there. */
+#define PACKET_SLACK 4096
+
+static uint64_t max_packet_size(const struct cb_mqtt *m)
+{
+    uint64_t n = 5 + 2 + (uint64_t)m->max_topic + 2 + PACKET_SLACK + (uint64_t)m->max_payload;
+    return n > 268435460u ? 268435460u : n; /* the protocol's own limit */
+}
+
 static void do_connect(struct cb_mqtt *m)
 {
     MQTTAsync_connectOptions o4 = MQTTAsync_connectOptions_initializer;
@@ -647,6 +800,12 @@ static void do_connect(struct cb_mqtt *m)
         MQTTProperties_add(&props, &p);
         p.identifier = MQTTPROPERTY_CODE_RECEIVE_MAXIMUM;
         p.value.integer2 = (unsigned short)m->max_inflight;
+        MQTTProperties_add(&props, &p);
+        /* The broker must not send a larger packet (MQTT 5, 3.1.2.11.4): it
+         * drops such a message for us instead, so a giant payload is never
+         * even read (see refuse_oversize for MQTT 3.1.1). */
+        p.identifier = MQTTPROPERTY_CODE_MAXIMUM_PACKET_SIZE;
+        p.value.integer4 = (unsigned)max_packet_size(m);
         MQTTProperties_add(&props, &p);
         o->connectProperties = &props;
     } else {
@@ -718,6 +877,18 @@ static void do_publish(struct cb_mqtt *m, struct cmd *c)
 
 static void do_disconnect(struct cb_mqtt *m)
 {
+    /* A callback waiting for the journal holds Paho's lock: the stop has
+     * woken it for one more try; wait for the outcome. Abandoned, it holds
+     * the lock for good, and any Paho call would block this thread with it. */
+    pthread_mutex_lock(&m->lock);
+    while (m->journal == JOURNAL_WAITING)
+        pthread_cond_wait(&m->journal_cv, &m->lock);
+    bool abandoned = m->journal == JOURNAL_ABANDONED;
+    pthread_mutex_unlock(&m->lock);
+    if (abandoned) {
+        disconnect_finished(m);
+        return;
+    }
     if (!MQTTAsync_isConnected(m->client)) {
         disconnect_finished(m);
         return;
@@ -1002,6 +1173,7 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->ctx = ctx;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->room, NULL);
+    pthread_cond_init(&m->journal_cv, NULL);
     pthread_mutex_init(&m->cmd_lock, NULL);
     pthread_cond_init(&m->cmd_cond, NULL);
     m->version = cfg->mqtt_version == 5 ? 5 : 4;
@@ -1034,6 +1206,8 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->backoff_min = cfg->mqtt_reconnect_min_ms;
     m->backoff_max = cfg->mqtt_reconnect_max_ms;
     m->backoff = m->backoff_min;
+    m->max_topic = (size_t)cfg->ingest_max_topic_length;
+    m->max_payload = (size_t)cfg->ingest_max_payload;
     m->max_count = (size_t)cfg->ingest_queue_max_messages;
     m->max_bytes = (size_t)cfg->ingest_queue_max_bytes;
     m->coalesce_above = cfg->ingest_coalesce_above;
@@ -1088,6 +1262,7 @@ fail:
     free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
+    pthread_cond_destroy(&m->journal_cv);
     pthread_mutex_destroy(&m->cmd_lock);
     pthread_cond_destroy(&m->cmd_cond);
     free(m);
@@ -1104,6 +1279,12 @@ void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s)
 {
     if (!m->started)
         m->stamps = s;
+}
+
+void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx)
+{
+    m->refused = fn;
+    m->refused_ctx = ctx;
 }
 
 int cb_mqtt_start(struct cb_mqtt *m)
@@ -1160,6 +1341,7 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
     m->stopping = true;
     m->need_reconnect = false;
     pthread_cond_broadcast(&m->room);
+    pthread_cond_broadcast(&m->journal_cv);
     if (!m->worker_started)
         m->disconnected_final = true;
     pthread_mutex_unlock(&m->lock);
@@ -1178,11 +1360,12 @@ void cb_mqtt_stop(struct cb_mqtt *m, void (*done)(void *ctx), void *ctx)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct cb_mqtt *m = h->data;
-    if (--m->open_handles > 0)
+    if (--m->open_handles > 0 || m->abandoned)
         return;
     free_owned(m);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->room);
+    pthread_cond_destroy(&m->journal_cv);
     pthread_mutex_destroy(&m->cmd_lock);
     pthread_cond_destroy(&m->cmd_cond);
     free(m);
@@ -1193,6 +1376,22 @@ void cb_mqtt_close(struct cb_mqtt *m)
     if (!m || m->closing)
         return;
     m->closing = true;
+    pthread_mutex_lock(&m->lock);
+    bool abandoned = m->journal == JOURNAL_ABANDONED;
+    pthread_mutex_unlock(&m->lock);
+    if (abandoned) {
+        /* The Paho thread is parked inside a callback, holding Paho's lock,
+         * with a message that must not be acknowledged (see the top):
+         * destroying the client or joining the worker (which may be waiting
+         * for that lock) would never return, and the parked thread still
+         * uses this struct. All three are left to the process's exit, which
+         * closes the connection without the PUBACK. */
+        if (m->worker_started)
+            pthread_detach(m->worker);
+        m->worker_started = false;
+        m->client_created = false;
+        m->abandoned = true;
+    }
     if (m->worker_started) {
         pthread_mutex_lock(&m->cmd_lock);
         m->worker_quit = true;
@@ -1241,7 +1440,10 @@ void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)
     out->received = STAT_GET(m, received);
     out->dropped_qos0 = STAT_GET(m, dropped_qos0);
     out->deferred_qos1 = STAT_GET(m, deferred_qos1);
-    out->persist_failed = STAT_GET(m, persist_failed);
+    out->journal_waits = STAT_GET(m, journal_waits);
+    out->journal_errno = STAT_GET(m, journal_errno);
+    out->refused_topic = STAT_GET(m, refused_topic);
+    out->refused_payload = STAT_GET(m, refused_payload);
     out->connects = STAT_GET(m, connects);
     out->connection_lost = STAT_GET(m, connection_lost);
     out->published = STAT_GET(m, published);

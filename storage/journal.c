@@ -56,6 +56,7 @@ struct cb_journal {
     uint64_t next_pos;
     unsigned char *buf;  /* record being assembled */
     size_t bufcap;
+    int torn_tail;       /* a failed record could not be cut off the active segment */
     struct cb_journal_stats stats;
 };
 
@@ -128,7 +129,7 @@ static int start_segment(struct cb_journal *j)
     char *p = seg_path(j, j->next_pos);
     if (!p)
         return -1;
-    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, STORAGE_FILE_MODE);
     free(p);
     if (fd < 0)
         return -1;
@@ -268,7 +269,7 @@ struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int f
         storage__set_err(err, errlen, "journal: out of memory");
         goto fail;
     }
-    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+    if (mkdir(dir, STORAGE_DIR_MODE) < 0 && errno != EEXIST) {
         storage__set_err(err, errlen, "journal %s: cannot create the directory: %s", dir,
                          strerror(errno));
         goto fail;
@@ -315,27 +316,59 @@ fail:
     return NULL;
 }
 
+/* Takes a failed record's bytes back off the active segment, so the next
+ * record starts clean: the caller retries the same message, and recovery
+ * (recover_last) would otherwise cut the torn bytes off together with every
+ * whole record behind them. When the file cannot be cut, later records go to
+ * a new segment instead (replay skips a damaged segment's tail); until one
+ * of the two works, appends fail. Returns 0 or -1. */
+static int take_back(struct cb_journal *j)
+{
+    if (ftruncate(j->fd, (off_t)j->active_size) == 0) {
+        j->torn_tail = 0;
+        return 0;
+    }
+    j->torn_tail = 1;
+    /* the torn record may hold j->next_pos: never reuse it */
+    j->next_pos++;
+    if (start_segment(j) == 0) {
+        j->torn_tail = 0;
+        return 0;
+    }
+    return -1;
+}
+
 int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
                       const void *payload, size_t len, int64_t arrival_ms, uint64_t *pos)
 {
-    if (topic_len > JOURNAL_MAX_FIELD || len > JOURNAL_MAX_FIELD)
+    if (topic_len > JOURNAL_MAX_FIELD || len > JOURNAL_MAX_FIELD) {
+        errno = EFBIG;
         return -1;
+    }
     size_t total = JOURNAL_HDR + topic_len + len;
-    int rc = -1;
+    int rc = -1, err = EIO;
     pthread_mutex_lock(&j->mu);
     if (j->fd < 0)
         goto out;
+    if (j->torn_tail && take_back(j) < 0) {
+        err = errno;
+        goto out;
+    }
     if (total > j->bufcap) {
         size_t cap = total < 4096 ? 4096 : total;
         unsigned char *b = realloc(j->buf, cap);
-        if (!b)
+        if (!b) {
+            err = ENOMEM;
             goto out;
+        }
         j->buf = b;
         j->bufcap = cap;
     }
     if (j->active_size > 0 && j->active_size + (int64_t)total > j->segment_bytes &&
-        start_segment(j) < 0)
+        start_segment(j) < 0) {
+        err = errno;
         goto out;
+    }
     uint64_t p = j->next_pos;
     uint32_t magic = JOURNAL_MAGIC, tl = (uint32_t)topic_len, pl = (uint32_t)len;
     unsigned char *b = j->buf;
@@ -354,15 +387,20 @@ int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
         w = write(j->fd, b, total);
     while (w < 0 && errno == EINTR);
     if (w != (ssize_t)total) {
-        /* Disk full or I/O error: take back a partial record so the next one
-         * starts clean; the caller refuses the message (redelivered). */
-        if (w > 0 && ftruncate(j->fd, (off_t)j->active_size) < 0)
-            j->active_size += w; /* recover_last cuts it at the next start */
+        /* Disk full or I/O error (a short write: the file system filled up
+         * part-way): take back what went in; the caller keeps the message
+         * unacknowledged and tries again later. */
+        err = w < 0 ? errno : ENOSPC;
+        if (w > 0)
+            take_back(j);
+        goto out;
+    }
+    if (j->fsync_each && fdatasync(j->fd) < 0) {
+        err = errno;
+        take_back(j);
         goto out;
     }
     j->active_size += (int64_t)total;
-    if (j->fsync_each && fdatasync(j->fd) < 0)
-        goto out;
     j->next_pos = p + 1;
     j->stats.appended++;
     j->stats.bytes += total;
@@ -372,6 +410,8 @@ out:
     if (rc < 0)
         j->stats.append_failed++;
     pthread_mutex_unlock(&j->mu);
+    if (rc < 0)
+        errno = err;
     return rc;
 }
 

@@ -9,10 +9,13 @@
 #include "storage/storage_int.h"
 #include "storage/sqlite_conn.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void storage__set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -270,6 +273,22 @@ static void sqlite_global_init(void)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* Creates an empty database file readable by its owner only, unless one is
+ * there already (an empty file is a valid new SQLite database). SQLite
+ * would create it 0644 (less the umask) and gives the -wal and -shm files
+ * the main file's mode, so the mode chosen here is the one of all three:
+ * they hold the audit trail and webhook bodies. An existing file keeps the
+ * mode its owner gave it. Returns 0, or -1 with errno set. */
+static int create_private(const char *path)
+{
+    if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+        return 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, STORAGE_FILE_MODE);
+    if (fd >= 0)
+        return close(fd);
+    return errno == EEXIST ? 0 : -1;
+}
+
 sqlite3 *storage__open_db(const char *path, enum storage_open_mode mode, int sync_full,
                           int64_t cache_bytes, int target_version, char *err, size_t errlen)
 {
@@ -283,6 +302,10 @@ sqlite3 *storage__open_db(const char *path, enum storage_open_mode mode, int syn
         flags |= SQLITE_OPEN_READWRITE;
     else
         flags |= SQLITE_OPEN_READONLY;
+    if (mode == STORAGE_OPEN_WRITER && create_private(path) < 0) {
+        storage__set_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return NULL;
+    }
     int rc = sqlite3_open_v2(path, &db, flags, NULL);
     if (rc != SQLITE_OK) {
         storage__set_err(err, errlen, "%s: cannot open: %s", path,

@@ -30,8 +30,10 @@ struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int f
                                    char *err, size_t errlen);
 /* Appends one raw message with one write(2) (and an fsync when fsync_each).
  * Called on the Paho thread before the message is acknowledged.
- * Returns 0 and the message's position (monotonic, > 0), or -1 (disk full,
- * I/O error: the caller refuses the message so the broker redelivers it). */
+ * Returns 0 and the message's position (monotonic, > 0), or -1 with errno
+ * set (ENOSPC or EDQUOT: disk full; EIO, EFBIG, EROFS...): nothing of the
+ * record stays behind, and a later call may succeed (the caller keeps the
+ * message unacknowledged and retries). */
 int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
                       const void *payload, size_t len, int64_t arrival_ms, uint64_t *pos);
 /* Replays every record after `after_pos` in order (start-up recovery). */
@@ -69,7 +71,9 @@ enum cb_store_health { CB_STORE_OK = 0, CB_STORE_DEGRADED, CB_STORE_FAILED };
 struct cb_store_stats {
     uint64_t rows_written;
     uint64_t rows_duplicate;   /* (series, ts) already present: redelivery */
-    uint64_t rows_dropped;     /* beyond storage.max_pending_rows while failing */
+    uint64_t rows_dropped;     /* journaled rows refused beyond storage.max_pending_rows
+                                  (kept in the journal, stored at the next start) */
+    uint64_t rows_lost;        /* rows of unjournaled (QoS 0) messages refused likewise */
     uint64_t commits;
     uint64_t commit_errors;
     uint64_t quarantined;
@@ -93,9 +97,9 @@ struct cb_store_stats {
 
 /* Health: OK; DEGRADED while commits fail and rows wait in memory (retried
  * with backoff: disk full, database busy, I/O error); FAILED while rows are
- * dropped (pending queue full: they stay in the journal and come back on the
- * next start) or the file became unwritable (read-only, corrupt). A
- * successful commit returns to OK. */
+ * refused (pending queue full: journaled ones stay in the journal and come
+ * back on the next start, QoS 0 ones are lost) or the file became unwritable
+ * (read-only, corrupt). A successful commit returns to OK. */
 const char *cb_store_health_name(enum cb_store_health h);
 
 /* Opens the database at cfg->storage_db (creating and migrating the schema),
@@ -110,16 +114,19 @@ uint64_t cb_store_committed_journal_pos(struct cb_store *s);
 
 /* Queues the samples of one message for the writer: sensor `topic` (device:
  * SenML bn or NULL), and the journal position the message came from (0 when
- * none: replay, tests). Never blocks. Returns 0, or -1 when the pending queue
- * is full (rows counted as dropped). */
+ * none: a QoS 0 message, tests). Never blocks. Returns 0, or -1 when the
+ * pending queue is full: rows counted as dropped (journaled: the next start
+ * replays them) or lost (position 0). */
 int cb_store_append(struct cb_store *s, const char *topic, const char *device,
                     const struct cb_sample *samples, size_t n, uint64_t journal_pos);
 /* Marks a journal position as fully handled even though it produced no rows
  * (a rejected payload), so recovery does not replay it forever. */
 void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos);
-/* Queues a quarantined sample with the reason ("invalid_range:river_flood"). */
+/* Queues a quarantined sample with the reason ("invalid_range:river_flood")
+ * and the journal position of its message (0 for none), which a refusal
+ * holds like cb_store_append's. */
 int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
-                        const char *reason);
+                        const char *reason, uint64_t journal_pos);
 void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out);
 /* Gives the store the journal: sets its floor to the committed position now,
  * and after every commit the writer calls cb_journal_release with the

@@ -18,6 +18,12 @@
 /* How long a connection waits for another one's write lock. */
 #define STORAGE_BUSY_TIMEOUT_MS 5000
 
+/* Modes of what storage/ creates: the database (and so its -wal and -shm)
+ * and journal segments readable by their owner only, the journal directory
+ * by the owner's group too (umask may take more away). */
+#define STORAGE_FILE_MODE 0600
+#define STORAGE_DIR_MODE 0750
+
 #define STORAGE_MINUTE_MS 60000LL
 #define STORAGE_HOUR_MS 3600000LL
 

@@ -16,9 +16,13 @@
  *
  * A failed commit (disk full, busy, I/O error) is rolled back and the same
  * batch retried with exponential backoff; meanwhile rows queue up to
- * storage.max_pending_rows and beyond that whole messages are dropped and
- * counted. A dropped message is still in the journal: the committed position
- * is held below the first dropped one, so the next start replays it.
+ * storage.max_pending_rows and beyond that whole messages are refused. Only
+ * a journaled message (journal_pos > 0) is dropped from memory, counted in
+ * rows_dropped: it is still in the journal, the committed position is held
+ * below the first dropped one, and the next start replays it. A message
+ * without a position (QoS 0, never journaled) has nothing behind it: its
+ * rows are counted apart, in rows_lost, and the health text says which is
+ * which.
  *
  * Between commits the writer runs retention steps (retention.c-like code at
  * the end of this file), each one short transaction. */
@@ -1665,16 +1669,24 @@ uint64_t cb_store_committed_journal_pos(struct cb_store *s)
     return p;
 }
 
-/* Counts a refused message; holds the committed position below it. */
+/* Counts a refused message: dropped when journaled (the committed position is
+ * held below it, so the next start replays it), lost when not (QoS 0). The
+ * health text says both, as they are. */
 static void drop_locked(struct cb_store *s, size_t n, uint64_t journal_pos)
 {
-    s->stats.rows_dropped += n;
+    if (journal_pos) {
+        s->stats.rows_dropped += n;
+        if (!s->drop_cap || journal_pos < s->drop_cap)
+            s->drop_cap = journal_pos;
+    } else {
+        s->stats.rows_lost += n;
+    }
     s->stats.health = CB_STORE_FAILED;
     snprintf(s->stats.last_error, sizeof s->stats.last_error,
-             "%s: pending rows full (%zu): rows dropped, kept in the journal", s->path,
-             s->max_pending);
-    if (journal_pos && (!s->drop_cap || journal_pos < s->drop_cap))
-        s->drop_cap = journal_pos;
+             "%s: pending rows full (%zu): %llu rows dropped from memory, kept in the journal "
+             "and stored at the next start; %llu rows of QoS 0 messages (never journaled) lost",
+             s->path, s->max_pending, (unsigned long long)s->stats.rows_dropped,
+             (unsigned long long)s->stats.rows_lost);
 }
 
 int cb_store_append(struct cb_store *s, const char *topic, const char *device,
@@ -1723,7 +1735,7 @@ void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos)
 }
 
 int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
-                        const char *reason)
+                        const char *reason, uint64_t journal_pos)
 {
     pthread_mutex_lock(&s->mu);
     struct batch *b = &s->pending;
@@ -1738,11 +1750,13 @@ int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_s
         grow((void **)&b->quar, &b->capquar, b->nquar + 1, sizeof *b->quar) < 0)
         goto drop;
     b->quar[b->nquar++] = (struct pend_quar){t, m, r, sample->ts_ms, sample->value};
+    if (journal_pos > b->max_pos)
+        b->max_pos = journal_pos;
     pthread_mutex_unlock(&s->mu);
     return 0;
 drop:
     cb_strbuf_truncate(&b->arena, save_alen);
-    drop_locked(s, 1, 0);
+    drop_locked(s, 1, journal_pos);
     pthread_mutex_unlock(&s->mu);
     return -1;
 }

@@ -1,10 +1,13 @@
 /* The ingest journal: append, replay, torn records, rotation, release. */
 #include <CUnit/CUnit.h>
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +78,23 @@ static int append_n(struct cb_journal *j, int first, int n)
     return 0;
 }
 
+/* Closes j, opens the journal of dir again and replays every record after
+ * `after` into a new struct seen (the caller frees it); *reopened is the
+ * journal, open. */
+static struct seen *reopen_replay(struct cb_journal *j, uint64_t after,
+                                  struct cb_journal **reopened)
+{
+    char err[256];
+    cb_journal_close(j);
+    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, after, collect, s), 0);
+    *reopened = j;
+    return s;
+}
+
 static void test_append_replay(void)
 {
     make_dir();
@@ -82,11 +102,7 @@ static void test_append_replay(void)
     struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     CU_ASSERT_EQUAL(append_n(j, 1, 100), 0);
-    cb_journal_close(j);
-    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
-    struct seen *s = calloc(1, sizeof *s);
-    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    struct seen *s = reopen_replay(j, 0, &j);
     CU_ASSERT_EQUAL(s->n, 100);
     CU_ASSERT_EQUAL(s->pos[0], 1);
     CU_ASSERT_STRING_EQUAL(s->topic[41], "city/d00/river/s42");
@@ -255,6 +271,83 @@ static void test_unusable_dir(void)
     CU_ASSERT(strstr(err, "cannot create the directory") != NULL);
 }
 
+/* A file-size limit stands for a full disk: the kernel cuts a write short at
+ * the limit, as a full file system does (the journal says ENOSPC), or refuses
+ * it outright (EFBIG). A failed append leaves no byte behind, and once there
+ * is room again the same message goes in at the same position, so recovery
+ * reads every record in order. */
+static void test_failed_append_leaves_nothing(void)
+{
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 10), 0);
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    off_t whole = st.st_size;
+    struct rlimit old, lim;
+    CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = (rlim_t)whole + 20; /* part of the next record fits */
+    CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    uint64_t pos = 0;
+    errno = 0;
+    int rc = cb_journal_append(j, "city/full", 9, "{\"level\":1}", 11, 5000, &pos);
+    int e1 = errno;
+    errno = 0;
+    int rc2 = cb_journal_append(j, "city/full", 9, "{\"level\":1}", 11, 5000, &pos);
+    int e2 = errno;
+    CU_ASSERT_EQUAL(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    CU_ASSERT_EQUAL(rc, -1);
+    CU_ASSERT(e1 == ENOSPC || e1 == EFBIG); /* short write, or refused outright */
+    CU_ASSERT_EQUAL(rc2, -1);
+    CU_ASSERT_EQUAL(e2, e1); /* the retry meets the same room: taken back each time */
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_size, whole); /* nothing of the failed record stayed */
+    CU_ASSERT_EQUAL(append_n(j, 11, 5), 0); /* room again: positions go on from 11 */
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.append_failed, 2);
+    struct seen *s = reopen_replay(j, 0, &j);
+    CU_ASSERT_EQUAL(s->n, 15);
+    CU_ASSERT_EQUAL(s->pos[14], 15);
+    CU_ASSERT_STRING_EQUAL(s->payload[14], "{\"level\":15.5}");
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.torn_records, 0);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+/* Raw telemetry is the owner's: segments 0600, the directory 0750, whatever
+ * the umask lets through. */
+static void test_modes(void)
+{
+    make_dir();
+    char jdir[128], seg[192];
+    snprintf(jdir, sizeof jdir, "%s/j", dir);
+    mode_t old = umask(0);
+    char err[256] = "";
+    struct cb_journal *j = cb_journal_open(jdir, 4096, 0, err, sizeof err);
+    umask(old);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, "t", 1, "1", 1, 1, &pos), 0);
+    cb_journal_close(j);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(jdir, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 07777, 0750);
+    snprintf(seg, sizeof seg, "%s/%020d.seg", jdir, 1);
+    CU_ASSERT_EQUAL(stat(seg, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 07777, 0600);
+    cb_t_remove_dir(jdir);
+    remove_dir();
+}
+
 void cb_test_suite_journal(void)
 {
     CU_pSuite s = CU_add_suite("journal", NULL, NULL);
@@ -267,4 +360,8 @@ void cb_test_suite_journal(void)
     CU_add_test(s, "journal: appends from two threads get unique ordered positions",
                 test_threads);
     CU_add_test(s, "journal: an unusable directory is a clear error", test_unusable_dir);
+    CU_add_test(s, "journal: segments are created 0600 in a 0750 directory", test_modes);
+    CU_add_test(s, "journal: a failed append (disk full) leaves nothing behind; the next one "
+                   "takes the same position",
+                test_failed_append_leaves_nothing);
 }

@@ -125,6 +125,41 @@ static void test_schema_created(void)
     teardown();
 }
 
+/* Mode bits of path, or -1 when it cannot be read. */
+static int file_mode(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 07777) : -1;
+}
+
+/* The audit trail and webhook bodies live in the database: the file and the
+ * -wal and -shm SQLite makes beside it are the owner's alone, whatever the
+ * umask lets through. A file that is already there keeps its mode. */
+static void test_files_private(void)
+{
+    setup();
+    mode_t old = umask(0);
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    put(s, "city/a", "v", 1000, 1.0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    char path[160];
+    CU_ASSERT_EQUAL(file_mode(dbpath), 0600);
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT_EQUAL(file_mode(path), 0600);
+    snprintf(path, sizeof path, "%s-shm", dbpath);
+    CU_ASSERT_EQUAL(file_mode(path), 0600);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(chmod(dbpath, 0640), 0);
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL(s);
+    if (s)
+        cb_store_close(s);
+    CU_ASSERT_EQUAL(file_mode(dbpath), 0640);
+    umask(old);
+    teardown();
+}
+
 static void test_migration(void)
 {
     setup();
@@ -1085,7 +1120,23 @@ static void test_disk_full(void)
     CU_ASSERT_EQUAL(cb_store_append(s, "city/b", NULL, many, 300, 901), -1);
     cb_store_get_stats(s, &st);
     CU_ASSERT_EQUAL(st.rows_dropped, 300);
+    CU_ASSERT_EQUAL(st.rows_lost, 0);
     CU_ASSERT_EQUAL(st.health, CB_STORE_FAILED);
+    /* a QoS 0 message has no journal behind it: its rows are lost, and the
+     * health text says so apart from the journaled ones */
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/c", NULL, many, 300, 0), -1);
+    CU_ASSERT_EQUAL(cb_store_append(s, "city/d", NULL, many, 100, 902), 0); /* full to the row */
+    struct cb_sample bad = {"v", 3000000, -1.0};
+    CU_ASSERT_EQUAL(cb_store_quarantine(s, "city/c", &bad, "invalid_range:x", 0), -1);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_dropped, 300);
+    CU_ASSERT_EQUAL(st.rows_lost, 301);
+    CU_ASSERT(strstr(st.last_error, "300 rows dropped from memory, kept in the journal") != NULL);
+    CU_ASSERT(strstr(st.last_error, "301 rows of QoS 0 messages (never journaled) lost") != NULL);
+    /* a quarantined sample of a journaled message holds the position too */
+    CU_ASSERT_EQUAL(cb_store_quarantine(s, "city/c", &bad, "invalid_range:x", 899), -1);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_dropped, 301);
     CU_ASSERT(st.pending_rows <= 1000);
     /* readers still read what was committed */
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 200);
@@ -1095,10 +1146,10 @@ static void test_disk_full(void)
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     cb_store_get_stats(s, &st);
     CU_ASSERT_EQUAL(st.health, CB_STORE_OK);
-    CU_ASSERT_EQUAL(st.rows_written, 200 + 600 + 300);
-    CU_ASSERT_EQUAL(st.committed_journal_pos, 900);
+    CU_ASSERT_EQUAL(st.rows_written, 200 + 600 + 300 + 100);
+    CU_ASSERT_EQUAL(st.committed_journal_pos, 898); /* below the dropped quarantine row */
     cb_store_close(s);
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1100);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1200);
     sqlite3 *db = raw_db();
     sqlite3_stmt *q = NULL;
     sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL);
@@ -1235,7 +1286,7 @@ static void test_quarantine_and_pos(void)
     struct cb_store *s = open_store();
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     struct cb_sample bad = {"level", 5000, 99.0};
-    CU_ASSERT_EQUAL(cb_store_quarantine(s, "city/a", &bad, "invalid_range:river_flood"), 0);
+    CU_ASSERT_EQUAL(cb_store_quarantine(s, "city/a", &bad, "invalid_range:river_flood", 0), 0);
     cb_store_note_journal_pos(s, 41); /* a rejected payload */
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(cb_store_committed_journal_pos(s), 41);
@@ -1257,6 +1308,8 @@ void cb_test_suite_storage(void)
 {
     CU_pSuite s = CU_add_suite("storage", NULL, NULL);
     CU_add_test(s, "storage: a new file gets the current schema in WAL mode", test_schema_created);
+    CU_add_test(s, "storage: the database, its -wal and -shm are created readable by the owner only",
+                test_files_private);
     CU_add_test(s, "storage: a version-1 database migrates forward keeping its rows",
                 test_migration);
     CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",

@@ -1079,6 +1079,9 @@ static void client_limits(struct server *s)
     big[0] = '{';
     big[4095] = '\0';
     CU_ASSERT_EQUAL(http(s, "POST", "/api/silences", RW_TOKEN, big, &r), 413);
+    /* h2o's own answer, made JSON (see client_h2o_errors_json) */
+    CU_ASSERT_PTR_NOT_NULL(strcasestr(r.headers.data, "content-type: application/json"));
+    CU_ASSERT_TRUE(is_json_error(&r, "too large"));
     resp_free(&r);
     /* headers over http.max_header (4k) */
     struct cb_strbuf req, out;
@@ -1096,6 +1099,77 @@ static void client_limits(struct server *s)
     free(big);
 }
 static void test_limits(void) { run_test(NULL, client_limits); }
+
+/* The body of a raw answer (after the blank line), or "" */
+static const char *raw_body(const struct cb_strbuf *b)
+{
+    const char *p = b->data ? strstr(b->data, "\r\n\r\n") : NULL;
+    return p ? p + 4 : "";
+}
+
+/* A raw answer with the status, the JSON content type, and a JSON body
+ * whose "error" is a string. */
+static int raw_json_error(const struct cb_strbuf *b, int status)
+{
+    struct resp r = {.body = {.data = (char *)raw_body(b)}};
+    int ok = status_of(b) == status && b->data &&
+             strcasestr(b->data, "content-type: application/json") && is_json_error(&r, NULL);
+    if (!ok)
+        fprintf(stderr, "expected a JSON %d, got:\n%.400s\n", status, b->data ? b->data : "");
+    return ok;
+}
+
+/* Answers h2o makes before our handler: a broken chunked body (400), an
+ * unknown Expect (417) (the 413 for a body over max_request_entity_size is in
+ * client_limits), and the fixed
+ * 400 for a request head it cannot parse (too long, too many fields,
+ * malformed) are JSON like every other error. */
+static void client_h2o_errors_json(struct server *s)
+{
+    struct resp r;
+    struct cb_strbuf out;
+    raw_request(s, "POST /api/silences HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                   "\r\nzz\r\n{}\r\n0\r\n\r\n", &out);
+    CU_ASSERT_TRUE(raw_json_error(&out, 400));
+    cb_strbuf_free(&out);
+    raw_request(s, "POST /api/silences HTTP/1.1\r\nHost: x\r\nExpect: sandwiches\r\n"
+                   "Content-Length: 2\r\n\r\n{}", &out);
+    CU_ASSERT_TRUE(raw_json_error(&out, 417));
+    cb_strbuf_free(&out);
+
+    /* malformed request line */
+    raw_request(s, "GET /api/health HTTP/1.1 extra\r\nHost: x\r\n\r\n", &out);
+    CU_ASSERT_TRUE(raw_json_error(&out, 400));
+    cb_strbuf_free(&out);
+    /* more header fields than h2o parses (100) */
+    struct cb_strbuf req;
+    cb_strbuf_init(&req);
+    cb_strbuf_puts(&req, "GET /api/health HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 120; i++)
+        cb_strbuf_printf(&req, "X-F%d: 1\r\n", i);
+    cb_strbuf_puts(&req, "\r\n");
+    raw_request(s, req.data, &out);
+    CU_ASSERT_TRUE(raw_json_error(&out, 400));
+    cb_strbuf_free(&out);
+    /* a head longer than h2o reads at most (about 417 KB) */
+    cb_strbuf_reset(&req);
+    cb_strbuf_puts(&req, "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Huge: ");
+    for (int i = 0; i < 500 * 1024 / 64; i++)
+        cb_strbuf_puts(&req, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    cb_strbuf_puts(&req, "\r\n\r\n");
+    raw_request(s, req.data, &out);
+    CU_ASSERT_TRUE(raw_json_error(&out, 400));
+    cb_strbuf_free(&out);
+    cb_strbuf_free(&req);
+
+    /* and ours stay as they were */
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/nothing-here", NULL, NULL, &r), 404);
+    CU_ASSERT_TRUE(is_json_error(&r, NULL));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/health", NULL, NULL, &r), 200);
+    resp_free(&r);
+}
+static void test_h2o_errors_json(void) { run_test(NULL, client_h2o_errors_json); }
 
 static void client_traversal(struct server *s)
 {
@@ -1337,7 +1411,9 @@ void cb_test_suite_api(void)
                 test_writes_need_tokens);
     CU_add_test(s, "api: writes are refused when no read-write token is configured",
                 test_writes_refused_without_configured_token);
-    CU_add_test(s, "api: oversized bodies get 413 and oversized headers 431", test_limits);
+    CU_add_test(s, "api: oversized bodies get 413 and oversized headers 431, both JSON", test_limits);
+    CU_add_test(s, "api: h2o's own errors (broken bodies, 417, unparsable heads) are JSON",
+                test_h2o_errors_json);
     CU_add_test(s, "api: no path escapes the dashboard folder (.., %2e%2e, symlinks)",
                 test_traversal);
     CU_add_test(s, "api: a client dribbling its headers is closed after the header timeout",

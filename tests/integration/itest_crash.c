@@ -23,17 +23,6 @@ void cb_test_suite_crash(void);
 #define N_MSGS 3000
 #define N_KILLS 6
 
-struct rows_wait {
-    const char *db;
-    int64_t want;
-};
-
-static int rows_reached(void *ctx)
-{
-    struct rows_wait *w = ctx;
-    return cb_h_sql_count(w->db, "samples", NULL) >= w->want;
-}
-
 /* Neither sanitizer said anything in a process's stderr. */
 static int sanitizers_quiet(struct cb_h_proc *p)
 {
@@ -120,8 +109,7 @@ static void test_kill9_during_qos1_stream_stores_each_message_once(void)
     CU_ASSERT_EQUAL(kills, N_KILLS);
     cb_h_pub_disconnect(pub);
 
-    struct rows_wait w = {db, N_MSGS};
-    int all = cb_h_wait_until(rows_reached, &w, CBD_TIMEOUT_MS * 2);
+    int all = cbd_wait_rows(db, N_MSGS, CBD_TIMEOUT_MS * 2);
     CU_ASSERT_TRUE(all);
     /* A clean stop after the storm: exit 0, nothing more, nothing less. */
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
@@ -223,8 +211,7 @@ static void test_kill9_after_burst_replays_same_stamps(void)
     cb = cbd_start(quick, NULL, port);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
     CU_ASSERT_TRUE(cbd_wait_log(cb, "recovered 40 sample(s) from the ingest journal", 1000));
-    struct rows_wait w = {db, 40};
-    CU_ASSERT_TRUE(cb_h_wait_until(rows_reached, &w, CBD_TIMEOUT_MS));
+    CU_ASSERT_TRUE(cbd_wait_rows(db, 40, CBD_TIMEOUT_MS));
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
     CU_ASSERT_EQUAL(burst_rows(db), 40);
     int64_t values = -1, span = -1;

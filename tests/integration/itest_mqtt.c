@@ -2,6 +2,7 @@
  * exactly-once hand-off at QoS 0 and 1, several filters, shared subscriptions,
  * back-pressure with a stalled loop, QoS 0 overflow, broker restarts, TLS,
  * passwords, MQTT 5, publishing, and a clean loop close every time. */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,9 @@ static struct cb_config *rx_config(struct rx *rx, const char *url, const char *c
     return c;
 }
 
-static struct cb_mqtt *rx_start(struct rx *rx)
+/* Creates and starts the next client from its config, with the persist hook
+ * (NULL for none). */
+static struct cb_mqtt *rx_start_persist(struct rx *rx, cb_persist_fn persist)
 {
     int i = rx->nclients;
     char err[256] = "";
@@ -96,9 +99,13 @@ static struct cb_mqtt *rx_start(struct rx *rx)
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     rx->m[i] = m;
     rx->nclients++;
+    if (persist)
+        cb_mqtt_set_persist(m, persist, NULL);
     CU_ASSERT_EQUAL_FATAL(cb_mqtt_start(m), 0);
     return m;
 }
+
+static struct cb_mqtt *rx_start(struct rx *rx) { return rx_start_persist(rx, NULL); }
 
 /* Runs the loop until pred holds or timeout_ms passes. Returns 1 when it held. */
 static int run_until(struct rx *rx, int (*pred)(struct rx *), int timeout_ms)
@@ -264,6 +271,125 @@ static void exactly_once_with_version(int version)
 
 static void test_exactly_once_311(void) { exactly_once_with_version(4); }
 static void test_exactly_once_5(void) { exactly_once_with_version(5); }
+
+/* Bounds before copies: a topic over ingest.max_topic_length or a payload
+ * over ingest.max_payload never reaches the hand-off queue or the persist
+ * hook; each is counted by reason and the stream goes on. */
+static int persisted;
+static int count_persist(void *ctx, const char *topic, size_t topic_len, const void *payload,
+                         size_t len, int64_t arrival_ms, uint64_t *pos)
+{
+    (void)ctx, (void)topic, (void)topic_len, (void)payload, (void)len, (void)arrival_ms;
+    *pos = (uint64_t)++persisted;
+    return 0;
+}
+
+static void test_oversize_refused_before_handoff(void)
+{
+    struct rx rx;
+    rx_init(&rx);
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *topics[] = {"a/#", NULL};
+    struct cb_config *c = rx_config(&rx, cb_h_broker_url(b), topics, 1);
+    c->ingest_max_topic_length = 16;
+    c->ingest_max_payload = 32;
+    persisted = 0;
+    struct cb_mqtt *m = rx_start_persist(&rx, count_persist);
+    struct cb_h_pub *p = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_TRUE_FATAL(wait_subscribed(&rx, p, "a/probe"));
+    int persisted_before = persisted;
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/this/topic/is/far/too/long", "1", 1), 0);
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/big", "0123456789012345678901234567890123456789", 1),
+                    0);
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/just/sixteen/b", "01234567890123456789012345678901",
+                                 1),
+                    0); /* both exactly at their bound: taken */
+    CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/end", "end", 1), 0);
+    CU_ASSERT_TRUE_FATAL(run_until(&rx, sentinel_seen, 10000));
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/this"), 0);
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/big"), 0);
+    CU_ASSERT_EQUAL(count_prefix(&rx, "a/just/sixteen/b"), 1);
+    CU_ASSERT_EQUAL(persisted - persisted_before, 2); /* the one at its bounds, and a/end */
+    struct cb_mqtt_stats s = stats_of(m);
+    CU_ASSERT_EQUAL(s.refused_topic, 1);
+    CU_ASSERT_EQUAL(s.refused_payload, 1);
+    rx_finish(&rx);
+}
+
+/* A journal that is full while `journal_full` is set: the hook fails with
+ * ENOSPC, as cb_journal_append does on a full disk. */
+static volatile int journal_full;
+static int journal_tries;
+static int full_persist(void *ctx, const char *topic, size_t topic_len, const void *payload,
+                        size_t len, int64_t arrival_ms, uint64_t *pos)
+{
+    (void)ctx, (void)topic, (void)topic_len, (void)payload, (void)len, (void)arrival_ms;
+    __atomic_add_fetch(&journal_tries, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&journal_full, __ATOMIC_RELAXED)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    *pos = 1;
+    return 0;
+}
+
+struct journal_wait {
+    struct cb_mqtt *m;
+};
+static int journal_waiting(void *ctx)
+{
+    struct journal_wait *w = ctx;
+    struct cb_mqtt_stats s;
+    cb_mqtt_get_stats(w->m, &s);
+    return s.journal_errno == ENOSPC && s.journal_waits == 1;
+}
+static int twenty_in(struct rx *rx) { return count_prefix(rx, "a/q1") >= 20; }
+
+/* Nothing acknowledged lives only in memory: while the journal cannot take a
+ * QoS 1 message, the Paho thread waits with it (nothing reaches the loop,
+ * the stats say why, the hook is retried with a back-off rather than in a
+ * spin); once the journal takes it again every message arrives, once. */
+static void test_journal_full_waits_unacknowledged(void)
+{
+    struct rx rx;
+    rx_init(&rx);
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *topics[] = {"a/#", NULL};
+    rx_config(&rx, cb_h_broker_url(b), topics, 1);
+    journal_full = 0;
+    struct cb_mqtt *m = rx_start_persist(&rx, full_persist);
+    struct cb_h_pub *p = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_TRUE_FATAL(wait_subscribed(&rx, p, "a/probe"));
+    size_t before = rx.n;
+
+    __atomic_store_n(&journal_full, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 20; i++)
+        CU_ASSERT_EQUAL(cb_h_pub_str(p, "a/q1", cb_h_strf("%d", i), 1), 0);
+    struct journal_wait w = {m};
+    CU_ASSERT_TRUE_FATAL(cb_h_wait_until(journal_waiting, &w, 10000));
+    int tries_at_wait = __atomic_load_n(&journal_tries, __ATOMIC_RELAXED);
+    uv_run(&rx.loop, UV_RUN_NOWAIT);
+    CU_ASSERT_EQUAL(rx.n, before); /* Paho holds the first one: nothing was handed over */
+    struct cb_mqtt_stats st = stats_of(m);
+    CU_ASSERT_EQUAL(st.queue_depth, 0);
+    CU_ASSERT_STRING_EQUAL(cb_mqtt_journal_problem(st.journal_errno), "disk full");
+
+    __atomic_store_n(&journal_full, 0, __ATOMIC_RELAXED);
+    CU_ASSERT_TRUE(run_until(&rx, twenty_in, 10000));
+    for (int i = 0; i < 20; i++)
+        CU_ASSERT_EQUAL(count_topic_payload(&rx, "a/q1", cb_h_strf("%d", i)), 1);
+    st = stats_of(m);
+    CU_ASSERT_EQUAL(st.journal_errno, 0);
+    CU_ASSERT_EQUAL(st.journal_waits, 1);
+    /* a back-off, not a spin: the retries of the wait were few */
+    int retries = __atomic_load_n(&journal_tries, __ATOMIC_RELAXED) - tries_at_wait - 20;
+    CU_ASSERT(retries < 50);
+    rx_finish(&rx);
+}
 
 static int shared_done(struct rx *rx) { return count_prefix(rx, "s/") >= 40; }
 static int both_probed(struct rx *rx)
@@ -616,6 +742,12 @@ void cb_test_suite_mqtt(void)
                 test_exactly_once_311);
     CU_add_test(s, "mqtt: QoS 0 and 1 arrive on the loop exactly once, several filters (MQTT 5)",
                 test_exactly_once_5);
+    CU_add_test(s, "mqtt: topics and payloads over their bounds are refused before the hand-off "
+                   "and the journal, and counted",
+                test_oversize_refused_before_handoff);
+    CU_add_test(s, "mqtt: while the journal cannot take a QoS 1 message, Paho's thread waits "
+                   "with it unacknowledged; every message arrives once it can",
+                test_journal_full_waits_unacknowledged);
     CU_add_test(s, "mqtt: a shared subscription splits the messages between its members",
                 test_shared_subscription);
     CU_add_test(s, "mqtt: QoS 1 with a stalled loop and a small queue loses nothing",

@@ -1,17 +1,14 @@
 /* Webhook delivery end to end: a real HTTP receiver on loopback (a thread
- * with a blocking accept loop) that is down for the first part of the test.
- * Every transition is delivered once it is up, in order per alert, none twice
- * after a success, and a restart of the alerts module in between keeps the
- * outbox. The loop runs for real (curl multi on uv); waits are bounded and
+ * with a blocking accept loop, tests/support/receiver.c) that is down for the
+ * first part of the test. Every transition is delivered once it is up, in
+ * order per alert, none twice after a success, and a restart of the alerts
+ * module in between keeps the outbox. The loop runs for real (curl multi on uv); waits are bounded and
  * end as soon as the condition holds. */
 #include <CUnit/CUnit.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "alerts/alerts.h"
@@ -20,142 +17,13 @@
 #include "storage/storage.h"
 #include "base/log.h"
 #include "storage/alert_store.h"
+#include "tests/support/receiver.h"
 #include "tests/support/store_fixture.h"
-
-#define MAXREQ 64
-
-struct receiver {
-    int port, fd;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    int n;
-    long long seq[MAXREQ];
-    char *body[MAXREQ];
-    char *head[MAXREQ];
-    int stop;
-};
-
-/* Reads one request (headers, then Content-Length bytes), records it, answers 200. */
-static void serve_one(struct receiver *r, int c)
-{
-    char buf[65536];
-    size_t len = 0;
-    char *end = NULL;
-    while (len < sizeof buf - 1 && !end) {
-        ssize_t k = read(c, buf + len, sizeof buf - 1 - len);
-        if (k <= 0)
-            return;
-        len += (size_t)k;
-        buf[len] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-    }
-    if (!end)
-        return;
-    const char *cl = strcasestr(buf, "Content-Length:");
-    const char *sq = strcasestr(buf, "X-Citybrain-Seq:");
-    size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
-    size_t have = len - (size_t)(end + 4 - buf);
-    while (have < want && len < sizeof buf - 1) {
-        ssize_t k = read(c, buf + len, sizeof buf - 1 - len);
-        if (k <= 0)
-            return;
-        len += (size_t)k;
-        have += (size_t)k;
-    }
-    buf[len] = '\0';
-    pthread_mutex_lock(&r->mu);
-    if (r->n < MAXREQ) {
-        r->seq[r->n] = sq ? atoll(sq + 16) : -1;
-        r->body[r->n] = strndup(end + 4, want);
-        r->head[r->n] = strndup(buf, (size_t)(end - buf));
-    }
-    r->n++;
-    pthread_mutex_unlock(&r->mu);
-    const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      "Content-Length: 2\r\nConnection: close\r\n\r\n{}";
-    if (write(c, ok, sizeof ok - 1) < 0) {
-    }
-}
-
-static void *receiver_main(void *arg)
-{
-    struct receiver *r = arg;
-    for (;;) {
-        int c = accept(r->fd, NULL, NULL);
-        if (c < 0)
-            break;
-        pthread_mutex_lock(&r->mu);
-        int stop = r->stop;
-        pthread_mutex_unlock(&r->mu);
-        if (!stop)
-            serve_one(r, c);
-        close(c);
-        if (stop)
-            break;
-    }
-    return NULL;
-}
-
-static int listen_on(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 16)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* A free loopback port, for the receiver that is not up yet. */
-static int free_port(void)
-{
-    int fd = listen_on(0);
-    struct sockaddr_in a;
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int receiver_start(struct receiver *r)
-{
-    r->fd = listen_on(r->port);
-    if (r->fd < 0)
-        return -1;
-    return pthread_create(&r->thread, NULL, receiver_main, r);
-}
-
-static void receiver_stop(struct receiver *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->stop = 1;
-    pthread_mutex_unlock(&r->mu);
-    int c = socket(AF_INET, SOCK_STREAM, 0); /* wake accept() */
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(c, (struct sockaddr *)&a, sizeof a)) {
-    }
-    close(c);
-    pthread_join(r->thread, NULL);
-    close(r->fd);
-}
-
-static int received(struct receiver *r)
-{
-    pthread_mutex_lock(&r->mu);
-    int n = r->n;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
 
 /* ---- running the loop until a condition, bounded ---- */
 
 struct wait {
-    struct receiver *r;
+    struct cb_h_receiver *r;
     int want;       /* received() >= want ends the wait; -1: run the whole time */
     uv_timer_t check, limit;
 };
@@ -163,13 +31,13 @@ struct wait {
 static void on_check(uv_timer_t *t)
 {
     struct wait *w = t->data;
-    if (w->want >= 0 && received(w->r) >= w->want)
+    if (w->want >= 0 && cb_h_receiver_count(w->r) >= w->want)
         uv_stop(t->loop);
 }
 
 static void on_limit(uv_timer_t *t) { uv_stop(t->loop); }
 
-static void run_for(uv_loop_t *loop, struct receiver *r, int want, uint64_t max_ms)
+static void run_for(uv_loop_t *loop, struct cb_h_receiver *r, int want, uint64_t max_ms)
 {
     struct wait w = {.r = r, .want = want};
     uv_timer_init(loop, &w.check);
@@ -205,34 +73,66 @@ static void fire(struct cb_alerts *a, const char *id, const char *district,
     cb_alerts_on_transition(a, &t);
 }
 
+/* A database with the schema, a receiver (down), a loop, and a configuration
+ * whose one channel `hook` is a webhook to the receiver, the default for
+ * every rule: no storm window, 20 ms first retry doubling to 100 ms. */
+struct hook_rig {
+    char dir[32], db[80];
+    struct cb_h_receiver r;
+    uv_loop_t loop;
+    struct cb_config cfg;
+};
+
+static void hook_rig_init(struct hook_rig *k)
+{
+    char url[80];
+    snprintf(k->dir, sizeof k->dir, "/tmp/cb_itest_webhook_XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(k->dir));
+    snprintf(k->db, sizeof k->db, "%s/a.db", k->dir);
+    CU_ASSERT_EQUAL_FATAL(cb_t_create_schema(k->db), 0);
+    cb_h_receiver_init(&k->r);
+    snprintf(url, sizeof url, "hook type=webhook url=http://127.0.0.1:%d/hook", k->r.port);
+    cb_log_threshold = CB_LOG_ERROR;
+    uv_loop_init(&k->loop);
+    struct cb_config_error e;
+    cb_config_defaults(&k->cfg);
+    k->cfg.alerts_storm_window_ms = 0;
+    k->cfg.alerts_webhook_timeout_ms = 1000;
+    k->cfg.alerts_webhook_retry_min_ms = 20;
+    k->cfg.alerts_webhook_retry_max_ms = 100;
+    cb_config_set(&k->cfg, "alerts.channel", url, 1, "t", &e);
+    cb_config_set(&k->cfg, "alerts.default_notify", "hook", 1, "t", &e);
+}
+
+/* The alerts module on the rig's loop, configuration and database. */
+static struct cb_alerts *hook_rig_alerts(struct hook_rig *k)
+{
+    char err[256] = "";
+    struct cb_alerts_hooks h = {0};
+    struct cb_alerts *a = cb_alerts_new(&k->loop, &k->cfg, k->db, &h, err, sizeof err);
+    if (!a)
+        fprintf(stderr, "cb_alerts_new: %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    return a;
+}
+
+static void hook_rig_free(struct hook_rig *k)
+{
+    cb_h_receiver_free(&k->r);
+    CU_ASSERT_EQUAL(uv_loop_close(&k->loop), 0);
+    cb_config_free(&k->cfg);
+    cb_t_remove_dir(k->dir);
+}
+
 static void test_outbox_survives_down_receiver_and_restart(void)
 {
-    char dir[] = "/tmp/cb_itest_webhook_XXXXXX", db[80], url[80], err[256] = "";
-    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/a.db", dir);
-    CU_ASSERT_EQUAL_FATAL(cb_t_create_schema(db), 0);
-    struct receiver r = {0};
-    pthread_mutex_init(&r.mu, NULL);
-    r.port = free_port();
-    snprintf(url, sizeof url, "hook type=webhook url=http://127.0.0.1:%d/hook", r.port);
-
-    cb_log_threshold = CB_LOG_ERROR;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct cb_config cfg;
-    struct cb_config_error e;
-    cb_config_defaults(&cfg);
-    cfg.alerts_storm_window_ms = 0;
-    cfg.alerts_webhook_timeout_ms = 1000;
-    cfg.alerts_webhook_retry_min_ms = 20;
-    cfg.alerts_webhook_retry_max_ms = 100;
-    cb_config_set(&cfg, "alerts.channel", url, 1, "t", &e);
-    cb_config_set(&cfg, "alerts.default_notify", "hook", 1, "t", &e);
-    struct cb_alerts_hooks h = {0};
+    struct hook_rig k;
+    hook_rig_init(&k);
+    struct cb_h_receiver *r = &k.r;
+    char err[256] = "";
 
     /* part 1: the receiver is down; attempts fail and are retried */
-    struct cb_alerts *a = cb_alerts_new(&loop, &cfg, db, &h, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    struct cb_alerts *a = hook_rig_alerts(&k);
     int64_t t0 = 1732400000000LL;
     const char *A = "river_flood/district=d07", *B = "river_flood/district=d08";
     fire(a, A, "d07", CB_ALERT_FIRING, t0);
@@ -240,34 +140,33 @@ static void test_outbox_survives_down_receiver_and_restart(void)
     fire(a, A, "d07", CB_ALERT_ESCALATED, t0 + 2);
     fire(a, B, "d08", CB_ALERT_ACKNOWLEDGED, t0 + 3);
     fire(a, A, "d07", CB_ALERT_RESOLVED, t0 + 4);
-    run_for(&loop, &r, -1, 400);
+    run_for(&k.loop, r, -1, 400);
     struct cb_alerts_stats st;
     cb_alerts_get_stats(a, &st);
     CU_ASSERT(st.webhook_failed >= 2); /* retried with backoff */
     CU_ASSERT_EQUAL(st.webhook_sent, 0);
     CU_ASSERT_EQUAL(st.outbox_pending, 5);
-    close_alerts(&loop, a);
+    close_alerts(&k.loop, a);
 
     /* the outbox is durable */
-    struct cb_alert_reader *rd = cb_alert_reader_open(db, err, sizeof err);
+    struct cb_alert_reader *rd = cb_alert_reader_open(k.db, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rd);
     CU_ASSERT_EQUAL(cb_alert_reader_outbox_count(rd, 0), 5);
     CU_ASSERT_EQUAL(cb_alert_reader_outbox_count(rd, 1), 0);
 
     /* part 2: restart while still down, one more transition, then the
      * receiver comes up: everything arrives */
-    a = cb_alerts_new(&loop, &cfg, db, &h, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    a = hook_rig_alerts(&k);
     fire(a, A, "d07", CB_ALERT_FIRING, t0 + 10);
-    run_for(&loop, &r, -1, 100);
-    CU_ASSERT_EQUAL_FATAL(receiver_start(&r), 0);
-    run_for(&loop, &r, 6, 10000);
-    CU_ASSERT_EQUAL(received(&r), 6);
-    run_for(&loop, &r, -1, 300); /* nothing more comes */
-    CU_ASSERT_EQUAL(received(&r), 6);
+    run_for(&k.loop, r, -1, 100);
+    CU_ASSERT_EQUAL_FATAL(cb_h_receiver_start(r), 0);
+    run_for(&k.loop, r, 6, 10000);
+    CU_ASSERT_EQUAL(cb_h_receiver_count(r), 6);
+    run_for(&k.loop, r, -1, 300); /* nothing more comes */
+    CU_ASSERT_EQUAL(cb_h_receiver_count(r), 6);
     cb_alerts_get_stats(a, &st);
     CU_ASSERT_EQUAL(st.webhook_sent, 6);
-    close_alerts(&loop, a);
+    close_alerts(&k.loop, a);
     CU_ASSERT_EQUAL(cb_alert_reader_outbox_count(rd, 0), 0);
     CU_ASSERT_EQUAL(cb_alert_reader_outbox_count(rd, 1), 6);
 
@@ -276,20 +175,20 @@ static void test_outbox_survives_down_receiver_and_restart(void)
     const char *wantB[] = {"\"firing\"", "\"acknowledged\""};
     int na = 0, nb = 0;
     long long lastA = 0, lastB = 0;
-    for (int i = 0; i < received(&r) && i < MAXREQ; i++) {
+    for (int i = 0; i < cb_h_receiver_count(r); i++) {
         for (int j = 0; j < i; j++)
-            CU_ASSERT_NOT_EQUAL(r.seq[i], r.seq[j]);
-        if (strstr(r.body[i], "district=d07")) {
-            CU_ASSERT(r.seq[i] > lastA);
-            lastA = r.seq[i];
+            CU_ASSERT_NOT_EQUAL(r->seq[i], r->seq[j]);
+        if (strstr(r->body[i], "district=d07")) {
+            CU_ASSERT(r->seq[i] > lastA);
+            lastA = r->seq[i];
             if (na < 4)
-                CU_ASSERT_PTR_NOT_NULL(strstr(r.body[i], wantA[na]));
+                CU_ASSERT_PTR_NOT_NULL(strstr(r->body[i], wantA[na]));
             na++;
         } else {
-            CU_ASSERT(r.seq[i] > lastB);
-            lastB = r.seq[i];
+            CU_ASSERT(r->seq[i] > lastB);
+            lastB = r->seq[i];
             if (nb < 2)
-                CU_ASSERT_PTR_NOT_NULL(strstr(r.body[i], wantB[nb]));
+                CU_ASSERT_PTR_NOT_NULL(strstr(r->body[i], wantB[nb]));
             nb++;
         }
     }
@@ -297,31 +196,62 @@ static void test_outbox_survives_down_receiver_and_restart(void)
     CU_ASSERT_EQUAL(nb, 2);
 
     /* part 3: a restart after success sends nothing again */
-    a = cb_alerts_new(&loop, &cfg, db, &h, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    run_for(&loop, &r, -1, 300);
-    CU_ASSERT_EQUAL(received(&r), 6);
-    close_alerts(&loop, a);
+    a = hook_rig_alerts(&k);
+    run_for(&k.loop, r, -1, 300);
+    CU_ASSERT_EQUAL(cb_h_receiver_count(r), 6);
+    close_alerts(&k.loop, a);
 
-    receiver_stop(&r);
     cb_alert_reader_close(rd);
-    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
-    for (int i = 0; i < MAXREQ; i++) {
-        free(r.body[i]);
-        free(r.head[i]);
+    hook_rig_free(&k);
+}
+
+/* A dead channel costs one attempt per retry, not one per alert: the first
+ * failure holds the channel, one notification probes it with its backoff
+ * and the others wait without attempts; the probe's first answer releases
+ * them all at once, each delivered once. */
+static void test_dead_channel_is_probed_not_hammered(void)
+{
+    enum { ALERTS = 60 };
+    struct hook_rig k;
+    hook_rig_init(&k);
+    struct cb_h_receiver *r = &k.r;
+    struct cb_alerts *a = hook_rig_alerts(&k);
+    int64_t t0 = 1732400000000LL;
+    for (int i = 0; i < ALERTS; i++) {
+        char id[64], district[16];
+        snprintf(district, sizeof district, "d%02d", i);
+        snprintf(id, sizeof id, "river_flood/district=%s", district);
+        fire(a, id, district, CB_ALERT_FIRING, t0 + i);
     }
-    pthread_mutex_destroy(&r.mu);
-    cb_config_free(&cfg);
-    cb_t_remove_dir(dir);
+    run_for(&k.loop, r, -1, 600);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(a, &st);
+    /* the first burst (at most 16 in flight) and the probe's retries; each
+     * of the 60 retrying on its own would be several hundred */
+    CU_ASSERT(st.webhook_failed >= 1 && st.webhook_failed < ALERTS);
+    CU_ASSERT_EQUAL(st.outbox_pending, ALERTS);
+    CU_ASSERT_EQUAL_FATAL(cb_h_receiver_start(r), 0);
+    run_for(&k.loop, r, ALERTS, 10000);
+    run_for(&k.loop, r, -1, 200); /* nothing more comes */
+    CU_ASSERT_EQUAL(cb_h_receiver_count(r), ALERTS);
+    int dup = 0;
+    for (int i = 0; i < cb_h_receiver_count(r); i++)
+        for (int j = 0; j < i; j++)
+            dup += r->seq[i] == r->seq[j];
+    CU_ASSERT_EQUAL(dup, 0);
+    cb_alerts_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.webhook_sent, ALERTS);
+    CU_ASSERT_EQUAL(st.outbox_pending, 0);
+    close_alerts(&k.loop, a);
+    hook_rig_free(&k);
 }
 
 /* `citybrain ack` posts to the daemon's API with the bearer token from the
  * environment; it fails cleanly when nothing listens. */
 static void test_ack_cli_posts_to_api(void)
 {
-    struct receiver r = {0};
-    pthread_mutex_init(&r.mu, NULL);
-    r.port = free_port();
+    struct cb_h_receiver r;
+    cb_h_receiver_init(&r);
     char api[64];
     snprintf(api, sizeof api, "http://127.0.0.1:%d", r.port);
     setenv("CITYBRAIN_API_TOKEN", "s3cret", 1);
@@ -329,9 +259,9 @@ static void test_ack_cli_posts_to_api(void)
                     "pumps \"on\"", "--api", api};
     fprintf(stderr, "\n(one refused connection follows on purpose)\n");
     CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 1); /* down */
-    CU_ASSERT_EQUAL_FATAL(receiver_start(&r), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_h_receiver_start(&r), 0);
     CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 0);
-    receiver_stop(&r);
+    cb_h_receiver_stop(&r);
     CU_ASSERT_EQUAL_FATAL(r.n, 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(r.head[0], "POST /api/alerts/river_flood%2Fdistrict%3Dd07/ack "));
     CU_ASSERT_PTR_NOT_NULL(strstr(r.head[0], "Authorization: Bearer s3cret"));
@@ -340,9 +270,7 @@ static void test_ack_cli_posts_to_api(void)
     CU_ASSERT_EQUAL(cb_cmd_ack(2, noby), 2);
     unsetenv("CITYBRAIN_API_TOKEN");
     CU_ASSERT_EQUAL(cb_cmd_ack(8, argv), 2); /* no token */
-    free(r.body[0]);
-    free(r.head[0]);
-    pthread_mutex_destroy(&r.mu);
+    cb_h_receiver_free(&r);
 }
 
 void cb_test_suite_webhook(void);
@@ -352,6 +280,9 @@ void cb_test_suite_webhook(void)
     CU_add_test(s, "webhook: a receiver down for a while and a restart lose nothing, "
                    "repeat nothing, keep order per alert",
                 test_outbox_survives_down_receiver_and_restart);
+    CU_add_test(s, "webhook: a dead channel is probed by one notification, not retried by "
+                   "each; all go out once it answers",
+                test_dead_channel_is_probed_not_hammered);
     CU_add_test(s, "webhook: citybrain ack posts to the API with the bearer token",
                 test_ack_cli_posts_to_api);
 }

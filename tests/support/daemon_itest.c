@@ -165,6 +165,23 @@ int cbd_wait_metric(int port, const char *series, double want, int timeout_ms)
     return cb_h_wait_until(metric_reached, &w, timeout_ms);
 }
 
+struct rows_wait {
+    const char *db;
+    int64_t want;
+};
+
+static int rows_reached(void *ctx)
+{
+    struct rows_wait *w = ctx;
+    return cb_h_sql_count(w->db, "samples", NULL) >= w->want;
+}
+
+int cbd_wait_rows(const char *db, int64_t want, int timeout_ms)
+{
+    struct rows_wait w = {db, want};
+    return cb_h_wait_until(rows_reached, &w, timeout_ms);
+}
+
 size_t cbd_count_state(struct cb_h_sub *s, const char *state, const char *rule)
 {
     size_t n = 0, total = cb_h_sub_count(s);

@@ -48,9 +48,13 @@ long cbd_http(int port, const char *method, const char *path, const char *token,
  * request failed or the series is absent. */
 int cbd_metric(int port, const char *series, double *out);
 
-/* Waits until that series is at least `want`. 1 when it got there, 0 on
- * timeout. */
+/* Waits until the /metrics series (as for cbd_metric) is at least want.
+ * 1 when it is, 0 on timeout. */
 int cbd_wait_metric(int port, const char *series, double want, int timeout_ms);
+
+/* Waits until the samples table of db holds at least want rows. 1, or 0 on
+ * timeout. */
+int cbd_wait_rows(const char *db, int64_t want, int timeout_ms);
 
 /* Messages received by s whose JSON "state" is state (and, when rule is not
  * NULL, whose "rule" is rule). */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,6 +89,8 @@ static struct {
     int atexit_set;
     unsigned seq;
     int verbose;
+    char *mounts[4]; /* tmpfs mount points, unmounted at teardown */
+    size_t nmounts;
 } H;
 
 static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -285,6 +288,12 @@ void cb_h_teardown(void)
         free(b->url);
         free(b);
     }
+    while (H.nmounts) {
+        char *m = H.mounts[--H.nmounts];
+        if (umount2(m, MNT_DETACH) != 0)
+            fprintf(stderr, "harness: cannot unmount %s: %s\n", m, strerror(errno));
+        free(m);
+    }
     for (size_t i = 0; i < H.nallocs; i++)
         free(H.allocs[i]);
     free(H.allocs);
@@ -299,6 +308,27 @@ void cb_h_teardown(void)
         free(H.dir);
         H.dir = NULL;
     }
+}
+
+int cb_h_tmpfs(const char *path, const char *size)
+{
+    if (H.nmounts == sizeof H.mounts / sizeof H.mounts[0]) {
+        errno = ENOSPC;
+        return -1;
+    }
+    char *copy = strdup(path);
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=0755", size);
+    if (!copy || (mkdir(path, 0755) != 0 && errno != EEXIST) ||
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+        int e = errno;
+        free(copy);
+        errno = e;
+        return -1;
+    }
+    note("mounted a %s tmpfs at %s", size, path);
+    H.mounts[H.nmounts++] = copy;
+    return 0;
 }
 
 int cb_h_write_file(const char *path, const void *data, size_t len)

@@ -39,6 +39,10 @@ const char *cb_h_dir(void);
 const char *cb_h_pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* printf into a harness-owned string (until teardown). */
 const char *cb_h_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Mounts a tmpfs of `size` ("8m", as mount(8) takes it) at path (created if
+ * need be), a disk the test can fill; teardown unmounts it before removing the
+ * temp dir. Needs root (CAP_SYS_ADMIN): returns -1 with errno otherwise. */
+int cb_h_tmpfs(const char *path, const char *size);
 /* Writes a file (creates or truncates). Returns 0 or -1. */
 int cb_h_write_file(const char *path, const void *data, size_t len);
 /* Reads a whole file into a harness-owned NUL-terminated string; NULL if absent. */
