@@ -74,7 +74,8 @@ for n in range(COLS * ROWS):
     for k, kind in enumerate(KINDS):
         for s in range(1, 4):
             fx = 0.2 + 0.6 * ((k % 3) + (s - 1) / 3 + 0.15) / 3 + 0.03 * rnd("sx", d, kind, s)
-            fy = 0.2 + 0.6 * ((k // 3) + 0.5) / 3 + 0.05 * rnd("sy", d, kind, s)
+            # the lower part of the district: its name is written above
+            fy = 0.48 + 0.4 * ((k // 3) + 0.5) / 3 + 0.04 * rnd("sy", d, kind, s)
             x, y = cx + (ex - cx) * fx, cy + (ey - cy) * fy
             topic = "city/%s/%s/s%02d" % (d, kind, s)
             features.append({"type": "Feature",
