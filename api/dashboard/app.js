@@ -126,6 +126,14 @@ function showOffline() {
   b.hidden = false;
 }
 
+function markOffline() {
+  setPill('h-status', t('health.unreachable'), false);
+  setPill('h-mqtt', t('health.mqtt', { state: '?' }));
+  setPill('h-storage', t('health.storage', { state: '?' }));
+  setPill('h-live', t('health.reconnecting'), false);
+  showOffline();
+}
+
 async function loadHealth() {
   let h;
   try {
@@ -133,9 +141,7 @@ async function loadHealth() {
   } catch (e) {
     if (e.status === undefined || e.status >= 500) {
       if (!state.offlineSince) state.offlineSince = Date.now();
-      setPill('h-status', t('health.unreachable'), false);
-      setPill('h-live', t('health.reconnecting'), false);
-      showOffline();
+      markOffline();
       return;
     }
     h = {};
@@ -706,16 +712,16 @@ function refreshAges() {
 }
 
 /* Everything drawn again in the new language. */
-async function switchLanguage() {
-  await I18N.switchTo(I18N.other());
+function switchLanguage() {
+  I18N.switchTo(I18N.other());
   tick();
   renderOperator();
   renderAlerts();
   renderSensors();
   renderMap();
   renderDistrict();
-  loadSeries();
-  loadHealth();
+  if (state.offlineSince) markOffline();
+  else { loadSeries(); loadHealth(); }
 }
 
 async function loadConsole() {

@@ -10,7 +10,7 @@
 const I18N = (() => {
   const LANGS = ['zh-CN', 'en-US'];
   const KEY = 'citybrain.lang';
-  const state = { lang: 'zh-CN', cat: {}, tz: 'Asia/Shanghai', fmt: null };
+  const state = { lang: 'zh-CN', cat: {}, cats: {}, tz: 'Asia/Shanghai', fmt: null };
 
   /* zh, zh-CN, zh-Hans-CN... → zh-CN; en, en-GB... → en-US; else null. */
   function normalise(tag) {
@@ -34,10 +34,18 @@ const I18N = (() => {
     return 'zh-CN';
   }
 
-  async function load(lang) {
-    const r = await fetch('i18n/' + lang + '.json', { cache: 'no-cache' });
-    if (!r.ok) throw new Error('catalogue ' + lang + ': HTTP ' + r.status);
-    state.cat = await r.json();
+  /* Both catalogues are read at the start, so the switch works while the
+   * engine cannot be reached. */
+  async function fetchAll() {
+    await Promise.all(LANGS.map(async l => {
+      const r = await fetch('i18n/' + l + '.json', { cache: 'no-cache' });
+      if (!r.ok) throw new Error('catalogue ' + l + ': HTTP ' + r.status);
+      state.cats[l] = await r.json();
+    }));
+  }
+
+  function load(lang) {
+    state.cat = state.cats[lang] || {};
     state.lang = lang;
     document.documentElement.lang = lang;
     makeFormats();
@@ -89,10 +97,10 @@ const I18N = (() => {
     get lang() { return state.lang; },
     get tz() { return state.tz; },
     setZone(tz) { if (tz) { state.tz = tz; makeFormats(); } },
-    async start() { await load(choose()); apply(); },
-    async switchTo(lang) {
+    async start() { await fetchAll(); load(choose()); apply(); },
+    switchTo(lang) {
       try { localStorage.setItem(KEY, lang); } catch (e) { /* private mode */ }
-      await load(lang);
+      load(lang);
       apply();
     },
     other() { return state.lang === 'zh-CN' ? 'en-US' : 'zh-CN'; },
