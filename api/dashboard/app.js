@@ -25,6 +25,7 @@ const state = {
   rules: new Map(),    // name -> {metrics, title, titles}
   fresh: new Set(),    // ids that just changed: flash once
   topic: null,
+  topicAuto: false,    // the chart's sensor was chosen by the console, not the operator
   metric: null,
   range: 3600000,
   plots: new Map(),    // chart box id -> uPlot
@@ -551,9 +552,7 @@ function renderMap() {
 function openDistrict(id, topic) {
   state.district = id;
   const ss = state.sensors.filter(s => districtOf(s.labels) === id);
-  const worst = sortAlerts([...state.alerts.values()].filter(a => districtOf(a.labels) === id))[0];
-  const covered = worst ? alertSensors(worst, ((state.rules.get(worst.rule) || {}).metrics) || []) : [];
-  state.dtopic = topic || (covered[0] && covered[0].topic) || (ss[0] && ss[0].topic) || null;
+  state.dtopic = topic || worstSensor(a => districtOf(a.labels) === id) || (ss[0] && ss[0].topic) || null;
   state.dmetric = null;
   document.getElementById('district-panel').hidden = false;
   renderMap();
@@ -596,11 +595,23 @@ function loadDistrictSeries() {
 
 /* ---- charts ---- */
 
+/* A sensor of the worst open alert (of those that pass filter), or null:
+ * what a chart shows first. */
+function worstSensor(filter) {
+  const worst = sortAlerts([...state.alerts.values()].filter(a => !filter || filter(a)))[0];
+  const ss = worst ? alertSensors(worst, ((state.rules.get(worst.rule) || {}).metrics) || []) : [];
+  return ss.length ? ss[0].topic : null;
+}
+
 function fillTopics() {
   const sel = document.getElementById('sel-topic');
   const keep = state.topic;
   sel.replaceChildren(...state.sensors.map(s => el('option', { value: s.topic }, s.topic)));
-  if (!state.topic && state.sensors.length) state.topic = state.sensors[0].topic;
+  /* until the operator picks one, the chart follows the worst alert */
+  if (!state.topic || state.topicAuto) {
+    state.topic = worstSensor() || state.topic || (state.sensors[0] && state.sensors[0].topic) || null;
+    state.topicAuto = true;
+  }
   if (state.topic) sel.value = state.topic;
   if (keep !== state.topic || !state.metric) fillMetrics();
 }
@@ -617,6 +628,7 @@ function fillMetrics() {
 
 function selectSensor(topic) {
   state.topic = topic;
+  state.topicAuto = false;
   document.getElementById('sel-topic').value = topic;
   renderSensors();
   fillMetrics();
