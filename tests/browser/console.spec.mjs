@@ -186,7 +186,8 @@ await run(async browser => {
   check((await ecard.locator('.name').textContent().catch(() => '')) === 'River level above 9 m' &&
     (await ecard.locator('.msg').textContent().catch(() => '')) === 'd07: river level above 9 m', 'en: the rule\'s English title and message');
   check((await text(p, '[data-group="blue"] .group-head .grade')) === 'Blue warning (Level IV)', 'en: info alerts are "Blue warning (Level IV)", collapsed');
-  check((await text(p, '[data-alert-id="gas_now/city/d05/gas/s01"] .live')).startsWith('now'), 'en: the live value is labelled "now"');
+  const elive = await text(p, '[data-alert-id="gas_now/city/d05/gas/s01"] .live');
+  check(elive.startsWith('now') && elive.includes('ch4 15.5'), `en: the live value is labelled "now" (${elive})`);
   check((await p.locator('#map text.name').allTextContents()).includes('Beizhan'), 'en: districts are named in English from the map file');
   const eclock = await text(p, '#clock-time');
   check(/^\d\d:\d\d:\d\d$/.test(eclock), `en: the clock is 24-hour too (${eclock})`);
