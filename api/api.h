@@ -23,6 +23,10 @@
  * reader_close when the API is closed. Pool functions must not touch loop
  * state (the engine, the alert table): only the reader and immutable ctx.
  *
+ * The console's own endpoints answer from the configuration, without the
+ * provider: GET /api/console ({"time_zone","city_map","writes","languages"})
+ * and GET /api/city (the http.city_map GeoJSON file as it is on disk).
+ *
  * Server-Sent Events. cb_api_event() pushes one alert transition to every
  * /api/events client (`id: SEQ`, `event: transition`, `data: JSON`). A client
  * that reconnects with Last-Event-ID gets the transitions after that seq from
@@ -110,7 +114,8 @@ struct cb_api_provider {
     int (*silence_add)(void *ctx, const struct cb_api_silence *s, struct cb_strbuf *out);
     /* 200 {"deleted":"ID"}, or 404. */
     int (*silence_delete)(void *ctx, const char *id, struct cb_strbuf *out);
-    /* {"rules":[{name, file, severity, instances, firing...}]} */
+    /* {"rules":[{name, title, titles?, metrics, file, line, match, per, severity, instances,
+     * firing}]}: titles per language, metrics the rule reads (cb_engine_rules_json) */
     int (*rules_list)(void *ctx, struct cb_strbuf *out);
     /* Reloads from disk: 200 {"ok":true,"rules":N} or 422
      * {"ok":false,"diagnostics":[...]} (a JSON body, not an error message). */

@@ -334,7 +334,9 @@ void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, 
 uint64_t cb_engine_version(const struct cb_engine *e);
 
 /* Describes each loaded rule as a JSON array element into out:
- * {"name","title","file","line","match":[...],"per":[...],"severity","instances":N,"firing":N}. */
+ * {"name","title","titles"?,"metrics":[...],"file","line","match":[...],"per":[...],"severity",
+ * "instances":N,"firing":N}: "titles" by language tag for a rule that gives languages,
+ * "metrics" the distinct metrics the rule reads (valid, latest values, age, windows). */
 void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out);
 
 #endif
