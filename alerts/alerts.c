@@ -70,6 +70,20 @@ static const char *state_name(enum cb_alert_state s)
     }
 }
 
+/* The state as a CAP headline says it in language lang. */
+static const char *state_word(enum cb_alert_state s, int lang)
+{
+    if (lang != CB_LANG_ZH)
+        return state_name(s);
+    switch (s) {
+    case CB_ALERT_FIRING: return "发布";
+    case CB_ALERT_ESCALATED: return "升级";
+    case CB_ALERT_RESOLVED: return "解除";
+    case CB_ALERT_ACKNOWLEDGED: return "已确认";
+    default: return state_name(s);
+    }
+}
+
 static const char *sev_name(enum cb_severity s)
 {
     static const char *const n[] = {"info", "warning", "major", "critical"};
@@ -357,6 +371,8 @@ static void group_json(const char *nid, const char *gkey, struct alerts__tcopy *
         if (counts[s])
             cb_strbuf_printf(&msg, ", %zu %s", counts[s], state_name((enum cb_alert_state)s));
     t.message = msg.data;
+    for (int l = 0; l < CB_LANGS; l++)
+        t.messages[l] = NULL; /* the members' own messages are in "alerts" */
     event_json(&t, 0, b);
     if (!b->oom && b->len && b->data[b->len - 1] == '}') {
         b->len--;
@@ -407,24 +423,42 @@ static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
     const char *type = st == CB_ALERT_RESOLVED                ? "Cancel"
                        : (st == CB_ALERT_FIRING && !prev) ? "Alert"
                                                           : "Update";
-    struct cb_strbuf head, desc;
-    cb_strbuf_init(&head);
-    cb_strbuf_init(&desc);
-    const char *title = last->t.title ? last->t.title : last->t.rule;
-    cb_strbuf_printf(&head, "%s: %s", title, state_name(st));
-    if (n > 1)
-        cb_strbuf_printf(&desc, "%zu alerts of %s%s%s%s", n, last->t.rule, *gkey ? " (" : "",
-                         gkey, *gkey ? ")" : "");
-    else if (last->t.message)
-        cb_strbuf_puts(&desc, last->t.message);
-    if (n > 200)
-        cb_strbuf_printf(&desc, "; %zu areas not listed", n - 200);
+    const struct cb_transition *lt = &last->t;
+    const char *title = lt->title ? lt->title : lt->rule;
     struct cb_cap_input in = {
         .identifier = ident, .sender = a->cap_sender, .sent_ms = sent_ms, .msg_type = type,
-        .references = prev, .event = title, .headline = head.data,
-        .description = desc.len ? desc.data : NULL, .severity = max_severity(items, n),
-        .items = ts, .nitems = n, .rule = last->t.rule, .state = state_name(st),
+        .references = prev, .event = title, .severity = max_severity(items, n),
+        .items = ts, .nitems = n, .rule = lt->rule, .state = state_name(st),
     };
+    /* One <info> per language the rule gives texts in; one en-US block of
+     * the plain texts otherwise. */
+    struct cb_strbuf head[CB_LANGS], desc[CB_LANGS];
+    int langs = 0;
+    for (int l = 0; l < CB_LANGS; l++)
+        langs |= lt->titles[l] || lt->messages[l] ? 1 << l : 0;
+    for (int l = 0; l < CB_LANGS; l++) {
+        cb_strbuf_init(&head[l]);
+        cb_strbuf_init(&desc[l]);
+        if (langs ? !(langs & 1 << l) : l != CB_LANG_EN)
+            continue;
+        int zh = l == CB_LANG_ZH;
+        const char *tl = langs && lt->titles[l] ? lt->titles[l] : title;
+        const char *ml = langs ? lt->messages[l] : lt->message;
+        cb_strbuf_printf(&head[l], zh ? "%s：%s" : "%s: %s", tl, state_word(st, l));
+        if (n > 1 && zh)
+            cb_strbuf_printf(&desc[l], "%s 共 %zu 条告警%s%s%s", lt->rule, n, *gkey ? "（" : "",
+                             gkey, *gkey ? "）" : "");
+        else if (n > 1)
+            cb_strbuf_printf(&desc[l], "%zu alerts of %s%s%s%s", n, lt->rule, *gkey ? " (" : "",
+                             gkey, *gkey ? ")" : "");
+        else if (ml)
+            cb_strbuf_puts(&desc[l], ml);
+        if (n > 200)
+            cb_strbuf_printf(&desc[l], zh ? "；另有 %zu 个区域未列出" : "; %zu areas not listed",
+                             n - 200);
+        in.info[in.ninfo++] = (struct cb_cap_info){
+            cb_lang_tag((enum cb_lang)l), tl, head[l].data, desc[l].len ? desc[l].data : NULL};
+    }
     cb_cap_render(&in, b);
     free(alerts__map_del(&a->caprefs, nid));
     /* Kept in the store too: the next message may come after a restart. */
@@ -441,8 +475,10 @@ static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
     } else {
         cb_alert_store_put_cap_ref(a->store, nid, NULL);
     }
-    cb_strbuf_free(&head);
-    cb_strbuf_free(&desc);
+    for (int l = 0; l < CB_LANGS; l++) {
+        cb_strbuf_free(&head[l]);
+        cb_strbuf_free(&desc[l]);
+    }
     free(ts);
 }
 

@@ -264,6 +264,13 @@ struct cb_cap_input {
     size_t nitems;
     const char *rule;
     const char *state;
+    /* One <info> block per language: info[0..ninfo) (language tag, event,
+     * headline, description; description may be NULL). With ninfo 0, one
+     * en-US block of event, headline and description above. */
+    struct cb_cap_info {
+        const char *language, *event, *headline, *description;
+    } info[CB_LANGS];
+    size_t ninfo;
 };
 void cb_cap_render(const struct cb_cap_input *in, struct cb_strbuf *out);
 /* CAP dateTime "2024-11-24T01:35:20+00:00" for ms since the epoch. */

@@ -52,37 +52,25 @@ static const char *category_of(const struct cb_cap_input *in)
     return "Other";
 }
 
-void cb_cap_render(const struct cb_cap_input *in, struct cb_strbuf *b)
+/* One <info> block: the texts of one language; the rest (category,
+ * severity, parameters, areas) is the same in every language. */
+static void info_block(struct cb_strbuf *b, const struct cb_cap_input *in,
+                       const struct cb_cap_info *x, const struct cb_severity_map *m, int over)
 {
-    const struct cb_severity_map *m = cb_alerts_severity_map(in->severity);
-    char sent[32];
-    cb_cap_datetime(in->sent_ms, sent);
-    int over = !strcmp(in->msg_type, "Cancel");
-
-    cb_strbuf_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                      "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n");
-    element(b, "  ", "identifier", in->identifier);
-    element(b, "  ", "sender", in->sender);
-    element(b, "  ", "sent", sent);
-    element(b, "  ", "status", "Actual");
-    element(b, "  ", "msgType", in->msg_type);
-    element(b, "  ", "scope", "Public");
-    if (in->references)
-        element(b, "  ", "references", in->references);
     cb_strbuf_puts(b, "  <info>\n");
-    element(b, "    ", "language", "en-US");
+    element(b, "    ", "language", x->language);
     element(b, "    ", "category", category_of(in));
-    element(b, "    ", "event", in->event);
+    element(b, "    ", "event", x->event);
     /* A resolved alert is over: urgency Past, as CAP recommends for an
      * all-clear; its severity stays what it was. */
     element(b, "    ", "urgency", over ? "Past" : m->cap_urgency);
     element(b, "    ", "severity", m->cap_severity);
     element(b, "    ", "certainty", m->cap_certainty);
     element(b, "    ", "senderName", "citybrain");
-    if (in->headline)
-        element(b, "    ", "headline", in->headline);
-    if (in->description)
-        element(b, "    ", "description", in->description);
+    if (x->headline)
+        element(b, "    ", "headline", x->headline);
+    if (x->description)
+        element(b, "    ", "description", x->description);
     parameter(b, "citybrain:rule", in->rule);
     parameter(b, "citybrain:state", in->state);
     parameter(b, "citybrain:grade", m->grade);
@@ -106,5 +94,29 @@ void cb_cap_render(const struct cb_cap_input *in, struct cb_strbuf *b)
         cb_strbuf_puts(b, "    </area>\n");
         cb_strbuf_free(&desc);
     }
-    cb_strbuf_puts(b, "  </info>\n</alert>\n");
+    cb_strbuf_puts(b, "  </info>\n");
+}
+
+void cb_cap_render(const struct cb_cap_input *in, struct cb_strbuf *b)
+{
+    const struct cb_severity_map *m = cb_alerts_severity_map(in->severity);
+    char sent[32];
+    cb_cap_datetime(in->sent_ms, sent);
+    int over = !strcmp(in->msg_type, "Cancel");
+
+    cb_strbuf_puts(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                      "<alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\">\n");
+    element(b, "  ", "identifier", in->identifier);
+    element(b, "  ", "sender", in->sender);
+    element(b, "  ", "sent", sent);
+    element(b, "  ", "status", "Actual");
+    element(b, "  ", "msgType", in->msg_type);
+    element(b, "  ", "scope", "Public");
+    if (in->references)
+        element(b, "  ", "references", in->references);
+    struct cb_cap_info plain = {"en-US", in->event, in->headline, in->description};
+    size_t ninfo = in->ninfo ? in->ninfo : 1;
+    for (size_t k = 0; k < ninfo; k++)
+        info_block(b, in, in->ninfo ? &in->info[k] : &plain, m, over);
+    cb_strbuf_puts(b, "</alert>\n");
 }

@@ -146,6 +146,10 @@ struct alerts__tcopy *alerts__tcopy_new(const struct cb_transition *t, int64_t s
     c->t.title = dup0(t->title, &bad);
     c->t.acked_by = dup0(t->acked_by, &bad);
     c->t.ack_note = dup0(t->ack_note, &bad);
+    for (int l = 0; l < CB_LANGS; l++) {
+        c->t.titles[l] = dup0(t->titles[l], &bad);
+        c->t.messages[l] = dup0(t->messages[l], &bad);
+    }
     c->json = dup0(json, &bad);
     c->labels = calloc(t->nlabels ? t->nlabels : 1, sizeof *c->labels);
     c->notify = calloc(t->nnotify ? t->nnotify : 1, sizeof *c->notify);
@@ -179,6 +183,10 @@ void alerts__tcopy_free(struct alerts__tcopy *c)
     free((char *)c->t.title);
     free((char *)c->t.acked_by);
     free((char *)c->t.ack_note);
+    for (int l = 0; l < CB_LANGS; l++) {
+        free((char *)c->t.titles[l]);
+        free((char *)c->t.messages[l]);
+    }
     free(c->json);
     for (size_t i = 0; c->labels && i < c->t.nlabels; i++) {
         free((char *)c->labels[i].name);

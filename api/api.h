@@ -23,6 +23,10 @@
  * reader_close when the API is closed. Pool functions must not touch loop
  * state (the engine, the alert table): only the reader and immutable ctx.
  *
+ * The console's own endpoints answer from the configuration, without the
+ * provider: GET /api/console ({"time_zone","city_map","writes","languages"})
+ * and GET /api/city (the http.city_map GeoJSON file as it is on disk).
+ *
  * Server-Sent Events. cb_api_event() pushes one alert transition to every
  * /api/events client (`id: SEQ`, `event: transition`, `data: JSON`). A client
  * that reconnects with Last-Event-ID gets the transitions after that seq from
@@ -139,7 +143,8 @@ struct cb_api_provider {
      * expired (also when it had ended already), or 404. */
     int (*silence_end)(void *ctx, const char *id, const char *by, const char *comment,
                        int deleted, struct cb_strbuf *out);
-    /* {"rules":[{name, file, severity, instances, firing...}]} */
+    /* {"rules":[{name, title, titles?, metrics, file, line, match, per, severity, instances,
+     * firing}]}: titles per language, metrics the rule reads (cb_engine_rules_json) */
     int (*rules_list)(void *ctx, struct cb_strbuf *out);
     /* Reloads from disk, asked by `by` with `note` ("" when not given): 200
      * {"ok":true,"rules":N} or 422 {"ok":false,"diagnostics":[...]} (a JSON

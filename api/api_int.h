@@ -44,6 +44,7 @@ struct cb_api {
     int listening;
     int port;
     char *dashboard_dir; /* realpath of the dashboard folder, or NULL */
+    char *city_map;      /* the city's GeoJSON file (http.city_map), or NULL: no map */
 
     size_t nconns;
     struct api_conn *conns; /* open connections (nconns of them) */
@@ -129,6 +130,9 @@ void api__cache_store_send(struct cb_api *api, struct api_cache *c, h2o_req_t *r
 
 /* ---- static files (static.c) ---- */
 
+/* GET /api/city: the city map's GeoJSON as it is on disk (404 when none is
+ * configured, 503 when it cannot be read). */
+void api__city(struct cb_api *api, h2o_req_t *req);
 /* GET / and the dashboard's files. `path` is the raw path without the query. */
 void api__static(struct cb_api *api, h2o_req_t *req, const char *path, size_t len);
 

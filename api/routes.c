@@ -381,6 +381,25 @@ static void get_health(struct cb_api *api, h2o_req_t *req)
     cb_strbuf_free(&out);
 }
 
+/* GET /api/console: what the console needs to know of this engine's
+ * configuration (docs/console.md): the time zone of its clock and dates,
+ * whether there is a city map, whether writes are possible at all. */
+static void get_console(struct cb_api *api, h2o_req_t *req)
+{
+    const struct cb_config *cfg = api->cfg;
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    cb_strbuf_puts(&out, "{\"time_zone\":");
+    cb_strbuf_json_string(&out, cfg->http_time_zone, strlen(cfg->http_time_zone));
+    cb_strbuf_printf(&out, ",\"city_map\":%s,\"writes\":%s,\"languages\":[\"zh-CN\",\"en-US\"]}",
+                     api->city_map ? "true" : "false",
+                     cfg->http_token && *cfg->http_token ? "true" : "false");
+    api__answer(api, req, 200, &out);
+    cb_strbuf_free(&out);
+}
+
+static void get_city(struct cb_api *api, h2o_req_t *req) { api__city(api, req); }
+
 static void get_sensors(struct cb_api *api, h2o_req_t *req)
 {
     struct work *w = work_new(api, req, WORK_SENSORS, NULL, NULL);
@@ -994,6 +1013,10 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
                 return unavailable(api, req);
             ROUTE_READ(get_health, "GET, HEAD");
         }
+        if (streq(path, plen, "/api/console"))
+            ROUTE_READ(get_console, "GET, HEAD");
+        if (streq(path, plen, "/api/city"))
+            ROUTE_READ(get_city, "GET, HEAD");
         if (streq(path, plen, "/api/sensors")) {
             if (!p->sensors && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);

@@ -21,6 +21,7 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,6 +371,26 @@ static char *resolve_dashboard(const struct cb_config *cfg)
     return real;
 }
 
+/* http.city_map: "off" is none; "" is the simulator's city shipped in etc/
+ * (none, quietly, when it is not there); else the file given. */
+static char *resolve_city_map(const struct cb_config *cfg)
+{
+    char buf[PATH_MAX];
+    const char *path = cfg->http_city_map;
+    if (path && !strcmp(path, "off"))
+        return NULL;
+    if (!path || !*path) {
+        snprintf(buf, sizeof buf, "%s/etc/city.geojson", CB_SOURCE_DIR);
+        if (access(buf, R_OK) != 0)
+            return NULL;
+        path = buf;
+    }
+    char *real = realpath(path, NULL);
+    if (!real)
+        cb_warn(API_MOD, "city map '%s' not found: /api/city answers 404", path);
+    return real;
+}
+
 struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
                             const struct cb_api_provider *provider, char *err, size_t errlen)
 {
@@ -396,6 +417,7 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     uv_mutex_init(&api->readers_lock);
     register_metrics(api);
     api->dashboard_dir = resolve_dashboard(cfg);
+    api->city_map = resolve_city_map(cfg);
 
     h2o_config_init(&api->h2o_config);
     api->h2o_config.server_name = h2o_iovec_init(H2O_STRLIT("citybrain"));
@@ -481,6 +503,7 @@ static void free_api(uv_handle_t *h)
     uv_mutex_destroy(&api->readers_lock);
     api__cache_free(api->alerts_cache);
     free(api->dashboard_dir);
+    free(api->city_map);
     free(api);
     if (done)
         done(done_ctx);

@@ -60,6 +60,49 @@ static int safe_path(const char *p)
     return 1;
 }
 
+/* Reads the regular file at path (at most MAX_FILE bytes) into the request's
+ * pool; extra_flags are added to open's. Returns the bytes (NUL-terminated,
+ * *len of them), or NULL when the file cannot be opened or read whole. */
+static char *read_whole(h2o_req_t *req, const char *path, int extra_flags, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | extra_flags);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_FILE) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    char *buf = h2o_mem_alloc_pool(&req->pool, (size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got != (size_t)st.st_size)
+        return NULL;
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+void api__city(struct cb_api *api, h2o_req_t *req)
+{
+    size_t len;
+    char *buf = api->city_map ? read_whole(req, api->city_map, 0, &len) : NULL;
+    if (!api->city_map) {
+        api__error(api, req, 404, "no city map is configured (http.city_map)");
+        return;
+    }
+    if (!buf) {
+        api__error(api, req, 503, "cannot read the city map (http.city_map)");
+        return;
+    }
+    api__send(api, req, 200, "application/geo+json", buf, len);
+}
+
 void api__static(struct cb_api *api, h2o_req_t *req, const char *raw, size_t rawlen)
 {
     char *path = api__decode(&req->pool, raw, rawlen, 0);
@@ -86,26 +129,11 @@ void api__static(struct cb_api *api, h2o_req_t *req, const char *raw, size_t raw
         api__error(api, req, 404, "not found");
         return;
     }
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    size_t got;
+    char *buf = read_whole(req, real, O_NOFOLLOW, &got);
     free(real);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_FILE) {
-        if (fd >= 0)
-            close(fd);
+    if (!buf) {
         api__error(api, req, 404, "not found");
-        return;
-    }
-    char *buf = h2o_mem_alloc_pool(&req->pool, (size_t)st.st_size + 1);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got != (size_t)st.st_size) {
-        api__error(api, req, 500, "cannot read the file");
         return;
     }
     const char *type = content_type(path);

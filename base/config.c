@@ -228,6 +228,12 @@ static const struct option options[] = {
      "folder of the dashboard's files; empty uses the one shipped with citybrain", 0},
     {"http.sse_heartbeat", T_DURATION, OFF(http_sse_heartbeat_ms), 1000, 600000, "15s", 0, 0,
      "comment line sent on idle /api/events streams", 0},
+    {"http.time_zone", T_STRING, OFF(http_time_zone), 0, 0, "Asia/Shanghai", 0, 0,
+     "IANA time zone of the console's clock and dates (24-hour), served in /api/console", 0},
+    {"http.city_map", T_STRING, OFF(http_city_map), 0, 0, "", 0, 0,
+     "GeoJSON of the city for the console's map (district outlines, sensor points), served "
+     "as /api/city; empty uses etc/city.geojson (the simulator's city); off for no map",
+     0},
     {"sensors.stale_after", T_DURATION, OFF(sensors_stale_after_ms), 1000, 30 * DAY, "10m", 0, 0,
      "a sensor silent this long is shown as stale", 0},
     {"sensors.label_pattern", T_STRING, OFF(sensors_label_pattern), 0, 0,
@@ -636,6 +642,25 @@ const char *cb_config_secret_env(const char *key)
 
 static int readable(const char *path) { return !*path || access(path, R_OK) == 0; }
 
+int cb_config_check_time_zone(const char *tz)
+{
+    if (!tz || !*tz || strlen(tz) > 64 || tz[0] == '/' || strstr(tz, ".."))
+        return -1;
+    for (const char *c = tz; *c; c++)
+        if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+              strchr("/_+-", *c)))
+            return -1;
+    if (!strcmp(tz, "UTC"))
+        return 0;
+    /* Where the system has the time zone database, the name must be in it
+     * (the browser's Intl knows the same names). */
+    char path[128];
+    snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", tz);
+    if (access("/usr/share/zoneinfo", F_OK) == 0 && access(path, R_OK) != 0)
+        return -1;
+    return 0;
+}
+
 int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
 {
     const char *b = cfg->mqtt_broker;
@@ -671,6 +696,16 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
     }
     if (!*cfg->storage_db) {
         set_error(err, "storage.db", "must not be empty");
+        return -1;
+    }
+    if (cb_config_check_time_zone(cfg->http_time_zone)) {
+        set_error(err, "http.time_zone", "'%s' is not a time zone name such as Asia/Shanghai or UTC",
+                  cfg->http_time_zone);
+        return -1;
+    }
+    if (strcmp(cfg->http_city_map, "off") != 0 && !readable(cfg->http_city_map)) {
+        set_error(err, "http.city_map", "cannot read '%s': %s", cfg->http_city_map,
+                  strerror(errno));
         return -1;
     }
     if (strcmp(cfg->http_listen, "off") != 0) {

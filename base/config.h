@@ -102,6 +102,9 @@ struct cb_config {
     char *http_cors_origin;          /* "" = CORS off */
     char *http_dashboard_dir;        /* "" = the dashboard shipped in api/dashboard */
     int64_t http_sse_heartbeat_ms;
+    char *http_time_zone;            /* IANA name the console shows times in */
+    char *http_city_map;             /* GeoJSON of the city's districts; "" = etc/city.geojson,
+                                        "off" = no map */
     int64_t sensors_stale_after_ms;
     char *sensors_label_pattern;
 
@@ -114,6 +117,10 @@ struct cb_config {
 struct cb_config_error {
     char text[512];
 };
+
+/* 0 when tz is an IANA time zone name (letters, digits, '/', '_', '+', '-';
+ * and in /usr/share/zoneinfo where that exists), else -1. */
+int cb_config_check_time_zone(const char *tz);
 
 /* Fills cfg with every default. Returns 0, or -1 on OOM. */
 int cb_config_defaults(struct cb_config *cfg);

@@ -99,7 +99,8 @@ struct inst {
     int unknown; /* the last verdict had no evidence either way */
     const struct rules__rule *was; /* during a swap: the rule it had (old ruleset) */
     char *acked_by, *ack_note;
-    char *msg; /* the message of the last transition with one (firing, escalated, ack) */
+    char *msg[CB_LANGS]; /* per language, the message of the last transition with one
+                            (firing, escalated, ack) */
     struct binding **mv;  /* members */
     uint32_t nmv;
     size_t capmv;
@@ -137,7 +138,7 @@ struct cb_engine {
     struct cb_engine_stats st;
     double *scratch;
     size_t nscratch;
-    struct cb_strbuf msg;
+    struct cb_strbuf msg[CB_LANGS]; /* render()'s buffers, one per language */
     uint64_t version; /* changes with the set of instances a listing shows */
     uint32_t *tags;
     size_t ntags, captags;
@@ -161,6 +162,31 @@ const char *cb_alert_state_name(enum cb_alert_state s)
     static const char *const n[] = {"inactive", "pending",      "firing",  "escalated",
                                     "resolved", "acknowledged", "progress"};
     return (unsigned)s < sizeof n / sizeof n[0] ? n[s] : "unknown";
+}
+
+const char *cb_lang_tag(enum cb_lang l)
+{
+    static const char *const tags[CB_LANGS] = {"en-US", "zh-CN"};
+    return (unsigned)l < CB_LANGS ? tags[l] : NULL;
+}
+
+/* Appends ,"key":{"en-US":…,"zh-CN":…} for the languages that have a text;
+ * nothing when none has. */
+static void lang_object(struct cb_strbuf *out, const char *key, const char *const *texts)
+{
+    int n = 0;
+    for (int l = 0; l < CB_LANGS; l++) {
+        if (!texts[l])
+            continue;
+        if (n++)
+            cb_strbuf_putc(out, ',');
+        else
+            cb_strbuf_printf(out, ",\"%s\":{", key);
+        cb_strbuf_printf(out, "\"%s\":", cb_lang_tag((enum cb_lang)l));
+        cb_strbuf_json_string(out, texts[l], strlen(texts[l]));
+    }
+    if (n)
+        cb_strbuf_putc(out, '}');
 }
 
 const char *cb_severity_name(enum cb_severity s)
@@ -207,6 +233,8 @@ void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"message\":");
         cb_strbuf_json_string(out, t->message, strlen(t->message));
     }
+    lang_object(out, "titles", t->titles);
+    lang_object(out, "messages", t->messages);
     if (t->stale)
         cb_strbuf_puts(out, ",\"stale\":true");
     if (t->reason) {
@@ -335,6 +363,14 @@ static void gcache_free(struct inst *in)
     in->ngc = 0;
 }
 
+static void msgs_free(struct inst *in)
+{
+    for (int l = 0; l < CB_LANGS; l++) {
+        free(in->msg[l]);
+        in->msg[l] = NULL;
+    }
+}
+
 static void inst_free(struct inst *in)
 {
     if (!in)
@@ -345,7 +381,7 @@ static void inst_free(struct inst *in)
     label_free(in->labels, in->nlabels);
     free(in->acked_by);
     free(in->ack_note);
-    free(in->msg);
+    msgs_free(in);
     free(in);
 }
 
@@ -1234,32 +1270,52 @@ static void render_value(struct cb_strbuf *out, const struct rules__tpl_part *p,
     }
 }
 
-/* Renders the message template of the instance at now into e->msg. */
-static const char *render(struct cb_engine *e, struct inst *in, int64_t now)
+/* Renders the message template of language lang of the instance at now into
+ * e->msg[lang] (NULL when the rule has no message in that language, or on
+ * OOM). Called at transitions only: the hot path renders nothing. */
+static const char *render(struct cb_engine *e, struct inst *in, int64_t now, int lang)
 {
     const struct rules__rule *r = in->rule;
-    if (!r->has_msg)
+    const struct rules__text *x = &r->lang[lang];
+    struct cb_strbuf *b = &e->msg[lang];
+    if (!x->has_msg)
         return NULL;
-    cb_strbuf_reset(&e->msg);
-    for (size_t i = 0; i < r->nmsg; i++) {
-        const struct rules__tpl_part *p = &r->msg[i];
+    cb_strbuf_reset(b);
+    const char *title = x->title ? x->title : r->title ? r->title : r->name;
+    for (size_t i = 0; i < x->nmsg; i++) {
+        const struct rules__tpl_part *p = &x->msg[i];
         switch (p->kind) {
-        case TPL_TEXT: cb_strbuf_puts(&e->msg, p->text); break;
-        case TPL_RULE: cb_strbuf_puts(&e->msg, r->name); break;
-        case TPL_SEVERITY: cb_strbuf_puts(&e->msg, cb_severity_name(in->sev)); break;
-        case TPL_TITLE: cb_strbuf_puts(&e->msg, r->title ? r->title : r->name); break;
-        case TPL_ID: cb_strbuf_puts(&e->msg, in->id); break;
+        case TPL_TEXT: cb_strbuf_puts(b, p->text); break;
+        case TPL_RULE: cb_strbuf_puts(b, r->name); break;
+        case TPL_SEVERITY: cb_strbuf_puts(b, cb_severity_name(in->sev)); break;
+        case TPL_TITLE: cb_strbuf_puts(b, title); break;
+        case TPL_ID: cb_strbuf_puts(b, in->id); break;
         case TPL_LABEL:
             for (size_t k = 0; k < in->nlabels; k++)
                 if (strcmp(in->labels[k].name, p->text) == 0)
-                    cb_strbuf_puts(&e->msg, in->labels[k].value);
+                    cb_strbuf_puts(b, in->labels[k].value);
             break;
         case TPL_EXPR:
-            render_value(&e->msg, p, run_iv(e, r, p->code, in, context_of(in), now));
+            render_value(b, p, run_iv(e, r, p->code, in, context_of(in), now));
             break;
         }
     }
-    return e->msg.oom ? NULL : e->msg.data;
+    return b->oom ? NULL : b->data;
+}
+
+/* Fills the transition's texts from the rule and the per-language messages
+ * msgs (rendered now, or kept from the last transition): message is the
+ * first language's with one; titles and messages per language only for a
+ * rule that gives languages (cb_transition). */
+static void set_texts(struct cb_transition *t, const struct rules__rule *r,
+                      const char *const *msgs)
+{
+    t->title = r->title;
+    t->message = r->msg_lang >= 0 ? msgs[r->msg_lang] : NULL;
+    for (int l = 0; l < CB_LANGS; l++) {
+        t->titles[l] = r->tagged ? r->lang[l].title : NULL;
+        t->messages[l] = r->tagged ? msgs[l] : NULL;
+    }
 }
 
 /* The newest sample time of the instance's sensors (0 when none). */
@@ -1319,8 +1375,10 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->nlabels = in->nlabels;
     t->at = now;
     t->since = in->since;
-    t->message = with_message ? render(e, in, now) : NULL;
-    t->title = r->title;
+    const char *msgs[CB_LANGS] = {0};
+    for (int l = 0; with_message && l < CB_LANGS; l++)
+        msgs[l] = render(e, in, now, l);
+    set_texts(t, r, msgs);
     t->notify = (const char *const *)r->notify;
     t->nnotify = r->nnotify;
     t->acked_by = in->acked ? in->acked_by : NULL;
@@ -1347,11 +1405,12 @@ static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state
     /* The listing shows an instance as its last transition told it, so a
      * listing changes only with a transition (cb_engine_version). On OOM the
      * previous message stays. */
-    if (event && t.message && state != CB_ALERT_RESOLVED) {
-        char *m = rules__strdup(t.message);
+    for (int l = 0; event && state != CB_ALERT_RESOLVED && l < CB_LANGS; l++) {
+        const char *text = l == in->rule->msg_lang ? t.message : t.messages[l];
+        char *m = text ? rules__strdup(text) : NULL;
         if (m) {
-            free(in->msg);
-            in->msg = m;
+            free(in->msg[l]);
+            in->msg[l] = m;
         }
     }
     if (e->fn)
@@ -1375,8 +1434,7 @@ static void resolve(struct cb_engine *e, struct inst *in, int64_t now, const cha
     free(in->acked_by);
     free(in->ack_note);
     in->acked_by = in->ack_note = NULL;
-    free(in->msg);
-    in->msg = NULL;
+    msgs_free(in);
 }
 
 /* Raises the severity of a firing instance to the highest escalation that
@@ -1568,7 +1626,8 @@ struct cb_engine *cb_engine_new(struct cb_ruleset *rs, const struct cb_clock *cl
     e->opts.stale_after_ms = opts && opts->stale_after_ms ? opts->stale_after_ms : 600000;
     e->fn = on_transition;
     e->ctx = ctx;
-    cb_strbuf_init(&e->msg);
+    for (int l = 0; l < CB_LANGS; l++)
+        cb_strbuf_init(&e->msg[l]);
     if (build_rulemap(e) < 0) {
         cb_engine_free(e);
         return NULL;
@@ -1594,7 +1653,8 @@ void cb_engine_free(struct cb_engine *e)
     free(e->orphans);
     free(e->scratch);
     free(e->tags);
-    cb_strbuf_free(&e->msg);
+    for (int l = 0; l < CB_LANGS; l++)
+        cb_strbuf_free(&e->msg[l]);
     cb_ruleset_release(e->rs);
     free(e);
 }
@@ -1749,11 +1809,13 @@ static void restyle(struct cb_engine *e, struct inst *in, const struct rules__ru
         in->sev = r->severity;
         emit(e, in, CB_ALERT_PROGRESS, now);
     }
-    const char *m = render(e, in, now);
-    char *copy = m ? rules__strdup(m) : NULL;
-    if (copy || !r->has_msg) {
-        free(in->msg);
-        in->msg = copy;
+    for (int l = 0; l < CB_LANGS; l++) {
+        const char *m = render(e, in, now, l);
+        char *copy = m ? rules__strdup(m) : NULL;
+        if (copy || !r->lang[l].has_msg) {
+            free(in->msg[l]);
+            in->msg[l] = copy;
+        }
     }
     e->version++;
 }
@@ -1898,8 +1960,11 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
             in->acked_by = rules__strdup(saved->acked_by ? saved->acked_by : "");
             in->ack_note = saved->ack_note ? rules__strdup(saved->ack_note) : NULL;
         }
-        free(in->msg);
-        in->msg = saved->message ? rules__strdup(saved->message) : NULL;
+        msgs_free(in);
+        /* The store keeps one message (the first language's); the others
+         * come back with the next transition. */
+        if (in->rule->msg_lang >= 0 && saved->message)
+            in->msg[in->rule->msg_lang] = rules__strdup(saved->message);
         break;
     case CB_ALERT_RESOLVED:
         in->cooldown_until = saved->cooldown_until;
@@ -1979,8 +2044,32 @@ void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, 
                                                                 : CB_ALERT_FIRING;
         describe(me, in, st, in->state == ST_FIRING ? in->fired_at : in->since, &t, 0);
         if (in->state == ST_FIRING)
-            t.message = in->msg;
+            set_texts(&t, in->rule, (const char *const *)in->msg);
         fn(ctx, &t);
+    }
+}
+
+/* Appends the distinct metrics rule r reads (valid, latest values and age,
+ * windows), as JSON strings separated by commas. */
+static void rule_metrics_json(const struct rules__rule *r, struct cb_strbuf *out)
+{
+    size_t total = r->nvalid + r->nseries + r->nwins, n = 0;
+    for (size_t i = 0; i < total; i++) {
+        const char *m = i < r->nvalid                ? r->valid[i].metric
+                        : i < r->nvalid + r->nseries ? r->series[i - r->nvalid]
+                                                     : r->wins[i - r->nvalid - r->nseries].metric;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++) {
+            const char *o = k < r->nvalid                ? r->valid[k].metric
+                            : k < r->nvalid + r->nseries ? r->series[k - r->nvalid]
+                                                         : r->wins[k - r->nvalid - r->nseries].metric;
+            seen = !strcmp(o, m);
+        }
+        if (seen)
+            continue;
+        if (n++)
+            cb_strbuf_putc(out, ',');
+        cb_strbuf_json_string(out, m, strlen(m));
     }
 }
 
@@ -2006,7 +2095,17 @@ void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out)
             cb_strbuf_json_string(out, r->title, strlen(r->title));
         else
             cb_strbuf_puts(out, "null");
-        cb_strbuf_puts(out, ",\"file\":");
+        if (r->tagged) {
+            const char *titles[CB_LANGS];
+            for (int l = 0; l < CB_LANGS; l++)
+                titles[l] = r->lang[l].title;
+            lang_object(out, "titles", titles);
+        }
+        /* the metrics the rule reads: the console shows their latest values
+         * beside an alert's message */
+        cb_strbuf_puts(out, ",\"metrics\":[");
+        rule_metrics_json(r, out);
+        cb_strbuf_puts(out, "],\"file\":");
         cb_strbuf_json_string(out, r->file, strlen(r->file));
         cb_strbuf_printf(out, ",\"line\":%d,\"match\":[", r->line);
         for (size_t k = 0; k < r->npats; k++) {

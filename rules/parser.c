@@ -89,11 +89,12 @@ struct rule_ast {
     struct rules__tok kw, name, lbrace;
     struct node *when, *clear;
     struct rules__tok when_kw;
-    int has_when, has_clear, has_for, has_clear_for, has_severity, has_cooldown, has_title,
-        has_message, has_per, has_notify;
+    int has_when, has_clear, has_for, has_clear_for, has_severity, has_cooldown, has_per,
+        has_notify;
+    int ntitle[CB_LANGS], nmessage[CB_LANGS], tagged;
     int64_t for_ms, clear_for_ms, cooldown_ms;
     enum cb_severity severity;
-    struct rules__tok title, message;
+    struct rules__tok title[CB_LANGS], message[CB_LANGS];
     struct rules__tok match[256];
     int nmatch;
     struct rules__tok per[16];
@@ -127,6 +128,7 @@ struct parser {
     size_t cap_ops, cap_wins, cap_series;
     int group, in_sensors, sp, maxsp;
     size_t used_series, used_wins; /* series and windows compiled before the message */
+    int tpl_lang;                  /* the language of the template being compiled */
     const struct rule_ast *ast;
 };
 
@@ -673,13 +675,13 @@ static int compile_code(struct parser *p, const struct node *n, struct rules__co
 
 static int tpl_add(struct parser *p, size_t *cap, struct rules__tpl_part part)
 {
-    struct rules__rule *r = p->r;
-    if (rules__grow(&r->msg, cap, r->nmsg + 1, sizeof *r->msg) < 0) {
+    struct rules__text *x = &p->r->lang[p->tpl_lang];
+    if (rules__grow(&x->msg, cap, x->nmsg + 1, sizeof *x->msg) < 0) {
         free(part.text);
         p->oom = 1;
         return -1;
     }
-    r->msg[r->nmsg++] = part;
+    x->msg[x->nmsg++] = part;
     return 0;
 }
 
@@ -828,14 +830,16 @@ static void template_name(struct parser *p, size_t *cap, const struct rules__tok
     cb_strbuf_free(&list);
 }
 
-/* Compiles the message template of string token t. Every error is reported. */
-static void compile_template(struct parser *p, const struct rules__tok *t)
+/* Compiles the message template of string token t in language lang (every
+ * language's template is checked alike). Every error is reported. */
+static void compile_template(struct parser *p, const struct rules__tok *t, int lang)
 {
     const char *s = p->src->text;
     size_t a = t->off + 1, end = t->off + t->len - 1, cap = 0;
     struct cb_strbuf lit;
     cb_strbuf_init(&lit);
-    p->r->has_msg = 1;
+    p->tpl_lang = lang;
+    p->r->lang[lang].has_msg = 1;
     for (size_t i = a; i < end;) {
         char c = s[i];
         if (c == '\\' && i + 1 < end) {
@@ -1030,6 +1034,49 @@ static int parse_number(struct parser *p, double *out)
     return 0;
 }
 
+/* The language tags of a title or message clause: the short and the full
+ * form of each language (enum cb_lang order). */
+static const char *const lang_short[CB_LANGS] = {"en", "zh"};
+
+/* Parses the language tag at p->cur (an identifier on the clause's line):
+ * `zh` or `zh-CN`, `en` or `en-US` (the hyphenated form lexes as three
+ * adjacent tokens). Returns the language, or -1 after recording E032 for an
+ * unknown tag (with a did-you-mean). The plain clause is English, so `en`
+ * names what a plain clause names. */
+static int parse_lang(struct parser *p)
+{
+    struct rules__tok first = p->cur;
+    uint32_t end = first.off + first.len;
+    advance(p);
+    if (p->cur.kind == TK_MINUS && p->cur.off == end) {
+        struct rules__tok minus = p->cur;
+        advance(p);
+        if (p->cur.kind != TK_IDENT || p->cur.off != minus.off + 1) {
+            error_at(p, &minus, "E032", "zh, zh-CN, en or en-US", "bad language tag");
+            return -1;
+        }
+        end = p->cur.off + p->cur.len;
+        advance(p);
+    }
+    const char *text = p->src->text + first.off;
+    size_t n = end - first.off;
+    for (int l = 0; l < CB_LANGS; l++) {
+        const char *tag = cb_lang_tag((enum cb_lang)l);
+        if ((strlen(lang_short[l]) == n && !memcmp(text, lang_short[l], n)) ||
+            (strlen(tag) == n && !memcmp(text, tag, n))) {
+            return l;
+        }
+    }
+    static const char *const all[] = {"en", "zh", "en-US", "zh-CN"};
+    char hb[96];
+    const char *hint;
+    hint_for(hb, sizeof hb, text, n, all, 4, &hint);
+    rules__diag(p->diags, p->src, CB_DIAG_ERROR, "E032", first.line, first.col, (int)n,
+                hint ? hint : "languages: zh (zh-CN), en (en-US); a plain clause is English",
+                "unknown language '%.*s'", (int)n, text);
+    return -1;
+}
+
 static void dup_clause(struct parser *p, const struct rules__tok *kw)
 {
     error_at(p, kw, "E017", NULL, "duplicate '%.*s' clause", TOKTEXT(p, *kw));
@@ -1047,16 +1094,24 @@ static int parse_clause(struct parser *p, struct rule_ast *ra)
     if (tok_is(p, &kw, "title") || tok_is(p, &kw, "message")) {
         int title = tok_is(p, &kw, "title");
         advance(p);
+        int lang = CB_LANG_EN;
+        if (p->cur.kind == TK_IDENT && !p->cur.bol && (lang = parse_lang(p)) < 0)
+            return -1;
         if (p->cur.kind != TK_STRING) {
             error_at(p, &p->cur, "E004", NULL, "expected a string after '%.*s'", TOKTEXT(p, kw));
             return -1;
         }
-        if (title ? ra->has_title++ : ra->has_message++)
-            dup_clause(p, &kw);
+        if (title ? ra->ntitle[lang]++ : ra->nmessage[lang]++) {
+            if (lang == CB_LANG_EN)
+                dup_clause(p, &kw);
+            else
+                error_at(p, &kw, "E017", NULL, "duplicate '%.*s' clause for %s", TOKTEXT(p, kw),
+                         cb_lang_tag((enum cb_lang)lang));
+        }
         if (title)
-            ra->title = p->cur;
+            ra->title[lang] = p->cur;
         else
-            ra->message = p->cur;
+            ra->message[lang] = p->cur;
         advance(p);
         return 0;
     }
@@ -1300,7 +1355,6 @@ out:
 void rules__rule_free(struct rules__rule *r)
 {
     free(r->name);
-    free(r->title);
     free(r->file);
     free(r->text);
     free(r->key);
@@ -1314,9 +1368,12 @@ void rules__rule_free(struct rules__rule *r)
         free(r->valid[i].metric);
     free(r->valid);
     free(r->esc);
-    for (size_t i = 0; i < r->nmsg; i++)
-        free(r->msg[i].text);
-    free(r->msg);
+    for (int l = 0; l < CB_LANGS; l++) {
+        free(r->lang[l].title);
+        for (size_t i = 0; i < r->lang[l].nmsg; i++)
+            free(r->lang[l].msg[i].text);
+        free(r->lang[l].msg);
+    }
     for (size_t i = 0; i < r->nnotify; i++)
         free(r->notify[i]);
     free(r->notify);
@@ -1365,8 +1422,17 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
     r->clear_for_ms = ra->clear_for_ms;
     if (!r->name || !r->file || !r->text || !r->key)
         goto oom;
-    if (ra->has_title && !(r->title = tok_string(p, &ra->title)))
-        goto oom;
+    r->msg_lang = -1;
+    for (int l = CB_LANGS - 1; l >= 0; l--) {
+        if (ra->ntitle[l] && !(r->lang[l].title = tok_string(p, &ra->title[l])))
+            goto oom;
+        if (r->lang[l].title)
+            r->title = r->lang[l].title;
+        if (ra->nmessage[l])
+            r->msg_lang = l;
+        if (l != CB_LANG_EN && (ra->ntitle[l] || ra->nmessage[l]))
+            r->tagged = 1;
+    }
     if (!ra->nmatch)
         error_at(p, &ra->name, "E012", "add match \"city/{district}/KIND/{sensor}\"",
                  "rule '%s' has no 'match' clause", r->name);
@@ -1458,8 +1524,9 @@ static void build_rule(struct parser *p, const struct rule_ast *ra, size_t end_o
     }
     p->used_series = r->nseries;
     p->used_wins = r->nwins;
-    if (ra->has_message)
-        compile_template(p, &ra->message);
+    for (int l = 0; l < CB_LANGS; l++)
+        if (ra->nmessage[l])
+            compile_template(p, &ra->message[l], l);
     if (ra->nnotify) {
         r->notify = calloc((size_t)ra->nnotify, sizeof *r->notify);
         if (!r->notify)

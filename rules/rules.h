@@ -133,6 +133,17 @@ size_t cb_ruleset_count(const struct cb_ruleset *rs);
 size_t cb_ruleset_file_count(const struct cb_ruleset *rs);
 const char *cb_ruleset_file(const struct cb_ruleset *rs, size_t i);
 
+/* ---- languages of rule texts ----------------------------------------------- */
+
+/* A rule may give its title and message in several languages (docs/rules.md,
+ * "Languages"): the plain clause is English, a tagged one (`title zh "…"`)
+ * another language. The order is the order of "titles" and "messages" in the
+ * JSON and of CAP's <info> blocks. */
+enum cb_lang { CB_LANG_EN = 0, CB_LANG_ZH, CB_LANGS };
+
+/* The BCP 47 tag of a language: "en-US", "zh-CN"; NULL out of range. */
+const char *cb_lang_tag(enum cb_lang l);
+
 /* ---- transitions ---------------------------------------------------------- */
 
 enum cb_alert_state {
@@ -173,6 +184,13 @@ struct cb_transition {
     int64_t since;            /* pending or firing since, ms (0 when none) */
     const char *message;      /* rendered template, or NULL */
     const char *title;        /* the rule's title, or NULL */
+    /* Per language (enum cb_lang), for a rule that gives its texts in languages
+     * (a tagged clause): its title and the message rendered from that
+     * language's template, NULL where it gives none. All NULL for a rule with
+     * plain clauses only. `title` and `message` are the first language's
+     * that has one (English first). */
+    const char *titles[CB_LANGS];
+    const char *messages[CB_LANGS];
     const char *const *notify;/* channel names of the rule's notify clause */
     size_t nnotify;           /* 0: the configured default channels */
     const char *acked_by;     /* ACKNOWLEDGED: who; else NULL */
@@ -198,7 +216,9 @@ struct cb_transition {
  * escalated, resolved, acknowledged. */
 int cb_transition_is_event(const struct cb_transition *t);
 /* Appends the transition as the JSON object of rules.md "Alert transitions":
- * {"id","rule","state","severity","labels":{},"at","since","message"}. */
+ * {"id","rule","state","severity","labels":{},"at","since","message"}, and
+ * "titles":{"en-US":…,"zh-CN":…} and "messages":{…} when the transition has
+ * texts per language (the languages it has, in enum cb_lang order). */
 void cb_transition_to_json(const struct cb_transition *t, struct cb_strbuf *out);
 
 typedef void (*cb_transition_fn)(void *ctx, const struct cb_transition *t);
@@ -324,7 +344,9 @@ void cb_engine_foreach_instance(const struct cb_engine *e, cb_transition_fn fn, 
 uint64_t cb_engine_version(const struct cb_engine *e);
 
 /* Describes each loaded rule as a JSON array element into out:
- * {"name","title","file","line","match":[...],"per":[...],"severity","instances":N,"firing":N}. */
+ * {"name","title","titles"?,"metrics":[...],"file","line","match":[...],"per":[...],"severity",
+ * "instances":N,"firing":N}: "titles" by language tag for a rule that gives languages,
+ * "metrics" the distinct metrics the rule reads (valid, latest values, age, windows). */
 void cb_engine_rules_json(const struct cb_engine *e, struct cb_strbuf *out);
 
 #endif

@@ -201,8 +201,20 @@ struct rules__valid {
     double lo, hi;
 };
 
+/* A rule's text in one language: its title and its message template. */
+struct rules__text {
+    char *title;
+    struct rules__tpl_part *msg;
+    size_t nmsg;
+    int has_msg;
+};
+
 struct rules__rule {
-    char *name, *title, *file;
+    char *name, *file;
+    const char *title;        /* the first language's title that is given, or NULL
+                                 (borrowed from lang[]) */
+    int msg_lang;             /* the first language with a message, -1: none */
+    int tagged;               /* texts in languages: a tagged title or message clause */
     int line, col;
     char *text;               /* the rule's source text, canonical (tokens, single spaces) */
     char *key;                /* its identity: name + match, per, when, for, clear (sorted,
@@ -220,9 +232,7 @@ struct rules__rule {
     enum cb_severity severity;
     struct rules__escalation *esc;
     size_t nesc;
-    struct rules__tpl_part *msg;
-    size_t nmsg;
-    int has_msg;
+    struct rules__text lang[CB_LANGS]; /* [CB_LANG_EN]: the plain clauses */
     char **notify;
     size_t nnotify;
     struct rules__winref *wins;

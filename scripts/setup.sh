@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages citybrain needs to build, test and run the demo.
+# fonts-wqy-microhei: a Chinese font for the browser tests and screenshots (the
+# console fetches no fonts: a wall's own system provides them).
 # Idempotent and quiet when everything is present; runs `apt-get update` only
 # when something is missing. Called by `make test`, `make demo` and `make bench`.
 set -euo pipefail
@@ -9,7 +11,7 @@ PACKAGES=(
   libpaho-mqtt-dev libuv1-dev libsqlite3-dev sqlite3 libcjson-dev libcunit1-dev
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
-  nodejs chromium
+  nodejs chromium fonts-wqy-microhei
   openssl procps python3 curl
 )
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The dashboard in headless Chromium against a real engine: a private
-# mosquitto on a free loopback port, `citybrain run` with a rule that fires
-# on one message, and tests/browser/dashboard.spec.mjs (playwright-core
-# driving Debian's /usr/bin/chromium). The screenshot goes to
-# tests/out/dashboard.png. Run by `make test`; needs CB_BIN (set by make).
+# The console in headless Chromium against a real engine: a private
+# mosquitto on a free loopback port, `citybrain run` with rules that fire on
+# one message (titles and messages in Chinese and English), and the specs in
+# tests/browser/ (playwright-core driving Debian's /usr/bin/chromium):
+#   dashboard.spec.mjs  live alerts, sign-in and acknowledgement, the chart
+#   console.spec.mjs    both languages, the clock, the map and a district,
+#                       grade groups, live values, wall and laptop screens,
+#                       and reconnection after the engine restarts (the spec
+#                       restarts it: CB_ENGINE_CMD, pid in CB_PID_FILE)
+# Screenshots go to tests/out/. Run by `make test`; needs CB_BIN (set by make).
 set -euo pipefail
 
 ROOT=${CB_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -30,6 +35,8 @@ MOSQ_PID=""
 CB_PID=""
 cleanup() {
   [ -n "$CB_PID" ] && kill "$CB_PID" 2>/dev/null && wait "$CB_PID" 2>/dev/null || true
+  # an engine the console spec started
+  if [ -s "$TMP/engine.pid" ]; then kill "$(cat "$TMP/engine.pid")" 2>/dev/null || true; fi
   [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null && wait "$MOSQ_PID" 2>/dev/null || true
   if [ "${CB_KEEP_TMP:-0}" = 1 ]; then echo "browser.test: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
@@ -61,21 +68,44 @@ MOSQ_PID=$!
 wait_port "$MQTT_PORT" 10 || { echo "browser.test: mosquitto did not start" >&2; cat "$TMP/mosquitto.log" >&2; exit 1; }
 
 cat > "$TMP/flood.rules" <<'EOF'
-# Fires on the first reading above 9 m: one message is enough.
+# Each fires on one message.
 rule flood_now {
   title    "River level above 9 m"
+  title zh "河道水位超过 9 米"
   match    "city/{district}/river/{sensor}"
   per      district
   when     max(sensors: level) > 9
   severity critical
   message  "{district}: river level above 9 m"
+  message zh "{district}：河道水位超过 9 米"
+}
+rule gas_now {
+  title    "Methane leak"
+  title zh "燃气泄漏"
+  match    "city/{district}/gas/{sensor}"
+  when     ch4 >= 10
+  severity major
+  message  "{sensor}: methane at {ch4:.0f}% LEL"
+  message zh "{sensor}：甲烷浓度 {ch4:.0f}% LEL"
+}
+rule noise_now {
+  title    "Noise above 70 dB"
+  title zh "噪声超过 70 分贝"
+  match    "city/{district}/noise/{sensor}"
+  when     db > 70
+  severity info
+  message  "{sensor}: {db:.0f} dB"
+  message zh "{sensor}：{db:.0f} 分贝"
 }
 EOF
 
-CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run \
-  --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-test" \
-  --db "$TMP/city.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$HTTP_PORT" \
-  --log-level info > "$TMP/citybrain.log" 2>&1 &
+# The engine's command line, also for the console spec's restart (the token
+# goes through the environment).
+ENGINE_CMD=("$BIN" run
+  --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-test"
+  --db "$TMP/city.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$HTTP_PORT"
+  --set http.time_zone=Asia/Shanghai --log-level info)
+CITYBRAIN_API_TOKEN=$TOKEN "${ENGINE_CMD[@]}" > "$TMP/citybrain.log" 2>&1 &
 CB_PID=$!
 if ! wait_port "$HTTP_PORT" 20; then
   echo "browser.test: citybrain did not open its HTTP port" >&2
@@ -93,9 +123,32 @@ CB_URL="http://127.0.0.1:$HTTP_PORT/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN 
 CB_OUT="$OUT_DIR/dashboard.png" \
   timeout 120 node tests/browser/dashboard.spec.mjs || rc=$?
 
-# The engine must still shut down cleanly after the browser's visit.
-kill -TERM "$CB_PID"
-if ! wait "$CB_PID"; then
+if [ $rc -eq 0 ]; then
+  # The console spec restarts the engine: it gets the command (one argument
+  # per line) and writes the pid of the engine it started to engine.pid.
+  printf '%s\n' "${ENGINE_CMD[@]}" > "$TMP/engine.cmd"
+  CB_URL="http://127.0.0.1:$HTTP_PORT/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN \
+  CB_OUT_DIR="$OUT_DIR" CB_PID=$CB_PID CB_ENGINE_CMD="$TMP/engine.cmd" \
+  CB_PID_FILE="$TMP/engine.pid" CB_ENGINE_LOG="$TMP/citybrain2.log" \
+    timeout 300 node tests/browser/console.spec.mjs || rc=$?
+  if [ -s "$TMP/engine.pid" ]; then
+    # the spec stopped the first engine, which must have exited cleanly
+    first=0
+    wait "$CB_PID" || first=$?
+    if [ "$first" -ne 0 ]; then echo "browser.test: the first engine exited with $first" >&2; rc=1; fi
+    CB_PID=$(cat "$TMP/engine.pid")
+    rm -f "$TMP/engine.pid"
+  fi
+fi
+
+# The engine must still shut down cleanly after the browser's visit (the
+# restarted one is no child of this shell: its log says how it ended).
+LOG="$TMP/citybrain.log"
+[ -f "$TMP/citybrain2.log" ] && LOG="$TMP/citybrain2.log"
+kill -TERM "$CB_PID" 2>/dev/null || true
+for _ in $(seq 300); do kill -0 "$CB_PID" 2>/dev/null || break; sleep 0.1; done
+wait "$CB_PID" 2>/dev/null || true
+if kill -0 "$CB_PID" 2>/dev/null || ! grep -q "stopped cleanly" "$LOG"; then
   echo "browser.test: citybrain did not exit cleanly" >&2
   rc=1
 fi
@@ -103,5 +156,6 @@ CB_PID=""
 if [ $rc -ne 0 ]; then
   echo "browser.test: failed; engine log:" >&2
   tail -n 40 "$TMP/citybrain.log" >&2
+  [ -f "$TMP/citybrain2.log" ] && tail -n 40 "$TMP/citybrain2.log" >&2
 fi
 exit $rc

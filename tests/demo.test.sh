@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# `make demo` comes up, serves the dashboard and the API, raises an alert from
-# the simulator's incidents, and stops everything cleanly on SIGINT.
+# `make demo` comes up, serves the console and the API, raises an alert from
+# the simulator's incidents; in headless Chromium (tests/browser/demo.spec.mjs)
+# the printed sign-in link opens the console, the chart draws, and an
+# acknowledgement made on the page reaches the store (the SQLite row); then
+# SIGINT to the demo's process group, as a terminal's Ctrl-C, ends every
+# process it started, the engine with "stopped cleanly" and exit 0.
 # Uses scripts/demo.sh with a fast scenario (incidents from second 0) so the
 # first alert comes within the rules' own `for` durations.
 set -uo pipefail
@@ -9,8 +13,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TMP=$(mktemp -d)
 DEMO=""
+pids=""
 cleanup() {
   [ -n "$DEMO" ] && kill -9 -- -"$DEMO" 2>/dev/null
+  for p in $pids; do kill -9 "$p" 2>/dev/null; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -19,7 +25,10 @@ if ! ls etc/rules/*.rules > /dev/null 2>&1; then
   echo "demo.test: etc/rules has no rule files yet: nothing to check (SKIP)"
   exit 0
 fi
-[ -x build/citybrain ] || make --no-print-directory -j2 build/citybrain || exit 1
+make --no-print-directory -s -j2 build/citybrain dashboard || exit 1
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --silent) || exit 1
+fi
 
 cat > "$TMP/fast.scn" <<'SCN'
 at 0s for 30m gas_leak      d01 ramp=1s
@@ -35,16 +44,21 @@ DEMO=$!
 
 url=""
 for _ in $(seq 300); do
-  url=$(awk '/dashboard/ { print $2; exit }' "$TMP/demo.out")
+  url=$(awk '$1 == "console" { print $2; exit }' "$TMP/demo.out")
   [ -n "$url" ] && break
   kill -0 "$DEMO" 2>/dev/null || break
   sleep 0.1
 done
 if [ -z "$url" ]; then
-  echo "demo.test: FAIL: no dashboard URL; output:"; cat "$TMP/demo.out"; exit 1
+  echo "demo.test: FAIL: no console URL; output:"; cat "$TMP/demo.out"; exit 1
 fi
 pids=$(awk '/processes/ { print $3, $5, $7 }' "$TMP/demo.out" | tr -d ',')
-echo "demo.test: dashboard at $url (pids $pids)"
+token=$(awk '$1 == "token" { print $2; exit }' "$TMP/demo.out")
+db=$(awk '$1 == "database" { print $2; exit }' "$TMP/demo.out")
+echo "demo.test: console at $url (pids $pids)"
+if [ -z "$token" ] || [ "${#token}" -lt 32 ]; then
+  echo "demo.test: FAIL: no operator token printed"; cat "$TMP/demo.out"; exit 1
+fi
 
 code=$(curl -s -o "$TMP/index.html" -w '%{http_code}' "$url")
 if [ "$code" != 200 ] || ! grep -qi '<html' "$TMP/index.html"; then
@@ -65,17 +79,37 @@ if [ -z "$alert" ]; then
 fi
 echo "demo.test: alert raised: $alert"
 
-kill -INT "$DEMO"
-for _ in $(seq 200); do kill -0 "$DEMO" 2>/dev/null || break; sleep 0.1; done
+# The console: chart, sign-in link, an acknowledgement on the page.
+mkdir -p tests/out
+CB_URL=$url CB_TOKEN=$token CB_BROKER_PORT=0 CB_OUT=tests/out/demo.png \
+  timeout 150 node tests/browser/demo.spec.mjs > "$TMP/spec.out" 2>&1
+spec=$?
+cat "$TMP/spec.out"
+[ $spec -eq 0 ] || { echo "demo.test: FAIL: the console in the browser"; exit 1; }
+acked=$(awk '$1 == "acked" { print $2; exit }' "$TMP/spec.out")
+row=""
+for _ in $(seq 100); do
+  row=$(sqlite3 "file:$db?mode=ro" "SELECT acked_by FROM alert_instances WHERE id = '$acked' AND acked_at > 0" 2>/dev/null)
+  [ -n "$row" ] && break
+  sleep 0.1
+done
+if [ -z "$row" ]; then
+  echo "demo.test: FAIL: the acknowledgement of $acked is not in the store ($db)"; exit 1
+fi
+echo "demo.test: acknowledgement in the store: $acked by $row"
+
+# Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group.
+kill -INT -- -"$DEMO"
+for _ in $(seq 400); do kill -0 "$DEMO" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$DEMO" 2>/dev/null; then
-  echo "demo.test: FAIL: the demo did not stop within 20 s of SIGINT"; exit 1
+  echo "demo.test: FAIL: the demo did not stop within 40 s of SIGINT"; exit 1
 fi
 wait "$DEMO"; rc=$?
 DEMO=""
 for p in $pids; do
   if kill -0 "$p" 2>/dev/null; then echo "demo.test: FAIL: process $p still running"; exit 1; fi
 done
-if ! grep -q "engine exited with status 0" "$TMP/demo.out"; then
+if ! grep -q "the engine stopped cleanly (exit 0)" "$TMP/demo.out"; then
   echo "demo.test: FAIL: the engine did not exit cleanly:"; tail -5 "$TMP/demo.out"; exit 1
 fi
 echo "demo.test: stopped cleanly (exit $rc)"

@@ -163,6 +163,18 @@ static void fixture_close(struct cap_fixture *f)
     cb_t_remove_dir(f->dir);
 }
 
+/* river_flood in d07 firing at `at`, notified on the channel "cap". */
+static struct cb_transition flood_firing(int64_t at)
+{
+    static const struct cb_label l[] = {{"district", "d07"}};
+    static const char *const notify[] = {"cap"};
+    return (struct cb_transition){.id = "river_flood/district=d07", .rule = "river_flood",
+                                  .title = "River flood risk", .state = CB_ALERT_FIRING,
+                                  .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 1, .at = at,
+                                  .since = at, .message = "d07: 2 gauges above 3.2 m",
+                                  .notify = notify, .nnotify = 1};
+}
+
 /* Through the module: firing (Alert), escalated (Update referencing it),
  * resolved (Cancel referencing the Update), and a storm group of 300
  * instances (areas capped at 200), each valid CAP. */
@@ -172,13 +184,7 @@ static void test_module_sequence(void)
     CU_ASSERT_EQUAL_FATAL(fixture_open(&fx, "cb_cap_db"), 0);
     struct cb_alerts *a = cb_alerts_new(&fx.loop, &fx.cfg, fx.db, &fx.h, NULL, 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-    static const struct cb_label l[] = {{"district", "d07"}};
-    const char *notify[] = {"cap"};
-    struct cb_transition t = {.id = "river_flood/district=d07", .rule = "river_flood",
-                              .title = "River flood risk", .state = CB_ALERT_FIRING,
-                              .severity = CB_SEV_MAJOR, .labels = l, .nlabels = 1, .at = fx.now,
-                              .since = fx.now, .message = "d07: 2 gauges above 3.2 m",
-                              .notify = notify, .nnotify = 1};
+    struct cb_transition t = flood_firing(fx.now);
     cb_alerts_on_transition(a, &t);
     t.state = CB_ALERT_ESCALATED;
     t.severity = CB_SEV_CRITICAL;
@@ -237,6 +243,45 @@ static void test_module_sequence(void)
     fixture_close(&fx);
 }
 
+/* A rule with texts in two languages: through the module, every message has
+ * one <info> per language, zh-CN and en-US, each with its own event,
+ * headline and description, and is valid CAP 1.2. */
+static void test_info_per_language(void)
+{
+    struct cap_fixture fx;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&fx, "cb_cap_lang_db"), 0);
+    struct cb_alerts *a = cb_alerts_new(&fx.loop, &fx.cfg, fx.db, &fx.h, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    struct cb_transition t = flood_firing(fx.now);
+    t.titles[CB_LANG_EN] = "River flood risk";
+    t.titles[CB_LANG_ZH] = "河道洪水风险";
+    t.messages[CB_LANG_EN] = t.message;
+    t.messages[CB_LANG_ZH] = "d07：2 个水位站超过 3.2 米";
+    cb_alerts_on_transition(a, &t);
+    t.state = CB_ALERT_RESOLVED;
+    t.at = fx.now + 60000;
+    cb_alerts_on_transition(a, &t);
+    CU_ASSERT_EQUAL_FATAL(valid_messages(&fx), 2);
+    const char *x = fx.p.xml[0];
+    const char *en = strstr(x, "<language>en-US</language>");
+    const char *zh = strstr(x, "<language>zh-CN</language>");
+    CU_ASSERT_PTR_NOT_NULL(en);
+    CU_ASSERT_PTR_NOT_NULL(zh);
+    CU_ASSERT(en && zh && en < zh);
+    CU_ASSERT_PTR_NOT_NULL(strstr(x, "<event>河道洪水风险</event>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x, "<headline>河道洪水风险：发布</headline>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x, "<description>d07：2 个水位站超过 3.2 米</description>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(x, "<headline>River flood risk: firing</headline>"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(fx.p.xml[1], "<headline>河道洪水风险：解除</headline>"));
+    /* two blocks, each closed */
+    int blocks = 0;
+    for (const char *p = x; (p = strstr(p, "</info>")); p++)
+        blocks++;
+    CU_ASSERT_EQUAL(blocks, 2);
+    module_close(&fx, a);
+    fixture_close(&fx);
+}
+
 /* The last CAP reference of a notification is stored: after a restart, the
  * Update names the Alert sent before it, the Cancel names the Update, and the
  * Cancel clears the stored reference (the next firing is a new Alert). */
@@ -282,6 +327,9 @@ void cb_test_suite_cap(void)
                 test_render_single);
     CU_add_test(s, "cap: Alert, Update, Cancel reference the earlier message; groups are valid",
                 test_module_sequence);
+    CU_add_test(s, "cap: a rule with texts in two languages gets one valid <info> per language, "
+                   "zh-CN and en-US",
+                test_info_per_language);
     CU_add_test(s, "cap: after a restart, Update and Cancel still reference the last message",
                 test_references_survive_restart);
 }

@@ -349,6 +349,24 @@ static void test_whole_config_validation(void)
     CU_ASSERT_EQUAL(validate_with("http.listen", "127.0.0.1:http", NULL, NULL, &err), -1);
 }
 
+/* The console's options: a time zone name the browser knows too, a city map
+ * file that can be read (or off). */
+static void test_console_options(void)
+{
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL(validate_with("http.time_zone", "Europe/Berlin", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.time_zone", "UTC", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.time_zone", "Asia/Shang hai", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "http.time_zone: 'Asia/Shang hai' is not a time zone name "
+                                     "such as Asia/Shanghai or UTC");
+    CU_ASSERT_EQUAL(validate_with("http.time_zone", "../../etc/passwd", NULL, NULL, &err), -1);
+    CU_ASSERT_EQUAL(validate_with("http.city_map", "off", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("http.city_map", "/nonexistent/city.geojson", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "http.city_map: cannot read '/nonexistent/city.geojson': No "
+                                     "such file or directory");
+    CU_ASSERT_EQUAL(validate_with("http.city_map", CB_SOURCE_DIR "/etc/city.geojson", NULL, NULL, &err), 0);
+}
+
 static void test_derived_paths(void)
 {
     struct cb_config c;
@@ -413,6 +431,8 @@ void cb_test_suite_config(void);
 void cb_test_suite_config(void)
 {
     CU_pSuite s = CU_add_suite("config", NULL, NULL);
+    CU_add_test(s, "config: http.time_zone must be a zone name, http.city_map a readable file or off",
+                test_console_options);
     CU_add_test(s, "config: defaults are set and valid", test_defaults);
     CU_add_test(s, "config: file values, comments, quotes and white space", test_file_values_and_comments);
     CU_add_test(s, "config: an unknown key is an error at file:line with did-you-mean",

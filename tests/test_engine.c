@@ -34,7 +34,8 @@ struct fx {
     struct rec rec;
 };
 
-static void fx_init(struct fx *f, const char *src)
+/* Compiles src and starts an engine on it whose transitions go to fn(ctx). */
+static void fx_init_fn(struct fx *f, const char *src, cb_transition_fn fn, void *ctx)
 {
     struct cb_diags d = {0};
     memset(f, 0, sizeof *f);
@@ -51,9 +52,11 @@ static void fx_init(struct fx *f, const char *src)
     f->now = T0;
     f->clock.now = cb_clock_manual_now;
     f->clock.ctx = &f->now;
-    f->e = cb_engine_new(f->rs, &f->clock, NULL, on_t, &f->rec);
+    f->e = cb_engine_new(f->rs, &f->clock, NULL, fn, ctx ? ctx : &f->rec);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f->e);
 }
+
+static void fx_init(struct fx *f, const char *src) { fx_init_fn(f, src, on_t, NULL); }
 
 static void fx_free(struct fx *f)
 {
@@ -530,10 +533,75 @@ static void test_template_bare_names_render(void)
     fx_free(&f);
 }
 
+struct json_rec {
+    char json[4][1024];
+    int n;
+};
+
+static void on_json(void *ctx, const struct cb_transition *t)
+{
+    struct json_rec *r = ctx;
+    if (!cb_transition_is_event(t) || r->n >= 4)
+        return;
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_transition_to_json(t, &b);
+    snprintf(r->json[r->n++], sizeof r->json[0], "%s", b.data ? b.data : "");
+    cb_strbuf_free(&b);
+}
+
+/* Each language's template is rendered at the transition, with the value of
+ * that moment, and the JSON carries "titles" and "messages" by language tag;
+ * a rule with plain clauses only keeps the rules.md object as it was. */
+static void test_messages_per_language(void)
+{
+    const char *src =
+        "rule gas {\n"
+        "  title    \"Methane leak\"\n"
+        "  title zh \"燃气泄漏\"\n"
+        "  match    \"city/{district}/gas/{sensor}\"\n"
+        "  when     ch4 >= 10\n"
+        "  message  \"{district}: methane {ch4:.0f}% LEL ({title})\"\n"
+        "  message zh \"{district}：甲烷 {ch4:.0f}% LEL（{title}）\"\n"
+        "}\n"
+        "rule plain {\n"
+        "  title    \"Level\"\n"
+        "  match    \"city/{district}/river/{sensor}\"\n"
+        "  when     level > 3\n"
+        "  message  \"{sensor} at {level:.1f} m\"\n"
+        "}\n";
+    struct json_rec rec = {0};
+    struct fx f;
+    fx_init_fn(&f, src, on_json, &rec);
+    struct cb_engine *e = f.e;
+    struct cb_sample s1 = {"ch4", T0, 12.0}, s2 = {"level", T0, 3.5};
+    cb_engine_offer(e, "city/d03/gas/s02", NULL, &s1, 1, NULL, NULL);
+    cb_engine_offer(e, "city/d01/river/s01", NULL, &s2, 1, NULL, NULL);
+    CU_ASSERT_EQUAL_FATAL(rec.n, 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rec.json[0], "\"message\":\"d03: methane 12% LEL (Methane leak)\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(rec.json[0],
+        "\"titles\":{\"en-US\":\"Methane leak\",\"zh-CN\":\"燃气泄漏\"}"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(rec.json[0],
+        "\"messages\":{\"en-US\":\"d03: methane 12% LEL (Methane leak)\","
+        "\"zh-CN\":\"d03：甲烷 12% LEL（燃气泄漏）\"}"));
+    CU_ASSERT_PTR_NULL(strstr(rec.json[1], "\"messages\""));
+    CU_ASSERT_PTR_NULL(strstr(rec.json[1], "\"titles\""));
+    /* the listing keeps each language's message of the last transition */
+    struct cb_strbuf rules;
+    cb_strbuf_init(&rules);
+    cb_engine_rules_json(e, &rules);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rules.data, "\"metrics\":[\"ch4\"]"));
+    cb_strbuf_free(&rules);
+    fx_free(&f);
+}
+
 void cb_test_suite_engine(void);
 void cb_test_suite_engine(void)
 {
     CU_pSuite s = CU_add_suite("engine", NULL, NULL);
+    CU_add_test(s, "engine: each language's message is rendered at the transition and carried "
+                   "as titles and messages by language tag",
+                test_messages_per_language);
     CU_add_test(s, "engine: 'for' needs the condition at every evaluation, ticks included", test_for);
     CU_add_test(s, "engine: 'clear ... for' is hysteresis; the default clear is 'not when', at once", test_clear_for_and_default_clear);
     CU_add_test(s, "engine: an empty window leaves a firing alert as it is", test_missing_data_keeps_state);

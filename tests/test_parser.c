@@ -295,11 +295,52 @@ static void test_notify_channels(void)
                 "did you mean 'cap'?");
 }
 
+/* rules.md "Languages": a tagged clause gives a title or message in one more
+ * language; the plain clause is English. */
+static void test_languages_compile(void)
+{
+    const char *src =
+        "rule flood {\n"
+        "  title    \"River flood risk\"\n"
+        "  title zh \"河道洪水风险\"\n"
+        "  match    \"city/{district}/river/{sensor}\"\n"
+        "  per      district\n"
+        "  when     max(sensors: level) > 3.2\n"
+        "  message  \"{district}: {max(sensors: level):.2f} m\"\n"
+        "  message zh-CN \"{district}：最高水位 {max(sensors: level):.2f} 米\"\n"
+        "}\n"        "rule only_chinese {\n"
+        "  title zh-CN \"水位\"\n"
+        "  match    \"city/{district}/river/{sensor}\"\n"
+        "  when     level > 3\n"
+        "  message zh \"{sensor} 水位 {level:.1f} 米\"\n"
+        "}\n";
+    expect_clean(src);
+    CU_ASSERT_STRING_EQUAL(cb_lang_tag(CB_LANG_ZH), "zh-CN");
+    CU_ASSERT_STRING_EQUAL(cb_lang_tag(CB_LANG_EN), "en-US");
+}
+
+static void test_language_errors(void)
+{
+    expect_error(HEAD "  when level > 1\n  title fr \"x\"\n}\n", "E032", 4, 9);
+    expect_error(HEAD "  when level > 1\n  title zh-TW \"x\"\n}\n", "E032", 4, 9);
+    expect_error(HEAD "  when level > 1\n  title zh \"甲\"\n  title zh-CN \"乙\"\n}\n", "E017", 5, 3);
+    expect_error(HEAD "  when level > 1\n  message \"a\"\n  message en \"b\"\n}\n", "E017", 5, 3);
+    /* a translated template is checked like the plain one, at its own position */
+    expect_error(HEAD "  when level > 1\n  message zh \"{distrct} 水位\"\n}\n", "E009", 4, 16);
+    expect_error(HEAD "  when level > 1\n  message zh \"水位 {level:.2x}\"\n}\n", "E028", 4, 29);
+    expect_error(HEAD "  when level > 1\n  message zh \"水位 {level\"\n}\n", "E022", 4, 22);
+}
+
 void cb_test_suite_parser(void);
 void cb_test_suite_parser(void)
 {
     CU_pSuite s = CU_add_suite("parser", NULL, NULL);
     CU_add_test(s, "parser: the river_flood example of rules.md compiles clean", test_clean_rule);
+    CU_add_test(s, "parser: a title and message per language compile; the plain clause is English",
+                test_languages_compile);
+    CU_add_test(s, "parser: an unknown language, a duplicate per language and template errors in a "
+                   "translated message are reported at their positions",
+                test_language_errors);
     CU_add_test(s, "parser: every error kind is reported with its code, line and column", test_each_error_kind);
     CU_add_test(s, "parser: one file reports all its errors, in source order", test_many_errors_in_one_file);
     CU_add_test(s, "parser: text and JSON renderings match the rules.md format", test_render_text);

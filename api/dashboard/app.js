@@ -1,25 +1,42 @@
-/* citybrain dashboard: plain JS, no build step. Reads the HTTP API of the
- * engine that serves this page; live alert transitions come from
- * /api/events (EventSource reconnects and resumes with Last-Event-ID by
- * itself). Text from the API is always set with textContent, never as HTML. */
+/* citybrain console: plain JS, no build step (docs/console.md). Reads the
+ * HTTP API of the engine that serves this page; live alert transitions come
+ * from /api/events. Text from the API is always set with textContent, never
+ * as HTML; every string of the console itself comes from I18N (i18n.js).
+ *
+ * Robust on the wall: health is polled every few seconds; while the engine
+ * cannot be reached a banner says so, and when it answers again the console
+ * reconnects its event stream and reloads everything by itself. */
 'use strict';
 
+const t = I18N.t;
 const SEVERITIES = ['critical', 'major', 'warning', 'info'];
-const RANK = { critical: 4, major: 3, warning: 2, info: 1 };
-const TOKEN_KEY = 'citybrain.token';
-const OPERATOR_KEY = 'citybrain.operator';
-/* The four-colour warning grade (red I, orange II, yellow III, blue IV). */
-const GRADE_LEVEL = { red: 'I', orange: 'II', yellow: 'III', blue: 'IV' };
+const GRADES = ['red', 'orange', 'yellow', 'blue'];
+const GRADE_RANK = { red: 4, orange: 3, yellow: 2, blue: 1 };
 const SEV_GRADE = { critical: 'red', major: 'orange', warning: 'yellow', info: 'blue' };
+const TOKEN_KEY = 'citybrain.token';      /* sessionStorage: this tab only */
+const NAME_KEY = 'citybrain.operator';    /* localStorage */
+const COLLAPSE_KEY = 'citybrain.collapsed.'; /* localStorage, per grade */
+const HEALTH_EVERY = 3000;
 
 const state = {
+  console: { time_zone: null, city_map: false, writes: true },
   alerts: new Map(),   // id -> alert object
   sensors: [],
+  rules: new Map(),    // name -> {metrics, title, titles}
   fresh: new Set(),    // ids that just changed: flash once
   topic: null,
+  topicAuto: false,    // the chart's sensor was chosen by the console, not the operator
   metric: null,
-  range: 86400000,
-  plot: null,
+  range: 3600000,
+  plots: new Map(),    // chart box id -> uPlot
+  city: null,          // CityMap.parse() result
+  district: null,      // the open district, or null
+  dtopic: null,        // the sensor charted in the district panel
+  dmetric: null,
+  offlineSince: 0,     // when the engine stopped answering, 0 when it answers
+  es: null,
+  esRetry: 1000,
+  pendingAck: null,    // an acknowledgement waiting for sign-in
 };
 
 /* ---- small helpers ---- */
@@ -37,15 +54,6 @@ function el(tag, attrs, ...children) {
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
-}
-
-function ago(ms) {
-  if (ms === null || ms === undefined) return 'never';
-  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  if (s < 60) return s + ' s ago';
-  if (s < 3600) return Math.floor(s / 60) + ' min ago';
-  if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min ago';
-  return Math.floor(s / 86400) + ' d ago';
 }
 
 function fmt(v) {
@@ -68,27 +76,43 @@ function labelChips(labels) {
 }
 
 function gradeOf(a) {
-  return GRADE_LEVEL[a.grade] ? a.grade : SEV_GRADE[a.severity] || 'blue';
+  return GRADE_RANK[a.grade] ? a.grade : SEV_GRADE[a.severity] || 'blue';
 }
+
+function gradeBadge(g) {
+  return el('span', { class: 'grade ' + g, title: t('grade.title'), 'data-grade': g }, t('grade.' + g));
+}
+
+function titleOf(a) {
+  const rule = state.rules.get(a.rule);
+  return I18N.pick(a.titles, null) || I18N.pick(rule && rule.titles, null) || a.title ||
+    (rule && rule.title) || a.rule;
+}
+
+function messageOf(a) { return I18N.pick(a.messages, a.message); }
 
 let toastTimer = null;
 function toast(text, isError) {
-  const t = document.getElementById('toast');
-  t.textContent = text;
-  t.className = 'toast' + (isError ? ' error' : '');
-  t.hidden = false;
+  const box = document.getElementById('toast');
+  box.textContent = text;
+  box.className = 'toast' + (isError ? ' error' : '');
+  box.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, 4000);
+  toastTimer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
 async function getJSON(path) {
   const r = await fetch(path, { cache: 'no-store' });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
+  if (!r.ok) {
+    const e = new Error(body.error || ('HTTP ' + r.status));
+    e.status = r.status;
+    throw e;
+  }
   return body;
 }
 
-/* ---- health ---- */
+/* ---- health and the connection ---- */
 
 function setPill(id, text, good) {
   const p = document.getElementById(id);
@@ -96,14 +120,44 @@ function setPill(id, text, good) {
   p.className = 'pill ' + (good === undefined ? '' : good ? 'good' : 'bad');
 }
 
+function showOffline() {
+  const b = document.getElementById('offline');
+  if (!state.offlineSince) { b.hidden = true; return; }
+  b.textContent = t('offline.banner', { time: I18N.time(state.offlineSince) });
+  b.hidden = false;
+}
+
+function markOffline() {
+  setPill('h-status', t('health.unreachable'), false);
+  setPill('h-mqtt', t('health.mqtt', { state: '?' }));
+  setPill('h-storage', t('health.storage', { state: '?' }));
+  setPill('h-live', t('health.reconnecting'), false);
+  showOffline();
+}
+
 async function loadHealth() {
+  let h;
   try {
-    const h = await getJSON('/api/health');
-    setPill('h-status', h.status === 'ok' ? 'engine ok' : 'engine ' + h.status, h.status === 'ok');
-    setPill('h-mqtt', 'MQTT ' + h.mqtt, h.mqtt === 'connected');
-    setPill('h-storage', 'storage ' + h.storage, h.storage === 'ok');
+    h = await getJSON('/api/health');
   } catch (e) {
-    setPill('h-status', 'engine unreachable', false);
+    if (e.status === undefined || e.status >= 500) {
+      if (!state.offlineSince) state.offlineSince = Date.now();
+      markOffline();
+      return;
+    }
+    h = {};
+  }
+  const wasOffline = state.offlineSince;
+  state.offlineSince = 0;
+  showOffline();
+  setPill('h-status', h.status === 'ok' ? t('health.engine_ok') : t('health.engine', { state: h.status }), h.status === 'ok');
+  setPill('h-mqtt', h.mqtt === 'connected' ? t('health.mqtt_connected') : t('health.mqtt', { state: h.mqtt }), h.mqtt === 'connected');
+  setPill('h-storage', h.storage === 'ok' ? t('health.storage_ok') : t('health.storage', { state: h.storage }), h.storage === 'ok');
+  if (wasOffline) {
+    /* the engine is back (perhaps restarted): start over */
+    toast(t('offline.back'));
+    connectEvents();
+    loadAll();
   }
 }
 
@@ -116,236 +170,457 @@ async function loadAlerts() {
     const body = await getJSON('/api/alerts');
     state.alerts = new Map((body.alerts || []).filter(isOpen).map(a => [a.id, a]));
     renderAlerts();
-    renderDistricts();
+    renderMap();
+    renderDistrict();
   } catch (e) {
-    toast('alerts: ' + e.message, true);
+    if (!state.offlineSince) toast(t('alerts.failed', { error: e.message }), true);
   }
 }
 
-function token() {
-  let t = localStorage.getItem(TOKEN_KEY);
-  if (!t) {
-    t = window.prompt('API token to acknowledge alerts (kept in this browser):');
-    if (t) localStorage.setItem(TOKEN_KEY, t.trim());
-  }
-  return t ? t.trim() : null;
+async function loadRules() {
+  try {
+    const body = await getJSON('/api/rules');
+    state.rules = new Map((body.rules || []).map(r => [r.name, r]));
+    renderAlerts();
+  } catch (e) { /* the titles fall back to the alert's own */ }
 }
 
-// Who acknowledges: the API records it (and the audit log keeps it), so the
-// page asks once for the operator's name and keeps it in this browser.
-function operator() {
-  let n = localStorage.getItem(OPERATOR_KEY);
-  if (!n || !n.trim()) {
-    n = window.prompt('Your name, recorded with each acknowledgement:');
-    if (n && n.trim()) localStorage.setItem(OPERATOR_KEY, n.trim());
-  }
-  return n && n.trim() ? n.trim() : null;
+/* ---- signing in: the operator token lives in this tab only ---- */
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+function operatorName() { return localStorage.getItem(NAME_KEY) || ''; }
+
+function renderOperator() {
+  const signed = !!token();
+  document.getElementById('signin-open').hidden = signed;
+  document.getElementById('signout').hidden = !signed;
+  const who = document.getElementById('operator-name');
+  who.hidden = !signed;
+  who.textContent = signed ? t('signin.as', { name: operatorName() || t('signin.unnamed') }) : '';
+}
+
+function openSignin() {
+  document.getElementById('signin-name').value = operatorName();
+  document.getElementById('signin-token').value = token() || ''; /* signed in by a link: only the name is missing */
+  const d = document.getElementById('signin');
+  if (!d.open) d.showModal();
+  document.getElementById('signin-token').focus();
+}
+
+function signIn(tok, name) {
+  sessionStorage.setItem(TOKEN_KEY, tok.trim());
+  if (name !== undefined) localStorage.setItem(NAME_KEY, name.trim());
+  renderOperator();
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  renderOperator();
+}
+
+/* A link such as http://host:port/#token=... (make demo prints one) signs
+ * this tab in; the token leaves the address bar at once. */
+function tokenFromFragment() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  signIn(decodeURIComponent(m[1]));
+  history.replaceState(null, '', location.pathname + location.search);
 }
 
 async function acknowledge(a, button) {
-  const t = token();
-  if (!t) return;
-  const by = operator();
-  if (!by) return;
+  if (!state.console.writes) { toast(t('ack.no_writes'), true); return; }
+  /* the API records who acknowledges (and the audit log keeps it): no
+   * acknowledgement without the operator's name */
+  if (!token() || !operatorName().trim()) {
+    state.pendingAck = { a, button };
+    openSignin();
+    return;
+  }
   button.disabled = true;
   try {
     const r = await fetch('/api/alerts/' + encodeURIComponent(a.id) + '/ack', {
       method: 'POST',
-      headers: { 'Authorization': 'Bearer ' + t, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ by }),
+      headers: { 'Authorization': 'Bearer ' + token(), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ by: operatorName().trim() }),
     });
     const body = await r.json().catch(() => ({}));
     if (r.status === 401 || r.status === 403) {
-      localStorage.removeItem(TOKEN_KEY);
-      throw new Error(body.error || 'not allowed');
+      signOut();
+      throw new Error((body.error || 'not allowed') + ' — ' + t('signin.refused'));
     }
     if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
     state.alerts.set(a.id, Object.assign({}, a, body, { acknowledged: true }));
     renderAlerts();
-    toast('acknowledged ' + a.id);
+    renderDistrict();
+    toast(t('ack.done', { id: a.id }));
   } catch (e) {
     button.disabled = false;
-    toast('acknowledge failed: ' + e.message, true);
+    toast(t('ack.failed', { error: e.message }), true);
   }
 }
+
+/* ---- the live value beside a message ---- */
+
+/* The sensors an alert covers: those whose labels agree with every label of
+ * the alert they have, and that report a metric its rule reads. */
+function alertSensors(a, metrics) {
+  const labels = Object.entries(a.labels || {});
+  return state.sensors.filter(s => {
+    const sl = s.labels || {};
+    if (!labels.every(([k, v]) => !(k in sl) || sl[k] === v)) return false;
+    if (!labels.some(([k]) => k in sl)) return false;
+    return metrics.some(m => s.metrics && s.metrics[m]);
+  });
+}
+
+/* "now · ch4 12.0 %LEL · level 3.10–3.42 (3 sensors)", or null. */
+function liveText(a) {
+  const rule = state.rules.get(a.rule);
+  const metrics = (rule && rule.metrics) || [];
+  if (!metrics.length) return null;
+  const ss = alertSensors(a, metrics);
+  const parts = [];
+  for (const m of metrics) {
+    const vs = ss.map(s => s.metrics[m]).filter(v => v && typeof v.value === 'number');
+    if (!vs.length) continue;
+    const unit = vs[0].unit ? ' ' + vs[0].unit : '';
+    if (vs.length === 1) {
+      parts.push(m + ' ' + fmt(vs[0].value) + unit);
+    } else {
+      const lo = Math.min(...vs.map(v => v.value)), hi = Math.max(...vs.map(v => v.value));
+      parts.push(m + ' ' + t('alert.live_range', { lo: fmt(lo), hi: fmt(hi), n: vs.length }) + unit);
+    }
+  }
+  return parts.length ? parts.join(' · ') : null;
+}
+
+function updateLive() {
+  for (const span of document.querySelectorAll('.live[data-live-for]')) {
+    const a = state.alerts.get(span.dataset.liveFor);
+    const text = a && liveText(a);
+    span.hidden = !text;
+    span.lastChild.textContent = text || '';
+  }
+}
+
+/* ---- the alert list ---- */
 
 function alertCard(a) {
   const acked = a.acknowledged || a.state === 'acknowledged';
   const stateName = acked ? 'acknowledged' : a.state;
   const sev = SEVERITIES.includes(a.severity) ? a.severity : 'info';
-  const card = el('article', {
-    class: 'alert ' + sev + (acked ? ' acknowledged' : '') + (state.fresh.has(a.id) ? ' new' : ''),
-    'data-alert-id': a.id, 'data-state': stateName,
+  const g = gradeOf(a);
+  const since = a.since || a.at;
+  const live = liveText(a);
+  const msg = messageOf(a);
+  return el('article', {
+    class: 'alert ' + sev + ' g-' + g + (acked ? ' acknowledged' : '') + (state.fresh.has(a.id) ? ' new' : ''),
+    'data-alert-id': a.id, 'data-state': stateName, 'data-grade': g,
   },
     el('div', { class: 'bar' }),
     el('div', { class: 'body' },
       el('div', { class: 'title' },
-        el('span', { class: 'grade ' + gradeOf(a), title: 'warning grade' },
-          gradeOf(a) + ' ' + GRADE_LEVEL[gradeOf(a)]),
-        el('span', { class: 'name' }, a.title || a.rule),
-        el('span', { class: 'state ' + stateName }, stateName),
-        a.silenced ? el('span', { class: 'state silenced' }, 'silenced') : null,
-        a.stale ? el('span', { class: 'state stale', title: 'no evidence either way: its sensors are silent or its condition is unknown; it stays as it is until they speak' },
-          'stale') : null),
-      a.message ? el('div', { class: 'msg' }, a.message) : null,
+        gradeBadge(g),
+        el('span', { class: 'name' }, titleOf(a)),
+        el('span', { class: 'state ' + stateName }, t('state.' + stateName)),
+        a.silenced ? el('span', { class: 'state silenced' }, t('state.silenced')) : null,
+        a.stale ? el('span', { class: 'state stale', title: t('state.stale_title') }, t('state.stale')) : null),
+      msg ? el('div', { class: 'msg' }, msg) : null,
+      el('div', { class: 'live', 'data-live-for': a.id, title: t('alert.live_title'), hidden: !live },
+        el('b', {}, t('alert.live')), ' ', el('span', {}, live || '')),
       el('div', { class: 'meta' },
         ...labelChips(a.labels),
-        el('span', { class: 'since', 'data-since': a.since || a.at }, 'since ' + ago(a.since || a.at)),
-        acked && a.acked_by ? el('span', { class: 'acked-by' }, '✓ ' + a.acked_by) : null)),
+        el('span', { class: 'since', 'data-since': since }, t('alert.since', { time: I18N.hm(since), ago: I18N.ago(since) })),
+        acked && a.acked_by ? el('span', { class: 'acked-by' }, t('alert.acked_by', { who: a.acked_by })) : null)),
     acked || a.state === 'pending' ? el('span') :
-      el('button', { class: 'ack', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
-        'Acknowledge'));
-  return card;
+      el('button', { class: 'ack btn', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
+        t('ack.button')));
 }
 
+function sortAlerts(list) {
+  return list.sort((x, y) => (GRADE_RANK[gradeOf(y)] - GRADE_RANK[gradeOf(x)]) ||
+    ((x.acknowledged ? 1 : 0) - (y.acknowledged ? 1 : 0)) || ((y.since || y.at) - (x.since || x.at)));
+}
+
+function collapsed(g) {
+  const v = localStorage.getItem(COLLAPSE_KEY + g);
+  return v === null ? g === 'blue' : v === '1';
+}
+
+/* One group per warning grade, worst first. A collapsed group (blue by
+ * default, so a district's many info alerts never push the red ones out of
+ * view) shows one line per rule with its count. */
 function renderAlerts() {
   const box = document.getElementById('alerts');
   const counts = document.getElementById('alert-counts');
-  const list = [...state.alerts.values()];
+  const list = sortAlerts([...state.alerts.values()]);
   box.replaceChildren();
   counts.replaceChildren();
-  if (!list.length) {
-    box.append(el('p', { class: 'empty' }, 'No open alerts. All quiet.'));
-  }
-  for (const sev of SEVERITIES) {
-    const group = list.filter(a => (SEVERITIES.includes(a.severity) ? a.severity : 'info') === sev)
-      .sort((x, y) => (x.acknowledged - y.acknowledged) || ((y.since || y.at) - (x.since || x.at)));
+  if (!list.length) box.append(el('p', { class: 'empty' }, t('alerts.empty')));
+  for (const g of GRADES) {
+    const group = list.filter(a => gradeOf(a) === g);
     if (!group.length) continue;
-    counts.append(el('span', { class: 'count ' + sev, title: sev }, group.length + ' ' + sev));
-    box.append(el('div', { class: 'sev-group ' + sev }, el('h3', {}, sev), ...group.map(alertCard)));
+    counts.append(el('span', { class: 'count ' + g, title: t('grade.' + g) }, group.length + ' ' + t('grade.short.' + g)));
+    const shut = collapsed(g);
+    const head = el('button', {
+      type: 'button', class: 'group-head', 'aria-expanded': shut ? 'false' : 'true',
+      onclick: () => { localStorage.setItem(COLLAPSE_KEY + g, shut ? '0' : '1'); renderAlerts(); },
+    }, gradeBadge(g), el('span', { class: 'n' }, t('group.count', { n: group.length })),
+    el('span', { class: 'toggle' }, shut ? t('group.show', { n: group.length }) : t('group.hide')));
+    const sec = el('section', { class: 'sev-group g-' + g + (shut ? ' collapsed' : ''), 'data-group': g }, head);
+    if (shut) {
+      const byRule = new Map();
+      for (const a of group) {
+        const k = titleOf(a);
+        byRule.set(k, (byRule.get(k) || 0) + 1);
+      }
+      sec.append(el('div', { class: 'group-summary' },
+        ...[...byRule].map(([title, n]) => el('span', { class: 'chip' }, t('group.rule_count', { title, n })))));
+    } else {
+      sec.append(...group.map(alertCard));
+    }
+    box.append(sec);
   }
   state.fresh.clear();
 }
 
 function onTransition(ev) {
-  let t;
-  try { t = JSON.parse(ev.data); } catch (e) { return; }
-  if (!t || !t.id) return;
-  if (t.state === 'resolved') {
-    state.alerts.delete(t.id);
+  let tr;
+  try { tr = JSON.parse(ev.data); } catch (e) { return; }
+  if (!tr || !tr.id) return;
+  if (tr.state === 'resolved') {
+    state.alerts.delete(tr.id);
   } else {
-    const prev = state.alerts.get(t.id) || {};
-    const next = Object.assign({}, prev, t);
-    if (t.state === 'acknowledged') next.acknowledged = true;
-    state.alerts.set(t.id, next);
-    state.fresh.add(t.id);
+    const prev = state.alerts.get(tr.id) || {};
+    const next = Object.assign({}, prev, tr);
+    if (tr.state === 'acknowledged') next.acknowledged = true;
+    state.alerts.set(tr.id, next);
+    state.fresh.add(tr.id);
   }
   renderAlerts();
-  renderDistricts();
+  renderMap();
+  renderDistrict();
   sensorsSoon();
 }
 
-/* A transition means telemetry arrived: refresh the sensors (and so the
- * districts and the chart) shortly after, once per burst. */
+/* A transition means telemetry arrived: refresh the sensors (and so the map
+ * and the charts) shortly after, once per burst. */
 let sensorsTimer = null;
 function sensorsSoon() {
   if (sensorsTimer) return;
   sensorsTimer = setTimeout(() => { sensorsTimer = null; loadSensors(); loadSeries(); }, 1000);
 }
 
+/* The event stream. EventSource retries by itself after a dropped
+ * connection, but gives up for good on some failures (a refused connection
+ * while the engine restarts, an error status): then a new one is made, with
+ * a growing delay, and the list is reloaded whole when it opens. */
 function connectEvents() {
   if (!window.EventSource) return;
+  if (state.es) state.es.close();
   const es = new EventSource('/api/events');
-  es.addEventListener('open', () => { setPill('h-live', 'live', true); loadAlerts(); });
-  es.addEventListener('error', () => setPill('h-live', 'reconnecting…', false));
+  state.es = es;
+  es.addEventListener('open', () => { state.esRetry = 1000; setPill('h-live', t('health.live'), true); loadAlerts(); });
+  es.addEventListener('error', () => {
+    setPill('h-live', t('health.reconnecting'), false);
+    if (es.readyState === EventSource.CLOSED && state.es === es) {
+      setTimeout(() => { if (state.es === es) connectEvents(); }, state.esRetry);
+      state.esRetry = Math.min(state.esRetry * 2, 10000);
+    }
+  });
   es.addEventListener('transition', onTransition);
 }
 
-/* ---- sensors and districts ---- */
+/* ---- sensors ---- */
 
 async function loadSensors() {
   try {
     const body = await getJSON('/api/sensors');
     state.sensors = body.sensors || [];
     renderSensors();
-    renderDistricts();
+    renderMap();
+    renderDistrict();
     fillTopics();
+    updateLive();
   } catch (e) {
-    toast('sensors: ' + e.message, true);
+    if (!state.offlineSince) toast(t('sensors.failed', { error: e.message }), true);
   }
 }
 
 function latestText(s) {
   const parts = [];
   for (const [m, v] of Object.entries(s.metrics || {})) {
+    if (m === 'lat' || m === 'lon') continue;
     parts.push(m + ' ' + fmt(v && v.value) + (v && v.unit ? ' ' + v.unit : ''));
     if (parts.length === 3) break;
   }
   return parts.join(' · ');
 }
 
-function renderSensors() {
-  const tbody = document.querySelector('#sensors tbody');
-  tbody.replaceChildren();
-  let fresh = 0, stale = 0;
-  for (const s of state.sensors) {
-    s.stale ? stale++ : fresh++;
-    tbody.append(el('tr', {
-      class: s.topic === state.topic ? 'selected' : '', 'data-topic': s.topic,
-      onclick: () => selectSensor(s.topic),
-    },
-      el('td', { class: 'topic' }, s.topic),
-      el('td', {}, districtOf(s.labels) || '–'),
-      el('td', {}, latestText(s)),
-      el('td', {}, ago(s.last_ts)),
-      el('td', {}, el('span', { class: 'badge ' + (s.stale ? 'stale' : 'fresh') }, s.stale ? 'stale' : 'fresh'))));
-  }
-  const c = document.getElementById('sensor-counts');
-  c.replaceChildren(el('span', { class: 'count fresh' }, fresh + ' fresh'),
-    el('span', { class: 'count stale' }, stale + ' stale'));
+function sensorRow(s, selected, onpick) {
+  return el('tr', { class: selected ? 'selected' : '', 'data-topic': s.topic, onclick: onpick },
+    el('td', { class: 'topic' }, s.topic),
+    el('td', {}, districtOf(s.labels) || '–'),
+    el('td', {}, latestText(s)),
+    el('td', {}, I18N.ago(s.last_ts)),
+    el('td', {}, el('span', { class: 'badge ' + (s.stale ? 'stale' : 'fresh') }, t(s.stale ? 'sensors.stale' : 'sensors.fresh'))));
 }
 
-function renderDistricts() {
-  const by = new Map();
-  const get = d => {
-    if (!by.has(d)) by.set(d, { name: d, alerts: 0, worst: null, fresh: 0, stale: 0, kinds: new Set() });
-    return by.get(d);
-  };
-  for (const s of state.sensors) {
-    const d = districtOf(s.labels);
-    if (!d) continue;
-    s.stale ? get(d).stale++ : get(d).fresh++;
-    if (s.labels && s.labels.kind) get(d).kinds.add(s.labels.kind);
+function renderSensors() {
+  const tbody = document.querySelector('#sensors tbody');
+  let fresh = 0, stale = 0;
+  tbody.replaceChildren(...state.sensors.map(s => {
+    s.stale ? stale++ : fresh++;
+    return sensorRow(s, s.topic === state.topic, () => selectSensor(s.topic));
+  }));
+  document.getElementById('sensor-counts').replaceChildren(
+    el('span', { class: 'count fresh' }, t('sensors.count_fresh', { n: fresh })),
+    el('span', { class: 'count stale' }, t('sensors.count_stale', { n: stale })));
+}
+
+/* ---- the map ---- */
+
+async function loadCity() {
+  const box = document.getElementById('map');
+  if (!state.console.city_map) {
+    box.replaceChildren(el('p', { class: 'empty' }, t('map.none')));
+    return;
   }
+  try {
+    state.city = CityMap.parse(await getJSON('/api/city'));
+    renderMap();
+  } catch (e) {
+    box.replaceChildren(el('p', { class: 'empty' }, t('map.failed', { error: e.message })));
+  }
+}
+
+function districtStates() {
+  const by = new Map();
   for (const a of state.alerts.values()) {
     const d = districtOf(a.labels);
     if (!d) continue;
-    const x = get(d);
+    const x = by.get(d) || { grade: null, alerts: 0 };
     x.alerts++;
-    if (!x.worst || (RANK[a.severity] || 0) > (RANK[x.worst] || 0)) x.worst = a.severity;
+    const g = gradeOf(a);
+    if (!x.grade || GRADE_RANK[g] > GRADE_RANK[x.grade]) x.grade = g;
+    by.set(d, x);
   }
-  const box = document.getElementById('districts');
-  box.replaceChildren();
-  const list = [...by.values()].sort((a, b) =>
-    ((RANK[b.worst] || 0) - (RANK[a.worst] || 0)) || a.name.localeCompare(b.name));
-  if (!list.length) box.append(el('p', { class: 'empty' }, 'No district labels yet.'));
-  for (const x of list) {
-    const grade = x.worst ? SEV_GRADE[x.worst] : 'none';
-    box.append(el('div', { class: 'district ' + (x.worst || 'calm') + ' g-' + grade, 'data-district': x.name },
-      el('div', { class: 'name' }, x.name,
-        x.worst ? el('span', { class: 'grade ' + grade }, grade + ' ' + GRADE_LEVEL[grade]) : null),
-      el('div', { class: 'line' }, el('b', {}, String(x.alerts)), x.alerts === 1 ? ' alert' : ' alerts',
-        x.worst ? ' · worst ' + x.worst : ''),
-      el('div', { class: 'line' }, el('b', {}, String(x.fresh)), ' fresh · ',
-        el('b', { class: x.stale ? 'stale-n' : '' }, String(x.stale)), ' stale'),
-      x.kinds.size ? el('div', { class: 'line kinds' }, [...x.kinds].sort().join(' · ')) : null));
-  }
+  return by;
 }
 
-/* ---- the chart ---- */
+/* Where a sensor is: its own latest lat/lon (SenML records or JSON keys
+ * named lat and lon), else the map file's Point with its topic. */
+function sensorPos(s) {
+  const m = s.metrics || {};
+  if (m.lat && m.lon && isFinite(m.lat.value) && isFinite(m.lon.value)) return [m.lon.value, m.lat.value];
+  return (state.city && state.city.points.get(s.topic)) || null;
+}
+
+function districtName(d) {
+  return I18N.pick(d.name, typeof d.name === 'string' ? d.name : d.id);
+}
+
+function renderMap() {
+  const city = state.city;
+  if (!city || !city.project) return;
+  const alerting = new Map();
+  for (const a of state.alerts.values())
+    for (const s of alertSensors(a, ((state.rules.get(a.rule) || {}).metrics) || []))
+      if (!alerting.has(s.topic) || GRADE_RANK[gradeOf(a)] > GRADE_RANK[alerting.get(s.topic)])
+        alerting.set(s.topic, gradeOf(a));
+  const sensors = [];
+  for (const s of state.sensors) {
+    const pos = sensorPos(s);
+    if (!pos) continue;
+    sensors.push({ topic: s.topic, pos, cls: (s.stale ? 'stale' : 'fresh') + (alerting.has(s.topic) ? ' g-' + alerting.get(s.topic) : '') });
+  }
+  CityMap.draw(document.getElementById('map'), city, {
+    districts: districtStates(), sensors, selected: state.district,
+    name: districtName,
+    tip: st => (st.grade ? t('grade.' + st.grade) + ' · ' + t('map.alerts', { n: st.alerts }) : t('map.calm')),
+    count: n => t('map.alerts', { n }),
+    onDistrict: openDistrict,
+    onSensor: topic => { selectSensor(topic); const d = districtOf((state.sensors.find(s => s.topic === topic) || {}).labels); if (d) openDistrict(d, topic); },
+  });
+  document.getElementById('map-legend').replaceChildren(
+    ...GRADES.map(g => el('span', { class: 'key g-' + g }, el('i'), t('grade.short.' + g))),
+    el('span', { class: 'key g-none' }, el('i'), t('map.calm')));
+}
+
+/* ---- a district's panel: its alerts, sensors and their chart ---- */
+
+/* Opens district id, charting topic, else a sensor of its worst alert,
+ * else its first sensor. */
+function openDistrict(id, topic) {
+  state.district = id;
+  const ss = state.sensors.filter(s => districtOf(s.labels) === id);
+  state.dtopic = topic || worstSensor(a => districtOf(a.labels) === id) || (ss[0] && ss[0].topic) || null;
+  state.dmetric = null;
+  document.getElementById('district-panel').hidden = false;
+  renderMap();
+  renderDistrict();
+  loadDistrictSeries();
+}
+
+function closeDistrict() {
+  state.district = null;
+  document.getElementById('district-panel').hidden = true;
+  destroyPlot('district-chart');
+  renderMap();
+}
+
+function renderDistrict() {
+  const panel = document.getElementById('district-panel');
+  const id = state.district;
+  if (!id) return;
+  panel.dataset.district = id;
+  const d = state.city && state.city.districts.find(x => x.id === id);
+  document.getElementById('district-title').textContent =
+    t('district.title', { name: d ? districtName(d) : id, id });
+  const alerts = sortAlerts([...state.alerts.values()].filter(a => districtOf(a.labels) === id));
+  document.getElementById('district-alerts').replaceChildren(...(alerts.length ? alerts.map(alertCard)
+    : [el('p', { class: 'empty' }, t('district.no_alerts'))]));
+  const ss = state.sensors.filter(s => districtOf(s.labels) === id);
+  document.querySelector('#district-sensors tbody').replaceChildren(...ss.map(s =>
+    sensorRow(s, s.topic === state.dtopic, () => { state.dtopic = s.topic; state.dmetric = null; renderDistrict(); loadDistrictSeries(); })));
+  const s = ss.find(x => x.topic === state.dtopic);
+  const metrics = s ? Object.keys(s.metrics || {}).filter(m => m !== 'lat' && m !== 'lon') : [];
+  if (!metrics.includes(state.dmetric)) state.dmetric = metrics[0] || null;
+  const sel = document.getElementById('district-metric');
+  sel.replaceChildren(...metrics.map(m => el('option', { value: m }, m)));
+  if (state.dmetric) sel.value = state.dmetric;
+}
+
+function loadDistrictSeries() {
+  if (state.district) drawSeries('district-chart', state.dtopic, state.dmetric, state.range, 200);
+}
+
+/* ---- charts ---- */
+
+/* A sensor of the worst open alert (of those that pass filter), or null:
+ * what a chart shows first. */
+function worstSensor(filter) {
+  const worst = sortAlerts([...state.alerts.values()].filter(a => !filter || filter(a)))[0];
+  const ss = worst ? alertSensors(worst, ((state.rules.get(worst.rule) || {}).metrics) || []) : [];
+  return ss.length ? ss[0].topic : null;
+}
 
 function fillTopics() {
   const sel = document.getElementById('sel-topic');
   const keep = state.topic;
   sel.replaceChildren(...state.sensors.map(s => el('option', { value: s.topic }, s.topic)));
-  if (!state.topic && state.sensors.length) state.topic = state.sensors[0].topic;
+  /* until the operator picks one, the chart follows the worst alert */
+  if (!state.topic || state.topicAuto) {
+    state.topic = worstSensor() || state.topic || (state.sensors[0] && state.sensors[0].topic) || null;
+    state.topicAuto = true;
+  }
   if (state.topic) sel.value = state.topic;
   if (keep !== state.topic || !state.metric) fillMetrics();
 }
 
 function fillMetrics() {
   const s = state.sensors.find(x => x.topic === state.topic);
-  const metrics = s ? Object.keys(s.metrics || {}) : [];
+  const metrics = s ? Object.keys(s.metrics || {}).filter(m => m !== 'lat' && m !== 'lon') : [];
   const sel = document.getElementById('sel-metric');
   sel.replaceChildren(...metrics.map(m => el('option', { value: m }, m)));
   if (!metrics.includes(state.metric)) state.metric = metrics[0] || null;
@@ -355,22 +630,46 @@ function fillMetrics() {
 
 function selectSensor(topic) {
   state.topic = topic;
+  state.topicAuto = false;
   document.getElementById('sel-topic').value = topic;
   renderSensors();
   fillMetrics();
 }
 
-async function loadSeries() {
-  const box = document.getElementById('chart');
-  if (!state.topic || !state.metric) return;
-  const to = Date.now(), from = to - state.range;
-  const step = Math.max(1000, Math.ceil(state.range / 300 / 1000) * 1000);
-  const q = new URLSearchParams({ topic: state.topic, metric: state.metric, from, to, step: step + 'ms' });
+function loadSeries() {
+  drawSeries('chart', state.topic, state.metric, state.range, 240);
+  loadDistrictSeries();
+}
+
+function destroyPlot(boxId) {
+  const p = state.plots.get(boxId);
+  if (p) p.destroy();
+  state.plots.delete(boxId);
+}
+
+/* Axis labels in the console's time zone, 24-hour: the time within a day,
+ * the date across days. */
+function axisValues(rangeMs) {
+  return (u, splits) => splits.map(s => (rangeMs > 2 * 86400000 ? I18N.md(s * 1000) : I18N.hm(s * 1000)));
+}
+
+/* Draws topic/metric over the last rangeMs into the box with id boxId. */
+async function drawSeries(boxId, topic, metric, rangeMs, height) {
+  const box = document.getElementById(boxId);
+  if (!topic || !metric) {
+    destroyPlot(boxId);
+    box.replaceChildren(el('p', { class: 'empty' }, t('chart.pick')));
+    return;
+  }
+  const to = Date.now(), from = to - rangeMs;
+  const step = Math.max(1000, Math.ceil(rangeMs / 300 / 1000) * 1000);
+  const q = new URLSearchParams({ topic, metric, from, to, step: step + 'ms' });
   let body;
   try {
     body = await getJSON('/api/series?' + q);
   } catch (e) {
-    box.replaceChildren(el('p', { class: 'empty' }, 'series: ' + e.message));
+    destroyPlot(boxId);
+    box.replaceChildren(el('p', { class: 'empty' }, t('chart.failed', { error: e.message })));
     return;
   }
   const b = body.buckets || [];
@@ -379,56 +678,105 @@ async function loadSeries() {
   const st = body.step || step, f0 = Math.floor((body.from || from) / st) * st, t1 = body.to || to;
   const at = new Map(b.map(x => [x.ts, x]));
   const xs = [], avg = [], mn = [], mx = [];
-  for (let t = f0; t < t1 && xs.length < 20000; t += st) {
-    const x = at.get(t);
-    xs.push(t / 1000); avg.push(x ? x.avg : null); mn.push(x ? x.min : null); mx.push(x ? x.max : null);
+  for (let ts = f0; ts < t1 && xs.length < 20000; ts += st) {
+    const x = at.get(ts);
+    xs.push(ts / 1000); avg.push(x ? x.avg : null); mn.push(x ? x.min : null); mx.push(x ? x.max : null);
   }
-  const data = [xs, avg, mn, mx];
+  destroyPlot(boxId);
   if (!window.uPlot) {
-    box.replaceChildren(el('p', { class: 'empty' }, b.length + ' buckets (chart library missing: run make dashboard)'));
+    box.replaceChildren(el('p', { class: 'empty' }, t('chart.missing', { n: b.length })));
     return;
   }
-  const width = Math.max(300, box.clientWidth || 600);
-  const opts = {
-    width, height: 260,
-    scales: { x: { time: true, range: () => [f0 / 1000, t1 / 1000] } },
-    cursor: { points: { size: 8 } },
-    axes: [
-      { stroke: '#8b9bb0', grid: { stroke: '#243142' }, ticks: { stroke: '#243142' } },
-      { stroke: '#8b9bb0', grid: { stroke: '#243142' }, ticks: { stroke: '#243142' } },
-    ],
-    series: [
-      {},
-      { label: state.metric + ' avg', stroke: '#4da3ff', width: 2, points: { show: true, size: 5, fill: '#4da3ff' } },
-      { label: 'min', stroke: '#3ddc84', width: 1, dash: [4, 4] },
-      { label: 'max', stroke: '#ff9f1a', width: 1, dash: [4, 4] },
-    ],
-  };
-  if (state.plot) state.plot.destroy();
   box.replaceChildren();
   if (!b.length) {
-    box.append(el('p', { class: 'empty' }, 'No samples for ' + state.metric + ' in this range.'));
-    state.plot = null;
+    box.append(el('p', { class: 'empty' }, t('chart.no_samples', { metric })));
     return;
   }
-  state.plot = new window.uPlot(opts, data, box);
+  const axis = { stroke: '#8b9bb0', grid: { stroke: '#243142' }, ticks: { stroke: '#243142' } };
+  const opts = {
+    width: Math.max(280, box.clientWidth || 600), height,
+    scales: { x: { time: true, range: () => [f0 / 1000, t1 / 1000] } },
+    cursor: { points: { size: 8 } },
+    axes: [Object.assign({ values: axisValues(rangeMs) }, axis), axis],
+    series: [
+      { label: t('chart.time'), value: (u, v) => (v === null ? '–' : I18N.full(v * 1000)) },
+      { label: t('chart.avg', { metric }), stroke: '#4da3ff', width: 2, points: { show: true, size: 5, fill: '#4da3ff' } },
+      { label: t('chart.min'), stroke: '#3ddc84', width: 1, dash: [4, 4] },
+      { label: t('chart.max'), stroke: '#ff9f1a', width: 1, dash: [4, 4] },
+    ],
+  };
+  state.plots.set(boxId, new window.uPlot(opts, [xs, avg, mn, mx], box));
+}
+
+/* ---- the clock, in the engine's time zone, 24-hour ---- */
+
+function tick() {
+  const now = Date.now();
+  document.getElementById('clock-time').textContent = I18N.time(now);
+  document.getElementById('clock-date').textContent = I18N.date(now);
+  document.getElementById('clock-zone').textContent = t('clock.zone', { zone: I18N.tz });
 }
 
 function refreshAges() {
-  for (const e of document.querySelectorAll('.since[data-since]'))
-    e.textContent = 'since ' + ago(Number(e.dataset.since));
+  for (const e of document.querySelectorAll('.since[data-since]')) {
+    const ms = Number(e.dataset.since);
+    e.textContent = t('alert.since', { time: I18N.hm(ms), ago: I18N.ago(ms) });
+  }
+  if (state.offlineSince) showOffline();
+}
+
+/* Everything drawn again in the new language. */
+function switchLanguage() {
+  I18N.switchTo(I18N.other());
+  tick();
+  renderOperator();
+  renderAlerts();
+  renderSensors();
+  renderMap();
+  renderDistrict();
+  if (state.offlineSince) markOffline();
+  else { loadSeries(); loadHealth(); }
+}
+
+async function loadConsole() {
+  try {
+    state.console = Object.assign(state.console, await getJSON('/api/console'));
+  } catch (e) { /* an older engine: defaults */ }
+  I18N.setZone(state.console.time_zone);
+}
+
+function loadAll() {
+  loadRules();
+  loadAlerts();
+  loadSensors();
 }
 
 /* ---- start ---- */
 
-function tick() {
-  document.getElementById('clock').textContent =
-    new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-}
-
-function start() {
+async function start() {
+  await I18N.start();
+  await loadConsole();
+  tick();
+  tokenFromFragment();
+  renderOperator();
+  document.getElementById('lang-switch').addEventListener('click', switchLanguage);
+  document.getElementById('signin-open').addEventListener('click', openSignin);
+  document.getElementById('signout').addEventListener('click', signOut);
+  document.getElementById('signin-cancel').addEventListener('click', () => {
+    state.pendingAck = null;
+    document.getElementById('signin').close();
+  });
+  document.getElementById('signin-form').addEventListener('submit', () => {
+    signIn(document.getElementById('signin-token').value, document.getElementById('signin-name').value);
+    const p = state.pendingAck;
+    state.pendingAck = null;
+    if (p) acknowledge(p.a, p.button);
+  });
+  document.getElementById('district-close').addEventListener('click', closeDistrict);
+  document.addEventListener('keydown', e => { if (e.key === 'Escape' && state.district) closeDistrict(); });
   document.getElementById('sel-topic').addEventListener('change', e => selectSensor(e.target.value));
   document.getElementById('sel-metric').addEventListener('change', e => { state.metric = e.target.value; loadSeries(); });
+  document.getElementById('district-metric').addEventListener('change', e => { state.dmetric = e.target.value; loadDistrictSeries(); });
   for (const b of document.querySelectorAll('.ranges button')) {
     b.addEventListener('click', () => {
       state.range = Number(b.dataset.range);
@@ -437,20 +785,21 @@ function start() {
     });
   }
   window.addEventListener('resize', () => {
-    const box = document.getElementById('chart');
-    if (state.plot) state.plot.setSize({ width: Math.max(300, box.clientWidth), height: 260 });
+    for (const [id, p] of state.plots) {
+      const box = document.getElementById(id);
+      p.setSize({ width: Math.max(280, box.clientWidth), height: p.height });
+    }
   });
-  tick();
   setInterval(tick, 1000);
   loadHealth();
-  loadAlerts();
-  loadSensors();
+  loadAll();
+  loadCity();
   connectEvents();
-  setInterval(loadHealth, 10000);
-  setInterval(loadSensors, 10000);
-  setInterval(loadAlerts, 30000);   /* a safety net: events keep it current */
-  setInterval(loadSeries, 60000);
-  setInterval(refreshAges, 5000);   /* keeps "since" fresh */
+  setInterval(loadHealth, HEALTH_EVERY);
+  setInterval(() => { if (!state.offlineSince) loadSensors(); }, 5000);
+  setInterval(() => { if (!state.offlineSince) loadAlerts(); }, 30000); /* a safety net */
+  setInterval(() => { if (!state.offlineSince) loadSeries(); }, 60000);
+  setInterval(refreshAges, 5000);
 }
 
 start();

@@ -1300,6 +1300,44 @@ static void client_cors(struct server *s)
 }
 static void test_cors(void) { run_test(with_cors, client_cors); }
 
+static void berlin(struct server *s) { set(s, "http.time_zone", "Europe/Berlin"); }
+
+/* GET /api/console tells the console its time zone and whether there is a
+ * map; GET /api/city serves the map (by default the simulator's city). */
+static void client_console_and_city(struct server *s)
+{
+    struct resp r;
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/console", NULL, NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"time_zone\":\"Europe/Berlin\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"city_map\":true"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"languages\":[\"zh-CN\",\"en-US\"]"));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/city", NULL, NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.headers.data, "application/geo+json"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"FeatureCollection\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"district\":\"d07\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"topic\":\"city/d07/river/s01\""));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "POST", "/api/city", NULL, NULL, &r), 405);
+    resp_free(&r);
+}
+static void test_console_and_city(void) { run_test(berlin, client_console_and_city); }
+
+static void no_map(struct server *s) { set(s, "http.city_map", "off"); }
+
+static void client_no_map(struct server *s)
+{
+    struct resp r;
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/console", NULL, NULL, &r), 200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"city_map\":false"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body.data, "\"time_zone\":\"Asia/Shanghai\""));
+    resp_free(&r);
+    CU_ASSERT_EQUAL(http(s, "GET", "/api/city", NULL, NULL, &r), 404);
+    CU_ASSERT(is_json_error(&r, "http.city_map"));
+    resp_free(&r);
+}
+static void test_no_map(void) { run_test(no_map, client_no_map); }
+
 /* Opens /api/events (with Last-Event-ID when last_id >= 0). */
 static int sse_open(struct server *s, long last_id, struct cb_strbuf *b)
 {
@@ -1404,6 +1442,11 @@ void cb_test_suite_api(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CU_pSuite s = CU_add_suite("api", NULL, NULL);
     CU_add_test(s, "api: every read endpoint answers JSON from the provider", test_reads);
+    CU_add_test(s, "api: /api/console gives the configured time zone and the map's presence; "
+                   "/api/city serves the city's GeoJSON",
+                test_console_and_city);
+    CU_add_test(s, "api: with http.city_map off, /api/city is 404 JSON and the console is told",
+                test_no_map);
     CU_add_test(s, "api: bad parameters get 400 with a message; unknown paths 404 JSON; wrong "
                    "methods 405",
                 test_bad_parameters);

@@ -106,6 +106,54 @@ static void test_windows_rebuilt_after_restart(void)
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 
+/* A rule with Chinese and English texts: the MQTT feed's transition keeps
+ * rules.md's title-less object with "message" (the English), and adds
+ * "titles" and "messages" by language tag; the transition log (what
+ * /api/events and /api/alerts/history send) stores the same. */
+static void test_feed_carries_languages(void)
+{
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *rules = cbd_write_text("lang.rules", "rule gas {\n"
+                                                 "  title    \"Methane leak\"\n"
+                                                 "  title zh \"燃气泄漏\"\n"
+                                                 "  match    \"city/{district}/gas/{sensor}\"\n"
+                                                 "  when     ch4 >= 10\n"
+                                                 "  message  \"{sensor}: {ch4:.0f}% LEL\"\n"
+                                                 "  message zh \"{sensor}：甲烷 {ch4:.0f}% LEL\"\n"
+                                                 "}\n");
+    const char *db = cb_h_pathf("lang.db");
+    const char *args[] = {"run", "--broker", cb_h_broker_url(b), "--db", db, "--rules", rules,
+                          "--client-id", "cb-itest-lang", "--http", "off", NULL};
+    struct cb_h_sub *alerts = cb_h_sub_start(cb_h_broker_url(b), "citybrain/alerts/#", 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(alerts);
+    struct cb_h_proc *cb = cbd_start(args, NULL, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    const char *p = "{\"ch4\":12}";
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(b), "city/d03/gas/s02", p, strlen(p), 1), 0);
+    CU_ASSERT_TRUE_FATAL(cbd_wait_state(alerts, "firing", "gas", 1, CBD_TIMEOUT_MS));
+    struct cb_h_msg m;
+    CU_ASSERT_EQUAL_FATAL(cb_h_sub_get(alerts, 0, &m), 0);
+    cJSON *j = cJSON_Parse(m.payload);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    const cJSON *titles = cJSON_GetObjectItemCaseSensitive(j, "titles");
+    const cJSON *zh = cJSON_GetObjectItemCaseSensitive(msgs, "zh-CN");
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(msgs, "en-US");
+    const cJSON *tzh = cJSON_GetObjectItemCaseSensitive(titles, "zh-CN");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
+    CU_ASSERT_TRUE(cJSON_IsString(zh) && !strcmp(zh->valuestring, "s02：甲烷 12% LEL"));
+    CU_ASSERT_TRUE(cJSON_IsString(en) && !strcmp(en->valuestring, "s02: 12% LEL"));
+    CU_ASSERT_TRUE(cJSON_IsString(tzh) && !strcmp(tzh->valuestring, "燃气泄漏"));
+    CU_ASSERT_TRUE(cJSON_IsString(msg) && !strcmp(msg->valuestring, "s02: 12% LEL"));
+    if (!cJSON_IsString(zh))
+        fprintf(stderr, "\nfeed: %s\n", m.payload);
+    cJSON_Delete(j);
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+    CU_ASSERT_EQUAL(cb_h_sql_count(db, "alert_transitions",
+                                   "state = 'firing' AND json LIKE '%\"zh-CN\":\"s02：甲烷 12% LEL\"%'"),
+                    1);
+}
+
 static double metric(int port, const char *series)
 {
     double v = -1;
@@ -236,6 +284,9 @@ void cb_test_suite_daemon(void)
     CU_add_test(s, "daemon: --check-config exits 0 for a good config, 1 with file:line for a bad "
                    "key, value or rule",
                 test_check_config);
+    CU_add_test(s, "daemon: the MQTT feed and the transition log carry a rule's titles and "
+                   "messages in zh-CN and en-US",
+                test_feed_carries_languages);
     CU_add_test(s, "daemon: a restart rebuilds avg(level, 10m) from the stored samples",
                 test_windows_rebuilt_after_restart);
     CU_add_test(s, "daemon: junk payloads count in citybrain_ingest_rejected_total by reason",
