@@ -7,6 +7,7 @@
 
 #include <CUnit/CUnit.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +85,23 @@ static int round_trips(const struct cb_chunk_point *pts, size_t n, enum cb_chunk
     return ok;
 }
 
+/* 1 when AUTO's blob is exactly as long as the shortest of RAW, GORILLA and
+ * DECIMAL (those that take pts). */
+static int auto_is_smallest(const struct cb_chunk_point *pts, size_t n)
+{
+    long best = LONG_MAX, len;
+    uint8_t *blob;
+    for (size_t c = 0; c < 3; c++) {
+        len = encode(pts, n, codecs[c], &blob);
+        if (len > 0 && len < best)
+            best = len;
+        free(blob);
+    }
+    len = encode(pts, n, CB_CHUNK_AUTO, &blob);
+    free(blob);
+    return len == best;
+}
+
 static void fill_river(struct cb_chunk_point *pts, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -118,6 +136,16 @@ static void test_auto_picks_the_smallest_codec(void)
     CU_ASSERT(len[2] < len[1] && len[1] < len[0]);
     for (int c = 0; c < 4; c++)
         free(blob[c]);
+
+    /* A constant: every value XORs to 0, one bit each, and GORILLA's header
+     * is smaller than DECIMAL's, so AUTO takes GORILLA. */
+    for (size_t i = 0; i < 120; i++)
+        pts[i] = (struct cb_chunk_point){T0 + (int64_t)i * 1000, 21.5};
+    uint8_t *k;
+    CU_ASSERT(encode(pts, 120, CB_CHUNK_AUTO, &k) > 0);
+    CU_ASSERT_EQUAL(k[0], CB_CHUNK_GORILLA);
+    CU_ASSERT(auto_is_smallest(pts, 120));
+    free(k);
 
     /* Random doubles do not scale, and XOR gains nothing on random bits:
      * AUTO falls back to RAW, which never exceeds 16 bytes a sample. */
@@ -349,6 +377,8 @@ static void test_property_random_and_adversarial_series_round_trip(void)
                     fprintf(stderr, "\n  round %d shape %d n %zu codec %d fails", round, sh, n,
                             codecs[c]);
             }
+        if (!auto_is_smallest(pts, n) && failures++ < 5)
+            fprintf(stderr, "\n  round %d: AUTO is not the smallest", round);
         uint8_t *blob;
         long len = encode(pts, n, CB_CHUNK_AUTO, &blob);
         if (len > 0 && blob[0] == CB_CHUNK_DECIMAL)
@@ -454,8 +484,12 @@ static void test_damaged_blobs_are_refused_as_corrupt(void)
         CU_ASSERT_EQUAL(cb_chunk_decode(blob, (size_t)len, got, 64), 40);
         free(blob);
     }
+    /* a count beyond the maximum is refused by the header alone, so a
+     * caller may size its output by cb_chunk_iter_count */
     const uint8_t too_many[] = {CB_CHUNK_RAW, 0x80, 0x80, 0x04}; /* n = 65536 */
-    CU_ASSERT_EQUAL(cb_chunk_decode(too_many, sizeof too_many, got, 64), CB_CHUNK_ECORRUPT);
+    struct cb_chunk_iter it;
+    CU_ASSERT_EQUAL(cb_chunk_iter_init(&it, too_many, sizeof too_many), CB_CHUNK_ECORRUPT);
+    CU_ASSERT_EQUAL(cb_chunk_iter_next(&it, got), CB_CHUNK_ECORRUPT);
     const uint8_t empty[] = {CB_CHUNK_GORILLA, 0};
     CU_ASSERT_EQUAL(cb_chunk_decode(empty, sizeof empty, got, 64), 0);
     /* RAW with the second ts equal to the first, and with a NaN */
