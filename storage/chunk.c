@@ -25,18 +25,20 @@
  *             length of the meaningful bits (64 written as 0) + those bits.
  *
  * DECIMAL   values as integers x = v * 10^d (see cb_chunk_decimal_scale)
- *           (n > 0) u8 (order - 1) << 4 | d; varint ts0, varint x0 (zig-zag)
+ *           (n > 0) u8 order << 4 | d; varint ts0; varint x0, or for order
+ *                   0 the base b (zig-zag)
  *           (n > 1) uvarint ts1 - ts0; order 2: varint x1 - x0 (zig-zag)
  *           bits: the widths w0..w3 (7 bits each) of the ts stream (when
- *             n > 2), then of the value stream (when it has a code: order 1
- *             and n > 1, or order 2 and n > 2); then for each sample i >= 1:
- *             i >= 2: the ts's delta of delta; then the value's delta
- *             (order 1), or for i >= 2 its delta of delta (order 2);
+ *             n > 2), then of the value stream (when it has a code: n > order);
+ *             then for each sample i: for i >= 2 the ts's delta of delta;
+ *             then by order, 0: x - b (every i), 1: x's delta (i >= 1),
+ *             2: x's delta of delta (i >= 2);
  *             each zig-zag coded in a bucket '0' + w0 bits, '10' + w1,
  *             '110' + w2, '111' + w3 bits, the first bucket wide enough.
  *           The encoder picks the widths that make the chunk smallest (from
- *           the histogram of bit lengths) and the order whose stream is
- *           smaller: deltas for noisy readings, deltas of deltas for
+ *           the histogram of bit lengths) and the order with the fewest
+ *           bits: 0 (b the middle of the chunk's range) for readings that
+ *           scatter around a level, 1 for readings that wander, 2 for
  *           counters and ramps.
  *
  * Arithmetic on timestamps and integers is modulo 2^64, so any strictly
@@ -413,21 +415,26 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, struct
 {
     if (n == 0)
         return 0;
-    /* Pass 1: the histograms of the ts stream and of both value streams. */
-    uint32_t hts[65] = {0}, h1[65] = {0}, h2[65] = {0};
-    int64_t x = 0, prevx = 0;
+    /* Pass 1: the histograms of the ts stream and of the value streams of
+     * orders 1 and 2, and the integers' range. */
+    uint32_t hts[65] = {0}, hv[3][65] = {{0}};
+    int64_t x = 0, x0 = 0, prevx = 0, lo = INT64_MAX, hi = INT64_MIN;
     uint64_t dx = 0, prevdx = 0, firstdx = 0;
     for (size_t i = 0; i < n; i++) {
         if (!scaled(pts[i].value, d, &x))
             return CB_CHUNK_EUNFIT;
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        if (i == 0)
+            x0 = x;
         if (i >= 1) {
             dx = (uint64_t)x - (uint64_t)prevx;
-            h1[bit_length(zigzag(dx))]++;
+            hv[1][bit_length(zigzag(dx))]++;
             if (i == 1)
                 firstdx = dx;
         }
         if (i >= 2) {
-            h2[bit_length(zigzag(dx - prevdx))]++;
+            hv[2][bit_length(zigzag(dx - prevdx))]++;
             uint64_t td = (uint64_t)pts[i].ts_ms - (uint64_t)pts[i - 1].ts_ms;
             uint64_t tp = (uint64_t)pts[i - 1].ts_ms - (uint64_t)pts[i - 2].ts_ms;
             hts[bit_length(zigzag(td - tp))]++;
@@ -435,43 +442,54 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, struct
         prevx = x;
         prevdx = dx;
     }
-    struct stream_plan pt, p1, p2;
-    uint64_t ncodes2 = n > 2 ? n - 2 : 0;
-    plan_stream(hts, ncodes2, &pt);
-    plan_stream(h1, n - 1, &p1);
-    plan_stream(h2, ncodes2, &p2);
-    uint64_t cost1 = p1.bits + (n > 1 ? 4 * WIDTH_BITS : 0);
-    uint64_t cost2 = p2.bits + (n > 2 ? 4 * WIDTH_BITS : 0) +
-                     (n > 1 ? 8 * uvarint_len(zigzag(firstdx)) : 0);
-    int order = cost2 < cost1 ? 2 : 1;
-    const uint8_t *vw = order == 1 ? p1.w : p2.w;
+    /* Order 0 codes every integer against the middle of their range. */
+    int64_t base = lo + (hi - lo) / 2;
+    for (size_t i = 0; i < n; i++) {
+        scaled(pts[i].value, d, &x);
+        hv[0][bit_length(zigzag((uint64_t)x - (uint64_t)base))]++;
+    }
+    /* The order whose header and stream take the fewest bits. */
+    struct stream_plan pt, pv[3];
+    uint64_t ncodes[3] = {n, n - 1, n > 2 ? n - 2 : 0}, cost[3];
+    plan_stream(hts, ncodes[2], &pt);
+    for (int o = 0; o < 3; o++) {
+        plan_stream(hv[o], ncodes[o], &pv[o]);
+        cost[o] = pv[o].bits + (ncodes[o] ? 4 * WIDTH_BITS : 0) +
+                  8 * uvarint_len(zigzag((uint64_t)(o == 0 ? base : x0)));
+    }
+    if (n > 1)
+        cost[2] += 8 * uvarint_len(zigzag(firstdx));
+    int order = 0;
+    for (int o = 1; o < 3; o++)
+        if (cost[o] < cost[order])
+            order = o;
+    const uint8_t *vw = pv[order].w;
 
     /* Pass 2: the blob. */
-    scaled(pts[0].value, d, &x);
-    bw_put(w, (uint64_t)((order - 1) << 4 | d), 8);
+    bw_put(w, (uint64_t)(order << 4 | d), 8);
     bw_uvarint(w, zigzag((uint64_t)pts[0].ts_ms));
-    bw_uvarint(w, zigzag((uint64_t)x));
-    if (n == 1)
-        return 0;
-    bw_uvarint(w, (uint64_t)pts[1].ts_ms - (uint64_t)pts[0].ts_ms);
-    if (order == 2)
+    bw_uvarint(w, zigzag((uint64_t)(order == 0 ? base : x0)));
+    if (n > 1)
+        bw_uvarint(w, (uint64_t)pts[1].ts_ms - (uint64_t)pts[0].ts_ms);
+    if (n > 1 && order == 2)
         bw_uvarint(w, zigzag(firstdx));
-    if (n > 2)
+    if (ncodes[2])
         put_widths(w, pt.w);
-    if (order == 1 || n > 2)
+    if (ncodes[order])
         put_widths(w, vw);
-    prevx = x;
-    prevdx = 0;
+    prevx = prevdx = 0;
     uint64_t tdelta = 0;
-    for (size_t i = 1; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         scaled(pts[i].value, d, &x);
         dx = (uint64_t)x - (uint64_t)prevx;
-        uint64_t td = (uint64_t)pts[i].ts_ms - (uint64_t)pts[i - 1].ts_ms;
+        uint64_t td = i ? (uint64_t)pts[i].ts_ms - (uint64_t)pts[i - 1].ts_ms : 0;
         if (i >= 2)
             put_bucketed(w, pt.w, zigzag(td - tdelta));
-        if (order == 1)
+        if (order == 0)
+            put_bucketed(w, vw, zigzag((uint64_t)x - (uint64_t)base));
+        else if (order == 1 && i >= 1)
             put_bucketed(w, vw, zigzag(dx));
-        else if (i >= 2)
+        else if (order == 2 && i >= 2)
             put_bucketed(w, vw, zigzag(dx - prevdx));
         tdelta = td;
         prevx = x;
@@ -605,7 +623,7 @@ int cb_chunk_iter_init(struct cb_chunk_iter *it, const uint8_t *blob, size_t len
             return CB_CHUNK_ECORRUPT;
         uint8_t h = *p++;
         unsigned d = h & 15;
-        it->order = (uint8_t)((h >> 4) + 1);
+        it->order = (uint8_t)(h >> 4);
         if (d > CB_CHUNK_MAX_DECIMALS || it->order > 2)
             return CB_CHUNK_ECORRUPT;
         it->scale = pow10_tab[d];
@@ -624,12 +642,12 @@ int cb_chunk_iter_init(struct cb_chunk_iter *it, const uint8_t *blob, size_t len
     it->bad = 0;
     it->ts = (int64_t)ts0;
     it->tdelta = tdelta;
-    it->v = x0;
+    it->v = it->base = x0; /* order 0: the header's integer is the base */
     it->vdelta = xdelta;
     if (it->codec == CB_CHUNK_DECIMAL) {
         if (n > 2 && read_widths(it, it->tw) < 0)
             return corrupt(it);
-        if ((it->order == 1 ? n > 1 : n > 2) && read_widths(it, it->vw) < 0)
+        if (n > it->order && read_widths(it, it->vw) < 0)
             return corrupt(it);
     }
     return 0;
@@ -695,22 +713,23 @@ static void next_coded(struct cb_chunk_iter *it, struct cb_chunk_point *out)
 {
     uint32_t i = it->i;
     int dec = it->codec == CB_CHUNK_DECIMAL;
-    if (i == 0) {
-        if (!dec)
-            it->v = br_get(it, 64);
-    } else {
-        if (i >= 2)
-            it->tdelta += dec ? get_bucketed(it, it->tw) : gorilla_get_dod(it);
+    if (i >= 2)
+        it->tdelta += dec ? get_bucketed(it, it->tw) : gorilla_get_dod(it);
+    if (i >= 1)
         it->ts = (int64_t)((uint64_t)it->ts + it->tdelta);
-        if (!dec)
+    if (!dec) {
+        if (i == 0)
+            it->v = br_get(it, 64);
+        else
             gorilla_get_value(it);
-        else if (it->order == 1)
-            it->v += get_bucketed(it, it->vw);
-        else {
-            if (i >= 2)
-                it->vdelta += get_bucketed(it, it->vw);
-            it->v += it->vdelta;
-        }
+    } else if (it->order == 0) {
+        it->v = it->base + get_bucketed(it, it->vw);
+    } else if (it->order == 1 && i >= 1) {
+        it->v += get_bucketed(it, it->vw);
+    } else if (i >= 1) {
+        if (i >= 2)
+            it->vdelta += get_bucketed(it, it->vw);
+        it->v += it->vdelta;
     }
     out->ts_ms = it->ts;
     out->value = dec ? (double)(int64_t)it->v / it->scale : double_of(it->v);

@@ -17,10 +17,10 @@
  *   CB_CHUNK_DECIMAL  values scaled by the smallest power of ten 10^d (d in
  *                     0..CB_CHUNK_MAX_DECIMALS) that makes every one an
  *                     integer and reads back bit for bit; timestamps as
- *                     deltas of deltas and the integers as deltas (or deltas
- *                     of deltas, whichever is smaller), zig-zag coded into
- *                     four variable-width buckets whose widths each chunk
- *                     chooses for its own data.
+ *                     deltas of deltas, the integers against a base, as
+ *                     deltas or as deltas of deltas (whichever is
+ *                     smallest), zig-zag coded into four variable-width
+ *                     buckets whose widths each chunk chooses for its data.
  *
  * Every finite double round-trips exactly through every codec that accepts
  * it (DECIMAL refuses a chunk it cannot scale: -0.0, subnormals, 1e300, more
@@ -95,7 +95,7 @@ struct cb_chunk_iter {
     unsigned nbits;
     int bad;                /* the blob ran out or broke a rule */
     uint8_t codec;
-    uint8_t order;          /* DECIMAL: 1 deltas, 2 deltas of deltas */
+    uint8_t order;          /* DECIMAL: 0 against a base, 1 deltas, 2 deltas of deltas */
     uint8_t lead, sig;      /* GORILLA: the current XOR window */
     uint8_t tw[4], vw[4];   /* DECIMAL: bucket widths of ts and values */
     uint32_t n, i;          /* samples in the blob, samples returned */
@@ -103,6 +103,7 @@ struct cb_chunk_iter {
     uint64_t tdelta;
     uint64_t v;             /* GORILLA: value bits; DECIMAL: scaled integer */
     uint64_t vdelta;
+    uint64_t base;          /* DECIMAL order 0 */
     double scale;           /* DECIMAL: 10^d */
 };
 

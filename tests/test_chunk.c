@@ -568,6 +568,34 @@ static void test_decimal_readings_take_a_fraction_of_gorilla(void)
     free(d);
 }
 
+/* DECIMAL's header byte after the count (n < 128: one byte) holds the
+ * order in its high nibble: the chunk's values are coded against the middle
+ * of their range (0), as deltas (1) or as deltas of deltas (2), whichever
+ * takes fewer bits. */
+static void test_decimal_codes_noise_walks_and_counters_their_own_way(void)
+{
+    struct cb_chunk_point pts[120];
+    uint64_t s = 5;
+    double walk = 500.0;
+    int want[3] = {0, 1, 2}, got[3];
+    for (int shape = 0; shape < 3; shape++) {
+        for (size_t i = 0; i < 120; i++) {
+            walk += (double)(rng_next(&s) % 7) - 3.0;
+            double v = shape == 0 ? 1000.0 + (double)(rng_next(&s) % 101) /* noise */
+                       : shape == 1 ? walk                                /* a random walk */
+                                    : 7.0 * (double)i;                    /* a counter */
+            pts[i] = (struct cb_chunk_point){T0 + (int64_t)i * 1000, v / 10.0};
+        }
+        uint8_t *blob;
+        CU_ASSERT(encode(pts, 120, CB_CHUNK_DECIMAL, &blob) > 0);
+        CU_ASSERT_EQUAL(blob[2] & 15, 1); /* d = 1 */
+        got[shape] = blob[2] >> 4;
+        CU_ASSERT_EQUAL(got[shape], want[shape]);
+        CU_ASSERT(round_trips(pts, 120, CB_CHUNK_DECIMAL));
+        free(blob);
+    }
+}
+
 void cb_test_suite_chunk(void);
 void cb_test_suite_chunk(void)
 {
@@ -599,4 +627,6 @@ void cb_test_suite_chunk(void)
                 test_bound_suffices_and_a_short_buffer_is_refused);
     CU_add_test(s, "chunk: readings with few decimals take a fraction of Gorilla's bytes",
                 test_decimal_readings_take_a_fraction_of_gorilla);
+    CU_add_test(s, "chunk: DECIMAL codes noise against its middle, walks by deltas, counters by deltas of deltas",
+                test_decimal_codes_noise_walks_and_counters_their_own_way);
 }
