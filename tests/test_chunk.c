@@ -4,6 +4,7 @@
  * draws random and adversarial series from a fixed seed, so a failure
  * replays. */
 #include "storage/chunk.h"
+#include "tests/support/splitmix.h"
 
 #include <CUnit/CUnit.h>
 #include <float.h>
@@ -18,30 +19,6 @@
 
 static const enum cb_chunk_codec codecs[] = {CB_CHUNK_RAW, CB_CHUNK_GORILLA, CB_CHUNK_DECIMAL,
                                              CB_CHUNK_AUTO};
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s)
-{
-    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* A double with random bits, NaN and infinities drawn again. */
-static double random_finite(uint64_t *s)
-{
-    double v;
-    do {
-        uint64_t b = rng_next(s);
-        memcpy(&v, &b, sizeof v);
-    } while (!isfinite(v));
-    return v;
-}
 
 static int same_bits(double a, double b)
 {
@@ -151,8 +128,8 @@ static void test_auto_picks_the_smallest_codec(void)
      * AUTO falls back to RAW, which never exceeds 16 bytes a sample. */
     uint64_t s = 7;
     for (size_t i = 0; i < 120; i++) {
-        pts[i].value = random_finite(&s);
-        pts[i].ts_ms = (int64_t)(rng_next(&s) >> 8) + (int64_t)i * (INT64_C(1) << 56);
+        pts[i].value = cb_splitmix_finite(&s);
+        pts[i].ts_ms = (int64_t)(cb_splitmix_next(&s) >> 8) + (int64_t)i * (INT64_C(1) << 56);
     }
     uint8_t *a;
     long la = encode(pts, 120, CB_CHUNK_AUTO, &a);
@@ -296,48 +273,48 @@ static void make_series(uint64_t *s, enum shape sh, struct cb_chunk_point *pts, 
 {
     static const double adversarial[] = {-0.0, 0.0, DBL_TRUE_MIN, -DBL_MIN, DBL_MAX, -DBL_MAX,
                                          1e300, 1e-300, 0.1, 1.0 / 3, 9007199254740993.0, -1.5};
-    int decimals = (int)(rng_next(s) % 4);
-    double scale = pow(10.0, decimals), level = (double)(rng_next(s) % 2000) - 1000.0;
-    int64_t period = 1 + (int64_t)(rng_next(s) % 60000);
-    unsigned jitter = (unsigned)(rng_next(s) % 5);
-    long long counter = (long long)(rng_next(s) % 1000);
+    int decimals = (int)(cb_splitmix_next(s) % 4);
+    double scale = pow(10.0, decimals), level = (double)(cb_splitmix_next(s) % 2000) - 1000.0;
+    int64_t period = 1 + (int64_t)(cb_splitmix_next(s) % 60000);
+    unsigned jitter = (unsigned)(cb_splitmix_next(s) % 5);
+    long long counter = (long long)(cb_splitmix_next(s) % 1000);
     int64_t ts = 0; /* from 0, moved along the time line at the end */
     for (size_t i = 0; i < n; i++) {
         double v;
         switch (sh) {
         case CONSTANT: v = level / scale; break;
         case STEPS:
-            if (rng_next(s) % 20 == 0)
-                level += (double)(rng_next(s) % 200) - 100.0;
+            if (cb_splitmix_next(s) % 20 == 0)
+                level += (double)(cb_splitmix_next(s) % 200) - 100.0;
             v = level / scale;
             break;
         case COUNTER:
-            counter = rng_next(s) % 100 == 0 ? 0 : counter + 1 + (long long)(rng_next(s) % 3);
+            counter = cb_splitmix_next(s) % 100 == 0 ? 0 : counter + 1 + (long long)(cb_splitmix_next(s) % 3);
             v = (double)counter;
             break;
-        case NOISE: v = round(level + 50.0 * (rng_unit(s) - 0.5)) / scale; break;
-        case RANDOM_BITS: v = random_finite(s); break;
+        case NOISE: v = round(level + 50.0 * (cb_splitmix_unit(s) - 0.5)) / scale; break;
+        case RANDOM_BITS: v = cb_splitmix_finite(s); break;
         case ADVERSARIAL:
-            v = adversarial[rng_next(s) % (sizeof adversarial / sizeof adversarial[0])];
+            v = adversarial[cb_splitmix_next(s) % (sizeof adversarial / sizeof adversarial[0])];
             break;
         default: v = (level + (double)i * 3.0) / scale; break; /* RAMP */
         }
         pts[i].value = v;
         pts[i].ts_ms = ts;
-        int64_t step = period + (jitter ? (int64_t)(rng_next(s) % (2 * jitter + 1)) - jitter : 0);
+        int64_t step = period + (jitter ? (int64_t)(cb_splitmix_next(s) % (2 * jitter + 1)) - jitter : 0);
         if (step < 1)
             step = 1;
-        if (rng_next(s) % 50 == 0)
-            step += (int64_t)(rng_next(s) >> 24); /* a big gap */
+        if (cb_splitmix_next(s) % 50 == 0)
+            step += (int64_t)(cb_splitmix_next(s) >> 24); /* a big gap */
         ts += step; /* at most 600 * (60004 + 2^40) in all */
     }
     if (n == 0)
         return;
     int64_t base;
-    switch (rng_next(s) % 8) {
+    switch (cb_splitmix_next(s) % 8) {
     case 0: base = INT64_MIN; break;
     case 1: base = INT64_MAX - pts[n - 1].ts_ms; break;
-    default: base = (int64_t)(rng_next(s) >> 2) - (INT64_C(1) << 61); break;
+    default: base = (int64_t)(cb_splitmix_next(s) >> 2) - (INT64_C(1) << 61); break;
     }
     for (size_t i = 0; i < n; i++)
         pts[i].ts_ms += base;
@@ -369,7 +346,7 @@ static void test_property_random_and_adversarial_series_round_trip(void)
     unsigned failures = 0, decimal_chunks = 0;
     for (int round = 0; round < 700; round++) {
         enum shape sh = (enum shape)(round % SHAPES);
-        size_t n = round < 50 ? (size_t)round % 4 : 1 + (size_t)(rng_next(&s) % 600);
+        size_t n = round < 50 ? (size_t)round % 4 : 1 + (size_t)(cb_splitmix_next(&s) % 600);
         make_series(&s, sh, pts, n);
         for (size_t c = 0; c < 4; c++)
             if (!round_trips(pts, n, codecs[c])) {
@@ -384,7 +361,7 @@ static void test_property_random_and_adversarial_series_round_trip(void)
         if (len > 0 && blob[0] == CB_CHUNK_DECIMAL)
             decimal_chunks++;
         if (len > 0 && n > 0) {
-            int64_t a = pts[rng_next(&s) % n].ts_ms, b = pts[rng_next(&s) % n].ts_ms;
+            int64_t a = pts[cb_splitmix_next(&s) % n].ts_ms, b = pts[cb_splitmix_next(&s) % n].ts_ms;
             if (!range_matches(blob, (size_t)len, pts, n, a < b ? a : b, a < b ? b : a) &&
                 failures++ < 5)
                 fprintf(stderr, "\n  round %d: range read differs", round);
@@ -513,9 +490,9 @@ static void test_bound_suffices_and_a_short_buffer_is_refused(void)
     uint64_t s = 99;
     int64_t ts = INT64_MIN;
     for (size_t i = 0; i < N; i++) {
-        pts[i].value = random_finite(&s);
+        pts[i].value = cb_splitmix_finite(&s);
         pts[i].ts_ms = ts;
-        ts += (int64_t)(rng_next(&s) >> 9) + 1; /* dods beyond every small bucket */
+        ts += (int64_t)(cb_splitmix_next(&s) >> 9) + 1; /* dods beyond every small bucket */
     }
     for (size_t c = 0; c < 3; c++) {
         uint8_t *blob;
@@ -533,7 +510,7 @@ static void test_bound_suffices_and_a_short_buffer_is_refused(void)
     }
     /* DECIMAL's worst: integers up to 2^53 jumping sign, ts gaps as above */
     for (size_t i = 0; i < N; i++)
-        pts[i].value = (i % 2 ? -1.0 : 1.0) * (double)(rng_next(&s) >> 11);
+        pts[i].value = (i % 2 ? -1.0 : 1.0) * (double)(cb_splitmix_next(&s) >> 11);
     uint8_t *blob;
     long len = encode(pts, N, CB_CHUNK_DECIMAL, &blob);
     CU_ASSERT(len > 0 && (size_t)len <= cb_chunk_bound(N));
@@ -580,8 +557,8 @@ static void test_decimal_codes_noise_walks_and_counters_their_own_way(void)
     int want[3] = {0, 1, 2}, got[3];
     for (int shape = 0; shape < 3; shape++) {
         for (size_t i = 0; i < 120; i++) {
-            walk += (double)(rng_next(&s) % 7) - 3.0;
-            double v = shape == 0 ? 1000.0 + (double)(rng_next(&s) % 101) /* noise */
+            walk += (double)(cb_splitmix_next(&s) % 7) - 3.0;
+            double v = shape == 0 ? 1000.0 + (double)(cb_splitmix_next(&s) % 101) /* noise */
                        : shape == 1 ? walk                                /* a random walk */
                                     : 7.0 * (double)i;                    /* a counter */
             pts[i] = (struct cb_chunk_point){T0 + (int64_t)i * 1000, v / 10.0};
