@@ -228,6 +228,7 @@ static double double_of(uint64_t u)
 
 /* ---- RAW ----------------------------------------------------------------------- */
 
+/* RAW's body (after the count): each ts and value bits, 64 bits each. */
 static void enc_raw(const struct cb_chunk_point *pts, size_t n, struct bw *w)
 {
     for (size_t i = 0; i < n; i++) {
@@ -291,6 +292,9 @@ static void gorilla_put_value(struct bw *w, uint64_t bits, uint64_t prev, uint8_
     *sig = (uint8_t)s;
 }
 
+/* GORILLA's body (after the count): ts0 and the first ts delta as varints,
+ * the first value's 64 bits, then per later sample the ts's delta of delta
+ * (from the third) and the value XOR the previous one. */
 static void enc_gorilla(const struct cb_chunk_point *pts, size_t n, struct bw *w)
 {
     if (n == 0)
