@@ -447,7 +447,7 @@ fi
 # ---- other helpers' benchmark programs -------------------------------------------
 declare -A seen=()
 for p in "${PROGS[@]}"; do seen[$(basename "$p")]=1; done
-for want in bench_rules bench_storage bench_alerts bench_api; do
+for want in bench_rules bench_storage bench_alerts bench_api bench_chunk; do
   [ -n "${seen[$want]:-}" ] || PROGS+=("$ROOT/build/bench/$want")
 done
 section programs || PROGS=()
@@ -538,6 +538,16 @@ How the figures are taken (bench/run.sh has the details):
   the stream feeds (only the samples of this run: the query spans 24 h, the data seconds).
   The ratio is the ingest rate with API load over without; the clients share the machine's
   cores with citybrain, mosquitto and the publisher.
+- **chunk codec** (`bench_chunk`, alone: `make bench-chunk`; docs/storage.md, "Chunk codec"):
+  a simulated day of the city (`citybrain sim --out`, 4 districts x 3 sensors x 9 kinds, each
+  sensor every 10 s: 132 series, 1,140,480 samples) and one day of generated series (1 to 3
+  decimals, steps, counters, full-precision averages; jittered timestamps, gaps), cut into
+  chunks of 120, 240 and 480 samples of one series; blob bytes per sample of RAW, GORILLA,
+  DECIMAL (GORILLA where it cannot scale) and the best of them per chunk (the baseline column:
+  GORILLA alone); the same city samples written by Prometheus 2.42's `promtool tsdb
+  create-blocks-from openmetrics` (2-hour blocks; "not run" without Debian's `prometheus`);
+  encode and decode ns per sample in chunks of 120, the fastest of five passes. The codec
+  alone: no SQLite pages, row keys or index around the blobs.
 
 EOF
   cat "$TMP/table.md"

@@ -21,6 +21,25 @@ fuzz-rules: $(BUILD)/fuzz/fuzz_rules
 fuzz-rules-short:
 	$(Q)$(MAKE) --no-print-directory fuzz-rules FUZZ_SECONDS=20
 
+# chunk: the chunk decoder on any bytes, and encode -> decode of fuzzed samples
+FUZZ_CHUNK_SRCS := tests/fuzz_chunk.c storage/chunk.c
+
+$(BUILD)/fuzz/fuzz_chunk: $(FUZZ_CHUNK_SRCS) storage/chunk.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) $(FUZZ_CHUNK_SRCS) -o $@ -lm
+
+fuzz-chunk: $(BUILD)/fuzz/fuzz_chunk
+	@mkdir -p $(BUILD)/fuzz/corpus/chunk
+	$(Q)$(BUILD)/fuzz/fuzz_chunk -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	    -rss_limit_mb=1024 -print_final_stats=1 $(BUILD)/fuzz/corpus/chunk tests/fuzz/corpus/chunk
+fuzz-chunk-short:
+	$(Q)$(MAKE) --no-print-directory fuzz-chunk FUZZ_SECONDS=20
+
+fuzz: fuzz-chunk
+fuzz-short: fuzz-chunk-short
+.PHONY: fuzz-chunk fuzz-chunk-short
+
 fuzz: fuzz-rules
 fuzz-short: fuzz-rules-short
 .PHONY: fuzz fuzz-short fuzz-rules fuzz-rules-short
