@@ -450,6 +450,24 @@ int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int
     return set_value(cfg, o, value, replace_list, where, err);
 }
 
+int cb_config_set_arg(struct cb_config *cfg, const char *arg, struct cb_config_error *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq) {
+        if (err)
+            snprintf(err->text, sizeof err->text, "--set needs KEY=VALUE");
+        return -1;
+    }
+    char *key = strndup(arg, (size_t)(eq - arg));
+    if (!key) {
+        set_error(err, "--set", "out of memory");
+        return -1;
+    }
+    int rc = cb_config_set(cfg, key, eq + 1, 0, "--set", err);
+    free(key);
+    return rc;
+}
+
 int cb_config_defaults(struct cb_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
