@@ -2,9 +2,9 @@
 # Runs libFuzzer targets built by tests/fuzz.mk one after another and prints
 # one table: target, executions, exec/s, crashes, corpus size.
 #
-#   scripts/fuzz.sh SECONDS TARGET...
+#   scripts/fuzz.sh SECONDS TARGET[=SECONDS]...
 #
-# Each target runs SECONDS on its seeds (tests/fuzz/corpus/TARGET, read only)
+# Each target runs SECONDS (or its own, after '=') on its seeds (tests/fuzz/corpus/TARGET, read only)
 # and its own corpus (build/fuzz/corpus/TARGET, where new inputs go). A crash,
 # leak, sanitizer report or timeout stops that target: its input is saved as
 # build/fuzz/crashes/TARGET-crash-..., the log's tail is printed, the other
@@ -24,7 +24,7 @@ config    4096
 # -----------------------------------------------------------------------------------
 
 if [ $# -lt 2 ]; then
-  echo "usage: scripts/fuzz.sh SECONDS TARGET..." >&2
+  echo "usage: scripts/fuzz.sh SECONDS TARGET[=SECONDS]..." >&2
   exit 2
 fi
 seconds=$1
@@ -40,7 +40,10 @@ corpus_size() {
 
 rows=()
 failed=0
-for t in "$@"; do
+for arg in "$@"; do
+  t=${arg%%=*}
+  secs=$seconds
+  [ "$t" != "$arg" ] && secs=${arg#*=}
   bin="$B/fuzz_$t"
   seeds="tests/fuzz/corpus/$t"
   if [ ! -x "$bin" ] || [ ! -d "$seeds" ]; then
@@ -51,8 +54,8 @@ for t in "$@"; do
   max_len=$(awk -v t="$t" '$1 == t { print $2 }' <<< "$LIMITS")
   mkdir -p "$B/corpus/$t"
   log="$B/log/$t.log"
-  echo "fuzz: $t for ${seconds}s" >&2
-  "$bin" -max_total_time="$seconds" -max_len="${max_len:-4096}" -timeout=10 -rss_limit_mb=2048 \
+  echo "fuzz: $t for ${secs}s" >&2
+  "$bin" -max_total_time="$secs" -max_len="${max_len:-4096}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$B/crashes/$t-" "$B/corpus/$t" "$seeds" > "$log" 2>&1
   rc=$?
   crashes=0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages citybrain needs to build, test and run the demo.
 # Idempotent and quiet when everything is present; runs `apt-get update` only
-# when something is missing. Called by `make test`, `make demo` and `make bench`.
+# when something is missing. Called by `make test`, `make demo` and `make bench`;
+# `scripts/setup.sh soak` (make soak) adds gnuplot for the soak's plot.
 set -euo pipefail
 
 PACKAGES=(
@@ -12,6 +13,7 @@ PACKAGES=(
   nodejs chromium
   openssl procps python3 curl
 )
+[ "${1:-}" = soak ] && PACKAGES+=(gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
