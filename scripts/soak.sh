@@ -11,6 +11,8 @@
 #                   as fast as the broker and the engine allow, QoS 1)
 #   SOAK_RETENTION  storage.retention.raw for the run (default 2m), so the
 #                   database reaches its plateau within the run
+#   SOAK_SCENARIO   the incidents (default bench/scenarios/soak.scn: over by
+#                   minute 20, none that changes how many messages arrive)
 #   SOAK_DIR        where samples, plot and logs go (default build/soak)
 #   CB              the binary (default build/citybrain)
 #
@@ -41,7 +43,7 @@ OUT=${SOAK_DIR:-$ROOT/build/soak}
 INTERVAL=10
 DISTRICTS=6
 SENSORS=3
-SCENARIO=bench/scenarios/demo.scn
+SCENARIO=${SOAK_SCENARIO:-bench/scenarios/soak.scn}
 
 # ---- the curves and their flatness limits: the one place they are written ------
 # column          REL    ABS        what
