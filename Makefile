@@ -3,7 +3,8 @@
 #   make test       sanitizer build, CUnit unit suites, integration tests, short fuzz run
 #   make bench      every benchmark in bench/, one table (BENCHMARKS.md keeps the latest)
 #   make demo       private mosquitto + simulator + engine + dashboard URL
-#   make fuzz       longer libFuzzer runs
+#   make fuzz       longer libFuzzer runs, one table of executions per target
+#   make soak       an hour of the simulated city at half capacity; flat curves or fail
 #   V=1             show full commands; WERROR=1 (set by CI) turns warnings into errors
 # Every module's sources are found by wildcard, so a new file needs no edit here.
 

@@ -480,6 +480,35 @@ int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int
     return set_value(cfg, o, value, replace_list, where, err);
 }
 
+int cb_config_set_arg(struct cb_config *cfg, const char *arg, struct cb_config_error *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq) {
+        if (err)
+            snprintf(err->text, sizeof err->text, "--set needs KEY=VALUE");
+        return -1;
+    }
+    char *key = strndup(arg, (size_t)(eq - arg));
+    if (!key) {
+        set_error(err, "--set", "out of memory");
+        return -1;
+    }
+    const char *env = cb_config_secret_env(key);
+    if (env) {
+        if (err)
+            snprintf(err->text, sizeof err->text,
+                     "--set %s: a secret is never taken from the command line (anyone can read "
+                     "it in ps); set the environment variable %s, or %s in the configuration "
+                     "file",
+                     key, env, key);
+        free(key);
+        return -1;
+    }
+    int rc = cb_config_set(cfg, key, eq + 1, 0, "--set", err);
+    free(key);
+    return rc;
+}
+
 int cb_config_defaults(struct cb_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);

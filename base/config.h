@@ -132,6 +132,12 @@ int cb_config_load_file(struct cb_config *cfg, const char *path, struct cb_confi
  * file's list; repeated flags then append). `where` prefixes an error. */
 int cb_config_set(struct cb_config *cfg, const char *key, const char *value, int replace_list,
                   const char *where, struct cb_config_error *err);
+/* Sets one option from a `--set KEY=VALUE` argument: the key ends at the
+ * first '=', the value is the rest (it may hold '=' and be empty); a list
+ * option appends, as repeated lines of a file do. Returns 0, or -1 with err
+ * "--set needs KEY=VALUE" when there is no '=', naming the environment variable
+ * when KEY is a secret (cb_config_secret_env), or cb_config_set's error. */
+int cb_config_set_arg(struct cb_config *cfg, const char *arg, struct cb_config_error *err);
 /* Sets each secret from its environment variable when that is set and not
  * empty (CITYBRAIN_API_TOKEN, CITYBRAIN_API_READ_TOKEN, CITYBRAIN_MQTT_PASSWORD:
  * the option table's secrets). Returns 0, or -1 on OOM. */

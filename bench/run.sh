@@ -486,6 +486,9 @@ if [ -n "$ONLY" ]; then
   log "BENCH_ONLY=$ONLY: BENCHMARKS.md left as it is"
   exit 0
 fi
+# The sections that make fuzz and make soak fill by hand (## Fuzzing, ## Soak)
+# follow the table and are kept as they are.
+KEEP=$(awk '/^## (Fuzzing|Soak)/ { keep = 1 } keep' "$ROOT/BENCHMARKS.md" 2>/dev/null)
 {
   cat <<'EOF'
 # Benchmarks
@@ -551,5 +554,6 @@ How the figures are taken (bench/run.sh has the details):
 
 EOF
   cat "$TMP/table.md"
+  if [ -n "$KEEP" ]; then printf '\n%s\n' "$KEEP"; fi
 } > "$ROOT/BENCHMARKS.md"
 log "table written to BENCHMARKS.md"

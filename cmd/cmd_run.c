@@ -101,24 +101,7 @@ int cb_cmd_run(int argc, char **argv)
             continue;
         }
         if (!strcmp(a, "--set")) {
-            char *eq = i + 1 < argc ? strchr(argv[i + 1], '=') : NULL;
-            if (!eq) {
-                fprintf(stderr, "citybrain run: --set needs KEY=VALUE\n");
-                goto out;
-            }
-            *eq = '\0';
-            const char *env = cb_config_secret_env(argv[i + 1]);
-            if (env) {
-                fprintf(stderr, "citybrain run: --set %s: a secret is never taken from the "
-                                "command line (anyone can read it in ps); set the environment "
-                                "variable %s, or %s in the configuration file\n",
-                        argv[i + 1], env, argv[i + 1]);
-                *eq = '=';
-                goto out;
-            }
-            int bad = cb_config_set(&cfg, argv[i + 1], eq + 1, 0, "--set", &err);
-            *eq = '=';
-            if (bad) {
+            if (cb_config_set_arg(&cfg, i + 1 < argc ? argv[i + 1] : "", &err)) {
                 fprintf(stderr, "citybrain run: %s\n", err.text);
                 goto out;
             }

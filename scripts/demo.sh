@@ -81,23 +81,9 @@ shutdown() {
 trap 'shutdown; exit 0' INT TERM
 trap shutdown EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-BPORT=$(free_port)
-cat > "$TMP/mosquitto.conf" <<EOF
-listener $BPORT 127.0.0.1
-allow_anonymous true
-persistence false
-log_type error
-EOF
-setsid mosquitto -c "$TMP/mosquitto.conf" > "$TMP/mosquitto.log" 2>&1 &
-MOSQ=$!
-for _ in $(seq 100); do
-  mosquitto_pub -p "$BPORT" -t demo/ping -m x 2>/dev/null && break
-  sleep 0.05
-done
+# shellcheck source=scripts/broker.sh
+. "$ROOT/scripts/broker.sh"
+start_broker "$TMP"
 
 HPORT=$(free_port)
 # The operator token: 128 random bits, given to the engine through the

@@ -3,7 +3,8 @@
 # fonts-wqy-microhei: a Chinese font for the browser tests and screenshots (the
 # console fetches no fonts: a wall's own system provides them).
 # Idempotent and quiet when everything is present; runs `apt-get update` only
-# when something is missing. Called by `make test`, `make demo` and `make bench`.
+# when something is missing. Called by `make test`, `make demo` and `make bench`;
+# `scripts/setup.sh soak` (make soak) adds gnuplot for the soak's plot.
 set -euo pipefail
 
 PACKAGES=(
@@ -14,6 +15,7 @@ PACKAGES=(
   nodejs chromium fonts-wqy-microhei
   openssl procps python3 curl
 )
+[ "${1:-}" = soak ] && PACKAGES+=(gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

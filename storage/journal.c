@@ -43,6 +43,7 @@
 #define JOURNAL_MAGIC 0x314a4243u /* "CBJ1" little-endian */
 #define JOURNAL_HDR 32
 #define JOURNAL_MAX_FIELD (1u << 30)
+#define JOURNAL_MAX_POS ((uint64_t)INT64_MAX / 2) /* no segment starts beyond */
 
 struct cb_journal {
     pthread_mutex_t mu;
@@ -283,10 +284,16 @@ struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int f
     struct dirent *e;
     while ((e = readdir(d))) {
         char *end = NULL;
-        if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0)
+        if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0 ||
+            e->d_name[0] < '0' || e->d_name[0] > '9')
             continue;
+        errno = 0;
         unsigned long long first = strtoull(e->d_name, &end, 10);
-        if (end != e->d_name + 20 || first == 0)
+        /* Positions are stored in SQLite as signed 64-bit integers and are
+         * never near 2^63: a name beyond that (or past 2^64, which strtoull
+         * would clamp) is no segment of ours. Taking it would make the
+         * position counter wrap to 0 and replay skip the new records. */
+        if (end != e->d_name + 20 || errno == ERANGE || first == 0 || first > JOURNAL_MAX_POS)
             continue;
         if (segs_push(j, first) < 0) {
             storage__set_err(err, errlen, "journal: out of memory");

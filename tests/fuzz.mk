@@ -1,45 +1,59 @@
-# Fuzzing with libFuzzer (clang): `make fuzz` runs each target about five
-# minutes; `make fuzz-short` (and tests/fuzz.test.sh in `make test`) about
-# twenty seconds. Seeds live in tests/fuzz/corpus/TARGET/; new inputs found by
-# a run go to build/fuzz/corpus/TARGET (the seeds are never modified).
-FUZZ_CC      := clang
-FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SECONDS ?= 300
+# Fuzzing with libFuzzer (clang). One target per tests/fuzz_NAME.c:
+#   rules    the rule compiler (and an engine over what it accepts)
+#   decode   the payload decoder (JSON objects, SenML packs, bare numbers)
+#   http     the HTTP API: raw bytes through h2o's request parser into the routes
+#   journal  journal recovery: damaged segment files, open, replay, append
+#   config   the configuration file parser and `--set KEY=VALUE`
+#
+#   make fuzz                 every target FUZZ_SECONDS (default 300) in turn, then
+#                             one table: executions, exec/s, crashes, corpus size
+#   make fuzz-short           every target FUZZ_SHORT_SECONDS (default 7): `make test`
+#   make fuzz-NAME            one target FUZZ_SECONDS
+#   FUZZ_TARGETS="decode http" limits the targets of `make fuzz`
+#
+# Seeds live in tests/fuzz/corpus/NAME/ and are never modified; new inputs a
+# run finds go to build/fuzz/corpus/NAME, crashes to build/fuzz/crashes/.
+# The code under test is compiled once into build/fuzz/obj (instrumented for
+# coverage, ASan and UBSan) and archived; each target links what it uses.
+FUZZ_CC            := clang
+FUZZ_SAN           := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS        := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_LDFLAGS       := -fsanitize=fuzzer $(FUZZ_SAN)
+FUZZ_SECONDS       ?= 300
+FUZZ_SHORT_SECONDS ?= 7
+FUZZ_ALL           := $(patsubst tests/fuzz_%.c,%,$(wildcard tests/fuzz_*.c))
+FUZZ_TARGETS       ?= $(FUZZ_ALL)
 
-# rules: the rule compiler (and an engine over what it accepts)
-FUZZ_RULES_SRCS := tests/fuzz_rules.c $(wildcard rules/*.c) base/strbuf.c base/clock.c
+FUZZ_LIB  := $(BUILD)/fuzz/libcitybrain.a
+FUZZ_OBJS := $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(LIB_SRCS))
 
-$(BUILD)/fuzz/fuzz_rules: $(FUZZ_RULES_SRCS) $(wildcard rules/*.h)
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) $(FUZZ_RULES_SRCS) -o $@ -lm
-
-fuzz-rules: $(BUILD)/fuzz/fuzz_rules
-	@mkdir -p $(BUILD)/fuzz/corpus/rules
-	$(Q)$(BUILD)/fuzz/fuzz_rules -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
-	    -rss_limit_mb=1024 -print_final_stats=1 $(BUILD)/fuzz/corpus/rules tests/fuzz/corpus/rules
-fuzz-rules-short:
-	$(Q)$(MAKE) --no-print-directory fuzz-rules FUZZ_SECONDS=20
-
-# chunk: the chunk decoder on any bytes, and encode -> decode of fuzzed samples
-FUZZ_CHUNK_SRCS := tests/fuzz_chunk.c storage/chunk.c
-
-$(BUILD)/fuzz/fuzz_chunk: $(FUZZ_CHUNK_SRCS) storage/chunk.h
+	@$(if $(Q),echo "  CC-FUZZ $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/obj/base/version.o: CPPFLAGS += -DCB_VERSION='"fuzz"'
+# The targets themselves are held to the house's warnings.
+$(BUILD)/fuzz/obj/tests/fuzz_%.o: tests/fuzz_%.c
 	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) $(FUZZ_CHUNK_SRCS) -o $@ -lm
+	@$(if $(Q),echo "  CC-FUZZ $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) $(WARN) -MMD -MP -c $< -o $@
 
-fuzz-chunk: $(BUILD)/fuzz/fuzz_chunk
-	@mkdir -p $(BUILD)/fuzz/corpus/chunk
-	$(Q)$(BUILD)/fuzz/fuzz_chunk -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
-	    -rss_limit_mb=1024 -print_final_stats=1 $(BUILD)/fuzz/corpus/chunk tests/fuzz/corpus/chunk
-fuzz-chunk-short:
-	$(Q)$(MAKE) --no-print-directory fuzz-chunk FUZZ_SECONDS=20
+# Kept between runs (make would delete them as intermediate files).
+.SECONDARY: $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(wildcard tests/fuzz_*.c))
 
-fuzz: fuzz-chunk
-fuzz-short: fuzz-chunk-short
-.PHONY: fuzz-chunk fuzz-chunk-short
+$(FUZZ_LIB): $(FUZZ_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
 
-fuzz: fuzz-rules
-fuzz-short: fuzz-rules-short
-.PHONY: fuzz fuzz-short fuzz-rules fuzz-rules-short
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz_%.o $(FUZZ_LIB)
+	@$(if $(Q),echo "  LD-FUZZ $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_LDFLAGS) $^ -o $@ $(LDLIBS)
+
+fuzz-build: $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
+fuzz: fuzz-build
+	$(Q)scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-short: fuzz-build
+	$(Q)scripts/fuzz.sh $(FUZZ_SHORT_SECONDS) $(FUZZ_TARGETS)
+fuzz-%: $(BUILD)/fuzz/fuzz_%
+	$(Q)scripts/fuzz.sh $(FUZZ_SECONDS) $*
+.PHONY: fuzz fuzz-short fuzz-build

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A short libFuzzer run of every fuzz target (about 20 s each) in `make test`.
+# A short libFuzzer run of every fuzz target in `make test`: FUZZ_SHORT_SECONDS
+# (tests/fuzz.mk, 7 s) each, about 35 s for the five.
 set -euo pipefail
 cd "${CB_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}"
 if ! command -v clang > /dev/null; then

@@ -265,6 +265,32 @@ static void test_set_error_names_where(void)
     cb_config_free(&c);
 }
 
+static void test_set_arg(void)
+{
+    struct cb_config c;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    /* the key ends at the first '='; the value keeps the others */
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "sensors.label_pattern=a=b=", &err), 0);
+    CU_ASSERT_STRING_EQUAL(c.sensors_label_pattern, "a=b=");
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "sensors.label_pattern=", &err), 0);
+    CU_ASSERT_STRING_EQUAL(c.sensors_label_pattern, "");
+    /* a secret is refused, naming its environment variable */
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "http.token=a=b=", &err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.text, "CITYBRAIN_API_TOKEN"));
+    /* a list appends, as repeated flags do */
+    size_t topics = c.mqtt_topics.n;
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "mqtt.topic=plant/#", &err), 0);
+    CU_ASSERT_EQUAL(c.mqtt_topics.n, topics + 1);
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "mqtt.qos", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "--set needs KEY=VALUE");
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "=1", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "--set: unknown option ''");
+    CU_ASSERT_EQUAL(cb_config_set_arg(&c, "mqtt.qos=2", &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "--set: mqtt.qos: '2' is out of range");
+    cb_config_free(&c);
+}
+
 static void test_env_overrides(void)
 {
     struct cb_config c;
@@ -445,6 +471,7 @@ void cb_test_suite_config(void)
     CU_add_test(s, "config: list options replace their default, then append",
                 test_lists_replace_defaults_then_append);
     CU_add_test(s, "config: set errors name where the value came from", test_set_error_names_where);
+    CU_add_test(s, "config: --set KEY=VALUE splits at the first '=' and needs one", test_set_arg);
     CU_add_test(s, "config: environment variables override secrets", test_env_overrides);
     CU_add_test(s, "config: each secret names its environment variable; nothing else is a secret",
                 test_secrets_name_their_variable);

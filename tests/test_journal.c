@@ -263,6 +263,40 @@ static void test_threads(void)
     remove_dir();
 }
 
+/* Found by tests/fuzz_journal.c: a file named as a segment at 2^64 - 1 (or
+ * past 2^64, clamped by strtoull, or with a sign) made the position counter
+ * wrap to 0, and replay skipped every record appended after it. */
+static void test_foreign_segment_names(void)
+{
+    static const char *const names[] = {"18446744073709551615.seg", "99999999999999999999.seg",
+                                        "-0000000000000000001.seg", "09223372036854775807.seg"};
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 3), 0);
+    cb_journal_close(j);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "w");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        fputs("not a journal record", f);
+        fclose(f);
+    }
+    j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, "t", 1, "4", 1, 4, &pos), 0);
+    CU_ASSERT_EQUAL(pos, 4);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 4);
+    CU_ASSERT_EQUAL(s->pos[3], 4);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
 static void test_unusable_dir(void)
 {
     char err[256] = "";
@@ -359,6 +393,8 @@ void cb_test_suite_journal(void)
     CU_add_test(s, "journal: a floor keeps new positions above the committed one", test_floor);
     CU_add_test(s, "journal: appends from two threads get unique ordered positions",
                 test_threads);
+    CU_add_test(s, "journal: files named beyond the positions it can write are not its segments",
+                test_foreign_segment_names);
     CU_add_test(s, "journal: an unusable directory is a clear error", test_unusable_dir);
     CU_add_test(s, "journal: segments are created 0600 in a 0750 directory", test_modes);
     CU_add_test(s, "journal: a failed append (disk full) leaves nothing behind; the next one "
