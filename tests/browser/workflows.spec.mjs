@@ -120,6 +120,7 @@ await run(async browser => {
   // silent again: now it closes
   await until(async () => (await api('/api/alerts')).alerts.find(a => a.id === floodId).stale, 15000);
   await p.click('#ask-submit');
+  await p.locator('#ask').waitFor({ state: 'hidden', timeout: 5000 }).catch(() => {});
   const closed = await until(async () => !(await api('/api/alerts')).alerts.find(a => a.id === floodId && a.state !== 'resolved'), 5000);
   check(closed && await p.locator('#ask[open]').count() === 0, 'the stale alert is closed by hand');
   const cl = await audit('close');
