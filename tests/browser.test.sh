@@ -8,6 +8,8 @@
 #                       grade groups, live values, wall and laptop screens,
 #                       and reconnection after the engine restarts (the spec
 #                       restarts it: CB_ENGINE_CMD, pid in CB_PID_FILE)
+#   workflows.spec.mjs  silences, closing a stale alert, history, audit and
+#                       the shift handover (an engine of its own, below)
 # Screenshots go to tests/out/. Run by `make test`; needs CB_BIN (set by make).
 set -euo pipefail
 
@@ -139,6 +141,36 @@ if [ $rc -eq 0 ]; then
     CB_PID=$(cat "$TMP/engine.pid")
     rm -f "$TMP/engine.pid"
   fi
+fi
+
+# The workflows spec gets an engine of its own: sensors go stale after 2 s
+# (so an alert can be closed by hand), a fresh database (so the audit log
+# holds only what the spec does).
+if [ $rc -eq 0 ]; then
+  HTTP2=$(free_port)
+  CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id cb-browser-wf \
+    --db "$TMP/wf.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$HTTP2" \
+    --set http.time_zone=Asia/Shanghai --set sensors.stale_after=2s --log-level info > "$TMP/wf.log" 2>&1 &
+  WF_PID=$!
+  if wait_port "$HTTP2" 20; then
+    for _ in $(seq 1 100); do
+      curl -fsS "http://127.0.0.1:$HTTP2/api/health" 2>/dev/null | grep -q '"mqtt":"connected"' && break
+      sleep 0.1
+    done
+    CB_URL="http://127.0.0.1:$HTTP2/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN CB_OUT_DIR="$OUT_DIR" \
+      timeout 180 node tests/browser/workflows.spec.mjs || rc=$?
+  else
+    echo "browser.test: the workflows engine did not open its HTTP port" >&2
+    rc=1
+  fi
+  kill -TERM "$WF_PID" 2>/dev/null || true
+  wf=0
+  wait "$WF_PID" || wf=$?
+  if [ "$wf" -ne 0 ] || ! grep -q "stopped cleanly" "$TMP/wf.log"; then
+    echo "browser.test: the workflows engine did not exit cleanly ($wf)" >&2
+    rc=1
+  fi
+  [ $rc -ne 0 ] && tail -n 40 "$TMP/wf.log" >&2
 fi
 
 # The engine must still shut down cleanly after the browser's visit (the

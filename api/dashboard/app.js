@@ -36,7 +36,7 @@ const state = {
   offlineSince: 0,     // when the engine stopped answering, 0 when it answers
   es: null,
   esRetry: 1000,
-  pendingAck: null,    // an acknowledgement waiting for sign-in
+  pendingAck: null,    // a write waiting for sign-in (a function)
 };
 
 /* ---- small helpers ---- */
@@ -227,36 +227,58 @@ function tokenFromFragment() {
   history.replaceState(null, '', location.pathname + location.search);
 }
 
-async function acknowledge(a, button) {
-  if (!state.console.writes) { toast(t('ack.no_writes'), true); return; }
-  /* the API records who acknowledges (and the audit log keeps it): no
-   * acknowledgement without the operator's name */
+/* Runs then() once the tab has a token and the operator's name: at once,
+ * or after the sign-in (the API records who does every write, and the audit
+ * log keeps it). Returns false when writes are off on this engine. */
+function asOperator(then) {
+  if (!state.console.writes) { toast(t('ack.no_writes'), true); return false; }
   if (!token() || !operatorName().trim()) {
-    state.pendingAck = { a, button };
+    state.pendingAck = then;
     openSignin();
-    return;
+    return true;
   }
-  button.disabled = true;
-  try {
-    const r = await fetch('/api/alerts/' + encodeURIComponent(a.id) + '/ack', {
-      method: 'POST',
-      headers: { 'Authorization': 'Bearer ' + token(), 'Content-Type': 'application/json' },
-      body: JSON.stringify({ by: operatorName().trim() }),
-    });
-    const body = await r.json().catch(() => ({}));
-    if (r.status === 401 || r.status === 403) {
-      signOut();
-      throw new Error((body.error || 'not allowed') + ' — ' + t('signin.refused'));
+  then();
+  return true;
+}
+
+/* POSTs body as JSON to path with the operator token. Resolves to the
+ * answer's JSON; rejects with an Error carrying the API's message and
+ * .status. A refused token (401, 403) signs the tab out. */
+async function postWrite(path, body) {
+  const r = await fetch(path, {
+    method: 'POST',
+    headers: { 'Authorization': 'Bearer ' + token(), 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 401 || r.status === 403) {
+    signOut();
+    const e = new Error((answer.error || 'not allowed') + ' — ' + t('signin.refused'));
+    e.status = r.status;
+    throw e;
+  }
+  if (!r.ok) {
+    const e = new Error(answer.error || ('HTTP ' + r.status));
+    e.status = r.status;
+    throw e;
+  }
+  return answer;
+}
+
+function acknowledge(a, button) {
+  asOperator(async () => {
+    button.disabled = true;
+    try {
+      const body = await postWrite('/api/alerts/' + encodeURIComponent(a.id) + '/ack', { by: operatorName().trim() });
+      state.alerts.set(a.id, Object.assign({}, a, body, { acknowledged: true }));
+      renderAlerts();
+      renderDistrict();
+      toast(t('ack.done', { id: a.id }));
+    } catch (e) {
+      button.disabled = false;
+      toast(t('ack.failed', { error: e.message }), true);
     }
-    if (!r.ok) throw new Error(body.error || ('HTTP ' + r.status));
-    state.alerts.set(a.id, Object.assign({}, a, body, { acknowledged: true }));
-    renderAlerts();
-    renderDistrict();
-    toast(t('ack.done', { id: a.id }));
-  } catch (e) {
-    button.disabled = false;
-    toast(t('ack.failed', { error: e.message }), true);
-  }
+  });
 }
 
 /* ---- the live value beside a message ---- */
@@ -332,9 +354,14 @@ function alertCard(a) {
         ...labelChips(a.labels),
         el('span', { class: 'since', 'data-since': since }, t('alert.since', { time: I18N.hm(since), ago: I18N.ago(since) })),
         acked && a.acked_by ? el('span', { class: 'acked-by' }, t('alert.acked_by', { who: a.acked_by })) : null)),
-    acked || a.state === 'pending' ? el('span') :
-      el('button', { class: 'ack btn', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
-        t('ack.button')));
+    el('div', { class: 'actions' },
+      acked || a.state === 'pending' ? null :
+        el('button', { class: 'ack btn', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
+          t('ack.button')),
+      el('button', { class: 'silence btn', type: 'button', onclick: () => Workflows.silenceFrom(a) },
+        t('silence.button')),
+      a.stale ? el('button', { class: 'close btn', type: 'button', onclick: () => Workflows.closeStale(a) },
+        t('close.button')) : null));
 }
 
 function sortAlerts(list) {
@@ -734,6 +761,7 @@ function switchLanguage() {
   renderSensors();
   renderMap();
   renderDistrict();
+  Workflows.render();
   if (state.offlineSince) markOffline();
   else { loadSeries(); loadHealth(); }
 }
@@ -770,9 +798,10 @@ async function start() {
     signIn(document.getElementById('signin-token').value, document.getElementById('signin-name').value);
     const p = state.pendingAck;
     state.pendingAck = null;
-    if (p) acknowledge(p.a, p.button);
+    if (p) p();
   });
   document.getElementById('district-close').addEventListener('click', closeDistrict);
+  Workflows.start();
   document.addEventListener('keydown', e => { if (e.key === 'Escape' && state.district) closeDistrict(); });
   document.getElementById('sel-topic').addEventListener('change', e => selectSensor(e.target.value));
   document.getElementById('sel-metric').addEventListener('change', e => { state.metric = e.target.value; loadSeries(); });

@@ -24,7 +24,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { env, checker, publisher, run } from './support.mjs';
+import { env, checker, publisher, run, sleep, until, text } from './support.mjs';
 
 const { url, brokerPort, token } = env('console.spec');
 const outDir = process.env.CB_OUT_DIR || 'tests/out';
@@ -32,24 +32,9 @@ const c = checker();
 const check = c.check;
 const publish = publisher(brokerPort);
 
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-
-async function until(fn, ms) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => null);
-    if (v || Date.now() > end) return v;
-    await sleep(200);
-  }
-}
-
 async function api(path) {
   const r = await fetch(new URL(path, url));
   return r.json();
-}
-
-async function text(page, sel) {
-  return (await page.locator(sel).first().textContent({ timeout: 5000 }).catch(() => '')) || '';
 }
 
 async function open(browser, locale, viewport, query) {

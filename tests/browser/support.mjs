@@ -54,3 +54,21 @@ function launch() {
     timeout: 30000,
   });
 }
+
+export const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+/* Polls fn (async) every 200 ms until it gives a truthy value or ms pass;
+ * returns that value (or the last falsy one). */
+export async function until(fn, ms) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => null);
+    if (v || Date.now() > end) return v;
+    await sleep(200);
+  }
+}
+
+/* The text of the first element sel selects, '' when there is none. */
+export async function text(page, sel) {
+  return (await page.locator(sel).first().textContent({ timeout: 5000 }).catch(() => '')) || '';
+}
