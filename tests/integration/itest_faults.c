@@ -279,6 +279,20 @@ static int check_deliveries(struct cb_h_receiver *r)
     return n - dup;
 }
 
+struct outbox_rows {
+    const char *db;
+    int64_t want;
+};
+
+/* The alert store commits the outbox rows on its writer thread, a batch
+ * behind the loop: the rows are all on disk once this holds. */
+static int outbox_stored(void *ctx)
+{
+    struct outbox_rows *o = ctx;
+    int64_t n = 0;
+    return cb_h_sql_int(o->db, &n, "SELECT count(*) FROM outbox") == 0 && n >= o->want;
+}
+
 static int delivered_all(void *ctx)
 {
     void **c = ctx;
@@ -374,6 +388,8 @@ static void test_dead_webhook_costs_the_loop_nothing(void)
     CU_ASSERT(cpu < sent);                 /* under 1 ms of loop CPU a transition (ASan) */
 
     /* the receiver comes back: everything arrives, once, in order */
+    struct outbox_rows stored = {db, sent};
+    CU_ASSERT_TRUE(cb_h_wait_until(outbox_stored, &stored, 10000));
     CU_ASSERT_EQUAL_FATAL(cb_h_receiver_start(&r), 0);
     int64_t want = 0;
     CU_ASSERT_EQUAL(cb_h_sql_int(db, &want, "SELECT count(*) FROM outbox"), 0);
