@@ -1690,9 +1690,15 @@ static int feed(struct cb_engine *e, struct sensor *s, const struct cb_sample *x
         ser->last_v = x->value;
         ser->has = 1;
     }
-    for (size_t i = 0; i < ser->nwins; i++)
+    for (size_t i = 0; i < ser->nwins; i++) {
         if (rules__window_insert(ser->wins[i], x->ts_ms, x->value, now) < 0)
             return -1;
+        /* Trim here too, not only when read: a window that only escalate or
+         * message read (evaluated while the alert fires) would otherwise keep
+         * every sample while the alert stays quiet. A read at a later now
+         * would drop these samples anyway. */
+        rules__window_expire(ser->wins[i], now);
+    }
     return 0;
 }
 

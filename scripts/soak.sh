@@ -9,6 +9,8 @@
 #   SOAK_RATE       messages/s; default: half of the capacity measured first
 #                   (what the engine takes in 20 s of `citybrain sim --rate 0`,
 #                   as fast as the broker and the engine allow, QoS 1)
+#   SOAK_WARMUP_MINUTES  samples before this are warm-up, not judged
+#                   (default: half of SOAK_MINUTES)
 #   SOAK_RETENTION  storage.retention.raw for the run (default 2m), so the
 #                   database reaches its plateau within the run
 #   SOAK_SCENARIO   the incidents (default bench/scenarios/soak.scn: over by
@@ -22,7 +24,7 @@
 # the load is bounded by the rate and the duration, the poller by a count;
 # only the processes this script started are stopped, by their PIDs.
 #
-# Flat: over the second half of the samples (the first half is warm-up), the
+# Flat: over the samples after the warm-up (by default the second half), the
 # least-squares slope of a curve times that half's duration (the drift the
 # line predicts across it) must not exceed the larger of REL x the curve's
 # mean and an absolute floor ABS, per curve (the CURVES table below). A
@@ -37,6 +39,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CB=${CB:-$ROOT/build/citybrain}
 MINUTES=${SOAK_MINUTES:-60}
+WARMUP_S=$(( ${SOAK_WARMUP_MINUTES:-0} > 0 ? ${SOAK_WARMUP_MINUTES:-0} * 60 : MINUTES * 30 ))
 RATE=${SOAK_RATE:-}
 RETENTION=${SOAK_RETENTION:-2m}
 OUT=${SOAK_DIR:-$ROOT/build/soak}
@@ -213,8 +216,8 @@ log "the city stopped; $(grep -c '^200$' "$DATA/poller.log") API answers 200, $(
 samples=$(( $(wc -l < "$OUT/soak.csv") - 1 ))
 {
   echo "soak: ${MINUTES} min at ${RATE} msg/s (${RATE_SOURCE}), ${samples} samples every ${INTERVAL}s;"
-  echo "flat = least-squares drift over the second half <= max(REL x mean, ABS)"
-  awk -F, -v curves="$CURVES" '
+  echo "flat = least-squares drift over the samples after ${WARMUP_S}s of warm-up <= max(REL x mean, ABS)"
+  awk -F, -v curves="$CURVES" -v warmup="$WARMUP_S" '
     BEGIN {
       n = split(curves, lines, "\n")
       for (i = 1; i <= n; i++) if (split(lines[i], f, " ") >= 3) { rel[f[1]] = f[2]; abs[f[1]] = f[3]; order[++nc] = f[1] }
@@ -226,8 +229,8 @@ samples=$(( $(wc -l < "$OUT/soak.csv") - 1 ))
       bad = 0
       for (k = 1; k <= nc; k++) {
         c = order[k]; j = col[c]; sx = sy = sxx = sxy = m = 0
-        for (r = int(rows / 2) + 1; r <= rows; r++) {
-          if (v[r, j] == "") continue
+        for (r = 1; r <= rows; r++) {
+          if (v[r, 1] < warmup || v[r, j] == "") continue
           x = v[r, 1]; y = v[r, j]; m++; sx += x; sy += y; sxx += x * x; sxy += x * y
           if (m == 1) x0 = x; x1 = x
         }
@@ -261,7 +264,7 @@ set yrange [0:*]
 set output "$OUT/soak.png"
 set datafile separator ","
 set key autotitle columnhead top left
-set multiplot layout 4,3 title "citybrain soak: ${MINUTES} min at ${RATE} msg/s (the first half is warm-up)"
+set multiplot layout 4,3 title "citybrain soak: ${MINUTES} min at ${RATE} msg/s (warm-up: the first ${WARMUP_S} s)"
 set xlabel "s"
 plot "$OUT/soak.csv" using 1:(\$2/1024) with lines title "RSS (MB)"
 plot "$OUT/soak.csv" using 1:3 with lines title "open files", "" using 1:4 with lines title "threads"

@@ -172,6 +172,27 @@ static void test_escalation(void)
     fx_free(&f);
 }
 
+/* Found by make soak: windows were trimmed only when read, so a window read
+ * only by escalate or message (evaluated while the alert fires) grew with
+ * every sample while the alert stayed quiet: river_flood's rate(level, 30m)
+ * held every sample of every gauge since the start. */
+static void test_unread_window_stays_bounded(void)
+{
+    struct fx f;
+    fx_init(&f, "rule hi {\n" RIVER "  when level > 100\n  severity warning\n"
+                "  escalate major when rate(level, 1m) > 1\n"
+                "  message \"{max(level, 2m)}\"\n}\n");
+    for (int sec = 0; sec < 600; sec++)
+        send(&f, sec, "city/d1/river/s1", "level", 1 + sec % 7);
+    CU_ASSERT_EQUAL(f.rec.n, 0);
+    struct cb_engine_stats st;
+    cb_engine_get_stats(f.e, &st);
+    /* at most the last minute (1m) and the last two (2m), one sample a second */
+    CU_ASSERT(st.window_samples <= 60 + 120);
+    CU_ASSERT(st.window_samples >= 59 + 119);
+    fx_free(&f);
+}
+
 static void test_ack_stops_unacked_escalation(void)
 {
     struct fx f;
@@ -606,6 +627,7 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: 'clear ... for' is hysteresis; the default clear is 'not when', at once", test_clear_for_and_default_clear);
     CU_add_test(s, "engine: an empty window leaves a firing alert as it is", test_missing_data_keeps_state);
     CU_add_test(s, "engine: escalate by condition, then after an unacked time; never down", test_escalation);
+    CU_add_test(s, "engine: a window only escalate and message read holds no more than its width", test_unread_window_stays_bounded);
     CU_add_test(s, "engine: acknowledgement is idempotent and stops 'after ... unacked'", test_ack_stops_unacked_escalation);
     CU_add_test(s, "engine: cooldown holds back a new firing of the same instance", test_cooldown);
     CU_add_test(s, "engine: deadman with age() fires on ticks and resolves on any sample", test_deadman);
