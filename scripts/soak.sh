@@ -191,7 +191,9 @@ while kill -0 "$SIM" 2>/dev/null; do
   lag_sum=$(metric citybrain_loop_lag_seconds_sum)
   lag_n=$(metric citybrain_loop_lag_seconds_count)
   rate="" lag=""
-  if [ -n "$prev_t" ]; then
+  if [ -z "$msgs" ]; then
+    : # /metrics did not answer in 5 s: the row has gaps, the rate waits for the next one
+  elif [ -n "$prev_t" ]; then
     rate=$(awk -v a="$prev_msgs" -v b="${msgs:-0}" -v s="$prev_t" -v e="$now" \
       'BEGIN { printf "%.0f", (b - a) / (e - s) }')
     if [ -n "$lag_n" ] && [ -n "$prev_lag_n" ]; then
@@ -199,7 +201,7 @@ while kill -0 "$SIM" 2>/dev/null; do
         'BEGIN { printf "%.3f", n1 > n0 ? (s1 - s0) / (n1 - n0) * 1000 : 0 }')
     fi
   fi
-  prev_msgs=${msgs:-0} prev_t=$now prev_lag_sum=$lag_sum prev_lag_n=$lag_n
+  [ -n "$msgs" ] && { prev_msgs=$msgs prev_t=$now prev_lag_sum=$lag_sum prev_lag_n=$lag_n; }
   journal=$(du -sb "$DATA/citybrain.db.journal" 2>/dev/null | cut -f1)
   segs=$(ls "$DATA/citybrain.db.journal" 2>/dev/null | grep -c '\.seg$')
   printf '%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' $(( $(date +%s) - start )) \
