@@ -190,19 +190,24 @@ static void render_one(void *ctx, const struct cb_transition *t)
         instance_json(t, c->out);
 }
 
+/* The operator actions (ack, close) act on a firing alert: 0 when `id` is
+ * one, else the status with the message in out (404 none, 409 pending). */
+static int firing_or_error(struct cmd_api_sources *d, const char *id, struct cb_strbuf *out)
+{
+    struct find_ctx f = {id, 0};
+    cb_engine_foreach_instance(d->engine, find_one, &f);
+    if (f.found == 2)
+        return 0;
+    cb_strbuf_printf(out, f.found ? "alert '%s' is pending, not firing" : "no alert '%s'", id);
+    return f.found ? 409 : 404;
+}
+
 static int ack(void *ctx, const char *id, const char *by, const char *note, struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
-    struct find_ctx f = {id, 0};
-    cb_engine_foreach_instance(d->engine, find_one, &f);
-    if (f.found == 0) {
-        cb_strbuf_printf(out, "no alert '%s'", id);
-        return 404;
-    }
-    if (f.found == 1) {
-        cb_strbuf_printf(out, "alert '%s' is pending, not firing", id);
-        return 409;
-    }
+    int st = firing_or_error(d, id, out);
+    if (st)
+        return st;
     if (cb_engine_ack(d->engine, id, by, *note ? note : NULL) < 0) {
         cb_strbuf_puts(out, "the alert could not be acknowledged");
         return 500;
@@ -216,13 +221,13 @@ static int close_by_hand(void *ctx, const char *id, const char *by, const char *
                          struct cb_strbuf *out)
 {
     struct cmd_api_sources *d = ctx;
-    struct find_ctx f = {id, 0};
-    cb_engine_foreach_instance(d->engine, find_one, &f);
-    int rc = f.found ? cb_engine_close(d->engine, id, by, note) : -1;
+    int st = firing_or_error(d, id, out);
+    if (st)
+        return st;
+    int rc = cb_engine_close(d->engine, id, by, note);
     if (rc < 0) {
-        cb_strbuf_printf(out, f.found == 1 ? "alert '%s' is pending, not firing" : "no alert '%s'",
-                         id);
-        return f.found ? 409 : 404;
+        cb_strbuf_puts(out, "the alert could not be closed");
+        return 500;
     }
     if (rc > 0) {
         cb_strbuf_printf(out, "alert '%s' is not stale: it resolves on evidence (acknowledge or "
