@@ -327,7 +327,9 @@ static const struct option *closest_option(const char *key)
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *a = key, *b = options[i].key;
         size_t la = strlen(a), lb = strlen(b);
-        if (la > 64 || lb > 64)
+        /* The lengths' difference is a floor of the distance: most options
+         * are ruled out without filling the table. */
+        if (la > 64 || lb > 64 || (la > lb ? la - lb : lb - la) >= best_d)
             continue;
         size_t d[65][65];
         for (size_t x = 0; x <= la; x++)

@@ -26,6 +26,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,31 @@ static double g_last_message(void *ctx)
     return (double)__atomic_load_n(&d->last_message_ms, __ATOMIC_RELAXED) / 1000.0;
 }
 
+/* Where resident memory goes, so a soak can tell a leak (heap in use grows),
+ * fragmentation (heap free grows) and the database's caches (SQLite's
+ * bytes grow until storage.cache_size) apart. */
+static double g_sqlite_memory(void *ctx)
+{
+    (void)ctx;
+    return (double)cb_storage_memory_used();
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+static double g_heap_in_use(void *ctx)
+{
+    (void)ctx;
+    struct mallinfo2 mi = mallinfo2();
+    return (double)(mi.uordblks + mi.hblkhd);
+}
+
+static double g_heap_free(void *ctx)
+{
+    (void)ctx;
+    struct mallinfo2 mi = mallinfo2();
+    return (double)mi.fordblks;
+}
+#endif
+
 static void register_metrics(struct cb_daemon *d)
 {
     d->m_msg_accepted = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"accepted\"",
@@ -308,6 +334,16 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
+        {"citybrain_sqlite_memory_bytes",
+         "bytes SQLite holds: page caches of every connection (storage.cache_size for the writer) "
+         "and statements",
+         g_sqlite_memory},
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+        {"citybrain_heap_in_use_bytes", "bytes allocated and not freed (malloc, all arenas)",
+         g_heap_in_use},
+        {"citybrain_heap_free_bytes", "bytes freed but kept by the allocator (all arenas)",
+         g_heap_free},
+#endif
         {"citybrain_loop_lag_max_seconds",
          "the largest loop lag of the last 10 s; /api/health is degraded while it is over 1 s",
          g_loop_lag_max},

@@ -128,6 +128,10 @@ void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos);
 int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
                         const char *reason, uint64_t journal_pos);
 void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out);
+/* Bytes SQLite holds in this process, every connection's page cache and
+ * statements included (sqlite3_memory_used): how much of the resident
+ * memory is the database's, for /metrics and the soak. */
+int64_t cb_storage_memory_used(void);
 /* Gives the store the journal: sets its floor to the committed position now,
  * and after every commit the writer calls cb_journal_release with the
  * committed position, so the daemon need not. The journal must outlive the
