@@ -157,6 +157,7 @@ STORE_STAT(g_store_health, health)
 STORE_STAT(g_store_retention, retention_deleted)
 STORE_STAT(g_store_derive_steps, derive_steps)
 STORE_STAT(g_store_derive_errors, derive_errors)
+STORE_STAT(g_store_cache_bytes, cache_bytes)
 /* How far rollup_1m lags the clock: minutes its derivation has not reached
  * (about one minute plus the grace when healthy). */
 static double g_store_derive_lag(void *ctx)
@@ -212,14 +213,8 @@ static double g_last_message(void *ctx)
 }
 
 /* Where resident memory goes, so a soak can tell a leak (heap in use grows),
- * fragmentation (heap free grows) and the database's caches (SQLite's
- * bytes grow until storage.cache_size) apart. */
-static double g_sqlite_memory(void *ctx)
-{
-    (void)ctx;
-    return (double)cb_storage_memory_used();
-}
-
+ * fragmentation (heap free grows) and the writer's page cache (grows until
+ * storage.cache_size) apart. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
 static double g_heap_in_use(void *ctx)
 {
@@ -334,10 +329,9 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_window_samples", "samples held in rule windows", g_rules_window_samples},
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
-        {"citybrain_sqlite_memory_bytes",
-         "bytes SQLite holds: page caches of every connection (storage.cache_size for the writer) "
-         "and statements",
-         g_sqlite_memory},
+        {"citybrain_storage_cache_bytes",
+         "the writer's SQLite page cache (grows until storage.cache_size, part of the heap in use)",
+         g_store_cache_bytes},
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
         {"citybrain_heap_in_use_bytes", "bytes allocated and not freed (malloc, all arenas)",
          g_heap_in_use},

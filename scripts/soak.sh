@@ -62,7 +62,7 @@ outbox            0.10   10         webhook deliveries not acknowledged
 db_bytes          0.05   8388608    database file
 wal_bytes         0.10   8388608    WAL file
 journal_segs      0      1          ingest journal segment files (bytes: a sawtooth)
-sqlite_kb         0.05   4096       SQLite memory: page caches (the writer up to storage.cache_size), statements
+cache_kb          0.05   4096       page cache of the writer (up to storage.cache_size; part of the heap in use)
 heap_used_kb      0.05   4096       allocated and not freed (a leak climbs here)
 heap_free_kb      0.25   8192       freed but kept by malloc (fragmentation climbs here)
 '
@@ -172,7 +172,7 @@ SIM=$!
 POLLER=$!
 
 # ---- sampling ---------------------------------------------------------------------------
-echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,sqlite_kb,heap_used_kb,heap_free_kb" \
+echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,cache_kb,heap_used_kb,heap_free_kb" \
   > "$OUT/soak.csv"
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 start=$(date +%s)
@@ -213,7 +213,7 @@ while kill -0 "$SIM" 2>/dev/null; do
     "$(metric citybrain_storage_pending_rows)" "$(metric citybrain_notify_outbox_depth)" \
     "$(size_of "$DATA/citybrain.db")" "$(size_of "$DATA/citybrain.db-wal")" "${journal:-0}" "$segs" \
     "$rate" "$(metric citybrain_mqtt_dropped_total)" "${health:-none}" \
-    "$(kb "$(metric citybrain_sqlite_memory_bytes)")" "$(kb "$(metric citybrain_heap_in_use_bytes)")" \
+    "$(kb "$(metric citybrain_storage_cache_bytes)")" "$(kb "$(metric citybrain_heap_in_use_bytes)")" \
     "$(kb "$(metric citybrain_heap_free_bytes)")" >> "$OUT/soak.csv"
 done
 wait "$SIM"; SIM=""
@@ -284,7 +284,7 @@ plot "$OUT/soak.csv" using 1:9 with lines title "outbox"
 plot "$OUT/soak.csv" using 1:(\$10/1048576) with lines title "DB (MB)", "" using 1:(\$11/1048576) with lines title "WAL (MB)"
 plot "$OUT/soak.csv" using 1:(\$12/1048576) with lines title "journal (MB)", "" using 1:(\$13*10) with steps title "journal segments x 10"
 plot "$OUT/soak.csv" using 1:14 with lines title "handled msg/s"
-plot "$OUT/soak.csv" using 1:(\$17/1024) with lines title "SQLite (MB)", "" using 1:(\$18/1024) with lines title "heap in use (MB)", "" using 1:(\$19/1024) with lines title "heap free (MB)"
+plot "$OUT/soak.csv" using 1:(\$17/1024) with lines title "writer page cache (MB)", "" using 1:(\$18/1024) with lines title "heap in use (MB)", "" using 1:(\$19/1024) with lines title "heap free (MB)"
 unset multiplot
 EOF
 else

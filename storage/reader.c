@@ -81,11 +81,6 @@ static int fail_sql(struct cb_store_reader *r, const char *what)
     return -1;
 }
 
-int64_t cb_storage_memory_used(void)
-{
-    return (int64_t)sqlite3_memory_used();
-}
-
 struct cb_store_reader *cb_store_reader_open(const char *db_path, char *err, size_t errlen)
 {
     struct cb_store_reader *r = calloc(1, sizeof *r);

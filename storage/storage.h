@@ -93,6 +93,7 @@ struct cb_store_stats {
     int64_t derived_1h;        /* rollup_1h is complete below this time (ms) */
     uint64_t sensors;          /* sensors known to the writer */
     uint64_t series;           /* series known to the writer */
+    uint64_t cache_bytes;      /* the writer's SQLite page cache (up to storage.cache_size) */
 };
 
 /* Health: OK; DEGRADED while commits fail and rows wait in memory (retried
@@ -128,10 +129,6 @@ void cb_store_note_journal_pos(struct cb_store *s, uint64_t journal_pos);
 int cb_store_quarantine(struct cb_store *s, const char *topic, const struct cb_sample *sample,
                         const char *reason, uint64_t journal_pos);
 void cb_store_get_stats(struct cb_store *s, struct cb_store_stats *out);
-/* Bytes SQLite holds in this process, every connection's page cache and
- * statements included (sqlite3_memory_used): how much of the resident
- * memory is the database's, for /metrics and the soak. */
-int64_t cb_storage_memory_used(void);
 /* Gives the store the journal: sets its floor to the committed position now,
  * and after every commit the writer calls cb_journal_release with the
  * committed position, so the daemon need not. The journal must outlive the

@@ -1398,7 +1398,12 @@ static void *writer_main(void *arg)
                     cb_journal_release(journal, res.pos);
             }
 
+            /* The page cache's size, read on the thread that owns the
+             * connection: it grows to storage.cache_size and stays. */
+            int cache_now = 0, cache_high = 0;
+            (void)sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_USED, &cache_now, &cache_high, 0);
             pthread_mutex_lock(&s->mu);
+            s->stats.cache_bytes = (uint64_t)cache_now;
             if (r == SQLITE_OK) {
                 batch_clear(&s->work);
                 s->work_rows = 0;

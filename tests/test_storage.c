@@ -160,6 +160,30 @@ static void test_files_private(void)
     teardown();
 }
 
+/* /metrics and the soak tell the writer's page cache from a leak: the
+ * writer reports the cache's size, which fills up to storage.cache_size
+ * (1 MiB here) and no further however many rows go through. */
+static void test_page_cache_reported(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    char topic[32];
+    for (int round = 0; round < 4; round++) {
+        for (int i = 0; i < 20000; i++) {
+            snprintf(topic, sizeof topic, "city/s%03d", i % 400);
+            put(s, topic, "v", 1000 + round * 1000 + i / 400, i, 0);
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT(st.cache_bytes > 256 * 1024);
+    CU_ASSERT(st.cache_bytes <= (uint64_t)cfg.storage_cache_size * 5 / 4); /* page headers */
+    cb_store_close(s);
+    teardown();
+}
+
 static void test_migration(void)
 {
     setup();
@@ -1310,6 +1334,8 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a new file gets the current schema in WAL mode", test_schema_created);
     CU_add_test(s, "storage: the database, its -wal and -shm are created readable by the owner only",
                 test_files_private);
+    CU_add_test(s, "storage: the writer reports its page cache, which stays within storage.cache_size",
+                test_page_cache_reported);
     CU_add_test(s, "storage: a version-1 database migrates forward keeping its rows",
                 test_migration);
     CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",
