@@ -15,6 +15,7 @@
 struct inst {
     char *acked_by, *ack_note;
     int64_t acked_at;
+    int stale;           /* as the last transition told it (on_stale tells changes) */
     struct alerts__tcopy *held;
 };
 
@@ -106,6 +107,26 @@ static void labels_json(const struct cb_transition *t, struct cb_strbuf *b)
 
 /* The event JSON: the rules.md object (cb_transition_to_json) with the
  * extension fields "grade" and, when a silence holds it, "silenced". */
+/* Staleness changes with a PROGRESS record, which is no event: a change is
+ * told to on_stale, so the live feed shows it at once. */
+static void tell_stale(struct cb_alerts *a, struct inst *in, const struct cb_transition *t)
+{
+    int stale = t->stale != 0;
+    if (t->state == CB_ALERT_PROGRESS && stale != in->stale && a->hooks.on_stale) {
+        struct cb_strbuf *b = &a->buf;
+        cb_strbuf_reset(b);
+        cb_strbuf_puts(b, "{\"id\":");
+        cb_strbuf_json_string(b, t->id, strlen(t->id));
+        cb_strbuf_puts(b, ",\"rule\":");
+        cb_strbuf_json_string(b, t->rule, strlen(t->rule));
+        cb_strbuf_printf(b, ",\"stale\":%s,\"at\":%lld}", stale ? "true" : "false",
+                         (long long)t->at);
+        if (!b->oom)
+            a->hooks.on_stale(a->hooks.ctx, b->data, b->len);
+    }
+    in->stale = stale;
+}
+
 /* Appends texts (per language) to b as a JSON object and a NUL, for the
  * instance row (schema step 7). Returns its offset in b, or SIZE_MAX when no
  * language has a text (the row keeps NULL). */
@@ -831,6 +852,7 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
     };
     if (b->oom || cb_alert_store_put_instance(a->store, &row))
         cb_error("alert", "%s: instance not persisted (out of memory)", t->id);
+    tell_stale(a, in, t);
 
     if (cb_transition_is_event(t)) {
         a->stats.events++;
@@ -943,9 +965,10 @@ static int load_row(void *arg, const struct cb_alert_row *r)
             lc->fn(lc->ctx, &t, 0, 0);
         goto done;
     }
-    if (r->acked_by) {
-        struct inst *in = inst_get(lc->a, r->id);
-        if (in) {
+    struct inst *in = inst_get(lc->a, r->id);
+    if (in) {
+        in->stale = t.stale;
+        if (r->acked_by) {
             set_str(&in->acked_by, r->acked_by);
             set_str(&in->ack_note, r->ack_note);
             in->acked_at = r->acked_at;

@@ -420,6 +420,7 @@ function onTransition(ev) {
   } else {
     const prev = state.alerts.get(tr.id) || {};
     const next = Object.assign({}, prev, tr);
+    next.stale = !!tr.stale; /* a transition says whether it is stale */
     if (tr.state === 'acknowledged') next.acknowledged = true;
     state.alerts.set(tr.id, next);
     state.fresh.add(tr.id);
@@ -428,6 +429,19 @@ function onTransition(ev) {
   renderMap();
   renderDistrict();
   sensorsSoon();
+}
+
+/* A firing alert marked stale (its verdict unknown, or its sensors silent)
+ * or fresh again: no transition, a notice of its own on the event stream. */
+function onStale(ev) {
+  let n;
+  try { n = JSON.parse(ev.data); } catch (e) { return; }
+  const a = n && state.alerts.get(n.id);
+  if (!a || !!a.stale === !!n.stale) return;
+  state.alerts.set(n.id, Object.assign({}, a, { stale: !!n.stale }));
+  renderAlerts();
+  renderMap();
+  renderDistrict();
 }
 
 /* A transition means telemetry arrived: refresh the sensors (and so the map
@@ -456,6 +470,7 @@ function connectEvents() {
     }
   });
   es.addEventListener('transition', onTransition);
+  es.addEventListener('stale', onStale);
 }
 
 /* ---- sensors ---- */
