@@ -1406,8 +1406,14 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
 static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
 {
     struct cb_transition t;
-    int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
+    int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE &&
+                state != CB_ALERT_PROGRESS;
     describe(e, in, state, now, &t, event);
+    /* A PROGRESS record (stale marked, clear progress) renders nothing: it
+     * keeps the texts of the last transition, which a stale sensor's unknown
+     * values ("n/a") must not replace. */
+    if (state == CB_ALERT_PROGRESS)
+        set_texts(&t, in->rule, (const char *const *)in->msg);
     e->st.transitions++;
     e->version++;
     /* The listing shows an instance as its last transition told it, so a
