@@ -1406,20 +1406,23 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
 static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state, int64_t now)
 {
     struct cb_transition t;
-    int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE &&
-                state != CB_ALERT_PROGRESS;
-    describe(e, in, state, now, &t, event);
-    /* A PROGRESS record (stale marked, clear progress) renders nothing: it
-     * keeps the texts of the last transition, which a stale sensor's unknown
-     * values ("n/a") must not replace. */
-    if (state == CB_ALERT_PROGRESS)
+    int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
+    /* A PROGRESS record (stale marked, clear progress), and what an operator
+     * or the engine does to a stale instance (an acknowledgement, a close by
+     * hand, a rule removed) render nothing: they keep the texts of the last
+     * transition, which the unknown values of silent sensors ("n/a") must not
+     * replace. Transitions on evidence render anew. */
+    int by_hand = state == CB_ALERT_ACKNOWLEDGED || (state == CB_ALERT_RESOLVED && e->reason);
+    int keep = state == CB_ALERT_PROGRESS || (by_hand && in->state == ST_FIRING && in->stale);
+    describe(e, in, state, now, &t, event && !keep);
+    if (keep)
         set_texts(&t, in->rule, (const char *const *)in->msg);
     e->st.transitions++;
     e->version++;
     /* The listing shows an instance as its last transition told it, so a
      * listing changes only with a transition (cb_engine_version). On OOM the
      * previous message stays. */
-    for (int l = 0; event && state != CB_ALERT_RESOLVED && l < CB_LANGS; l++) {
+    for (int l = 0; event && !keep && state != CB_ALERT_RESOLVED && l < CB_LANGS; l++) {
         const char *text = l == in->rule->msg_lang ? t.message : t.messages[l];
         char *m = text ? rules__strdup(text) : NULL;
         if (m) {
