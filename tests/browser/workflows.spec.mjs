@@ -1,5 +1,6 @@
 // The operator's workflows in the console, in a real browser against a real
-// engine and broker (docs/console.md, "Operator pages"): a silence from an
+// engine and broker (docs/console.md, "Operator pages"): an acknowledgement
+// with the operator's name and a note; a silence from an
 // alert (a bad matcher refused with the API's message, then created, listed
 // and in the audit log), expired with a comment; a stale alert closed by hand
 // (409 shown while it has evidence; the stale mark and its end come on the
@@ -27,12 +28,12 @@ const tag = ZH ? 'zh' : 'en';
 // What the page must say, per language (the catalogues' texts, written out
 // so a wrong or missing catalogue entry fails).
 const L = ZH ? {
-  name: '王芳', silenceTitle: '静默通知', refused: '引擎拒绝', comment: '燃气公司正在检修 s01',
+  name: '王芳', ackTitle: '确认告警：燃气泄漏', ackNote: '已派抢修三队前往', silenceTitle: '静默通知', refused: '引擎拒绝', comment: '燃气公司正在检修 s01',
   active: '生效中', expired: '已结束', expiredBy: '由 王芳 结束', expireNote: '检修完成', stale: '数据中断',
   closeNote: '水位计 s02 已拆下维修', closeAction: '手动关闭', unacked: '仍在告警、尚未确认',
   titles: { silences: '静默', history: '告警历史', audit: '操作日志', handover: '交接班' },
 } : {
-  name: 'Wang Fang', silenceTitle: 'Silence notifications', refused: 'the engine refused',
+  name: 'Wang Fang', ackTitle: 'Acknowledge Methane leak', ackNote: 'repair crew 3 sent', silenceTitle: 'Silence notifications', refused: 'the engine refused',
   comment: 'the gas company is servicing s01', active: 'active', expired: 'expired',
   expiredBy: 'ended by Wang Fang', expireNote: 'service done', stale: 'stale',
   closeNote: 'gauge s02 removed for repair', closeAction: 'closed by hand', unacked: 'Still firing, unacknowledged',
@@ -176,9 +177,23 @@ await run(async browser => {
   check(cl.length === 1 && cl[0].who === NAME && cl[0].target === floodId && cl[0].note === L.closeNote, 'the audit log has the close with the note');
   check(await p.locator(`#alerts [data-alert-id="${floodId}"]`).count() === 0, `${tag}: the closed alert leaves the list`);
 
-  // acknowledge the gas alert, for the handover
+  // ---- acknowledge the gas alert with a note (and for the handover)
   await p.locator(`#alerts [data-alert-id="${gasId}"] button.ack`).click();
-  await until(async () => (await api('/api/alerts')).alerts.find(a => a.id === gasId).acked_by === NAME, 5000);
+  await p.locator('#ask[open]').waitFor({ timeout: 5000 }).catch(() => {});
+  check((await text(p, '#ask-title')) === L.ackTitle, `${tag}: Acknowledge asks a note ("${await text(p, '#ask-title')}")`);
+  await p.fill('#ask-text', L.ackNote);
+  await p.screenshot({ path: join(outDir, `workflows-${tag}-ack-dialog.png`) });
+  await p.click('#ask-submit');
+  const ackedApi = await until(async () => {
+    const g = (await api('/api/alerts')).alerts.find(a => a.id === gasId);
+    return g.acked_by === NAME && g.ack_note === L.ackNote;
+  }, 5000);
+  const ackAudit = await audit('ack');
+  check(ackedApi && ackAudit.length === 1 && ackAudit[0].who === NAME && ackAudit[0].note === L.ackNote,
+    `${tag}: the acknowledgement reaches the engine and the audit log with the name and the note`);
+  await p.locator(`#alerts [data-alert-id="${gasId}"] .acked-by`).first().waitFor({ timeout: 5000 }).catch(() => {});
+  check((await text(p, `#alerts [data-alert-id="${gasId}"] .acked-by`)).includes(NAME + ': ' + L.ackNote),
+    `${tag}: the card shows who acknowledged it and the note`);
   publish('city/d02/noise/s01', { db: 80 });          // still firing, unacknowledged
   await until(async () => (await api('/api/alerts')).alerts.find(a => a.id.startsWith('noise_now') && a.state === 'firing'), 10000);
 
