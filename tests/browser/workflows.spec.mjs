@@ -250,11 +250,14 @@ await run(async browser => {
     await p.locator('#page [data-part="fired"]').waitFor({ timeout: 5000 }).catch(() => {});
     const [from, to] = shiftWindow(zone, h, Date.now());
     const want = trs.filter(t => t.state === 'firing' && t.at >= from && t.at <= to).map(t => t.id).sort();
-    await until(async () => (await part('fired')).sort().join() === want.join(), 3000);
+    const hh = n => String(n % 24).padStart(2, '0') + ':00:00';
+    // the page renders the shift after reading the history: wait for it
+    const starts = async () => ((await text(p, '#page .handover-window')).match(/\d\d:\d\d:\d\d/) || [''])[0];
+    await until(async () => (await starts()) === hh(h) &&
+      (await part('fired')).sort().join() === want.join(), 5000);
     const got = (await part('fired')).sort();
     const win = await text(p, '#page .handover-window');
-    const hh = n => String(n % 24).padStart(2, '0') + ':00:00';
-    check(win.includes(hh(h)) && (to < Date.now() - 60000 ? win.includes(hh(h + 8)) : true) && win.includes(zone),
+    check((await starts()) === hh(h) && (to < Date.now() - 60000 ? win.includes(hh(h + 8)) : true) && win.includes(zone),
       `${tag} handover ${String(h).padStart(2, '0')}:00–${String(h + 8).padStart(2, '0')}:00: the window is the shift in ${zone} (${win})`);
     check(got.join() === want.join(), `${tag} handover ${hh(h).slice(0, 5)}: fired lists the firings of that shift only (${got.length}, expected ${want.length})`);
     await p.screenshot({ path: join(outDir, `workflows-${tag}-handover-${String(h).padStart(2, '0')}.png`), fullPage: true });
