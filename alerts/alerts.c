@@ -4,6 +4,7 @@
 #include "base/log.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 struct inst {
     char *acked_by, *ack_note;
     int64_t acked_at;
+    int stale;           /* as the last transition told it (on_stale tells changes) */
     struct alerts__tcopy *held;
 };
 
@@ -105,6 +107,51 @@ static void labels_json(const struct cb_transition *t, struct cb_strbuf *b)
 
 /* The event JSON: the rules.md object (cb_transition_to_json) with the
  * extension fields "grade" and, when a silence holds it, "silenced". */
+/* Staleness changes with a PROGRESS record, which is no event: a change is
+ * told to on_stale, so the live feed shows it at once. */
+static void tell_stale(struct cb_alerts *a, struct inst *in, const struct cb_transition *t)
+{
+    int stale = t->stale != 0;
+    if (t->state == CB_ALERT_PROGRESS && stale != in->stale && a->hooks.on_stale) {
+        struct cb_strbuf *b = &a->buf;
+        cb_strbuf_reset(b);
+        cb_strbuf_puts(b, "{\"id\":");
+        cb_strbuf_json_string(b, t->id, strlen(t->id));
+        cb_strbuf_puts(b, ",\"rule\":");
+        cb_strbuf_json_string(b, t->rule, strlen(t->rule));
+        cb_strbuf_printf(b, ",\"stale\":%s,\"at\":%lld}", stale ? "true" : "false",
+                         (long long)t->at);
+        if (!b->oom)
+            a->hooks.on_stale(a->hooks.ctx, b->data, b->len);
+    }
+    in->stale = stale;
+}
+
+/* Appends texts (per language) to b as a JSON object and a NUL, for the
+ * instance row (schema step 7). Returns its offset in b, or SIZE_MAX when no
+ * language has a text (the row keeps NULL). */
+static size_t texts_add(struct cb_strbuf *b, const char *const *texts)
+{
+    size_t at = b->len;
+    if (!cb_lang_texts_json(texts, b))
+        return SIZE_MAX;
+    cb_strbuf_putc(b, '\0');
+    return at;
+}
+
+/* Reads a stored texts object ({"en-US":…,"zh-CN":…}, or NULL) into out[]
+ * (one per language, NULL where it has none; pointers into the returned
+ * cJSON, which the caller deletes; NULL when there is nothing to delete). */
+static cJSON *texts_parse(const char *json, const char *out[CB_LANGS])
+{
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    for (int l = 0; l < CB_LANGS; l++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, cb_lang_tag((enum cb_lang)l));
+        out[l] = cJSON_IsString(v) ? v->valuestring : NULL;
+    }
+    return o;
+}
+
 static void event_json(const struct cb_transition *t, int64_t silenced, struct cb_strbuf *b)
 {
     size_t start = b->len;
@@ -791,6 +838,8 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
     struct cb_strbuf *b = &a->buf;
     cb_strbuf_reset(b);
     labels_json(t, b);
+    cb_strbuf_putc(b, '\0');
+    size_t titles = texts_add(b, t->titles), messages = texts_add(b, t->messages);
     struct cb_alert_row row = {
         .id = t->id, .rule = t->rule, .labels = b->data, .state = row_state,
         .severity = sev_name(t->severity), .since = t->since, .at = t->at,
@@ -798,9 +847,12 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         .ack_note = in->ack_note, .cooldown_until = t->cooldown_until,
         .updated = now_ms(a), .fired_at = t->fired_at, .clear_since = t->clear_since,
         .stale = (t->stale ? 1 : 0) | (t->unknown ? 2 : 0), .rule_key = t->rule_key,
+        .titles = titles == SIZE_MAX ? NULL : b->data + titles,
+        .messages = messages == SIZE_MAX ? NULL : b->data + messages,
     };
     if (b->oom || cb_alert_store_put_instance(a->store, &row))
         cb_error("alert", "%s: instance not persisted (out of memory)", t->id);
+    tell_stale(a, in, t);
 
     if (cb_transition_is_event(t)) {
         a->stats.events++;
@@ -906,16 +958,17 @@ static int load_row(void *arg, const struct cb_alert_row *r)
     t.stale = r->stale & 1;
     t.unknown = (r->stale & 2) != 0;
     t.rule_key = r->rule_key;
+    cJSON *titles = texts_parse(r->titles, t.titles);
+    cJSON *messages = texts_parse(r->messages, t.messages);
     if (t.state == CB_ALERT_RESOLVED) { /* only a cooldown still running matters */
         if (r->cooldown_until > now_ms(lc->a))
             lc->fn(lc->ctx, &t, 0, 0);
-        free(lab);
-        cJSON_Delete(labels);
-        return 0;
+        goto done;
     }
-    if (r->acked_by) {
-        struct inst *in = inst_get(lc->a, r->id);
-        if (in) {
+    struct inst *in = inst_get(lc->a, r->id);
+    if (in) {
+        in->stale = t.stale;
+        if (r->acked_by) {
             set_str(&in->acked_by, r->acked_by);
             set_str(&in->ack_note, r->ack_note);
             in->acked_at = r->acked_at;
@@ -923,6 +976,9 @@ static int load_row(void *arg, const struct cb_alert_row *r)
     }
     lc->fn(lc->ctx, &t, r->acked_by != NULL, r->acked_at);
     lc->n++;
+done:
+    cJSON_Delete(messages);
+    cJSON_Delete(titles);
     free(lab);
     cJSON_Delete(labels);
     return 0;
@@ -993,6 +1049,10 @@ static int list_row(void *arg, const struct cb_alert_row *r)
     cb_strbuf_printf(b, ",\"since\":%lld,\"at\":%lld,\"message\":", (long long)r->since,
                      (long long)r->at);
     cb_strbuf_json_string_or_null(b, r->message);
+    if (r->titles)
+        cb_strbuf_printf(b, ",\"titles\":%s", r->titles);
+    if (r->messages)
+        cb_strbuf_printf(b, ",\"messages\":%s", r->messages);
     cb_strbuf_printf(b, ",\"acknowledged\":%s,\"acked_by\":", r->acked_by ? "true" : "false");
     cb_strbuf_json_string_or_null(b, r->acked_by);
     cb_strbuf_printf(b, ",\"acked_at\":%lld,\"ack_note\":", (long long)r->acked_at);

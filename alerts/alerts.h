@@ -37,6 +37,11 @@ struct cb_alerts_hooks {
      * seq is its alert_transitions seq; json is not NUL-terminated-dependent
      * (len given) and borrowed for the call. May be NULL. */
     void (*on_event)(void *ctx, uint64_t seq, const char *json, size_t len);
+    /* A firing instance became stale or fresh again (no event, not in the
+     * transition log: rules.md, "Missing data"), for the live feed only:
+     * json is {"id","rule","stale":true|false,"at"}, borrowed for the call.
+     * May be NULL. */
+    void (*on_stale)(void *ctx, const char *json, size_t len);
     /* Time for silences, storm windows, outbox retries, handover. NULL: wall. */
     const struct cb_clock *clock;
 };

@@ -204,6 +204,12 @@ int cb_api_port(const struct cb_api *api);
  * 1 MiB queued) is disconnected; EventSource reconnects with Last-Event-ID. */
 void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len);
 
+/* Pushes a notice that is no transition (no id, not in the transition log,
+ * so not resumed after a reconnect) to every /api/events client as
+ * `event: NAME` (`event`, a static string such as "stale") with `data: JSON`.
+ * Loop thread. A client that is resuming gets it after the stored ones. */
+void cb_api_notice(struct cb_api *api, const char *event, const char *json, size_t len);
+
 /* Number of /api/events clients connected (tests, metrics). */
 size_t cb_api_event_clients(const struct cb_api *api);
 

@@ -25,6 +25,7 @@
 
 struct held {
     struct held *next;
+    const char *event; /* a static string: "transition" or a notice's name */
     uint64_t seq;
     size_t len;
     char json[];
@@ -56,13 +57,15 @@ struct resume {
     struct cb_strbuf out;
 };
 
-/* Appends one event in the SSE format. JSON from the provider is one line;
- * should it ever hold a newline, each line becomes its own data: field. */
-static void format_event(struct cb_strbuf *b, uint64_t seq, const char *json, size_t len)
+/* Appends one event in the SSE format: its id (none when seq is 0), its
+ * type `event` and its data. JSON from the provider is one line; should it
+ * ever hold a newline, each line becomes its own data: field. */
+static void format_event(struct cb_strbuf *b, uint64_t seq, const char *event, const char *json,
+                         size_t len)
 {
     if (seq)
         cb_strbuf_printf(b, "id: %llu\n", (unsigned long long)seq);
-    cb_strbuf_puts(b, "event: transition\n");
+    cb_strbuf_printf(b, "event: %s\n", event);
     size_t i = 0;
     do {
         const char *nl = memchr(json + i, '\n', len - i);
@@ -165,7 +168,7 @@ static void queue_text(struct api_sse *c)
 static int resume_emit(void *ctx, uint64_t seq, const char *json, size_t len)
 {
     struct resume *r = ctx;
-    format_event(&r->out, seq, json, len);
+    format_event(&r->out, seq, "transition", json, len);
     if (seq > r->max_seq)
         r->max_seq = seq;
     return r->out.oom;
@@ -204,7 +207,7 @@ static void resume_after(uv_work_t *u, int status)
         for (struct held *h = c->held_head; h;) {
             struct held *n = h->next;
             if (h->seq == 0 || h->seq > c->last_seq) {
-                format_event(&c->pending, h->seq, h->json, h->len);
+                format_event(&c->pending, h->seq, h->event, h->json, h->len);
                 if (h->seq)
                     c->last_seq = h->seq;
             }
@@ -298,7 +301,9 @@ void api__events_open(struct cb_api *api, h2o_req_t *req)
     flush(c);
 }
 
-void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len)
+/* Hands one event to every client: queued, or held while it resumes. */
+static void broadcast(struct cb_api *api, uint64_t seq, const char *event, const char *json,
+                      size_t len)
 {
     if (!api || api->closing)
         return;
@@ -314,6 +319,7 @@ void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len
                 continue;
             }
             h->next = NULL;
+            h->event = event;
             h->seq = seq;
             h->len = len;
             memcpy(h->json, json, len);
@@ -328,11 +334,21 @@ void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len
         }
         if (seq && seq <= c->last_seq)
             continue;
-        format_event(&c->pending, seq, json, len);
+        format_event(&c->pending, seq, event, json, len);
         if (seq)
             c->last_seq = seq;
         queue_text(c);
     }
+}
+
+void cb_api_event(struct cb_api *api, uint64_t seq, const char *json, size_t len)
+{
+    broadcast(api, seq, "transition", json, len);
+}
+
+void cb_api_notice(struct cb_api *api, const char *event, const char *json, size_t len)
+{
+    broadcast(api, 0, event, json, len);
 }
 
 static void on_heartbeat(uv_timer_t *t)

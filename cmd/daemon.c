@@ -520,6 +520,13 @@ static void alert_event(void *ctx, uint64_t seq, const char *json, size_t len)
         cb_api_event(d->api, seq, json, len);
 }
 
+static void alert_stale(void *ctx, const char *json, size_t len)
+{
+    struct cb_daemon *d = ctx;
+    if (d->api)
+        cb_api_notice(d->api, "stale", json, len);
+}
+
 /* ---- rules: load, reload, watch ------------------------------------------ */
 
 static void log_diags(const struct cb_diags *diags)
@@ -831,7 +838,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
             cfg->storage_synchronous == CB_SYNC_FULL ? "full" : "normal");
 
     struct cb_alerts_hooks hooks = {.ctx = d, .publish = publish_alert, .on_event = alert_event,
-                                    .clock = &cb_clock_wall};
+                                    .on_stale = alert_stale, .clock = &cb_clock_wall};
     d->alerts = cb_alerts_new(&d->loop, cfg, cfg->storage_db, &hooks, err, sizeof err);
     if (!d->alerts) {
         cb_error("alert", "%s", err);

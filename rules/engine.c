@@ -170,23 +170,31 @@ const char *cb_lang_tag(enum cb_lang l)
     return (unsigned)l < CB_LANGS ? tags[l] : NULL;
 }
 
-/* Appends ,"key":{"en-US":…,"zh-CN":…} for the languages that have a text;
- * nothing when none has. */
-static void lang_object(struct cb_strbuf *out, const char *key, const char *const *texts)
+int cb_lang_texts_json(const char *const *texts, struct cb_strbuf *out)
 {
     int n = 0;
     for (int l = 0; l < CB_LANGS; l++) {
         if (!texts[l])
             continue;
-        if (n++)
-            cb_strbuf_putc(out, ',');
-        else
-            cb_strbuf_printf(out, ",\"%s\":{", key);
+        cb_strbuf_putc(out, n++ ? ',' : '{');
         cb_strbuf_printf(out, "\"%s\":", cb_lang_tag((enum cb_lang)l));
         cb_strbuf_json_string(out, texts[l], strlen(texts[l]));
     }
     if (n)
         cb_strbuf_putc(out, '}');
+    return n;
+}
+
+/* Appends ,"key":{"en-US":…,"zh-CN":…} for the languages that have a text;
+ * nothing when none has. */
+static void lang_object(struct cb_strbuf *out, const char *key, const char *const *texts)
+{
+    for (int l = 0; l < CB_LANGS; l++)
+        if (texts[l]) {
+            cb_strbuf_printf(out, ",\"%s\":", key);
+            cb_lang_texts_json(texts, out);
+            return;
+        }
 }
 
 const char *cb_severity_name(enum cb_severity s)
@@ -1399,13 +1407,22 @@ static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state
 {
     struct cb_transition t;
     int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
-    describe(e, in, state, now, &t, event);
+    /* A PROGRESS record (stale marked, clear progress), and what an operator
+     * or the engine does to a stale instance (an acknowledgement, a close by
+     * hand, a rule removed) render nothing: they keep the texts of the last
+     * transition, which the unknown values of silent sensors ("n/a") must not
+     * replace. Transitions on evidence render anew. */
+    int by_hand = state == CB_ALERT_ACKNOWLEDGED || (state == CB_ALERT_RESOLVED && e->reason);
+    int keep = state == CB_ALERT_PROGRESS || (by_hand && in->state == ST_FIRING && in->stale);
+    describe(e, in, state, now, &t, event && !keep);
+    if (keep)
+        set_texts(&t, in->rule, (const char *const *)in->msg);
     e->st.transitions++;
     e->version++;
     /* The listing shows an instance as its last transition told it, so a
      * listing changes only with a transition (cb_engine_version). On OOM the
      * previous message stays. */
-    for (int l = 0; event && state != CB_ALERT_RESOLVED && l < CB_LANGS; l++) {
+    for (int l = 0; event && !keep && state != CB_ALERT_RESOLVED && l < CB_LANGS; l++) {
         const char *text = l == in->rule->msg_lang ? t.message : t.messages[l];
         char *m = text ? rules__strdup(text) : NULL;
         if (m) {
@@ -1966,11 +1983,16 @@ int cb_engine_restore(struct cb_engine *e, const struct cb_transition *saved, in
             in->acked_by = rules__strdup(saved->acked_by ? saved->acked_by : "");
             in->ack_note = saved->ack_note ? rules__strdup(saved->ack_note) : NULL;
         }
+        /* Every language's message of the last transition (schema step 7);
+         * a row written before that step has only the first language's. */
         msgs_free(in);
-        /* The store keeps one message (the first language's); the others
-         * come back with the next transition. */
-        if (in->rule->msg_lang >= 0 && saved->message)
-            in->msg[in->rule->msg_lang] = rules__strdup(saved->message);
+        for (int g = 0; g < CB_LANGS; g++) {
+            const char *m = saved->messages[g];
+            if (!m && g == in->rule->msg_lang)
+                m = saved->message;
+            if (m && !(in->msg[g] = rules__strdup(m)))
+                return -1;
+        }
         break;
     case CB_ALERT_RESOLVED:
         in->cooldown_until = saved->cooldown_until;

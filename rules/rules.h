@@ -143,6 +143,11 @@ enum cb_lang { CB_LANG_EN = 0, CB_LANG_ZH, CB_LANGS };
 
 /* The BCP 47 tag of a language: "en-US", "zh-CN"; NULL out of range. */
 const char *cb_lang_tag(enum cb_lang l);
+/* Appends texts (one per enum cb_lang, NULL where a language has none) as a
+ * JSON object {"en-US":…,"zh-CN":…} of the languages that have one, in enum
+ * order; appends nothing when none has. Returns how many it wrote. The alert
+ * store keeps an instance's titles and messages in this form. */
+int cb_lang_texts_json(const char *const *texts, struct cb_strbuf *out);
 
 /* ---- transitions ---------------------------------------------------------- */
 
@@ -301,7 +306,9 @@ int cb_engine_close(struct cb_engine *e, const char *id, const char *by, const c
 
 /* Restores an instance persisted before a restart (from the alert store),
  * before any sample is offered: state PENDING or FIRING (with severity,
- * since, fired_at, clear_since, stale, ack), or RESOLVED with a cooldown
+ * since, fired_at, clear_since, stale, ack, and its messages: every
+ * language's in saved->messages, else saved->message for the first), or
+ * RESOLVED with a cooldown
  * still running. No transition is emitted now. Returns 0 when restored; 1
  * when the rule is gone or its identity (saved->rule_key) changed: the
  * instance is then ended at the next cb_engine_tick, resolved (or made

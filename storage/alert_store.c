@@ -15,14 +15,14 @@ enum { ST_INSTANCE, ST_TRANSITION, ST_SILENCE_ADD, ST_SILENCE_EXPIRE, ST_OUTBOX_
 
 static const char *const write_sql[ST_COUNT] = {
     "INSERT INTO alert_instances(id,rule,labels,state,severity,since,at,message,acked_by,"
-    "acked_at,ack_note,cooldown_until,updated,fired_at,clear_since,stale,rule_key)"
-    " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"
+    "acked_at,ack_note,cooldown_until,updated,fired_at,clear_since,stale,rule_key,titles,"
+    "messages) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
     " ON CONFLICT(id) DO UPDATE SET rule=excluded.rule,labels=excluded.labels,"
     "state=excluded.state,severity=excluded.severity,since=excluded.since,at=excluded.at,"
     "message=excluded.message,acked_by=excluded.acked_by,acked_at=excluded.acked_at,"
     "ack_note=excluded.ack_note,cooldown_until=excluded.cooldown_until,updated=excluded.updated,"
     "fired_at=excluded.fired_at,clear_since=excluded.clear_since,stale=excluded.stale,"
-    "rule_key=excluded.rule_key",
+    "rule_key=excluded.rule_key,titles=excluded.titles,messages=excluded.messages",
     "INSERT INTO alert_transitions(seq,alert_id,rule,state,severity,at,json)"
     " VALUES(?1,?2,?3,?4,?5,?6,?7)",
     "INSERT INTO silences(id,matchers,starts,ends,comment,created_by,created_at)"
@@ -36,7 +36,7 @@ static const char *const write_sql[ST_COUNT] = {
     "INSERT INTO audit_log(seq,at,who,action,target,note,details) VALUES(?1,?2,?3,?4,?5,?6,?7)",
 };
 
-#define MAXV 17
+#define MAXV 19
 
 /* A value: text (s, owned; NULL binds SQL NULL when isnull) or integer. */
 struct val {
@@ -348,6 +348,8 @@ int cb_alert_store_put_instance(struct cb_alert_store *s, const struct cb_alert_
     op_int0(o, r->clear_since);
     op_int(o, r->stale);
     bad |= op_text(o, r->rule_key);
+    bad |= op_text(o, r->titles);
+    bad |= op_text(o, r->messages);
     return enqueue(s, o, bad);
 }
 
@@ -530,6 +532,7 @@ static int inst_row(sqlite3_stmt *st, void *arg)
         .cooldown_until = sqlite3_column_int64(st, 11), .updated = sqlite3_column_int64(st, 12),
         .fired_at = sqlite3_column_int64(st, 13), .clear_since = sqlite3_column_int64(st, 14),
         .stale = sqlite3_column_int(st, 15), .rule_key = col_text(st, 16),
+        .titles = col_text(st, 17), .messages = col_text(st, 18),
     };
     return c->fn(c->ctx, &a);
 }
@@ -539,7 +542,8 @@ int cb_alert_reader_instances(struct cb_alert_reader *r, const struct cb_alert_f
 {
     static const char sql[] =
         "SELECT id,rule,labels,state,severity,since,at,message,acked_by,acked_at,ack_note,"
-        "cooldown_until,updated,fired_at,clear_since,stale,rule_key FROM alert_instances"
+        "cooldown_until,updated,fired_at,clear_since,stale,rule_key,titles,messages"
+        " FROM alert_instances"
         " WHERE (?1 IS NULL OR state=?1) AND"
         " (?2 IS NULL OR severity=?2) AND (?3 IS NULL OR rule=?3) AND"
         " (?4=0 OR acked_by IS NULL) AND (?5=0 OR since<=?5) ORDER BY rule,id LIMIT ?6";

@@ -48,6 +48,9 @@ struct cb_alert_row {
     int64_t fired_at, clear_since;
     int stale;            /* bit 0: stale; bit 1: its last verdict was unknown */
     const char *rule_key;
+    /* texts per language (schema step 7): JSON objects {"en-US":…,"zh-CN":…}
+     * (cb_lang_texts_json), NULL for a rule with plain clauses only */
+    const char *titles, *messages;
 };
 
 struct cb_outbox_row {

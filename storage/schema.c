@@ -139,10 +139,19 @@ static const char schema_v6[] =
     "ALTER TABLE alert_instances ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;" /* 1 stale, 2 unknown */
     "ALTER TABLE alert_instances ADD COLUMN rule_key TEXT;";
 
+/* Step 7: an instance's title and message in every language its rule gives
+ * (rules.md, "Languages"), each a JSON object {"en-US":…,"zh-CN":…} or NULL
+ * for a rule with plain clauses only; `message` keeps the first language's.
+ * After a restart a firing alert is shown in every language again, not only
+ * in the one `message` holds. */
+static const char schema_v7[] =
+    "ALTER TABLE alert_instances ADD COLUMN titles TEXT;"
+    "ALTER TABLE alert_instances ADD COLUMN messages TEXT;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
 static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                     schema_v6};
+                                     schema_v6, schema_v7};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

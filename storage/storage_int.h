@@ -11,7 +11,7 @@
 /* PRAGMA application_id of a citybrain database ("CBR1"). */
 #define STORAGE_APP_ID 0x43425231
 /* PRAGMA user_version after every migration step has run. */
-#define STORAGE_SCHEMA_VERSION 6
+#define STORAGE_SCHEMA_VERSION 7
 
 /* "Nothing derived yet" for the rollup derivation state (meta derive_*). */
 #define STORAGE_DERIVE_NONE (-(INT64_C(1) << 62))

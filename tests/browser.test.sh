@@ -8,8 +8,10 @@
 #                       grade groups, live values, wall and laptop screens,
 #                       and reconnection after the engine restarts (the spec
 #                       restarts it: CB_ENGINE_CMD, pid in CB_PID_FILE)
-#   workflows.spec.mjs  silences, closing a stale alert, history, audit and
-#                       the shift handover (an engine of its own, below)
+#   workflows.spec.mjs  silences, closing a stale alert, history, audit, the
+#                       shift handover and its presets, every page at
+#                       1366x768; once in Chinese and once in English, each
+#                       against an engine of its own (below)
 # Screenshots go to tests/out/. Run by `make test`; needs CB_BIN (set by make).
 set -euo pipefail
 
@@ -143,34 +145,41 @@ if [ $rc -eq 0 ]; then
   fi
 fi
 
-# The workflows spec gets an engine of its own: sensors go stale after 2 s
-# (so an alert can be closed by hand), a fresh database (so the audit log
-# holds only what the spec does).
-if [ $rc -eq 0 ]; then
-  HTTP2=$(free_port)
-  CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id cb-browser-wf \
-    --db "$TMP/wf.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$HTTP2" \
-    --set http.time_zone=Asia/Shanghai --set sensors.stale_after=2s --log-level info > "$TMP/wf.log" 2>&1 &
-  WF_PID=$!
-  if wait_port "$HTTP2" 20; then
+# The workflows spec gets an engine of its own, once per language: sensors
+# go stale after 2 s (so an alert can be closed by hand), a fresh database
+# (so the audit log holds only what the spec does).
+workflows() { # lang
+  local http db=$TMP/wf-$1.db log=$TMP/wf-$1.log pid wf=0 r=0
+  http=$(free_port)
+  CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-wf-$1" \
+    --db "$db" --rules "$TMP/flood.rules" --http "127.0.0.1:$http" \
+    --set http.time_zone=Asia/Shanghai --set sensors.stale_after=2s --log-level info > "$log" 2>&1 &
+  pid=$!
+  if wait_port "$http" 20; then
     for _ in $(seq 1 100); do
-      curl -fsS "http://127.0.0.1:$HTTP2/api/health" 2>/dev/null | grep -q '"mqtt":"connected"' && break
+      curl -fsS "http://127.0.0.1:$http/api/health" 2>/dev/null | grep -q '"mqtt":"connected"' && break
       sleep 0.1
     done
-    CB_URL="http://127.0.0.1:$HTTP2/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN CB_OUT_DIR="$OUT_DIR" \
-      timeout 180 node tests/browser/workflows.spec.mjs || rc=$?
+    CB_URL="http://127.0.0.1:$http/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN CB_OUT_DIR="$OUT_DIR" CB_LANG=$1 \
+      timeout 180 node tests/browser/workflows.spec.mjs || r=1
   else
-    echo "browser.test: the workflows engine did not open its HTTP port" >&2
-    rc=1
+    echo "browser.test: the workflows engine ($1) did not open its HTTP port" >&2
+    r=1
   fi
-  kill -TERM "$WF_PID" 2>/dev/null || true
-  wf=0
-  wait "$WF_PID" || wf=$?
-  if [ "$wf" -ne 0 ] || ! grep -q "stopped cleanly" "$TMP/wf.log"; then
-    echo "browser.test: the workflows engine did not exit cleanly ($wf)" >&2
-    rc=1
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || wf=$?
+  if [ "$wf" -ne 0 ] || ! grep -q "stopped cleanly" "$log"; then
+    echo "browser.test: the workflows engine ($1) did not exit cleanly ($wf)" >&2
+    r=1
   fi
-  [ $rc -ne 0 ] && tail -n 40 "$TMP/wf.log" >&2
+  [ $r -ne 0 ] && tail -n 40 "$log" >&2
+  return $r
+}
+if [ $rc -eq 0 ]; then
+  workflows zh-CN || rc=1
+  # the same districts and sensors again: the Chinese run's alerts are gone
+  # with its engine (a fresh database), the broker keeps nothing retained
+  [ $rc -eq 0 ] && { workflows en-US || rc=1; }
 fi
 
 # The engine must still shut down cleanly after the browser's visit (the

@@ -538,6 +538,55 @@ static void test_silent_sensor_marks_alert_stale(void)
     fx_free(&f);
 }
 
+struct msg_seen {
+    char listed[128];   /* the listing's message */
+    char progress[128]; /* the message of the last PROGRESS record */
+    char progress_zh[128];
+    char ack[128];      /* the message of the acknowledgement */
+};
+
+static void see_message(void *ctx, const struct cb_transition *t)
+{
+    struct msg_seen *m = ctx;
+    snprintf(m->listed, sizeof m->listed, "%s", t->message ? t->message : "(none)");
+}
+
+static void on_progress(void *ctx, const struct cb_transition *t)
+{
+    struct msg_seen *m = ctx;
+    if (t->state == CB_ALERT_ACKNOWLEDGED)
+        snprintf(m->ack, sizeof m->ack, "%s", t->message ? t->message : "(none)");
+    if (t->state != CB_ALERT_PROGRESS)
+        return;
+    snprintf(m->progress, sizeof m->progress, "%s", t->message ? t->message : "(none)");
+    snprintf(m->progress_zh, sizeof m->progress_zh, "%s",
+             t->messages[CB_LANG_ZH] ? t->messages[CB_LANG_ZH] : "(none)");
+}
+
+/* Marked stale, the alert keeps the message of its firing: the stale sensor's
+ * unknown value ("n/a") replaces it neither in the listing nor in the
+ * PROGRESS record the store keeps (in every language), nor when it is
+ * acknowledged while stale. */
+static void test_stale_mark_keeps_the_message(void)
+{
+    struct fx f;
+    struct msg_seen m = {"", "", "", ""};
+    fx_init_fn(&f, "rule hi {\n" RIVER "  when level > 3\n  message \"{sensor}: {level}\"\n"
+                   "  message zh \"{sensor}：水位 {level}\"\n}\n", on_progress, &m);
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    at(&f, 601); /* silent past stale_after: stale, `level` unknown */
+    cb_engine_foreach_instance(f.e, see_message, &m);
+    CU_ASSERT_STRING_EQUAL(m.listed, "s1: 4");
+    CU_ASSERT_STRING_EQUAL(m.progress, "s1: 4");
+    CU_ASSERT_STRING_EQUAL(m.progress_zh, "s1：水位 4");
+    /* acknowledged while stale: the acknowledgement carries it too */
+    CU_ASSERT_EQUAL(cb_engine_ack(f.e, "hi/city/d1/river/s1", "ana", NULL), 0);
+    CU_ASSERT_STRING_EQUAL(m.ack, "s1: 4");
+    cb_engine_foreach_instance(f.e, see_message, &m);
+    CU_ASSERT_STRING_EQUAL(m.listed, "s1: 4");
+    fx_free(&f);
+}
+
 /* A bare {NAME}: the label's value, or the latest value of a metric the rule
  * uses (here only inside a window: the latest sample, not the average), with
  * up to 6 significant digits; a metric with no sample yet prints n/a. */
@@ -647,6 +696,9 @@ void cb_test_suite_engine(void)
                    "a listing shows the message of the last transition", test_version);
     CU_add_test(s, "engine: a firing alert whose sensor goes silent stays firing, marked stale",
                 test_silent_sensor_marks_alert_stale);
+    CU_add_test(s, "engine: a stale alert keeps the message of the last transition, in every "
+                   "language and when acknowledged, instead of rendering unknown values",
+                test_stale_mark_keeps_the_message);
     CU_add_test(s, "engine: a bare {NAME} in the message prints the label, or the latest value of "
                    "the metric (n/a before its first sample)", test_template_bare_names_render);
 }

@@ -265,20 +265,17 @@ async function postWrite(path, body) {
   return answer;
 }
 
-function acknowledge(a, button) {
-  asOperator(async () => {
-    button.disabled = true;
-    try {
-      const body = await postWrite('/api/alerts/' + encodeURIComponent(a.id) + '/ack', { by: operatorName().trim() });
-      state.alerts.set(a.id, Object.assign({}, a, body, { acknowledged: true }));
-      renderAlerts();
-      renderDistrict();
-      toast(t('ack.done', { id: a.id }));
-    } catch (e) {
-      button.disabled = false;
-      toast(t('ack.failed', { error: e.message }), true);
-    }
-  });
+/* Acknowledges with the operator's name and a note (optional), asked in a
+ * dialog that shows the API's refusal as it comes. */
+function acknowledge(a) {
+  asOperator(() => Workflows.ask(t('ack.title', { title: titleOf(a) }), t('ack.note'), async note => {
+    const body = await postWrite('/api/alerts/' + encodeURIComponent(a.id) + '/ack',
+      note ? { by: operatorName().trim(), note } : { by: operatorName().trim() });
+    state.alerts.set(a.id, Object.assign({}, a, body, { acknowledged: true }));
+    renderAlerts();
+    renderDistrict();
+    toast(t('ack.done', { id: a.id }));
+  }, true));
 }
 
 /* ---- the live value beside a message ---- */
@@ -353,10 +350,11 @@ function alertCard(a) {
       el('div', { class: 'meta' },
         ...labelChips(a.labels),
         el('span', { class: 'since', 'data-since': since }, t('alert.since', { time: I18N.hm(since), ago: I18N.ago(since) })),
-        acked && a.acked_by ? el('span', { class: 'acked-by' }, t('alert.acked_by', { who: a.acked_by })) : null)),
+        acked && a.acked_by ? el('span', { class: 'acked-by' }, t('alert.acked_by', { who: a.acked_by }) +
+          (a.ack_note ? ': ' + a.ack_note : '')) : null)),
     el('div', { class: 'actions' },
       acked || a.state === 'pending' ? null :
-        el('button', { class: 'ack btn', type: 'button', onclick: ev => acknowledge(a, ev.currentTarget) },
+        el('button', { class: 'ack btn', type: 'button', onclick: () => acknowledge(a) },
           t('ack.button')),
       el('button', { class: 'silence btn', type: 'button', onclick: () => Workflows.silenceFrom(a) },
         t('silence.button')),
@@ -420,7 +418,8 @@ function onTransition(ev) {
   } else {
     const prev = state.alerts.get(tr.id) || {};
     const next = Object.assign({}, prev, tr);
-    if (tr.state === 'acknowledged') next.acknowledged = true;
+    next.stale = !!tr.stale; /* a transition says whether it is stale */
+    if (tr.state === 'acknowledged') Object.assign(next, { acknowledged: true, acked_by: tr.by, ack_note: tr.note });
     state.alerts.set(tr.id, next);
     state.fresh.add(tr.id);
   }
@@ -428,6 +427,19 @@ function onTransition(ev) {
   renderMap();
   renderDistrict();
   sensorsSoon();
+}
+
+/* A firing alert marked stale (its verdict unknown, or its sensors silent)
+ * or fresh again: no transition, a notice of its own on the event stream. */
+function onStale(ev) {
+  let n;
+  try { n = JSON.parse(ev.data); } catch (e) { return; }
+  const a = n && state.alerts.get(n.id);
+  if (!a || !!a.stale === !!n.stale) return;
+  state.alerts.set(n.id, Object.assign({}, a, { stale: !!n.stale }));
+  renderAlerts();
+  renderMap();
+  renderDistrict();
 }
 
 /* A transition means telemetry arrived: refresh the sensors (and so the map
@@ -456,6 +468,7 @@ function connectEvents() {
     }
   });
   es.addEventListener('transition', onTransition);
+  es.addEventListener('stale', onStale);
 }
 
 /* ---- sensors ---- */

@@ -15,16 +15,18 @@ const Workflows = (() => {
 
   /* ---- a dialog that asks one thing (a comment, a note) ---- */
 
-  /* Opens the ask dialog titled title with a required text field labelled
-   * label; on submit calls send(text), a promise. The dialog stays open with
-   * the API's message when send rejects, and closes when it resolves. */
-  function ask(title, label, send) {
+  /* Opens the ask dialog titled title with a text field labelled label,
+   * required unless optional; on submit calls send(text), a promise. The
+   * dialog stays open with the API's message when send rejects, and closes
+   * when it resolves. */
+  function ask(title, label, send, optional) {
     const d = document.getElementById('ask');
     document.getElementById('ask-title').textContent = title;
     document.getElementById('ask-label').textContent = label;
     const input = document.getElementById('ask-text');
     const err = document.getElementById('ask-error');
     input.value = '';
+    input.required = !optional;
     err.hidden = true;
     const form = document.getElementById('ask-form');
     form.onsubmit = async ev => {
@@ -319,7 +321,7 @@ const Workflows = (() => {
   }
 
   return {
-    start, open, close, render, closeStale,
+    start, open, close, render, closeStale, ask,
     get page() { return page.name; },
     silenceFrom: a => asOperator(() => openSilenceDialog(a)),
   };

@@ -19,7 +19,7 @@
 //   5. info alerts grouped and collapsed, the live value beside a message;
 //   6. wall (1920x1080) and laptop (1366x768) screens, screenshots of each;
 //   7. the engine restarts: a banner while it is away, then by itself the
-//      live stream again and the alerts.
+//      live stream again and the alerts, still in Chinese.
 // Exits 0 when every step passed, 1 otherwise, one line per check.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, openSync } from 'node:fs';
@@ -227,6 +227,10 @@ await run(async browser => {
     check(await p.locator('[data-alert-id="flood_now/district=d08"]').count() >= 1 &&
       await p.locator('[data-alert-id="flood_now/district=d07"]').count() >= 1,
       'zh: after the restart, old alerts are back and new ones arrive live');
+    // the alerts from before the restart still speak Chinese (the store keeps
+    // every language's message, not only the first one's)
+    check((await text(p, '[data-alert-id="flood_now/district=d07"] .msg')) === 'd07：河道水位超过 9 米',
+      `zh: after the restart, an alert from before it keeps its Chinese message (${await text(p, '[data-alert-id="flood_now/district=d07"] .msg')})`);
   }
   check(en.errors.length === 0, 'en: no script errors' + (en.errors.length ? ': ' + en.errors.join(' | ') : ''));
   await en.context.close();

@@ -7,7 +7,8 @@
 //   2. one MQTT message (mosquitto_pub) makes an alert that appears on the
 //      page within a second, without a reload (Server-Sent Events);
 //   3. acknowledging it on the page (the sign-in dialog takes the token and
-//      the operator's name once) changes its state in the API, by that name;
+//      the operator's name once, then the acknowledgement asks a note)
+//      changes its state in the API, by that name, with that note;
 //   4. a screenshot is saved.
 // Exits 0 when every step passed, 1 otherwise, with one line per step.
 import { env, checker, publisher, run } from './support.mjs';
@@ -64,12 +65,18 @@ await run(async browser => {
   await page.fill('#signin-token', token).catch(() => {});
   await page.fill('#signin-name', 'Li Wei').catch(() => {});
   await page.click('#signin-submit').catch(() => {});
+  await page.locator('#ask[open]').waitFor({ timeout: 5000 }).catch(() => {});
+  check(await page.locator('#ask[open]').count() === 1, 'then the acknowledgement asks a note');
+  await page.fill('#ask-text', 'crew 3 dispatched').catch(() => {});
+  await page.click('#ask-submit').catch(() => {});
   await page.locator('[data-alert-id="flood_now/district=d07"][data-state="acknowledged"]')
     .waitFor({ timeout: 5000 }).catch(() => {});
   const after = await api('/api/alerts?rule=flood_now');
   const a1 = after.body && after.body.alerts && after.body.alerts[0];
   check(a1 && a1.acknowledged === true, 'acknowledged on the page → acknowledged in the API');
-  check(a1 && a1.acked_by === 'Li Wei', 'by the name given at sign-in');
+  check(a1 && a1.acked_by === 'Li Wei' && a1.ack_note === 'crew 3 dispatched', 'by the name given at sign-in, with the note');
+  check((await page.locator('[data-alert-id="flood_now/district=d07"] .acked-by').first().textContent().catch(() => ''))
+    .includes('Li Wei: crew 3 dispatched'), 'the card shows who acknowledged it and the note');
   check(await page.evaluate(() => sessionStorage.getItem('citybrain.token')) === token &&
     await page.evaluate(() => localStorage.getItem('citybrain.token')) === null,
     'the token is kept in this tab only (sessionStorage)');

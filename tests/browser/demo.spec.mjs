@@ -42,6 +42,10 @@ await run(async browser => {
       "the console asks who acknowledges before the first acknowledgement");
     await page.fill('#signin-name', '值班员 Li Wei');
     await page.click('#signin-submit');
+    await page.locator('#ask[open]').waitFor({ timeout: 5000 }).catch(() => {});
+    check(await page.locator('#ask-title').textContent() === '确认告警：' + await card.locator('.name').first().textContent(),
+      'the acknowledgement asks a note (确认告警：<title>)');
+    await page.click('#ask-submit'); // the note is optional
     await page.locator(`[data-alert-id="${id}"][data-state="acknowledged"]`).first()
       .waitFor({ timeout: 10000 }).catch(() => {});
     check(await page.locator(`[data-alert-id="${id}"][data-state="acknowledged"]`).count() >= 1,

@@ -26,11 +26,22 @@ struct rig {
     const char *db;
 };
 
-static void rig_init(struct rig *r)
+/* The same rule with its title and message in English and Chinese. */
+static const char rule_text_zh[] = "rule gas_high {\n"
+                                   "  title    \"Methane leak\"\n"
+                                   "  title zh \"燃气泄漏\"\n"
+                                   "  match    \"city/{district}/gas/{sensor}\"\n"
+                                   "  when     ch4 >= 500\n"
+                                   "  severity critical\n"
+                                   "  message  \"{district}/{sensor}: {ch4:.0f} ppm\"\n"
+                                   "  message zh \"{district}/{sensor}：甲烷 {ch4:.0f} ppm\"\n"
+                                   "}\n";
+
+static void rig_init_rules(struct rig *r, const char *text)
 {
     r->db = cb_h_pathf("alerts.db");
     const char *rules = cb_h_pathf("gas.rules");
-    CU_ASSERT_EQUAL_FATAL(cb_h_write_file(rules, rule_text, strlen(rule_text)), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_h_write_file(rules, text, strlen(text)), 0);
     const char *extra[] = {"--db", r->db, "--rules", rules, "--set", "rules.watch=false", NULL};
     cbd_rig_init(&r->d, "cb-itest-alerts", TOKEN, extra);
 }
@@ -63,9 +74,10 @@ static int str_is(const cJSON *o, const char *key, const char *want)
 
 /* A fresh rig, the daemon started and gas_high fired by payload: the
  * instance id, the daemon in *cb. */
-static const char *start_firing(struct rig *r, const char *payload, struct cb_h_proc **cb)
+static const char *start_firing_rules(struct rig *r, const char *text, const char *payload,
+                                      struct cb_h_proc **cb)
 {
-    rig_init(r);
+    rig_init_rules(r, text);
     *cb = cbd_rig_start(&r->d);
     CU_ASSERT_PTR_NOT_NULL_FATAL(*cb);
     CU_ASSERT_EQUAL_FATAL(
@@ -74,6 +86,28 @@ static const char *start_firing(struct rig *r, const char *payload, struct cb_h_
     const char *id = cbd_first_id(r->d.alerts, "firing");
     CU_ASSERT_PTR_NOT_NULL_FATAL(id);
     return id;
+}
+
+static const char *start_firing(struct rig *r, const char *payload, struct cb_h_proc **cb)
+{
+    return start_firing_rules(r, rule_text, payload, cb);
+}
+
+/* 1 when o["titles"] and o["messages"] hold the gas_high texts of both
+ * languages with the value `ppm`. */
+static int both_languages(const cJSON *o, const char *ppm)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "titles");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    int ok = str_is(t, "en-US", "Methane leak") && str_is(t, "zh-CN", "燃气泄漏") &&
+             str_is(m, "en-US", cb_h_strf("d04/g7: %s ppm", ppm)) &&
+             str_is(m, "zh-CN", cb_h_strf("d04/g7：甲烷 %s ppm", ppm));
+    if (!ok) {
+        char *text = cJSON_PrintUnformatted(o);
+        fprintf(stderr, "\nnot in both languages (%s ppm): %s\n", ppm, text ? text : "?");
+        free(text);
+    }
+    return ok;
 }
 
 /* Fires, restarts while firing, resolves: one notification per transition. */
@@ -172,6 +206,43 @@ static void test_ack_over_api_survives_restart(void)
     CU_ASSERT_EQUAL(cbd_stop(cb), 0);
 }
 
+/* A rule that gives its texts in Chinese and English: after a restart the
+ * firing alert is listed with both titles and both messages of its last
+ * transition (schema step 7), not only the first language's; once resolved,
+ * the stored instance keeps both too. */
+static void test_firing_alert_keeps_both_languages_across_restart(void)
+{
+    struct rig r;
+    struct cb_h_proc *cb;
+    const char *id = start_firing_rules(&r, rule_text_zh, "{\"ch4\":900}", &cb);
+    cJSON *root;
+    CU_ASSERT_TRUE(both_languages(api_alert(&r, id, &root), "900"));
+    cJSON_Delete(root);
+
+    CU_ASSERT_EQUAL_FATAL(cbd_stop(cb), 0);
+    CU_ASSERT_EQUAL(cb_h_sql_count(r.db, "alert_instances",
+                                   cb_h_strf("id = '%s' AND messages LIKE '%%甲烷 900 ppm%%' AND "
+                                             "titles LIKE '%%燃气泄漏%%'", id)), 1);
+
+    cb = cbd_rig_start(&r.d);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    const cJSON *a = api_alert(&r, id, &root);
+    CU_ASSERT_TRUE(str_is(a, "state", "firing"));
+    CU_ASSERT_TRUE(str_is(a, "message", "d04/g7: 900 ppm"));
+    CU_ASSERT_TRUE(both_languages(a, "900"));
+    cJSON_Delete(root);
+
+    /* Resolved: the store's row (GET /api/alerts?state=resolved) has both. */
+    CU_ASSERT_EQUAL_FATAL(cb_h_publish(cb_h_broker_url(r.d.b), TOPIC, "{\"ch4\":20}", 10, 1), 0);
+    CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "gas_high", 1, CBD_TIMEOUT_MS));
+    const char *list;
+    CU_ASSERT_EQUAL(cbd_http(r.d.port, "GET", "/api/alerts?state=resolved", NULL, NULL, &list), 200);
+    root = cJSON_Parse(list);
+    CU_ASSERT_TRUE(both_languages(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "alerts"), 0), "20"));
+    cJSON_Delete(root);
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+}
+
 void cb_test_suite_alerts_restart(void)
 {
     CU_pSuite s = cb_h_add_suite("alerts_restart");
@@ -180,4 +251,7 @@ void cb_test_suite_alerts_restart(void)
                 test_firing_survives_restart_without_renotify);
     CU_add_test(s, "alerts restart: an ack over the API is published once and survives a restart",
                 test_ack_over_api_survives_restart);
+    CU_add_test(s, "alerts restart: a firing alert is listed in both languages after a restart, "
+                   "and its resolved row keeps both",
+                test_firing_alert_keeps_both_languages_across_restart);
 }

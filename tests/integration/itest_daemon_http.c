@@ -34,6 +34,12 @@ static const char RULES[] =
     "  when     last(level, 1m) > 4.5\n"
     "  severity major\n"
     "  message  \"{district}: river high\"\n"
+    "}\n"
+    /* unknown (no evidence either way) when qout is 0: a division by zero */
+    "rule pump_ratio {\n"
+    "  match    \"city/{district}/pump/{sensor}\"\n"
+    "  when     qin / qout > 2\n"
+    "  severity warning\n"
     "}\n";
 
 struct daemon {
@@ -401,6 +407,23 @@ static int answer_has(void *ctx)
            strstr(a.body, h->needle);
 }
 
+/* Opens GET /api/events on a raw socket and reads until the stream's opening
+ * comment (into events, cap bytes, which later reads append to). Returns the
+ * socket, or -1. */
+static int open_events(int port, char *events, size_t cap)
+{
+    int fd = raw_connect(port);
+    events[0] = '\0';
+    if (fd < 0)
+        return -1;
+    if (raw_send(fd, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") ||
+        !raw_read(fd, events, cap, "citybrain events", 5000)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* After each transition (seen on /api/events, which the daemon sends as it
  * happens) and each acknowledgement, the very next GET /api/alerts, gzip or
  * not, shows it; the old ETag gets 200, the current one 304. */
@@ -414,12 +437,9 @@ static void test_alerts_cache_never_stale(void)
     struct has_ctx h = {d.http_port, "river_high/city/d07/river/s00"};
     CU_ASSERT_FATAL(cb_h_wait_until(alerts_have, &h, 10000));
 
-    int sse = raw_connect(d.http_port);
-    CU_ASSERT_FATAL(sse >= 0);
     static char events[1 << 16];
-    events[0] = '\0';
-    CU_ASSERT(raw_send(sse, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
-    CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, "citybrain events", 5000));
+    int sse = open_events(d.http_port, events, sizeof events);
+    CU_ASSERT_FATAL(sse >= 0);
 
     struct answer a, b, c;
     CU_ASSERT_EQUAL_FATAL(request(d.http_port, "GET", "/api/alerts", GZIP, NULL, &a), 0);
@@ -495,6 +515,48 @@ static void test_alerts_cache_never_stale(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(cb_h_proc_stderr(d.proc), "stopped cleanly"));
 }
 
+/* A firing alert whose verdict becomes unknown is marked stale, which is no
+ * transition: the event stream tells it at once as `event: stale` (no id,
+ * not in the transition log), and again when evidence brings it back. */
+static void test_stale_mark_is_pushed_on_the_feed(void)
+{
+    struct daemon d;
+    CU_ASSERT_EQUAL_FATAL(daemon_start(&d), 0);
+    const char *url = cb_h_broker_url(d.broker);
+    static char events[1 << 16];
+    int sse = open_events(d.http_port, events, sizeof events);
+    CU_ASSERT_FATAL(sse >= 0);
+    struct resolved_ctx up = {d.http_port, "/api/health", "\"mqtt\":\"connected\""};
+    CU_ASSERT_FATAL(cb_h_wait_until(answer_has, &up, 10000));
+
+    const char *topic = "city/d03/pump/p1";
+    CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":1}", 18, 1), 0);
+    CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, "\"state\":\"firing\"", 10000));
+    events[0] = '\0';
+    CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":0}", 18, 1), 0);
+    const char *stale = "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
+                        "\"rule\":\"pump_ratio\",\"stale\":true,\"at\":";
+    int got = raw_read(sse, events, sizeof events, stale, 10000);
+    if (!got)
+        fprintf(stderr, "\nno stale notice on the feed:\n%s\n", events);
+    CU_ASSERT(got);
+    CU_ASSERT_PTR_NULL(strstr(events, "id: ")); /* a notice, not a transition */
+    struct answer a;
+    CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts", NULL, NULL, &a), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.body, "\"stale\":true"));
+
+    events[0] = '\0';
+    CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":2}", 18, 1), 0);
+    CU_ASSERT(raw_read(sse, events, sizeof events,
+                       "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
+                       "\"rule\":\"pump_ratio\",\"stale\":false,",
+                       10000));
+    CU_ASSERT_PTR_NULL(strstr(events, "event: transition")); /* still the same firing */
+    close(sse);
+    CU_ASSERT_EQUAL(cb_h_proc_signal(d.proc, SIGTERM), 0);
+    CU_ASSERT_EQUAL(cb_h_proc_wait(d.proc, 15000), 0);
+}
+
 void cb_test_suite_daemon_http(void)
 {
     CU_pSuite s = cb_h_add_suite("daemon_http");
@@ -511,4 +573,7 @@ void cb_test_suite_daemon_http(void)
     CU_add_test(s, "daemon: GET /api/alerts is never stale after a transition or an "
                    "acknowledgement (gzip, ETag and 304 included)",
                 test_alerts_cache_never_stale);
+    CU_add_test(s, "daemon: a firing alert marked stale, and fresh again, is pushed on "
+                   "/api/events as a stale notice at once",
+                test_stale_mark_is_pushed_on_the_feed);
 }
