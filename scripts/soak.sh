@@ -201,7 +201,7 @@ while kill -0 "$SIM" 2>/dev/null; do
       'BEGIN { printf "%.0f", (b - a) / (e - s) }')
     if [ -n "$lag_n" ] && [ -n "$prev_lag_n" ]; then
       lag=$(awk -v s0="$prev_lag_sum" -v s1="$lag_sum" -v n0="$prev_lag_n" -v n1="$lag_n" \
-        'BEGIN { printf "%.3f", n1 > n0 ? (s1 - s0) / (n1 - n0) * 1000 : 0 }')
+        'BEGIN { printf "%.3f", (n1 > n0 ? (s1 - s0) / (n1 - n0) * 1000 : 0) }')
     fi
   fi
   [ -n "$msgs" ] && { prev_msgs=$msgs prev_t=$now prev_lag_sum=$lag_sum prev_lag_n=$lag_n; }
