@@ -302,7 +302,15 @@ static void rebuild_all(struct rules__window *w)
             accs[i].rebuild(w);
 }
 
-/* Re-lays the ring into `cap` slots. 0 or -1 on OOM. */
+/* Re-lays the ring into `cap` slots. 0 or -1 on OOM.
+ *
+ * The free slots are written too. A large ring is a fresh mapping whose
+ * pages become resident only as the head first reaches them: up to a third
+ * of the ring, reached (cap - n) / rate seconds after the growth, half an
+ * hour for a 30-minute window. The process's resident memory then creeps up
+ * long after the windows are full and looks like a leak (the soak saw it);
+ * written now, it is what the allocator holds from the start, for the same
+ * O(cap) this copy costs anyway. */
 static int resize(struct rules__window *w, uint32_t cap)
 {
     struct rules__wpt *nb = malloc((size_t)cap * sizeof *nb);
@@ -310,6 +318,7 @@ static int resize(struct rules__window *w, uint32_t cap)
         return -1;
     for (uint32_t i = 0; i < w->n; i++)
         nb[i] = AT(w, i);
+    memset(nb + w->n, 0, (size_t)(cap - w->n) * sizeof *nb);
     free(w->buf);
     w->buf = nb;
     w->cap = cap;

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct pt {
     int64_t ts;
@@ -166,6 +168,33 @@ static void test_flags_added_later(void)
     rules__window_free(w);
 }
 
+/* The whole ring is resident once allocated, not only the part the head
+ * has reached: otherwise RSS creeps up for half an hour after a 30-minute
+ * window is full and cannot be told from a leak. */
+static void test_ring_resident_when_grown(void)
+{
+    struct rules__window *w = rules__window_new(INT64_C(3600000000), 0);
+    uint32_t i = 0;
+    for (; i < 200000; i++) /* grows past malloc's mmap threshold */
+        CU_ASSERT_EQUAL_FATAL(rules__window_insert(w, i, (double)i, i), 0);
+    while (w->n < w->cap) /* the growth that leaves free slots is the latest */
+        rules__window_insert(w, i, (double)i, i), i++;
+    rules__window_insert(w, i, (double)i, i);
+    CU_ASSERT_FATAL(w->n < w->cap);
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)w->buf & ~(uintptr_t)(page - 1);
+    uintptr_t end = (uintptr_t)(w->buf + w->cap);
+    size_t pages = (end - start + (size_t)page - 1) / (size_t)page;
+    unsigned char *vec = malloc(pages);
+    CU_ASSERT_EQUAL_FATAL(mincore((void *)start, end - start, vec), 0);
+    size_t resident = 0;
+    for (size_t p = 0; p < pages; p++)
+        resident += vec[p] & 1;
+    CU_ASSERT_EQUAL(resident, pages);
+    free(vec);
+    rules__window_free(w);
+}
+
 static void test_memory_per_sample(void)
 {
     /* noisy data (a monotonic run is the deques' worst case: 24 bytes of
@@ -185,6 +214,8 @@ void cb_test_suite_windows(void)
     CU_add_test(s, "window: every aggregate equals the naive reference on random out-of-order data", test_against_reference);
     CU_add_test(s, "window: samples at or before now - width leave; an empty window has no value", test_expiry_edges);
     CU_add_test(s, "window: rate is delta per second between first and last sample", test_rate_and_delta);
+    CU_add_test(s, "window: a grown ring is resident at once, free slots included",
+                test_ring_resident_when_grown);
     CU_add_test(s, "window: min/max added to a filled window are rebuilt", test_flags_added_later);
     CU_add_test(s, "window: at most 24 bytes per held sample with min/max on noisy data", test_memory_per_sample);
 }
