@@ -134,6 +134,8 @@ MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
 MQTT_STAT(g_mqtt_coalesce, coalesce_switches)
 MQTT_STAT(g_mqtt_connects, connects)
 MQTT_STAT(g_mqtt_lost, connection_lost)
+MQTT_STAT(g_mqtt_republished, republished)
+MQTT_STAT(g_mqtt_publish_failed, publish_failed)
 
 #define STORE_STAT(fn, field)                                                                \
     static double fn(void *ctx)                                                             \
@@ -278,6 +280,13 @@ static void register_metrics(struct cb_daemon *d)
          g_mqtt_coalesce},
         {"citybrain_mqtt_connects_total", "successful connections to the broker", g_mqtt_connects},
         {"citybrain_mqtt_connection_lost_total", "connections lost", g_mqtt_lost},
+        {"citybrain_mqtt_republished_total",
+         "QoS 1 publishes sent again after the client failed them (session lost with them in "
+         "flight, or refused while disconnected)",
+         g_mqtt_republished},
+        {"citybrain_mqtt_publish_failed_total",
+         "publishes given up: refused by the broker, or still unconfirmed at exit",
+         g_mqtt_publish_failed},
         {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},
         {"citybrain_storage_rows_duplicate_total", "rows already stored (redelivery)", g_store_dup},
         {"citybrain_storage_rows_dropped_total",

@@ -134,7 +134,9 @@ struct cb_mqtt_stats {
     uint64_t connects;
     uint64_t connection_lost;
     uint64_t published;
-    uint64_t publish_failed;
+    uint64_t publish_failed;   /* publishes given up: refused, or unconfirmed at exit */
+    uint64_t republished;      /* QoS 1 publishes handed to Paho again after it failed them
+                                * (the session was lost with them in flight) */
     size_t queue_depth;        /* messages waiting for the loop */
     size_t queue_bytes;
     uint64_t coalesce_switches; /* entries into and exits from 1 ms collection (see pace) */
