@@ -251,6 +251,25 @@ static const struct option options[] = {
      "topic pattern whose {label} captures name a sensor's labels in the API and dashboard "
      "(district overview); empty for none",
      0},
+
+    {"federation.engine", T_STRING, OFF(federation_engine), 0, 0, "", 0, 0,
+     "this engine's name in exported topics and control messages; twins of one partition "
+     "give the same name; empty means the client id (see docs/federation.md)",
+     "Federation"},
+    {"federation.export_topic", T_STRING, OFF(federation_export_topic), 0, 0, "", 0, 0,
+     "publish every alert instance's state as SenML samples (active, severity) on "
+     "TOPIC/<rule>/<engine>/<label values...> for a city tier to ingest, e.g. "
+     "citybrain/export/city; empty for none",
+     0},
+    {"federation.export_interval", T_DURATION, OFF(federation_export_interval_ms), 1000,
+     DAY, "1m", 0, 0,
+     "how often the state of every firing instance is published again (a city rule tells a "
+     "silent district by age())",
+     0},
+    {"federation.control_topic", T_STRING, OFF(federation_control_topic), 0, 0, "", 0, 0,
+     "share operator actions (ack, close, silences, rule reloads) with the peer engines on "
+     "this topic, e.g. citybrain/control/d07; empty for none",
+     0},
 };
 
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -751,6 +770,18 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
     if (!*cfg->storage_db) {
         set_error(err, "storage.db", "must not be empty");
         return -1;
+    }
+    const char *fed[] = {cfg->federation_export_topic, cfg->federation_control_topic,
+                         cfg->federation_engine};
+    const char *fed_keys[] = {"federation.export_topic", "federation.control_topic",
+                              "federation.engine"};
+    for (int i = 0; i < 3; i++) {
+        if (strpbrk(fed[i], "+#") || (*fed[i] && (fed[i][strlen(fed[i]) - 1] == '/' ||
+                                                 (i == 2 && strchr(fed[i], '/'))))) {
+            set_error(err, fed_keys[i], "'%s' is not a topic name (no + or #%s, no trailing /)",
+                      fed[i], i == 2 ? ", no /" : "");
+            return -1;
+        }
     }
     if (cb_config_check_time_zone(cfg->http_time_zone)) {
         set_error(err, "http.time_zone", "'%s' is not a time zone name such as Asia/Shanghai or UTC",

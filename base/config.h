@@ -110,6 +110,12 @@ struct cb_config {
     int64_t sensors_stale_after_ms;
     char *sensors_label_pattern;
 
+    /* federation (docs/federation.md) */
+    char *federation_engine;         /* "" = the client id */
+    char *federation_export_topic;   /* "" = no export */
+    int64_t federation_export_interval_ms;
+    char *federation_control_topic;  /* "" = operator actions stay local */
+
     /* not an option: the file cb_config_load_file read last, NULL when none
      * (for messages: "channels of etc/citybrain.conf") */
     char *config_file;

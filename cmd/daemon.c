@@ -13,6 +13,7 @@
 #include "cmd/daemon.h"
 #include "base/version.h"
 #include "cmd/api_provider.h"
+#include "cmd/federation.h"
 #include "cmd/restore.h"
 #include "cmd/validate.h"
 #include "base/clock.h"
@@ -71,6 +72,9 @@ struct cb_daemon {
     int64_t started_ms;
     int64_t last_message_ms; /* wall clock of the last message handled (atomic) */
     struct cb_strbuf feed; /* the alert feed's JSON, reused */
+    char *engine_name;     /* federation.engine, or the client id */
+    struct cb_strbuf export_topic, export_payload; /* the city tier's export, reused */
+    int64_t last_export_ms; /* wall clock of the last periodic export */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -467,6 +471,8 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
  * API's SSE. Every event is also published, one message per transition, on
  * the alert feed PREFIX/<rule> (interfaces.md): machines that follow the
  * feed see each instance, as the API and the log do. */
+static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms);
+
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct cb_daemon *d = ctx;
@@ -476,6 +482,7 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     cb_alerts_on_transition(d->alerts, t);
     if (!d->mqtt || !cb_transition_is_event(t))
         return;
+    export_instance(d, t, t->at);
     cb_strbuf_reset(&d->feed);
     cb_transition_to_json(t, &d->feed);
     if (d->feed.oom)
@@ -484,6 +491,26 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
     if (cb_mqtt_publish(d->mqtt, topic, d->feed.data, d->feed.len, 1, 0))
         cb_counter_add(d->m_feed_failed, 1);
+}
+
+/* Publishes instance t's state on the city tier's export (federation.h),
+ * sampled at at_ms, when federation.export_topic is set. */
+static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms)
+{
+    if (!d->mqtt || !*d->cfg->federation_export_topic)
+        return;
+    if (cmd__export_payload(&d->export_payload, d->engine_name, t, at_ms))
+        return;
+    cmd__export_topic(&d->export_topic, d->cfg->federation_export_topic, d->engine_name, t);
+    if (d->export_topic.oom || d->export_payload.oom ||
+        cb_mqtt_publish(d->mqtt, d->export_topic.data, d->export_payload.data,
+                        d->export_payload.len, 1, 0))
+        cb_counter_add(d->m_feed_failed, 1);
+}
+
+static void export_current(void *ctx, const struct cb_transition *t)
+{
+    export_instance(ctx, t, cb_wall_ms());
 }
 
 static int publish_alert(void *ctx, const char *topic, const void *payload, size_t len, int qos)
@@ -660,6 +687,14 @@ static void on_tick(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
+    /* The city tier's export: every firing instance again, so a city rule
+     * tells a district that went silent (age()) from one still flooding. */
+    int64_t now = cb_wall_ms();
+    if (*d->cfg->federation_export_topic && d->mqtt &&
+        now - d->last_export_ms >= d->cfg->federation_export_interval_ms) {
+        d->last_export_ms = now;
+        cb_engine_foreach_instance(d->engine, export_current, d);
+    }
 }
 
 static void close_handles(struct cb_daemon *d);
@@ -774,6 +809,12 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     struct cb_engine_options eo = {.max_skew_ms = cfg->rules_max_skew_ms,
                                    .lateness_ms = cfg->rules_lateness_ms,
                                    .stale_after_ms = cfg->sensors_stale_after_ms};
+    d->engine_name = *cfg->federation_engine ? strdup(cfg->federation_engine)
+                                             : cb_config_client_id(cfg);
+    if (!d->engine_name) {
+        cb_error(MOD, "out of memory");
+        return -1;
+    }
     d->engine = cb_engine_new(rs, &cb_clock_wall, &eo, on_transition, d);
     size_t nrules = cb_ruleset_count(rs);
     if (!d->engine) {
@@ -923,6 +964,9 @@ static void teardown(struct cb_daemon *d)
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
     cb_strbuf_free(&d->feed);
+    cb_strbuf_free(&d->export_topic);
+    cb_strbuf_free(&d->export_payload);
+    free(d->engine_name);
     free(d->keep);
     free(d->verdicts);
     free(d->qrules);

@@ -690,16 +690,18 @@ static void send_disconnect(struct cb_mqtt *m, int timeout_ms)
 
 static void repost_held(struct cb_mqtt *m);
 
-/* A connect succeeded (Paho's thread): uri is the broker of the list that
- * answered (Paho's serverURI; NULL when it did not say). */
-static void connected(struct cb_mqtt *m, int session_present, const char *uri)
+/* A connect succeeded (Paho's thread). The log names mqtt.broker as given:
+ * with a list, Paho 1.3.12's serverURI in the connect's answer sometimes
+ * names the first URL when the connection is to another one (seen with the
+ * first broker dead), so it is not repeated as the truth. */
+static void connected(struct cb_mqtt *m, int session_present)
 {
     STAT_ADD(m, connects, 1);
     /* Alerts are small publishes: without this they wait for Nagle. */
     cb_net_tcp_nodelay_all();
     set_state(m, CB_MQTT_CONNECTED);
-    cb_info(MOD, "connected to %s as '%s' (MQTT %s, session %s)", uri ? uri : m->url,
-            m->client_id, m->version == 5 ? "5" : "3.1.1", session_present ? "resumed" : "new");
+    cb_info(MOD, "connected to %s as '%s' (MQTT %s, session %s)", m->url, m->client_id,
+            m->version == 5 ? "5" : "3.1.1", session_present ? "resumed" : "new");
     pthread_mutex_lock(&m->lock);
     m->backoff = m->backoff_min;
     m->last_error[0] = '\0';
@@ -718,14 +720,12 @@ static void connected(struct cb_mqtt *m, int session_present, const char *uri)
 
 static void on_connect(void *ctx, MQTTAsync_successData *resp)
 {
-    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0,
-              resp ? resp->alt.connect.serverURI : NULL);
+    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0);
 }
 
 static void on_connect5(void *ctx, MQTTAsync_successData5 *resp)
 {
-    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0,
-              resp ? resp->alt.connect.serverURI : NULL);
+    connected(ctx, resp ? resp->alt.connect.sessionPresent : 0);
 }
 
 static int post_simple(struct cb_mqtt *m, enum cmd_kind k);
@@ -1022,9 +1022,11 @@ static int do_publish(struct cb_mqtt *m, struct cmd *c)
         m->inflight = c;
         pthread_mutex_unlock(&m->cmd_lock);
     }
+    bool first = c->attempts <= 1;
     int rc = MQTTAsync_sendMessage(m->client, c->topic, &msg, &ro);
     if (rc == MQTTASYNC_SUCCESS) {
-        if (c->attempts <= 1)
+        /* c may be gone already: Paho's callback frees or posts it */
+        if (first)
             STAT_ADD(m, published, 1);
         return track;
     }

@@ -370,6 +370,13 @@ static void test_broker_list(void)
     CU_ASSERT_STRING_EQUAL(err.text,
                            "mqtt.broker: no broker URL (tcp://host:port or ssl://host:port)");
     CU_ASSERT_EQUAL(validate_with("mqtt.broker_start", "rotate", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("federation.export_topic", "citybrain/export/sz", NULL, NULL,
+                                  &err),
+                    0);
+    CU_ASSERT_EQUAL(validate_with("federation.export_topic", "citybrain/#", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "federation.export_topic: 'citybrain/#' is not a topic name "
+                                     "(no + or #, no trailing /)");
+    CU_ASSERT_EQUAL(validate_with("federation.engine", "d07/a", NULL, NULL, &err), -1);
 }
 
 static void test_whole_config_validation(void)
@@ -500,7 +507,8 @@ void cb_test_suite_config(void)
                 test_secrets_name_their_variable);
     CU_add_test(s, "config: whole-config validation", test_whole_config_validation);
     CU_add_test(s, "config: journal path and client id are derived", test_derived_paths);
-    CU_add_test(s, "config: mqtt.broker takes a comma-separated list and checks every URL of it",
+    CU_add_test(s, "config: mqtt.broker takes a comma-separated list and checks every URL of it; "
+                   "federation topics are topic names",
                 test_broker_list);
     CU_add_test(s, "config: etc/citybrain.conf is the table's example, byte for byte",
                 test_example_file_matches_table);
