@@ -74,6 +74,7 @@ struct cb_daemon {
     struct cb_strbuf feed; /* the alert feed's JSON, reused */
     char *engine_name;     /* federation.engine, or the client id */
     struct cb_strbuf export_topic, export_payload; /* the city tier's export, reused */
+    struct cmd_control *control; /* federation.control_topic, or NULL */
     int64_t last_export_ms; /* wall clock of the last periodic export */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
@@ -366,6 +367,40 @@ static void count_reject(struct cb_daemon *d, const struct cb_message *m, enum c
                    cb_reject_name(r));
 }
 
+static int reload_rules_diags(void *ctx, const char *via, const char *by, const char *note,
+                              struct cb_diags *diags);
+
+/* Shares an operator action taken here with the peer engines
+ * (federation.control_topic; see cmd/federation.h). The API provider's
+ * door too (ctx is the daemon). */
+static int share_action(void *ctx, const char *action, const char *by, const char *target,
+                        const char *note, const char *silence)
+{
+    struct cb_daemon *d = ctx;
+    if (!d->control)
+        return 0;
+    if (cmd__control_share(d->control, d->mqtt, cb_wall_ms(), action, by, target, note,
+                           silence)) {
+        cb_warn("control", "%s by %s: not shared with the peer engines (the MQTT client did not "
+                           "take it)",
+                action, by);
+        return -1;
+    }
+    return 0;
+}
+
+/* A message on the control topic: a peer engine's operator action, applied
+ * once (cmd__control_apply), never stored as telemetry. */
+static void on_control(struct cb_daemon *d, const struct cb_message *m)
+{
+    struct cmd_control_targets t = {.engine = d->engine, .alerts = d->alerts,
+                                    .reload_rules = reload_rules_diags, .reload_ctx = d};
+    char err[256] = "";
+    if (cmd__control_apply(d->control, &t, m->payload, m->len, err, sizeof err) < 0)
+        cb_warn("control", "a peer engine's action was not applied: %s", err);
+    cb_store_note_journal_pos(d->store, m->journal_pos);
+}
+
 /* Decodes one message, lets the rules judge each sample, and queues what is to
  * be kept for the writer. Runs on the loop thread for live messages and for
  * journal recovery alike. */
@@ -374,6 +409,10 @@ static void on_message(void *ctx, const struct cb_message *m)
     struct cb_daemon *d = ctx;
     struct cb_decoded dec;
     __atomic_store_n(&d->last_message_ms, cb_wall_ms(), __ATOMIC_RELAXED);
+    if (d->control && !strcmp(m->topic, d->cfg->federation_control_topic)) {
+        on_control(d, m);
+        return;
+    }
     enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
     if (r != CB_REJECT_NONE) {
         cb_counter_add(d->m_msg_rejected, 1);
@@ -550,6 +589,7 @@ static const struct {
     {CMD_RELOAD_API, "HTTP API", "(api)"},
     {CMD_RELOAD_SIGHUP, "SIGHUP", "(sighup)"},
     {CMD_RELOAD_FILE, "file changed", "(file watch)"},
+    {CMD_RELOAD_CONTROL, "peer engine", "(peer engine)"},
 };
 
 /* Records a reload, taken or rejected, in the audit log. */
@@ -598,6 +638,11 @@ static int reload_rules_diags(void *ctx, const char *via, const char *by, const 
     }
     audit_reload(d, way, by, note, rc == 0, rc ? 1 : cb_ruleset_count(rs));
     cb_ruleset_release(rs);
+    /* An operator's reload reaches the peers (each reloads its own files);
+     * a file watch is each engine's own, a peer's reload is not sent back. */
+    if (rc == 0 && (!strcmp(via, CMD_RELOAD_API) || !strcmp(via, CMD_RELOAD_SIGHUP)))
+        share_action(d, CMD_CONTROL_RELOAD, by && *by ? by : reload_ways[way].who, NULL, note,
+                     NULL);
     return rc;
 }
 
@@ -857,6 +902,24 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_error("alert", "%s", err);
         return -1;
     }
+    if (*cfg->federation_control_topic) {
+        char *origin = cb_config_client_id(cfg);
+        d->control = origin ? cmd__control_new(cfg->federation_control_topic, origin) : NULL;
+        free(origin);
+        if (!d->control) {
+            cb_error(MOD, "out of memory");
+            return -1;
+        }
+        /* before the journal replays control messages applied last run */
+        long n = cmd__control_load_seen(d->control, cfg->storage_db, cb_wall_ms(), err,
+                                        sizeof err);
+        if (n < 0) {
+            cb_error("control", "cannot read which peer actions were applied: %s", err);
+            return -1;
+        }
+        cb_info("control", "operator actions shared on '%s' (%ld applied before)",
+                cfg->federation_control_topic, n);
+    }
     int restored = cmd__restore_instances(d->engine, d->alerts);
     if (restored < 0)
         cb_warn("alert", "could not read the stored alert instances; starting without them");
@@ -905,6 +968,10 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
     cb_mqtt_set_stamps(d->mqtt, d->stamps);
     cb_mqtt_set_refused(d->mqtt, refused_message, d);
+    if (d->control && cb_mqtt_add_topic(d->mqtt, cfg->federation_control_topic, 1)) {
+        cb_error("mqtt", "out of memory");
+        return -1;
+    }
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
@@ -931,6 +998,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
             .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
             .alerts = d->alerts, .label_pattern = d->label_pattern, .looplag = d->looplag,
             .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
+            .share = share_action, .share_ctx = d,
         };
         struct cb_api_provider provider;
         cmd__api_provider(&d->api_sources, &provider);
@@ -967,6 +1035,7 @@ static void teardown(struct cb_daemon *d)
     cb_strbuf_free(&d->export_topic);
     cb_strbuf_free(&d->export_payload);
     free(d->engine_name);
+    cmd__control_free(d->control);
     free(d->keep);
     free(d->verdicts);
     free(d->qrules);

@@ -156,6 +156,10 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
  * client, and only Paho's thread uses it from start on) instead of the
  * client's own table, so the caller can seed it first (cb_stamps_seen). */
 void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s);
+/* Subscribes to one more filter at qos on every connect, besides
+ * mqtt.topic (before start): the daemon's control topic. 0, or -1 (started,
+ * OOM). */
+int cb_mqtt_add_topic(struct cb_mqtt *m, const char *filter, int qos);
 /* Installs the hook told of size refusals (before start). */
 void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx);
 /* Connects (asynchronously), subscribes on every connect, reconnects with

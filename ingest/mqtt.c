@@ -1516,6 +1516,29 @@ void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s)
         m->stamps = s;
 }
 
+int cb_mqtt_add_topic(struct cb_mqtt *m, const char *filter, int qos)
+{
+    if (m->started)
+        return -1;
+    char *copy = strdup(filter);
+    char **topics = copy ? realloc(m->topics, (size_t)(m->ntopics + 2) * sizeof *topics) : NULL;
+    if (!topics) {
+        free(copy);
+        return -1;
+    }
+    m->topics = topics;
+    int *qoss = realloc(m->qoss, (size_t)(m->ntopics + 2) * sizeof *qoss);
+    if (!qoss) {
+        free(copy);
+        return -1;
+    }
+    m->qoss = qoss;
+    m->topics[m->ntopics] = copy;
+    m->qoss[m->ntopics] = qos;
+    m->ntopics++;
+    return 0;
+}
+
 void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx)
 {
     m->refused = fn;

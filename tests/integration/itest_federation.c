@@ -224,6 +224,142 @@ static void test_city_rule_spans_district_engines(void)
     CU_ASSERT(seen);
 }
 
+/* ---- operator actions through the control topic ---- */
+
+#define TOKEN "itest-federation-token"
+
+struct twin {
+    int port;
+    const char *db;
+    const char *args[24];
+    struct cb_h_proc *p;
+};
+
+static const char gas_rule[] = "rule gas_high {\n"
+                               "  match    \"city/{district}/gas/{sensor}\"\n"
+                               "  when     ch4 >= 500\n"
+                               "  severity critical\n"
+                               "}\n";
+
+/* Starts twin `name` (both twins ingest city/# and share actions on the
+ * control topic of d07's partition). */
+static void twin_start(struct twin *t, struct cb_h_broker *b, const char *name)
+{
+    if (!t->port) {
+        t->port = cb_h_free_port();
+        t->db = cb_h_pathf("%s.db", name);
+        const char *a[] = {"run", "--broker", cb_h_broker_url(b), "--client-id", name,
+                           "--http", cb_h_strf("127.0.0.1:%d", t->port), "--db", t->db,
+                           "--rules", cbd_write_text(cb_h_strf("%s.rules", name), gas_rule),
+                           "--set", "alerts.storm_window=0", "--set",
+                           "federation.control_topic=citybrain/control/d07", NULL};
+        memcpy(t->args, a, sizeof a);
+    }
+    const char *env[] = {"CITYBRAIN_API_TOKEN=" TOKEN, NULL};
+    t->p = cbd_start(t->args, env, t->port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t->p);
+}
+
+struct body_wait {
+    int port;
+    const char *path, *needle;
+};
+
+static int body_has(void *ctx)
+{
+    struct body_wait *w = ctx;
+    const char *body;
+    return cbd_http(w->port, "GET", w->path, TOKEN, NULL, &body) == 200 &&
+           strstr(body, w->needle) != NULL;
+}
+
+/* Waits until GET path on port answers with needle in its body. */
+static int wait_body(int port, const char *path, const char *needle)
+{
+    struct body_wait w = {port, path, needle};
+    return cb_h_wait_until(body_has, &w, CBD_TIMEOUT_MS);
+}
+
+/* Twins A and B on one broker: an ack on A shows acknowledged on B, a
+ * silence made on B holds A's notification, a reload on A reloads B; the
+ * audit logs name the origin, and a restart applies nothing twice. */
+static void test_operator_actions_reach_the_twin_once(void)
+{
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    struct cb_h_sub *feed = cb_h_sub_start(cb_h_broker_url(b), "citybrain/alerts/#", 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(feed);
+    struct cb_h_sub *control =
+        cb_h_sub_start(cb_h_broker_url(b), "citybrain/control/d07", 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(control);
+    struct twin a = {0}, tb = {0};
+    twin_start(&a, b, "cb-itest-d07-a");
+    twin_start(&tb, b, "cb-itest-d07-b");
+    const char *url = cb_h_broker_url(b);
+
+    /* ack on A: B shows it acknowledged by the same operator */
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d07/gas/g1", "{\"ch4\":900}", 11, 1), 0);
+    CU_ASSERT_FATAL(cbd_wait_state(feed, "firing", "gas_high", 2, CBD_TIMEOUT_MS));
+    const char *path = cb_h_strf("/api/alerts/%s/ack", cbd_escape("gas_high/city/d07/gas/g1"));
+    CU_ASSERT_EQUAL(cbd_http(a.port, "POST", path, TOKEN,
+                             "{\"by\":\"li.wei\",\"note\":\"crew sent\"}", NULL),
+                    200);
+    CU_ASSERT(wait_body(tb.port, "/api/alerts", "\"acked_by\":\"li.wei\""));
+    CU_ASSERT(cbd_wait_state(feed, "acknowledged", "gas_high", 2, CBD_TIMEOUT_MS));
+    CU_ASSERT(wait_body(tb.port, "/api/audit?action=ack", "\"origin\":\"cb-itest-d07-a\""));
+
+    /* a silence made on B holds A's notification of d08 */
+    int64_t now = cb_h_now_ms();
+    const char *sil = cb_h_strf("{\"matchers\":[{\"name\":\"district\",\"value\":\"d08\"}],"
+                                "\"ends\":%lld,\"comment\":\"pipe works\",\"created_by\":"
+                                "\"zhang.min\"}",
+                                (long long)(now + 3600000));
+    CU_ASSERT_EQUAL(cbd_http(tb.port, "POST", "/api/silences", TOKEN, sil, NULL), 201);
+    CU_ASSERT(wait_body(a.port, "/api/silences", "\"comment\":\"pipe works\""));
+    CU_ASSERT(wait_body(a.port, "/api/audit?action=silence_create",
+                        "\"origin\":\"cb-itest-d07-b\""));
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d08/gas/g2", "{\"ch4\":900}", 11, 1), 0);
+    CU_ASSERT(cbd_wait_state(feed, "firing", "gas_high", 4, CBD_TIMEOUT_MS));
+    CU_ASSERT(cbd_wait_log_n(a.p, "(silenced)", 1, CBD_TIMEOUT_MS));
+
+    /* a reload on A reloads B, from B's own files */
+    CU_ASSERT_EQUAL(cbd_http(a.port, "POST", "/api/rules/reload", TOKEN,
+                             "{\"by\":\"li.wei\",\"note\":\"new gauges\"}", NULL),
+                    200);
+    CU_ASSERT(cbd_wait_log(tb.p, "reloaded (peer engine)", CBD_TIMEOUT_MS));
+    CU_ASSERT(wait_body(tb.port, "/api/audit?action=rules_reload",
+                        "\"origin\":\"cb-itest-d07-a\""));
+    CU_ASSERT_EQUAL(cbd_log_count(a.p, "reloaded (peer engine)"), 0); /* not sent back */
+    CU_ASSERT(cb_h_sub_wait_count(control, 3, CBD_TIMEOUT_MS)); /* ack, silence, reload */
+
+    /* B restarts, and the broker delivers every action again (at least
+     * once), then a new one: only the new one is applied, on both */
+    CU_ASSERT_EQUAL(cbd_stop(tb.p), 0);
+    twin_start(&tb, b, "cb-itest-d07-b");
+    /* the ack and the reload came from A; the silence was its own */
+    CU_ASSERT(cbd_wait_log(tb.p, "(2 applied before)", CBD_TIMEOUT_MS));
+    size_t n = cb_h_sub_count(control);
+    CU_ASSERT_EQUAL(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        struct cb_h_msg m;
+        CU_ASSERT_EQUAL_FATAL(cb_h_sub_get(control, i, &m), 0);
+        CU_ASSERT_EQUAL(cb_h_publish(url, m.topic, m.payload, m.len, 1), 0);
+    }
+    const char *marker = "{\"id\":\"itest-1\",\"origin\":\"itest\",\"at\":1,"
+                         "\"action\":\"rules_reload\",\"by\":\"itest\"}";
+    CU_ASSERT_EQUAL(cb_h_publish(url, "citybrain/control/d07", marker, strlen(marker), 1), 0);
+    CU_ASSERT(cbd_wait_log(tb.p, "reloaded (peer engine)", CBD_TIMEOUT_MS));
+    CU_ASSERT(cbd_wait_log_n(a.p, "reloaded (peer engine)", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cbd_log_count(tb.p, "reloaded (peer engine)"), 1);
+    CU_ASSERT_EQUAL(cbd_log_count(a.p, "reloaded (peer engine)"), 1);
+    const char *resp;
+    CU_ASSERT_EQUAL(cbd_http(a.port, "GET", "/api/silences", TOKEN, NULL, &resp), 200);
+    CU_ASSERT_PTR_NULL(strstr(strstr(resp, "pipe works") + 1, "pipe works")); /* one, not two */
+    CU_ASSERT_EQUAL(cbd_log_count(tb.p, "a peer engine's action was not applied"), 0);
+    CU_ASSERT_EQUAL(cbd_stop(a.p), 0);
+    CU_ASSERT_EQUAL(cbd_stop(tb.p), 0);
+}
+
 void cb_test_suite_federation(void)
 {
     CU_pSuite s = cb_h_add_suite("federation");
@@ -240,4 +376,9 @@ void cb_test_suite_federation(void)
                 "federation: two district engines export their instances and the city engine's "
                 "rule fires when both districts flood, and resolves when one stops",
                 test_city_rule_spans_district_engines);
+    CU_add_test(s,
+                "federation: twins share operator actions: an ack on A shows on B, a silence "
+                "made on B holds A's notification, a reload on A reloads B, each once, with "
+                "its origin in the audit log",
+                test_operator_actions_reach_the_twin_once);
 }
