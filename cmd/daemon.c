@@ -235,7 +235,8 @@ static void register_metrics(struct cb_daemon *d)
         d->m_samples[v] = cb_metrics_counter("citybrain_ingest_samples_total", verdict_labels[v],
                                              "decoded samples, by what the rules made of them");
     d->m_feed_failed = cb_metrics_counter("citybrain_alert_feed_failed_total", "",
-                                          "alert transitions that could not be handed to MQTT");
+                                          "alert transitions that could not be handed to MQTT (the "
+                                          "alert feed, and the city tier's export)");
     d->m_transitions = cb_metrics_counter("citybrain_rules_transitions_total", "",
                                           "alert state changes emitted by the rules");
     d->m_reloads = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"ok\"",
@@ -505,13 +506,13 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
 
 /* ---- transitions ----------------------------------------------------------- */
 
+static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms);
+
 /* Every state change of the engine goes to alerts/, which persists it,
  * notifies the rule's channels (grouped in storms) and hands events to the
  * API's SSE. Every event is also published, one message per transition, on
  * the alert feed PREFIX/<rule> (interfaces.md): machines that follow the
  * feed see each instance, as the API and the log do. */
-static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms);
-
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct cb_daemon *d = ctx;
