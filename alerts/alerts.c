@@ -32,6 +32,7 @@ struct group {
 
 struct cb_alerts {
     uv_loop_t *loop;
+    const char *origin; /* cb_alerts_audit_origin: fields added to audit details, or NULL */
     struct cb_alerts_hooks hooks;
     const struct cb_clock *clock;
     struct cb_channel *channels;
@@ -323,10 +324,46 @@ static int load_silence(void *ctx, const struct cb_silence_row *r)
 
 /* ---- the audit log ---- */
 
+void cb_alerts_audit_origin(struct cb_alerts *a, const char *fields)
+{
+    a->origin = fields;
+}
+
+/* e's details with the origin's fields added (see cb_alerts_audit_origin),
+ * into buf; e->details itself when there is no origin or on OOM. */
+static const char *details_with_origin(const struct cb_alerts *a, const struct cb_audit_entry *e,
+                                       struct cb_strbuf *buf)
+{
+    if (!a->origin)
+        return e->details;
+    size_t n = e->details ? strlen(e->details) : 0;
+    while (n && e->details[n - 1] != '}')
+        n--;
+    if (n) {
+        cb_strbuf_append(buf, e->details, n - 1);
+        /* "{}" takes no comma */
+        for (size_t i = 1; i + 1 < n; i++)
+            if (!strchr(" \t\r\n", e->details[i])) {
+                cb_strbuf_putc(buf, ',');
+                break;
+            }
+    } else {
+        cb_strbuf_putc(buf, '{');
+    }
+    cb_strbuf_puts(buf, a->origin);
+    cb_strbuf_putc(buf, '}');
+    return buf->oom ? e->details : buf->data;
+}
+
 int64_t cb_alerts_audit(struct cb_alerts *a, const struct cb_audit_entry *e)
 {
     char err[160];
-    int64_t seq = alerts__audit(a->store, now_ms(a), e, err, sizeof err);
+    struct cb_strbuf buf;
+    cb_strbuf_init(&buf);
+    struct cb_audit_entry with = *e;
+    with.details = details_with_origin(a, e, &buf);
+    int64_t seq = alerts__audit(a->store, now_ms(a), &with, err, sizeof err);
+    cb_strbuf_free(&buf);
     if (seq < 0)
         cb_error("alert", "audit: %s", err);
     else

@@ -161,6 +161,13 @@ struct cb_audit_entry {
  * Returns the entry's seq, or -1 (logged): unknown action, no who, details
  * not a JSON object, out of memory. */
 int64_t cb_alerts_audit(struct cb_alerts *a, const struct cb_audit_entry *e);
+/* While fields is not NULL, every audit entry recorded (by cb_alerts_audit,
+ * acknowledgements, closes, silences) gets fields, JSON members text such as
+ * `"origin":"engine-a","control_id":"engine-a-17"`, added to its details:
+ * the daemon sets it around an operator action that came from a peer engine
+ * (docs/federation.md) and clears it (NULL) after. fields is borrowed until
+ * cleared. */
+void cb_alerts_audit_origin(struct cb_alerts *a, const char *fields);
 /* GET /api/audit and `citybrain audit --json`, from any alert reader:
  * {"entries":[{"seq","at","who","action","target","note","details"}]}
  * with from <= at < to (action NULL: any), newest first, at most limit

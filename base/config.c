@@ -32,6 +32,8 @@ static const char *const level_names[] = {"error", "warn", "info", "debug", NULL
 static const int level_values[] = {CB_LOG_ERROR, CB_LOG_WARN, CB_LOG_INFO, CB_LOG_DEBUG};
 static const char *const version_names[] = {"3.1.1", "5", NULL};
 static const int version_values[] = {4, 5};
+static const char *const broker_start_names[] = {"first", "rotate", NULL};
+static const int broker_start_values[] = {CB_BROKER_START_FIRST, CB_BROKER_START_ROTATE};
 static const char *const sync_names[] = {"normal", "full", NULL};
 static const int sync_values[] = {CB_SYNC_NORMAL, CB_SYNC_FULL};
 static const char *const fsync_names[] = {"none", "always", NULL};
@@ -42,7 +44,15 @@ static const struct option options[] = {
      "least severe level written to stderr: error, warn, info or debug", "Logging"},
 
     {"mqtt.broker", T_STRING, OFF(mqtt_broker), 0, 0, "tcp://127.0.0.1:1883", 0, 0,
-     "broker URL: tcp://host:port, or ssl://host:port for TLS", "MQTT"},
+     "broker URL: tcp://host:port, or ssl://host:port for TLS; several, comma-separated, for "
+     "a broker cluster: each connect and reconnect walks the list until one answers (see "
+     "docs/federation.md)",
+     "MQTT"},
+    {"mqtt.broker_start", T_ENUM, OFF(mqtt_broker_start), 0, 0, "first", broker_start_names,
+     broker_start_values,
+     "where the walk of mqtt.broker starts: first (the list's order), or rotate (at a place "
+     "given by a hash of the client id, so the engines of a city spread over the brokers)",
+     0},
     {"mqtt.topic", T_STRLIST, OFF(mqtt_topics), 0, 0, "city/#", 0, 0,
      "topic filter to subscribe to; repeat the line for several; $share/GROUP/FILTER for "
      "shared subscriptions", 0},
@@ -240,6 +250,25 @@ static const struct option options[] = {
      "city/{district}/{kind}/{sensor}", 0, 0,
      "topic pattern whose {label} captures name a sensor's labels in the API and dashboard "
      "(district overview); empty for none",
+     0},
+
+    {"federation.engine", T_STRING, OFF(federation_engine), 0, 0, "", 0, 0,
+     "this engine's name in exported topics and control messages; twins of one partition "
+     "give the same name; empty means the client id (see docs/federation.md)",
+     "Federation"},
+    {"federation.export_topic", T_STRING, OFF(federation_export_topic), 0, 0, "", 0, 0,
+     "publish every alert instance's state as SenML samples (active, severity) on "
+     "TOPIC/<rule>/<engine>/<label values...> for a city tier to ingest, e.g. "
+     "citybrain/export/city; empty for none",
+     0},
+    {"federation.export_interval", T_DURATION, OFF(federation_export_interval_ms), 1000,
+     DAY, "1m", 0, 0,
+     "how often the state of every firing instance is published again (a city rule tells a "
+     "silent district by age())",
+     0},
+    {"federation.control_topic", T_STRING, OFF(federation_control_topic), 0, 0, "", 0, 0,
+     "share operator actions (ack, close, silences, rule reloads) with the peer engines on "
+     "this topic, e.g. citybrain/control/d07; empty for none",
      0},
 };
 
@@ -694,13 +723,28 @@ int cb_config_check_time_zone(const char *tz)
 
 int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
 {
-    const char *b = cfg->mqtt_broker;
-    if (strncmp(b, "tcp://", 6) && strncmp(b, "ssl://", 6) && strncmp(b, "mqtt://", 7) &&
-        strncmp(b, "mqtts://", 8)) {
-        set_error(err, "mqtt.broker", "'%s' is not a broker URL (tcp://host:port or ssl://host:port)",
-                  b);
+    struct cb_strlist brokers = {0};
+    if (cb_config_brokers(cfg->mqtt_broker, &brokers)) {
+        set_error(err, "mqtt.broker", "out of memory");
         return -1;
     }
+    if (brokers.n == 0) {
+        set_error(err, "mqtt.broker", "no broker URL (tcp://host:port or ssl://host:port)");
+        return -1;
+    }
+    for (size_t i = 0; i < brokers.n; i++) {
+        const char *b = brokers.items[i];
+        if (strncmp(b, "tcp://", 6) && strncmp(b, "ssl://", 6) && strncmp(b, "mqtt://", 7) &&
+            strncmp(b, "mqtts://", 8)) {
+            set_error(err, "mqtt.broker",
+                      "'%s' is not a broker URL (tcp://host:port or ssl://host:port; several "
+                      "separated by commas)",
+                      b);
+            strlist_clear(&brokers);
+            return -1;
+        }
+    }
+    strlist_clear(&brokers);
     if (cfg->mqtt_topics.n == 0) {
         set_error(err, "mqtt.topic", "at least one topic filter is needed");
         return -1;
@@ -728,6 +772,18 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
     if (!*cfg->storage_db) {
         set_error(err, "storage.db", "must not be empty");
         return -1;
+    }
+    const char *fed[] = {cfg->federation_export_topic, cfg->federation_control_topic,
+                         cfg->federation_engine};
+    const char *fed_keys[] = {"federation.export_topic", "federation.control_topic",
+                              "federation.engine"};
+    for (int i = 0; i < 3; i++) {
+        if (strpbrk(fed[i], "+#") || (*fed[i] && (fed[i][strlen(fed[i]) - 1] == '/' ||
+                                                 (i == 2 && strchr(fed[i], '/'))))) {
+            set_error(err, fed_keys[i], "'%s' is not a topic name (no + or #%s, no trailing /)",
+                      fed[i], i == 2 ? ", no /" : "");
+            return -1;
+        }
     }
     if (cb_config_check_time_zone(cfg->http_time_zone)) {
         set_error(err, "http.time_zone", "'%s' is not a time zone name such as Asia/Shanghai or UTC",
@@ -837,6 +893,35 @@ char *cb_config_journal_path(const struct cb_config *cfg)
     if (p)
         snprintf(p, n, "%s.journal", cfg->storage_db);
     return p;
+}
+
+int cb_config_brokers(const char *list, struct cb_strlist *out)
+{
+    out->items = NULL;
+    out->n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && isspace((unsigned char)*p)) {
+            p++;
+            len--;
+        }
+        while (len && isspace((unsigned char)p[len - 1]))
+            len--;
+        if (len) {
+            char *one = strndup(p, len);
+            int rc = one ? strlist_push(out, one) : -1;
+            free(one);
+            if (rc) {
+                strlist_clear(out);
+                return -1;
+            }
+        }
+        if (!end)
+            return 0;
+        p = end + 1;
+    }
 }
 
 char *cb_config_client_id(const struct cb_config *cfg)

@@ -20,6 +20,7 @@ struct cb_strlist {
     size_t n;
 };
 
+enum cb_broker_start { CB_BROKER_START_FIRST = 0, CB_BROKER_START_ROTATE = 1 };
 enum cb_sync_mode { CB_SYNC_NORMAL = 0, CB_SYNC_FULL = 1 };
 enum cb_journal_fsync { CB_JOURNAL_FSYNC_NONE = 0, CB_JOURNAL_FSYNC_ALWAYS = 1 };
 
@@ -28,7 +29,8 @@ struct cb_config {
     int log_level; /* enum cb_log_level */
 
     /* mqtt */
-    char *mqtt_broker;
+    char *mqtt_broker;         /* one URL, or several separated by commas (cb_config_brokers) */
+    int mqtt_broker_start;     /* enum cb_broker_start */
     struct cb_strlist mqtt_topics;
     int64_t mqtt_qos;
     char *mqtt_client_id;      /* "" = "citybrain-<hostname>" */
@@ -108,6 +110,12 @@ struct cb_config {
     int64_t sensors_stale_after_ms;
     char *sensors_label_pattern;
 
+    /* federation (docs/federation.md) */
+    char *federation_engine;         /* "" = the client id */
+    char *federation_export_topic;   /* "" = no export */
+    int64_t federation_export_interval_ms;
+    char *federation_control_topic;  /* "" = operator actions stay local */
+
     /* not an option: the file cb_config_load_file read last, NULL when none
      * (for messages: "channels of etc/citybrain.conf") */
     char *config_file;
@@ -165,6 +173,10 @@ int cb_parse_duration_ms(const char *s, int64_t *out_ms);
 int cb_parse_size(const char *s, int64_t *out);
 /* The journal path: storage_journal, or "<db>.journal" when empty. Caller frees. */
 char *cb_config_journal_path(const struct cb_config *cfg);
+/* Splits mqtt.broker's comma-separated list into out (each URL trimmed of
+ * spaces, empty entries skipped; out->n is 0 for a list of nothing). The
+ * caller frees out's items and array. Returns 0, or -1 on OOM (out empty). */
+int cb_config_brokers(const char *list, struct cb_strlist *out);
 /* The client id: mqtt_client_id, or "citybrain-<hostname>" when empty. Caller frees. */
 char *cb_config_client_id(const struct cb_config *cfg);
 

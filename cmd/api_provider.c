@@ -8,6 +8,7 @@
 #include "base/version.h"
 #include "base/clock.h"
 #include "cmd/api_provider.h"
+#include "cmd/federation.h"
 #include "base/log.h"
 #include "storage/alert_store.h"
 
@@ -192,6 +193,15 @@ static void render_one(void *ctx, const struct cb_transition *t)
 
 /* The operator actions (ack, close) act on a firing alert: 0 when `id` is
  * one, else the status with the message in out (404 none, 409 pending). */
+/* Hands an action taken through the API to the daemon for the peer engines
+ * (federation.control_topic), when it shares them. */
+static void share(struct cmd_api_sources *d, const char *action, const char *by,
+                  const char *target, const char *note, const char *silence)
+{
+    if (d->share)
+        d->share(d->share_ctx, action, by, target, note, silence);
+}
+
 static int firing_or_error(struct cmd_api_sources *d, const char *id, struct cb_strbuf *out)
 {
     struct find_ctx f = {id, 0};
@@ -212,6 +222,7 @@ static int ack(void *ctx, const char *id, const char *by, const char *note, stru
         cb_strbuf_puts(out, "the alert could not be acknowledged");
         return 500;
     }
+    share(d, CMD_CONTROL_ACK, by, id, note, NULL);
     struct one_ctx c = {id, out};
     cb_engine_foreach_instance(d->engine, render_one, &c);
     return 200;
@@ -234,6 +245,7 @@ static int close_by_hand(void *ctx, const char *id, const char *by, const char *
                               "silence it instead)", id);
         return 409;
     }
+    share(d, CMD_CONTROL_CLOSE, by, id, note, NULL);
     cb_strbuf_printf(out, "{\"id\":");
     cb_strbuf_json_string(out, id, strlen(id));
     cb_strbuf_puts(out, ",\"state\":\"resolved\",\"reason\":\"closed by hand\",\"by\":");
@@ -274,6 +286,8 @@ static int silence_add(void *ctx, const struct cb_api_silence *s, struct cb_strb
         st = 400;
     } else {
         cb_alerts_silence_json(d->alerts, id, out);
+        share(d, CMD_CONTROL_SILENCE_CREATE, s->created_by, NULL, s->comment,
+              out->oom ? NULL : out->data);
     }
     free(m);
     return st;
@@ -295,6 +309,7 @@ static int silence_end(void *ctx, const char *id, const char *by, const char *co
         return 404;
     }
     cb_alerts_silence_json(d->alerts, v, out);
+    share(d, CMD_CONTROL_SILENCE_EXPIRE, by, NULL, comment, out->oom ? NULL : out->data);
     return 200;
 }
 

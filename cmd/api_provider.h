@@ -35,12 +35,19 @@ struct cmd_api_sources {
     int (*reload_rules)(void *ctx, const char *via, const char *by, const char *note,
                         struct cb_diags *diags);
     void *reload_ctx;
+    /* Shares an action taken through the API with the peer engines
+     * (cmd__control_share's arguments: action CMD_CONTROL_*, by, target,
+     * note, silence JSON); may be NULL. */
+    int (*share)(void *ctx, const char *action, const char *by, const char *target,
+                 const char *note, const char *silence);
+    void *share_ctx;
 };
 
 /* How a reload was asked for (the audit entry's details "via"). */
 #define CMD_RELOAD_API "api"
 #define CMD_RELOAD_SIGHUP "sighup"
 #define CMD_RELOAD_FILE "file_watch"
+#define CMD_RELOAD_CONTROL "control" /* a peer engine's reload (docs/federation.md) */
 
 /* GET /api/sensors from a store reader (also `citybrain sensors --json`):
  * {"sensors":[{topic, device, labels (captures of `labels`, may be NULL),

@@ -17,7 +17,8 @@ static const struct {
     const char *key;
     const char *help;
 } overrides[] = {
-    {"--broker", "mqtt.broker", "URL  broker, tcp://host:port or ssl://host:port"},
+    {"--broker", "mqtt.broker",
+     "URL[,URL...]  broker, tcp://host:port or ssl://host:port; several for a cluster"},
     {"--topic", "mqtt.topic", "FILTER  topic filter (repeatable; default city/#)"},
     {"--qos", "mqtt.qos", "0|1  subscription QoS (default 1)"},
     {"--client-id", "mqtt.client_id", "ID  stable MQTT client id"},

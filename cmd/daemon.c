@@ -13,6 +13,7 @@
 #include "cmd/daemon.h"
 #include "base/version.h"
 #include "cmd/api_provider.h"
+#include "cmd/federation.h"
 #include "cmd/restore.h"
 #include "cmd/validate.h"
 #include "base/clock.h"
@@ -72,6 +73,10 @@ struct cb_daemon {
     int64_t started_ms;
     int64_t last_message_ms; /* wall clock of the last message handled (atomic) */
     struct cb_strbuf feed; /* the alert feed's JSON, reused */
+    char *engine_name;     /* federation.engine, or the client id */
+    struct cb_strbuf export_topic, export_payload; /* the city tier's export, reused */
+    struct cmd_control *control; /* federation.control_topic, or NULL */
+    int64_t last_export_ms; /* wall clock of the last periodic export */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -135,6 +140,8 @@ MQTT_STAT(g_mqtt_queue_bytes, queue_bytes)
 MQTT_STAT(g_mqtt_coalesce, coalesce_switches)
 MQTT_STAT(g_mqtt_connects, connects)
 MQTT_STAT(g_mqtt_lost, connection_lost)
+MQTT_STAT(g_mqtt_republished, republished)
+MQTT_STAT(g_mqtt_publish_failed, publish_failed)
 
 #define STORE_STAT(fn, field)                                                                \
     static double fn(void *ctx)                                                             \
@@ -249,7 +256,8 @@ static void register_metrics(struct cb_daemon *d)
         d->m_samples[v] = cb_metrics_counter("citybrain_ingest_samples_total", verdict_labels[v],
                                              "decoded samples, by what the rules made of them");
     d->m_feed_failed = cb_metrics_counter("citybrain_alert_feed_failed_total", "",
-                                          "alert transitions that could not be handed to MQTT");
+                                          "alert transitions that could not be handed to MQTT (the "
+                                          "alert feed, and the city tier's export)");
     d->m_transitions = cb_metrics_counter("citybrain_rules_transitions_total", "",
                                           "alert state changes emitted by the rules");
     d->m_reloads = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"ok\"",
@@ -299,6 +307,13 @@ static void register_metrics(struct cb_daemon *d)
          g_mqtt_coalesce},
         {"citybrain_mqtt_connects_total", "successful connections to the broker", g_mqtt_connects},
         {"citybrain_mqtt_connection_lost_total", "connections lost", g_mqtt_lost},
+        {"citybrain_mqtt_republished_total",
+         "QoS 1 publishes sent again after the client failed them (session lost with them in "
+         "flight, or refused while disconnected)",
+         g_mqtt_republished},
+        {"citybrain_mqtt_publish_failed_total",
+         "publishes given up: refused by the broker, or still unconfirmed at exit",
+         g_mqtt_publish_failed},
         {"citybrain_storage_rows_written_total", "sample rows committed", g_store_rows},
         {"citybrain_storage_rows_duplicate_total", "rows already stored (redelivery)", g_store_dup},
         {"citybrain_storage_rows_dropped_total",
@@ -383,6 +398,40 @@ static void count_reject(struct cb_daemon *d, const struct cb_message *m, enum c
                    cb_reject_name(r));
 }
 
+static int reload_rules_diags(void *ctx, const char *via, const char *by, const char *note,
+                              struct cb_diags *diags);
+
+/* Shares an operator action taken here with the peer engines
+ * (federation.control_topic; see cmd/federation.h). The API provider's
+ * door too (ctx is the daemon). */
+static int share_action(void *ctx, const char *action, const char *by, const char *target,
+                        const char *note, const char *silence)
+{
+    struct cb_daemon *d = ctx;
+    if (!d->control)
+        return 0;
+    if (cmd__control_share(d->control, d->mqtt, cb_wall_ms(), action, by, target, note,
+                           silence)) {
+        cb_warn("control", "%s by %s: not shared with the peer engines (the MQTT client did not "
+                           "take it)",
+                action, by);
+        return -1;
+    }
+    return 0;
+}
+
+/* A message on the control topic: a peer engine's operator action, applied
+ * once (cmd__control_apply), never stored as telemetry. */
+static void on_control(struct cb_daemon *d, const struct cb_message *m)
+{
+    struct cmd_control_targets t = {.engine = d->engine, .alerts = d->alerts,
+                                    .reload_rules = reload_rules_diags, .reload_ctx = d};
+    char err[256] = "";
+    if (cmd__control_apply(d->control, &t, m->payload, m->len, err, sizeof err) < 0)
+        cb_warn("control", "a peer engine's action was not applied: %s", err);
+    cb_store_note_journal_pos(d->store, m->journal_pos);
+}
+
 /* Decodes one message, lets the rules judge each sample, and queues what is to
  * be kept for the writer. Runs on the loop thread for live messages and for
  * journal recovery alike. */
@@ -391,6 +440,10 @@ static void on_message(void *ctx, const struct cb_message *m)
     struct cb_daemon *d = ctx;
     struct cb_decoded dec;
     __atomic_store_n(&d->last_message_ms, cb_wall_ms(), __ATOMIC_RELAXED);
+    if (d->control && !strcmp(m->topic, d->cfg->federation_control_topic)) {
+        on_control(d, m);
+        return;
+    }
     enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
     if (r != CB_REJECT_NONE) {
         cb_counter_add(d->m_msg_rejected, 1);
@@ -483,6 +536,8 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
 
 /* ---- transitions ----------------------------------------------------------- */
 
+static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms);
+
 /* Every state change of the engine goes to alerts/, which persists it,
  * notifies the rule's channels (grouped in storms) and hands events to the
  * API's SSE. Every event is also published, one message per transition, on
@@ -497,6 +552,7 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     cb_alerts_on_transition(d->alerts, t);
     if (!d->mqtt || !cb_transition_is_event(t))
         return;
+    export_instance(d, t, t->at);
     cb_strbuf_reset(&d->feed);
     cb_transition_to_json(t, &d->feed);
     if (d->feed.oom)
@@ -505,6 +561,26 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
     if (cb_mqtt_publish(d->mqtt, topic, d->feed.data, d->feed.len, 1, 0))
         cb_counter_add(d->m_feed_failed, 1);
+}
+
+/* Publishes instance t's state on the city tier's export (federation.h),
+ * sampled at at_ms, when federation.export_topic is set. */
+static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms)
+{
+    if (!d->mqtt || !*d->cfg->federation_export_topic)
+        return;
+    if (cmd__export_payload(&d->export_payload, d->engine_name, t, at_ms))
+        return;
+    cmd__export_topic(&d->export_topic, d->cfg->federation_export_topic, d->engine_name, t);
+    if (d->export_topic.oom || d->export_payload.oom ||
+        cb_mqtt_publish(d->mqtt, d->export_topic.data, d->export_payload.data,
+                        d->export_payload.len, 1, 0))
+        cb_counter_add(d->m_feed_failed, 1);
+}
+
+static void export_current(void *ctx, const struct cb_transition *t)
+{
+    export_instance(ctx, t, cb_wall_ms());
 }
 
 static int publish_alert(void *ctx, const char *topic, const void *payload, size_t len, int qos)
@@ -551,6 +627,7 @@ static const struct {
     {CMD_RELOAD_API, "HTTP API", "(api)"},
     {CMD_RELOAD_SIGHUP, "SIGHUP", "(sighup)"},
     {CMD_RELOAD_FILE, "file changed", "(file watch)"},
+    {CMD_RELOAD_CONTROL, "peer engine", "(peer engine)"},
 };
 
 /* Records a reload, taken or rejected, in the audit log. */
@@ -599,6 +676,11 @@ static int reload_rules_diags(void *ctx, const char *via, const char *by, const 
     }
     audit_reload(d, way, by, note, rc == 0, rc ? 1 : cb_ruleset_count(rs));
     cb_ruleset_release(rs);
+    /* An operator's reload reaches the peers (each reloads its own files);
+     * a file watch is each engine's own, a peer's reload is not sent back. */
+    if (rc == 0 && (!strcmp(via, CMD_RELOAD_API) || !strcmp(via, CMD_RELOAD_SIGHUP)))
+        share_action(d, CMD_CONTROL_RELOAD, by && *by ? by : reload_ways[way].who, NULL, note,
+                     NULL);
     return rc;
 }
 
@@ -688,6 +770,14 @@ static void on_tick(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
+    /* The city tier's export: every firing instance again, so a city rule
+     * tells a district that went silent (age()) from one still flooding. */
+    int64_t now = cb_wall_ms();
+    if (*d->cfg->federation_export_topic && d->mqtt &&
+        now - d->last_export_ms >= d->cfg->federation_export_interval_ms) {
+        d->last_export_ms = now;
+        cb_engine_foreach_instance(d->engine, export_current, d);
+    }
 }
 
 static void close_handles(struct cb_daemon *d);
@@ -802,6 +892,12 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     struct cb_engine_options eo = {.max_skew_ms = cfg->rules_max_skew_ms,
                                    .lateness_ms = cfg->rules_lateness_ms,
                                    .stale_after_ms = cfg->sensors_stale_after_ms};
+    d->engine_name = *cfg->federation_engine ? strdup(cfg->federation_engine)
+                                             : cb_config_client_id(cfg);
+    if (!d->engine_name) {
+        cb_error(MOD, "out of memory");
+        return -1;
+    }
     d->engine = cb_engine_new(rs, &cb_clock_wall, &eo, on_transition, d);
     size_t nrules = cb_ruleset_count(rs);
     if (!d->engine) {
@@ -843,6 +939,24 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     if (!d->alerts) {
         cb_error("alert", "%s", err);
         return -1;
+    }
+    if (*cfg->federation_control_topic) {
+        char *origin = cb_config_client_id(cfg);
+        d->control = origin ? cmd__control_new(cfg->federation_control_topic, origin) : NULL;
+        free(origin);
+        if (!d->control) {
+            cb_error(MOD, "out of memory");
+            return -1;
+        }
+        /* before the journal replays control messages applied last run */
+        long n = cmd__control_load_seen(d->control, cfg->storage_db, cb_wall_ms(), err,
+                                        sizeof err);
+        if (n < 0) {
+            cb_error("control", "cannot read which peer actions were applied: %s", err);
+            return -1;
+        }
+        cb_info("control", "operator actions shared on '%s' (%ld applied before)",
+                cfg->federation_control_topic, n);
     }
     int restored = cmd__restore_instances(d->engine, d->alerts);
     if (restored < 0)
@@ -892,6 +1006,10 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     cb_mqtt_set_persist(d->mqtt, persist_message, d);
     cb_mqtt_set_stamps(d->mqtt, d->stamps);
     cb_mqtt_set_refused(d->mqtt, refused_message, d);
+    if (d->control && cb_mqtt_add_topic(d->mqtt, cfg->federation_control_topic, 1)) {
+        cb_error("mqtt", "out of memory");
+        return -1;
+    }
     if (cb_mqtt_start(d->mqtt)) {
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
@@ -918,6 +1036,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
             .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
             .alerts = d->alerts, .label_pattern = d->label_pattern, .looplag = d->looplag,
             .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
+            .share = share_action, .share_ctx = d,
         };
         struct cb_api_provider provider;
         cmd__api_provider(&d->api_sources, &provider);
@@ -951,6 +1070,10 @@ static void teardown(struct cb_daemon *d)
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
     cb_strbuf_free(&d->feed);
+    cb_strbuf_free(&d->export_topic);
+    cb_strbuf_free(&d->export_payload);
+    free(d->engine_name);
+    cmd__control_free(d->control);
     free(d->keep);
     free(d->verdicts);
     free(d->qrules);

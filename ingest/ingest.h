@@ -134,7 +134,9 @@ struct cb_mqtt_stats {
     uint64_t connects;
     uint64_t connection_lost;
     uint64_t published;
-    uint64_t publish_failed;
+    uint64_t publish_failed;   /* publishes given up: refused, or unconfirmed at exit */
+    uint64_t republished;      /* QoS 1 publishes handed to Paho again after it failed them
+                                * (the session was lost with them in flight) */
     size_t queue_depth;        /* messages waiting for the loop */
     size_t queue_bytes;
     uint64_t coalesce_switches; /* entries into and exits from 1 ms collection (see pace) */
@@ -154,6 +156,10 @@ void cb_mqtt_set_persist(struct cb_mqtt *m, cb_persist_fn fn, void *ctx);
  * client, and only Paho's thread uses it from start on) instead of the
  * client's own table, so the caller can seed it first (cb_stamps_seen). */
 void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s);
+/* Subscribes to one more filter at qos on every connect, besides
+ * mqtt.topic (before start): the daemon's control topic. 0, or -1 (started,
+ * OOM). */
+int cb_mqtt_add_topic(struct cb_mqtt *m, const char *filter, int qos);
 /* Installs the hook told of size refusals (before start). */
 void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx);
 /* Connects (asynchronously), subscribes on every connect, reconnects with

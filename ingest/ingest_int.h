@@ -50,4 +50,10 @@ const char *ingest__reason_words(int version, int code);
  * INGEST_PROBE_BAD_URL. Blocks: never on the loop or under Paho's lock. */
 int ingest__probe(const char *url, int timeout_ms);
 
+/* Where a connect starts its walk of mqtt.broker's n URLs (mqtt.c): 0 unless
+ * rotate, else FNV-1a of client_id modulo n, so engines with different ids
+ * spread over a broker cluster and one engine always starts at the same
+ * broker. */
+int ingest__broker_first(const char *client_id, int n, int rotate);
+
 #endif

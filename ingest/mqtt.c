@@ -64,6 +64,26 @@
  * (subscribeMany), so a broker that lost our session still gets them.
  * Paho's own automatic reconnect stays off.
  *
+ * Broker list: mqtt.broker may name several brokers (a cluster, comma-
+ * separated). Paho walks them in order within each connect (serverURIs), so a
+ * reconnect after a broker died lands on the next one that answers; the list
+ * starts where mqtt.broker_start says (rotate: by a hash of the client id).
+ *
+ * Republishing: Paho 1.3.12 sends a QoS 1 publish and keeps it until its
+ * PUBACK; when the connection drops and the next broker has no session for
+ * us (sessionPresent 0: another node, or a broker that lost its state) it
+ * fails the publishes still in flight (onFailure), and nobody sends them
+ * again. So each QoS 1 publish stays on m->inflight until Paho reports its
+ * end: freed on success, posted again to the worker on failure (counted in
+ * republished), which hands it to Paho again; Paho buffers it while
+ * disconnected (sendWhileDisconnected) and sends it on the next connect.
+ * A publish Paho refuses at once (its buffer full, or not connecting) waits
+ * on m->held and is posted again on the next connect. At least once: a
+ * publish whose PUBACK was lost with the connection reaches its receivers
+ * twice, so receivers deduplicate (the alert feed by id, state and since).
+ * An MQTT 5 broker that refuses a publish (reason code 0x80 or above) is not
+ * asked again: it would refuse it again.
+ *
  * Ownership: each queued message is ONE node (header, topic, NUL, payload),
  * given back by the loop after on_message returns: recycled when small (see
  * NODE_SMALL), else freed. The struct is freed
@@ -122,10 +142,16 @@ enum journal_state {
 #define JOURNAL_RETRY_MIN_MS 10
 #define JOURNAL_RETRY_MAX_MS 1000
 
+/* A command for the worker. A QoS 1 publish handed to Paho stays alive as
+ * an in-flight record (on m->inflight, linked by next and prev) until Paho
+ * reports its end: freed on success, posted again on failure (see
+ * "Republishing" at the top). */
 struct cmd {
-    struct cmd *next;
+    struct cmd *next, *prev;
+    struct cb_mqtt *m;   /* the owner, for Paho's publish callbacks */
     enum cmd_kind kind;
     int qos, retained;
+    unsigned attempts;   /* times handed to Paho */
     size_t len;
     char *topic; /* points into data */
     char data[];
@@ -142,6 +168,9 @@ struct cb_mqtt {
     bool client_created;
     int version;
     char *url, *client_id, *username, *password, *ca_file, *cert_file, *key_file;
+    char **uris; /* mqtt.broker's list in the order a connect walks it (rotated) */
+    int nuris;
+    bool tls;    /* some URL is ssl:// or mqtts:// */
     char **topics;
     int *qoss;
     int ntopics;
@@ -193,6 +222,8 @@ struct cb_mqtt {
     pthread_cond_t cmd_cond;
     struct cmd *cmd_head, *cmd_tail;
     size_t ncmds;
+    struct cmd *inflight; /* QoS 1 publishes Paho has not yet confirmed or failed */
+    struct cmd *held;     /* QoS 1 publishes Paho refused at once: posted again on connect */
     bool worker_quit;
     bool worker_started;
     pthread_t worker;
@@ -255,6 +286,9 @@ static void free_owned(struct cb_mqtt *m)
 {
     cb_stamps_free(m->own_stamps);
     free(m->url);
+    for (int i = 0; i < m->nuris; i++)
+        free(m->uris[i]);
+    free(m->uris);
     free(m->client_id);
     free(m->username);
     free(m->password);
@@ -654,6 +688,12 @@ static void send_disconnect(struct cb_mqtt *m, int timeout_ms)
         disconnect_finished(m);
 }
 
+static void repost_held(struct cb_mqtt *m);
+
+/* A connect succeeded (Paho's thread). The log names mqtt.broker as given:
+ * with a list, Paho 1.3.12's serverURI in the connect's answer sometimes
+ * names the first URL when the connection is to another one (seen with the
+ * first broker dead), so it is not repeated as the truth. */
 static void connected(struct cb_mqtt *m, int session_present)
 {
     STAT_ADD(m, connects, 1);
@@ -675,6 +715,7 @@ static void connected(struct cb_mqtt *m, int session_present)
         return;
     }
     subscribe_all(m);
+    repost_held(m);
 }
 
 static void on_connect(void *ctx, MQTTAsync_successData *resp)
@@ -790,6 +831,12 @@ static void do_connect(struct cb_mqtt *m)
     o->context = m;
     o->username = m->username;
     o->password = m->password;
+    if (m->nuris > 1) {
+        /* Paho tries them in this order within one connect: a dead broker
+         * costs one failed TCP connect, then the next is tried. */
+        o->serverURIs = m->uris;
+        o->serverURIcount = m->nuris;
+    }
     if (m->version == 5) {
         o->cleanstart = m->clean;
         o->onSuccess5 = on_connect5;
@@ -813,7 +860,7 @@ static void do_connect(struct cb_mqtt *m)
         o->onSuccess = on_connect;
         o->onFailure = on_connect_failed;
     }
-    if (strncmp(m->url, "ssl://", 6) == 0 || strncmp(m->url, "mqtts://", 8) == 0) {
+    if (m->tls) {
         ssl.trustStore = m->ca_file;
         ssl.keyStore = m->cert_file;
         ssl.privateKey = m->key_file;
@@ -835,7 +882,9 @@ static void do_connect(struct cb_mqtt *m)
 
 /* Logs why the last connect failed, in words with Paho's text and code,
  * probing the broker's port first when only that can tell (worker thread:
- * the probe blocks up to PROBE_TIMEOUT_MS; none while stopping). */
+ * the probe blocks up to PROBE_TIMEOUT_MS per broker; none while stopping).
+ * With a broker list Paho tried each one: each is explained in turn
+ * ("tcp://a:1883: connection refused ...; tcp://b:1883: ..."). */
 static void do_explain(struct cb_mqtt *m)
 {
     char tls[sizeof m->tls_errors], message[sizeof m->fail_message];
@@ -845,20 +894,107 @@ static void do_explain(struct cb_mqtt *m)
     memcpy(tls, m->tls_errors, sizeof tls);
     memcpy(message, m->fail_message, sizeof message);
     pthread_mutex_unlock(&m->lock);
-    struct ingest_failure f = {.url = m->url, .version = m->version, .code = code,
-                               .message = message, .tls_errors = tls, .ca_file = m->ca_file,
-                               .probe = INGEST_PROBE_NONE};
-    if (ingest__failure_needs_probe(&f) && !stopping)
-        f.probe = ingest__probe(m->url, PROBE_TIMEOUT_MS);
     char words[400], text[sizeof m->last_error];
-    ingest__explain(&f, words, sizeof words);
-    snprintf(text, sizeof text, "%s (%s, code %d)", words,
-             *message ? message : MQTTAsync_strerror(code), code);
+    size_t at = 0;
+    text[0] = '\0';
+    for (int i = 0; i < m->nuris && at < sizeof text; i++) {
+        struct ingest_failure f = {.url = m->uris[i], .version = m->version, .code = code,
+                                   .message = message, .tls_errors = tls,
+                                   .ca_file = m->ca_file, .probe = INGEST_PROBE_NONE};
+        if (ingest__failure_needs_probe(&f) && !stopping)
+            f.probe = ingest__probe(m->uris[i], PROBE_TIMEOUT_MS);
+        ingest__explain(&f, words, sizeof words);
+        if (m->nuris == 1)
+            at += (size_t)snprintf(text, sizeof text, "%s", words);
+        else
+            at += (size_t)snprintf(text + at, sizeof text - at, "%s%s: %s", i ? "; " : "",
+                                   m->uris[i], words);
+    }
+    if (at < sizeof text)
+        snprintf(text + at, sizeof text - at, " (%s, code %d)",
+                 *message ? message : MQTTAsync_strerror(code), code);
     cb_warn(MOD, "cannot connect to %s: %s", m->url, text);
     set_last_error(m, text);
 }
 
-static void do_publish(struct cb_mqtt *m, struct cmd *c)
+static int post(struct cb_mqtt *m, struct cmd *c);
+
+/* Takes c off m->inflight (cmd_lock held). */
+static void inflight_unlink(struct cb_mqtt *m, struct cmd *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        m->inflight = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+/* A QoS 1 publish Paho confirmed (Paho's thread): its record is freed. */
+static void publish_done(struct cmd *c)
+{
+    struct cb_mqtt *m = c->m;
+    pthread_mutex_lock(&m->cmd_lock);
+    inflight_unlink(m, c);
+    pthread_mutex_unlock(&m->cmd_lock);
+    free(c);
+}
+
+/* A QoS 1 publish Paho failed (Paho's thread, or MQTTAsync_destroy's):
+ * posted again unless the broker itself refused it (refused: an MQTT 5
+ * reason code of 0x80 or above), or the client is closing (post refuses;
+ * then it is counted as failed). */
+static void publish_failed(struct cmd *c, int code, bool refused)
+{
+    static struct cb_ratelimit rl = {.burst = 5, .interval_ms = 10000};
+    struct cb_mqtt *m = c->m;
+    pthread_mutex_lock(&m->cmd_lock);
+    inflight_unlink(m, c);
+    pthread_mutex_unlock(&m->cmd_lock);
+    if (refused) {
+        cb_log_limited(&rl, CB_LOG_WARN, MOD, "the broker refused a publish to '%s' (code %d)",
+                       c->topic, code);
+        STAT_ADD(m, publish_failed, 1);
+        free(c);
+        return;
+    }
+    cb_log_limited(&rl, CB_LOG_INFO, MOD,
+                   "Paho failed a QoS 1 publish to '%s' (code %d, the session was lost): "
+                   "publishing it again",
+                   c->topic, code);
+    if (post(m, c)) { /* frees c */
+        STAT_ADD(m, publish_failed, 1);
+        return;
+    }
+    STAT_ADD(m, republished, 1);
+}
+
+static void on_published(void *ctx, MQTTAsync_successData *resp)
+{
+    (void)resp;
+    publish_done(ctx);
+}
+static void on_published5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    (void)resp;
+    publish_done(ctx);
+}
+static void on_publish_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    publish_failed(ctx, resp ? resp->code : -1, false);
+}
+static void on_publish_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    publish_failed(ctx, resp ? resp->code : -1, resp && resp->reasonCode >= 0x80);
+}
+
+/* Hands a publish to Paho (worker thread). A QoS 1 publish goes on
+ * m->inflight first (Paho may confirm it before sendMessage returns) and
+ * stays there until a callback above takes it: returns 1 then (the worker
+ * must not free c). Refused at once, it waits on m->held for the next
+ * connect. QoS 0 is fire and forget: returns 0 (c is the caller's). */
+static int do_publish(struct cb_mqtt *m, struct cmd *c)
 {
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = c->data;
@@ -866,12 +1002,62 @@ static void do_publish(struct cb_mqtt *m, struct cmd *c)
     msg.qos = c->qos;
     msg.retained = c->retained;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    bool track = c->qos > 0;
+    if (track) {
+        c->m = m;
+        c->attempts++;
+        ro.context = c;
+        if (m->version == 5) {
+            ro.onSuccess5 = on_published5;
+            ro.onFailure5 = on_publish_failed5;
+        } else {
+            ro.onSuccess = on_published;
+            ro.onFailure = on_publish_failed;
+        }
+        pthread_mutex_lock(&m->cmd_lock);
+        c->prev = NULL;
+        c->next = m->inflight;
+        if (m->inflight)
+            m->inflight->prev = c;
+        m->inflight = c;
+        pthread_mutex_unlock(&m->cmd_lock);
+    }
+    bool first = c->attempts <= 1;
     int rc = MQTTAsync_sendMessage(m->client, c->topic, &msg, &ro);
     if (rc == MQTTASYNC_SUCCESS) {
-        STAT_ADD(m, published, 1);
-    } else {
+        /* c may be gone already: Paho's callback frees or posts it */
+        if (first)
+            STAT_ADD(m, published, 1);
+        return track;
+    }
+    cb_debug(MOD, "publish to '%s' failed: %s", c->topic, MQTTAsync_strerror(rc));
+    if (!track) {
         STAT_ADD(m, publish_failed, 1);
-        cb_debug(MOD, "publish to '%s' failed: %s", c->topic, MQTTAsync_strerror(rc));
+        return 0;
+    }
+    pthread_mutex_lock(&m->cmd_lock);
+    inflight_unlink(m, c);
+    c->next = m->held;
+    m->held = c;
+    pthread_mutex_unlock(&m->cmd_lock);
+    return 1;
+}
+
+/* Posts the publishes Paho refused at once again (Paho's thread, on a
+ * connect): they go behind what is already queued. */
+static void repost_held(struct cb_mqtt *m)
+{
+    pthread_mutex_lock(&m->cmd_lock);
+    struct cmd *c = m->held;
+    m->held = NULL;
+    pthread_mutex_unlock(&m->cmd_lock);
+    while (c) {
+        struct cmd *next = c->next;
+        if (post(m, c))
+            STAT_ADD(m, publish_failed, 1);
+        else
+            STAT_ADD(m, republished, 1);
+        c = next;
     }
 }
 
@@ -914,7 +1100,10 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&m->cmd_lock);
         switch (c->kind) {
         case CMD_CONNECT: do_connect(m); break;
-        case CMD_PUBLISH: do_publish(m, c); break;
+        case CMD_PUBLISH:
+            if (do_publish(m, c))
+                c = NULL; /* in flight, or held: see do_publish */
+            break;
         case CMD_DISCONNECT: do_disconnect(m); break;
         case CMD_EXPLAIN: do_explain(m); break;
         }
@@ -1160,6 +1349,41 @@ static void on_poll(uv_timer_t *t)
     maybe_done(m);
 }
 
+int ingest__broker_first(const char *client_id, int n, int rotate)
+{
+    if (n <= 1 || !rotate)
+        return 0;
+    uint32_t h = 2166136261u; /* FNV-1a: stable across runs and machines */
+    for (const unsigned char *p = (const unsigned char *)client_id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return (int)(h % (uint32_t)n);
+}
+
+/* Fills m->uris from mqtt.broker's list, rotated to start where
+ * mqtt.broker_start says (ingest__broker_first), and m->tls. Returns 0, -1
+ * on OOM, -2 for a list with no URL (what was taken is freed by free_owned). */
+static int take_brokers(struct cb_mqtt *m, const struct cb_config *cfg)
+{
+    struct cb_strlist l;
+    if (cb_config_brokers(cfg->mqtt_broker, &l))
+        return -1;
+    m->uris = l.items;
+    m->nuris = (int)l.n;
+    if (m->nuris == 0)
+        return -2;
+    int first = ingest__broker_first(m->client_id, m->nuris,
+                                     cfg->mqtt_broker_start == CB_BROKER_START_ROTATE);
+    char *rot[m->nuris];
+    for (int i = 0; i < m->nuris; i++)
+        rot[i] = m->uris[(first + i) % m->nuris];
+    for (int i = 0; i < m->nuris; i++) {
+        m->uris[i] = rot[i];
+        if (!strncmp(rot[i], "ssl://", 6) || !strncmp(rot[i], "mqtts://", 8))
+            m->tls = true;
+    }
+    return 0;
+}
+
 struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_message_fn on_message,
                             void *ctx, char *err, size_t errlen)
 {
@@ -1179,6 +1403,15 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->version = cfg->mqtt_version == 5 ? 5 : 4;
     m->url = strdup(cfg->mqtt_broker);
     m->client_id = cb_config_client_id(cfg);
+    if (!m->url || !m->client_id)
+        goto oom;
+    int brc = take_brokers(m, cfg);
+    if (brc == -2) {
+        snprintf(err, errlen, "no broker URL in mqtt.broker '%s'", cfg->mqtt_broker);
+        goto fail;
+    }
+    if (brc)
+        goto oom;
     m->username = dup_or_null(cfg->mqtt_username);
     m->password = dup_or_null(cfg->mqtt_password);
     m->ca_file = dup_or_null(cfg->mqtt_ca_file);
@@ -1187,7 +1420,7 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->ntopics = (int)cfg->mqtt_topics.n;
     m->topics = calloc(cfg->mqtt_topics.n + 1, sizeof *m->topics);
     m->qoss = calloc(cfg->mqtt_topics.n + 1, sizeof *m->qoss);
-    if (!m->url || !m->client_id || !m->topics || !m->qoss)
+    if (!m->topics || !m->qoss)
         goto oom;
     for (int i = 0; i < m->ntopics; i++) {
         m->topics[i] = strdup(cfg->mqtt_topics.items[i]);
@@ -1223,9 +1456,11 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.MQTTVersion = m->version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1;
     co.sendWhileDisconnected = 1; /* alerts published during a reconnect wait in Paho */
-    co.maxBufferedMessages = 1000;
-    co.deleteOldestMessages = 1;
-    int rc = MQTTAsync_createWithOptions(&m->client, m->url, m->client_id,
+    /* Beyond the buffer Paho refuses a publish at once (never drops the
+     * oldest in silence): a QoS 1 one is held and posted again on connect. */
+    co.maxBufferedMessages = OUTBOUND_MAX;
+    co.deleteOldestMessages = 0;
+    int rc = MQTTAsync_createWithOptions(&m->client, m->uris[0], m->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         snprintf(err, errlen, "cannot create the MQTT client for %s: %s", m->url,
@@ -1281,6 +1516,29 @@ void cb_mqtt_set_stamps(struct cb_mqtt *m, struct cb_stamps *s)
         m->stamps = s;
 }
 
+int cb_mqtt_add_topic(struct cb_mqtt *m, const char *filter, int qos)
+{
+    if (m->started)
+        return -1;
+    char *copy = strdup(filter);
+    char **topics = copy ? realloc(m->topics, (size_t)(m->ntopics + 2) * sizeof *topics) : NULL;
+    if (!topics) {
+        free(copy);
+        return -1;
+    }
+    m->topics = topics;
+    int *qoss = realloc(m->qoss, (size_t)(m->ntopics + 2) * sizeof *qoss);
+    if (!qoss) {
+        free(copy);
+        return -1;
+    }
+    m->qoss = qoss;
+    m->topics[m->ntopics] = copy;
+    m->qoss[m->ntopics] = qos;
+    m->ntopics++;
+    return 0;
+}
+
 void cb_mqtt_set_refused(struct cb_mqtt *m, cb_refused_fn fn, void *ctx)
 {
     m->refused = fn;
@@ -1312,6 +1570,9 @@ int cb_mqtt_publish(struct cb_mqtt *m, const char *topic, const void *payload, s
         return -1;
     }
     c->kind = CMD_PUBLISH;
+    c->m = m;
+    c->prev = NULL;
+    c->attempts = 0;
     c->qos = qos;
     c->retained = retained;
     c->len = len;
@@ -1413,6 +1674,17 @@ void cb_mqtt_close(struct cb_mqtt *m)
     if (m->client_created) {
         MQTTAsync_destroy(&m->client);
         m->client_created = false;
+        /* QoS 1 publishes never confirmed: lost with this run (counted). */
+        struct cmd *lists[] = {m->inflight, m->held};
+        m->inflight = m->held = NULL;
+        for (int i = 0; i < 2; i++) {
+            while (lists[i]) {
+                struct cmd *c = lists[i];
+                lists[i] = c->next;
+                STAT_ADD(m, publish_failed, 1);
+                free(c);
+            }
+        }
     }
     /* Anything still queued (close without stop) is dropped. */
     free_list(m->head);
@@ -1448,6 +1720,7 @@ void cb_mqtt_get_stats(struct cb_mqtt *m, struct cb_mqtt_stats *out)
     out->connection_lost = STAT_GET(m, connection_lost);
     out->published = STAT_GET(m, published);
     out->publish_failed = STAT_GET(m, publish_failed);
+    out->republished = STAT_GET(m, republished);
     out->queue_depth = STAT_GET(m, queue_depth);
     out->queue_bytes = STAT_GET(m, queue_bytes);
     out->coalesce_switches = STAT_GET(m, coalesce_switches);

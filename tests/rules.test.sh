@@ -12,13 +12,13 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 
 # etc/rules notify `ops` and `cap`: the channels of etc/citybrain.conf.
-echo "-- check --config etc/citybrain.conf etc/rules"
+echo "-- check --config etc/citybrain.conf etc/rules etc/city-rules"
 "$BIN" check --config etc/citybrain.conf etc/rules || fail=1
+"$BIN" check --config etc/citybrain.conf etc/city-rules || fail=1
 
-echo "-- every etc/rules file has a test"
-for f in etc/rules/*.rules; do
-  b=$(basename "$f" .rules)
-  grep -qs "rules ../../etc/rules/$b.rules" tests/rules/*.test || { echo "no test for $f"; fail=1; }
+echo "-- every etc/rules and etc/city-rules file has a test"
+for f in etc/rules/*.rules etc/city-rules/*.rules; do
+  grep -qs "rules ../../$f" tests/rules/*.test || { echo "no test for $f"; fail=1; }
 done
 
 echo "-- citybrain test"

@@ -349,11 +349,41 @@ static int validate_with(const char *key, const char *value, const char *key2, c
     return rc;
 }
 
+static void test_broker_list(void)
+{
+    struct cb_strlist l;
+    CU_ASSERT_EQUAL_FATAL(cb_config_brokers(" tcp://a:1883 ,tcp://b:1884,, ssl://c:8883 ", &l), 0);
+    CU_ASSERT_EQUAL_FATAL(l.n, 3);
+    CU_ASSERT_STRING_EQUAL(l.items[0], "tcp://a:1883");
+    CU_ASSERT_STRING_EQUAL(l.items[1], "tcp://b:1884");
+    CU_ASSERT_STRING_EQUAL(l.items[2], "ssl://c:8883");
+    for (size_t i = 0; i < l.n; i++)
+        free(l.items[i]);
+    free(l.items);
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker", "tcp://a:1883, tcp://b:1883", NULL, NULL, &err),
+                    0);
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker", "tcp://a:1883, b:1883", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.broker: 'b:1883' is not a broker URL (tcp://host:port "
+                                     "or ssl://host:port; several separated by commas)");
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker", " , ", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text,
+                           "mqtt.broker: no broker URL (tcp://host:port or ssl://host:port)");
+    CU_ASSERT_EQUAL(validate_with("mqtt.broker_start", "rotate", NULL, NULL, &err), 0);
+    CU_ASSERT_EQUAL(validate_with("federation.export_topic", "citybrain/export/sz", NULL, NULL,
+                                  &err),
+                    0);
+    CU_ASSERT_EQUAL(validate_with("federation.export_topic", "citybrain/#", NULL, NULL, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "federation.export_topic: 'citybrain/#' is not a topic name "
+                                     "(no + or #, no trailing /)");
+    CU_ASSERT_EQUAL(validate_with("federation.engine", "d07/a", NULL, NULL, &err), -1);
+}
+
 static void test_whole_config_validation(void)
 {
     struct cb_config_error err;
     CU_ASSERT_EQUAL(validate_with("mqtt.broker", "http://x:1", NULL, NULL, &err), -1);
-    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.broker: 'http://x:1' is not a broker URL (tcp://host:port or ssl://host:port)");
+    CU_ASSERT_STRING_EQUAL(err.text, "mqtt.broker: 'http://x:1' is not a broker URL (tcp://host:port or ssl://host:port; several separated by commas)");
     CU_ASSERT_EQUAL(validate_with("mqtt.broker", "ssl://x:8883", NULL, NULL, &err), 0);
     CU_ASSERT_EQUAL(validate_with("mqtt.topic", "", NULL, NULL, &err), -1);
     CU_ASSERT_STRING_EQUAL(err.text, "mqtt.topic: at least one topic filter is needed");
@@ -477,6 +507,9 @@ void cb_test_suite_config(void)
                 test_secrets_name_their_variable);
     CU_add_test(s, "config: whole-config validation", test_whole_config_validation);
     CU_add_test(s, "config: journal path and client id are derived", test_derived_paths);
+    CU_add_test(s, "config: mqtt.broker takes a comma-separated list and checks every URL of it; "
+                   "federation topics are topic names",
+                test_broker_list);
     CU_add_test(s, "config: etc/citybrain.conf is the table's example, byte for byte",
                 test_example_file_matches_table);
 }

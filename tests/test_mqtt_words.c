@@ -166,6 +166,24 @@ static void test_probe_tells_refused_open_and_not_tls(void)
     CU_ASSERT_EQUAL(ingest__probe("tcp://nowhere.invalid:1883", 200), INGEST_PROBE_NO_HOST);
 }
 
+/* Where the walk of a broker list starts (mqtt.broker_start). */
+static void test_broker_start_rotates_by_client_id(void)
+{
+    CU_ASSERT_EQUAL(ingest__broker_first("engine-a", 3, 0), 0); /* first */
+    CU_ASSERT_EQUAL(ingest__broker_first("engine-a", 1, 1), 0); /* one broker */
+    int first = ingest__broker_first("engine-a", 3, 1);
+    CU_ASSERT(first >= 0 && first < 3);
+    CU_ASSERT_EQUAL(ingest__broker_first("engine-a", 3, 1), first); /* stable */
+    /* twelve engines of a city spread over three brokers: each starts somewhere */
+    int seen[3] = {0};
+    for (int i = 0; i < 12; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "citybrain-d%02d-a", i);
+        seen[ingest__broker_first(id, 3, 1)]++;
+    }
+    CU_ASSERT(seen[0] > 0 && seen[1] > 0 && seen[2] > 0);
+}
+
 void cb_test_suite_mqtt_words(void)
 {
     CU_pSuite s = CU_add_suite("mqtt_words", NULL, NULL);
@@ -179,4 +197,7 @@ void cb_test_suite_mqtt_words(void)
                 test_reason_words_for_subscriptions_and_disconnects);
     CU_add_test(s, "mqtt words: the probe tells a refused port, an open one and one without TLS",
                 test_probe_tells_refused_open_and_not_tls);
+    CU_add_test(s, "mqtt words: broker_start rotate starts each client id at a stable place, "
+                   "spread over the list",
+                test_broker_start_rotates_by_client_id);
 }

@@ -61,24 +61,6 @@ static int pub(struct rig *r, const char *topic, const char *payload)
     return cb_h_publish(cb_h_broker_url(r->d.b), topic, payload, strlen(payload), 1);
 }
 
-/* Waits until p's stderr holds needle at least n times. */
-struct count_wait {
-    struct cb_h_proc *p;
-    const char *needle;
-    size_t n;
-};
-
-static int log_count_reached(void *ctx)
-{
-    struct count_wait *w = ctx;
-    return cbd_log_count(w->p, w->needle) >= w->n;
-}
-
-static int wait_log_n(struct cb_h_proc *p, const char *needle, size_t n)
-{
-    struct count_wait w = {p, needle, n};
-    return cb_h_wait_until(log_count_reached, &w, CBD_TIMEOUT_MS);
-}
 
 struct rules_wait {
     int port;
@@ -112,7 +94,7 @@ static void test_bad_file_is_rejected_and_old_rules_go_on(void)
 
     CU_ASSERT_EQUAL(cb_h_proc_signal(cb, SIGHUP), 0);
     CU_ASSERT_TRUE(cbd_wait_log(cb, "reload (SIGHUP) rejected", CBD_TIMEOUT_MS));
-    CU_ASSERT_TRUE(wait_log_n(cb, where, 2));
+    CU_ASSERT_TRUE(cbd_wait_log_n(cb, where, 2, CBD_TIMEOUT_MS));
 
     const char *body;
     CU_ASSERT_EQUAL(cbd_http(r.d.port, "POST", "/api/rules/reload", NULL, NULL, NULL), 401);
@@ -165,7 +147,7 @@ static void test_unchanged_rule_keeps_state_removed_rule_resolves(void)
     size_t reloads = cbd_log_count(cb, "reloaded (");
     CU_ASSERT_EQUAL_FATAL(unlink(cb_h_strf("%s/river.rules", r.dir)), 0);
     put_rule(&r, "noise.rules", noise_rule);
-    CU_ASSERT_TRUE(wait_log_n(cb, "reloaded (", reloads + 1));
+    CU_ASSERT_TRUE(cbd_wait_log_n(cb, "reloaded (", reloads + 1, CBD_TIMEOUT_MS));
     CU_ASSERT_TRUE(cbd_wait_state(r.d.alerts, "resolved", "river_high", 1, CBD_TIMEOUT_MS));
     /* The unlink and the write may make two reloads: wait for the second. */
     struct rules_wait rw = {r.d.port, "noise_high"};
@@ -177,7 +159,7 @@ static void test_unchanged_rule_keeps_state_removed_rule_resolves(void)
 
     /* A reload with nothing changed keeps everything. */
     CU_ASSERT_EQUAL(cb_h_proc_signal(cb, SIGHUP), 0);
-    CU_ASSERT_TRUE(wait_log_n(cb, "reloaded (SIGHUP)", 1));
+    CU_ASSERT_TRUE(cbd_wait_log_n(cb, "reloaded (SIGHUP)", 1, CBD_TIMEOUT_MS));
 
     /* gas_high is still firing, in the API ... */
     const char *body;

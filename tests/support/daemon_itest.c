@@ -35,6 +35,24 @@ size_t cbd_log_count(struct cb_h_proc *p, const char *needle)
     return n;
 }
 
+struct count_wait {
+    struct cb_h_proc *p;
+    const char *needle;
+    size_t n;
+};
+
+static int log_count_reached(void *ctx)
+{
+    struct count_wait *w = ctx;
+    return cbd_log_count(w->p, w->needle) >= w->n;
+}
+
+int cbd_wait_log_n(struct cb_h_proc *p, const char *needle, size_t n, int timeout_ms)
+{
+    struct count_wait w = {p, needle, n};
+    return cb_h_wait_until(log_count_reached, &w, timeout_ms);
+}
+
 struct ready_wait {
     struct cb_h_proc *p;
 };

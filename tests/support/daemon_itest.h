@@ -34,6 +34,9 @@ const char *cbd_write_text(const char *name, const char *text);
 /* Waits until p's stderr contains needle. 1 when it does, 0 on timeout. */
 int cbd_wait_log(struct cb_h_proc *p, const char *needle, int timeout_ms);
 
+/* Waits until p's stderr holds needle at least n times. 1, or 0 on timeout. */
+int cbd_wait_log_n(struct cb_h_proc *p, const char *needle, size_t n, int timeout_ms);
+
 /* Occurrences of needle in p's stderr so far. */
 size_t cbd_log_count(struct cb_h_proc *p, const char *needle);
 

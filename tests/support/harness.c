@@ -748,6 +748,17 @@ int cb_h_broker_stop(struct cb_h_broker *b)
     return 0;
 }
 
+int cb_h_broker_signal(struct cb_h_broker *b, int sig)
+{
+    if (!b || !b->proc || !cb_h_proc_running(b->proc))
+        return -1;
+    if (sig == SIGKILL) {
+        cb_h_proc_kill(b->proc);
+        return 0;
+    }
+    return cb_h_proc_signal(b->proc, sig);
+}
+
 int cb_h_broker_restart(struct cb_h_broker *b)
 {
     if (cb_h_broker_stop(b) != 0)

@@ -119,6 +119,9 @@ int cb_h_broker_port(const struct cb_h_broker *b);
 const char *cb_h_broker_url(const struct cb_h_broker *b);
 /* SIGTERM and wait (mosquitto saves its persistence file). Returns 0 or -1. */
 int cb_h_broker_stop(struct cb_h_broker *b);
+/* Sends sig to the broker's process (SIGSTOP freezes it with its sockets
+ * open; SIGKILL kills it without saving, and reaps it). 0 or -1. */
+int cb_h_broker_signal(struct cb_h_broker *b, int sig);
 /* Starts again on the same port with the same config and waits. 0 or -1. */
 int cb_h_broker_restart(struct cb_h_broker *b);
 /* Additional port to wait for (e.g. a TLS listener in extra_conf) after a
