@@ -503,7 +503,7 @@ static struct promql_node *parse_postfix(struct parser *p, struct promql_node *n
                 return NULL;
             }
             next(p);
-            if (p->cur.t == T_COLON) {
+            if (p->cur.t == T_COLON || (p->cur.t == T_IDENT && p->cur.s[0] == ':')) {
                 fail(p, p->cur.pos, "unsupported", "subqueries ([range:step])");
                 return NULL;
             }
