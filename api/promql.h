@@ -90,6 +90,7 @@ struct promql_node {
     size_t nm;
     int64_t range_ms;  /* 0: an instant selector */
     int64_t offset_ms;
+    int tier;          /* the evaluator answers this range from src->aggregate */
     /* PQ_CALL (fn), PQ_AGG (agg), PQ_BIN (op) */
     enum promql_func fn;
     enum promql_agg agg;
@@ -132,12 +133,26 @@ struct promql_sample {
  * in err (a storage error: the query fails with it). */
 typedef int (*promql_series_fn)(void *fctx, const struct promql_labels *l, const void *ref);
 typedef int (*promql_sample_fn)(void *fctx, int64_t ts, double v);
+/* count, sum, min, max and the last value of a series' samples in a range. */
+struct promql_tier_agg {
+    uint64_t count;
+    double sum, min, max, last;
+};
+/* `aggregate` (may be NULL) answers promql_tier_agg over from <= ts <= to for
+ * one series from a rollup tier where it can (the store's 1-minute rollups
+ * for the whole minutes inside, raw samples at the edges): the evaluator
+ * asks it for avg|min|max|sum|count|last_over_time in range queries whose
+ * step and range are whole minutes and whose range is at least
+ * PROMQL_TIER_MIN_RANGE_MS, instead of reading every raw sample. */
 struct promql_source {
     void *ctx;
     int (*each_series)(void *ctx, promql_series_fn fn, void *fctx, char *err, size_t errlen);
     int (*samples)(void *ctx, const void *ref, int64_t from, int64_t to, promql_sample_fn fn,
                    void *fctx, char *err, size_t errlen);
+    int (*aggregate)(void *ctx, const void *ref, int64_t from, int64_t to,
+                     struct promql_tier_agg *out, char *err, size_t errlen);
 };
+#define PROMQL_TIER_MIN_RANGE_MS 3600000
 
 enum promql_type { PQ_T_SCALAR, PQ_T_VECTOR, PQ_T_MATRIX };
 

@@ -20,6 +20,7 @@ struct sel_series {
     struct promql_labels lab;
     struct promql_sample *s;
     size_t n, cap;
+    const void *ref; /* the source's handle */
 };
 struct sel_data {
     struct sel_series *v;
@@ -46,6 +47,7 @@ struct ev {
     size_t errlen;
     const char *kind;
     int failed;
+    int64_t qstep; /* a range query's step; 0 for an instant query */
 };
 
 static void ev_fail(struct ev *e, const char *kind, const char *fmt, ...)
@@ -217,7 +219,7 @@ static int collect_series(void *fctx, const struct promql_labels *l, const void 
         }
     }
     s->lab = (struct promql_labels){lv, l->n};
-    s->s = (struct promql_sample *)ref; /* the ref until the samples are read */
+    s->ref = ref;
     d->n++;
     return 0;
 }
@@ -251,6 +253,10 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
 {
     if (!n || e->failed)
         return;
+    if (n->kind == PQ_CALL && n->fn >= PQ_F_AVG_OT && n->fn <= PQ_F_LAST_OT &&
+        e->src->aggregate && e->qstep > 0 && e->qstep % 60000 == 0 && n->a->range_ms % 60000 == 0 &&
+        n->a->range_ms >= PROMQL_TIER_MIN_RANGE_MS)
+        n->a->tier = 1; /* a step the 1-minute tier divides: read from it */
     if (n->kind != PQ_SEL) {
         prefetch(e, n->a, start, end);
         prefetch(e, n->b, start, end);
@@ -268,12 +274,10 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
     }
     int64_t from = start - n->offset_ms - (n->range_ms ? n->range_ms : LOOKBACK_MS);
     int64_t to = end - n->offset_ms;
-    for (size_t i = 0; i < d->n && !e->failed; i++) {
+    for (size_t i = 0; i < d->n && !e->failed && !n->tier; i++) {
         struct sel_series *s = &d->v[i];
-        const void *ref = s->s;
-        s->s = NULL;
         struct fill f = {e, s};
-        if (e->src->samples(e->src->ctx, ref, from, to, fill_sample, &f, err, sizeof err) < 0)
+        if (e->src->samples(e->src->ctx, s->ref, from, to, fill_sample, &f, err, sizeof err) < 0)
             ev_fail(e, "internal", "%s", err[0] ? err : "reading the samples failed");
     }
 }
@@ -428,6 +432,30 @@ static int over_time(struct ev *e, enum promql_func fn, const struct promql_samp
     }
 }
 
+/* fn over [from, to] of one series from the source's rollup tier; 0 when
+ * there is no sample (or the read failed: e->failed). */
+static int from_tier(struct ev *e, enum promql_func fn, const void *ref, int64_t from, int64_t to,
+                     double *out)
+{
+    struct promql_tier_agg a;
+    char err[256] = "";
+    if (e->src->aggregate(e->src->ctx, ref, from, to, &a, err, sizeof err) < 0) {
+        ev_fail(e, "internal", "%s", err[0] ? err : "reading the rollups failed");
+        return 0;
+    }
+    if (a.count == 0)
+        return 0;
+    switch (fn) {
+    case PQ_F_AVG_OT: *out = a.sum / (double)a.count; break;
+    case PQ_F_MIN_OT: *out = a.min; break;
+    case PQ_F_MAX_OT: *out = a.max; break;
+    case PQ_F_SUM_OT: *out = a.sum; break;
+    case PQ_F_COUNT_OT: *out = (double)a.count; break;
+    default: *out = a.last; break;
+    }
+    return 1;
+}
+
 static struct val eval(struct ev *e, struct promql_node *n, int64_t t);
 
 static int scalar_arg(struct ev *e, struct promql_node *n, int64_t t, const char *what,
@@ -458,10 +486,15 @@ static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
     if (!out.e)
         return out;
     for (size_t i = 0; i < d->n; i++) {
-        size_t first, cnt = window(&d->v[i], begin, end, &first);
-        const struct promql_sample *p = d->v[i].s + first;
         double v;
         int ok;
+        if (sel->tier) {
+            if (!(ok = from_tier(e, n->fn, d->v[i].ref, begin, end, &v)) && e->failed)
+                return out;
+            goto have;
+        }
+        size_t first, cnt = window(&d->v[i], begin, end, &first);
+        const struct promql_sample *p = d->v[i].s + first;
         switch (n->fn) {
         case PQ_F_RATE:
         case PQ_F_INCREASE:
@@ -472,6 +505,7 @@ static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
         default:
             ok = over_time(e, n->fn, p, cnt, param, &v);
         }
+    have:
         if (!ok)
             continue;
         out.e[out.n].lab = n->fn == PQ_F_LAST_OT ? d->v[i].lab : drop_name(e, &d->v[i].lab);
@@ -839,7 +873,8 @@ int promql_eval(struct promql_query *q, const struct promql_source *src, int64_t
                 int64_t end, int64_t step, int as_range, struct promql_result *res, char *err,
                 size_t errlen, const char **kind)
 {
-    struct ev e = {.src = src, .err = err, .errlen = errlen, .kind = "internal"};
+    struct ev e = {.src = src, .err = err, .errlen = errlen, .kind = "internal",
+                   .qstep = as_range ? step : 0};
     memset(res, 0, sizeof *res);
     size_t cap = 0;
     struct table seen = {0};

@@ -69,7 +69,7 @@ static int instant(struct mem *m, const char *expr, int64_t t_ms, struct promql_
     struct promql_query q;
     if (promql_parse(expr, strlen(expr), &q, err, errlen))
         return -1;
-    struct promql_source src = {m, mem_each, mem_samples};
+    struct promql_source src = {m, mem_each, mem_samples, NULL};
     const char *kind;
     int rc = promql_eval(&q, &src, t_ms, t_ms, 1, 0, res, err, errlen, &kind);
     promql_query_free(&q);
@@ -283,6 +283,64 @@ static void test_values_written_as_prometheus(void)
     CU_ASSERT_STRING_EQUAL(b, "NaN");
 }
 
+static int tier_calls;
+
+/* The rollup tier's answer, computed from the samples (count, sum, min, max, last). */
+static int mem_aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
+                         struct promql_tier_agg *out, char *err, size_t errlen)
+{
+    (void)ctx;
+    (void)err;
+    (void)errlen;
+    const struct mem_series *s = ref;
+    memset(out, 0, sizeof *out);
+    tier_calls++;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->s[i].t >= from && s->s[i].t <= to) {
+            double v = s->s[i].v;
+            out->min = out->count && out->min < v ? out->min : v;
+            out->max = out->count && out->max > v ? out->max : v;
+            out->sum += v;
+            out->last = v;
+            out->count++;
+        }
+    return 0;
+}
+
+static void test_whole_minute_steps_read_the_tier(void)
+{
+    static const double v[6] = {1, 2, 3, 4, 5, 6};
+    struct mem_series s = counter("g", "t/1", v);
+    struct mem m = {&s, 1};
+    struct promql_source src = {&m, mem_each, mem_samples, mem_aggregate};
+    static const struct {
+        const char *expr;
+        int64_t step;
+        int tier;
+        double at_600s;
+    } cases[] = {{"avg_over_time(g[1h])", 60000, 1, 3.5},
+                 {"count_over_time(g[1h])", 120000, 1, 6},
+                 {"max_over_time(g[1h])", 30000, 0, 6},   /* a step the tier does not divide */
+                 {"max_over_time(g[59m])", 60000, 0, 6}}; /* a range too short to be worth it */
+    for (size_t i = 0; i < 4; i++) {
+        struct promql_query q;
+        struct promql_result r;
+        char err[256];
+        const char *kind;
+        CU_ASSERT_EQUAL_FATAL(promql_parse(cases[i].expr, strlen(cases[i].expr), &q, err, sizeof err),
+                              0);
+        tier_calls = 0;
+        CU_ASSERT_EQUAL_FATAL(promql_eval(&q, &src, 600000, 600000 + 2 * cases[i].step,
+                                          cases[i].step, 1, &r, err, sizeof err, &kind),
+                              0);
+        CU_ASSERT_EQUAL(tier_calls, cases[i].tier ? 3 : 0);
+        CU_ASSERT_EQUAL_FATAL(r.n, 1);
+        NEAR(r.series[0].pts[0].v, cases[i].at_600s);
+        promql_result_free(&r);
+        promql_query_free(&q);
+    }
+}
+
 static void test_range_query_bounds(void)
 {
     struct mem m = {0};
@@ -290,7 +348,7 @@ static void test_range_query_bounds(void)
     char err[256];
     const char *kind = "";
     CU_ASSERT_EQUAL_FATAL(promql_parse("1", 1, &q, err, sizeof err), 0);
-    struct promql_source src = {&m, mem_each, mem_samples};
+    struct promql_source src = {&m, mem_each, mem_samples, NULL};
     struct promql_result r;
     CU_ASSERT_EQUAL(promql_eval(&q, &src, 0, 11000 * 1000, 1000, 1, &r, err, sizeof err, &kind),
                     -1);
@@ -328,6 +386,9 @@ void cb_test_suite_promql(void)
                 test_names_map_to_prometheus_names);
     CU_add_test(s, "promql: values are written as Prometheus writes them, without an exponent",
                 test_values_written_as_prometheus);
+    CU_add_test(s, "promql: *_over_time of an hour or more at a whole-minute step reads the "
+                   "rollup tier",
+                test_whole_minute_steps_read_the_tier);
     CU_add_test(s, "promql: a range query has at most 11,000 points per series",
                 test_range_query_bounds);
 }

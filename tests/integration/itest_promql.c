@@ -265,6 +265,13 @@ static const char *const exprs[] = {
     "count_over_time(level[10m])",
     "last_over_time(level[10m])",
     "quantile_over_time(0.9, level[10m])",
+    /* whole-minute ranges of an hour or more at a whole-minute step: from the 1-minute tier */
+    "avg_over_time(level[1h])",
+    "max_over_time(intensity[1h])",
+    "min_over_time(level[1h] offset 3m)",
+    "count_over_time(level[90m])",
+    "sum_over_time(intensity[1h])",
+    "last_over_time(level[1h])",
     "quantile_over_time(0.25, intensity[7m])",
     "sum by (district) (level)",
     "avg by (district, kind) ({__name__=~\"level|intensity\"})",
