@@ -118,6 +118,11 @@ static struct cb_h_proc *start_daemon(const struct fixture *f, int *port)
     return d;
 }
 
+static int prometheus_ready(void *ctx)
+{
+    return cbd_http(*(int *)ctx, "GET", "/-/ready", NULL, NULL, NULL) == 200;
+}
+
 /* Prometheus with the fixture backfilled, on a free loopback port. */
 static struct cb_h_proc *start_prometheus(const struct fixture *f, int *port)
 {
@@ -137,12 +142,7 @@ static struct cb_h_proc *start_prometheus(const struct fixture *f, int *port)
                           NULL};
     struct cb_h_proc *p = cb_h_spawn("prometheus", "/usr/bin/prometheus", argv, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    int ready = 0;
-    for (int i = 0; i < 600 && !ready && cb_h_proc_running(p); i++) {
-        ready = cbd_http(*port, "GET", "/-/ready", NULL, NULL, NULL) == 200;
-        if (!ready)
-            cb_h_wait_port(*port, 50); /* a pause between attempts */
-    }
+    int ready = cb_h_wait_until(prometheus_ready, port, 30000);
     if (!ready)
         fprintf(stderr, "prometheus did not get ready:\n%s\n", cb_h_proc_stderr(p));
     CU_ASSERT_FATAL(ready);
@@ -450,6 +450,19 @@ static void test_grafana_data_source_requests_are_answered(void)
                               "unsupported: function \\\"histogram_quantile\\\"\"}");
 }
 
+struct alerts_poll {
+    int port;
+    const char *body;
+};
+
+/* The daemon's ALERTS series lists a firing instance. */
+static int alerts_firing(void *ctx)
+{
+    struct alerts_poll *a = ctx;
+    cbd_http(a->port, "GET", "/api/v1/query?query=ALERTS", NULL, NULL, &a->body);
+    return strstr(a->body, "\"alertstate\":\"firing\"") != NULL;
+}
+
 /* A rule that fires on live telemetry shows as ALERTS{alertstate="firing"}. */
 static void test_firing_rule_shows_as_alerts_series(void)
 {
@@ -469,12 +482,9 @@ static void test_firing_rule_shows_as_alerts_series(void)
     CU_ASSERT_EQUAL(cb_h_publish(cb_h_broker_url(b), "city/d07/river/s1", payload,
                                  sizeof payload - 1, 1),
                     0);
-    const char *r = "";
-    for (int i = 0; i < 200 && !strstr(r, "firing"); i++) {
-        cbd_http(port, "GET", "/api/v1/query?query=ALERTS", NULL, NULL, &r);
-        if (!strstr(r, "firing"))
-            cb_h_wait_port(port, 50);
-    }
+    struct alerts_poll ap = {port, ""};
+    CU_ASSERT(cb_h_wait_until(alerts_firing, &ap, CBD_TIMEOUT_MS));
+    const char *r = ap.body;
     CU_ASSERT_PTR_NOT_NULL(strstr(r, "{\"__name__\":\"ALERTS\",\"alertname\":\"river_high\","
                                      "\"alertstate\":\"firing\",\"district\":\"d07\","
                                      "\"sensor\":\"s1\",\"severity\":\"critical\"}"));
