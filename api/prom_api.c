@@ -500,7 +500,8 @@ static int str_cmp(const void *a, const void *b)
 /* Appends the sorted distinct strings v[0..n) as a JSON array. */
 static void put_set(struct cb_strbuf *out, const char **v, size_t n)
 {
-    qsort(v, n, sizeof *v, str_cmp);
+    if (n > 1)
+        qsort(v, n, sizeof *v, str_cmp);
     cb_strbuf_putc(out, '[');
     for (size_t i = 0, k = 0; i < n; i++) {
         if (i && strcmp(v[i], v[i - 1]) == 0)

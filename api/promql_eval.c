@@ -253,10 +253,10 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
 {
     if (!n || e->failed)
         return;
-    if (n->kind == PQ_CALL && n->fn >= PQ_F_AVG_OT && n->fn <= PQ_F_LAST_OT &&
-        e->src->aggregate && e->qstep > 0 && e->qstep % 60000 == 0 && n->a->range_ms % 60000 == 0 &&
-        n->a->range_ms >= PROMQL_TIER_MIN_RANGE_MS)
-        n->a->tier = 1; /* a step the 1-minute tier divides: read from it */
+    if (n->kind == PQ_CALL) /* a step the 1-minute tier divides: read from it */
+        n->a->tier = n->fn >= PQ_F_AVG_OT && n->fn <= PQ_F_LAST_OT && e->src->aggregate &&
+                     e->qstep > 0 && e->qstep % 60000 == 0 && n->a->range_ms % 60000 == 0 &&
+                     n->a->range_ms >= PROMQL_TIER_MIN_RANGE_MS;
     if (n->kind != PQ_SEL) {
         prefetch(e, n->a, start, end);
         prefetch(e, n->b, start, end);
@@ -494,7 +494,7 @@ static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
             goto have;
         }
         size_t first, cnt = window(&d->v[i], begin, end, &first);
-        const struct promql_sample *p = d->v[i].s + first;
+        const struct promql_sample *p = cnt ? d->v[i].s + first : NULL;
         switch (n->fn) {
         case PQ_F_RATE:
         case PQ_F_INCREASE:

@@ -89,7 +89,8 @@ int promql_labels_cmp(const struct promql_labels *a, const struct promql_labels 
 
 void promql_labels_sort(struct promql_label *l, size_t n)
 {
-    qsort(l, n, sizeof *l, label_cmp);
+    if (n > 1)
+        qsort(l, n, sizeof *l, label_cmp);
 }
 
 char *promql_sanitize_name(const char *s, size_t n, int colon, char *out, size_t outlen)
