@@ -443,6 +443,10 @@ static int src_aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
 
 /* ---- the pool side ---- */
 
+/* query and query_range: parses j->query and evaluates it over the catalog
+ * (instant at j->start, or j->start..j->end by j->step); writes the answer or
+ * Prometheus's error into out and returns the status (400 bad_data, 422
+ * execution, 500 internal). */
 static int run_query(struct cb_api *api, void *reader, struct job *j, struct catalog *cat,
                      struct cb_strbuf *out)
 {
@@ -454,7 +458,7 @@ static int run_query(struct cb_api *api, void *reader, struct job *j, struct cat
     }
     struct src_ctx sc = {api, reader, cat};
     struct promql_source src = {&sc, src_each, src_samples,
-                                api->prov.prom_aggregate ? src_aggregate : NULL};
+                                api->prov.prom_aggregate ? src_aggregate : NULL, 0};
     struct promql_result res;
     const char *kind = "internal";
     int range = j->ep == EP_RANGE;
@@ -513,6 +517,11 @@ static void put_set(struct cb_strbuf *out, const char **v, size_t n)
     cb_strbuf_putc(out, ']');
 }
 
+/* series, labels and label/<name>/values: the catalog's entries that match
+ * any match[] selector (all without one) and reach into [start, end]; the
+ * series as label sets in label order, or the sorted distinct label names
+ * or values. Returns the status with the body in out (400 for a match[]
+ * that is not a plain series selector). */
 static int run_listing(struct job *j, struct catalog *cat, struct cb_strbuf *out)
 {
     struct promql_query *sel = calloc(j->nmatch ? j->nmatch : 1, sizeof *sel);
@@ -601,6 +610,8 @@ out:
     return status;
 }
 
+/* metadata: each metric name of the store once (at most j->limit when >= 0,
+ * only j->label when given), as a gauge with its help and unit. 200. */
 static int run_metadata(struct job *j, struct catalog *cat, struct cb_strbuf *out)
 {
     cb_strbuf_puts(out, "{\"status\":\"success\",\"data\":{");
@@ -631,6 +642,9 @@ static int run_metadata(struct job *j, struct catalog *cat, struct cb_strbuf *ou
     return 200;
 }
 
+/* The pool call of every /api/v1 route but buildinfo (an api_pool_fn): builds
+ * the catalog from `reader`, answers the job; the catalog is freed here, the
+ * job by job_free after the answer is sent. */
 static int prom_run(struct cb_api *api, void *reader, void *arg, struct cb_strbuf *out)
 {
     struct job *j = arg;
@@ -658,6 +672,9 @@ static int prom_run(struct cb_api *api, void *reader, void *arg, struct cb_strbu
 
 /* ---- the loop side ---- */
 
+/* Loop thread (the provider's prom_alerts callback): copies one live alert
+ * instance as an ALERTS label set into the job's arena; out of memory leaves
+ * it out (j->arena.oom then fails the request). */
 static void copy_alert(void *fctx, const struct cb_api_prom_alert *a)
 {
     struct job *j = fctx;

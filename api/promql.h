@@ -151,6 +151,7 @@ struct promql_source {
                    void *fctx, char *err, size_t errlen);
     int (*aggregate)(void *ctx, const void *ref, int64_t from, int64_t to,
                      struct promql_tier_agg *out, char *err, size_t errlen);
+    size_t max_samples; /* raw samples one query may read; 0: PROMQL_MAX_SAMPLES */
 };
 #define PROMQL_TIER_MIN_RANGE_MS 3600000
 
@@ -176,6 +177,9 @@ struct promql_result {
 
 /* At most this many points per series in a range query, as Prometheus. */
 #define PROMQL_MAX_POINTS 11000
+/* At most this many raw samples read into memory by one query (16 bytes
+ * each; Prometheus's --query.max-samples defaults to 50 million). */
+#define PROMQL_MAX_SAMPLES 20000000
 
 /* Evaluates q at every start + k * step <= end (an instant query: start ==
  * end, step ignored, as_range 0). Returns 0 with res filled, or -1 with the

@@ -48,6 +48,7 @@ struct ev {
     const char *kind;
     int failed;
     int64_t qstep; /* a range query's step; 0 for an instant query */
+    size_t nsamples; /* raw samples read so far (PROMQL_MAX_SAMPLES) */
 };
 
 static void ev_fail(struct ev *e, const char *kind, const char *fmt, ...)
@@ -233,6 +234,12 @@ static int fill_sample(void *fctx, int64_t ts, double v)
 {
     struct fill *f = fctx;
     struct sel_series *s = f->s;
+    size_t max = f->e->src->max_samples ? f->e->src->max_samples : PROMQL_MAX_SAMPLES;
+    if (++f->e->nsamples > max) {
+        ev_fail(f->e, "execution", "query processing would load too many samples into memory "
+                                   "in query execution (more than %zu)", max);
+        return 1;
+    }
     if (s->n == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 64;
         struct promql_sample *ns = ev_alloc(f->e, &f->e->arena, nc * sizeof *ns);
@@ -472,6 +479,9 @@ static int scalar_arg(struct ev *e, struct promql_node *n, int64_t t, const char
     return 0;
 }
 
+/* A function over a range selector at t: one element per series that has a
+ * value (rate & co. need two samples), the name dropped except by
+ * last_over_time. Step-arena memory; on failure e->failed and an empty val. */
 static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
 {
     struct val out = {0};
@@ -514,6 +524,8 @@ static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
     return out;
 }
 
+/* An instant selector at t: each series' newest sample in [t - offset - 5m,
+ * t - offset], with the series' labels. */
 static struct val eval_selector(struct ev *e, struct promql_node *n, int64_t t)
 {
     struct val out = {0};
@@ -555,6 +567,9 @@ static int ranks_before(double a, double b, int top)
     return top ? a > b : a < b;
 }
 
+/* An aggregation at t: groups the inner vector by its grouping labels
+ * (hash of their key), one element per group with those labels, or for
+ * topk/bottomk the k best elements of each group with all their labels. */
 static struct val eval_agg(struct ev *e, struct promql_node *n, int64_t t)
 {
     struct val out = {0};
@@ -679,6 +694,10 @@ static double binop(enum promql_binop op, double l, double r, int *keep)
     }
 }
 
+/* A binary operation at t, as Prometheus: scalar op scalar; vector op
+ * scalar element by element; vector op vector matched one-to-one on the
+ * labels without the name (a duplicate on either side is an execution
+ * error). Comparisons filter (or give 0/1 with bool). */
 static struct val eval_bin(struct ev *e, struct promql_node *n, int64_t t)
 {
     struct val out = {0};

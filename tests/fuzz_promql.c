@@ -106,8 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[512];
     if (size > 4096 || promql_parse((const char *)data, size, &q, err, sizeof err))
         return 0;
-    struct promql_source raw = {NULL, each, read_samples, NULL};
-    struct promql_source tier = {NULL, each, read_samples, aggregate};
+    struct promql_source raw = {NULL, each, read_samples, NULL, 0};
+    struct promql_source tier = {NULL, each, read_samples, aggregate, 0};
     run(&q, &raw, 300000, 300000, 1, 0);
     run(&q, &raw, 0, 600000, 37000, 1);
     run(&q, &tier, 0, 7200000, 60000, 1);

@@ -69,7 +69,7 @@ static int instant(struct mem *m, const char *expr, int64_t t_ms, struct promql_
     struct promql_query q;
     if (promql_parse(expr, strlen(expr), &q, err, errlen))
         return -1;
-    struct promql_source src = {m, mem_each, mem_samples, NULL};
+    struct promql_source src = {m, mem_each, mem_samples, NULL, 0};
     const char *kind;
     int rc = promql_eval(&q, &src, t_ms, t_ms, 1, 0, res, err, errlen, &kind);
     promql_query_free(&q);
@@ -312,7 +312,7 @@ static void test_whole_minute_steps_read_the_tier(void)
     static const double v[6] = {1, 2, 3, 4, 5, 6};
     struct mem_series s = counter("g", "t/1", v);
     struct mem m = {&s, 1};
-    struct promql_source src = {&m, mem_each, mem_samples, mem_aggregate};
+    struct promql_source src = {&m, mem_each, mem_samples, mem_aggregate, 0};
     static const struct {
         const char *expr;
         int64_t step;
@@ -343,12 +343,32 @@ static void test_whole_minute_steps_read_the_tier(void)
 
 static void test_range_query_bounds(void)
 {
+    static const double v[6] = {1, 2, 3, 4, 5, 6};
+    struct mem_series ser[2] = {counter("g", "t/1", v), counter("g", "t/2", v)};
+    struct mem two = {ser, 2};
+    struct promql_source capped = {&two, mem_each, mem_samples, NULL, 11};
+    struct promql_query cq;
+    char cerr[256];
+    const char *ckind = "";
+    struct promql_result cr;
+    CU_ASSERT_EQUAL_FATAL(promql_parse("g", 1, &cq, cerr, sizeof cerr), 0);
+    CU_ASSERT_EQUAL(promql_eval(&cq, &capped, 60000, 60000, 1, 0, &cr, cerr, sizeof cerr, &ckind),
+                    -1); /* 12 samples, 11 allowed */
+    CU_ASSERT_STRING_EQUAL(ckind, "execution");
+    CU_ASSERT_STRING_EQUAL(cerr, "query processing would load too many samples into memory in "
+                                 "query execution (more than 11)");
+    capped.max_samples = 12;
+    CU_ASSERT_EQUAL(promql_eval(&cq, &capped, 60000, 60000, 1, 0, &cr, cerr, sizeof cerr, &ckind),
+                    0);
+    promql_result_free(&cr);
+    promql_query_free(&cq);
+
     struct mem m = {0};
     struct promql_query q;
     char err[256];
     const char *kind = "";
     CU_ASSERT_EQUAL_FATAL(promql_parse("1", 1, &q, err, sizeof err), 0);
-    struct promql_source src = {&m, mem_each, mem_samples, NULL};
+    struct promql_source src = {&m, mem_each, mem_samples, NULL, 0};
     struct promql_result r;
     CU_ASSERT_EQUAL(promql_eval(&q, &src, 0, 11000 * 1000, 1000, 1, &r, err, sizeof err, &kind),
                     -1);
@@ -389,6 +409,7 @@ void cb_test_suite_promql(void)
     CU_add_test(s, "promql: *_over_time of an hour or more at a whole-minute step reads the "
                    "rollup tier",
                 test_whole_minute_steps_read_the_tier);
-    CU_add_test(s, "promql: a range query has at most 11,000 points per series",
+    CU_add_test(s, "promql: a range query has at most 11,000 points per series, a query reads "
+                   "a bounded number of samples",
                 test_range_query_bounds);
 }
