@@ -103,6 +103,40 @@ struct cb_api_silence {
 /* One transition for SSE resume: events_since calls it in seq order. */
 typedef int (*cb_api_event_fn)(void *emit_ctx, uint64_t seq, const char *json, size_t len);
 
+/* A label of the Prometheus API's series (both strings NUL-terminated). */
+struct cb_api_label {
+    const char *name, *value;
+};
+
+/* One series of the Prometheus API (/api/v1, docs/api.md): a sensor's
+ * metric. `labels` are the topic's labels (the sensors.label_pattern
+ * captures, names as configured); first_ts/last_ts bound its samples
+ * (INT64_MIN when unknown); unit may be NULL. Valid during the callback. */
+struct cb_api_prom_series {
+    const char *topic, *metric, *unit;
+    const struct cb_api_label *labels;
+    size_t nlabels;
+    int64_t first_ts, last_ts;
+};
+typedef int (*cb_api_prom_series_fn)(void *fctx, const struct cb_api_prom_series *s);
+typedef int (*cb_api_prom_sample_fn)(void *fctx, int64_t ts, double v);
+/* count, sum, min, max and last of one series' samples over a range. */
+struct cb_api_prom_agg {
+    uint64_t count;
+    double sum, min, max, last;
+};
+
+/* One live alert instance for the ALERTS series: its rule, severity name,
+ * whether it fires (0: pending), since when (ms) and its labels. */
+struct cb_api_prom_alert {
+    const char *rule, *severity;
+    int firing;
+    int64_t since;
+    const struct cb_api_label *labels;
+    size_t nlabels;
+};
+typedef void (*cb_api_prom_alert_fn)(void *fctx, const struct cb_api_prom_alert *a);
+
 struct cb_api_provider {
     void *ctx;
 
@@ -150,6 +184,9 @@ struct cb_api_provider {
      * {"ok":true,"rules":N} or 422 {"ok":false,"diagnostics":[...]} (a JSON
      * body, not an error message). */
     int (*rules_reload)(void *ctx, const char *by, const char *note, struct cb_strbuf *out);
+    /* The live alert instances (pending and firing) for the ALERTS series of
+     * /api/v1; may be NULL (no ALERTS series). */
+    void (*prom_alerts)(void *ctx, cb_api_prom_alert_fn fn, void *fctx);
     /* Appends more Prometheus text after cb_metrics_render() (may be NULL). */
     void (*metrics)(void *ctx, struct cb_strbuf *out);
 
@@ -178,6 +215,18 @@ struct cb_api_provider {
      * details}]}; 400 with a message when q->action names no action. */
     int (*audit)(void *ctx, void *reader, const struct cb_api_audit_query *q,
                  struct cb_strbuf *out);
+    /* /api/v1 (both or neither; NULL: 501): calls fn for every series of
+     * every sensor, in topic order (fn returns non-zero to stop), and for
+     * the samples of one series with from <= ts <= to in time order.
+     * Return 0, or -1 on a read error (the request answers 500). */
+    int (*prom_series)(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx);
+    int (*prom_samples)(void *ctx, void *reader, const char *topic, const char *metric,
+                        int64_t from, int64_t to, cb_api_prom_sample_fn fn, void *fctx);
+    /* Optional (NULL: raw samples always): *out over from <= ts <= to of
+     * one series, the whole minutes inside from the 1-minute rollup tier.
+     * 0, or -1 on a read error. */
+    int (*prom_aggregate)(void *ctx, void *reader, const char *topic, const char *metric,
+                          int64_t from, int64_t to, struct cb_api_prom_agg *out);
     /* Calls emit for every stored transition with seq > after_seq, in seq
      * order, at most `limit`. Returns 0, or -1 on a read error. */
     int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,

@@ -136,7 +136,36 @@ void api__city(struct cb_api *api, h2o_req_t *req);
 /* GET / and the dashboard's files. `path` is the raw path without the query. */
 void api__static(struct cb_api *api, h2o_req_t *req, const char *path, size_t len);
 
+/* ---- pool calls (routes.c) ---- */
+
+/* A function run on the thread pool with a checked-out reader: writes the
+ * whole JSON body into out and returns the status (sent as it is, also for
+ * 4xx and 5xx: the function shapes its own errors). */
+typedef int (*api_pool_fn)(struct cb_api *api, void *reader, void *arg, struct cb_strbuf *out);
+/* Runs call(api, reader, arg, out) on the pool and sends its answer; calls
+ * arg_free(arg) (may be NULL) afterwards on the loop, also when the request
+ * went away or could not be queued. */
+void api__queue_call(struct cb_api *api, h2o_req_t *req, api_pool_fn call, void *arg,
+                     void (*arg_free)(void *arg));
+
+/* ---- the Prometheus query API (prom_api.c) ---- */
+
+/* /api/v1/<rest>: GET, HEAD or POST (form body) of query, query_range,
+ * series, labels, label/<name>/values, metadata, status/buildinfo. */
+void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len);
+
 /* ---- helpers (routes.c) ---- */
+
+/* One name=value pair of a query string or form body, decoded. */
+struct api_pair {
+    char *name, *value;
+};
+#define API_MAX_PAIRS 64
+/* Appends the pairs of s[0..n) (form encoding: '&'-separated, '+' is a
+ * space) to out[*count..max), decoded into the request's pool. Returns NULL,
+ * or a message (bad escape, more than max pairs). */
+const char *api__form_pairs(h2o_req_t *req, const char *s, size_t n, struct api_pair *out,
+                            size_t max, size_t *count);
 
 /* Percent-decodes src[0..n) into a NUL-terminated pool string; '+' becomes a
  * space when plus_is_space. Returns NULL on a bad escape or an encoded NUL. */

@@ -98,6 +98,30 @@ struct param {
     char *value; /* NULL when absent */
 };
 
+const char *api__form_pairs(h2o_req_t *req, const char *s, size_t n, struct api_pair *out,
+                            size_t max, size_t *count)
+{
+    const char *end = s + n;
+    while (s < end) {
+        const char *amp = memchr(s, '&', (size_t)(end - s));
+        const char *stop = amp ? amp : end;
+        if (stop > s) {
+            const char *eq = memchr(s, '=', (size_t)(stop - s));
+            const char *nend = eq ? eq : stop;
+            char *name = api__decode(&req->pool, s, (size_t)(nend - s), 1);
+            char *value = eq ? api__decode(&req->pool, eq + 1, (size_t)(stop - eq - 1), 1)
+                             : api__decode(&req->pool, "", 0, 1);
+            if (!name || !value)
+                return "bad percent-encoding in the parameters";
+            if (*count == max)
+                return "too many parameters";
+            out[(*count)++] = (struct api_pair){name, value};
+        }
+        s = stop + 1;
+    }
+    return NULL;
+}
+
 /* Parses the query string into params (names given by the caller). Returns
  * NULL, or an error message written into err (unknown parameter, bad escape,
  * repeated parameter). */
@@ -106,35 +130,25 @@ static const char *parse_query(h2o_req_t *req, struct param *params, size_t npar
 {
     if (req->query_at == SIZE_MAX)
         return NULL;
-    const char *q = req->path.base + req->query_at + 1;
-    const char *end = req->path.base + req->path.len;
-    while (q < end) {
-        const char *amp = memchr(q, '&', (size_t)(end - q));
-        const char *stop = amp ? amp : end;
-        if (stop > q) {
-            const char *eq = memchr(q, '=', (size_t)(stop - q));
-            const char *nend = eq ? eq : stop;
-            char *name = api__decode(&req->pool, q, (size_t)(nend - q), 1);
-            char *value = eq ? api__decode(&req->pool, eq + 1, (size_t)(stop - eq - 1), 1)
-                             : api__decode(&req->pool, "", 0, 1);
-            if (!name || !value) {
-                snprintf(err, errlen, "bad percent-encoding in the query string");
-                return err;
-            }
-            size_t i = 0;
-            while (i < nparams && strcmp(params[i].name, name) != 0)
-                i++;
-            if (i == nparams) {
-                snprintf(err, errlen, "unknown parameter '%.64s'", name);
-                return err;
-            }
-            if (params[i].value) {
-                snprintf(err, errlen, "parameter '%s' given twice", params[i].name);
-                return err;
-            }
-            params[i].value = value;
+    struct api_pair pairs[API_MAX_PAIRS];
+    size_t n = 0;
+    const char *e = api__form_pairs(req, req->path.base + req->query_at + 1,
+                                    req->path.len - req->query_at - 1, pairs, API_MAX_PAIRS, &n);
+    if (e)
+        return e;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = 0;
+        while (i < nparams && strcmp(params[i].name, pairs[k].name) != 0)
+            i++;
+        if (i == nparams) {
+            snprintf(err, errlen, "unknown parameter '%.64s'", pairs[k].name);
+            return err;
         }
-        q = stop + 1;
+        if (params[i].value) {
+            snprintf(err, errlen, "parameter '%s' given twice", params[i].name);
+            return err;
+        }
+        params[i].value = pairs[k].value;
     }
     return NULL;
 }
@@ -239,7 +253,7 @@ void api__reader_put(struct cb_api *api, struct api_reader *r)
 
 /* ---- asynchronous (pool) requests ------------------------------------------------ */
 
-enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY, WORK_RESOLVED, WORK_AUDIT };
+enum work_kind { WORK_SENSORS, WORK_SERIES, WORK_HISTORY, WORK_RESOLVED, WORK_AUDIT, WORK_CALL };
 
 struct work;
 
@@ -259,6 +273,9 @@ struct work {
     int64_t a, b, c;    /* from, to, step / limit */
     int status;
     struct cb_strbuf out;
+    api_pool_fn call;   /* WORK_CALL: the function, its argument and its free */
+    void *arg;
+    void (*arg_free)(void *arg);
 };
 
 static void guard_dispose(void *p)
@@ -278,7 +295,13 @@ static void work_run(uv_work_t *u)
     struct api_reader *r = api__reader_get(api, err, sizeof err);
     if (!r) {
         w->status = 503;
-        cb_strbuf_puts(&w->out, err);
+        if (w->kind == WORK_CALL) { /* the Prometheus API's error shape */
+            cb_strbuf_puts(&w->out, "{\"status\":\"error\",\"errorType\":\"unavailable\",\"error\":");
+            cb_strbuf_json_string(&w->out, err, strlen(err));
+            cb_strbuf_putc(&w->out, '}');
+        } else {
+            cb_strbuf_puts(&w->out, err);
+        }
         return;
     }
     switch (w->kind) {
@@ -309,6 +332,9 @@ static void work_run(uv_work_t *u)
         w->status = p->audit(p->ctx, r->reader, &q, &w->out);
         break;
     }
+    case WORK_CALL:
+        w->status = w->call(api, r->reader, w->arg, &w->out);
+        break;
     }
     api__reader_put(api, r);
 }
@@ -322,10 +348,15 @@ static void work_after(uv_work_t *u, int status)
         w->guard->w = NULL;
         if (status == UV_ECANCELED)
             api__error(api, w->req, 503, "shutting down");
+        else if (w->kind == WORK_CALL && !w->out.oom)
+            api__send(api, w->req, w->status, "application/json",
+                      w->out.data ? w->out.data : "", w->out.len);
         else
             api__answer(api, w->req, w->status, &w->out);
     }
     api->pending_work--;
+    if (w->arg_free)
+        w->arg_free(w->arg);
     cb_strbuf_free(&w->out);
     free(w->s1);
     free(w->s2);
@@ -361,11 +392,29 @@ static void work_queue(struct cb_api *api, struct work *w)
         api->pending_work--;
         w->guard->w = NULL;
         api__error(api, w->req, 503, "cannot queue the query");
+        if (w->arg_free)
+            w->arg_free(w->arg);
         cb_strbuf_free(&w->out);
         free(w->s1);
         free(w->s2);
         free(w);
     }
+}
+
+void api__queue_call(struct cb_api *api, h2o_req_t *req, api_pool_fn call, void *arg,
+                     void (*arg_free)(void *arg))
+{
+    struct work *w = work_new(api, req, WORK_CALL, NULL, NULL);
+    if (!w) {
+        if (arg_free)
+            arg_free(arg);
+        api__error(api, req, 500, "out of memory");
+        return;
+    }
+    w->call = call;
+    w->arg = arg;
+    w->arg_free = arg_free;
+    work_queue(api, w);
 }
 
 /* ---- endpoints ------------------------------------------------------------------- */
@@ -1113,6 +1162,14 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             } else {
                 m == M_OPTIONS ? preflight(api, req, "POST") : not_allowed(api, req, "POST");
             }
+            return 0;
+        }
+        if (plen >= 8 && memcmp(path, "/api/v1/", 8) == 0) {
+            if (m == M_GET || m == M_HEAD || m == M_POST)
+                api__prom(api, req, path + 8, plen - 8);
+            else
+                m == M_OPTIONS ? preflight(api, req, "GET, HEAD, POST")
+                               : not_allowed(api, req, "GET, HEAD, POST");
             return 0;
         }
         api__error(api, req, 404, "no such endpoint");

@@ -12,6 +12,14 @@
  *   api_series_24h_rps, api_series_24h_p50_ms, api_series_24h_p99_ms
  *       GET /api/series for one series over 24 hours (1 sample / 10 s in a
  *       real store), 5-minute buckets, answered on the thread pool
+ *   promql_range_24h_rps, promql_range_24h_p50_ms, promql_range_24h_p99_ms
+ *       GET /api/v1/query_range of that series over 24 hours at a 1-minute
+ *       step (1,441 points from 8,640 samples), the daemon's own provider
+ *       (cmd/api_provider.c: the store's sensors, 1,000 ALERTS series)
+ *   promql_sum_by_district_rps, promql_sum_by_district_p50_ms, ..._p99_ms
+ *       GET /api/v1/query_range of `sum by (district) (pm25)` over the last
+ *       hour at a 1-minute step: 200 air sensors in 20 districts, 1 sample /
+ *       10 s each (78,000 samples read per request, 20 series of 61 points)
  *
  * The server runs on this process's main thread (one uv loop, as in the
  * daemon); the clients are threads with one keep-alive connection each,
@@ -39,6 +47,7 @@
 
 #include "api/api.h"
 #include "base/clock.h"
+#include "cmd/api_provider.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "base/metrics.h"
@@ -47,6 +56,7 @@
 #include "storage/storage.h"
 
 #define NALERTS 1000
+#define LABELS "city/{district}/{kind}/{sensor}" /* sensors.label_pattern for /api/v1 */
 #define MAX_LAT 2000000
 
 static const char RULES[] = "rule hot {\n"
@@ -191,6 +201,16 @@ static int make_store(struct bench *b, struct cb_config *cfg, int64_t now)
         struct cb_sample smp = {.metric = "level", .ts_ms = ts, .value = (double)(ts % 997) / 100.0};
         cb_store_append(s, "city/d07/river/s12", NULL, &smp, 1, 0);
     }
+    /* a kind of sensor for `sum by (district)`: 200 air sensors, the last 2 hours */
+    for (int64_t ts = now - 7200000LL; ts < now; ts += 10000)
+        for (int i = 0; i < 200; i++) {
+            char topic[64];
+            snprintf(topic, sizeof topic, "city/d%02d/air/a%03d", i % 20, i);
+            struct cb_sample smp = {.metric = "pm25", .ts_ms = ts + i,
+                                    .value = (double)((ts / 1000 + i) % 150)};
+            while (cb_store_append(s, topic, NULL, &smp, 1, 0) != 0)
+                cb_store_flush(s); /* the pending queue is full: let the writer catch up */
+        }
     cb_store_close(s);
     return 0;
 }
@@ -484,6 +504,47 @@ int main(int argc, char **argv)
              "/api/series?topic=city%%2Fd07%%2Friver%%2Fs12&metric=level&from=%lld&to=%lld&step=5m",
              (long long)(now - 86400000LL), (long long)now);
     run_case(&loop, port, "api_series_24h", path, 0, nclients, seconds);
+
+    /* /api/v1 through the daemon's own provider */
+    struct cmd_api_sources src = {.cfg = &cfg, .engine = b.engine};
+    char perr[128];
+    struct cb_topic_pattern *labels =
+        cb_topic_pattern_compile(LABELS, strlen(LABELS), perr, sizeof perr, NULL);
+    src.label_pattern = labels;
+    struct cb_api_provider daemon_p, pp = {0};
+    cmd__api_provider(&src, &daemon_p);
+    pp.ctx = daemon_p.ctx;
+    pp.reader_open = daemon_p.reader_open;
+    pp.reader_close = daemon_p.reader_close;
+    pp.prom_series = daemon_p.prom_series;
+    pp.prom_samples = daemon_p.prom_samples;
+    pp.prom_aggregate = daemon_p.prom_aggregate;
+    pp.prom_alerts = daemon_p.prom_alerts;
+    struct cb_config cfg3;
+    cb_config_defaults(&cfg3);
+    cb_config_set(&cfg3, "http.listen", "127.0.0.1:0", 1, "bench", &cerr);
+    struct cb_api *api3 = cb_api_start(&loop, &cfg3, &pp, err, sizeof err);
+    if (api3 && src.label_pattern) {
+        long long end_s = (long long)(now / 1000);
+        snprintf(path, sizeof path,
+                 "/api/v1/query_range?query=level%%7Btopic%%3D%%22city%%2Fd07%%2Friver%%2Fs12%%22"
+                 "%%7D&start=%lld&end=%lld&step=60",
+                 end_s - 86400, end_s);
+        run_case(&loop, cb_api_port(api3), "promql_range_24h", path, 0, nclients, seconds);
+        snprintf(path, sizeof path,
+                 "/api/v1/query_range?query=sum%%20by%%20(district)%%20(pm25)&start=%lld"
+                 "&end=%lld&step=60",
+                 end_s - 3600, end_s);
+        run_case(&loop, cb_api_port(api3), "promql_sum_by_district", path, 0, nclients, seconds);
+    } else {
+        fprintf(stderr, "bench_api: /api/v1: %s\n", api3 ? perr : err);
+    }
+    if (api3) {
+        cb_api_close(api3, on_closed_stop, &loop);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    cb_config_free(&cfg3);
+    cb_topic_pattern_free(labels);
     cb_api_close(api, on_closed, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

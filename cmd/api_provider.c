@@ -619,6 +619,118 @@ static int events_since(void *ctx, void *reader, uint64_t after_seq, size_t limi
     return cb_alert_reader_events_after(r->alerts, after_seq, limit, emit, emit_ctx);
 }
 
+/* ---- the Prometheus API (/api/v1) ---------------------------------------------- */
+
+struct alerts_ctx {
+    cb_api_prom_alert_fn fn;
+    void *fctx;
+};
+
+/* Loop thread: pending and firing instances (escalated and acknowledged
+ * ones fire too) for the ALERTS series. */
+static void prom_alert_one(void *ctx, const struct cb_transition *t)
+{
+    struct alerts_ctx *c = ctx;
+    if (t->state == CB_ALERT_RESOLVED)
+        return;
+    struct cb_api_label labels[64];
+    size_t n = t->nlabels < 64 ? t->nlabels : 64;
+    for (size_t i = 0; i < n; i++)
+        labels[i] = (struct cb_api_label){t->labels[i].name, t->labels[i].value};
+    struct cb_api_prom_alert a = {t->rule, cb_severity_name(t->severity),
+                                  t->state != CB_ALERT_PENDING, t->since ? t->since : t->at,
+                                  labels, n};
+    c->fn(c->fctx, &a);
+}
+
+static void prom_alerts(void *ctx, cb_api_prom_alert_fn fn, void *fctx)
+{
+    struct cmd_api_sources *d = ctx;
+    struct alerts_ctx c = {fn, fctx};
+    cb_engine_foreach_instance(d->engine, prom_alert_one, &c);
+}
+
+struct prom_series_ctx {
+    const struct cb_topic_pattern *pattern;
+    cb_api_prom_series_fn fn;
+    void *fctx;
+};
+
+static int prom_sensor(void *ctx, const struct cb_sensor_info *s)
+{
+    struct prom_series_ctx *c = ctx;
+    struct cb_topic_capture caps[CB_TOPIC_MAX_LEVELS];
+    struct cb_api_label labels[CB_TOPIC_MAX_LEVELS];
+    char values[2048];
+    size_t used = 0, n = 0;
+    int ncaps = c->pattern ? cb_topic_pattern_match(c->pattern, s->topic, caps, CB_TOPIC_MAX_LEVELS)
+                           : -1;
+    for (int i = 0; i < ncaps; i++) {
+        if (used + caps[i].len + 1 > sizeof values)
+            break;
+        memcpy(values + used, caps[i].value, caps[i].len);
+        values[used + caps[i].len] = '\0';
+        labels[n++] = (struct cb_api_label){caps[i].name, values + used};
+        used += caps[i].len + 1;
+    }
+    for (size_t i = 0; i < s->nmetrics; i++) {
+        const struct cb_sensor_metric *m = &s->metrics[i];
+        struct cb_api_prom_series ps = {s->topic, m->metric, m->unit, labels, n, s->first_seen,
+                                        m->last_ts != INT64_MIN ? m->last_ts : s->last_seen};
+        if (c->fn(c->fctx, &ps))
+            return 1;
+    }
+    return 0;
+}
+
+static int prom_series(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx)
+{
+    struct cmd_api_sources *d = ctx;
+    struct readers *r = reader;
+    struct prom_series_ctx c = {d->label_pattern, fn, fctx};
+    return cb_store_list_sensors(r->store, prom_sensor, &c);
+}
+
+struct prom_samples_ctx {
+    cb_api_prom_sample_fn fn;
+    void *fctx;
+};
+
+static int prom_sample_row(void *ctx, const char *topic, const char *metric, int64_t ts,
+                           double value)
+{
+    (void)topic;
+    (void)metric;
+    struct prom_samples_ctx *c = ctx;
+    return c->fn(c->fctx, ts, value);
+}
+
+/* The raw samples of one series with from <= ts <= to (the store's range
+ * ends before `to`, so one more millisecond). */
+static int prom_samples(void *ctx, void *reader, const char *topic, const char *metric,
+                        int64_t from, int64_t to, cb_api_prom_sample_fn fn, void *fctx)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    struct prom_samples_ctx c = {fn, fctx};
+    return cb_store_query_raw(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1,
+                              prom_sample_row, &c);
+}
+
+/* count/sum/min/max/last over from <= ts <= to: raw samples at the edges,
+ * the 1-minute rollups for the whole minutes inside (storage's aggregate). */
+static int prom_aggregate(void *ctx, void *reader, const char *topic, const char *metric,
+                          int64_t from, int64_t to, struct cb_api_prom_agg *out)
+{
+    (void)ctx;
+    struct readers *r = reader;
+    struct cb_bucket b;
+    if (cb_store_query_aggregate(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, &b))
+        return -1;
+    *out = (struct cb_api_prom_agg){b.count, b.sum, b.min, b.max, b.last};
+    return 0;
+}
+
 void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
 {
     memset(p, 0, sizeof *p);
@@ -642,4 +754,8 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->alerts_resolved = alerts_resolved;
     p->audit = audit;
     p->events_since = events_since;
+    p->prom_alerts = prom_alerts;
+    p->prom_series = prom_series;
+    p->prom_samples = prom_samples;
+    p->prom_aggregate = prom_aggregate;
 }

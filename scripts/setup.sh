@@ -2,6 +2,8 @@
 # Installs the Debian packages citybrain needs to build, test and run the demo.
 # fonts-wqy-microhei: a Chinese font for the browser tests and screenshots (the
 # console fetches no fonts: a wall's own system provides them).
+# prometheus: promtool and Prometheus 2.42 itself, which the /api/v1 tests
+# (tests/integration/itest_promql.c) compare citybrain's answers with.
 # Idempotent and quiet when everything is present; runs `apt-get update` only
 # when something is missing. Called by `make test`, `make demo` and `make bench`;
 # `scripts/setup.sh soak` (make soak) adds gnuplot for the soak's plot.
@@ -13,7 +15,7 @@ PACKAGES=(
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
   nodejs chromium fonts-wqy-microhei
-  openssl procps python3 curl
+  openssl procps python3 curl prometheus
 )
 [ "${1:-}" = soak ] && PACKAGES+=(gnuplot-nox)
 
@@ -34,5 +36,6 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian mosquitto package starts a system broker on port 1883; tests and the
-# demo run their own private brokers on free ports and never rely on it.
+# The Debian mosquitto package starts a system broker on port 1883 (and the
+# prometheus package a server on 9090); tests and the demo run their own
+# private ones on free loopback ports and never rely on them.

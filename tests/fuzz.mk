@@ -4,6 +4,8 @@
 #   http     the HTTP API: raw bytes through h2o's request parser into the routes
 #   journal  journal recovery: damaged segment files, open, replay, append
 #   config   the configuration file parser and `--set KEY=VALUE`
+#   chunk    the chunk codec: any bytes to the decoder, samples through every codec
+#   promql   the PromQL parser, and the evaluator over what it accepts
 #
 #   make fuzz                 every target FUZZ_SECONDS (default 300) in turn, then
 #                             one table: executions, exec/s, crashes, corpus size

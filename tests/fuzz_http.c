@@ -233,8 +233,9 @@ static void on_stall(uv_timer_t *t)
 }
 
 /* Every answer starts with a status line; an error answer of the routes is
- * {"error":"..."} (h2o's own 400 for a request it cannot parse is checked
- * only for its status line). */
+ * {"error":"..."}, or under /api/v1 Prometheus's {"status":"error",
+ * "errorType":...,"error":"..."} (h2o's own 400 for a request it cannot
+ * parse is checked only for its status line). */
 static void check(const struct client *c)
 {
     if (c->len == 0)
@@ -251,7 +252,9 @@ static void check(const struct client *c)
         int status = atoi(head + 9);
         if (status >= 400 && memmem(head, (size_t)(p - head), "application/json", 16) &&
             strncmp(p + 4, "{\"error\":", 9) != 0 &&
-            strncmp(p + 4, "{\"ok\":false,\"error\":", 20) != 0 && strncmp(p + 4, "HTTP/1.", 7) != 0 &&
+            strncmp(p + 4, "{\"ok\":false,\"error\":", 20) != 0 &&
+            strncmp(p + 4, "{\"status\":\"error\",\"errorType\":", 30) != 0 &&
+            strncmp(p + 4, "HTTP/1.", 7) != 0 &&
             p[4] != '\0') /* a HEAD answer has no body */
             abort();
     }

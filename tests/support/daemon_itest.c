@@ -112,6 +112,12 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
 long cbd_http(int port, const char *method, const char *path, const char *token,
               const char *body, const char **resp)
 {
+    return cbd_http_type(port, method, path, token, "application/json", body, resp);
+}
+
+long cbd_http_type(int port, const char *method, const char *path, const char *token,
+                   const char *ctype, const char *body, const char **resp)
+{
     struct cb_strbuf b;
     cb_strbuf_init(&b);
     long status = 0;
@@ -123,7 +129,7 @@ long cbd_http(int port, const char *method, const char *path, const char *token,
     if (token)
         h = curl_slist_append(h, cb_h_strf("Authorization: Bearer %s", token));
     if (body)
-        h = curl_slist_append(h, "Content-Type: application/json");
+        h = curl_slist_append(h, cb_h_strf("Content-Type: %s", ctype));
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);

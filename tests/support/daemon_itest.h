@@ -46,6 +46,10 @@ size_t cbd_log_count(struct cb_h_proc *p, const char *needle);
 long cbd_http(int port, const char *method, const char *path, const char *token,
               const char *body, const char **resp);
 
+/* cbd_http with the body's Content-Type given (a form, as Grafana posts). */
+long cbd_http_type(int port, const char *method, const char *path, const char *token,
+                   const char *ctype, const char *body, const char **resp);
+
 /* The value of one series of GET /metrics, written exactly as in the
  * exposition (`name` or `name{labels}`). Returns 0 with *out, -1 when the
  * request failed or the series is absent. */

@@ -1,0 +1,116 @@
+/* libFuzzer target: the PromQL parser (api/promql_parse.c) must never crash,
+ * leak or misbehave on any query text; what it accepts is evaluated (an
+ * instant and a range query, with and without the rollup tier) over a few
+ * series in memory, and every value formatted. */
+#include "api/promql.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define NSERIES 4
+#define NSAMPLES 40
+
+static struct promql_label labels[NSERIES][3];
+static struct promql_sample samples[NSERIES][NSAMPLES];
+
+static void fill(void)
+{
+    static const char *const names[] = {"level", "level", "flow_total", "ALERTS"};
+    static const char *const districts[] = {"d01", "d02", "d01", "d03"};
+    for (int i = 0; i < NSERIES; i++) {
+        labels[i][0] = (struct promql_label){"__name__", names[i]};
+        labels[i][1] = (struct promql_label){"district", districts[i]};
+        labels[i][2] = (struct promql_label){"topic", i % 2 ? "city/d02/river/s1" : "city/d01/x/y"};
+        double v = 0;
+        for (int k = 0; k < NSAMPLES; k++) {
+            v = i == 2 ? v + k % 7 : (double)((k * 37 + i) % 19) - 3;
+            if (i == 2 && k == 20)
+                v = 1; /* a counter reset */
+            samples[i][k] = (struct promql_sample){(int64_t)k * 15000 + i * 7, v};
+        }
+    }
+}
+
+static int each(void *ctx, promql_series_fn fn, void *fctx, char *err, size_t errlen)
+{
+    (void)ctx;
+    (void)err;
+    (void)errlen;
+    for (int i = 0; i < NSERIES; i++) {
+        struct promql_labels l = {labels[i], 3};
+        if (fn(fctx, &l, samples[i]))
+            break;
+    }
+    return 0;
+}
+
+static int read_samples(void *ctx, const void *ref, int64_t from, int64_t to,
+                        promql_sample_fn fn, void *fctx, char *err, size_t errlen)
+{
+    (void)ctx;
+    (void)err;
+    (void)errlen;
+    const struct promql_sample *s = ref;
+    for (int k = 0; k < NSAMPLES; k++)
+        if (s[k].t >= from && s[k].t <= to && fn(fctx, s[k].t, s[k].v))
+            break;
+    return 0;
+}
+
+static int aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
+                     struct promql_tier_agg *out, char *err, size_t errlen)
+{
+    (void)ctx;
+    (void)err;
+    (void)errlen;
+    const struct promql_sample *s = ref;
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < NSAMPLES; k++)
+        if (s[k].t >= from && s[k].t <= to) {
+            out->min = out->count && out->min < s[k].v ? out->min : s[k].v;
+            out->max = out->count && out->max > s[k].v ? out->max : s[k].v;
+            out->sum += s[k].v;
+            out->last = s[k].v;
+            out->count++;
+        }
+    return 0;
+}
+
+static void run(struct promql_query *q, const struct promql_source *src, int64_t start,
+                int64_t end, int64_t step, int range)
+{
+    struct promql_result r;
+    char err[512];
+    const char *kind;
+    if (promql_eval(q, src, start, end, step, range, &r, err, sizeof err, &kind))
+        return;
+    char buf[400];
+    promql_format_value(r.scalar, buf, sizeof buf);
+    for (size_t i = 0; i < r.n; i++)
+        for (size_t k = 0; k < r.series[i].n; k++)
+            promql_format_value(r.series[i].pts[k].v, buf, sizeof buf);
+    promql_result_free(&r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int ready;
+    if (!ready) {
+        fill();
+        ready = 1;
+    }
+    struct promql_query q;
+    char err[512];
+    if (size > 4096 || promql_parse((const char *)data, size, &q, err, sizeof err))
+        return 0;
+    struct promql_source raw = {NULL, each, read_samples, NULL, 0};
+    struct promql_source tier = {NULL, each, read_samples, aggregate, 0};
+    run(&q, &raw, 300000, 300000, 1, 0);
+    run(&q, &raw, 0, 600000, 37000, 1);
+    run(&q, &tier, 0, 7200000, 60000, 1);
+    promql_query_free(&q);
+    return 0;
+}
