@@ -136,6 +136,7 @@ const char *cb_alerts_silence_state(const struct cb_silence_row *r, int64_t now)
 #define CB_AUDIT_SILENCE_DELETE "silence_delete"
 #define CB_AUDIT_RULES_RELOAD "rules_reload"
 #define CB_AUDIT_CLOSE "close" /* a stale alert instance closed by hand */
+#define CB_AUDIT_READ_REFUSED "read_refused" /* an HTTP read refused (api/scope.c) */
 extern const char *const cb_audit_actions[]; /* NULL-terminated */
 int cb_alerts_audit_action_known(const char *name);
 /* Appends "ack, silence_create, ... or rules_reload" (error messages). */

@@ -150,6 +150,12 @@ struct cb_api_provider {
      * {"ok":true,"rules":N} or 422 {"ok":false,"diagnostics":[...]} (a JSON
      * body, not an error message). */
     int (*rules_reload)(void *ctx, const char *by, const char *note, struct cb_strbuf *out);
+    /* Writes a refused request to the audit log (read_refused): who (the
+     * department, "anonymous" or "unknown"), what ("GET /api/series", no
+     * query string: it may hold a token), the status and the message sent.
+     * May be NULL. */
+    void (*audit_refused)(void *ctx, const char *who, const char *what, int status,
+                          const char *why);
     /* Appends more Prometheus text after cb_metrics_render() (may be NULL). */
     void (*metrics)(void *ctx, struct cb_strbuf *out);
 
@@ -191,6 +197,10 @@ struct cb_api_provider {
  * dashboard folder missing is only a warning). */
 struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
                             const struct cb_api_provider *provider, char *err, size_t errlen);
+
+/* Checks the http.department lines of cfg (docs/api.md "Departments").
+ * Returns 0, or -1 with err naming the line and what is wrong. */
+int cb_api_check_departments(const struct cb_config *cfg, char *err, size_t errlen);
 
 /* 1 when http.listen is not "off". */
 int cb_api_enabled(const struct cb_config *cfg);

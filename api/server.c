@@ -411,6 +411,10 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (api__scopes_parse(cfg, &api->scopes, &api->nscopes, err, errlen)) {
+        free(api);
+        return NULL;
+    }
     api->loop = loop;
     api->cfg = cfg;
     api->prov = *provider;
@@ -461,8 +465,10 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     if (api->prov.alerts_version && api->prov.alerts)
         api->alerts_cache = api__cache_new((uint64_t)cb_wall_ms());
     api__events_init(api);
-    cb_info(API_MOD, "listening on %s (port %d)%s", cfg->http_listen, api->port,
-            cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused");
+    cb_info(API_MOD, "listening on %s (port %d)%s; %s", cfg->http_listen, api->port,
+            cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused",
+            api->nscopes ? "departments configured: reads need a token"
+            : cfg->http_open_reads ? "reads are open" : "reads need a token");
     return api;
 
 fail:
@@ -502,6 +508,7 @@ static void free_api(uv_handle_t *h)
     void *done_ctx = api->done_ctx;
     uv_mutex_destroy(&api->readers_lock);
     api__cache_free(api->alerts_cache);
+    api__scopes_free(api->scopes, api->nscopes);
     free(api->dashboard_dir);
     free(api->city_map);
     free(api);

@@ -209,8 +209,22 @@ static const struct option options[] = {
      "are refused (a secret: never on the command line)",
      0},
     {"http.read_token", T_STRING, OFF(http_read_token), 0, 0, "", 0, 0,
-     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it (a secret: never on the "
-     "command line)",
+     "read-only bearer token for the whole city; CITYBRAIN_API_READ_TOKEN overrides it (a "
+     "secret: never on the command line). This and http.token may be stored as "
+     "sha256:HEX, the hex SHA-256 of the token",
+     0},
+    {"http.department", T_STRLIST, OFF(http_departments), 0, 0, "", 0, 0,
+     "a department's read token, limited to part of the city: NAME token=SECRET|sha256:HEX "
+     "[topic=FILTER]... [label=NAME=VALUE[,VALUE]]...; repeat for several. It reads the "
+     "sensors, series, alerts and map of its scope only (docs/api.md \"Departments\"); once "
+     "one is configured, reads without a token are refused. A token stored as sha256: is "
+     "the hex SHA-256 of the token (printf %s TOKEN | sha256sum). Configuration file only, "
+     "never on the command line",
+     0},
+    {"http.open_reads", T_BOOL, OFF(http_open_reads), 0, 0, "true", 0, 0,
+     "answer reads without a token (the whole city); off: every read needs http.token, "
+     "http.read_token or a department's token. Ignored (reads are closed) once an "
+     "http.department is configured",
      0},
     {"http.max_connections", T_INT, OFF(http_max_connections), 1, 100000, "512", 0, 0,
      "open connections at most; more are refused", 0},
@@ -491,6 +505,15 @@ int cb_config_set_arg(struct cb_config *cfg, const char *arg, struct cb_config_e
     char *key = strndup(arg, (size_t)(eq - arg));
     if (!key) {
         set_error(err, "--set", "out of memory");
+        return -1;
+    }
+    if (!strcmp(key, "http.department")) {
+        if (err)
+            snprintf(err->text, sizeof err->text,
+                     "--set http.department: a department's line holds its token, which is never "
+                     "taken from the command line (anyone can read it in ps); write it in the "
+                     "configuration file");
+        free(key);
         return -1;
     }
     const char *env = cb_config_secret_env(key);

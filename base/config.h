@@ -94,6 +94,8 @@ struct cb_config {
     char *http_listen;               /* "127.0.0.1:8080" or "off" */
     char *http_token;                /* also CITYBRAIN_API_TOKEN */
     char *http_read_token;           /* also CITYBRAIN_API_READ_TOKEN */
+    struct cb_strlist http_departments; /* "NAME token=... topic=... label=..." lines */
+    int http_open_reads;             /* reads without a token, while no department */
     int64_t http_max_connections;
     int64_t http_max_body;
     int64_t http_max_header;

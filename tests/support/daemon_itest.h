@@ -99,6 +99,16 @@ struct cb_h_proc *cbd_rig_start(struct cbd_rig *r);
 int cbd_cli(const char *const *args, const char *const *env, const char **out,
             const char **err);
 
+/* A TCP connection to 127.0.0.1:port: the fd, or -1. */
+int cbd_raw_connect(int port);
+/* Sends the whole string s. 0, or -1. */
+int cbd_raw_send(int fd, const char *s);
+/* Reads until `until` is in the text read so far (NULL: until the peer
+ * closes) or timeout_ms passes. Returns 1 when found / closed, 0 on timeout.
+ * buf (NUL-terminated, appended to) holds at most cap-1 bytes (the rest is
+ * read and dropped). */
+int cbd_raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_ms);
+
 /* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
 int cbd_stop(struct cb_h_proc *p);
 
