@@ -706,7 +706,11 @@ int api__read_scope(struct cb_api *api, h2o_req_t *req, int departments_ok,
     const char *tok;
     size_t len;
     *out = NULL;
-    if (api__bearer(req, 1, &tok, &len)) {
+    /* Only the event stream takes ?access_token= (EventSource sends no
+     * headers); elsewhere it stays an unknown parameter. */
+    size_t plen = req->query_at == SIZE_MAX ? req->path.len : req->query_at;
+    int query_ok = h2o_memis(req->path.base, plen, H2O_STRLIT("/api/events"));
+    if (api__bearer(req, query_ok, &tok, &len)) {
         refuse(api, req, 401, "unknown", "bad percent-encoding in access_token");
         return -1;
     }
