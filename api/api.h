@@ -202,6 +202,17 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
  * Returns 0, or -1 with err naming the line and what is wrong. */
 int cb_api_check_departments(const struct cb_config *cfg, char *err, size_t errlen);
 
+/* Loads http.tls_cert and http.tls_key as cb_api_start would (nothing when
+ * they are empty). Returns 0, or -1 with err naming the file and OpenSSL's
+ * reason. */
+int cb_api_check_tls(const struct cb_config *cfg, char *err, size_t errlen);
+
+/* Reads http.tls_cert and http.tls_key again (SIGHUP): new connections get
+ * the new pair, open ones finish on theirs. Returns 1 when reloaded, 0 when
+ * the API has no TLS (or api is NULL), -1 with err when the pair does not
+ * load (the previous one stays). Loop thread. */
+int cb_api_tls_reload(struct cb_api *api, char *err, size_t errlen);
+
 /* 1 when http.listen is not "off". */
 int cb_api_enabled(const struct cb_config *cfg);
 

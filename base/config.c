@@ -226,6 +226,14 @@ static const struct option options[] = {
      "http.read_token or a department's token. Ignored (reads are closed) once an "
      "http.department is configured",
      0},
+    {"http.tls_cert", T_STRING, OFF(http_tls_cert), 0, 0, "", 0, 0,
+     "PEM certificate (chain: the server's first, then intermediates) of HTTPS on "
+     "http.listen; empty: plain HTTP. With it the API speaks TLS 1.2 or later, HTTP/2 and "
+     "HTTP/1.1 (ALPN). SIGHUP reads the certificate and key again, without a restart; a pair "
+     "that fails to load keeps the previous one (logged)",
+     0},
+    {"http.tls_key", T_STRING, OFF(http_tls_key), 0, 0, "", 0, 0,
+     "PEM private key of http.tls_cert (keep it readable by citybrain only)", 0},
     {"http.max_connections", T_INT, OFF(http_max_connections), 1, 100000, "512", 0, 0,
      "open connections at most; more are refused", 0},
     {"http.max_body", T_SIZE, OFF(http_max_body), 256, 64LL << 20, "64k", 0, 0,
@@ -734,9 +742,11 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
         set_error(err, "mqtt.key_file", "is set without mqtt.cert_file");
         return -1;
     }
-    const char *files[] = {cfg->mqtt_ca_file, cfg->mqtt_cert_file, cfg->mqtt_key_file};
-    const char *names[] = {"mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file"};
-    for (int i = 0; i < 3; i++) {
+    const char *files[] = {cfg->mqtt_ca_file, cfg->mqtt_cert_file, cfg->mqtt_key_file,
+                           cfg->http_tls_cert, cfg->http_tls_key};
+    const char *names[] = {"mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "http.tls_cert",
+                           "http.tls_key"};
+    for (int i = 0; i < 5; i++) {
         if (!readable(files[i])) {
             set_error(err, names[i], "cannot read '%s': %s", files[i], strerror(errno));
             return -1;
@@ -753,6 +763,11 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
     if (cb_config_check_time_zone(cfg->http_time_zone)) {
         set_error(err, "http.time_zone", "'%s' is not a time zone name such as Asia/Shanghai or UTC",
                   cfg->http_time_zone);
+        return -1;
+    }
+    if (!*cfg->http_tls_cert != !*cfg->http_tls_key) {
+        set_error(err, *cfg->http_tls_cert ? "http.tls_cert" : "http.tls_key",
+                  "HTTPS needs both http.tls_cert and http.tls_key");
         return -1;
     }
     if (strcmp(cfg->http_city_map, "off") != 0 && !readable(cfg->http_city_map)) {

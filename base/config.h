@@ -96,6 +96,8 @@ struct cb_config {
     char *http_read_token;           /* also CITYBRAIN_API_READ_TOKEN */
     struct cb_strlist http_departments; /* "NAME token=... topic=... label=..." lines */
     int http_open_reads;             /* reads without a token, while no department */
+    char *http_tls_cert;             /* PEM certificate chain; "" = plain HTTP */
+    char *http_tls_key;              /* PEM private key of http_tls_cert */
     int64_t http_max_connections;
     int64_t http_max_body;
     int64_t http_max_header;

@@ -131,7 +131,8 @@ int cb_cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    if (cb_api_enabled(&cfg) && cb_api_check_departments(&cfg, err.text, sizeof err.text)) {
+    if (cb_api_enabled(&cfg) && (cb_api_check_departments(&cfg, err.text, sizeof err.text) ||
+                                 cb_api_check_tls(&cfg, err.text, sizeof err.text))) {
         fprintf(stderr, "citybrain run: %s\n", err.text);
         rc = 1;
         goto out;
