@@ -214,13 +214,13 @@ void cb_alerts_close(struct cb_alerts *a, void (*done)(void *ctx), void *ctx);
 /* ---- pieces shared with the CLI and the tests ---- */
 
 /* One configured channel. */
-enum cb_channel_type { CB_CHANNEL_MQTT, CB_CHANNEL_WEBHOOK, CB_CHANNEL_LOG };
+enum cb_channel_type { CB_CHANNEL_MQTT, CB_CHANNEL_WEBHOOK, CB_CHANNEL_LOG, CB_CHANNEL_ALERTMANAGER };
 enum cb_channel_format { CB_FORMAT_JSON, CB_FORMAT_CAP };
 struct cb_channel {
     char *name;
     enum cb_channel_type type;
     enum cb_channel_format format;
-    char *url;    /* webhook */
+    char *url;    /* webhook; alertmanager: its /api/v2/alerts */
     char *prefix; /* mqtt; NULL: alerts.mqtt_prefix */
 };
 /* Parses alerts.channel lines. Returns 0 with *out (n channels; free with

@@ -177,8 +177,10 @@ static const struct option options[] = {
 
     {"alerts.channel", T_STRLIST, OFF(alerts_channels), 0, 0,
      "ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
-     "notification channel chosen by a rule's notify clause: NAME type=mqtt|webhook|log "
-     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several (the lines of a file "
+     "notification channel chosen by a rule's notify clause: NAME "
+     "type=mqtt|webhook|alertmanager|log [format=json|cap] [url=URL] [prefix=TOPIC] "
+     "(alertmanager: url= is Alertmanager's address, e.g. http://127.0.0.1:9093, and the "
+     "alerts go to its /api/v2/alerts); repeat for several (the lines of a file "
      "replace this default list). The channel `log` (type=log) is built in unless a line "
      "defines one named log. The example rules notify `ops` (point it at your duty system, "
      "e.g. ops type=webhook url=https://duty.example/hook) and `cap` (CAP 1.2 XML); a "
@@ -202,6 +204,16 @@ static const struct option options[] = {
     {"alerts.webhook_retry_max", T_DURATION, OFF(alerts_webhook_retry_max_ms), 10, DAY, "5m", 0,
      0, "longest retry delay", 0},
 
+    {"alerts.alertmanager_resend", T_DURATION, OFF(alerts_alertmanager_resend_ms), 1000,
+     3600000, "1m", 0, 0,
+     "type=alertmanager channels: every firing alert is sent again this often, with endsAt "
+     "four intervals ahead (Prometheus's resend delay, 1m, does the same), so Alertmanager "
+     "keeps it active; a resolved one is sent once with endsAt",
+     0},
+    {"alerts.console_url", T_STRING, OFF(alerts_console_url), 0, 0, "", 0, 0,
+     "the console's address as operators reach it (e.g. https://eoc.example:8443/), sent as "
+     "an Alertmanager alert's generatorURL; empty: none",
+     0},
     {"http.listen", T_STRING, OFF(http_listen), 0, 0, "127.0.0.1:8080", 0, 0,
      "ADDRESS:PORT of the HTTP API and dashboard, or off", "HTTP API"},
     {"http.token", T_STRING, OFF(http_token), 0, 0, "", 0, 0,

@@ -89,6 +89,8 @@ struct cb_config {
     int64_t alerts_webhook_timeout_ms;
     int64_t alerts_webhook_retry_min_ms;
     int64_t alerts_webhook_retry_max_ms;
+    int64_t alerts_alertmanager_resend_ms;
+    char *alerts_console_url;        /* "" = none: no generatorURL */
 
     /* http */
     char *http_listen;               /* "127.0.0.1:8080" or "off" */

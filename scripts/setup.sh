@@ -13,7 +13,7 @@ PACKAGES=(
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
   nodejs chromium fonts-wqy-microhei
-  openssl procps python3 curl
+  openssl procps python3 curl prometheus-alertmanager
 )
 [ "${1:-}" = soak ] && PACKAGES+=(gnuplot-nox)
 

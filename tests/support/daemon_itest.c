@@ -335,3 +335,12 @@ int cbd_raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_m
         buf[len] = '\0';
     }
 }
+
+void cbd_refused(const char *const *args, const char *want)
+{
+    const char *err = "";
+    CU_ASSERT_NOT_EQUAL(cbd_run_to_exit(args, NULL, &err), 0);
+    if (!strstr(err, want))
+        fprintf(stderr, "\nwanted '%s' in:\n%s\n", want, err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+}

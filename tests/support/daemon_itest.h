@@ -27,6 +27,10 @@ struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int
  * its stderr in *err (harness-owned). A sanitizer report fails the test. */
 int cbd_run_to_exit(const char *const *args, const char *const *env, const char **err);
 
+/* Runs citybrain with args (as cbd_run_to_exit, no env) and checks that it
+ * exits non-zero with `want` in its stderr (printed when it is not). */
+void cbd_refused(const char *const *args, const char *want);
+
 /* Writes text to the file `name` in the test's directory; returns its path
  * (harness-owned). Fails the test when it cannot. */
 const char *cbd_write_text(const char *name, const char *text);
