@@ -889,6 +889,9 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         row_state = "resolved";
         if (t->closed_by)
             audit_operator(a, t);
+        /* No more resends to Alertmanager, even when a silence holds the
+         * resolution back: there it then ends by itself (endsAt). */
+        alerts__tcopy_free(alerts__map_del(&a->am_active, t->id));
         break;
     case CB_ALERT_INACTIVE: row_state = "inactive"; break;
     default: break;
