@@ -559,6 +559,36 @@ static int am_resend(void *ctx, void *value)
     return 0;
 }
 
+/* Whether t's rule notifies an Alertmanager channel. */
+static int notifies_am(const struct cb_alerts *a, const struct cb_transition *t)
+{
+    const char *const *names = t->nnotify ? t->notify : (const char *const *)a->default_notify;
+    size_t nn = t->nnotify ? t->nnotify : a->ndefault;
+    for (size_t i = 0; i < nn; i++) {
+        const struct cb_channel *c = find_channel(a, names[i]);
+        if (c && c->type == CB_CHANNEL_ALERTMANAGER)
+            return 1;
+    }
+    return 0;
+}
+
+void cb_alerts_am_adopt(void *ctx, const struct cb_transition *t)
+{
+    struct cb_alerts *a = ctx;
+    if (t->state != CB_ALERT_FIRING && t->state != CB_ALERT_ESCALATED &&
+        t->state != CB_ALERT_ACKNOWLEDGED)
+        return;
+    if (!notifies_am(a, t) || alerts__map_get(&a->am_active, t->id))
+        return;
+    struct alerts__tcopy *c = alerts__tcopy_new(t, 0, NULL);
+    if (!c || alerts__map_put(&a->am_active, t->id, c)) {
+        alerts__tcopy_free(c);
+        return;
+    }
+    a->am_next = now_ms(a); /* at the next tick: Alertmanager hears of it again at once */
+    arm_timer(a);
+}
+
 /* Sends every one again when the interval is over. */
 static void am_tick(struct cb_alerts *a)
 {

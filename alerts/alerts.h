@@ -67,6 +67,14 @@ typedef void (*cb_alerts_load_fn)(void *ctx, const struct cb_transition *t, int 
                                   int64_t acked_at);
 int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx);
 
+/* Takes a live instance (firing, escalated or acknowledged; others are
+ * ignored) into the Alertmanager resends without notifying it now: after a
+ * restart, the daemon passes every restored instance
+ * (cb_engine_foreach_instance), so the alerts an Alertmanager channel was
+ * told of before are sent again at the next tick and kept alive there. A
+ * cb_transition_fn (ctx is the struct cb_alerts). Loop thread. */
+void cb_alerts_am_adopt(void *ctx, const struct cb_transition *t);
+
 /* Sends what the storm windows hold whose time has come and releases held
  * notifications whose silence ended. The module's own timer calls it; tests
  * with a manual clock call it after moving the clock. */

@@ -826,6 +826,8 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_warn("alert", "could not read the stored alert instances; starting without them");
     else if (restored > 0)
         cb_info("alert", "restored %d stored alert instance(s)", restored);
+    /* Alertmanager forgets an alert not sent again: resend the live ones. */
+    cb_engine_foreach_instance(d->engine, cb_alerts_am_adopt, d->alerts);
 
     /* Verdicts made without the stored state would be wrong (a false
      * all-clear at the first tick): no start without it. */

@@ -3,8 +3,9 @@
  * storage, and read with `amtool alert query` (docs/alerts.md
  * "Alertmanager"): an alert that fires while Alertmanager is away costs one
  * queued delivery, not one per resend; once it is up the alert is there,
- * with citybrain's labels and annotations, kept active by the resends; when
- * the alert resolves it ends in Alertmanager. */
+ * with citybrain's labels and annotations, kept active by the resends, also
+ * across a restart of citybrain; when the alert resolves it ends in
+ * Alertmanager. */
 #include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdio.h>
@@ -150,6 +151,16 @@ static void test_alertmanager(void)
                               ok0 + 5, CBD_TIMEOUT_MS));
     CU_ASSERT(am_shows(&w));
 
+    /* A restart: the restored alert is sent again at once and kept alive
+     * (without it, Alertmanager would end it four intervals after the last
+     * send before the restart). */
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+    cb = cbd_rig_start(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    CU_ASSERT(cbd_wait_metric(r.port, "citybrain_webhook_deliveries_total{result=\"ok\"}", 5,
+                              CBD_TIMEOUT_MS));
+    CU_ASSERT(am_shows(&w));
+
     /* Resolved: sent with endsAt, it ends in Alertmanager. */
     CU_ASSERT_EQUAL(cb_h_publish(cb_h_broker_url(r.b), "city/d07/river/s1", "{\"level\":1}", 11, 1),
                     0);
@@ -185,7 +196,7 @@ void cb_test_suite_alertmanager(void)
     CU_pSuite s = cb_h_add_suite("alertmanager");
     CU_add_test(s, "alertmanager: a firing alert reaches Alertmanager once it is up (one queued "
                    "delivery while it is away), amtool shows it with labels and both languages' "
-                   "annotations, resends keep it active, and it ends when resolved",
+                   "annotations, resends keep it active (across a restart too), and it ends when resolved",
                 test_alertmanager);
     CU_add_test(s, "alertmanager: a wrong alertmanager channel line is refused with the reason",
                 test_bad_channel);
