@@ -206,9 +206,9 @@ static const struct option options[] = {
 
     {"alerts.alertmanager_resend", T_DURATION, OFF(alerts_alertmanager_resend_ms), 1000,
      3600000, "1m", 0, 0,
-     "type=alertmanager channels: every firing alert is sent again this often, with endsAt "
-     "four intervals ahead (Prometheus's resend delay, 1m, does the same), so Alertmanager "
-     "keeps it active; a resolved one is sent once with endsAt",
+     "type=alertmanager channels: every live alert (firing, escalated, acknowledged) is sent "
+     "again this often, with endsAt four intervals ahead (Prometheus's resend delay, 1m, does "
+     "the same), so Alertmanager keeps it active; a resolved one is sent once with endsAt",
      0},
     {"alerts.console_url", T_STRING, OFF(alerts_console_url), 0, 0, "", 0, 0,
      "the console's address as operators reach it (e.g. https://eoc.example:8443/), sent as "
