@@ -55,6 +55,11 @@ struct cb_alerts {
     void *done_ctx;
     struct cb_alerts_stats stats;
     struct cb_strbuf buf;
+    /* Alertmanager channels: the live instances last sent to one (id ->
+     * struct alerts__tcopy), sent again each am_resend_ms (at am_next). */
+    struct alerts__map am_active;
+    int64_t am_resend_ms, am_next;
+    char *console_url;
 };
 
 static int64_t now_ms(const struct cb_alerts *a) { return cb_clock_now(a->clock); }
@@ -120,6 +125,8 @@ static void tell_stale(struct cb_alerts *a, struct inst *in, const struct cb_tra
         cb_strbuf_json_string(b, t->id, strlen(t->id));
         cb_strbuf_puts(b, ",\"rule\":");
         cb_strbuf_json_string(b, t->rule, strlen(t->rule));
+        cb_strbuf_puts(b, ",\"labels\":"); /* a department's scope is judged by them */
+        labels_json(t, b);
         cb_strbuf_printf(b, ",\"stale\":%s,\"at\":%lld}", stale ? "true" : "false",
                          (long long)t->at);
         if (!b->oom)
@@ -403,7 +410,7 @@ static void send_payload(struct cb_alerts *a, const struct cb_channel *c, const 
                            c->name, nid);
         }
         cb_strbuf_free(&topic);
-    } else if (c->type == CB_CHANNEL_WEBHOOK) {
+    } else if (c->type == CB_CHANNEL_WEBHOOK || c->type == CB_CHANNEL_ALERTMANAGER) {
         struct cb_outbox_row row = {
             .seq = cb_alert_store_next_outbox_seq(a->store),
             .channel = c->name,
@@ -411,6 +418,7 @@ static void send_payload(struct cb_alerts *a, const struct cb_channel *c, const 
             .alert_id = nid,
             .content_type = c->format == CB_FORMAT_CAP ? "application/cap+xml"
                                                        : "application/json",
+            /* an Alertmanager body is JSON too (format stays json) */
             .body = body,
             .attempts = 0,
             .next_attempt = now_ms(a),
@@ -566,6 +574,121 @@ static void cap_payload(struct cb_alerts *a, const char *nid, const char *gkey,
     free(ts);
 }
 
+/* ---- Alertmanager ---- */
+
+static void arm_timer(struct cb_alerts *a);
+
+/* Appends one postable alert for transition t (alertmanager.c). */
+static void am_alert(struct cb_alerts *a, const struct cb_transition *t, struct cb_strbuf *b)
+{
+    alerts__am_alert(t, state_name(t->state), sev_name(t->severity),
+                     cb_alerts_severity_map(t->severity)->grade, now_ms(a), a->am_resend_ms,
+                     a->console_url, b);
+}
+
+/* The body for items: a JSON array with the latest transition of each
+ * instance among them. Also remembers each live one for the resends (a
+ * resolved one is forgotten). */
+static void am_payload(struct cb_alerts *a, struct alerts__tcopy *const *items, size_t n,
+                       struct cb_strbuf *b)
+{
+    struct alerts__map seen = {0};
+    cb_strbuf_putc(b, '[');
+    for (size_t i = n; i-- > 0;) {
+        const struct cb_transition *t = &items[i]->t;
+        if (alerts__map_get(&seen, t->id))
+            continue;
+        if (alerts__map_put(&seen, t->id, (void *)t)) {
+            b->oom = 1;
+            break;
+        }
+        if (b->len > 1)
+            cb_strbuf_putc(b, ',');
+        am_alert(a, t, b);
+        struct alerts__tcopy *old = alerts__map_del(&a->am_active, t->id);
+        alerts__tcopy_free(old);
+        if (t->state == CB_ALERT_RESOLVED)
+            continue;
+        struct alerts__tcopy *c = alerts__tcopy_new(t, items[i]->seq, items[i]->json);
+        if (!c || alerts__map_put(&a->am_active, t->id, c)) {
+            alerts__tcopy_free(c);
+            continue;
+        }
+        if (a->am_next == 0)
+            a->am_next = now_ms(a) + a->am_resend_ms;
+    }
+    cb_strbuf_putc(b, ']');
+    alerts__map_clear(&seen, NULL);
+}
+
+/* Sends one live instance again to each Alertmanager channel of its rule,
+ * unless a delivery to that channel is still queued for it (a receiver that
+ * is away gets one row per instance, not one per interval). Map sweep. */
+static int am_resend(void *ctx, void *value)
+{
+    struct cb_alerts *a = ctx;
+    struct alerts__tcopy *c = value;
+    const char *const *names = c->t.nnotify ? c->t.notify : (const char *const *)a->default_notify;
+    size_t nn = c->t.nnotify ? c->t.nnotify : a->ndefault;
+    for (size_t i = 0; i < nn; i++) {
+        const struct cb_channel *ch = find_channel(a, names[i]);
+        if (!ch || ch->type != CB_CHANNEL_ALERTMANAGER ||
+            alerts__webhook_busy(a->webhook, ch->name, c->t.id))
+            continue;
+        cb_strbuf_reset(&a->buf);
+        cb_strbuf_putc(&a->buf, '[');
+        am_alert(a, &c->t, &a->buf);
+        cb_strbuf_putc(&a->buf, ']');
+        if (!a->buf.oom)
+            send_payload(a, ch, c->t.rule, c->t.id, c->seq, a->buf.data, a->buf.len);
+    }
+    return 0;
+}
+
+/* Whether t's rule notifies an Alertmanager channel. */
+static int notifies_am(const struct cb_alerts *a, const struct cb_transition *t)
+{
+    const char *const *names = t->nnotify ? t->notify : (const char *const *)a->default_notify;
+    size_t nn = t->nnotify ? t->nnotify : a->ndefault;
+    for (size_t i = 0; i < nn; i++) {
+        const struct cb_channel *c = find_channel(a, names[i]);
+        if (c && c->type == CB_CHANNEL_ALERTMANAGER)
+            return 1;
+    }
+    return 0;
+}
+
+void cb_alerts_am_adopt(void *ctx, const struct cb_transition *t)
+{
+    struct cb_alerts *a = ctx;
+    if (t->state != CB_ALERT_FIRING && t->state != CB_ALERT_ESCALATED &&
+        t->state != CB_ALERT_ACKNOWLEDGED)
+        return;
+    if (!notifies_am(a, t) || alerts__map_get(&a->am_active, t->id))
+        return;
+    struct alerts__tcopy *c = alerts__tcopy_new(t, 0, NULL);
+    if (!c || alerts__map_put(&a->am_active, t->id, c)) {
+        alerts__tcopy_free(c);
+        return;
+    }
+    a->am_next = now_ms(a); /* at the next tick: Alertmanager hears of it again at once */
+    arm_timer(a);
+}
+
+/* Sends every one again when the interval is over. */
+static void am_tick(struct cb_alerts *a)
+{
+    int64_t now = now_ms(a);
+    if (a->am_active.n == 0) {
+        a->am_next = 0;
+        return;
+    }
+    if (now < a->am_next)
+        return;
+    a->am_next = now + a->am_resend_ms;
+    alerts__map_sweep(&a->am_active, am_resend, a);
+}
+
 /* Sends one notification gathering items (n >= 1, all of one rule and group)
  * to every channel of the rule except log channels (logged per event). */
 static void notify(struct cb_alerts *a, const char *gkey, struct alerts__tcopy *const *items,
@@ -578,10 +701,11 @@ static void notify(struct cb_alerts *a, const char *gkey, struct alerts__tcopy *
     for (size_t i = 1; i < n; i++)
         if (strcmp(items[i]->t.id, items[0]->t.id))
             single = 0;
-    struct cb_strbuf nid, json, cap;
+    struct cb_strbuf nid, json, cap, am;
     cb_strbuf_init(&nid);
     cb_strbuf_init(&json);
     cb_strbuf_init(&cap);
+    cb_strbuf_init(&am);
     if (single)
         cb_strbuf_puts(&nid, t->id);
     else
@@ -599,9 +723,13 @@ static void notify(struct cb_alerts *a, const char *gkey, struct alerts__tcopy *
         }
         if (c->type == CB_CHANNEL_LOG)
             continue;
-        struct cb_strbuf *body = c->format == CB_FORMAT_CAP ? &cap : &json;
+        struct cb_strbuf *body = c->type == CB_CHANNEL_ALERTMANAGER ? &am
+                                 : c->format == CB_FORMAT_CAP       ? &cap
+                                                                    : &json;
         if (!body->len) {
-            if (c->format == CB_FORMAT_CAP)
+            if (c->type == CB_CHANNEL_ALERTMANAGER)
+                am_payload(a, items, n, &am);
+            else if (c->format == CB_FORMAT_CAP)
                 cap_payload(a, nid.data, gkey, items, n, &cap);
             else if (n == 1)
                 cb_strbuf_puts(&json, items[0]->json);
@@ -617,6 +745,9 @@ static void notify(struct cb_alerts *a, const char *gkey, struct alerts__tcopy *
     cb_strbuf_free(&nid);
     cb_strbuf_free(&json);
     cb_strbuf_free(&cap);
+    if (am.len)
+        arm_timer(a); /* the first live instance starts the resends */
+    cb_strbuf_free(&am);
 }
 
 /* The log channel: one line per event, never grouped. */
@@ -688,7 +819,6 @@ static void group_free(struct group *g)
     free(g);
 }
 
-static void arm_timer(struct cb_alerts *a);
 
 /* Storm control, leading edge first: the first transition of a group is sent
  * at once (an operator must not wait for a gas leak), and opens the group's
@@ -783,6 +913,7 @@ void cb_alerts_tick(struct cb_alerts *a)
     if (a->held)
         alerts__map_sweep(&a->insts, release_held, a);
     flush_groups(a, 0);
+    am_tick(a);
 }
 
 static void on_timer(uv_timer_t *h)
@@ -807,6 +938,12 @@ static void arm_timer(struct cb_alerts *a)
     }
     if (a->held && (delay < 0 || delay > 1000))
         delay = 1000;
+    if (a->am_active.n && a->am_next) {
+        int64_t d = a->am_next - now_ms(a);
+        d = d < 1 ? 1 : d;
+        if (delay < 0 || d < delay)
+            delay = d;
+    }
     if (delay < 0) {
         uv_timer_stop(&a->timer);
         return;
@@ -868,6 +1005,9 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         row_state = "resolved";
         if (t->closed_by)
             audit_operator(a, t);
+        /* No more resends to Alertmanager, even when a silence holds the
+         * resolution back: there it then ends by itself (endsAt). */
+        alerts__tcopy_free(alerts__map_del(&a->am_active, t->id));
         break;
     case CB_ALERT_INACTIVE: row_state = "inactive"; break;
     default: break;
@@ -1180,6 +1320,8 @@ int cb_alerts_sync(struct cb_alerts *a) { return cb_alert_store_sync(a->store); 
 
 /* ---- life cycle ---- */
 
+static void tcopy_free_void(void *c) { alerts__tcopy_free(c); }
+
 static void free_all(struct cb_alerts *a)
 {
     alerts__map_clear(&a->insts, inst_free);
@@ -1189,6 +1331,8 @@ static void free_all(struct cb_alerts *a)
     }
     alerts__map_clear(&a->groups, NULL);
     alerts__map_clear(&a->caprefs, free);
+    alerts__map_clear(&a->am_active, tcopy_free_void);
+    free(a->console_url);
     alerts__silences_free(&a->sil);
     cb_alert_store_close(a->store);
     cb_channels_free(a->channels, a->nchannels);
@@ -1214,12 +1358,14 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
         a->hooks = *hooks;
     a->clock = a->hooks.clock ? a->hooks.clock : &cb_clock_wall;
     a->storm_window_ms = cfg->alerts_storm_window_ms;
+    a->am_resend_ms = cfg->alerts_alertmanager_resend_ms;
     if (cb_channels_from_config(cfg, &a->channels, &a->nchannels, err, errlen))
         goto fail;
     a->default_notify = calloc(cfg->alerts_default_notify.n + 1, sizeof *a->default_notify);
     a->mqtt_prefix = strdup(cfg->alerts_mqtt_prefix);
     a->cap_sender = strdup(cfg->alerts_cap_sender);
-    if (!a->default_notify || !a->mqtt_prefix || !a->cap_sender) {
+    a->console_url = strdup(cfg->alerts_console_url);
+    if (!a->default_notify || !a->mqtt_prefix || !a->cap_sender || !a->console_url) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

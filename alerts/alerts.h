@@ -72,6 +72,14 @@ typedef void (*cb_alerts_load_fn)(void *ctx, const struct cb_transition *t, int 
                                   int64_t acked_at);
 int cb_alerts_load(struct cb_alerts *a, cb_alerts_load_fn fn, void *ctx);
 
+/* Takes a live instance (firing, escalated or acknowledged; others are
+ * ignored) into the Alertmanager resends without notifying it now: after a
+ * restart, the daemon passes every restored instance
+ * (cb_engine_foreach_instance), so the alerts an Alertmanager channel was
+ * told of before are sent again at the next tick and kept alive there. A
+ * cb_transition_fn (ctx is the struct cb_alerts). Loop thread. */
+void cb_alerts_am_adopt(void *ctx, const struct cb_transition *t);
+
 /* Sends what the storm windows hold whose time has come and releases held
  * notifications whose silence ended. The module's own timer calls it; tests
  * with a manual clock call it after moving the clock. */
@@ -141,6 +149,7 @@ const char *cb_alerts_silence_state(const struct cb_silence_row *r, int64_t now)
 #define CB_AUDIT_SILENCE_DELETE "silence_delete"
 #define CB_AUDIT_RULES_RELOAD "rules_reload"
 #define CB_AUDIT_CLOSE "close" /* a stale alert instance closed by hand */
+#define CB_AUDIT_READ_REFUSED "read_refused" /* an HTTP read refused (api/scope.c) */
 extern const char *const cb_audit_actions[]; /* NULL-terminated */
 int cb_alerts_audit_action_known(const char *name);
 /* Appends "ack, silence_create, ... or rules_reload" (error messages). */
@@ -225,13 +234,13 @@ void cb_alerts_close(struct cb_alerts *a, void (*done)(void *ctx), void *ctx);
 /* ---- pieces shared with the CLI and the tests ---- */
 
 /* One configured channel. */
-enum cb_channel_type { CB_CHANNEL_MQTT, CB_CHANNEL_WEBHOOK, CB_CHANNEL_LOG };
+enum cb_channel_type { CB_CHANNEL_MQTT, CB_CHANNEL_WEBHOOK, CB_CHANNEL_LOG, CB_CHANNEL_ALERTMANAGER };
 enum cb_channel_format { CB_FORMAT_JSON, CB_FORMAT_CAP };
 struct cb_channel {
     char *name;
     enum cb_channel_type type;
     enum cb_channel_format format;
-    char *url;    /* webhook */
+    char *url;    /* webhook; alertmanager: its /api/v2/alerts */
     char *prefix; /* mqtt; NULL: alerts.mqtt_prefix */
 };
 /* Parses alerts.channel lines. Returns 0 with *out (n channels; free with

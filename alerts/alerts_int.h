@@ -88,6 +88,18 @@ size_t alerts__list_begin(struct cb_strbuf *out, const char *key);
  * the mark is dropped and the list is empty. Returns rc. */
 int alerts__list_end(struct cb_strbuf *out, size_t mark, const char *key, int rc);
 
+/* ---- the Alertmanager channel's payload (alertmanager.c) ---- */
+
+/* Appends one postable alert of Alertmanager's v2 API for transition t:
+ * labels alertname (the rule), severity and t's labels (those Alertmanager
+ * can take); annotations title, message, title_XX/message_XX per language,
+ * state, grade, citybrain_id, acked_by; startsAt (t->since, else t->at);
+ * endsAt t->at when resolved, else now + 4 * resend_ms; generatorURL the
+ * console's address when given. */
+void alerts__am_alert(const struct cb_transition *t, const char *state, const char *severity,
+                      const char *grade, int64_t now, int64_t resend_ms,
+                      const char *console_url, struct cb_strbuf *b);
+
 /* ---- the webhook sender (webhook.c) ---- */
 struct alerts__webhook;
 struct alerts__webhook_opts {
@@ -102,6 +114,9 @@ struct alerts__webhook *alerts__webhook_new(uv_loop_t *loop, const struct alerts
                                             char *err, size_t errlen);
 /* Queues one delivery (already written to the outbox by the caller). */
 int alerts__webhook_queue(struct alerts__webhook *w, const struct cb_outbox_row *row);
+/* 1 when rows of (channel, alert id) wait or are in flight. */
+int alerts__webhook_busy(const struct alerts__webhook *w, const char *channel,
+                         const char *alert_id);
 /* Undelivered rows held in memory. */
 size_t alerts__webhook_pending(struct alerts__webhook *w);
 /* Aborts transfers (rows stay undelivered in the outbox), closes handles,

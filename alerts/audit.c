@@ -17,6 +17,7 @@ const char *const cb_audit_actions[] = {
     CB_AUDIT_SILENCE_DELETE,
     CB_AUDIT_RULES_RELOAD,
     CB_AUDIT_CLOSE,
+    CB_AUDIT_READ_REFUSED,
     NULL,
 };
 

@@ -95,9 +95,11 @@ static int parse_line(const char *line, struct cb_channel *c, char *err, size_t 
                 c->type = CB_CHANNEL_WEBHOOK;
             else if (vn == 3 && !strncmp(v, "log", 3))
                 c->type = CB_CHANNEL_LOG;
+            else if (vn == 12 && !strncmp(v, "alertmanager", 12))
+                c->type = CB_CHANNEL_ALERTMANAGER;
             else {
-                snprintf(err, errlen, "alerts.channel '%s': unknown type '%.*s' (mqtt, webhook "
-                                      "or log)", line, (int)vn, v);
+                snprintf(err, errlen, "alerts.channel '%s': unknown type '%.*s' (mqtt, webhook, "
+                                      "alertmanager or log)", line, (int)vn, v);
                 return -1;
             }
             have_type = 1;
@@ -136,16 +138,38 @@ static int parse_line(const char *line, struct cb_channel *c, char *err, size_t 
         p += n;
     }
     if (!have_type) {
-        snprintf(err, errlen, "alerts.channel '%s': type=mqtt|webhook|log is required", line);
+        snprintf(err, errlen, "alerts.channel '%s': type=mqtt|webhook|alertmanager|log is "
+                              "required", line);
         return -1;
     }
-    if (c->type == CB_CHANNEL_WEBHOOK && !c->url) {
-        snprintf(err, errlen, "alerts.channel '%s': a webhook needs url=URL", line);
+    int http = c->type == CB_CHANNEL_WEBHOOK || c->type == CB_CHANNEL_ALERTMANAGER;
+    if (http && !c->url) {
+        snprintf(err, errlen, "alerts.channel '%s': %s needs url=URL", line,
+                 c->type == CB_CHANNEL_WEBHOOK ? "a webhook" : "an alertmanager channel");
         return -1;
     }
-    if (c->type != CB_CHANNEL_WEBHOOK && c->url) {
-        snprintf(err, errlen, "alerts.channel '%s': url= is only for type=webhook", line);
+    if (!http && c->url) {
+        snprintf(err, errlen, "alerts.channel '%s': url= is only for type=webhook or "
+                              "alertmanager", line);
         return -1;
+    }
+    if (c->type == CB_CHANNEL_ALERTMANAGER && c->format == CB_FORMAT_CAP) {
+        snprintf(err, errlen, "alerts.channel '%s': an alertmanager channel sends "
+                              "Alertmanager's JSON: no format=", line);
+        return -1;
+    }
+    /* url= of Alertmanager is its address; the alerts go to its v2 API. */
+    static const char v2[] = "/api/v2/alerts";
+    size_t ul = c->url ? strlen(c->url) : 0;
+    if (c->type == CB_CHANNEL_ALERTMANAGER &&
+        !(ul >= sizeof v2 - 1 && !strcmp(c->url + ul - (sizeof v2 - 1), v2))) {
+        char *full = malloc(ul + sizeof v2);
+        if (!full)
+            goto oom;
+        snprintf(full, ul + sizeof v2, "%.*s%s", (int)(ul && c->url[ul - 1] == '/' ? ul - 1 : ul),
+                 c->url, v2);
+        free(c->url);
+        c->url = full;
     }
     if (c->type != CB_CHANNEL_MQTT && c->prefix) {
         snprintf(err, errlen, "alerts.channel '%s': prefix= is only for type=mqtt", line);

@@ -579,6 +579,19 @@ int alerts__webhook_queue(struct alerts__webhook *w, const struct cb_outbox_row 
 
 size_t alerts__webhook_pending(struct alerts__webhook *w) { return w->n; }
 
+int alerts__webhook_busy(const struct alerts__webhook *w, const char *channel,
+                         const char *alert_id)
+{
+    size_t len = strlen(channel) + strlen(alert_id) + 2;
+    char *key = malloc(len);
+    if (!key)
+        return 1; /* cannot tell: do not add to it */
+    lane_key(key, len, channel, alert_id);
+    const struct lane *l = alerts__map_get(&w->lanes, key);
+    free(key);
+    return l && l->head;
+}
+
 static int resume_row(void *ctx, const struct cb_outbox_row *r)
 {
     return add(ctx, r) ? 1 : 0;
@@ -634,7 +647,8 @@ struct alerts__webhook *alerts__webhook_new(uv_loop_t *loop, const struct alerts
         goto fail;
     }
     for (size_t i = 0; i < o->nchannels; i++)
-        if (o->channels[i].type == CB_CHANNEL_WEBHOOK)
+        if (o->channels[i].type == CB_CHANNEL_WEBHOOK ||
+            o->channels[i].type == CB_CHANNEL_ALERTMANAGER)
             w->chans[w->nchans++] = (struct chan){.name = o->channels[i].name,
                                                   .url = o->channels[i].url};
     struct cb_alert_reader *r = cb_alert_store_reader(o->store);

@@ -187,6 +187,12 @@ struct cb_api_provider {
     /* The live alert instances (pending and firing) for the ALERTS series of
      * /api/v1; may be NULL (no ALERTS series). */
     void (*prom_alerts)(void *ctx, cb_api_prom_alert_fn fn, void *fctx);
+    /* Writes a refused request to the audit log (read_refused): who (the
+     * department, "anonymous" or "unknown"), what ("GET /api/series", no
+     * query string: it may hold a token), the status and the message sent.
+     * May be NULL. */
+    void (*audit_refused)(void *ctx, const char *who, const char *what, int status,
+                          const char *why);
     /* Appends more Prometheus text after cb_metrics_render() (may be NULL). */
     void (*metrics)(void *ctx, struct cb_strbuf *out);
 
@@ -240,6 +246,21 @@ struct cb_api_provider {
  * dashboard folder missing is only a warning). */
 struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
                             const struct cb_api_provider *provider, char *err, size_t errlen);
+
+/* Checks the http.department lines of cfg (docs/api.md "Departments").
+ * Returns 0, or -1 with err naming the line and what is wrong. */
+int cb_api_check_departments(const struct cb_config *cfg, char *err, size_t errlen);
+
+/* Loads http.tls_cert and http.tls_key as cb_api_start would (nothing when
+ * they are empty). Returns 0, or -1 with err naming the file and OpenSSL's
+ * reason. */
+int cb_api_check_tls(const struct cb_config *cfg, char *err, size_t errlen);
+
+/* Reads http.tls_cert and http.tls_key again (SIGHUP): new connections get
+ * the new pair, open ones finish on theirs. Returns 1 when reloaded, 0 when
+ * the API has no TLS (or api is NULL), -1 with err when the pair does not
+ * load (the previous one stays). Loop thread. */
+int cb_api_tls_reload(struct cb_api *api, char *err, size_t errlen);
 
 /* 1 when http.listen is not "off". */
 int cb_api_enabled(const struct cb_config *cfg);

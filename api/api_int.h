@@ -59,6 +59,10 @@ struct cb_api {
      * provider has no alerts_version */
     struct api_cache *alerts_cache;
 
+    /* departments (scope.c): one scope per http.department line */
+    struct api_scope *scopes;
+    size_t nscopes;
+
     /* read connections for pool calls */
     uv_mutex_t readers_lock;
     struct api_reader *readers;
@@ -104,10 +108,100 @@ int api__on_req(struct cb_api *api, h2o_req_t *req);
 struct api_reader *api__reader_get(struct cb_api *api, char *err, size_t errlen);
 void api__reader_put(struct cb_api *api, struct api_reader *r);
 
+/* ---- departments (scope.c) ----
+ *
+ * A scope is what one department may read (docs/api.md "Departments"). The
+ * whole city is the NULL scope: every check below allows everything for it.
+ * The checks are pure functions of the scope and may run on any thread;
+ * api__scope_allows_alert and api__scope_filter read the rule set through
+ * the provider and run on the loop thread. */
+
+struct api_label_limit {
+    char *name;
+    int level;     /* its level in sensors.label_pattern */
+    char **values; /* allowed values */
+    size_t nvalues;
+};
+
+struct api_scope {
+    char *name;                /* the department */
+    char *token;               /* as configured: plain, or sha256:HEX */
+    char **topics;             /* MQTT filters; none: any topic */
+    size_t ntopics;
+    struct api_label_limit *labels;
+    size_t nlabels;
+    const char *label_pattern; /* sensors.label_pattern (the configuration's) */
+};
+
+/* Parses cfg's http.department lines. 0 with *out (free with
+ * api__scopes_free; NULL when none), or -1 with err
+ * ("http.department 'LINE': what is wrong"). */
+int api__scopes_parse(const struct cb_config *cfg, struct api_scope **out, size_t *nout,
+                      char *err, size_t errlen);
+void api__scopes_free(struct api_scope *v, size_t n);
+
+/* Who asks, for a read route. 0 with *out the department's scope, or NULL
+ * for the whole city (http.token, http.read_token, or no token while reads
+ * are open: http.open_reads and no department). -1 when refused: 401 without
+ * a token (reads closed) or with an unknown one, 403 for a department when
+ * departments_ok is 0 (routes that are not a department's: audit, silences,
+ * metrics); the answer is sent and the refusal audited. */
+int api__read_scope(struct cb_api *api, h2o_req_t *req, int departments_ok,
+                    const struct api_scope **out);
+/* Refuses a department's read of something outside its scope: 403 with msg,
+ * audited. */
+void api__scope_refuse(struct cb_api *api, h2o_req_t *req, const struct api_scope *s,
+                       const char *msg);
+/* 1 when tok is a department's token (*name its name), else 0. */
+int api__is_department(struct cb_api *api, const char *tok, size_t len, const char **name);
+
+/* Whether the scope may read the sensor of this topic (a topic name:
+ * one holding +, # or { is refused). */
+int api__scope_allows_topic(const struct api_scope *s, const char *topic);
+/* Whether every topic the pattern (+, #, {label} levels) can match is in
+ * scope: an alert's rule pattern with the alert's labels put in. */
+int api__scope_allows_pattern(const struct api_scope *s, const char *pattern);
+/* Whether some topic the pattern can match is in scope (a rule is listed). */
+int api__scope_meets_pattern(const struct api_scope *s, const char *pattern);
+/* Whether labels alone (names[i] = values[i]) put something in scope: only
+ * for a scope with label limits and no topic filter, when every limited
+ * label is among them with an allowed value. For alerts of a rule no longer
+ * loaded, whose patterns are unknown. */
+int api__scope_allows_labels(const struct api_scope *s, const char *const *names,
+                             const char *const *values, size_t n);
+/* Whether the alert or transition (its JSON object) is in scope: every
+ * pattern of its rule with its labels put in is (allows_pattern); for a rule
+ * not loaded, its labels (allows_labels). Loop thread. */
+int api__scope_allows_alert(struct cb_api *api, const struct api_scope *s, const char *json,
+                            size_t len);
+
+enum api_scope_list {
+    API_LIST_SENSORS,     /* {"sensors":[{topic...}]} */
+    API_LIST_ALERTS,      /* {"alerts":[...]} */
+    API_LIST_TRANSITIONS, /* {"transitions":[...]} */
+    API_LIST_RULES,       /* {"rules":[...]}: listed when a pattern meets the scope,
+                             without the city-wide counts instances and firing */
+    API_LIST_FEATURES,    /* GeoJSON: a feature with properties.topic only in scope */
+};
+/* Rewrites the JSON document in out keeping the list items in scope. 0
+ * (out untouched for the NULL scope), -1 when out is not such a document
+ * or memory ran out (the caller answers 500: nothing unfiltered goes out).
+ * Loop thread. */
+int api__scope_filter(struct cb_api *api, const struct api_scope *s, enum api_scope_list kind,
+                      struct cb_strbuf *out);
+
+/* The bearer token: Authorization: Bearer, else (query_ok) access_token=
+ * from the query string. 0 with *tok, *len (0: none), -1 on a bad escape. */
+int api__bearer(h2o_req_t *req, int query_ok, const char **tok, size_t *len);
+/* Whether the token given matches a stored one, in constant time: stored is
+ * the token itself, or "sha256:" and the hex SHA-256 of it. 0 for an empty
+ * stored token. */
+int api__token_matches(const char *given, size_t glen, const char *stored);
+
 /* ---- events (events.c) ---- */
 
 /* GET /api/events: starts a stream (resuming after Last-Event-ID if given). */
-void api__events_open(struct cb_api *api, h2o_req_t *req);
+void api__events_open(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope);
 /* Starts the heartbeat timer. */
 void api__events_init(struct cb_api *api);
 /* Ends every stream (shutdown). */
@@ -132,7 +226,7 @@ void api__cache_store_send(struct cb_api *api, struct api_cache *c, h2o_req_t *r
 
 /* GET /api/city: the city map's GeoJSON as it is on disk (404 when none is
  * configured, 503 when it cannot be read). */
-void api__city(struct cb_api *api, h2o_req_t *req);
+void api__city(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope);
 /* GET / and the dashboard's files. `path` is the raw path without the query. */
 void api__static(struct cb_api *api, h2o_req_t *req, const char *path, size_t len);
 
@@ -151,8 +245,11 @@ void api__queue_call(struct cb_api *api, h2o_req_t *req, api_pool_fn call, void 
 /* ---- the Prometheus query API (prom_api.c) ---- */
 
 /* /api/v1/<rest>: GET, HEAD or POST (form body) of query, query_range,
- * series, labels, label/<name>/values, metadata, status/buildinfo. */
-void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len);
+ * series, labels, label/<name>/values, metadata, status/buildinfo. A
+ * department's `scope` (NULL: the whole city) limits every answer to its
+ * sensors' series and the ALERTS of its alerts. */
+void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len,
+               const struct api_scope *scope);
 
 /* ---- helpers (routes.c) ---- */
 

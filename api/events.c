@@ -45,6 +45,7 @@ struct api_sse {
     struct held *held_head, *held_tail;
     size_t held_bytes;
     uint64_t last_seq;
+    const struct api_scope *scope; /* the department's, NULL: the whole city */
 };
 
 struct resume {
@@ -54,7 +55,7 @@ struct resume {
     uint64_t after;
     uint64_t max_seq;
     int failed;
-    struct cb_strbuf out;
+    struct held *head, *tail; /* the stored transitions read, in seq order */
 };
 
 /* Appends one event in the SSE format: its id (none when seq is 0), its
@@ -165,13 +166,63 @@ static void queue_text(struct api_sse *c)
 
 /* ---- resume -------------------------------------------------------------------- */
 
+/* A copy of one event (`event`: a static string), or NULL when memory ran
+ * out. */
+static struct held *held_new(uint64_t seq, const char *event, const char *json, size_t len)
+{
+    struct held *h = malloc(sizeof *h + len + 1);
+    if (!h)
+        return NULL;
+    h->next = NULL;
+    h->event = event;
+    h->seq = seq;
+    h->len = len;
+    memcpy(h->json, json, len);
+    h->json[len] = '\0';
+    return h;
+}
+
+/* Pool thread: keeps the transition; resume_after formats those in the
+ * client's scope on the loop (the scope check reads the rule set). */
 static int resume_emit(void *ctx, uint64_t seq, const char *json, size_t len)
 {
     struct resume *r = ctx;
-    format_event(&r->out, seq, "transition", json, len);
+    struct held *h = held_new(seq, "transition", json, len);
+    if (!h)
+        return -1;
+    if (r->tail)
+        r->tail->next = h;
+    else
+        r->head = h;
+    r->tail = h;
     if (seq > r->max_seq)
         r->max_seq = seq;
-    return r->out.oom;
+    return 0;
+}
+
+/* Appends the event to the client's pending text when it is in the
+ * client's scope. */
+static void put_event(struct api_sse *c, uint64_t seq, const char *event, const char *json,
+                      size_t len)
+{
+    if (api__scope_allows_alert(c->api, c->scope, json, len))
+        format_event(&c->pending, seq, event, json, len);
+}
+
+/* Formats (put_event) and frees a list of held transitions; only those
+ * after c->last_seq when skip_seen. */
+static void drain_held(struct api_sse *c, struct held *h, int skip_seen)
+{
+    while (h) {
+        struct held *n = h->next;
+        if (c && (!skip_seen || h->seq == 0 || h->seq > c->last_seq)) {
+            put_event(c, h->seq, h->event, h->json, h->len);
+            if (skip_seen && h->seq)
+                c->last_seq = h->seq;
+        }
+        free(h);
+        h = n;
+    }
 }
 
 static void resume_run(uv_work_t *u)
@@ -200,25 +251,17 @@ static void resume_after(uv_work_t *u, int status)
             cb_warn(API_MOD, "cannot read the transitions after id %llu; the stream goes on live",
                     (unsigned long long)r->after);
         } else {
-            cb_strbuf_append(&c->pending, r->out.data ? r->out.data : "", r->out.len);
+            drain_held(c, r->head, 0);
+            r->head = NULL;
             if (r->max_seq > c->last_seq)
                 c->last_seq = r->max_seq;
         }
-        for (struct held *h = c->held_head; h;) {
-            struct held *n = h->next;
-            if (h->seq == 0 || h->seq > c->last_seq) {
-                format_event(&c->pending, h->seq, h->event, h->json, h->len);
-                if (h->seq)
-                    c->last_seq = h->seq;
-            }
-            free(h);
-            h = n;
-        }
+        drain_held(c, c->held_head, 1);
         c->held_head = c->held_tail = NULL;
         c->held_bytes = 0;
         queue_text(c);
     }
-    cb_strbuf_free(&r->out);
+    drain_held(NULL, r->head, 0);
     free(r);
 }
 
@@ -231,7 +274,6 @@ static int start_resume(struct api_sse *c, uint64_t after)
     r->api = api;
     r->c = c;
     r->after = after;
-    cb_strbuf_init(&r->out);
     if (uv_queue_work(api->loop, &r->uv, resume_run, resume_after) != 0) {
         free(r);
         return -1;
@@ -244,7 +286,7 @@ static int start_resume(struct api_sse *c, uint64_t after)
 
 /* ---- streams ------------------------------------------------------------------- */
 
-void api__events_open(struct cb_api *api, h2o_req_t *req)
+void api__events_open(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     struct api_sse *c = calloc(1, sizeof *c);
     if (!c) {
@@ -255,6 +297,7 @@ void api__events_open(struct cb_api *api, h2o_req_t *req)
     c->super.stop = on_stop;
     c->api = api;
     c->req = req;
+    c->scope = scope;
     cb_strbuf_init(&c->pending);
     cb_strbuf_init(&c->inflight);
     c->next = api->sse_head;
@@ -312,18 +355,12 @@ static void broadcast(struct cb_api *api, uint64_t seq, const char *event, const
         if (c->finish)
             continue;
         if (c->resume) {
-            struct held *h = malloc(sizeof *h + len + 1);
+            struct held *h = held_new(seq, event, json, len);
             if (!h || c->held_bytes + len > MAX_PENDING) {
                 free(h);
                 c->finish = 1; /* ended once the resume completes */
                 continue;
             }
-            h->next = NULL;
-            h->event = event;
-            h->seq = seq;
-            h->len = len;
-            memcpy(h->json, json, len);
-            h->json[len] = '\0';
             if (c->held_tail)
                 c->held_tail->next = h;
             else
@@ -334,7 +371,7 @@ static void broadcast(struct cb_api *api, uint64_t seq, const char *event, const
         }
         if (seq && seq <= c->last_seq)
             continue;
-        format_event(&c->pending, seq, event, json, len);
+        put_event(c, seq, event, json, len);
         if (seq)
             c->last_seq = seq;
         queue_text(c);

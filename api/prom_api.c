@@ -48,6 +48,8 @@ struct job {
     long limit;         /* EP_METADATA: at most this many metrics, < 0 all */
     struct alert_copy *alerts;
     size_t nalerts, alerts_cap;
+    const struct api_scope *scope; /* a department's, NULL: the whole city */
+    struct cb_api *api;            /* for the scope check of an alert (loop thread) */
     struct promql_arena arena; /* every string and array above */
 };
 
@@ -329,6 +331,8 @@ static struct entry *catalog_add(struct catalog *c)
 static int catalog_series(void *fctx, const struct cb_api_prom_series *s)
 {
     struct catalog *c = fctx;
+    if (c->job->scope && !api__scope_allows_topic(c->job->scope, s->topic))
+        return 0; /* not the department's sensor */
     struct promql_arena *a = &c->arena;
     size_t mlen = strlen(s->metric);
     char *name = promql_alloc(a, mlen + 3);
@@ -348,8 +352,9 @@ static int catalog_series(void *fctx, const struct cb_api_prom_series *s)
     return 0;
 }
 
-/* Every series a request of /api/v1 may see: the store's, then ALERTS.
- * (A scope filter, such as a department's, belongs here and nowhere else.)
+/* Every series a request of /api/v1 may see: the store's, then ALERTS; a
+ * department's only its sensors' (catalog_series) and its alerts'
+ * (copy_alert, on the loop).
  * Returns 0, or -1 with a message in err. */
 static int catalog_build(struct cb_api *api, void *reader, struct job *job, struct catalog *c,
                          char *err, size_t errlen)
@@ -675,9 +680,35 @@ static int prom_run(struct cb_api *api, void *reader, void *arg, struct cb_strbu
 /* Loop thread (the provider's prom_alerts callback): copies one live alert
  * instance as an ALERTS label set into the job's arena; out of memory leaves
  * it out (j->arena.oom then fails the request). */
+/* Whether a department may see the alert: the same judgement as for its
+ * JSON elsewhere (api__scope_allows_alert), on {"rule","labels"}. */
+static int alert_in_scope(struct job *j, const struct cb_api_prom_alert *a)
+{
+    if (!j->scope)
+        return 1;
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_strbuf_puts(&b, "{\"rule\":");
+    cb_strbuf_json_string(&b, a->rule, strlen(a->rule));
+    cb_strbuf_puts(&b, ",\"labels\":{");
+    for (size_t i = 0; i < a->nlabels; i++) {
+        if (i)
+            cb_strbuf_putc(&b, ',');
+        cb_strbuf_json_string(&b, a->labels[i].name, strlen(a->labels[i].name));
+        cb_strbuf_putc(&b, ':');
+        cb_strbuf_json_string(&b, a->labels[i].value, strlen(a->labels[i].value));
+    }
+    cb_strbuf_puts(&b, "}}");
+    int ok = !b.oom && api__scope_allows_alert(j->api, j->scope, b.data, b.len);
+    cb_strbuf_free(&b);
+    return ok;
+}
+
 static void copy_alert(void *fctx, const struct cb_api_prom_alert *a)
 {
     struct job *j = fctx;
+    if (!alert_in_scope(j, a))
+        return;
     struct promql_arena *ar = &j->arena;
     if (j->nalerts == j->alerts_cap) {
         size_t nc = j->alerts_cap ? j->alerts_cap * 2 : 16;
@@ -753,7 +784,8 @@ static const char *time_param(const struct pparams *ps, const char *name, int64_
     return NULL;
 }
 
-void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len)
+void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len,
+               const struct api_scope *scope)
 {
     static const struct {
         const char *path;
@@ -806,6 +838,8 @@ void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len)
         prom_error(api, req, "internal", "out of memory");
         return;
     }
+    j->scope = scope;
+    j->api = api;
     switch (j->ep) {
     case EP_QUERY:
     case EP_RANGE: {

@@ -80,17 +80,6 @@ static int parse_i64(const char *s, int64_t *out)
     return 0;
 }
 
-/* Compares without an early exit, so the time taken says nothing about how
- * much of a guessed token was right (the length is compared the same way). */
-static int token_equal(const char *given, size_t glen, const char *want)
-{
-    size_t wlen = strlen(want);
-    unsigned char diff = (unsigned char)(glen != wlen);
-    for (size_t i = 0; i < glen; i++)
-        diff |= (unsigned char)(given[i] ^ want[wlen ? i % wlen : 0]);
-    return wlen > 0 && diff == 0;
-}
-
 /* ---- query strings ------------------------------------------------------------- */
 
 struct param {
@@ -169,37 +158,29 @@ static const char *param_ms(const struct param *p, int64_t *out, char *err, size
 /* ---- authorisation -------------------------------------------------------------- */
 
 /* Checks the bearer token of a write. Returns 0 when allowed; otherwise the
- * error is sent (401 without or with a wrong token, 403 with the read-only
- * token or when no read-write token is configured) and -1 returned. */
+ * error is sent (401 without or with a wrong token, 403 with a read-only
+ * token, a department's, or when no read-write token is configured) and -1
+ * returned. */
 static int authorise_write(struct cb_api *api, h2o_req_t *req)
 {
     const struct cb_config *cfg = api->cfg;
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    const char *tok = NULL;
+    const char *tok = NULL, *dept = NULL;
     size_t toklen = 0;
-    if (i >= 0) {
-        h2o_iovec_t v = req->headers.entries[i].value;
-        if (v.len > 7 && h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
-            tok = v.base + 7;
-            toklen = v.len - 7;
-            while (toklen && *tok == ' ') {
-                tok++;
-                toklen--;
-            }
-        }
-    }
+    api__bearer(req, 0, &tok, &toklen);
     if (!tok || !toklen) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
                        H2O_STRLIT("Bearer realm=\"citybrain\""));
         api__error(api, req, 401, "this request needs Authorization: Bearer <token>");
         return -1;
     }
-    int rw = cfg->http_token && token_equal(tok, toklen, cfg->http_token);
-    int ro = cfg->http_read_token && token_equal(tok, toklen, cfg->http_read_token);
+    int rw = api__token_matches(tok, toklen, cfg->http_token);
+    int ro = api__token_matches(tok, toklen, cfg->http_read_token);
+    int dp = api__is_department(api, tok, toklen, &dept);
     if (rw)
         return 0;
-    if (ro) {
-        api__error(api, req, 403, "this token is read-only");
+    if (ro || dp) {
+        api__error(api, req, 403, dp ? "a department's token is read-only"
+                                      : "this token is read-only");
         return -1;
     }
     if (!cfg->http_token || !*cfg->http_token) {
@@ -271,6 +252,7 @@ struct work {
     enum work_kind kind;
     char *s1, *s2;      /* topic, metric / rule / severity, rule / action (owned copies) */
     int64_t a, b, c;    /* from, to, step / limit */
+    const struct api_scope *scope; /* the department asking, NULL: the whole city */
     int status;
     struct cb_strbuf out;
     api_pool_fn call;   /* WORK_CALL: the function, its argument and its free */
@@ -346,11 +328,20 @@ static void work_after(uv_work_t *u, int status)
     struct cb_api *api = w->api;
     if (w->req) {
         w->guard->w = NULL;
+        /* The list a department's answer is filtered by; -1: none (a series
+         * was checked before it was queued, the audit is not a department's). */
+        static const int lists[] = {[WORK_SENSORS] = API_LIST_SENSORS, [WORK_SERIES] = -1,
+                                    [WORK_HISTORY] = API_LIST_TRANSITIONS,
+                                    [WORK_RESOLVED] = API_LIST_ALERTS, [WORK_AUDIT] = -1,
+                                    [WORK_CALL] = -1 /* /api/v1 filters its own catalog */};
         if (status == UV_ECANCELED)
             api__error(api, w->req, 503, "shutting down");
         else if (w->kind == WORK_CALL && !w->out.oom)
             api__send(api, w->req, w->status, "application/json",
                       w->out.data ? w->out.data : "", w->out.len);
+        else if (w->kind != WORK_CALL && w->scope && w->status < 400 && lists[w->kind] >= 0 &&
+                 api__scope_filter(api, w->scope, (enum api_scope_list)lists[w->kind], &w->out))
+            api__error(api, w->req, 500, "cannot filter the answer for the department");
         else
             api__answer(api, w->req, w->status, &w->out);
     }
@@ -366,7 +357,7 @@ static void work_after(uv_work_t *u, int status)
 /* A work item owning copies of s1 and s2 (either may be NULL). NULL when
  * memory ran out. */
 static struct work *work_new(struct cb_api *api, h2o_req_t *req, enum work_kind kind,
-                             const char *s1, const char *s2)
+                             const struct api_scope *scope, const char *s1, const char *s2)
 {
     struct work *w = calloc(1, sizeof *w);
     if (!w)
@@ -379,6 +370,7 @@ static struct work *work_new(struct cb_api *api, h2o_req_t *req, enum work_kind 
     w->api = api;
     w->req = req;
     w->kind = kind;
+    w->scope = scope;
     cb_strbuf_init(&w->out);
     return w;
 }
@@ -404,7 +396,7 @@ static void work_queue(struct cb_api *api, struct work *w)
 void api__queue_call(struct cb_api *api, h2o_req_t *req, api_pool_fn call, void *arg,
                      void (*arg_free)(void *arg))
 {
-    struct work *w = work_new(api, req, WORK_CALL, NULL, NULL);
+    struct work *w = work_new(api, req, WORK_CALL, NULL, NULL, NULL);
     if (!w) {
         if (arg_free)
             arg_free(arg);
@@ -421,8 +413,9 @@ void api__queue_call(struct cb_api *api, h2o_req_t *req, api_pool_fn call, void 
 
 #define NPARAMS(a) (sizeof(a) / sizeof((a)[0]))
 
-static void get_health(struct cb_api *api, h2o_req_t *req)
+static void get_health(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
+    (void)scope;
     struct cb_strbuf out;
     cb_strbuf_init(&out);
     int st = api->prov.health(api->prov.ctx, &out);
@@ -433,25 +426,31 @@ static void get_health(struct cb_api *api, h2o_req_t *req)
 /* GET /api/console: what the console needs to know of this engine's
  * configuration (docs/console.md): the time zone of its clock and dates,
  * whether there is a city map, whether writes are possible at all. */
-static void get_console(struct cb_api *api, h2o_req_t *req)
+static void get_console(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     const struct cb_config *cfg = api->cfg;
     struct cb_strbuf out;
     cb_strbuf_init(&out);
     cb_strbuf_puts(&out, "{\"time_zone\":");
     cb_strbuf_json_string(&out, cfg->http_time_zone, strlen(cfg->http_time_zone));
-    cb_strbuf_printf(&out, ",\"city_map\":%s,\"writes\":%s,\"languages\":[\"zh-CN\",\"en-US\"]}",
+    cb_strbuf_printf(&out, ",\"city_map\":%s,\"writes\":%s,\"languages\":[\"zh-CN\",\"en-US\"]",
                      api->city_map ? "true" : "false",
                      cfg->http_token && *cfg->http_token ? "true" : "false");
+    cb_strbuf_puts(&out, ",\"department\":");
+    cb_strbuf_json_string_or_null(&out, scope ? scope->name : NULL);
+    cb_strbuf_putc(&out, '}');
     api__answer(api, req, 200, &out);
     cb_strbuf_free(&out);
 }
 
-static void get_city(struct cb_api *api, h2o_req_t *req) { api__city(api, req); }
-
-static void get_sensors(struct cb_api *api, h2o_req_t *req)
+static void get_city(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
-    struct work *w = work_new(api, req, WORK_SENSORS, NULL, NULL);
+    api__city(api, req, scope);
+}
+
+static void get_sensors(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
+{
+    struct work *w = work_new(api, req, WORK_SENSORS, scope, NULL, NULL);
     if (!w) {
         api__error(api, req, 500, "out of memory");
         return;
@@ -459,7 +458,7 @@ static void get_sensors(struct cb_api *api, h2o_req_t *req)
     work_queue(api, w);
 }
 
-static void get_series(struct cb_api *api, h2o_req_t *req)
+static void get_series(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     char err[200];
     struct param ps[] = {{"topic", NULL}, {"metric", NULL}, {"from", NULL}, {"to", NULL},
@@ -497,7 +496,13 @@ static void get_series(struct cb_api *api, h2o_req_t *req)
         api__error(api, req, 400, e);
         return;
     }
-    struct work *w = work_new(api, req, WORK_SERIES, ps[0].value, ps[1].value);
+    if (!api__scope_allows_topic(scope, ps[0].value)) {
+        snprintf(err, sizeof err, "topic '%.80s' is outside department %s's scope", ps[0].value,
+                 scope->name);
+        api__scope_refuse(api, req, scope, err);
+        return;
+    }
+    struct work *w = work_new(api, req, WORK_SERIES, scope, ps[0].value, ps[1].value);
     if (!w) {
         api__error(api, req, 500, "out of memory");
         return;
@@ -516,7 +521,7 @@ static int one_of(const char *v, const char *const *set)
     return 0;
 }
 
-static void get_alerts(struct cb_api *api, h2o_req_t *req)
+static void get_alerts(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     static const char *const states[] = {"pending", "firing",   "escalated",
                                          "acknowledged", "resolved", NULL};
@@ -548,7 +553,7 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
             api__error(api, req, 501, "resolved alerts are not available");
             return;
         }
-        struct work *w = work_new(api, req, WORK_RESOLVED, f.severity, f.rule);
+        struct work *w = work_new(api, req, WORK_RESOLVED, scope, f.severity, f.rule);
         if (!w) {
             api__error(api, req, 500, "out of memory");
             return;
@@ -556,7 +561,7 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
         work_queue(api, w);
         return;
     }
-    int cacheable = api->alerts_cache != NULL;
+    int cacheable = api->alerts_cache != NULL && !scope; /* the cache is the whole city's */
     const char *query = req->query_at == SIZE_MAX ? "" : req->path.base + req->query_at + 1;
     size_t qlen = req->query_at == SIZE_MAX ? 0 : req->path.len - req->query_at - 1;
     uint64_t version = cacheable ? api->prov.alerts_version(api->prov.ctx) : 0;
@@ -570,6 +575,8 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req)
             cb_strbuf_putc(&out, '\n');
         api__cache_store_send(api, api->alerts_cache, req, query, qlen, version, out.data,
                               out.len);
+    } else if (scope && st < 400 && api__scope_filter(api, scope, API_LIST_ALERTS, &out)) {
+        api__error(api, req, 500, "cannot filter the answer for the department");
     } else {
         api__answer(api, req, st, &out);
     }
@@ -603,9 +610,9 @@ static const char *window_params(const struct param *from, const struct param *t
 
 /* Queues a time-window query on the pool (w: from, to, limit). */
 static void queue_window(struct cb_api *api, h2o_req_t *req, enum work_kind kind,
-                         const char *s1, const int64_t *w)
+                         const struct api_scope *scope, const char *s1, const int64_t *w)
 {
-    struct work *wk = work_new(api, req, kind, s1, NULL);
+    struct work *wk = work_new(api, req, kind, scope, s1, NULL);
     if (!wk) {
         api__error(api, req, 500, "out of memory");
         return;
@@ -616,7 +623,7 @@ static void queue_window(struct cb_api *api, h2o_req_t *req, enum work_kind kind
     work_queue(api, wk);
 }
 
-static void get_history(struct cb_api *api, h2o_req_t *req)
+static void get_history(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     char err[200];
     struct param ps[] = {{"from", NULL}, {"to", NULL}, {"limit", NULL}, {"rule", NULL}};
@@ -627,11 +634,11 @@ static void get_history(struct cb_api *api, h2o_req_t *req)
     if (e)
         api__error(api, req, 400, e);
     else
-        queue_window(api, req, WORK_HISTORY, ps[3].value, w);
+        queue_window(api, req, WORK_HISTORY, scope, ps[3].value, w);
 }
 
 /* GET /api/audit?from=MS&to=MS&action=A&limit=N: read on the pool. */
-static void get_audit(struct cb_api *api, h2o_req_t *req)
+static void get_audit(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     char err[200];
     struct param ps[] = {{"from", NULL}, {"to", NULL}, {"limit", NULL}, {"action", NULL}};
@@ -649,7 +656,7 @@ static void get_audit(struct cb_api *api, h2o_req_t *req)
     if (e)
         api__error(api, req, 400, e);
     else
-        queue_window(api, req, WORK_AUDIT, act, w);
+        queue_window(api, req, WORK_AUDIT, scope, act, w);
 }
 
 /* Parses the request body as a JSON object (an empty body is an empty
@@ -906,6 +913,19 @@ static void end_silence(struct cb_api *api, h2o_req_t *req, const char *idp, siz
     cJSON_Delete(body);
 }
 
+/* GET /api/rules: a department sees the rules that can reach its scope. */
+static void get_rules(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
+{
+    struct cb_strbuf out;
+    cb_strbuf_init(&out);
+    int st = api->prov.rules_list(api->prov.ctx, &out);
+    if (scope && st < 400 && api__scope_filter(api, scope, API_LIST_RULES, &out))
+        api__error(api, req, 500, "cannot filter the answer for the department");
+    else
+        api__answer(api, req, st, &out);
+    cb_strbuf_free(&out);
+}
+
 static void simple_call(struct cb_api *api, h2o_req_t *req,
                         int (*fn)(void *ctx, struct cb_strbuf *out))
 {
@@ -950,8 +970,9 @@ static void post_rules_reload(struct cb_api *api, h2o_req_t *req)
     cb_strbuf_free(&out);
 }
 
-static void get_metrics(struct cb_api *api, h2o_req_t *req)
+static void get_metrics(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
+    (void)scope; /* only the whole city's tokens (departments_ok 0) */
     struct cb_strbuf out;
     cb_strbuf_init(&out);
     cb_metrics_render(&out);
@@ -1010,12 +1031,19 @@ static void preflight(struct cb_api *api, h2o_req_t *req, const char *allow)
     api__send(api, req, 204, "text/plain", "", 0);
 }
 
-/* Dispatches one "method path" pair. `allow` lists the methods of the path
- * for 405 and preflight answers. */
-#define ROUTE_READ(fn, allow_str)                                                             \
+/* Dispatches one "method path" pair of a read route. `allow` lists the
+ * methods of the path for 405 and preflight answers; `who` says who may
+ * read it: READ_OPEN anyone (health), READ_DEPT the whole city's tokens and
+ * departments (fn gets the department's scope, and must keep to it),
+ * READ_CITY the whole city's tokens only (api__read_scope). */
+enum { READ_CITY = 0, READ_DEPT = 1, READ_OPEN = 2 };
+#define ROUTE_READ(fn, allow_str, who)                                                        \
     do {                                                                                      \
-        if (m == M_GET || m == M_HEAD)                                                        \
-            fn(api, req);                                                                     \
+        const struct api_scope *scope_ = NULL;                                                \
+        if (m == M_GET || m == M_HEAD) {                                                      \
+            if ((who) == READ_OPEN || api__read_scope(api, req, (who) == READ_DEPT, &scope_) == 0) \
+                fn(api, req, scope_);                                                         \
+        }                                                                                     \
         else if (m == M_OPTIONS)                                                              \
             preflight(api, req, allow_str);                                                   \
         else                                                                                  \
@@ -1060,40 +1088,43 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
         if (streq(path, plen, "/api/health")) {
             if (!p->health && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_health, "GET, HEAD");
+            ROUTE_READ(get_health, "GET, HEAD", READ_OPEN);
         }
         if (streq(path, plen, "/api/console"))
-            ROUTE_READ(get_console, "GET, HEAD");
+            ROUTE_READ(get_console, "GET, HEAD", READ_DEPT);
         if (streq(path, plen, "/api/city"))
-            ROUTE_READ(get_city, "GET, HEAD");
+            ROUTE_READ(get_city, "GET, HEAD", READ_DEPT);
         if (streq(path, plen, "/api/sensors")) {
             if (!p->sensors && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_sensors, "GET, HEAD");
+            ROUTE_READ(get_sensors, "GET, HEAD", READ_DEPT);
         }
         if (streq(path, plen, "/api/series")) {
             if (!p->series && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_series, "GET, HEAD");
+            ROUTE_READ(get_series, "GET, HEAD", READ_DEPT);
         }
         if (streq(path, plen, "/api/alerts")) {
             if (!p->alerts && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_alerts, "GET, HEAD");
+            ROUTE_READ(get_alerts, "GET, HEAD", READ_DEPT);
         }
         if (streq(path, plen, "/api/alerts/history")) {
             if (!p->history && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_history, "GET, HEAD");
+            ROUTE_READ(get_history, "GET, HEAD", READ_DEPT);
         }
         if (streq(path, plen, "/api/audit")) {
             if (!p->audit && (m == M_GET || m == M_HEAD))
                 return unavailable(api, req);
-            ROUTE_READ(get_audit, "GET, HEAD");
+            ROUTE_READ(get_audit, "GET, HEAD", READ_CITY);
         }
         if (streq(path, plen, "/api/events")) {
-            if (m == M_GET)
-                api__events_open(api, req);
+            const struct api_scope *scope = NULL;
+            if (m == M_GET) {
+                if (api__read_scope(api, req, 1, &scope) == 0)
+                    api__events_open(api, req, scope);
+            }
             else if (m == M_OPTIONS)
                 preflight(api, req, "GET");
             else
@@ -1101,11 +1132,9 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             return 0;
         }
         if (streq(path, plen, "/api/rules")) {
-            if (m == M_GET || m == M_HEAD)
-                return p->rules_list ? (simple_call(api, req, p->rules_list), 0)
-                                     : unavailable(api, req);
-            m == M_OPTIONS ? preflight(api, req, "GET, HEAD") : not_allowed(api, req, "GET, HEAD");
-            return 0;
+            if (!p->rules_list && (m == M_GET || m == M_HEAD))
+                return unavailable(api, req);
+            ROUTE_READ(get_rules, "GET, HEAD", READ_DEPT);
         }
         if (streq(path, plen, "/api/rules/reload")) {
             if (m == M_POST) {
@@ -1117,9 +1146,12 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             return 0;
         }
         if (streq(path, plen, "/api/silences")) {
+            const struct api_scope *scope = NULL;
             if (m == M_GET || m == M_HEAD) {
-                p->silences_list ? simple_call(api, req, p->silences_list)
-                                 : (void)unavailable(api, req);
+                if (!p->silences_list)
+                    unavailable(api, req);
+                else if (api__read_scope(api, req, 0, &scope) == 0)
+                    simple_call(api, req, p->silences_list);
             } else if (m == M_POST) {
                 if (authorise_write(api, req) == 0)
                     p->silence_add ? post_silence(api, req) : (void)unavailable(api, req);
@@ -1165,9 +1197,11 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
             return 0;
         }
         if (plen >= 8 && memcmp(path, "/api/v1/", 8) == 0) {
-            if (m == M_GET || m == M_HEAD || m == M_POST)
-                api__prom(api, req, path + 8, plen - 8);
-            else
+            const struct api_scope *scope = NULL;
+            if (m == M_GET || m == M_HEAD || m == M_POST) {
+                if (api__read_scope(api, req, 1, &scope) == 0)
+                    api__prom(api, req, path + 8, plen - 8, scope);
+            } else
                 m == M_OPTIONS ? preflight(api, req, "GET, HEAD, POST")
                                : not_allowed(api, req, "GET, HEAD, POST");
             return 0;
@@ -1176,7 +1210,7 @@ int api__on_req(struct cb_api *api, h2o_req_t *req)
         return 0;
     }
     if (streq(path, plen, "/metrics"))
-        ROUTE_READ(get_metrics, "GET, HEAD");
+        ROUTE_READ(get_metrics, "GET, HEAD", READ_CITY);
     if (m == M_GET || m == M_HEAD)
         api__static(api, req, path, plen);
     else

@@ -1,8 +1,9 @@
 /* The HTTP server: h2o's libuv binding on the daemon's loop.
  *
  * One uv_tcp_t listener; each accepted connection becomes an h2o socket
- * handed to h2o_accept, which speaks HTTP/1.1 (no TLS: the API is bound to
- * loopback by default; put a TLS proxy in front for anything else). One h2o
+ * handed to h2o_accept, which speaks HTTP/1.1, or with http.tls_cert TLS
+ * (OpenSSL) and then HTTP/2 or HTTP/1.1 as ALPN settles; the certificate is
+ * read again on SIGHUP (cb_api_tls_reload). One h2o
  * handler at "/" routes everything (routes.c). Limits: h2o's request timeout
  * is the header timeout (it runs from the moment the server waits for a
  * request until the request is read whole, and is not reset by each byte, so
@@ -20,6 +21,8 @@
 #include "base/metrics.h"
 
 #include <dlfcn.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <limits.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -307,6 +310,80 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return api__on_req(h->api, req);
 }
 
+/* ---- TLS ------------------------------------------------------------------------- */
+
+/* Appends OpenSSL's queued errors (the last one, which names the cause) to
+ * err after its text, and clears the queue. */
+static void ssl_reason(char *err, size_t errlen)
+{
+    unsigned long e, last = 0;
+    while ((e = ERR_get_error()) != 0)
+        last = e;
+    size_t n = strlen(err);
+    if (last && n + 3 < errlen) {
+        snprintf(err + n, errlen - n, ": ");
+        ERR_error_string_n(last, err + n + 2, errlen - n - 2);
+    }
+}
+
+/* A server TLS context of http.tls_cert and http.tls_key: TLS 1.2 or later,
+ * ALPN offering h2 then http/1.1. Returns it, or NULL with err ("http.tls_cert
+ * 'PATH': <OpenSSL's reason>"). The caller owns it (SSL_CTX_free). */
+static SSL_CTX *tls_context(const struct cb_config *cfg, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot make a TLS context");
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->http_tls_cert) != 1) {
+        snprintf(err, errlen, "http.tls_cert '%s'", cfg->http_tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->http_tls_key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "http.tls_key '%s'", cfg->http_tls_key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "http.tls_key '%s' is not the key of http.tls_cert '%s'",
+                 cfg->http_tls_key, cfg->http_tls_cert);
+        goto fail;
+    }
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    return ctx;
+
+fail:
+    ssl_reason(err, errlen);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int cb_api_check_tls(const struct cb_config *cfg, char *err, size_t errlen)
+{
+    if (!*cfg->http_tls_cert)
+        return 0;
+    SSL_CTX *ctx = tls_context(cfg, err, errlen);
+    SSL_CTX_free(ctx);
+    return ctx ? 0 : -1;
+}
+
+int cb_api_tls_reload(struct cb_api *api, char *err, size_t errlen)
+{
+    if (!api || !api->accept_ctx.ssl_ctx)
+        return 0;
+    SSL_CTX *ctx = tls_context(api->cfg, err, errlen);
+    if (!ctx)
+        return -1;
+    /* A connection's SSL holds a reference to the context it began with:
+     * those finish on the old certificate, new ones get this one. */
+    SSL_CTX_free(api->accept_ctx.ssl_ctx);
+    api->accept_ctx.ssl_ctx = ctx;
+    return 1;
+}
+
 /* ---- start and close ----------------------------------------------------------- */
 
 int cb_api_enabled(const struct cb_config *cfg)
@@ -411,6 +488,16 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (api__scopes_parse(cfg, &api->scopes, &api->nscopes, err, errlen)) {
+        free(api);
+        return NULL;
+    }
+    /* Before any handle: failing here frees all there is. */
+    if (*cfg->http_tls_cert && !(api->accept_ctx.ssl_ctx = tls_context(cfg, err, errlen))) {
+        api__scopes_free(api->scopes, api->nscopes);
+        free(api);
+        return NULL;
+    }
     api->loop = loop;
     api->cfg = cfg;
     api->prov = *provider;
@@ -443,6 +530,7 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     api->accept_ctx.ctx = &api->h2o_ctx;
     api->accept_ctx.hosts = api->h2o_config.hosts;
 
+
     uv_timer_init(loop, &api->heartbeat);
     api->heartbeat.data = api;
     uv_tcp_init(loop, &api->listener);
@@ -461,8 +549,11 @@ struct cb_api *cb_api_start(uv_loop_t *loop, const struct cb_config *cfg,
     if (api->prov.alerts_version && api->prov.alerts)
         api->alerts_cache = api__cache_new((uint64_t)cb_wall_ms());
     api__events_init(api);
-    cb_info(API_MOD, "listening on %s (port %d)%s", cfg->http_listen, api->port,
-            cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused");
+    cb_info(API_MOD, "listening on %s (port %d, %s)%s; %s", cfg->http_listen, api->port,
+            api->accept_ctx.ssl_ctx ? "HTTPS: HTTP/2 and HTTP/1.1" : "plain HTTP",
+            cfg->http_token && *cfg->http_token ? "" : "; no http.token: writes are refused",
+            api->nscopes ? "departments configured: reads need a token"
+            : cfg->http_open_reads ? "reads are open" : "reads need a token");
     return api;
 
 fail:
@@ -502,6 +593,8 @@ static void free_api(uv_handle_t *h)
     void *done_ctx = api->done_ctx;
     uv_mutex_destroy(&api->readers_lock);
     api__cache_free(api->alerts_cache);
+    api__scopes_free(api->scopes, api->nscopes);
+    SSL_CTX_free(api->accept_ctx.ssl_ctx);
     free(api->dashboard_dir);
     free(api->city_map);
     free(api);

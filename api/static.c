@@ -88,7 +88,7 @@ static char *read_whole(h2o_req_t *req, const char *path, int extra_flags, size_
     return buf;
 }
 
-void api__city(struct cb_api *api, h2o_req_t *req)
+void api__city(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     size_t len;
     char *buf = api->city_map ? read_whole(req, api->city_map, 0, &len) : NULL;
@@ -98,6 +98,18 @@ void api__city(struct cb_api *api, h2o_req_t *req)
     }
     if (!buf) {
         api__error(api, req, 503, "cannot read the city map (http.city_map)");
+        return;
+    }
+    if (scope) {
+        /* A department's map: its sensors' points only (and every outline). */
+        struct cb_strbuf out;
+        cb_strbuf_init(&out);
+        cb_strbuf_append(&out, buf, len);
+        if (api__scope_filter(api, scope, API_LIST_FEATURES, &out))
+            api__error(api, req, 500, "cannot filter the city map for the department");
+        else
+            api__send(api, req, 200, "application/geo+json", out.data, out.len);
+        cb_strbuf_free(&out);
         return;
     }
     api__send(api, req, 200, "application/geo+json", buf, len);

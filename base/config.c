@@ -187,8 +187,10 @@ static const struct option options[] = {
 
     {"alerts.channel", T_STRLIST, OFF(alerts_channels), 0, 0,
      "ops type=log|cap type=mqtt format=cap prefix=citybrain/cap", 0, 0,
-     "notification channel chosen by a rule's notify clause: NAME type=mqtt|webhook|log "
-     "[format=json|cap] [url=URL] [prefix=TOPIC]; repeat for several (the lines of a file "
+     "notification channel chosen by a rule's notify clause: NAME "
+     "type=mqtt|webhook|alertmanager|log [format=json|cap] [url=URL] [prefix=TOPIC] "
+     "(alertmanager: url= is Alertmanager's address, e.g. http://127.0.0.1:9093, and the "
+     "alerts go to its /api/v2/alerts); repeat for several (the lines of a file "
      "replace this default list). The channel `log` (type=log) is built in unless a line "
      "defines one named log. The example rules notify `ops` (point it at your duty system, "
      "e.g. ops type=webhook url=https://duty.example/hook) and `cap` (CAP 1.2 XML); a "
@@ -212,6 +214,16 @@ static const struct option options[] = {
     {"alerts.webhook_retry_max", T_DURATION, OFF(alerts_webhook_retry_max_ms), 10, DAY, "5m", 0,
      0, "longest retry delay", 0},
 
+    {"alerts.alertmanager_resend", T_DURATION, OFF(alerts_alertmanager_resend_ms), 1000,
+     3600000, "1m", 0, 0,
+     "type=alertmanager channels: every live alert (firing, escalated, acknowledged) is sent "
+     "again this often, with endsAt four intervals ahead (Prometheus's resend delay, 1m, does "
+     "the same), so Alertmanager keeps it active; a resolved one is sent once with endsAt",
+     0},
+    {"alerts.console_url", T_STRING, OFF(alerts_console_url), 0, 0, "", 0, 0,
+     "the console's address as operators reach it (e.g. https://eoc.example:8443/), sent as "
+     "an Alertmanager alert's generatorURL; empty: none",
+     0},
     {"http.listen", T_STRING, OFF(http_listen), 0, 0, "127.0.0.1:8080", 0, 0,
      "ADDRESS:PORT of the HTTP API and dashboard, or off", "HTTP API"},
     {"http.token", T_STRING, OFF(http_token), 0, 0, "", 0, 0,
@@ -219,9 +231,31 @@ static const struct option options[] = {
      "are refused (a secret: never on the command line)",
      0},
     {"http.read_token", T_STRING, OFF(http_read_token), 0, 0, "", 0, 0,
-     "read-only bearer token; CITYBRAIN_API_READ_TOKEN overrides it (a secret: never on the "
-     "command line)",
+     "read-only bearer token for the whole city; CITYBRAIN_API_READ_TOKEN overrides it (a "
+     "secret: never on the command line). This and http.token may be stored as "
+     "sha256:HEX, the hex SHA-256 of the token",
      0},
+    {"http.department", T_STRLIST, OFF(http_departments), 0, 0, "", 0, 0,
+     "a department's read token, limited to part of the city: NAME token=SECRET|sha256:HEX "
+     "[topic=FILTER]... [label=NAME=VALUE[,VALUE]]...; repeat for several. It reads the "
+     "sensors, series, alerts and map of its scope only (docs/api.md \"Departments\"); once "
+     "one is configured, reads without a token are refused. A token stored as sha256: is "
+     "the hex SHA-256 of the token (printf %s TOKEN | sha256sum). Configuration file only, "
+     "never on the command line",
+     0},
+    {"http.open_reads", T_BOOL, OFF(http_open_reads), 0, 0, "true", 0, 0,
+     "answer reads without a token (the whole city); off: every read needs http.token, "
+     "http.read_token or a department's token. Ignored (reads are closed) once an "
+     "http.department is configured",
+     0},
+    {"http.tls_cert", T_STRING, OFF(http_tls_cert), 0, 0, "", 0, 0,
+     "PEM certificate (chain: the server's first, then intermediates) of HTTPS on "
+     "http.listen; empty: plain HTTP. With it the API speaks TLS 1.2 or later, HTTP/2 and "
+     "HTTP/1.1 (ALPN). SIGHUP reads the certificate and key again, without a restart; a pair "
+     "that fails to load keeps the previous one (logged)",
+     0},
+    {"http.tls_key", T_STRING, OFF(http_tls_key), 0, 0, "", 0, 0,
+     "PEM private key of http.tls_cert (keep it readable by citybrain only)", 0},
     {"http.max_connections", T_INT, OFF(http_max_connections), 1, 100000, "512", 0, 0,
      "open connections at most; more are refused", 0},
     {"http.max_body", T_SIZE, OFF(http_max_body), 256, 64LL << 20, "64k", 0, 0,
@@ -524,6 +558,15 @@ int cb_config_set_arg(struct cb_config *cfg, const char *arg, struct cb_config_e
         set_error(err, "--set", "out of memory");
         return -1;
     }
+    if (!strcmp(key, "http.department")) {
+        if (err)
+            snprintf(err->text, sizeof err->text,
+                     "--set http.department: a department's line holds its token, which is never "
+                     "taken from the command line (anyone can read it in ps); write it in the "
+                     "configuration file");
+        free(key);
+        return -1;
+    }
     const char *env = cb_config_secret_env(key);
     if (env) {
         if (err)
@@ -757,9 +800,11 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
         set_error(err, "mqtt.key_file", "is set without mqtt.cert_file");
         return -1;
     }
-    const char *files[] = {cfg->mqtt_ca_file, cfg->mqtt_cert_file, cfg->mqtt_key_file};
-    const char *names[] = {"mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file"};
-    for (int i = 0; i < 3; i++) {
+    const char *files[] = {cfg->mqtt_ca_file, cfg->mqtt_cert_file, cfg->mqtt_key_file,
+                           cfg->http_tls_cert, cfg->http_tls_key};
+    const char *names[] = {"mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "http.tls_cert",
+                           "http.tls_key"};
+    for (int i = 0; i < 5; i++) {
         if (!readable(files[i])) {
             set_error(err, names[i], "cannot read '%s': %s", files[i], strerror(errno));
             return -1;
@@ -788,6 +833,11 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
     if (cb_config_check_time_zone(cfg->http_time_zone)) {
         set_error(err, "http.time_zone", "'%s' is not a time zone name such as Asia/Shanghai or UTC",
                   cfg->http_time_zone);
+        return -1;
+    }
+    if (!*cfg->http_tls_cert != !*cfg->http_tls_key) {
+        set_error(err, *cfg->http_tls_cert ? "http.tls_cert" : "http.tls_key",
+                  "HTTPS needs both http.tls_cert and http.tls_key");
         return -1;
     }
     if (strcmp(cfg->http_city_map, "off") != 0 && !readable(cfg->http_city_map)) {

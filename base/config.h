@@ -91,11 +91,17 @@ struct cb_config {
     int64_t alerts_webhook_timeout_ms;
     int64_t alerts_webhook_retry_min_ms;
     int64_t alerts_webhook_retry_max_ms;
+    int64_t alerts_alertmanager_resend_ms;
+    char *alerts_console_url;        /* "" = none: no generatorURL */
 
     /* http */
     char *http_listen;               /* "127.0.0.1:8080" or "off" */
     char *http_token;                /* also CITYBRAIN_API_TOKEN */
     char *http_read_token;           /* also CITYBRAIN_API_READ_TOKEN */
+    struct cb_strlist http_departments; /* "NAME token=... topic=... label=..." lines */
+    int http_open_reads;             /* reads without a token, while no department */
+    char *http_tls_cert;             /* PEM certificate chain; "" = plain HTTP */
+    char *http_tls_key;              /* PEM private key of http_tls_cert */
     int64_t http_max_connections;
     int64_t http_max_body;
     int64_t http_max_header;

@@ -9,6 +9,9 @@
  *   api_alerts_body_bytes       size of that answer (gzipped)
  *   api_alerts_identity_*       the same without Accept-Encoding (cached, plain)
  *   api_alerts_uncached_*       the same with no version hook: rendered per request
+ *   api_alerts_department_*    the same for a department's token (http.department
+ *       limited to district d07: 50 of the 1,000), filtered per request
+ *       against the rule set (docs/api.md "Departments"), never cached
  *   api_series_24h_rps, api_series_24h_p50_ms, api_series_24h_p99_ms
  *       GET /api/series for one series over 24 hours (1 sample / 10 s in a
  *       real store), 5-minute buckets, answered on the thread pool
@@ -94,6 +97,15 @@ static int p_alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_st
     cb_strbuf_puts(out, "{\"alerts\":[");
     cb_engine_foreach_instance(b->engine, list_one, &c);
     cb_strbuf_puts(out, "]}");
+    return 200;
+}
+
+static int p_rules_list(void *ctx, struct cb_strbuf *out)
+{
+    struct bench *b = ctx;
+    cb_strbuf_puts(out, "{\"rules\":");
+    cb_engine_rules_json(b->engine, out);
+    cb_strbuf_putc(out, '}');
     return 200;
 }
 
@@ -332,13 +344,18 @@ static void on_done(uv_async_t *a)
 }
 
 /* Runs one case: clients in threads, the server loop here until they end. */
+/* The bearer token run_case sends (NULL: none). */
+static const char *bench_token;
+
 static void run_case(uv_loop_t *loop, int port, const char *name, const char *path, int gzip,
                      int nclients, double seconds)
 {
     struct client *cl = calloc((size_t)nclients, sizeof *cl);
-    char request[1024];
-    snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: bench\r\n%s\r\n", path,
-             gzip ? "Accept-Encoding: gzip, deflate, br\r\n" : "");
+    char request[1024], auth[200] = "";
+    if (bench_token)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", bench_token);
+    snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: bench\r\n%s%s\r\n", path,
+             gzip ? "Accept-Encoding: gzip, deflate, br\r\n" : "", auth);
     struct run r = {loop, cl, nclients, {0}, 0};
     uv_async_init(loop, &r.done, on_done);
     int64_t t0 = cb_mono_us();
@@ -472,6 +489,7 @@ int main(int argc, char **argv)
     struct cb_api_provider p = {.ctx = &b,
                                 .alerts = p_alerts,
                                 .alerts_version = p_alerts_version,
+                                .rules_list = p_rules_list,
                                 .reader_open = p_reader_open,
                                 .reader_close = p_reader_close,
                                 .series = p_series};
@@ -499,6 +517,24 @@ int main(int argc, char **argv)
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     cb_config_free(&cfg2);
+    /* a department's token: the same alerts, filtered per request */
+    struct cb_config cfg3;
+    cb_config_defaults(&cfg3);
+    cb_config_set(&cfg3, "http.listen", "127.0.0.1:0", 1, "bench", &cerr);
+    cb_config_set(&cfg3, "http.department", "east token=bench-east label=district=d07", 0,
+                  "bench", &cerr);
+    struct cb_api *api3 = cb_api_start(&loop, &cfg3, &p, err, sizeof err);
+    if (api3) {
+        bench_token = "bench-east";
+        run_case(&loop, cb_api_port(api3), "api_alerts_department", "/api/alerts", 1, nclients,
+                 seconds);
+        bench_token = NULL;
+        cb_api_close(api3, on_closed_stop, &loop);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else {
+        fprintf(stderr, "bench_api: %s\n", err);
+    }
+    cb_config_free(&cfg3);
     char path[256];
     snprintf(path, sizeof path,
              "/api/series?topic=city%%2Fd07%%2Friver%%2Fs12&metric=level&from=%lld&to=%lld&step=5m",

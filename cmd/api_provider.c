@@ -731,6 +731,23 @@ static int prom_aggregate(void *ctx, void *reader, const char *topic, const char
     return 0;
 }
 
+/* A refused read (or a department's try outside its scope) in the audit
+ * log: who asked, the route as target, the status and message as details. */
+static void audit_refused(void *ctx, const char *who, const char *what, int status,
+                          const char *why)
+{
+    struct cmd_api_sources *d = ctx;
+    struct cb_strbuf det;
+    cb_strbuf_init(&det);
+    cb_strbuf_printf(&det, "{\"status\":%d,\"error\":", status);
+    cb_strbuf_json_string(&det, why, strlen(why));
+    cb_strbuf_putc(&det, '}');
+    struct cb_audit_entry e = {CB_AUDIT_READ_REFUSED, who, what, NULL,
+                               det.oom ? NULL : det.data};
+    cb_alerts_audit(d->alerts, &e);
+    cb_strbuf_free(&det);
+}
+
 void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
 {
     memset(p, 0, sizeof *p);
@@ -746,6 +763,7 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->rules_list = rules_list;
     p->rules_reload = rules_reload;
     p->metrics = metrics;
+    p->audit_refused = audit_refused;
     p->reader_open = reader_open;
     p->reader_close = reader_close;
     p->sensors = sensors;

@@ -2,6 +2,7 @@
  * to the daemon (cmd/daemon.c). Precedence: defaults < --config FILE <
  * command-line options < environment (tokens, MQTT password). */
 #include "cmd/commands.h"
+#include "api/api.h"
 #include "base/config.h"
 #include "cmd/daemon.h"
 #include "base/log.h"
@@ -127,6 +128,12 @@ int cb_cmd_run(int argc, char **argv)
         replaced[k] = 1;
     }
     if (cb_config_apply_env(&cfg) || cb_config_validate(&cfg, &err)) {
+        fprintf(stderr, "citybrain run: %s\n", err.text);
+        rc = 1;
+        goto out;
+    }
+    if (cb_api_enabled(&cfg) && (cb_api_check_departments(&cfg, err.text, sizeof err.text) ||
+                                 cb_api_check_tls(&cfg, err.text, sizeof err.text))) {
         fprintf(stderr, "citybrain run: %s\n", err.text);
         rc = 1;
         goto out;

@@ -825,12 +825,26 @@ static void begin_shutdown(struct cb_daemon *d, const char *why)
         on_mqtt_stopped(d);
 }
 
+/* SIGHUP also reads the API's certificate and key again (docs/api.md
+ * "HTTPS"); a pair that does not load leaves the running one. */
+static void reload_tls(struct cb_daemon *d)
+{
+    char err[512];
+    int rc = cb_api_tls_reload(d->api, err, sizeof err);
+    if (rc > 0)
+        cb_info(MOD, "HTTPS certificate reloaded (SIGHUP)");
+    else if (rc < 0)
+        cb_error(MOD, "HTTPS certificate not reloaded, the previous one stays: %s", err);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct cb_daemon *d = s->data;
     if (signum == SIGHUP) {
-        if (!d->stopping)
+        if (!d->stopping) {
             reload_rules(d, CMD_RELOAD_SIGHUP);
+            reload_tls(d);
+        }
         return;
     }
     if (d->stopping) {
@@ -963,6 +977,8 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_warn("alert", "could not read the stored alert instances; starting without them");
     else if (restored > 0)
         cb_info("alert", "restored %d stored alert instance(s)", restored);
+    /* Alertmanager forgets an alert not sent again: resend the live ones. */
+    cb_engine_foreach_instance(d->engine, cb_alerts_am_adopt, d->alerts);
 
     /* Verdicts made without the stored state would be wrong (a false
      * all-clear at the first tick): no start without it. */

@@ -15,7 +15,7 @@ PACKAGES=(
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
   nodejs chromium fonts-wqy-microhei
-  openssl procps python3 curl prometheus
+  openssl procps python3 curl prometheus prometheus-alertmanager
 )
 [ "${1:-}" = soak ] && PACKAGES+=(gnuplot-nox)
 

@@ -817,6 +817,88 @@ static void test_storm_grouping(void)
     fix_free(f);
 }
 
+/* The outbox rows of channel `am`, bodies parsed, in seq order. */
+static int collect_am(void *ctx, const struct cb_outbox_row *r)
+{
+    if (!strcmp(r->channel, "am"))
+        cJSON_AddItemToArray(ctx, cJSON_Parse(r->body));
+    return 0;
+}
+
+static cJSON *am_rows(struct fix *f)
+{
+    char err[256];
+    cJSON *rows = cJSON_CreateArray();
+    cb_alerts_sync(f->a);
+    struct cb_alert_reader *r = cb_alert_reader_open(f->db, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(cb_alert_reader_outbox(r, collect_am, rows), 0);
+    cb_alert_reader_close(r);
+    return rows;
+}
+
+static const char *am_field(cJSON *rows, int i, const char *obj, const char *k)
+{
+    cJSON *a = cJSON_GetArrayItem(cJSON_GetArrayItem(rows, i), 0);
+    return sfield(obj ? cJSON_GetObjectItem(a, obj) : a, k);
+}
+
+/* An Alertmanager channel whose receiver is never reached (nothing runs the
+ * loop): what is queued says what would be posted. */
+static void test_alertmanager_payload(void)
+{
+    struct fix *f = fix_new(0);
+    struct cb_config_error e;
+    fix_close_alerts(f);
+    cb_config_set(&f->cfg, "alerts.channel", "am type=alertmanager url=http://127.0.0.1:1/", 0,
+                  "test", &e);
+    cb_config_set(&f->cfg, "alerts.default_notify", "am", 1, "test", &e);
+    cb_config_set(&f->cfg, "alerts.alertmanager_resend", "30s", 0, "test", &e);
+    cb_config_set(&f->cfg, "alerts.console_url", "https://eoc.example/", 0, "test", &e);
+    CU_ASSERT_EQUAL_FATAL(fix_open(f), 0);
+
+    int64_t t0 = f->now;
+    struct cb_transition t = tr("river_flood/district=d07", CB_ALERT_FIRING, CB_SEV_MAJOR, t0);
+    t.titles[CB_LANG_ZH] = "河道洪水风险";
+    t.title = t.titles[CB_LANG_EN] = "River flood risk";
+    cb_alerts_on_transition(f->a, &t);
+    cJSON *rows = am_rows(f);
+    CU_ASSERT_EQUAL_FATAL(cJSON_GetArraySize(rows), 1);
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "labels", "alertname"), "river_flood");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "labels", "severity"), "major");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "labels", "district"), "d07");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "annotations", "title"), "River flood risk");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "annotations", "title_zh"), "河道洪水风险");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "annotations", "message"),
+                           "d07: 2 gauges above 3.2 m");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, "annotations", "grade"), "orange");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, NULL, "startsAt"), "2024-11-23T22:13:20.000Z");
+    /* four resend intervals ahead */
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, NULL, "endsAt"), "2024-11-23T22:15:20.000Z");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 0, NULL, "generatorURL"), "https://eoc.example/");
+    cJSON_Delete(rows);
+
+    /* An interval later: the first delivery is still queued, so the resend
+     * adds nothing (a receiver away costs one row per alert). */
+    f->now += 30000;
+    cb_alerts_tick(f->a);
+    rows = am_rows(f);
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(rows), 1);
+    cJSON_Delete(rows);
+
+    /* Resolved: endsAt is when it resolved. */
+    f->now += 5000;
+    t = tr("river_flood/district=d07", CB_ALERT_RESOLVED, CB_SEV_MAJOR, f->now);
+    t.since = t0;
+    cb_alerts_on_transition(f->a, &t);
+    rows = am_rows(f);
+    CU_ASSERT_EQUAL_FATAL(cJSON_GetArraySize(rows), 2);
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 1, NULL, "endsAt"), "2024-11-23T22:13:55.000Z");
+    CU_ASSERT_STRING_EQUAL(am_field(rows, 1, "annotations", "state"), "resolved");
+    cJSON_Delete(rows);
+    fix_free(f);
+}
+
 static void test_channel_config_errors(void)
 {
     struct {
@@ -831,7 +913,9 @@ static void test_channel_config_errors(void)
         {"x type=mqtt prefix=a/#", "prefix must not hold + or #"},
         {"x mqtt", "'mqtt' is not KEY=VALUE"},
         {"x colour=red type=log", "unknown key 'colour'"},
-        {"x", "type=mqtt|webhook|log is required"},
+        {"x", "type=mqtt|webhook|alertmanager|log is required"},
+        {"am type=alertmanager", "an alertmanager channel needs url=URL"},
+        {"am type=alertmanager url=http://a:9093 format=cap", "no format="},
         {"b@d type=log", "expected a channel NAME"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1194,6 +1278,10 @@ void cb_test_suite_alerts(void)
                 test_audit_records_actions);
     CU_add_test(s, "alerts: a storm of 5000 sensors gives the first at once and one summary per group",
                 test_storm_grouping);
+    CU_add_test(s, "alertmanager: a firing alert is posted with the rule, severity and labels, "
+                   "both languages' texts, endsAt four resend intervals ahead; a resend while a "
+                   "delivery is queued adds none; a resolution ends it at its time",
+                test_alertmanager_payload);
     CU_add_test(s, "alerts: channel configuration errors name the line",
                 test_channel_config_errors);
     CU_add_test(s, "alerts: a restart loads pending and firing instances, notifies nothing",

@@ -101,8 +101,11 @@ function toast(text, isError) {
   toastTimer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
+/* Reads carry the tab's token when it has one: with departments configured
+ * (http.department) or http.open_reads off, reads without one are refused. */
 async function getJSON(path) {
-  const r = await fetch(path, { cache: 'no-store' });
+  const headers = token() ? { 'Authorization': 'Bearer ' + token() } : {};
+  const r = await fetch(path, { cache: 'no-store', headers });
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const e = new Error(body.error || ('HTTP ' + r.status));
@@ -457,7 +460,8 @@ function sensorsSoon() {
 function connectEvents() {
   if (!window.EventSource) return;
   if (state.es) state.es.close();
-  const es = new EventSource('/api/events');
+  /* EventSource cannot send headers: the token goes as access_token. */
+  const es = new EventSource('/api/events' + (token() ? '?access_token=' + encodeURIComponent(token()) : ''));
   state.es = es;
   es.addEventListener('open', () => { state.esRetry = 1000; setPill('h-live', t('health.live'), true); loadAlerts(); });
   es.addEventListener('error', () => {

@@ -13,6 +13,7 @@
 #include "base/config.h"
 #include "base/metrics.h"
 #include "base/strbuf.h"
+#include "tests/support/daemon_itest.h"
 
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>
@@ -685,18 +686,6 @@ static int is_json_error(const struct resp *r, const char *needle)
     return ok;
 }
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Reads into b until `until` appears (NULL: until the peer closes) or the
  * deadline passes. Returns 1 when found / closed, 0 on timeout. */
 static int raw_read(int fd, struct cb_strbuf *b, const char *until, int timeout_ms)
@@ -723,7 +712,7 @@ static int raw_read(int fd, struct cb_strbuf *b, const char *until, int timeout_
 static void raw_request(struct server *s, const char *req, struct cb_strbuf *out)
 {
     cb_strbuf_init(out);
-    int fd = raw_connect(s->port);
+    int fd = cbd_raw_connect(s->port);
     if (fd < 0)
         return;
     if (send(fd, req, strlen(req), 0) < 0) {
@@ -1218,7 +1207,7 @@ static void test_traversal(void) { run_test(NULL, client_traversal); }
  * http.header_timeout (600 ms here), long before it would finish. */
 static void client_slow_headers_closed(struct server *s)
 {
-    int fd = raw_connect(s->port);
+    int fd = cbd_raw_connect(s->port);
     CU_ASSERT_FATAL(fd >= 0);
     const char *req = "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
@@ -1249,7 +1238,7 @@ static void cap_two(struct server *s) { set(s, "http.max_connections", "2"); }
 
 static void client_connection_cap(struct server *s)
 {
-    int a = raw_connect(s->port), b = raw_connect(s->port);
+    int a = cbd_raw_connect(s->port), b = cbd_raw_connect(s->port);
     CU_ASSERT(a >= 0 && b >= 0);
     /* make sure both were accepted before the third arrives */
     send(a, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n", 37, 0);
@@ -1260,7 +1249,7 @@ static void client_connection_cap(struct server *s)
     cb_strbuf_init(&rc);
     CU_ASSERT(raw_read(a, &ra, "\"status\"", 3000));
     CU_ASSERT(raw_read(b, &rb, "\"status\"", 3000));
-    int c = raw_connect(s->port);
+    int c = cbd_raw_connect(s->port);
     CU_ASSERT(c >= 0);
     send(c, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n", 37, MSG_NOSIGNAL);
     CU_ASSERT(raw_read(c, &rc, NULL, 3000)); /* closed by the server */
@@ -1341,7 +1330,7 @@ static void test_no_map(void) { run_test(no_map, client_no_map); }
 /* Opens /api/events (with Last-Event-ID when last_id >= 0). */
 static int sse_open(struct server *s, long last_id, struct cb_strbuf *b)
 {
-    int fd = raw_connect(s->port);
+    int fd = cbd_raw_connect(s->port);
     if (fd < 0)
         return -1;
     char req[256];
@@ -1417,7 +1406,7 @@ static void client_clean_shutdown(struct server *s)
     struct cb_strbuf b, k;
     int fd = sse_open(s, -1, &b);
     CU_ASSERT_FATAL(fd >= 0);
-    int ka = raw_connect(s->port);
+    int ka = cbd_raw_connect(s->port);
     send(ka, "GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n", 37, 0);
     cb_strbuf_init(&k);
     CU_ASSERT(raw_read(ka, &k, "\"status\"", 3000));

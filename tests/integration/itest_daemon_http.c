@@ -22,7 +22,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "tests/support/harness.h"
+#include "tests/support/daemon_itest.h"
 
 void cb_test_suite_daemon_http(void);
 
@@ -98,62 +98,15 @@ static int64_t stop_quickly(struct daemon *d, int sig)
     return took;
 }
 
-static int raw_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int raw_send(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    return send(fd, s, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
-}
-
-/* Reads until `until` is in the text read so far (NULL: until the peer
- * closes) or timeout_ms passes. Returns 1 when found / closed, 0 on timeout.
- * buf holds at most cap-1 bytes (the rest is read and dropped). */
-static int raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_ms)
-{
-    size_t len = strlen(buf);
-    int64_t deadline = cb_h_now_ms() + timeout_ms;
-    for (;;) {
-        if (until && strstr(buf, until))
-            return 1;
-        int64_t left = deadline - cb_h_now_ms();
-        if (left <= 0)
-            return 0;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, (int)left) <= 0)
-            continue;
-        char tmp[4096];
-        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-        if (n <= 0)
-            return until ? strstr(buf, until) != NULL : 1;
-        size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
-        memcpy(buf + len, tmp, k);
-        len += k;
-        buf[len] = '\0';
-    }
-}
-
 /* One request on a new connection, left open (keep-alive) after the answer. */
 static int keepalive_after_request(int port, const char *path)
 {
-    int fd = raw_connect(port);
+    int fd = cbd_raw_connect(port);
     if (fd < 0)
         return -1;
     char req[256], buf[8192] = "";
     snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    if (raw_send(fd, req) || !raw_read(fd, buf, sizeof buf, "\r\n\r\n", 5000)) {
+    if (cbd_raw_send(fd, req) || !cbd_raw_read(fd, buf, sizeof buf, "\r\n\r\n", 5000)) {
         close(fd);
         return -1;
     }
@@ -177,7 +130,7 @@ static void test_keepalive_open(void)
     stop_quickly(&d, SIGTERM);
     /* the server closed the idle connection (EOF, not a timeout) */
     char buf[256] = "";
-    CU_ASSERT(raw_read(fd, buf, sizeof buf, NULL, 1000));
+    CU_ASSERT(cbd_raw_read(fd, buf, sizeof buf, NULL, 1000));
     close(fd);
 }
 
@@ -194,25 +147,25 @@ static void test_every_kind_of_client(void)
     fds[n++] = keepalive_after_request(d.http_port, "/api/health");
     fds[n++] = keepalive_after_request(d.http_port, "/api/sensors"); /* pool thread */
     fds[n++] = keepalive_after_request(d.http_port, "/");            /* a static file */
-    int sse = raw_connect(d.http_port);
+    int sse = cbd_raw_connect(d.http_port);
     CU_ASSERT_FATAL(sse >= 0);
     char sbuf[8192] = "";
-    CU_ASSERT(raw_send(sse, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
-    CU_ASSERT(raw_read(sse, sbuf, sizeof sbuf, "citybrain events", 5000));
+    CU_ASSERT(cbd_raw_send(sse, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CU_ASSERT(cbd_raw_read(sse, sbuf, sizeof sbuf, "citybrain events", 5000));
     fds[n++] = sse;
-    int resume = raw_connect(d.http_port);
+    int resume = cbd_raw_connect(d.http_port);
     CU_ASSERT_FATAL(resume >= 0);
-    CU_ASSERT(raw_send(resume, "GET /api/events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 0\r\n\r\n") ==
+    CU_ASSERT(cbd_raw_send(resume, "GET /api/events HTTP/1.1\r\nHost: t\r\nLast-Event-ID: 0\r\n\r\n") ==
               0);
     fds[n++] = resume;
-    int partial = raw_connect(d.http_port); /* headers that never end */
+    int partial = cbd_raw_connect(d.http_port); /* headers that never end */
     CU_ASSERT_FATAL(partial >= 0);
-    CU_ASSERT(raw_send(partial, "GET /api/health HTTP/1.1\r\nHost: t\r\nX-Slow: ") == 0);
+    CU_ASSERT(cbd_raw_send(partial, "GET /api/health HTTP/1.1\r\nHost: t\r\nX-Slow: ") == 0);
     fds[n++] = partial;
-    int silent = raw_connect(d.http_port); /* connected, never says a word */
+    int silent = cbd_raw_connect(d.http_port); /* connected, never says a word */
     fds[n++] = silent;
-    int inflight = raw_connect(d.http_port); /* pipelined, the answers unread */
-    CU_ASSERT(raw_send(inflight, "GET /api/sensors HTTP/1.1\r\nHost: t\r\n\r\n"
+    int inflight = cbd_raw_connect(d.http_port); /* pipelined, the answers unread */
+    CU_ASSERT(cbd_raw_send(inflight, "GET /api/sensors HTTP/1.1\r\nHost: t\r\n\r\n"
                                  "GET /api/rules HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     fds[n++] = inflight;
     for (size_t i = 0; i < n; i++)
@@ -224,7 +177,7 @@ static void test_every_kind_of_client(void)
         char buf[8192] = "";
         if (fds[i] < 0)
             continue;
-        CU_ASSERT(raw_read(fds[i], buf, sizeof buf, NULL, 1000));
+        CU_ASSERT(cbd_raw_read(fds[i], buf, sizeof buf, NULL, 1000));
         close(fds[i]);
     }
 }
@@ -331,7 +284,7 @@ static int request(int port, const char *method, const char *path, const char *h
                    const char *body, struct answer *a)
 {
     memset(a, 0, sizeof *a);
-    int fd = raw_connect(port);
+    int fd = cbd_raw_connect(port);
     if (fd < 0)
         return -1;
     char req[2048];
@@ -340,7 +293,7 @@ static int request(int port, const char *method, const char *path, const char *h
              method, path, headers ? headers : "", body ? strlen(body) : 0, body ? body : "");
     static char raw[1 << 18];
     raw[0] = '\0';
-    int ok = raw_send(fd, req) == 0 && raw_read(fd, raw, sizeof raw, NULL, 5000);
+    int ok = cbd_raw_send(fd, req) == 0 && cbd_raw_read(fd, raw, sizeof raw, NULL, 5000);
     close(fd);
     char *sep = strstr(raw, "\r\n\r\n");
     if (!ok || !sep || sscanf(raw, "HTTP/1.1 %d", &a->status) != 1)
@@ -412,12 +365,12 @@ static int answer_has(void *ctx)
  * socket, or -1. */
 static int open_events(int port, char *events, size_t cap)
 {
-    int fd = raw_connect(port);
+    int fd = cbd_raw_connect(port);
     events[0] = '\0';
     if (fd < 0)
         return -1;
-    if (raw_send(fd, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") ||
-        !raw_read(fd, events, cap, "citybrain events", 5000)) {
+    if (cbd_raw_send(fd, "GET /api/events HTTP/1.1\r\nHost: t\r\n\r\n") ||
+        !cbd_raw_read(fd, events, cap, "citybrain events", 5000)) {
         close(fd);
         return -1;
     }
@@ -463,7 +416,7 @@ static void test_alerts_cache_never_stale(void)
         /* the cached answer is warm for both the plain and a filtered query */
         CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=firing", GZIP, NULL, &b), 0);
         CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"level\":5}", 11, 1), 0);
-        CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, id, 5000));
+        CU_ASSERT_FATAL(cbd_raw_read(sse, events, sizeof events, id, 5000));
         CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts", GZIP, NULL, &a), 0);
         CU_ASSERT_PTR_NOT_NULL(strstr(a.body, id));
         CU_ASSERT_EQUAL(request(d.http_port, "GET", "/api/alerts?state=firing", GZIP, NULL, &c), 0);
@@ -531,12 +484,12 @@ static void test_stale_mark_is_pushed_on_the_feed(void)
 
     const char *topic = "city/d03/pump/p1";
     CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":1}", 18, 1), 0);
-    CU_ASSERT_FATAL(raw_read(sse, events, sizeof events, "\"state\":\"firing\"", 10000));
+    CU_ASSERT_FATAL(cbd_raw_read(sse, events, sizeof events, "\"state\":\"firing\"", 10000));
     events[0] = '\0';
     CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":0}", 18, 1), 0);
     const char *stale = "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
                         "\"rule\":\"pump_ratio\",\"stale\":true,\"at\":";
-    int got = raw_read(sse, events, sizeof events, stale, 10000);
+    int got = cbd_raw_read(sse, events, sizeof events, stale, 10000);
     if (!got)
         fprintf(stderr, "\nno stale notice on the feed:\n%s\n", events);
     CU_ASSERT(got);
@@ -547,7 +500,7 @@ static void test_stale_mark_is_pushed_on_the_feed(void)
 
     events[0] = '\0';
     CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":2}", 18, 1), 0);
-    CU_ASSERT(raw_read(sse, events, sizeof events,
+    CU_ASSERT(cbd_raw_read(sse, events, sizeof events,
                        "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
                        "\"rule\":\"pump_ratio\",\"stale\":false,",
                        10000));

@@ -273,6 +273,59 @@ static void test_ack_cli_posts_to_api(void)
     cb_h_receiver_free(&r);
 }
 
+/* The Alertmanager channel's resends, on a manual clock against the
+ * receiver: each interval a live alert is posted again; after its resolution
+ * (here held back by a silence) it is not. */
+static void test_alertmanager_resends_until_resolved(void)
+{
+    struct hook_rig k;
+    hook_rig_init(&k);
+    char line[96], err[256] = "";
+    struct cb_config_error e;
+    snprintf(line, sizeof line, "am type=alertmanager url=http://127.0.0.1:%d", k.r.port);
+    cb_config_set(&k.cfg, "alerts.channel", line, 1, "t", &e);
+    cb_config_set(&k.cfg, "alerts.default_notify", "am", 1, "t", &e);
+    cb_config_set(&k.cfg, "alerts.alertmanager_resend", "30s", 1, "t", &e);
+    int64_t now = 1732400000000LL;
+    struct cb_clock clock = {.now = cb_clock_manual_now, .ctx = &now};
+    struct cb_alerts_hooks h = {.clock = &clock};
+    struct cb_alerts *a = cb_alerts_new(&k.loop, &k.cfg, k.db, &h, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_EQUAL_FATAL(cb_h_receiver_start(&k.r), 0);
+    struct cb_alerts_stats st;
+    const char *A = "river_flood/district=d07";
+
+    fire(a, A, "d07", CB_ALERT_FIRING, now);
+    run_for(&k.loop, &k.r, 1, 5000);
+    CU_ASSERT_EQUAL(cb_h_receiver_count(&k.r), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(k.r.head[0], "POST /api/v2/alerts "));
+    now += 29999;
+    cb_alerts_tick(a); /* not yet */
+    cb_alerts_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.outbox_pending, 0);
+    now += 1;
+    cb_alerts_tick(a); /* an interval after the first: sent again */
+    cb_alerts_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.outbox_pending, 1);
+    run_for(&k.loop, &k.r, 2, 5000);
+    CU_ASSERT_EQUAL(cb_h_receiver_count(&k.r), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(k.r.body[1], "\"endsAt\":\"2024-11-23T22:15:50.000Z\""));
+
+    /* Resolved while a silence holds the notification back: no resend. */
+    struct cb_silence_matcher m = {"district", "=", "d07"};
+    struct cb_silence_spec sp = {.matchers = &m, .nmatchers = 1, .ends = now + 3600000,
+                                 .comment = "works", .created_by = "li.wei"};
+    int64_t sid = 0;
+    CU_ASSERT_EQUAL(cb_alerts_silence_add(a, &sp, &sid, err, sizeof err), 0);
+    fire(a, A, "d07", CB_ALERT_RESOLVED, now + 1);
+    now += 30000;
+    cb_alerts_tick(a);
+    cb_alerts_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.outbox_pending, 0);
+    close_alerts(&k.loop, a);
+    hook_rig_free(&k);
+}
+
 void cb_test_suite_webhook(void);
 void cb_test_suite_webhook(void)
 {
@@ -283,6 +336,9 @@ void cb_test_suite_webhook(void)
     CU_add_test(s, "webhook: a dead channel is probed by one notification, not retried by "
                    "each; all go out once it answers",
                 test_dead_channel_is_probed_not_hammered);
+    CU_add_test(s, "alertmanager: a live alert is posted again each resend interval, not after "
+                   "its resolution, even one a silence holds back",
+                test_alertmanager_resends_until_resolved);
     CU_add_test(s, "webhook: citybrain ack posts to the API with the bearer token",
                 test_ack_cli_posts_to_api);
 }

@@ -1,12 +1,17 @@
 /* Daemon-level integration helpers; see daemon_itest.h. */
 #include "tests/support/daemon_itest.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "base/strbuf.h"
 
@@ -310,3 +315,56 @@ void cbd_rig_init(struct cbd_rig *r, const char *client_id, const char *token,
 }
 
 struct cb_h_proc *cbd_rig_start(struct cbd_rig *r) { return cbd_start(r->args, r->env, r->port); }
+
+int cbd_raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int cbd_raw_send(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    return send(fd, s, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
+int cbd_raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_ms)
+{
+    size_t len = strlen(buf);
+    int64_t deadline = cb_h_now_ms() + timeout_ms;
+    for (;;) {
+        if (until && strstr(buf, until))
+            return 1;
+        int64_t left = deadline - cb_h_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        char tmp[4096];
+        ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+        if (n <= 0)
+            return until ? strstr(buf, until) != NULL : 1;
+        size_t k = (size_t)n < cap - 1 - len ? (size_t)n : cap - 1 - len;
+        memcpy(buf + len, tmp, k);
+        len += k;
+        buf[len] = '\0';
+    }
+}
+
+void cbd_refused(const char *const *args, const char *want)
+{
+    const char *err = "";
+    CU_ASSERT_NOT_EQUAL(cbd_run_to_exit(args, NULL, &err), 0);
+    if (!strstr(err, want))
+        fprintf(stderr, "\nwanted '%s' in:\n%s\n", want, err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+}

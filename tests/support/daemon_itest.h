@@ -27,6 +27,10 @@ struct cb_h_proc *cbd_start(const char *const *args, const char *const *env, int
  * its stderr in *err (harness-owned). A sanitizer report fails the test. */
 int cbd_run_to_exit(const char *const *args, const char *const *env, const char **err);
 
+/* Runs citybrain with args (as cbd_run_to_exit, no env) and checks that it
+ * exits non-zero with `want` in its stderr (printed when it is not). */
+void cbd_refused(const char *const *args, const char *want);
+
 /* Writes text to the file `name` in the test's directory; returns its path
  * (harness-owned). Fails the test when it cannot. */
 const char *cbd_write_text(const char *name, const char *text);
@@ -105,6 +109,16 @@ struct cb_h_proc *cbd_rig_start(struct cbd_rig *r);
  * (harness-owned). */
 int cbd_cli(const char *const *args, const char *const *env, const char **out,
             const char **err);
+
+/* A TCP connection to 127.0.0.1:port: the fd, or -1. */
+int cbd_raw_connect(int port);
+/* Sends the whole string s. 0, or -1. */
+int cbd_raw_send(int fd, const char *s);
+/* Reads until `until` is in the text read so far (NULL: until the peer
+ * closes) or timeout_ms passes. Returns 1 when found / closed, 0 on timeout.
+ * buf (NUL-terminated, appended to) holds at most cap-1 bytes (the rest is
+ * read and dropped). */
+int cbd_raw_read(int fd, char *buf, size_t cap, const char *until, int timeout_ms);
 
 /* Sends SIGTERM and waits for the exit. Returns the exit status, -1 on timeout. */
 int cbd_stop(struct cb_h_proc *p);
