@@ -324,7 +324,7 @@ void cb_test_suite_departments(void)
 {
     CU_pSuite s = cb_h_add_suite("departments");
     CU_add_test(s, "departments: a department's token walked over every read route (sensors, "
-                   "series, alerts live and resolved, history, rules, city map, the event "
+                   "series, alerts live and resolved, history, rules, city map, the Prometheus API and its ALERTS, the event "
                    "stream live and resumed) sees nothing outside its scope; audit, silences, "
                    "metrics and writes are refused, reads without a token too, each refusal "
                    "audited",
