@@ -488,7 +488,8 @@ static void test_stale_mark_is_pushed_on_the_feed(void)
     events[0] = '\0';
     CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":0}", 18, 1), 0);
     const char *stale = "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
-                        "\"rule\":\"pump_ratio\",\"stale\":true,\"at\":";
+                        "\"rule\":\"pump_ratio\",\"labels\":{\"district\":\"d03\",\"sensor\":\"p1\"},"
+                        "\"stale\":true,\"at\":";
     int got = cbd_raw_read(sse, events, sizeof events, stale, 10000);
     if (!got)
         fprintf(stderr, "\nno stale notice on the feed:\n%s\n", events);
@@ -502,7 +503,8 @@ static void test_stale_mark_is_pushed_on_the_feed(void)
     CU_ASSERT_EQUAL(cb_h_publish(url, topic, "{\"qin\":9,\"qout\":2}", 18, 1), 0);
     CU_ASSERT(cbd_raw_read(sse, events, sizeof events,
                        "event: stale\ndata: {\"id\":\"pump_ratio/city/d03/pump/p1\","
-                       "\"rule\":\"pump_ratio\",\"stale\":false,",
+                       "\"rule\":\"pump_ratio\",\"labels\":{\"district\":\"d03\",\"sensor\":\"p1\"},"
+                       "\"stale\":false,",
                        10000));
     CU_ASSERT_PTR_NULL(strstr(events, "event: transition")); /* still the same firing */
     close(sse);
