@@ -28,7 +28,7 @@ CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"'
 # Only base/version.c sees the version, and it is rebuilt every time.
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS  ?= -O2 -g
-LDLIBS  := -lpaho-mqtt3as $(PKG_LIBS) -lssl -lcrypto -lz -lm -lpthread
+LDLIBS  := -lpaho-mqtt3as -lrabbitmq $(PKG_LIBS) -lssl -lcrypto -lz -lm -lpthread
 
 ifeq ($(V),1)
 Q :=
