@@ -726,6 +726,11 @@ static void on_tick(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
+    if (d->lease) { /* a twin that cannot publish leaves the voice to the other */
+        struct cb_mqtt_stats ms;
+        cb_mqtt_get_stats(d->mqtt, &ms);
+        cb_lease_set_eligible(d->lease, ms.state == CB_MQTT_CONNECTED);
+    }
 }
 
 static void close_handles(struct cb_daemon *d);

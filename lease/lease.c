@@ -2,9 +2,10 @@
  *
  * The thread's life: connect to the next URL (each twin starts at a
  * different one), log in with heartbeats, declare the lease queue (quorum,
- * x-max-length 1, x-overflow reject-publish: a second token can never enter),
- * seed the token when the queue holds none and has no consumer, then consume
- * with prefetch 1 and no acknowledgement. A delivery is the lease; any error
+ * x-single-active-consumer: of the twins consuming, the broker delivers to
+ * one only, and to the next when that one's connection dies), seed the token
+ * when the queue holds none and has no consumer, then consume with prefetch 1
+ * and no acknowledgement. A delivery is the lease; any error
  * ends the connection, the lease with it, and the thread tries the next URL
  * after a pause (250 ms doubling to 5 s). */
 #include "lease/lease.h"
@@ -37,7 +38,8 @@ struct cb_lease {
     int started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    int stop; /* under lock */
+    int stop;       /* under lock */
+    int ineligible; /* under lock: cb_lease_set_eligible(0) */
     struct cb_lease_status st; /* under lock */
 
     void (*done)(void *);
@@ -77,6 +79,15 @@ static int stopping(struct cb_lease *l)
 {
     pthread_mutex_lock(&l->lock);
     int s = l->stop;
+    pthread_mutex_unlock(&l->lock);
+    return s;
+}
+
+/* Stopping, or not eligible: the connection must end. */
+static int must_leave(struct cb_lease *l)
+{
+    pthread_mutex_lock(&l->lock);
+    int s = l->stop || l->ineligible;
     pthread_mutex_unlock(&l->lock);
     return s;
 }
@@ -138,10 +149,11 @@ static int64_t delivery_count(const amqp_envelope_t *env)
     return 0;
 }
 
-/* Publishes the token with a publisher confirm. The queue's reject-publish
- * limit of one message refuses it when a token is already there (held or
- * waiting), so two twins seeding at once still make one token. Returns 0
- * when the broker confirmed, 1 when it refused, -1 on an error. */
+/* Publishes the token with a publisher confirm. Two twins that start at
+ * the same moment may both see an empty queue and both seed: harmless, as
+ * the queue has a single active consumer, which alone receives (and holds)
+ * a token; the others wait in the queue. Returns 0 when the broker
+ * confirmed, 1 when it refused, -1 on an error. */
 static int seed_token(struct cb_lease *l, amqp_connection_state_t c, char *why, size_t n)
 {
     amqp_confirm_select(c, 1);
@@ -217,16 +229,13 @@ static void session(struct cb_lease *l, const char *url, char *why, size_t n)
         reply_text(r, "channel.open", why, n);
         goto close;
     }
-    amqp_table_entry_t args[3] = {
+    amqp_table_entry_t args[2] = {
         {.key = amqp_cstring_bytes("x-queue-type"),
          .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}},
-        {.key = amqp_cstring_bytes("x-max-length"),
-         .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1}},
-        {.key = amqp_cstring_bytes("x-overflow"),
-         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                   .value.bytes = amqp_cstring_bytes("reject-publish")}},
+        {.key = amqp_cstring_bytes("x-single-active-consumer"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
     };
-    amqp_table_t table = {.num_entries = 3, .entries = args};
+    amqp_table_t table = {.num_entries = 2, .entries = args};
     amqp_queue_declare_ok_t *ok =
         amqp_queue_declare(c, 1, amqp_cstring_bytes(l->queue), 0, 1, 0, 0, table);
     if (!ok) {
@@ -254,7 +263,7 @@ static void session(struct cb_lease *l, const char *url, char *why, size_t n)
     set_state(l, CB_LEASE_STANDBY, 0, "");
     cb_info(MOD, "waiting for the lease on %s (queue %s)", l->st.broker, l->queue);
     int holding = 0;
-    while (!stopping(l)) {
+    while (!must_leave(l)) {
         amqp_envelope_t env;
         struct timeval poll = {0, POLL_MS * 1000};
         amqp_maybe_release_buffers(c);
@@ -284,7 +293,7 @@ static void session(struct cb_lease *l, const char *url, char *why, size_t n)
         break;
     }
     if (!*why)
-        snprintf(why, n, "stopped");
+        snprintf(why, n, stopping(l) ? "stopped" : "not eligible (MQTT is not connected)");
 close:
     /* Falls silent first: the token may already be on its way to the twin. */
     set_state(l, CB_LEASE_CONNECTING, 0, why);
@@ -301,6 +310,12 @@ static void *run(void *arg)
     struct cb_lease *l = arg;
     int64_t backoff = 250;
     while (!stopping(l)) {
+        pthread_mutex_lock(&l->lock);
+        while (l->ineligible && !l->stop)
+            pthread_cond_wait(&l->wake, &l->lock);
+        pthread_mutex_unlock(&l->lock);
+        if (stopping(l))
+            break;
         const char *url = l->urls[l->next];
         l->next = (l->next + 1) % l->nurls;
         char why[160] = "";
@@ -309,6 +324,10 @@ static void *run(void *arg)
         set_state(l, CB_LEASE_CONNECTING, 0, why);
         if (stopping(l))
             break;
+        if (must_leave(l)) {
+            cb_info(MOD, "lease given up: %s", why);
+            continue;
+        }
         cb_warn(MOD, "lease connection: %s", why);
         if (l->st.connects != before)
             backoff = 250; /* it had worked: retry soon, on the next node */
@@ -355,6 +374,7 @@ struct cb_lease *cb_lease_new(uv_loop_t *loop, const struct cb_config *cfg,
     l->ctx = ctx;
     l->st.state = CB_LEASE_CONNECTING;
     l->st.epoch = -1;
+    l->ineligible = 1; /* until the daemon sees its MQTT connection up */
     l->st.since_ms = cb_wall_ms();
     l->heartbeat_s = (int)(cfg->cluster_lease_heartbeat_ms / 1000);
     if (l->heartbeat_s < 1)
@@ -404,6 +424,14 @@ int cb_lease_start(struct cb_lease *l)
         return -1;
     l->started = 1;
     return 0;
+}
+
+void cb_lease_set_eligible(struct cb_lease *l, int eligible)
+{
+    pthread_mutex_lock(&l->lock);
+    l->ineligible = !eligible;
+    pthread_cond_broadcast(&l->wake);
+    pthread_mutex_unlock(&l->lock);
 }
 
 void cb_lease_get(struct cb_lease *l, struct cb_lease_status *out)

@@ -1,8 +1,8 @@
 /* The partition's lease: which twin speaks (docs/cluster.md "The lease").
  *
  * The lease is a primitive of the broker, not a protocol of ours: one token
- * message in a RabbitMQ quorum queue, consumed over AMQP with prefetch 1 and
- * never acknowledged. The twin the broker delivered it to holds the lease for
+ * message in a RabbitMQ quorum queue with a single active consumer, consumed
+ * over AMQP with prefetch 1 and never acknowledged. The twin the broker delivered it to holds the lease for
  * as long as its AMQP connection lives; when that connection dies (the twin is
  * killed, its broker node is killed, heartbeats stop), the broker returns the
  * token to the queue and delivers it to the waiting twin. The queue's
@@ -59,6 +59,11 @@ struct cb_lease *cb_lease_new(uv_loop_t *loop, const struct cb_config *cfg,
                               cb_lease_change_fn on_change, void *ctx, char *err, size_t errlen);
 /* Starts the client thread. 0, or -1 when the thread cannot start. */
 int cb_lease_start(struct cb_lease *l);
+/* Whether this twin may hold the lease: a twin that cannot speak (its MQTT
+ * connection is down) must not keep the voice from the other. Not eligible,
+ * the client gives the token back (closes its connection) and waits until
+ * eligible again. Starts not eligible. Any thread. */
+void cb_lease_set_eligible(struct cb_lease *l, int eligible);
 /* The current state, from any thread. */
 void cb_lease_get(struct cb_lease *l, struct cb_lease_status *out);
 /* Stops the thread (closing the connection, so a held token goes at once to
