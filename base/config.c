@@ -188,7 +188,7 @@ static const struct option options[] = {
      "channels used by rules without a notify clause", 0},
     {"alerts.mqtt_prefix", T_STRING, OFF(alerts_mqtt_prefix), 0, 0, "citybrain/alerts", 0, 0,
      "every alert transition is published as JSON on PREFIX/<rule> (QoS 1), whatever the "
-     "rule's notify clause",
+     "rule's notify clause (in a cluster, by the twin holding the lease)",
      0},
     {"alerts.storm_window", T_DURATION, OFF(alerts_storm_window_ms), 0, 3600 * 1000LL, "10s", 0,
      0,

@@ -10,6 +10,7 @@
 #                                does not form within 180 s.
 #   rabbit_node_start DIR i      (re)starts node i with the ports it had
 #   rabbit_node_wait DIR i       waits (180 s at most) until node i runs
+#   rabbit_mqtt_wait DIR i       waits (60 s at most) until node i takes MQTT
 #   rabbit_ctl DIR i ARGS...     rabbitmqctl against node i
 #   rabbit_cluster_stop          kill -9 of every node and epmd, by pid
 #
@@ -90,17 +91,34 @@ rabbit_cluster_start() { # DIR N
       done
     } >"$dir/node$i/rabbitmq.conf"
   done
-  for i in $(seq "$n"); do rabbit_node_start "$dir" "$i"; done
-  for i in $(seq "$n"); do rabbit_node_wait "$dir" "$i" || return 1; done
+  # Node 1 first, the others then join it: started all at once, a node's MQTT
+  # plugin can end up outside the cluster's client id registry and refuse
+  # every connection ("client ID registration timed out"; seen once in four).
+  rabbit_node_start "$dir" 1
+  rabbit_node_wait "$dir" 1 || return 1
+  for i in $(seq 2 "$n"); do rabbit_node_start "$dir" "$i"; done
+  for i in $(seq 2 "$n"); do rabbit_node_wait "$dir" "$i" || return 1; done
   # One cluster: every node lists all n as running.
   for _ in $(seq 120); do
     local running
     running=$(rabbit_ctl "$dir" 1 cluster_status --formatter json 2>/dev/null |
       python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))' 2>/dev/null)
-    [ "$running" = "$n" ] && return 0
+    [ "$running" = "$n" ] && break
     sleep 1
   done
-  echo "rabbit: the $n nodes did not form one cluster" >&2
+  [ "$running" = "$n" ] || { echo "rabbit: the $n nodes did not form one cluster" >&2; return 1; }
+  for i in $(seq "$n"); do rabbit_mqtt_wait "$dir" "$i" || return 1; done
+}
+
+rabbit_mqtt_wait() { # DIR i: waits (60 s at most) until node i takes a QoS 1 publish
+  local dir=$1 i=$2
+  for _ in $(seq 60); do
+    mosquitto_pub -h 127.0.0.1 -p "${RMQTT[$i]}" -i "cbt-probe-$i" -q 1 -t cbt/probe -m x \
+      2>/dev/null && return 0
+    sleep 1
+  done
+  echo "rabbit: node ${RNODE[$i]} does not take MQTT connections; its log:" >&2
+  tail -n 5 "$dir"/node"$i"/log/*.log >&2 2>/dev/null
   return 1
 }
 

@@ -8,7 +8,7 @@ d01,d02,...; each cycle sends city/<district>/river/s1 {"ts":..,"level":L} for
 L in 1, 7, 7, 1 (a firing, then a resolution, per district and cycle). Every
 message is published until the broker acknowledges it (PUBACK), on the next
 node when one fails: at least once, as a sensor gateway that republishes
-does. Timestamps are the wall clock in ms, strictly increasing. Prints
+does; exits 1 when no node takes a message for 60 s. Timestamps are the wall clock in ms, strictly increasing. Prints
 "published N retried R" on stdout. MQTT 3.1.1 by hand: no library needed.
 """
 import socket
@@ -72,6 +72,7 @@ class Publisher:
         self.sock = s
 
     def publish(self, topic, payload):
+        self.deadline = time.monotonic() + 60
         while True:
             try:
                 if self.sock is None:
@@ -85,6 +86,8 @@ class Publisher:
                     if kind >> 4 == 4 and struct.unpack(">H", body[:2])[0] == self.pid:
                         return
             except (OSError, ConnectionError):
+                if time.monotonic() > self.deadline:
+                    raise SystemExit("cluster_pub: no broker took %s for 60 s" % topic)
                 self.retried += 1
                 if self.sock is not None:
                     self.sock.close()
