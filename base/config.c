@@ -256,8 +256,10 @@ static const struct option options[] = {
      "for each district; every engine may carry the whole city's list",
      0},
     {"cluster.lease", T_STRLIST, OFF(cluster_lease), 0, 0, "", 0, 0,
-     "AMQP URL of a broker node holding the lease queue, amqp://user:password@host:port/vhost; "
-     "repeat for each node: they are tried in turn, twin by twin from a different one",
+     "AMQP URL of a broker node holding the lease queue, amqp://user:password@host:port[/vhost] "
+     "(no vhost: /); repeat for each node: they are tried in turn, twin by twin from a "
+     "different one. It holds a password: write it in the configuration file, not on the "
+     "command line",
      0},
     {"cluster.lease_queue", T_STRING, OFF(cluster_lease_queue), 0, 0, "", 0, 0,
      "the lease's quorum queue; empty: citybrain.lease.<partition>", 0},
