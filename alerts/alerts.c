@@ -54,6 +54,7 @@ struct cb_alerts {
     struct cb_strbuf buf;
     /* one voice (docs/cluster.md): 0 while the twin does not hold the lease */
     int speaking;
+    int feed_prefix_heard; /* a twin: it hears the feed, its own announcements too */
     int64_t feed_memory_ms;
     struct alerts__voice voice;
 };
@@ -769,6 +770,14 @@ static void speak(struct cb_alerts *a, struct alerts__tcopy *c, const char *feed
 {
     if (a->hooks.feed && a->hooks.feed(a->hooks.ctx, c->t.rule, feed, len))
         a->stats.feed_failed++;
+    if (a->feed_prefix_heard) { /* a twin: its own echo must not count as the other's */
+        struct cb_strbuf key;
+        cb_strbuf_init(&key);
+        alerts__voice_key(c->t.id, state_name(c->t.state), sev_name(c->t.severity), &key);
+        if (key.oom || alerts__voice_said(&a->voice, key.data, c->t.since, now_ms(a)))
+            cb_error("alert", "%s: announcement not remembered (out of memory)", c->t.id);
+        cb_strbuf_free(&key);
+    }
     struct inst *in = alerts__map_get(&a->insts, c->t.id);
     if (silenced_by(a, &c->t, now_ms(a))) {
         a->stats.silenced++;
@@ -846,7 +855,9 @@ int cb_alerts_feed_heard(struct cb_alerts *a, const char *json, size_t len)
         cb_strbuf_init(&key);
         alerts__voice_key(id->valuestring, st->valuestring, sev->valuestring, &key);
         int64_t s = cJSON_IsNumber(since) ? (int64_t)since->valuedouble : 0;
-        if (!key.oom)
+        if (!key.oom && alerts__voice_echo(&a->voice, key.data, s))
+            rc = 0; /* this twin's own announcement coming back */
+        else if (!key.oom)
             rc = alerts__voice_heard(&a->voice, key.data, s, now_ms(a)) < 0 ? -1 : 0;
         cb_strbuf_free(&key);
         /* forget what is older than the memory, now and then */
@@ -1211,6 +1222,7 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
     a->clock = a->hooks.clock ? a->hooks.clock : &cb_clock_wall;
     a->storm_window_ms = cfg->alerts_storm_window_ms;
     a->speaking = !*cfg->cluster_partition; /* a twin is silent until it holds the lease */
+    a->feed_prefix_heard = *cfg->cluster_partition != 0;
     a->feed_memory_ms = cfg->cluster_feed_memory_ms;
     a->voice.max_deferred = 100000;
     a->voice.tolerance_ms = cfg->cluster_feed_tolerance_ms;

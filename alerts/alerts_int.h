@@ -132,6 +132,9 @@ struct alerts__heard {         /* the last events heard under one base key */
 };
 struct alerts__voice {
     struct alerts__map heard;  /* base key -> struct alerts__heard */
+    struct alerts__map said;   /* "base key 0x1f since" -> int64_t * (when): this twin's own
+                                  announcements, so their echo on the feed is not taken for
+                                  the other twin's */
     struct alerts__deferred *head, *tail; /* oldest first */
     size_t ndeferred, max_deferred;
     int64_t tolerance_ms;
@@ -145,6 +148,12 @@ void alerts__voice_key(const char *id, const char *state, const char *severity,
  * an event this twin has yet to compute. Returns 1 when a kept event was
  * forgotten, 0 when not, -1 on OOM. */
 int alerts__voice_heard(struct alerts__voice *v, const char *key, int64_t since, int64_t now);
+/* This twin announced the event (key, since) at `now`: its echo on the feed
+ * will be recognised (the same since, exactly) and ignored. 0, or -1 on OOM. */
+int alerts__voice_said(struct alerts__voice *v, const char *key, int64_t since, int64_t now);
+/* 1 when (key, since) is this twin's own announcement, forgotten from then
+ * on; else 0. */
+int alerts__voice_echo(struct alerts__voice *v, const char *key, int64_t since);
 /* Keeps an event this twin did not announce, unless a remembered event
  * heard on the feed matches it. Takes c and feed (freed unless kept).
  * Returns 1 kept, 0 heard already, -1 OOM. Beyond max_deferred the oldest is
@@ -155,7 +164,7 @@ int alerts__voice_defer(struct alerts__voice *v, const char *key, int64_t since,
  * with alerts__voice_deferred_free (set c NULL when it took c). */
 struct alerts__deferred *alerts__voice_pop(struct alerts__voice *v);
 void alerts__voice_deferred_free(struct alerts__deferred *d);
-/* Forgets events heard before `before`, and drops (counted) kept events
+/* Forgets events heard or said before `before`, and drops (counted) kept events
  * kept since before `before`: the speaking twin had that long to announce
  * them. */
 void alerts__voice_forget(struct alerts__voice *v, int64_t before);

@@ -103,12 +103,55 @@ int alerts__voice_defer(struct alerts__voice *v, const char *key, int64_t since,
     return 1;
 }
 
+/* "key 0x1f since": an announcement exactly as it will come back. */
+static void said_key(const char *key, int64_t since, struct cb_strbuf *out)
+{
+    cb_strbuf_printf(out, "%s\x1f%lld", key, (long long)since);
+}
+
+int alerts__voice_said(struct alerts__voice *v, const char *key, int64_t since, int64_t now)
+{
+    struct cb_strbuf k;
+    cb_strbuf_init(&k);
+    said_key(key, since, &k);
+    int64_t *at = k.oom ? NULL : alerts__map_get(&v->said, k.data);
+    int rc = -1;
+    if (at || (!k.oom && (at = malloc(sizeof *at)) && alerts__map_put(&v->said, k.data, at) == 0)) {
+        *at = now;
+        rc = 0;
+    } else if (at) {
+        free(at);
+    }
+    cb_strbuf_free(&k);
+    return rc;
+}
+
+int alerts__voice_echo(struct alerts__voice *v, const char *key, int64_t since)
+{
+    struct cb_strbuf k;
+    cb_strbuf_init(&k);
+    said_key(key, since, &k);
+    int64_t *at = k.oom ? NULL : alerts__map_del(&v->said, k.data);
+    cb_strbuf_free(&k);
+    free(at);
+    return at != NULL;
+}
+
 struct alerts__deferred *alerts__voice_pop(struct alerts__voice *v)
 {
     struct alerts__deferred *d = v->head;
     if (d)
         unlink_deferred(v, d);
     return d;
+}
+
+static int said_before(void *ctx, void *value)
+{
+    int64_t *at = value;
+    if (*at >= *(const int64_t *)ctx)
+        return 0;
+    free(at);
+    return 1;
 }
 
 static int heard_before(void *ctx, void *value)
@@ -125,6 +168,7 @@ static int heard_before(void *ctx, void *value)
 void alerts__voice_forget(struct alerts__voice *v, int64_t before)
 {
     alerts__map_sweep(&v->heard, heard_before, &before);
+    alerts__map_sweep(&v->said, said_before, &before);
     while (v->head && v->head->kept_at < before) {
         v->dropped++;
         alerts__voice_deferred_free(alerts__voice_pop(v));
@@ -137,4 +181,5 @@ void alerts__voice_free(struct alerts__voice *v)
     while ((d = alerts__voice_pop(v)))
         alerts__voice_deferred_free(d);
     alerts__map_clear(&v->heard, free);
+    alerts__map_clear(&v->said, free);
 }

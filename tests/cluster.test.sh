@@ -157,8 +157,8 @@ publish 1
 k0=$(date +%s%3N)
 kill -9 "${EPID[$victim]}"; wait "${EPID[$victim]}" 2>/dev/null; unset "EPID[$victim]"
 took=
-for _ in $(seq 300); do
-  [ "$(health "$standby" state)" = holder ] && { took=$(( $(date +%s%3N) - k0 )); break; }
+for _ in $(seq 300); do # speaking: the loop has taken the lease's news, not just the client
+  [ "$(health "$standby" speaking)" = True ] && { took=$(( $(date +%s%3N) - k0 )); break; }
   sleep 0.05
 done
 limit=$(( KEEPALIVE * 1500 + 2000 ))

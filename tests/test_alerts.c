@@ -1289,6 +1289,23 @@ static void test_one_heard_one_kept(void)
     fix_free(f);
 }
 
+static void test_own_echo_hides_nothing(void)
+{
+    struct fix *f = twin_new();
+    int64_t t0 = f->now;
+    cb_alerts_set_voice(f->a, 1);
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0, t0);
+    own(f, "river_flood/d07", CB_ALERT_RESOLVED, t0, t0 + 500);
+    CU_ASSERT_EQUAL(f->feeds, 2);
+    hear(f, "river_flood/d07", "firing", t0); /* the echo of its own announcements */
+    hear(f, "river_flood/d07", "resolved", t0);
+    cb_alerts_set_voice(f->a, 0);
+    /* a new firing 2 s later, within the tolerance of the echo: still its own to keep */
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0 + 2000, t0 + 2000);
+    CU_ASSERT_EQUAL(deferred(f), 1);
+    fix_free(f);
+}
+
 static void test_no_partition_always_speaks(void)
 {
     struct fix *f = fix_new(0);
@@ -1372,6 +1389,9 @@ void cb_test_suite_alerts(void)
     CU_add_test(s, "twins: one event heard accounts for one kept: a second firing of the same "
                    "alert within the tolerance is still announced",
                 test_one_heard_one_kept);
+    CU_add_test(s, "twins: a twin's own announcements heard back on the feed do not hide its "
+                   "later events",
+                test_own_echo_hides_nothing);
     CU_add_test(s, "twins: without cluster.partition the engine speaks; losing the voice "
                    "silences it",
                 test_no_partition_always_speaks);
