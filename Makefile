@@ -2,6 +2,7 @@
 #   make            build/citybrain (optimised, -g)
 #   make test       sanitizer build, CUnit unit suites, integration tests, short fuzz run
 #   make bench      every benchmark in bench/, one table (BENCHMARKS.md keeps the latest)
+#   make cluster-test  partitions x twins on a three-node RabbitMQ cluster (also in make test)
 #   make demo       private mosquitto + simulator + engine + dashboard URL
 #   make fuzz       longer libFuzzer runs, one table of executions per target
 #   make soak       an hour of the simulated city at half capacity; flat curves or fail
@@ -28,7 +29,7 @@ CPPFLAGS := -D_GNU_SOURCE -I. $(PKG_CFLAGS) -DCB_SOURCE_DIR='"$(ROOT)"'
 # Only base/version.c sees the version, and it is rebuilt every time.
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS  ?= -O2 -g
-LDLIBS  := -lpaho-mqtt3as $(PKG_LIBS) -lssl -lcrypto -lz -lm -lpthread
+LDLIBS  := -lpaho-mqtt3as -lrabbitmq $(PKG_LIBS) -lssl -lcrypto -lz -lm -lpthread
 
 ifeq ($(V),1)
 Q :=
@@ -111,6 +112,13 @@ test: setup
 	$(Q)$(BUILD)/asan/test_integration
 	$(Q)for t in $(sort $(wildcard tests/*.test.sh)); do echo "== $$t"; bash $$t || exit 1; done
 .PHONY: test
+
+# Partitions and twins on three RabbitMQ nodes (docs/cluster.md); make test
+# runs it too, as tests/cluster.test.sh.
+cluster-test: setup
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/asan/citybrain
+	$(Q)bash tests/cluster.test.sh
+.PHONY: cluster-test
 
 unit: $(BUILD)/asan/test_unit
 	$(Q)$(BUILD)/asan/test_unit $(SUITE)

@@ -60,6 +60,11 @@ struct cb_alerts {
     struct alerts__map am_active;
     int64_t am_resend_ms, am_next;
     char *console_url;
+    /* one voice (docs/cluster.md): 0 while the twin does not hold the lease */
+    int speaking;
+    int feed_prefix_heard; /* a twin: it hears the feed, its own announcements too */
+    int64_t feed_memory_ms;
+    struct alerts__voice voice;
 };
 
 static int64_t now_ms(const struct cb_alerts *a) { return cb_clock_now(a->clock); }
@@ -979,6 +984,111 @@ static void audit_operator(struct cb_alerts *a, const struct cb_transition *t)
     cb_strbuf_free(&d);
 }
 
+/* Sends one event to people and machines, as the twin that speaks: the
+ * alert feed, then the rule's channels (held while a silence holds it,
+ * gathered in storms). Takes c; feed (len bytes) is borrowed. */
+static void speak(struct cb_alerts *a, struct alerts__tcopy *c, const char *feed, size_t len)
+{
+    if (a->hooks.feed && a->hooks.feed(a->hooks.ctx, c->t.rule, feed, len))
+        a->stats.feed_failed++;
+    if (a->feed_prefix_heard) { /* a twin: its own echo must not count as the other's */
+        struct cb_strbuf key;
+        cb_strbuf_init(&key);
+        alerts__voice_key(c->t.id, state_name(c->t.state), sev_name(c->t.severity), &key);
+        if (key.oom || alerts__voice_said(&a->voice, key.data, c->t.since, now_ms(a)))
+            cb_error("alert", "%s: announcement not remembered (out of memory)", c->t.id);
+        cb_strbuf_free(&key);
+    }
+    struct inst *in = alerts__map_get(&a->insts, c->t.id);
+    if (silenced_by(a, &c->t, now_ms(a))) {
+        a->stats.silenced++;
+        /* Held: only a firing or escalated notification is worth sending
+         * when the silence ends; a resolution or ack drops what is held. */
+        if (in && in->held) {
+            alerts__tcopy_free(in->held);
+            in->held = NULL;
+            a->held--;
+        }
+        if (in && (c->t.state == CB_ALERT_FIRING || c->t.state == CB_ALERT_ESCALATED)) {
+            in->held = c;
+            a->held++;
+            arm_timer(a);
+        } else {
+            alerts__tcopy_free(c);
+        }
+        return;
+    }
+    if (in && in->held) { /* superseded by this notification */
+        alerts__tcopy_free(in->held);
+        in->held = NULL;
+        a->held--;
+    }
+    gather(a, c);
+}
+
+
+/* A silent twin's event: kept until the speaking twin is heard announcing
+ * it on the feed, or this twin gains the lease. Takes c and feed. */
+static void defer(struct cb_alerts *a, const struct cb_transition *t, struct alerts__tcopy *c,
+                  char *feed)
+{
+    struct cb_strbuf key;
+    cb_strbuf_init(&key);
+    alerts__voice_key(t->id, state_name(t->state), sev_name(t->severity), &key);
+    if (key.oom) {
+        alerts__tcopy_free(c);
+        free(feed);
+    } else if (alerts__voice_defer(&a->voice, key.data, t->since, now_ms(a), feed, c) < 0) {
+        cb_error("alert", "%s: not kept for a takeover (out of memory)", t->id);
+    }
+    cb_strbuf_free(&key);
+}
+
+void cb_alerts_set_voice(struct cb_alerts *a, int speaking)
+{
+    int gained = speaking && !a->speaking;
+    a->speaking = speaking ? 1 : 0;
+    if (!gained)
+        return;
+    alerts__voice_forget(&a->voice, now_ms(a) - a->feed_memory_ms);
+    size_t n = 0;
+    struct alerts__deferred *d;
+    while ((d = alerts__voice_pop(&a->voice))) {
+        speak(a, d->c, d->feed, strlen(d->feed));
+        d->c = NULL;
+        alerts__voice_deferred_free(d);
+        n++;
+    }
+    a->stats.takeover_announced += n;
+    cb_info("alert", "speaking: %zu event(s) the other twin had not announced", n);
+}
+
+int cb_alerts_feed_heard(struct cb_alerts *a, const char *json, size_t len)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+    const cJSON *sev = cJSON_GetObjectItemCaseSensitive(o, "severity");
+    const cJSON *since = cJSON_GetObjectItemCaseSensitive(o, "since");
+    int rc = -1;
+    if (cJSON_IsString(id) && cJSON_IsString(st) && cJSON_IsString(sev)) {
+        struct cb_strbuf key;
+        cb_strbuf_init(&key);
+        alerts__voice_key(id->valuestring, st->valuestring, sev->valuestring, &key);
+        int64_t s = cJSON_IsNumber(since) ? (int64_t)since->valuedouble : 0;
+        if (!key.oom && alerts__voice_echo(&a->voice, key.data, s))
+            rc = 0; /* this twin's own announcement coming back */
+        else if (!key.oom)
+            rc = alerts__voice_heard(&a->voice, key.data, s, now_ms(a)) < 0 ? -1 : 0;
+        cb_strbuf_free(&key);
+        /* forget what is older than the memory, now and then */
+        if ((a->voice.heard_total & 1023) == 0)
+            alerts__voice_forget(&a->voice, now_ms(a) - a->feed_memory_ms);
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
 void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
 {
     a->stats.transitions++;
@@ -1047,32 +1157,21 @@ void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t)
         if (a->hooks.on_event)
             a->hooks.on_event(a->hooks.ctx, (uint64_t)seq, b->data, b->len);
         log_event(a, t, sil);
-        struct alerts__tcopy *c = NULL;
-        if (sil) {
-            a->stats.silenced++;
-            /* Held: only a firing or escalated notification is worth sending
-             * when the silence ends; a resolution or ack drops what is held. */
-            if (in->held) {
-                alerts__tcopy_free(in->held);
-                in->held = NULL;
-                a->held--;
-            }
-            if (t->state == CB_ALERT_FIRING || t->state == CB_ALERT_ESCALATED) {
-                cb_strbuf_reset(b);
-                event_json(t, 0, b);
-                if (!b->oom && (in->held = alerts__tcopy_new(t, seq, b->data)))
-                    a->held++;
-                arm_timer(a);
-            }
-        } else if (!b->oom && (c = alerts__tcopy_new(t, seq, b->data))) {
-            if (in->held) { /* superseded by this notification */
-                alerts__tcopy_free(in->held);
-                in->held = NULL;
-                a->held--;
-            }
-            gather(a, c);
-        } else {
+        cb_strbuf_reset(b);
+        event_json(t, 0, b);
+        struct alerts__tcopy *c = b->oom ? NULL : alerts__tcopy_new(t, seq, b->data);
+        struct cb_strbuf feed;
+        cb_strbuf_init(&feed);
+        cb_transition_to_json(t, &feed);
+        if (!c || feed.oom) {
             cb_error("alert", "%s: notification dropped (out of memory)", t->id);
+            alerts__tcopy_free(c);
+            cb_strbuf_free(&feed);
+        } else if (a->speaking) {
+            speak(a, c, feed.data, feed.len);
+            cb_strbuf_free(&feed);
+        } else {
+            defer(a, t, c, feed.data); /* takes both */
         }
     }
 done:
@@ -1312,6 +1411,10 @@ int cb_alerts_reader_history_json(struct cb_alert_reader *r, int64_t from, int64
 void cb_alerts_get_stats(struct cb_alerts *a, struct cb_alerts_stats *out)
 {
     *out = a->stats;
+    out->speaking = a->speaking;
+    out->deferred = a->voice.ndeferred;
+    out->heard = a->voice.heard_total;
+    out->deferred_dropped = a->voice.dropped;
     out->outbox_pending = a->webhook ? alerts__webhook_pending(a->webhook) : 0;
     out->store_errors = cb_alert_store_errors(a->store, NULL, 0);
 }
@@ -1334,6 +1437,7 @@ static void free_all(struct cb_alerts *a)
     alerts__map_clear(&a->am_active, tcopy_free_void);
     free(a->console_url);
     alerts__silences_free(&a->sil);
+    alerts__voice_free(&a->voice);
     cb_alert_store_close(a->store);
     cb_channels_free(a->channels, a->nchannels);
     for (size_t i = 0; i < a->ndefault; i++)
@@ -1359,6 +1463,11 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
     a->clock = a->hooks.clock ? a->hooks.clock : &cb_clock_wall;
     a->storm_window_ms = cfg->alerts_storm_window_ms;
     a->am_resend_ms = cfg->alerts_alertmanager_resend_ms;
+    a->speaking = !*cfg->cluster_partition; /* a twin is silent until it holds the lease */
+    a->feed_prefix_heard = *cfg->cluster_partition != 0;
+    a->feed_memory_ms = cfg->cluster_feed_memory_ms;
+    a->voice.max_deferred = 100000;
+    a->voice.tolerance_ms = cfg->cluster_feed_tolerance_ms;
     if (cb_channels_from_config(cfg, &a->channels, &a->nchannels, err, errlen))
         goto fail;
     a->default_notify = calloc(cfg->alerts_default_notify.n + 1, sizeof *a->default_notify);

@@ -44,6 +44,11 @@ struct cb_alerts_hooks {
     void (*on_stale)(void *ctx, const char *json, size_t len);
     /* Time for silences, storm windows, outbox retries, handover. NULL: wall. */
     const struct cb_clock *clock;
+    /* Publishes one event on the alert feed PREFIX/<rule> (json: len bytes,
+     * cb_transition_to_json's object, borrowed). Called only while the
+     * module speaks (cb_alerts_set_voice). Returns 0 when handed over, -1
+     * otherwise (counted as feed_failed). NULL: no feed. */
+    int (*feed)(void *ctx, const char *rule, const char *json, size_t len);
 };
 
 /* Creates the module: the channels of cfg (cb_channels_from_config: errors
@@ -60,6 +65,22 @@ struct cb_alerts *cb_alerts_new(uv_loop_t *loop, const struct cb_config *cfg, co
 void cb_alerts_on_transition(struct cb_alerts *a, const struct cb_transition *t);
 /* A cb_transition_fn adapter: ctx is the struct cb_alerts. */
 void cb_alerts_transition_cb(void *ctx, const struct cb_transition *t);
+
+/* ---- one voice (docs/cluster.md) ----
+ * Twins of a partition both persist every transition; only the one that
+ * holds the lease announces (alert feed, channels, outbox). A module made
+ * with cluster.partition set starts silent; without, it always speaks. */
+
+/* Sets whether this twin speaks. While silent, each event is kept (deferred)
+ * unless the feed already carried it; on gaining the voice, every event
+ * still kept is announced, oldest first (feed, then channels, with silences
+ * and storm grouping applied at that moment), and none is kept after. */
+void cb_alerts_set_voice(struct cb_alerts *a, int speaking);
+/* One message heard on the alert feed (either twin's): its id, state, since
+ * and severity mark that event as announced for cluster.feed_memory, and
+ * drop it from what this twin keeps. Returns 0, or -1 when json is not an
+ * event object (ignored) or on OOM. */
+int cb_alerts_feed_heard(struct cb_alerts *a, const char *json, size_t len);
 
 /* Restart: visits stored instances as transitions: pending and firing ones
  * (state PENDING or FIRING with severity, since, fired_at, clear_since,
@@ -220,6 +241,13 @@ struct cb_alerts_stats {
     uint64_t unknown_channel;
     size_t outbox_pending;     /* undelivered rows in memory */
     uint64_t store_errors;
+    uint64_t feed_failed;      /* feed publishes not handed over */
+    /* one voice */
+    int speaking;              /* 1 while this twin announces */
+    size_t deferred;           /* events kept, not yet heard on the feed */
+    uint64_t heard;            /* feed messages heard */
+    uint64_t deferred_dropped; /* kept events dropped beyond the limit (100,000) */
+    uint64_t takeover_announced; /* kept events announced on gaining the voice */
 };
 void cb_alerts_get_stats(struct cb_alerts *a, struct cb_alerts_stats *out);
 

@@ -123,4 +123,66 @@ size_t alerts__webhook_pending(struct alerts__webhook *w);
  * then done(ctx). */
 void alerts__webhook_close(struct alerts__webhook *w, void (*done)(void *ctx), void *ctx);
 
+/* ---- one voice (voice.c; docs/cluster.md "Takeover") ---- */
+/* Twins compute the same events from the same samples, but each stamps
+ * `since` with its own processing time, so the same event's since differs
+ * between them by their delay (milliseconds, more when one catches up). An
+ * event is named by its base key "ID STATE SEVERITY" (joined by 0x1f) and
+ * matched with a since within `tolerance_ms`; each event heard on the feed
+ * accounts for at most one event kept. */
+struct alerts__deferred {
+    struct alerts__deferred *prev, *next;
+    char *key;                 /* base key */
+    int64_t since, kept_at;
+    char *feed;                /* the alert feed's JSON (cb_transition_to_json) */
+    struct alerts__tcopy *c;
+};
+#define ALERTS__HEARD_RING 4
+struct alerts__heard {         /* the last events heard under one base key */
+    struct {
+        int64_t since, at;
+        int used;              /* it already accounted for a kept event */
+    } e[ALERTS__HEARD_RING];
+    unsigned n;                /* entries written (the ring wraps) */
+};
+struct alerts__voice {
+    struct alerts__map heard;  /* base key -> struct alerts__heard */
+    struct alerts__map said;   /* "base key 0x1f since" -> int64_t * (when): this twin's own
+                                  announcements, so their echo on the feed is not taken for
+                                  the other twin's */
+    struct alerts__deferred *head, *tail; /* oldest first */
+    size_t ndeferred, max_deferred;
+    int64_t tolerance_ms;
+    uint64_t heard_total, dropped;
+};
+/* The base key of an event. */
+void alerts__voice_key(const char *id, const char *state, const char *severity,
+                       struct cb_strbuf *out);
+/* An event heard on the feed at `now`: the oldest kept event it matches is
+ * forgotten (the other twin announced it); otherwise it is remembered for
+ * an event this twin has yet to compute. Returns 1 when a kept event was
+ * forgotten, 0 when not, -1 on OOM. */
+int alerts__voice_heard(struct alerts__voice *v, const char *key, int64_t since, int64_t now);
+/* This twin announced the event (key, since) at `now`: its echo on the feed
+ * will be recognised (the same since, exactly) and ignored. 0, or -1 on OOM. */
+int alerts__voice_said(struct alerts__voice *v, const char *key, int64_t since, int64_t now);
+/* 1 when (key, since) is this twin's own announcement, forgotten from then
+ * on; else 0. */
+int alerts__voice_echo(struct alerts__voice *v, const char *key, int64_t since);
+/* Keeps an event this twin did not announce, unless a remembered event
+ * heard on the feed matches it. Takes c and feed (freed unless kept).
+ * Returns 1 kept, 0 heard already, -1 OOM. Beyond max_deferred the oldest is
+ * dropped (counted). */
+int alerts__voice_defer(struct alerts__voice *v, const char *key, int64_t since, int64_t now,
+                        char *feed, struct alerts__tcopy *c);
+/* The oldest kept event, out of the set (NULL: none). The caller frees it
+ * with alerts__voice_deferred_free (set c NULL when it took c). */
+struct alerts__deferred *alerts__voice_pop(struct alerts__voice *v);
+void alerts__voice_deferred_free(struct alerts__deferred *d);
+/* Forgets events heard or said before `before`, and drops (counted) kept events
+ * kept since before `before`: the speaking twin had that long to announce
+ * them. */
+void alerts__voice_forget(struct alerts__voice *v, int64_t before);
+void alerts__voice_free(struct alerts__voice *v);
+
 #endif

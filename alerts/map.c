@@ -140,6 +140,8 @@ struct alerts__tcopy *alerts__tcopy_new(const struct cb_transition *t, int64_t s
         return NULL;
     c->t = *t;
     c->seq = seq;
+    /* not copied, so not kept: they would dangle once t is gone */
+    c->t.reason = c->t.closed_by = c->t.close_note = c->t.rule_key = NULL;
     c->t.id = dup0(t->id, &bad);
     c->t.rule = dup0(t->rule, &bad);
     c->t.message = dup0(t->message, &bad);

@@ -32,3 +32,16 @@ static int64_t wall_now(void *ctx)
 const struct cb_clock cb_clock_wall = {wall_now, 0};
 
 int64_t cb_clock_manual_now(void *ctx) { return *(int64_t *)ctx; }
+
+struct timespec cb_deadline_in_ms(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}

@@ -4,6 +4,7 @@
 #define CB_BASE_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Wall-clock milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t cb_wall_ms(void);
@@ -24,5 +25,8 @@ extern const struct cb_clock cb_clock_wall;
 int64_t cb_clock_manual_now(void *ctx);
 
 static inline int64_t cb_clock_now(const struct cb_clock *c) { return c->now(c->ctx); }
+
+/* The CLOCK_REALTIME moment ms from now, as pthread_cond_timedwait wants it. */
+struct timespec cb_deadline_in_ms(int64_t ms);
 
 #endif

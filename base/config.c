@@ -200,7 +200,7 @@ static const struct option options[] = {
      "channels used by rules without a notify clause", 0},
     {"alerts.mqtt_prefix", T_STRING, OFF(alerts_mqtt_prefix), 0, 0, "citybrain/alerts", 0, 0,
      "every alert transition is published as JSON on PREFIX/<rule> (QoS 1), whatever the "
-     "rule's notify clause",
+     "rule's notify clause (in a cluster, by the twin holding the lease)",
      0},
     {"alerts.storm_window", T_DURATION, OFF(alerts_storm_window_ms), 0, 3600 * 1000LL, "10s", 0,
      0,
@@ -303,6 +303,41 @@ static const struct option options[] = {
     {"federation.control_topic", T_STRING, OFF(federation_control_topic), 0, 0, "", 0, 0,
      "share operator actions (ack, close, silences, rule reloads) with the peer engines on "
      "this topic, e.g. citybrain/control/d07; empty for none",
+     0},
+    {"cluster.partition", T_STRING, OFF(cluster_partition), 0, 0, "", 0, 0,
+     "the partition this engine serves (docs/cluster.md); empty: no cluster, the engine "
+     "subscribes to mqtt.topic and always speaks. Set, it subscribes to the partition's "
+     "districts and the alert feed, and speaks only while it holds the partition's lease",
+     "Cluster"},
+    {"cluster.twin", T_STRING, OFF(cluster_twin), 0, 0, "", 0, 0,
+     "this twin's name within the partition (letters, digits, _ -), e.g. a or b; with "
+     "mqtt.client_id empty the client id is citybrain-<partition>-<twin>",
+     0},
+    {"cluster.district", T_STRLIST, OFF(cluster_districts), 0, 0, "", 0, 0,
+     "one district of a partition: PARTITION DISTRICT FILTER (an MQTT topic filter); repeat "
+     "for each district; every engine may carry the whole city's list",
+     0},
+    {"cluster.lease", T_STRLIST, OFF(cluster_lease), 0, 0, "", 0, 0,
+     "AMQP URL of a broker node holding the lease queue, amqp://user:password@host:port[/vhost] "
+     "(no vhost: /); repeat for each node: they are tried in turn, twin by twin from a "
+     "different one. It holds a password: write it in the configuration file, not on the "
+     "command line",
+     0},
+    {"cluster.lease_queue", T_STRING, OFF(cluster_lease_queue), 0, 0, "", 0, 0,
+     "the lease's quorum queue; empty: citybrain.lease.<partition>", 0},
+    {"cluster.lease_heartbeat", T_DURATION, OFF(cluster_lease_heartbeat_ms), 1000, 60000, "2s",
+     0, 0,
+     "AMQP heartbeat of the lease connection (whole seconds): a silent connection is dead "
+     "after two, and a holder that cannot reach the broker falls silent by then",
+     0},
+    {"cluster.feed_memory", T_DURATION, OFF(cluster_feed_memory_ms), 1000, DAY, "10m", 0, 0,
+     "how long a silent twin remembers an event heard on the alert feed, and keeps an event of "
+     "its own the feed has not carried (dropped after this, counted)",
+     0},
+    {"cluster.feed_tolerance", T_DURATION, OFF(cluster_feed_tolerance_ms), 0, 3600 * 1000LL,
+     "5s", 0, 0,
+     "an event heard on the feed is the twin's own event when id, state and severity are equal "
+     "and their since differs by at most this (each twin stamps since with its own clock)",
      0},
 };
 
@@ -764,6 +799,8 @@ int cb_config_check_time_zone(const char *tz)
     return 0;
 }
 
+static int validate_cluster(const struct cb_config *cfg, struct cb_config_error *err);
+
 int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
 {
     struct cb_strlist brokers = {0};
@@ -792,6 +829,8 @@ int cb_config_validate(const struct cb_config *cfg, struct cb_config_error *err)
         set_error(err, "mqtt.topic", "at least one topic filter is needed");
         return -1;
     }
+    if (validate_cluster(cfg, err))
+        return -1;
     if (cfg->mqtt_reconnect_min_ms > cfg->mqtt_reconnect_max_ms) {
         set_error(err, "mqtt.reconnect_min", "is longer than mqtt.reconnect_max");
         return -1;
@@ -978,6 +1017,13 @@ char *cb_config_client_id(const struct cb_config *cfg)
 {
     if (*cfg->mqtt_client_id)
         return strdup(cfg->mqtt_client_id);
+    if (*cfg->cluster_partition) {
+        size_t n = strlen(cfg->cluster_partition) + strlen(cfg->cluster_twin) + sizeof "citybrain--";
+        char *id = malloc(n);
+        if (id)
+            snprintf(id, n, "citybrain-%s-%s", cfg->cluster_partition, cfg->cluster_twin);
+        return id;
+    }
     char host[128] = "localhost";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
@@ -985,4 +1031,144 @@ char *cb_config_client_id(const struct cb_config *cfg)
     if (id)
         sprintf(id, "citybrain-%s", host);
     return id;
+}
+
+void cb_strlist_free(struct cb_strlist *l) { strlist_clear(l); }
+
+/* Appends the first len bytes of s. 0, or -1 on OOM. */
+static int strlist_push_n(struct cb_strlist *l, const char *s, size_t len)
+{
+    char *copy = strndup(s, len);
+    int rc = copy ? strlist_push(l, copy) : -1;
+    free(copy);
+    return rc;
+}
+
+/* Splits "PARTITION DISTRICT FILTER" into its three words (pointers into
+ * line, lengths). Returns 0, or -1 when the line has not exactly three. */
+static int district_words(const char *line, const char *w[3], size_t n[3])
+{
+    const char *p = line;
+    for (int i = 0; i < 3; i++) {
+        p += strspn(p, " \t");
+        n[i] = strcspn(p, " \t");
+        if (!n[i])
+            return -1;
+        w[i] = p;
+        p += n[i];
+    }
+    p += strspn(p, " \t");
+    return *p ? -1 : 0;
+}
+
+int cb_config_subscriptions(const struct cb_config *cfg, struct cb_strlist *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!*cfg->cluster_partition) {
+        for (size_t i = 0; i < cfg->mqtt_topics.n; i++)
+            if (strlist_push(out, cfg->mqtt_topics.items[i]))
+                goto oom;
+        return 0;
+    }
+    for (size_t i = 0; i < cfg->cluster_districts.n; i++) {
+        const char *w[3];
+        size_t n[3];
+        if (district_words(cfg->cluster_districts.items[i], w, n) == 0 &&
+            n[0] == strlen(cfg->cluster_partition) && !strncmp(w[0], cfg->cluster_partition, n[0]) &&
+            strlist_push_n(out, w[2], n[2]))
+            goto oom;
+    }
+    size_t n = strlen(cfg->alerts_mqtt_prefix) + sizeof "/#";
+    char *feed = malloc(n);
+    if (!feed)
+        goto oom;
+    snprintf(feed, n, "%s/#", cfg->alerts_mqtt_prefix);
+    int rc = strlist_push(out, feed);
+    free(feed);
+    if (rc)
+        goto oom;
+    return 0;
+oom:
+    cb_strlist_free(out);
+    return -1;
+}
+
+char *cb_config_lease_queue(const struct cb_config *cfg)
+{
+    if (*cfg->cluster_lease_queue)
+        return strdup(cfg->cluster_lease_queue);
+    size_t n = strlen(cfg->cluster_partition) + sizeof "citybrain.lease.";
+    char *q = malloc(n);
+    if (q)
+        snprintf(q, n, "citybrain.lease.%s", cfg->cluster_partition);
+    return q;
+}
+
+static int plain_name(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return 0;
+    return 1;
+}
+
+/* The cluster options as a whole (docs/cluster.md). */
+static int validate_cluster(const struct cb_config *cfg, struct cb_config_error *err)
+{
+    size_t mine = 0;
+    for (size_t i = 0; i < cfg->cluster_districts.n; i++) {
+        const char *line = cfg->cluster_districts.items[i], *w[3];
+        size_t n[3];
+        if (district_words(line, w, n)) {
+            set_error(err, "cluster.district", "'%s' is not PARTITION DISTRICT FILTER", line);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const char *v[3];
+            size_t m[3];
+            district_words(cfg->cluster_districts.items[j], v, m);
+            if (m[1] == n[1] && !strncmp(v[1], w[1], n[1])) {
+                set_error(err, "cluster.district", "district '%.*s' is listed twice", (int)n[1],
+                          w[1]);
+                return -1;
+            }
+        }
+        if (n[0] == strlen(cfg->cluster_partition) && !strncmp(w[0], cfg->cluster_partition, n[0]))
+            mine++;
+    }
+    if (!*cfg->cluster_partition)
+        return 0;
+    if (!plain_name(cfg->cluster_partition)) {
+        set_error(err, "cluster.partition", "'%s' is not a name (letters, digits, _ -)",
+                  cfg->cluster_partition);
+        return -1;
+    }
+    if (!plain_name(cfg->cluster_twin)) {
+        set_error(err, "cluster.twin", "a twin name (letters, digits, _ -) is needed with "
+                                       "cluster.partition");
+        return -1;
+    }
+    if (!mine) {
+        set_error(err, "cluster.district", "partition '%s' has no district", cfg->cluster_partition);
+        return -1;
+    }
+    if (!cfg->cluster_lease.n) {
+        set_error(err, "cluster.lease", "at least one AMQP URL is needed with cluster.partition");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->cluster_lease.n; i++) {
+        if (strncmp(cfg->cluster_lease.items[i], "amqp://", 7)) {
+            set_error(err, "cluster.lease", "'%s' is not an AMQP URL (amqp://host:port)",
+                      cfg->cluster_lease.items[i]);
+            return -1;
+        }
+    }
+    if (cfg->mqtt_clean_session) {
+        set_error(err, "mqtt.clean_session", "must be false in a cluster: each twin's session "
+                                             "keeps what arrives while it is away");
+        return -1;
+    }
+    return 0;
 }

@@ -121,6 +121,15 @@ struct cb_config {
     char *federation_export_topic;   /* "" = no export */
     int64_t federation_export_interval_ms;
     char *federation_control_topic;  /* "" = operator actions stay local */
+    /* cluster (docs/cluster.md) */
+    char *cluster_partition;          /* "" = no cluster: one engine, always speaks */
+    char *cluster_twin;               /* this twin's name within the partition */
+    struct cb_strlist cluster_districts; /* "PARTITION DISTRICT FILTER" lines */
+    struct cb_strlist cluster_lease;  /* AMQP URLs of the lease's broker nodes */
+    char *cluster_lease_queue;        /* "" = "citybrain.lease.<partition>" */
+    int64_t cluster_lease_heartbeat_ms;
+    int64_t cluster_feed_memory_ms;
+    int64_t cluster_feed_tolerance_ms;
 
     /* not an option: the file cb_config_load_file read last, NULL when none
      * (for messages: "channels of etc/citybrain.conf") */
@@ -183,7 +192,18 @@ char *cb_config_journal_path(const struct cb_config *cfg);
  * spaces, empty entries skipped; out->n is 0 for a list of nothing). The
  * caller frees out's items and array. Returns 0, or -1 on OOM (out empty). */
 int cb_config_brokers(const char *list, struct cb_strlist *out);
-/* The client id: mqtt_client_id, or "citybrain-<hostname>" when empty. Caller frees. */
+/* The client id: mqtt_client_id, or when empty "citybrain-<partition>-<twin>"
+ * with cluster.partition set, else "citybrain-<hostname>". Caller frees. */
 char *cb_config_client_id(const struct cb_config *cfg);
+/* The topic filters the engine subscribes to: mqtt.topic without a
+ * cluster.partition; with one, the filters of the partition's districts
+ * (cluster.district lines) and the alert feed PREFIX/# (the twin learns what
+ * was announced from it). Fills out with copies (free with
+ * cb_strlist_free). Returns 0, or -1 on OOM. */
+int cb_config_subscriptions(const struct cb_config *cfg, struct cb_strlist *out);
+void cb_strlist_free(struct cb_strlist *l);
+/* The lease queue: cluster.lease_queue, or "citybrain.lease.<partition>".
+ * Caller frees. */
+char *cb_config_lease_queue(const struct cb_config *cfg);
 
 #endif

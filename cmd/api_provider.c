@@ -20,6 +20,32 @@
 
 /* ---- loop thread ------------------------------------------------------------- */
 
+/* ,"lease":{...} of /api/health (docs/cluster.md): the partition, the twin,
+ * the lease's state and fencing epoch, since when, the broker node, the last
+ * connection error, and the events this twin keeps for a takeover. */
+static void lease_json(const struct cmd_api_sources *d, const struct cb_lease_status *ls,
+                       struct cb_strbuf *out)
+{
+    struct cb_alerts_stats as;
+    cb_alerts_get_stats(d->alerts, &as);
+    cb_strbuf_puts(out, ",\"lease\":{\"partition\":");
+    cb_strbuf_json_string(out, d->cfg->cluster_partition, strlen(d->cfg->cluster_partition));
+    cb_strbuf_puts(out, ",\"twin\":");
+    cb_strbuf_json_string(out, d->cfg->cluster_twin, strlen(d->cfg->cluster_twin));
+    cb_strbuf_printf(out, ",\"state\":\"%s\",\"speaking\":%s,\"epoch\":%lld,\"since\":%lld,"
+                          "\"gained\":%llu,\"lost\":%llu,\"deferred\":%zu,\"broker\":",
+                     cb_lease_state_name(ls->state), as.speaking ? "true" : "false",
+                     (long long)ls->epoch, (long long)ls->since_ms,
+                     (unsigned long long)ls->gained, (unsigned long long)ls->lost, as.deferred);
+    cb_strbuf_json_string(out, ls->broker, strlen(ls->broker));
+    cb_strbuf_puts(out, ",\"error\":");
+    if (ls->error[0])
+        cb_strbuf_json_string(out, ls->error, strlen(ls->error));
+    else
+        cb_strbuf_puts(out, "null");
+    cb_strbuf_putc(out, '}');
+}
+
 /* GET /api/health: "status" is "ok" when every part is, else "degraded",
  * and "reasons" says which part is not and why, one string each ("journal:
  * disk full"); the parts follow with their own state. */
@@ -37,7 +63,7 @@ static int health(void *ctx, struct cb_strbuf *out)
     struct cb_engine_stats es;
     cb_engine_get_stats(d->engine, &es);
 
-    char reasons[6][96]; /* at most one per part below */
+    char reasons[7][96]; /* at most one per part below */
     size_t nr = 0;
     if (ms.state != CB_MQTT_CONNECTED)
         snprintf(reasons[nr++], sizeof reasons[0], "mqtt: %s", cb_mqtt_state_name(ms.state));
@@ -48,6 +74,11 @@ static int health(void *ctx, struct cb_strbuf *out)
     int64_t now = (int64_t)(uv_hrtime() / 1000000);
     int64_t lag_max = d->looplag ? cb_looplag_recent_max(d->looplag, now) : 0;
     int64_t lag = d->looplag ? cb_looplag_last(d->looplag) : 0;
+    struct cb_lease_status ls = {.state = CB_LEASE_OFF};
+    if (d->lease)
+        cb_lease_get(d->lease, &ls);
+    if (ls.state == CB_LEASE_CONNECTING)
+        snprintf(reasons[nr++], sizeof reasons[0], "lease: no connection to the lease's broker");
     if (lag_max > CB_LOOPLAG_DEGRADED_MS)
         snprintf(reasons[nr++], sizeof reasons[0], "loop: lagged %.1f s in the last %d s",
                  (double)lag_max / 1000.0, CB_LOOPLAG_WINDOW_MS / 1000);
@@ -74,6 +105,8 @@ static int health(void *ctx, struct cb_strbuf *out)
         cb_strbuf_puts(out, ",\"mqtt_error\":");
         cb_strbuf_json_string(out, mqtt_error, strlen(mqtt_error));
     }
+    if (d->lease)
+        lease_json(d, &ls, out);
     cb_strbuf_printf(out, ",\"rules\":%zu,\"instances\":%zu,\"queue_depth\":%zu}",
                      cb_engine_rule_count(d->engine),
                      es.instances, ms.queue_depth);

@@ -14,6 +14,7 @@
 #include "base/config.h"
 #include "base/looplag.h"
 #include "ingest/ingest.h"
+#include "lease/lease.h"
 #include "rules/rules.h"
 #include "storage/storage.h"
 
@@ -25,6 +26,7 @@ struct cmd_api_sources {
     struct cb_mqtt *mqtt;
     struct cb_engine *engine;
     struct cb_alerts *alerts;
+    struct cb_lease *lease;                       /* the partition's lease; NULL: no cluster */
     const struct cb_topic_pattern *label_pattern; /* sensors' labels; may be NULL */
     const struct cb_looplag *looplag;             /* the loop's lag; may be NULL */
     int64_t started_ms;                           /* wall clock at start, for uptime */

@@ -22,6 +22,7 @@
 #include "base/metrics.h"
 #include "base/strbuf.h"
 #include "ingest/ingest.h"
+#include "lease/lease.h"
 #include "rules/rules.h"
 #include "storage/storage.h"
 
@@ -58,6 +59,8 @@ struct cb_daemon {
     struct cb_decoder *decoder;
     struct cb_stamps *stamps; /* arrival stamps: seeded at start, then Paho's */
     struct cb_alerts *alerts;
+    struct cb_lease *lease; /* the partition's lease; NULL without cluster.partition */
+    size_t feed_prefix_len; /* "PREFIX/" of the alert feed a twin listens to; 0: none */
     struct cb_api *api;
     struct cmd_api_sources api_sources; /* what the API provider reads */
     struct cb_topic_pattern *label_pattern; /* sensors' labels for the API */
@@ -72,7 +75,6 @@ struct cb_daemon {
     int exit_code;
     int64_t started_ms;
     int64_t last_message_ms; /* wall clock of the last message handled (atomic) */
-    struct cb_strbuf feed; /* the alert feed's JSON, reused */
     char *engine_name;     /* federation.engine, or the client id */
     struct cb_strbuf export_topic, export_payload; /* the city tier's export, reused */
     struct cmd_control *control; /* federation.control_topic, or NULL */
@@ -81,7 +83,7 @@ struct cb_daemon {
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
     uint64_t *m_samples[4]; /* by enum cb_sample_verdict */
-    uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_feed_failed;
+    uint64_t *m_transitions, *m_reloads, *m_reload_errors, *m_export_failed;
     struct cb_histogram *h_eval, *h_journal, *h_lag;
     struct cb_looplag *looplag; /* the loop's own lag, for /metrics and health */
 };
@@ -205,6 +207,44 @@ static double g_loop_lag_max(void *ctx)
     return (double)cb_looplag_recent_max(d->looplag, (int64_t)(uv_hrtime() / 1000000)) / 1000.0;
 }
 
+/* The lease and the one voice (docs/cluster.md). */
+static double g_lease_state(void *ctx)
+{
+    struct cb_daemon *d = ctx;
+    struct cb_lease_status st = {.state = CB_LEASE_OFF};
+    if (d->lease)
+        cb_lease_get(d->lease, &st);
+    return (double)st.state;
+}
+#define LEASE_STAT(fn, field)                                                                \
+    static double fn(void *ctx)                                                             \
+    {                                                                                       \
+        struct cb_daemon *d = ctx;                                                          \
+        struct cb_lease_status st = {.epoch = -1};                                          \
+        if (d->lease)                                                                       \
+            cb_lease_get(d->lease, &st);                                                    \
+        return (double)st.field;                                                            \
+    }
+LEASE_STAT(g_lease_epoch, epoch)
+LEASE_STAT(g_lease_gained, gained)
+LEASE_STAT(g_lease_lost, lost)
+#define VOICE_STAT(fn, field)                                                                \
+    static double fn(void *ctx)                                                             \
+    {                                                                                       \
+        struct cb_daemon *d = ctx;                                                          \
+        struct cb_alerts_stats s;                                                           \
+        if (!d->alerts)                                                                     \
+            return 0;                                                                       \
+        cb_alerts_get_stats(d->alerts, &s);                                                 \
+        return (double)s.field;                                                             \
+    }
+VOICE_STAT(g_voice_speaking, speaking)
+VOICE_STAT(g_voice_deferred, deferred)
+VOICE_STAT(g_voice_heard, heard)
+VOICE_STAT(g_voice_dropped, deferred_dropped)
+VOICE_STAT(g_voice_takeover, takeover_announced)
+VOICE_STAT(g_feed_failed, feed_failed)
+
 static double g_uptime(void *ctx)
 {
     struct cb_daemon *d = ctx;
@@ -255,9 +295,9 @@ static void register_metrics(struct cb_daemon *d)
     for (int v = 0; v < 4; v++)
         d->m_samples[v] = cb_metrics_counter("citybrain_ingest_samples_total", verdict_labels[v],
                                              "decoded samples, by what the rules made of them");
-    d->m_feed_failed = cb_metrics_counter("citybrain_alert_feed_failed_total", "",
-                                          "alert transitions that could not be handed to MQTT (the "
-                                          "alert feed, and the city tier's export)");
+    d->m_export_failed = cb_metrics_counter("citybrain_export_failed_total", "",
+                                            "alert instance states that could not be handed to MQTT "
+                                            "for the city tier (federation.export_topic)");
     d->m_transitions = cb_metrics_counter("citybrain_rules_transitions_total", "",
                                           "alert state changes emitted by the rules");
     d->m_reloads = cb_metrics_counter("citybrain_rules_reloads_total", "result=\"ok\"",
@@ -353,6 +393,29 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_heap_free_bytes", "bytes freed but kept by the allocator (all arenas)",
          g_heap_free},
 #endif
+        {"citybrain_alert_feed_failed_total", "alert transitions that could not be handed to MQTT",
+         g_feed_failed},
+        {"citybrain_lease_state",
+         "the partition's lease: 0 off (no cluster), 1 connecting, 2 standby, 3 holder",
+         g_lease_state},
+        {"citybrain_lease_epoch",
+         "fencing epoch (x-delivery-count) of the token held or last held; -1 never held",
+         g_lease_epoch},
+        {"citybrain_lease_gained_total", "times this twin received the lease's token",
+         g_lease_gained},
+        {"citybrain_lease_lost_total", "times this twin's lease ended (its connection died)",
+         g_lease_lost},
+        {"citybrain_alerts_speaking", "1 while this engine announces (feed, channels, outbox)",
+         g_voice_speaking},
+        {"citybrain_alerts_deferred",
+         "events this silent twin keeps because the feed has not carried them yet",
+         g_voice_deferred},
+        {"citybrain_alert_feed_heard_total", "alert feed messages heard (either twin's)",
+         g_voice_heard},
+        {"citybrain_alerts_deferred_dropped_total",
+         "kept events dropped beyond 100,000 (never announced by this twin)", g_voice_dropped},
+        {"citybrain_alerts_takeover_announced_total",
+         "kept events announced on gaining the lease (the other twin had not)", g_voice_takeover},
         {"citybrain_loop_lag_max_seconds",
          "the largest loop lag of the last 10 s; /api/health is degraded while it is over 1 s",
          g_loop_lag_max},
@@ -442,6 +505,14 @@ static void on_message(void *ctx, const struct cb_message *m)
     __atomic_store_n(&d->last_message_ms, cb_wall_ms(), __ATOMIC_RELAXED);
     if (d->control && !strcmp(m->topic, d->cfg->federation_control_topic)) {
         on_control(d, m);
+        return;
+    }
+    if (d->feed_prefix_len && m->topic_len > d->feed_prefix_len &&
+        !memcmp(m->topic, d->cfg->alerts_mqtt_prefix, d->feed_prefix_len - 1) &&
+        m->topic[d->feed_prefix_len - 1] == '/') {
+        /* the alert feed, heard by a twin: what has been announced */
+        cb_alerts_feed_heard(d->alerts, m->payload, m->len);
+        cb_store_note_journal_pos(d->store, m->journal_pos);
         return;
     }
     enum cb_reject r = cb_decode(d->decoder, m->topic, m->payload, m->len, m->arrival_ms, &dec);
@@ -539,10 +610,10 @@ static int replay_record(void *ctx, uint64_t pos, const char *topic, const void 
 static void export_instance(struct cb_daemon *d, const struct cb_transition *t, int64_t at_ms);
 
 /* Every state change of the engine goes to alerts/, which persists it,
- * notifies the rule's channels (grouped in storms) and hands events to the
- * API's SSE. Every event is also published, one message per transition, on
- * the alert feed PREFIX/<rule> (interfaces.md): machines that follow the
- * feed see each instance, as the API and the log do. */
+ * notifies the rule's channels (grouped in storms), hands events to the
+ * API's SSE and, while this engine speaks, publishes each event, one message
+ * per transition, on the alert feed PREFIX/<rule> (interfaces.md): machines
+ * that follow the feed see each instance, as the API and the log do. */
 static void on_transition(void *ctx, const struct cb_transition *t)
 {
     struct cb_daemon *d = ctx;
@@ -550,17 +621,24 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     if (t->reason)
         cb_warn("alert", "%s %s: %s", t->id, cb_alert_state_name(t->state), t->reason);
     cb_alerts_on_transition(d->alerts, t);
-    if (!d->mqtt || !cb_transition_is_event(t))
-        return;
-    export_instance(d, t, t->at);
-    cb_strbuf_reset(&d->feed);
-    cb_transition_to_json(t, &d->feed);
-    if (d->feed.oom)
-        return;
+    if (cb_transition_is_event(t))
+        export_instance(d, t, t->at); /* both twins: a state the city tier reads from either */
+}
+
+static int publish_feed(void *ctx, const char *rule, const char *json, size_t len)
+{
+    struct cb_daemon *d = ctx;
     char topic[512];
-    snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, t->rule);
-    if (cb_mqtt_publish(d->mqtt, topic, d->feed.data, d->feed.len, 1, 0))
-        cb_counter_add(d->m_feed_failed, 1);
+    snprintf(topic, sizeof topic, "%s/%s", d->cfg->alerts_mqtt_prefix, rule);
+    return d->mqtt ? cb_mqtt_publish(d->mqtt, topic, json, len, 1, 0) : -1;
+}
+
+/* Loop thread: the lease changed hands; only the holder speaks. */
+static void on_lease(void *ctx, const struct cb_lease_status *st)
+{
+    struct cb_daemon *d = ctx;
+    if (d->alerts && !d->stopping)
+        cb_alerts_set_voice(d->alerts, st->state == CB_LEASE_HOLDER);
 }
 
 /* Publishes instance t's state on the city tier's export (federation.h),
@@ -575,7 +653,7 @@ static void export_instance(struct cb_daemon *d, const struct cb_transition *t, 
     if (d->export_topic.oom || d->export_payload.oom ||
         cb_mqtt_publish(d->mqtt, d->export_topic.data, d->export_payload.data,
                         d->export_payload.len, 1, 0))
-        cb_counter_add(d->m_feed_failed, 1);
+        cb_counter_add(d->m_export_failed, 1);
 }
 
 static void export_current(void *ctx, const struct cb_transition *t)
@@ -778,6 +856,11 @@ static void on_tick(uv_timer_t *t)
         d->last_export_ms = now;
         cb_engine_foreach_instance(d->engine, export_current, d);
     }
+    if (d->lease) { /* a twin that cannot publish leaves the voice to the other */
+        struct cb_mqtt_stats ms;
+        cb_mqtt_get_stats(d->mqtt, &ms);
+        cb_lease_set_eligible(d->lease, ms.state == CB_MQTT_CONNECTED);
+    }
 }
 
 static void close_handles(struct cb_daemon *d);
@@ -811,6 +894,19 @@ static void on_mqtt_stopped(void *ctx)
         on_api_closed(d);
 }
 
+/* Gives the lease up: the token goes to the other twin at once, and from
+ * here this one is silent (what is still drained, the other announces). */
+static void stop_lease(struct cb_daemon *d)
+{
+    if (!d->lease)
+        return;
+    if (d->alerts)
+        cb_alerts_set_voice(d->alerts, 0);
+    cb_lease_close(d->lease, NULL, NULL);
+    d->lease = NULL;
+    d->api_sources.lease = NULL;
+}
+
 static void begin_shutdown(struct cb_daemon *d, const char *why)
 {
     if (d->stopping)
@@ -819,6 +915,7 @@ static void begin_shutdown(struct cb_daemon *d, const char *why)
     cb_info(MOD, "%s: shutting down", why);
     uv_timer_stop(&d->tick);
     uv_timer_stop(&d->reload_timer);
+    stop_lease(d);
     if (d->mqtt)
         cb_mqtt_stop(d->mqtt, on_mqtt_stopped, d);
     else
@@ -856,6 +953,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static void close_handles(struct cb_daemon *d)
 {
+    stop_lease(d); /* a start that failed after the lease began */
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
     cb_looplag_close(d->looplag);
@@ -948,7 +1046,10 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
             cfg->storage_synchronous == CB_SYNC_FULL ? "full" : "normal");
 
     struct cb_alerts_hooks hooks = {.ctx = d, .publish = publish_alert, .on_event = alert_event,
-                                    .on_stale = alert_stale, .clock = &cb_clock_wall};
+                                    .on_stale = alert_stale, .clock = &cb_clock_wall,
+                                    .feed = publish_feed};
+    if (*cfg->cluster_partition)
+        d->feed_prefix_len = strlen(cfg->alerts_mqtt_prefix) + 1;
     d->alerts = cb_alerts_new(&d->loop, cfg, cfg->storage_db, &hooks, err, sizeof err);
     if (!d->alerts) {
         cb_error("alert", "%s", err);
@@ -1030,6 +1131,16 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_error("mqtt", "cannot start the client for %s", cfg->mqtt_broker);
         return -1;
     }
+    /* The lease last: a twin takes the voice once its state is rebuilt. */
+    if (*cfg->cluster_partition) {
+        d->lease = cb_lease_new(&d->loop, cfg, on_lease, d, err, sizeof err);
+        if (!d->lease || cb_lease_start(d->lease)) {
+            cb_error("lease", "%s", d->lease ? "cannot start the lease thread" : err);
+            return -1;
+        }
+        cb_info("lease", "partition %s, twin %s: silent until the lease is ours",
+                cfg->cluster_partition, cfg->cluster_twin);
+    }
 
     if (*cfg->sensors_label_pattern) {
         char perr[128];
@@ -1050,7 +1161,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     if (cb_api_enabled(cfg)) {
         d->api_sources = (struct cmd_api_sources){
             .cfg = cfg, .store = d->store, .mqtt = d->mqtt, .engine = d->engine,
-            .alerts = d->alerts, .label_pattern = d->label_pattern, .looplag = d->looplag,
+            .alerts = d->alerts, .lease = d->lease, .label_pattern = d->label_pattern, .looplag = d->looplag,
             .started_ms = d->started_ms, .reload_rules = reload_rules_diags, .reload_ctx = d,
             .share = share_action, .share_ctx = d,
         };
@@ -1067,8 +1178,13 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     uv_timer_start(&d->tick, on_tick, 1000, 1000);
     if (cfg->rules_watch)
         watch_rules(d);
-    cb_info(MOD, "citybrain %s running: broker %s, %zu topic filter(s), QoS %lld, %zu rule(s)",
-            cb_version, cfg->mqtt_broker, cfg->mqtt_topics.n, (long long)cfg->mqtt_qos, nrules);
+    if (*cfg->cluster_partition)
+        cb_info(MOD, "citybrain %s running: broker %s, partition %s twin %s, QoS %lld, %zu rule(s)",
+                cb_version, cfg->mqtt_broker, cfg->cluster_partition, cfg->cluster_twin,
+                (long long)cfg->mqtt_qos, nrules);
+    else
+        cb_info(MOD, "citybrain %s running: broker %s, %zu topic filter(s), QoS %lld, %zu rule(s)",
+                cb_version, cfg->mqtt_broker, cfg->mqtt_topics.n, (long long)cfg->mqtt_qos, nrules);
     return 0;
 }
 
@@ -1085,7 +1201,6 @@ static void teardown(struct cb_daemon *d)
     cb_stamps_free(d->stamps); /* the MQTT client is gone */
     if (d->label_pattern)
         cb_topic_pattern_free(d->label_pattern);
-    cb_strbuf_free(&d->feed);
     cb_strbuf_free(&d->export_topic);
     cb_strbuf_free(&d->export_payload);
     free(d->engine_name);

@@ -401,14 +401,7 @@ static void free_list(struct node *n)
 /* Waits on journal_cv for at most ms (m->lock held). */
 static void wait_ms(struct cb_mqtt *m, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = cb_deadline_in_ms(ms);
     pthread_cond_timedwait(&m->journal_cv, &m->lock, &ts);
 }
 
@@ -1417,17 +1410,17 @@ struct cb_mqtt *cb_mqtt_new(uv_loop_t *loop, const struct cb_config *cfg, cb_mes
     m->ca_file = dup_or_null(cfg->mqtt_ca_file);
     m->cert_file = dup_or_null(cfg->mqtt_cert_file);
     m->key_file = dup_or_null(cfg->mqtt_key_file);
-    m->ntopics = (int)cfg->mqtt_topics.n;
-    m->topics = calloc(cfg->mqtt_topics.n + 1, sizeof *m->topics);
-    m->qoss = calloc(cfg->mqtt_topics.n + 1, sizeof *m->qoss);
-    if (!m->topics || !m->qoss)
+    /* mqtt.topic, or a cluster partition's districts and the alert feed */
+    struct cb_strlist subs;
+    if (cb_config_subscriptions(cfg, &subs))
         goto oom;
-    for (int i = 0; i < m->ntopics; i++) {
-        m->topics[i] = strdup(cfg->mqtt_topics.items[i]);
-        if (!m->topics[i])
-            goto oom;
+    m->ntopics = (int)subs.n;
+    m->topics = subs.items; /* taken: freed with the client */
+    m->qoss = calloc(subs.n + 1, sizeof *m->qoss);
+    if (!m->url || !m->client_id || (subs.n && !m->topics) || !m->qoss)
+        goto oom;
+    for (int i = 0; i < m->ntopics; i++)
         m->qoss[i] = (int)cfg->mqtt_qos;
-    }
     m->qos = (int)cfg->mqtt_qos;
     m->clean = cfg->mqtt_clean_session ? 1 : 0;
     m->tls_verify = cfg->mqtt_tls_verify ? 1 : 0;

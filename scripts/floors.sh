@@ -22,7 +22,7 @@ set -euo pipefail
 # floor  modules (lowest first)
 TABLE='
 0 base
-1 ingest rules storage sim
+1 ingest rules storage sim lease
 2 alerts
 3 api
 4 cmd

@@ -14,6 +14,7 @@ PACKAGES=(
   libpaho-mqtt-dev libuv1-dev libsqlite3-dev sqlite3 libcjson-dev libcunit1-dev
   libcurl4-openssl-dev libh2o-dev libssl-dev zlib1g-dev
   mosquitto mosquitto-clients libxml2-utils
+  librabbitmq-dev amqp-tools rabbitmq-server
   nodejs chromium fonts-wqy-microhei
   openssl procps python3 curl prometheus prometheus-alertmanager
 )

@@ -32,6 +32,8 @@ struct fix {
     struct cb_clock clock;
     struct cb_alerts *a;
     int published, events;
+    int feeds;              /* messages handed to the alert feed */
+    struct cb_strbuf feed;  /* "state since;" per feed message */
     char topics[MAXPUB][128];
     char *payloads[MAXPUB];
     int closed;
@@ -58,6 +60,20 @@ static void on_event(void *ctx, uint64_t seq, const char *json, size_t len)
     f->events++;
 }
 
+static int on_feed(void *ctx, const char *rule, const char *json, size_t len)
+{
+    struct fix *f = ctx;
+    (void)rule;
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    cb_strbuf_printf(&f->feed, "%s %s %.0f;", cJSON_GetObjectItem(o, "id")->valuestring,
+                     cJSON_GetObjectItem(o, "state")->valuestring,
+                     cJSON_GetObjectItem(o, "since")->valuedouble);
+    cJSON_Delete(o);
+    f->feeds++;
+    return 0;
+}
+
 static void fix_clear_pubs(struct fix *f)
 {
     for (int i = 0; i < MAXPUB && i < f->published; i++)
@@ -70,7 +86,7 @@ static int fix_open(struct fix *f)
 {
     char err[256] = "";
     struct cb_alerts_hooks h = {.ctx = f, .publish = on_publish, .on_event = on_event,
-                                .clock = &f->clock};
+                                .clock = &f->clock, .feed = on_feed};
     f->a = cb_alerts_new(&f->loop, &f->cfg, f->db, &h, err, sizeof err);
     if (!f->a)
         fprintf(stderr, "cb_alerts_new: %s\n", err);
@@ -124,6 +140,7 @@ static void fix_free(struct fix *f)
     CU_ASSERT_EQUAL(uv_loop_close(&f->loop), 0);
     cb_config_free(&f->cfg);
     fix_clear_pubs(f);
+    cb_strbuf_free(&f->feed);
     cb_t_remove_dir(f->dir);
     free(f);
 }
@@ -1246,6 +1263,161 @@ static void test_api_helpers(void)
     fix_free(f);
 }
 
+/* ---- twins: one voice (docs/cluster.md) ---- */
+
+/* A twin of partition north, reopened so it starts silent as the daemon's does. */
+static struct fix *twin_new(void)
+{
+    struct fix *f = fix_new(0);
+    struct cb_config_error e;
+    fix_close_alerts(f);
+    CU_ASSERT_EQUAL(cb_config_set(&f->cfg, "cluster.partition", "north", 1, "test", &e), 0);
+    CU_ASSERT_EQUAL(cb_config_set(&f->cfg, "alerts.default_notify", "mqtt", 1, "test", &e), 0);
+    if (fix_open(f))
+        abort();
+    return f;
+}
+
+/* A feed message of the other twin: its since is its own clock's. */
+static void hear(struct fix *f, const char *id, const char *state, int64_t since)
+{
+    char json[256];
+    snprintf(json, sizeof json, "{\"id\":\"%s\",\"rule\":\"river_flood\",\"state\":\"%s\","
+             "\"severity\":\"major\",\"labels\":{},\"at\":%lld,\"since\":%lld}", id, state,
+             (long long)since, (long long)since);
+    CU_ASSERT_EQUAL(cb_alerts_feed_heard(f->a, json, strlen(json)), 0);
+}
+
+/* This twin's own event: id in state, since, at. */
+static void own(struct fix *f, const char *id, enum cb_alert_state st, int64_t since, int64_t at)
+{
+    struct cb_transition t = tr(id, st, CB_SEV_MAJOR, at);
+    t.since = since;
+    cb_alerts_on_transition(f->a, &t);
+}
+
+static size_t deferred(struct fix *f)
+{
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    return st.deferred;
+}
+
+static void test_silent_twin_keeps(void)
+{
+    struct fix *f = twin_new();
+    struct cb_transition t = tr("river_flood/d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &t);
+    CU_ASSERT_EQUAL(f->feeds, 0);
+    CU_ASSERT_EQUAL(f->published, 0);
+    CU_ASSERT_EQUAL(deferred(f), 1);
+    cJSON *h = history(f); /* persisted all the same */
+    CU_ASSERT_EQUAL(cJSON_GetArraySize(h), 1);
+    cJSON_Delete(h);
+    fix_free(f);
+}
+
+static void test_takeover_announces_unheard(void)
+{
+    struct fix *f = twin_new();
+    int64_t t0 = f->now;
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0, t0);
+    own(f, "river_flood/d08", CB_ALERT_FIRING, t0 + 10, t0 + 10);
+    own(f, "river_flood/d07", CB_ALERT_RESOLVED, t0, t0 + 20);
+    hear(f, "river_flood/d07", "firing", t0 + 3); /* the holder's clock ran 3 ms later */
+    CU_ASSERT_EQUAL(deferred(f), 2);
+    cb_alerts_set_voice(f->a, 1);
+    char want[256];
+    snprintf(want, sizeof want, "river_flood/d08 firing %lld;river_flood/d07 resolved %lld;",
+             (long long)t0 + 10, (long long)t0);
+    CU_ASSERT_STRING_EQUAL(f->feed.data ? f->feed.data : "", want);
+    CU_ASSERT_EQUAL(f->published, 2); /* the mqtt channel, the same two */
+    CU_ASSERT_EQUAL(deferred(f), 0);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT_EQUAL(st.takeover_announced, 2);
+    CU_ASSERT_EQUAL(st.speaking, 1);
+    /* speaking now: the next event goes out at once */
+    own(f, "river_flood/d09", CB_ALERT_FIRING, t0 + 30, t0 + 30);
+    CU_ASSERT_EQUAL(f->feeds, 3);
+    fix_free(f);
+}
+
+static void test_heard_first_not_kept(void)
+{
+    struct fix *f = twin_new();
+    hear(f, "river_flood/d07", "firing", f->now - 40); /* this twin lags */
+    struct cb_transition x = tr("river_flood/d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &x);
+    CU_ASSERT_EQUAL(deferred(f), 0);
+    cb_alerts_set_voice(f->a, 1);
+    CU_ASSERT_EQUAL(f->feeds, 0);
+    fix_free(f);
+}
+
+static void test_one_heard_one_kept(void)
+{
+    struct fix *f = twin_new();
+    int64_t t0 = f->now;
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0, t0);
+    hear(f, "river_flood/d07", "firing", t0 + 1);
+    own(f, "river_flood/d07", CB_ALERT_RESOLVED, t0, t0 + 1000);
+    hear(f, "river_flood/d07", "resolved", t0 + 1);
+    /* within the 5 s tolerance of the firing heard, but that one is spent */
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0 + 2000, t0 + 2000);
+    CU_ASSERT_EQUAL(deferred(f), 1);
+    cb_alerts_set_voice(f->a, 1);
+    char want[128];
+    snprintf(want, sizeof want, "river_flood/d07 firing %lld;", (long long)t0 + 2000);
+    CU_ASSERT_STRING_EQUAL(f->feed.data ? f->feed.data : "", want);
+    fix_free(f);
+}
+
+static void test_own_echo_hides_nothing(void)
+{
+    struct fix *f = twin_new();
+    int64_t t0 = f->now;
+    cb_alerts_set_voice(f->a, 1);
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0, t0);
+    own(f, "river_flood/d07", CB_ALERT_RESOLVED, t0, t0 + 500);
+    CU_ASSERT_EQUAL(f->feeds, 2);
+    hear(f, "river_flood/d07", "firing", t0); /* the echo of its own announcements */
+    hear(f, "river_flood/d07", "resolved", t0);
+    cb_alerts_set_voice(f->a, 0);
+    /* a new firing 2 s later, within the tolerance of the echo: still its own to keep */
+    own(f, "river_flood/d07", CB_ALERT_FIRING, t0 + 2000, t0 + 2000);
+    CU_ASSERT_EQUAL(deferred(f), 1);
+    fix_free(f);
+}
+
+static void test_no_partition_always_speaks(void)
+{
+    struct fix *f = fix_new(0);
+    own(f, "river_flood/d07", CB_ALERT_FIRING, f->now, f->now);
+    CU_ASSERT_EQUAL(f->feeds, 1);
+    CU_ASSERT_EQUAL(deferred(f), 0);
+    /* a twin that loses the voice falls silent */
+    cb_alerts_set_voice(f->a, 0);
+    own(f, "river_flood/d07", CB_ALERT_RESOLVED, f->now, f->now + 5);
+    CU_ASSERT_EQUAL(f->feeds, 1);
+    CU_ASSERT_EQUAL(deferred(f), 1);
+    fix_free(f);
+}
+
+static void test_kept_beyond_memory_dropped(void)
+{
+    struct fix *f = twin_new();
+    struct cb_transition x = tr("river_flood/d07", CB_ALERT_FIRING, CB_SEV_MAJOR, f->now);
+    cb_alerts_on_transition(f->a, &x);
+    f->now += f->cfg.cluster_feed_memory_ms + 1;
+    cb_alerts_set_voice(f->a, 1);
+    CU_ASSERT_EQUAL(f->feeds, 0);
+    struct cb_alerts_stats st;
+    cb_alerts_get_stats(f->a, &st);
+    CU_ASSERT_EQUAL(st.deferred_dropped, 1);
+    fix_free(f);
+}
+
 void cb_test_suite_alerts(void);
 void cb_test_suite_alerts(void)
 {
@@ -1294,4 +1466,24 @@ void cb_test_suite_alerts(void)
                 test_store_failure_counted);
     CU_add_test(s, "alerts: API helpers give history newest first, events since, list silences",
                 test_api_helpers);
+    CU_add_test(s, "twins: a silent twin announces nothing (feed, channels), keeps each event "
+                   "and persists it",
+                test_silent_twin_keeps);
+    CU_add_test(s, "twins: on gaining the lease a twin announces, in order, what the feed did not "
+                   "carry, then speaks at once",
+                test_takeover_announces_unheard);
+    CU_add_test(s, "twins: an event heard on the feed before the twin computed it is not kept",
+                test_heard_first_not_kept);
+    CU_add_test(s, "twins: one event heard accounts for one kept: a second firing of the same "
+                   "alert within the tolerance is still announced",
+                test_one_heard_one_kept);
+    CU_add_test(s, "twins: a twin's own announcements heard back on the feed do not hide its "
+                   "later events",
+                test_own_echo_hides_nothing);
+    CU_add_test(s, "twins: without cluster.partition the engine speaks; losing the voice "
+                   "silences it",
+                test_no_partition_always_speaks);
+    CU_add_test(s, "twins: an event kept longer than cluster.feed_memory is dropped on takeover, "
+                   "counted",
+                test_kept_beyond_memory_dropped);
 }

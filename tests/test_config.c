@@ -423,6 +423,104 @@ static void test_console_options(void)
     CU_ASSERT_EQUAL(validate_with("http.city_map", CB_SOURCE_DIR "/etc/city.geojson", NULL, NULL, &err), 0);
 }
 
+/* A twin's configuration: cfg with the lines given, one "key=value" each. */
+static int twin_config(struct cb_config *c, const char *const *lines, struct cb_config_error *err)
+{
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(c), 0);
+    for (size_t i = 0; lines[i]; i++)
+        CU_ASSERT_EQUAL(cb_config_set_arg(c, lines[i], err), 0);
+    return cb_config_validate(c, err);
+}
+
+static void test_cluster_validation(void)
+{
+    static const char *const base[] = {
+        "cluster.district=north d01 city/d01/#", "cluster.district=south d03 city/d03/#",
+        "cluster.lease=amqp://guest:guest@127.0.0.1:5672", NULL};
+    struct cb_config c;
+    struct cb_config_error err;
+    /* districts and lease URLs alone change nothing: no partition, no cluster */
+    CU_ASSERT_EQUAL(twin_config(&c, base, &err), 0);
+    cb_config_free(&c);
+    static const struct {
+        const char *extra[4];
+        const char *error;
+    } cases[] = {
+        {{"cluster.partition=north", NULL},
+         "cluster.twin: a twin name (letters, digits, _ -) is needed with cluster.partition"},
+        {{"cluster.partition=west", "cluster.twin=a", NULL},
+         "cluster.district: partition 'west' has no district"},
+        {{"cluster.partition=no rth", "cluster.twin=a", NULL},
+         "cluster.partition: 'no rth' is not a name (letters, digits, _ -)"},
+        {{"cluster.partition=north", "cluster.twin=a", "cluster.district=north d01", NULL},
+         "cluster.district: 'north d01' is not PARTITION DISTRICT FILTER"},
+        {{"cluster.partition=north", "cluster.twin=a", "cluster.district=x d01 city/x/#", NULL},
+         "cluster.district: district 'd01' is listed twice"},
+        {{"cluster.partition=north", "cluster.twin=a", "cluster.lease=tcp://127.0.0.1:5672", NULL},
+         "cluster.lease: 'tcp://127.0.0.1:5672' is not an AMQP URL (amqp://host:port)"},
+        {{"cluster.partition=north", "cluster.twin=a", "mqtt.clean_session=true", NULL},
+         "mqtt.clean_session: must be false in a cluster: each twin's session keeps what "
+         "arrives while it is away"},
+        {{"cluster.partition=north", "cluster.twin=a", NULL}, NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const char *lines[8];
+        size_t n = 0;
+        for (size_t i = 0; base[i]; i++)
+            lines[n++] = base[i];
+        for (size_t i = 0; cases[k].extra[i]; i++)
+            lines[n++] = cases[k].extra[i];
+        lines[n] = NULL;
+        int rc = twin_config(&c, lines, &err);
+        if (cases[k].error) {
+            CU_ASSERT_EQUAL(rc, -1);
+            CU_ASSERT_STRING_EQUAL(err.text, cases[k].error);
+        } else {
+            CU_ASSERT_EQUAL(rc, 0);
+        }
+        cb_config_free(&c);
+    }
+    /* a partition needs a lease URL */
+    static const char *const nolease[] = {"cluster.district=north d01 city/d01/#",
+                                          "cluster.partition=north", "cluster.twin=a", NULL};
+    CU_ASSERT_EQUAL(twin_config(&c, nolease, &err), -1);
+    CU_ASSERT_STRING_EQUAL(err.text, "cluster.lease: at least one AMQP URL is needed with "
+                                     "cluster.partition");
+    cb_config_free(&c);
+}
+
+static void test_twin_subscriptions_and_client_id(void)
+{
+    static const char *const lines[] = {
+        "cluster.district=north d01 city/d01/#", "cluster.district=south d03 city/d03/#",
+        "cluster.district=north d02 city/d02/#", "cluster.lease=amqp://127.0.0.1:5672",
+        "cluster.partition=north", "cluster.twin=b", "alerts.mqtt_prefix=ops/alerts", NULL};
+    struct cb_config c;
+    struct cb_config_error err;
+    CU_ASSERT_EQUAL_FATAL(twin_config(&c, lines, &err), 0);
+    struct cb_strlist subs;
+    CU_ASSERT_EQUAL_FATAL(cb_config_subscriptions(&c, &subs), 0);
+    CU_ASSERT_EQUAL_FATAL(subs.n, 3);
+    CU_ASSERT_STRING_EQUAL(subs.items[0], "city/d01/#");
+    CU_ASSERT_STRING_EQUAL(subs.items[1], "city/d02/#");
+    CU_ASSERT_STRING_EQUAL(subs.items[2], "ops/alerts/#");
+    cb_strlist_free(&subs);
+    char *id = cb_config_client_id(&c);
+    CU_ASSERT_STRING_EQUAL(id, "citybrain-north-b");
+    free(id);
+    char *q = cb_config_lease_queue(&c);
+    CU_ASSERT_STRING_EQUAL(q, "citybrain.lease.north");
+    free(q);
+    cb_config_free(&c);
+    /* no partition: mqtt.topic as it is */
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&c), 0);
+    CU_ASSERT_EQUAL_FATAL(cb_config_subscriptions(&c, &subs), 0);
+    CU_ASSERT_EQUAL(subs.n, 1);
+    CU_ASSERT_STRING_EQUAL(subs.items[0], "city/#");
+    cb_strlist_free(&subs);
+    cb_config_free(&c);
+}
+
 static void test_derived_paths(void)
 {
     struct cb_config c;
@@ -506,6 +604,12 @@ void cb_test_suite_config(void)
     CU_add_test(s, "config: each secret names its environment variable; nothing else is a secret",
                 test_secrets_name_their_variable);
     CU_add_test(s, "config: whole-config validation", test_whole_config_validation);
+    CU_add_test(s, "config: cluster.partition needs a twin name, a district of its own, AMQP lease "
+                   "URLs and persistent sessions; each error names its option",
+                test_cluster_validation);
+    CU_add_test(s, "config: a twin subscribes to its partition's districts and the alert feed, as "
+                   "citybrain-<partition>-<twin>, its lease queue citybrain.lease.<partition>",
+                test_twin_subscriptions_and_client_id);
     CU_add_test(s, "config: journal path and client id are derived", test_derived_paths);
     CU_add_test(s, "config: mqtt.broker takes a comma-separated list and checks every URL of it; "
                    "federation topics are topic names",
