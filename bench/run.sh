@@ -21,8 +21,11 @@
 # PROGRAMs (other helpers' bench_*: `key value` lines) are run after and
 # listed with their own figures; a missing one shows as "not run".
 #
-# The whole run is bounded (each step has a time limit; about 7 minutes).
-# BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, programs)
+# The whole run is bounded (each step has a time limit; about 12 minutes).
+#   steady   bench/steady.sh: 10,000 series with history, one sample per
+#            series per second at QoS 1 for minutes: bytes written and CPU
+#            per committed sample, by thread; committed samples/s.
+# BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, steady, programs)
 # runs those sections only and prints their rows without writing BENCHMARKS.md.
 set -uo pipefail
 PROGS=("$@")
@@ -36,59 +39,17 @@ QUICK=${BENCH_QUICK:-0}          # 1: smaller counts (for a smoke run)
 N0=${BENCH_N0:-200000}           # messages at QoS 0
 N1=${BENCH_N1:-100000}           # messages at QoS 1
 if [ "$QUICK" = 1 ]; then N0=20000; N1=10000; fi
-PIDS=()
-ROWS=$TMP/rows.md
-NOTES=$TMP/notes.md
-: > "$ROWS"
-: > "$NOTES"
 
 log() { echo "bench: $*" >&2; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 ONLY=${BENCH_ONLY:-}
 section() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# row BENCHMARK FIGURE CITYBRAIN BASELINE RATIO GOAL
-row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >> "$ROWS"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
-kv() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-
-# ---- the broker --------------------------------------------------------------
-BPORT=$(free_port)
-cat > "$TMP/mosquitto.conf" <<EOF
-listener $BPORT 127.0.0.1
-allow_anonymous true
-persistence false
-log_type error
-# No message may be dropped by the broker, so "all N handled" is reachable;
-# in-flight QoS 1 towards each subscriber matches citybrain's mqtt.max_inflight.
-max_queued_messages 0
-max_inflight_messages 1000
-EOF
-mosquitto -c "$TMP/mosquitto.conf" > "$TMP/mosquitto.log" 2>&1 &
-MOSQ=$!
-PIDS+=("$MOSQ")
-BROKER=tcp://127.0.0.1:$BPORT
-for _ in $(seq 100); do
-  mosquitto_pub -p "$BPORT" -t bench/ping -m x 2>/dev/null && break
-  sleep 0.05
-done
+start_broker
 
 # ---- citybrain helpers ----------------------------------------------------------
-CB_PID=""
-HPORT=""
 # start_cb QOS [run options...]: starts citybrain on a fresh database and waits
 # until it has received a probe message (so its subscription is active).
 start_cb() {
@@ -112,15 +73,6 @@ start_cb() {
   stop_cb
   return 1
 }
-stop_cb() {
-  if [ -n "$CB_PID" ]; then
-    kill -INT "$CB_PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$CB_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$CB_PID" 2>/dev/null
-    wait "$CB_PID" 2>/dev/null
-  fi
-  CB_PID=""
-}
 # Messages citybrain's loop has handled (accepted + rejected), from /metrics.
 cb_handled() {
   curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
@@ -129,10 +81,6 @@ cb_handled() {
 # A gauge's value as printed (cb_metric sums integers).
 cb_gauge() {
   curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" | awk -v k="$1" '$1 == k { print $2; exit }'
-}
-cb_metric() {
-  curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
-    awk -v k="$1" '$1 == k || index($1, k "{") == 1 { n += $2; f = 1 } END { if (f) printf "%d\n", n }'
 }
 # CPU seconds (user + system) of a process, from /proc/PID/stat.
 cpu_of() {
@@ -441,6 +389,21 @@ if section apiload; then
     apiload "$AL_RATE" || row "API under ingest load" "" "not run (set-up failed: $(tail -1 "$TMP/cb.log" | tr '|' '/'))" "" "" ""
   else
     row "API under ingest load" "" "not run (citybrain or bench_api not built)" "" "" ""
+  fi
+fi
+
+# ---- steady state: series with history, 1 sample/series/s, QoS 1 ----------------
+# bench/steady.sh (its own broker and engine; about 5 minutes, 1 with
+# BENCH_QUICK=1): bytes written and CPU per sample by thread, committed
+# samples/s, and a flood's committed rate into the same series.
+if section steady; then
+  if [ -x "$CB" ] && [ -x "$TOOLS/flood_pub" ] && [ -x "$TOOLS/count_sub" ]; then
+    CB=$CB BENCH_QUICK=$QUICK timeout 1200 bench/steady.sh > "$TMP/steady.md" 2> "$TMP/steady.err" ||
+      log "steady: failed: $(tail -3 "$TMP/steady.err")"
+    grep '^|' "$TMP/steady.md" >> "$ROWS"
+    grep '^- ' "$TMP/steady.md" >> "$NOTES"
+  else
+    row "steady state" "" "not run (citybrain, flood_pub or count_sub not built)" "" "" ""
   fi
 fi
 
