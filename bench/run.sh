@@ -449,9 +449,10 @@ if [ -n "$ONLY" ]; then
   log "BENCH_ONLY=$ONLY: BENCHMARKS.md left as it is"
   exit 0
 fi
-# The sections that make fuzz and make soak fill by hand (## Fuzzing, ## Soak)
-# follow the table and are kept as they are.
-KEEP=$(awk '/^## (Fuzzing|Soak)/ { keep = 1 } keep' "$ROOT/BENCHMARKS.md" 2>/dev/null)
+# The sections filled by hand (## Steady state: a BENCH_STEADY_BASE run of
+# bench/steady.sh; ## Fuzzing and ## Soak: make fuzz and make soak) follow the
+# table and are kept as they are.
+KEEP=$(awk '/^## (Steady state|Fuzzing|Soak)/ { keep = 1 } keep' "$ROOT/BENCHMARKS.md" 2>/dev/null)
 {
   cat <<'EOF'
 # Benchmarks
@@ -460,7 +461,7 @@ Produced by `make bench` (bench/run.sh); every figure is measured in one run on 
 named below, each beside a baseline measured in the same run. Reproduce with:
 
 ```sh
-make bench                      # everything, about 7 minutes, loopback only
+make bench                      # everything, about 12 minutes, loopback only
 BENCH_QUICK=1 bench/run.sh      # smaller counts, a smoke run
 ```
 
@@ -504,6 +505,25 @@ How the figures are taken (bench/run.sh has the details):
   the stream feeds (only the samples of this run: the query spans 24 h, the data seconds).
   The ratio is the ingest rate with API load over without; the clients share the machine's
   cores with citybrain, mosquitto and the publisher.
+- **steady state** (`bench/steady.sh`, alone: `make bench-steady`; about 5 minutes): a fresh
+  `citybrain run` (QoS 1, storage on, no rules, database and journal on disk under /var/tmp)
+  is first given 10 minutes of 1 Hz history for each of 10,000 series through MQTT (SenML
+  packs of 60 samples, paced at 2,000 packs/s, all committed before going on), then
+  `flood_pub --bare 1` sends one sample per series per second (10,000 msg/s, a bare number on
+  each topic, QoS 1) for 180 s. Over the window from 30 s in to 5 s before the end: bytes
+  written by the whole process (`/proc/PID/io`: `write_bytes`, what reaches the disk's page
+  cache as dirtied pages of every file: journal, database, WAL; `wchar` and `syscw`, what was
+  handed to `write(2)`), CPU per committed sample of each thread by name
+  (`/proc/PID/task/*/stat`: `MQTTAsync_rcv` is Paho's receive thread, `cb-store` the SQLite
+  writer, `citybrain` the libuv loop: decoding and rules) and of the whole process, and
+  committed samples/s (`citybrain_storage_rows_written_total`, counted after each commit).
+  After the run `citybrain query` (its own read-only connection) must list every sample sent.
+  Then a flood of 200,000 bare messages into the same series (QoS 1, 1,000 in flight): the
+  committed rate from the publisher's start until all are committed, and CPU per message.
+  The baseline is `count_sub` on the same stream (30 s): Paho alone, for the CPU per message;
+  with `BENCH_STEADY_BASE=COMMIT` the whole scenario runs first for the engine of that commit
+  (built from `git archive`), and the rows show it beside this one (the section "Steady
+  state" below has such a run).
 - **chunk codec** (`bench_chunk`, alone: `make bench-chunk`; docs/storage.md, "Chunk codec"):
   a simulated day of the city (`citybrain sim --out`, 4 districts x 3 sensors x 9 kinds, each
   sensor every 10 s: 132 series, 1,140,480 samples) and one day of generated series (1 to 3
