@@ -466,7 +466,8 @@ BENCH_QUICK=1 bench/run.sh      # smaller counts, a smoke run
 ```
 
 How the figures are taken (bench/run.sh has the details):
-- **ingest** (seven rounds, alternating, the table shows the round with the median ratio and
+- **ingest** (seven rounds by default, `BENCH_ROUNDS`; the figure column says how many the run
+  below had; alternating, the table shows the round with the median ratio and
   the notes every round's ratio, and the ratio of each side's best round: the noise of a
   shared machine only ever slows a side down, so a side's fastest round is its least
   disturbed one; on this shared 2-core machine the count_sub baseline alone swings by 1.5x
