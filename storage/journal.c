@@ -227,6 +227,16 @@ static int make_room(struct cb_journal *j, size_t total)
     return 0;
 }
 
+/* Whether the n bytes at p are all zero: room grown ahead of the records
+ * (see the top), not a torn or damaged record. */
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
 /* Validates the record at p (avail bytes left). Returns its total size, or 0
  * when it is torn or corrupt. */
 static size_t record_check(const unsigned char *p, size_t avail, uint64_t *pos,
@@ -306,10 +316,7 @@ static int recover_last(struct cb_journal *j, char *err, size_t errlen)
          * acknowledged, the broker redelivers it. Or, after a crash, the
          * zeroed room grown ahead of the records, which is no record at all.
          * Either way cut it off so appends follow the last whole record. */
-        size_t z = off;
-        while (z < len && map[z] == 0)
-            z++;
-        if (z < len)
+        if (!all_zero(map + off, len - off))
             j->stats.torn_records++;
         if (truncate(path, (off_t)off) < 0) {
             storage__set_err(err, errlen, "journal %s: cannot cut the torn tail: %s", path,
@@ -503,8 +510,11 @@ int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_recor
             size_t n = record_check(map + off, len - off, &pos, &arrival, &tl, &pl);
             if (!n) {
                 /* Damage inside a closed segment (the tail of the active one
-                 * was cut at open): skip the rest of this segment. */
-                j->stats.corrupt_records++;
+                 * was cut at open): skip the rest of this segment. Zeros to
+                 * the end are the room of a segment a crash caught between
+                 * its rotation and its trim: no damage. */
+                if (!all_zero(map + off, len - off))
+                    j->stats.corrupt_records++;
                 break;
             }
             if (pos > after_pos) {

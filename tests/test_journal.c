@@ -451,6 +451,46 @@ static void test_open_segment_is_crash_state(void)
     remove_dir();
 }
 
+/* A crash between a rotation and the trim of the segment it closed leaves
+ * that segment with its zeroed room: replay reads its records and counts no
+ * damage; a flipped byte in the room still counts. */
+static void test_closed_segment_with_room(void)
+{
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 10), 0); /* several segments of about 3 records */
+    cb_journal_close(j);
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, 16384), 0); /* the room, as a crash left it */
+    j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 10);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.corrupt_records, 0);
+    cb_journal_close(j);
+    FILE *f = fopen(path, "r+b");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, 9000, SEEK_SET);
+    fputc('X', f);
+    fclose(f);
+    j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(s->n, 10);
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.corrupt_records, 1);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
 static int count_in_order(void *ctx, uint64_t pos, const char *topic, const void *payload,
                           size_t len, int64_t arrival_ms)
 {
@@ -540,6 +580,9 @@ void cb_test_suite_journal(void)
     CU_add_test(s, "journal: a copy of the open segment (a kill -9) replays every record and "
                    "counts no torn one",
                 test_open_segment_is_crash_state);
+    CU_add_test(s, "journal: a closed segment a crash left with its zeroed room replays without "
+                   "counting damage",
+                test_closed_segment_with_room);
     CU_add_test(s, "journal: records across many map windows and file growths, and one larger "
                    "than a window, replay whole",
                 test_records_across_windows);
