@@ -383,6 +383,17 @@ static void test_failed_append_leaves_nothing(void)
     remove_dir();
 }
 
+/* Replays every record of j into s (emptied first); returns the damaged
+ * records replay counted so far. */
+static uint64_t replay_all(struct cb_journal *j, struct seen *s)
+{
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    return js.corrupt_records;
+}
+
 /* Copies src to dst byte for byte; returns the bytes copied, -1 on error. */
 static long copy_file(const char *src, const char *dst)
 {
@@ -422,11 +433,8 @@ static void test_open_segment_is_crash_state(void)
     /* replay of the open segment stops at its last record, not in the room */
     struct seen *s = calloc(1, sizeof *s);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
     CU_ASSERT_EQUAL(s->n, 100);
-    struct cb_journal_stats js;
-    cb_journal_get_stats(j, &js);
-    CU_ASSERT_EQUAL(js.corrupt_records, 0);
     /* the file as a crash would leave it */
     snprintf(src, sizeof src, "%s/%020d.seg", dir, 1);
     snprintf(cdir, sizeof cdir, "%s/crash", dir);
@@ -436,13 +444,12 @@ static void test_open_segment_is_crash_state(void)
     CU_ASSERT(n > record_bytes(1, 100)); /* the records, then the room */
     struct cb_journal *c = cb_journal_open(cdir, 1 << 20, 0, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    memset(s, 0, sizeof *s);
-    CU_ASSERT_EQUAL(cb_journal_replay(c, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(replay_all(c, s), 0);
     CU_ASSERT_EQUAL(s->n, 100);
     CU_ASSERT_STRING_EQUAL(s->payload[99], "{\"level\":100.5}");
+    struct cb_journal_stats js;
     cb_journal_get_stats(c, &js);
     CU_ASSERT_EQUAL(js.torn_records, 0);
-    CU_ASSERT_EQUAL(js.corrupt_records, 0);
     CU_ASSERT_EQUAL(js.next_pos, 101);
     CU_ASSERT_EQUAL(append_n(c, 101, 1), 0);
     cb_journal_close(c);
@@ -468,11 +475,8 @@ static void test_closed_segment_with_room(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     struct seen *s = calloc(1, sizeof *s);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
     CU_ASSERT_EQUAL(s->n, 10);
-    struct cb_journal_stats js;
-    cb_journal_get_stats(j, &js);
-    CU_ASSERT_EQUAL(js.corrupt_records, 0);
     cb_journal_close(j);
     FILE *f = fopen(path, "r+b");
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
@@ -481,11 +485,8 @@ static void test_closed_segment_with_room(void)
     fclose(f);
     j = cb_journal_open(dir, 256, 0, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
-    memset(s, 0, sizeof *s);
-    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    CU_ASSERT_EQUAL(replay_all(j, s), 1);
     CU_ASSERT_EQUAL(s->n, 10);
-    cb_journal_get_stats(j, &js);
-    CU_ASSERT_EQUAL(js.corrupt_records, 1);
     cb_journal_close(j);
     free(s);
     remove_dir();
