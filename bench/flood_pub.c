@@ -4,7 +4,7 @@
  *
  *   flood_pub --broker URL --count N [--qos Q] [--rate R] [--topics T]
  *             [--prefix city] [--mark-every K --mark-prefix bench/mark] [--window W]
- *             [--bare 1 | --history S --pack P]
+ *             [--bare 1 | --history S --pack P [--history-start UNIX_S] [--skip K]]
  *
  * The steady-state benchmark's two payloads (bench/steady.sh): --bare 1 sends
  * one bare number per message (one sample of metric "value", stamped with
@@ -12,7 +12,9 @@
  * now, P samples of one topic per message as a SenML pack (metric "value",
  * absolute bt), message i carrying seconds [(i / T) * P, (i / T + 1) * P) of
  * topic i % T, so every series gets its history in time order and N should
- * be T * S / P.
+ * be T * S / P. The history ends now unless --history-start gives its first
+ * second; --skip K starts at message K (with a fixed start, history can be
+ * sent block by block: --skip b*T --count T sends block b).
  *
  * Topics: PREFIX/dNN/KIND/sNNN over 20 districts x 9 kinds x 56 sensors
  * (10,080 topics, --topics caps them). With --mark-every K, every K-th message
@@ -110,6 +112,8 @@ int main(int argc, char **argv)
 {
     const char *broker = NULL, *prefix = "city", *mark_prefix = "bench/mark";
     uint64_t count = 0, topics = 10080, mark_every = 0, window = 0, history = 0, pack = 60;
+    uint64_t skip = 0;
+    long long history_start_s = 0;
     int qos = 0, bare = 0;
     double rate = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -138,6 +142,10 @@ int main(int argc, char **argv)
             history = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--pack"))
             pack = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--history-start"))
+            history_start_s = strtoll(v, NULL, 10);
+        else if (!strcmp(a, "--skip"))
+            skip = strtoull(v, NULL, 10);
         else {
             fprintf(stderr, "flood_pub: unknown option %s\n", a);
             return 2;
@@ -180,7 +188,8 @@ int main(int argc, char **argv)
     char topic[128], payload[8192];
     uint64_t sent = 0, marks = 0;
     int64_t t0 = clock_ns(CLOCK_MONOTONIC);
-    long long history_start_s = (long long)(clock_ns(CLOCK_REALTIME) / 1000000000) - (long long)history;
+    if (!history_start_s)
+        history_start_s = (long long)(clock_ns(CLOCK_REALTIME) / 1000000000) - (long long)history;
     double period = rate > 0 ? 1e9 / rate : 0;
     for (uint64_t i = 0; i < count; i++) {
         if (__atomic_load_n(&lost, __ATOMIC_ACQUIRE)) {
@@ -205,12 +214,12 @@ int main(int argc, char **argv)
             printf("mark %llu %lld\n", (unsigned long long)marks, (long long)wall_us);
             marks++;
         } else {
-            uint64_t t = i % topics;
+            uint64_t t = (i + skip) % topics;
             int k = (int)(t % 9), d = (int)((t / 9) % 20) + 1, s = (int)(t / 180) + 1;
             snprintf(topic, sizeof topic, "%s/d%02d/%s/s%03d", prefix, d, kinds[k], s);
             double level = normal[k] + (double)(t % 13) * 0.1;
             if (history) {
-                long long bt = history_start_s + (long long)((i / topics) * pack);
+                long long bt = history_start_s + (long long)(((i + skip) / topics) * pack);
                 plen = senml_pack(payload, sizeof payload, bt, (int)pack, level);
             } else if (bare) {
                 plen = snprintf(payload, sizeof payload, "%.2f",

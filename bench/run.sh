@@ -509,7 +509,8 @@ How the figures are taken (bench/run.sh has the details):
 - **steady state** (`bench/steady.sh`, alone: `make bench-steady`; about 5 minutes): a fresh
   `citybrain run` (QoS 1, storage on, no rules, database and journal on disk under /var/tmp)
   is first given 10 minutes of 1 Hz history for each of 10,000 series through MQTT (SenML
-  packs of 60 samples, paced at 2,000 packs/s, all committed before going on), then
+  packs of 60 samples, one minute of every series at a time, each minute committed before the
+  next is sent), then
   `flood_pub --bare 1` sends one sample per series per second (10,000 msg/s, a bare number on
   each topic, QoS 1) for 180 s. Over the window from 30 s in to 5 s before the end: bytes
   written by the whole process (`/proc/PID/io`: `write_bytes`, what reaches the disk's page

@@ -10,8 +10,8 @@
 #      counts nothing on tmpfs).
 #   2. History through the engine's own path: bench/flood_pub --history sends
 #      HISTORY seconds of 1 Hz samples for each of SERIES topics (SenML packs
-#      of 60 samples, in time order, QoS 1, HISTORY_RATE packs per second);
-#      the script waits until all of them are committed
+#      of 60 samples, in time order, QoS 1), one block of 60 seconds of every
+#      series at a time, each committed before the next is sent
 #      (citybrain_storage_rows_written_total).
 #   3. Steady state: flood_pub --bare sends one sample per series per second
 #      (a bare number on each topic, QoS 1, rate = SERIES msg/s) for SECONDS.
@@ -37,7 +37,7 @@
 # Environment: BENCH_STEADY_SERIES (10000, at most 10,080),
 # BENCH_STEADY_HISTORY (600 s), BENCH_STEADY_SECONDS (180),
 # BENCH_STEADY_WARMUP (30 s), BENCH_STEADY_BASE_SECONDS (30),
-# BENCH_STEADY_FLOOD (200000), BENCH_STEADY_HISTORY_RATE (2000), BENCH_QUICK=1 (1,000 series, 120 s of
+# BENCH_STEADY_FLOOD (200000), BENCH_QUICK=1 (1,000 series, 120 s of
 # history, 40 s steady, a flood of 20,000). CB (the engine under test,
 # build/citybrain).
 #
@@ -56,9 +56,6 @@ WARMUP=${BENCH_STEADY_WARMUP:-30}
 BASE_S=${BENCH_STEADY_BASE_SECONDS:-30}
 BASE_REF=${BENCH_STEADY_BASE:-}
 FLOOD=${BENCH_STEADY_FLOOD:-200000}
-# History messages per second (60 samples each): paced so the writer's
-# pending rows stay under storage.max_pending_rows on a slow machine.
-HIST_RATE=${BENCH_STEADY_HISTORY_RATE:-2000}
 if [ "$QUICK" = 1 ]; then SERIES=1000; HISTORY=120; SECONDS_RUN=40; WARMUP=10; BASE_S=10; FLOOD=20000; fi
 PACK=60
 HISTORY=$(( (HISTORY + PACK - 1) / PACK * PACK ))
@@ -124,21 +121,26 @@ per() { awk -v a="$1" -v n="$2" -v s="$3" 'BEGIN { if (n > 0) printf "%.2f", a *
 
 # steady_run LABEL BIN: steps 1-4; leaves the figures in $TMP/LABEL/result.
 steady_run() {
-  local label=$1 bin=$2 dir=$TMP/$1 n_hist n_steady t_start fp s_win
+  local label=$1 bin=$2 dir=$TMP/$1 n_steady t_start fp s_win
   mkdir -p "$dir"
   : > "$dir/result"
   start_engine "$bin" "$dir" || return 1
   local base_rows
   base_rows=$(committed)
-  n_hist=$((SERIES * HISTORY / PACK))
-  local t0=$SECONDS
-  "$TOOLS/flood_pub" --broker "$BROKER" --topics "$SERIES" --count "$n_hist" --qos 1 \
-    --history "$HISTORY" --pack "$PACK" --rate "$HIST_RATE" > "$dir/pub_hist.txt" 2>&1
-  if ! wait_rows $((base_rows + SERIES * HISTORY)) 600; then
-    log "$label: history not committed ($(committed) of $((base_rows + SERIES * HISTORY)) rows)"
-    stop_cb
-    return 1
-  fi
+  # One block of PACK seconds for every series at a time, each committed
+  # before the next is sent: the writer's pending rows stay under
+  # storage.max_pending_rows however slow the machine is.
+  local t0=$SECONDS b blocks=$((HISTORY / PACK)) hist_start=$(( $(date +%s) - HISTORY ))
+  for b in $(seq 0 $((blocks - 1))); do
+    "$TOOLS/flood_pub" --broker "$BROKER" --topics "$SERIES" --count "$SERIES" --qos 1 \
+      --history "$HISTORY" --history-start "$hist_start" --pack "$PACK" \
+      --skip $((b * SERIES)) > "$dir/pub_hist.txt" 2>&1
+    if ! wait_rows $((base_rows + (b + 1) * SERIES * PACK)) 300 0.2; then
+      log "$label: history block $b not committed ($(committed) of $((base_rows + (b + 1) * SERIES * PACK)) rows)"
+      stop_cb
+      return 1
+    fi
+  done
   echo "history_s $((SECONDS - t0))" >> "$dir/result"
   log "$label: $((SERIES * HISTORY)) history samples committed in $((SECONDS - t0)) s; $(du -sh "$dir" | cut -f1) on disk"
   base_rows=$(committed)
