@@ -185,6 +185,8 @@ ingest_pair() {
 
 
 BENCH_T0=$SECONDS
+# The machine is shared: its load at the start and the end go in the table's header.
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 CAP0=""   # citybrain's QoS 0 no-rules ingest rate, for the apiload section
 if ! section ingest; then
@@ -436,7 +438,7 @@ done
 # ---- the table ---------------------------------------------------------------------
 CPU=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 {
-  echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -m | awk '/^Mem:/ { print $2 " MB RAM" }'), $(uname -sr); mosquitto $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print $3 }'); commit $(git describe --always --dirty 2>/dev/null || echo unknown); $(date -u '+%Y-%m-%d %H:%M UTC'); run took $((SECONDS - BENCH_T0)) s."
+  echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -m | awk '/^Mem:/ { print $2 " MB RAM" }'), $(uname -sr); mosquitto $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print $3 }'); commit $(git describe --always --dirty 2>/dev/null || echo unknown); $(date -u '+%Y-%m-%d %H:%M UTC'); run took $((SECONDS - BENCH_T0)) s; load average $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
   echo
   echo "| benchmark | figure | citybrain | baseline (same run) | ratio | goal |"
   echo "| --- | --- | --- | --- | --- | --- |"
