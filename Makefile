@@ -3,6 +3,7 @@
 #   make test       sanitizer build, CUnit unit suites, integration tests, short fuzz run
 #   make bench      every benchmark in bench/, one table (BENCHMARKS.md keeps the latest)
 #   make cluster-test  partitions x twins on a three-node RabbitMQ cluster (also in make test)
+#   make bench-steady  the steady-state benchmark alone (bench/steady.sh)
 #   make demo       private mosquitto + simulator + engine + dashboard URL
 #   make fuzz       longer libFuzzer runs, one table of executions per target
 #   make soak       an hour of the simulated city at half capacity; flat curves or fail

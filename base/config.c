@@ -156,8 +156,8 @@ static const struct option options[] = {
      0},
     {"storage.journal_fsync", T_ENUM, OFF(storage_journal_fsync), 0, 0, "none", fsync_names,
      fsync_values,
-     "none: the journal survives a crash of citybrain; always: an fsync per message, also a "
-     "power loss, at a large cost in throughput",
+     "none: the journal survives a crash of citybrain; always: a flush to disk per message "
+     "(msync), also a power loss, at a large cost in throughput",
      0},
     {"storage.journal_segment", T_SIZE, OFF(storage_journal_segment), 1 << 16, 1LL << 34, "64M",
      0, 0, "journal segment size before rotation", 0},

@@ -4,6 +4,17 @@
  *
  *   flood_pub --broker URL --count N [--qos Q] [--rate R] [--topics T]
  *             [--prefix city] [--mark-every K --mark-prefix bench/mark] [--window W]
+ *             [--bare 1 | --history S --pack P [--history-start UNIX_S] [--skip K]]
+ *
+ * The steady-state benchmark's two payloads (bench/steady.sh): --bare 1 sends
+ * one bare number per message (one sample of metric "value", stamped with
+ * its arrival); --history S --pack P sends S seconds of 1 Hz history ending
+ * now, P samples of one topic per message as a SenML pack (metric "value",
+ * absolute bt), message i carrying seconds [(i / T) * P, (i / T + 1) * P) of
+ * topic i % T, so every series gets its history in time order and N should
+ * be T * S / P. The history ends now unless --history-start gives its first
+ * second; --skip K starts at message K (with a fixed start, history can be
+ * sent block by block: --skip b*T --count T sends block b).
  *
  * Topics: PREFIX/dNN/KIND/sNNN over 20 districts x 9 kinds x 56 sensors
  * (10,080 topics, --topics caps them). With --mark-every K, every K-th message
@@ -81,11 +92,29 @@ static const char *const fields[9] = {"level", "mm_h", "pm25", "ch4", "accel",
                                       "speed", "tilt", "water_depth", "db"};
 static const double normal[9] = {1.6, 0.0, 18, 0.8, 0.08, 50, 0.4, 0.0, 58};
 
+/* A SenML pack of n 1 Hz samples from bt (seconds) on: the first record
+ * carries bt, each later one t = its offset; values drift in hundredths
+ * around base, as a sensor's readings do. Returns the length written. */
+static int senml_pack(char *out, size_t cap, long long bt, int n, double base)
+{
+    int len = snprintf(out, cap, "[{\"bt\":%lld,\"v\":%.2f}", bt, base);
+    for (int r = 1; r < n && len > 0 && (size_t)len < cap; r++)
+        len += snprintf(out + len, cap - (size_t)len, ",{\"t\":%d,\"v\":%.2f}", r,
+                        base + (double)((bt + r) % 11) * 0.01);
+    if (len > 0 && (size_t)len + 1 < cap) {
+        out[len++] = ']';
+        out[len] = '\0';
+    }
+    return len;
+}
+
 int main(int argc, char **argv)
 {
     const char *broker = NULL, *prefix = "city", *mark_prefix = "bench/mark";
-    uint64_t count = 0, topics = 10080, mark_every = 0, window = 0;
-    int qos = 0;
+    uint64_t count = 0, topics = 10080, mark_every = 0, window = 0, history = 0, pack = 60;
+    uint64_t skip = 0;
+    long long history_start_s = 0;
+    int qos = 0, bare = 0;
     double rate = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -107,12 +136,22 @@ int main(int argc, char **argv)
             window = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--mark-prefix"))
             mark_prefix = v;
+        else if (!strcmp(a, "--bare"))
+            bare = atoi(v);
+        else if (!strcmp(a, "--history"))
+            history = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--pack"))
+            pack = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--history-start"))
+            history_start_s = strtoll(v, NULL, 10);
+        else if (!strcmp(a, "--skip"))
+            skip = strtoull(v, NULL, 10);
         else {
             fprintf(stderr, "flood_pub: unknown option %s\n", a);
             return 2;
         }
     }
-    if (!broker || !count || !topics || topics > 10080) {
+    if (!broker || !count || !topics || topics > 10080 || !pack || pack > 200) {
         fprintf(stderr, "usage: flood_pub --broker URL --count N [--qos Q] [--rate R] "
                         "[--topics T<=10080] [--prefix P] [--mark-every K] [--window W]\n");
         return 2;
@@ -146,9 +185,11 @@ int main(int argc, char **argv)
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.onSuccess = on_sent;
     ro.onFailure = on_send_fail;
-    char topic[128], payload[256];
+    char topic[128], payload[8192];
     uint64_t sent = 0, marks = 0;
     int64_t t0 = clock_ns(CLOCK_MONOTONIC);
+    if (!history_start_s)
+        history_start_s = (long long)(clock_ns(CLOCK_REALTIME) / 1000000000) - (long long)history;
     double period = rate > 0 ? 1e9 / rate : 0;
     for (uint64_t i = 0; i < count; i++) {
         if (__atomic_load_n(&lost, __ATOMIC_ACQUIRE)) {
@@ -173,16 +214,25 @@ int main(int argc, char **argv)
             printf("mark %llu %lld\n", (unsigned long long)marks, (long long)wall_us);
             marks++;
         } else {
-            uint64_t t = i % topics;
+            uint64_t t = (i + skip) % topics;
             int k = (int)(t % 9), d = (int)((t / 9) % 20) + 1, s = (int)(t / 180) + 1;
             snprintf(topic, sizeof topic, "%s/d%02d/%s/s%03d", prefix, d, kinds[k], s);
-            /* ~100 bytes: the reading plus what real devices send beside it. */
-            plen = snprintf(payload, sizeof payload,
-                            "{\"ts\":%lld,\"%s\":%.3f,\"battery\":%.2f,\"rssi\":%d,"
-                            "\"seq\":%llu,\"fw\":\"2.4.1\"}",
-                            (long long)(wall_us / 1000), fields[k],
-                            normal[k] + (double)(i % 7) * 0.01, 3.3 + (double)(i % 50) * 0.01,
-                            -60 - (int)(i % 30), (unsigned long long)i);
+            double level = normal[k] + (double)(t % 13) * 0.1;
+            if (history) {
+                long long bt = history_start_s + (long long)(((i + skip) / topics) * pack);
+                plen = senml_pack(payload, sizeof payload, bt, (int)pack, level);
+            } else if (bare) {
+                plen = snprintf(payload, sizeof payload, "%.2f",
+                                level + (double)(i / topics % 7) * 0.01);
+            } else {
+                /* ~100 bytes: the reading plus what real devices send beside it. */
+                plen = snprintf(payload, sizeof payload,
+                                "{\"ts\":%lld,\"%s\":%.3f,\"battery\":%.2f,\"rssi\":%d,"
+                                "\"seq\":%llu,\"fw\":\"2.4.1\"}",
+                                (long long)(wall_us / 1000), fields[k],
+                                normal[k] + (double)(i % 7) * 0.01, 3.3 + (double)(i % 50) * 0.01,
+                                -60 - (int)(i % 30), (unsigned long long)i);
+            }
         }
         if (MQTTAsync_send(c, topic, plen, payload, qos, 0, &ro) != MQTTASYNC_SUCCESS) {
             fprintf(stderr, "flood_pub: send failed\n");

@@ -21,8 +21,11 @@
 # PROGRAMs (other helpers' bench_*: `key value` lines) are run after and
 # listed with their own figures; a missing one shows as "not run".
 #
-# The whole run is bounded (each step has a time limit; about 7 minutes).
-# BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, programs)
+# The whole run is bounded (each step has a time limit; about 12 minutes).
+#   steady   bench/steady.sh: 10,000 series with history, one sample per
+#            series per second at QoS 1 for minutes: bytes written and CPU
+#            per committed sample, by thread; committed samples/s.
+# BENCH_ONLY="SECTION..." (of ingest, node-red, latency, apiload, steady, programs)
 # runs those sections only and prints their rows without writing BENCHMARKS.md.
 set -uo pipefail
 PROGS=("$@")
@@ -36,59 +39,17 @@ QUICK=${BENCH_QUICK:-0}          # 1: smaller counts (for a smoke run)
 N0=${BENCH_N0:-200000}           # messages at QoS 0
 N1=${BENCH_N1:-100000}           # messages at QoS 1
 if [ "$QUICK" = 1 ]; then N0=20000; N1=10000; fi
-PIDS=()
-ROWS=$TMP/rows.md
-NOTES=$TMP/notes.md
-: > "$ROWS"
-: > "$NOTES"
 
 log() { echo "bench: $*" >&2; }
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 ONLY=${BENCH_ONLY:-}
 section() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# row BENCHMARK FIGURE CITYBRAIN BASELINE RATIO GOAL
-row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >> "$ROWS"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
-kv() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-
-# ---- the broker --------------------------------------------------------------
-BPORT=$(free_port)
-cat > "$TMP/mosquitto.conf" <<EOF
-listener $BPORT 127.0.0.1
-allow_anonymous true
-persistence false
-log_type error
-# No message may be dropped by the broker, so "all N handled" is reachable;
-# in-flight QoS 1 towards each subscriber matches citybrain's mqtt.max_inflight.
-max_queued_messages 0
-max_inflight_messages 1000
-EOF
-mosquitto -c "$TMP/mosquitto.conf" > "$TMP/mosquitto.log" 2>&1 &
-MOSQ=$!
-PIDS+=("$MOSQ")
-BROKER=tcp://127.0.0.1:$BPORT
-for _ in $(seq 100); do
-  mosquitto_pub -p "$BPORT" -t bench/ping -m x 2>/dev/null && break
-  sleep 0.05
-done
+start_broker
 
 # ---- citybrain helpers ----------------------------------------------------------
-CB_PID=""
-HPORT=""
 # start_cb QOS [run options...]: starts citybrain on a fresh database and waits
 # until it has received a probe message (so its subscription is active).
 start_cb() {
@@ -112,15 +73,6 @@ start_cb() {
   stop_cb
   return 1
 }
-stop_cb() {
-  if [ -n "$CB_PID" ]; then
-    kill -INT "$CB_PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$CB_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$CB_PID" 2>/dev/null
-    wait "$CB_PID" 2>/dev/null
-  fi
-  CB_PID=""
-}
 # Messages citybrain's loop has handled (accepted + rejected), from /metrics.
 cb_handled() {
   curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
@@ -129,10 +81,6 @@ cb_handled() {
 # A gauge's value as printed (cb_metric sums integers).
 cb_gauge() {
   curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" | awk -v k="$1" '$1 == k { print $2; exit }'
-}
-cb_metric() {
-  curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
-    awk -v k="$1" '$1 == k || index($1, k "{") == 1 { n += $2; f = 1 } END { if (f) printf "%d\n", n }'
 }
 # CPU seconds (user + system) of a process, from /proc/PID/stat.
 cpu_of() {
@@ -237,6 +185,8 @@ ingest_pair() {
 
 
 BENCH_T0=$SECONDS
+# The machine is shared: its load at the start and the end go in the table's header.
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 CAP0=""   # citybrain's QoS 0 no-rules ingest rate, for the apiload section
 if ! section ingest; then
@@ -444,6 +394,21 @@ if section apiload; then
   fi
 fi
 
+# ---- steady state: series with history, 1 sample/series/s, QoS 1 ----------------
+# bench/steady.sh (its own broker and engine; about 5 minutes, 1 with
+# BENCH_QUICK=1): bytes written and CPU per sample by thread, committed
+# samples/s, and a flood's committed rate into the same series.
+if section steady; then
+  if [ -x "$CB" ] && [ -x "$TOOLS/flood_pub" ] && [ -x "$TOOLS/count_sub" ]; then
+    CB=$CB BENCH_QUICK=$QUICK timeout 1200 bench/steady.sh > "$TMP/steady.md" 2> "$TMP/steady.err" ||
+      log "steady: failed: $(tail -3 "$TMP/steady.err")"
+    grep '^|' "$TMP/steady.md" >> "$ROWS"
+    grep '^- ' "$TMP/steady.md" >> "$NOTES"
+  else
+    row "steady state" "" "not run (citybrain, flood_pub or count_sub not built)" "" "" ""
+  fi
+fi
+
 # ---- other helpers' benchmark programs -------------------------------------------
 declare -A seen=()
 for p in "${PROGS[@]}"; do seen[$(basename "$p")]=1; done
@@ -473,7 +438,7 @@ done
 # ---- the table ---------------------------------------------------------------------
 CPU=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
 {
-  echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -m | awk '/^Mem:/ { print $2 " MB RAM" }'), $(uname -sr); mosquitto $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print $3 }'); commit $(git describe --always --dirty 2>/dev/null || echo unknown); $(date -u '+%Y-%m-%d %H:%M UTC'); run took $((SECONDS - BENCH_T0)) s."
+  echo "Machine: $(nproc) cores, ${CPU:-unknown CPU}, $(free -m | awk '/^Mem:/ { print $2 " MB RAM" }'), $(uname -sr); mosquitto $(mosquitto -h 2>/dev/null | awk 'NR == 1 { print $3 }'); commit $(git describe --always --dirty 2>/dev/null || echo unknown); $(date -u '+%Y-%m-%d %H:%M UTC'); run took $((SECONDS - BENCH_T0)) s; load average $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
   echo
   echo "| benchmark | figure | citybrain | baseline (same run) | ratio | goal |"
   echo "| --- | --- | --- | --- | --- | --- |"
@@ -486,9 +451,10 @@ if [ -n "$ONLY" ]; then
   log "BENCH_ONLY=$ONLY: BENCHMARKS.md left as it is"
   exit 0
 fi
-# The sections that make fuzz and make soak fill by hand (## Fuzzing, ## Soak)
-# follow the table and are kept as they are.
-KEEP=$(awk '/^## (Fuzzing|Soak)/ { keep = 1 } keep' "$ROOT/BENCHMARKS.md" 2>/dev/null)
+# The sections filled by hand (## Steady state: a BENCH_STEADY_BASE run of
+# bench/steady.sh; ## Fuzzing and ## Soak: make fuzz and make soak) follow the
+# table and are kept as they are.
+KEEP=$(awk '/^## (Steady state|Fuzzing|Soak)/ { keep = 1 } keep' "$ROOT/BENCHMARKS.md" 2>/dev/null)
 {
   cat <<'EOF'
 # Benchmarks
@@ -497,12 +463,13 @@ Produced by `make bench` (bench/run.sh); every figure is measured in one run on 
 named below, each beside a baseline measured in the same run. Reproduce with:
 
 ```sh
-make bench                      # everything, about 7 minutes, loopback only
+make bench                      # everything, about 12 minutes, loopback only
 BENCH_QUICK=1 bench/run.sh      # smaller counts, a smoke run
 ```
 
 How the figures are taken (bench/run.sh has the details):
-- **ingest** (seven rounds, alternating, the table shows the round with the median ratio and
+- **ingest** (seven rounds by default, `BENCH_ROUNDS`; the figure column says how many the run
+  below had; alternating, the table shows the round with the median ratio and
   the notes every round's ratio, and the ratio of each side's best round: the noise of a
   shared machine only ever slows a side down, so a side's fastest round is its least
   disturbed one; on this shared 2-core machine the count_sub baseline alone swings by 1.5x
@@ -541,6 +508,26 @@ How the figures are taken (bench/run.sh has the details):
   the stream feeds (only the samples of this run: the query spans 24 h, the data seconds).
   The ratio is the ingest rate with API load over without; the clients share the machine's
   cores with citybrain, mosquitto and the publisher.
+- **steady state** (`bench/steady.sh`, alone: `make bench-steady`; about 5 minutes): a fresh
+  `citybrain run` (QoS 1, storage on, no rules, database and journal on disk under /var/tmp)
+  is first given 10 minutes of 1 Hz history for each of 10,000 series through MQTT (SenML
+  packs of 60 samples, one minute of every series at a time, each minute committed before the
+  next is sent), then
+  `flood_pub --bare 1` sends one sample per series per second (10,000 msg/s, a bare number on
+  each topic, QoS 1) for 180 s. Over the window from 30 s in to 5 s before the end: bytes
+  written by the whole process (`/proc/PID/io`: `write_bytes`, what reaches the disk's page
+  cache as dirtied pages of every file: journal, database, WAL; `wchar` and `syscw`, what was
+  handed to `write(2)`), CPU per committed sample of each thread by name
+  (`/proc/PID/task/*/stat`: `MQTTAsync_rcv` is Paho's receive thread, `cb-store` the SQLite
+  writer, `citybrain` the libuv loop: decoding and rules) and of the whole process, and
+  committed samples/s (`citybrain_storage_rows_written_total`, counted after each commit).
+  After the run `citybrain query` (its own read-only connection) must list every sample sent.
+  Then a flood of 200,000 bare messages into the same series (QoS 1, 1,000 in flight): the
+  committed rate from the publisher's start until all are committed, and CPU per message.
+  The baseline is `count_sub` on the same stream (30 s): Paho alone, for the CPU per message;
+  with `BENCH_STEADY_BASE=COMMIT` the whole scenario runs first for the engine of that commit
+  (built from `git archive`), and the rows show it beside this one (the section "Steady
+  state" below has such a run).
 - **chunk codec** (`bench_chunk`, alone: `make bench-chunk`; docs/storage.md, "Chunk codec"):
   a simulated day of the city (`citybrain sim --out`, 4 districts x 3 sensors x 9 kinds, each
   sensor every 10 s: 132 series, 1,140,480 samples) and one day of generated series (1 to 3

@@ -8,20 +8,37 @@
  *   u32 magic "CBJ1" | u32 crc32 of the rest | u64 pos | i64 arrival_ms |
  *   u32 topic_len | u32 payload_len | topic bytes | payload bytes
  *
- * in host byte order (the journal never leaves the machine), written with one
- * write(2). A crash can leave the last record torn; the CRC and the lengths
- * detect it, and open() cuts it off (that message was never acknowledged, so
- * the broker still has it).
+ * in host byte order (the journal never leaves the machine).
+ *
+ * Write path. The active segment is mapped shared (MAP_SHARED) and a record
+ * is copied into the map: no system call per message, where a write(2) per
+ * message cost the Paho thread a syscall, the file lock and an mtime update
+ * each time. The file is made longer ahead of the records in steps of
+ * JOURNAL_GROW bytes with posix_fallocate, so the blocks under the map are
+ * reserved before a byte is copied: a full disk or a file-size limit is an
+ * error of the growth (append returns -1, nothing of the record is written),
+ * never a SIGBUS on a store into a hole. The map is a window of
+ * JOURNAL_WINDOW bytes (wider for a larger record) that moves along the
+ * segment, so the process's resident set holds at most that much of the
+ * journal. The tail of the file beyond the last record is zeros (the room
+ * grown ahead); open() recognises it as room (not a torn record), and a
+ * segment is cut to its records when it is closed or rotated.
  *
  * Durability trade-off (docs/storage.md, "Crash safety"). With
  * storage.journal_fsync = none (the default) a record is in the kernel's page
- * cache when the MQTT callback returns: it survives a crash or kill -9 of
- * citybrain, but NOT a power loss or kernel panic, which can lose the last
- * seconds of acknowledged messages (the broker has already dropped them).
- * `always` adds an fdatasync per record: power-loss safe, at the cost of one
- * disk flush per message (hundreds per second on an SSD instead of hundreds
- * of thousands). SQLite's own synchronous = NORMAL has the same shape: the
- * last commits may be lost on power loss, never corrupted.
+ * cache when the MQTT callback returns (a store into a shared file mapping
+ * is a store into the page cache itself): it survives a crash or kill -9 of
+ * citybrain, exactly as a completed write(2) did, but NOT a power loss or
+ * kernel panic, which can lose the last seconds of acknowledged messages
+ * (the broker has already dropped them); the kernel writes the dirty pages
+ * back on its own schedule (vm.dirty_expire_centisecs, 30 s by default).
+ * `always` adds an msync(MS_SYNC) of the record's pages per record:
+ * power-loss safe, at the cost of one disk flush per message (hundreds per
+ * second on an SSD instead of hundreds of thousands). SQLite's own
+ * synchronous = NORMAL has the same shape: the last commits may be lost on
+ * power loss, never corrupted. A crash can leave the last record torn; the
+ * CRC and the lengths detect it, and open() cuts it off (that message was
+ * never acknowledged, so the broker still has it).
  *
  * The rows a record produced are committed to SQLite together with its
  * position (ingest_state); on start the daemon replays every record after the
@@ -44,20 +61,27 @@
 #define JOURNAL_HDR 32
 #define JOURNAL_MAX_FIELD (1u << 30)
 #define JOURNAL_MAX_POS ((uint64_t)INT64_MAX / 2) /* no segment starts beyond */
+/* Room reserved ahead of the records, per growth. Small, so that a full disk
+ * stops the journal within a few hundred messages of filling up (the room
+ * already reserved is used first), and so a crash leaves little zero tail. */
+#define JOURNAL_GROW ((int64_t)16 << 10)
+/* Bytes of the active segment mapped at a time (the resident journal). */
+#define JOURNAL_WINDOW ((size_t)1 << 20)
 
 struct cb_journal {
     pthread_mutex_t mu;
     char *dir;
     int64_t segment_bytes;
     int fsync_each;
-    int fd;              /* the active (last) segment, O_APPEND */
-    int64_t active_size;
+    int fd;              /* the active (last) segment, read-write */
+    int64_t active_size; /* bytes of whole records in it */
+    int64_t file_size;   /* its length: records, then zeroed room */
+    unsigned char *map;  /* a window of it, MAP_SHARED, or NULL */
+    int64_t map_off;     /* file offset of map[0], a multiple of the page size */
+    size_t map_len;
     uint64_t *segs;      /* first position of each segment, ascending */
     size_t nsegs, capsegs;
     uint64_t next_pos;
-    unsigned char *buf;  /* record being assembled */
-    size_t bufcap;
-    int torn_tail;       /* a failed record could not be cut off the active segment */
     struct cb_journal_stats stats;
 };
 
@@ -124,13 +148,31 @@ static void sync_dir(const struct cb_journal *j)
     }
 }
 
-/* Makes a new empty segment starting at j->next_pos the active one. */
+/* Unmaps the active segment, cuts its zeroed room off (a closed segment
+ * holds whole records only) and closes it. */
+static void finish_segment(struct cb_journal *j)
+{
+    if (j->map)
+        munmap(j->map, j->map_len);
+    j->map = NULL;
+    j->map_len = 0;
+    if (j->fd >= 0) {
+        if (j->file_size > j->active_size)
+            (void)ftruncate(j->fd, (off_t)j->active_size); /* else left as room: harmless */
+        close(j->fd);
+    }
+    j->fd = -1;
+}
+
+/* Makes a new empty segment starting at j->next_pos the active one. No file
+ * of that name can hold records (positions are never reused), so it is
+ * created empty. */
 static int start_segment(struct cb_journal *j)
 {
     char *p = seg_path(j, j->next_pos);
     if (!p)
         return -1;
-    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, STORAGE_FILE_MODE);
+    int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, STORAGE_FILE_MODE);
     free(p);
     if (fd < 0)
         return -1;
@@ -142,11 +184,57 @@ static int start_segment(struct cb_journal *j)
         close(fd);
         return -1;
     }
-    if (j->fd >= 0)
-        close(j->fd);
+    finish_segment(j);
     j->fd = fd;
     j->active_size = 0;
+    j->file_size = 0;
     return 0;
+}
+
+/* Makes room for `total` more bytes after the records of the active
+ * segment: grows the file (reserving its blocks) and moves the window so it
+ * covers them. Returns 0, or -1 with errno set (ENOSPC, EFBIG, ENOMEM...)
+ * with nothing written. */
+static int make_room(struct cb_journal *j, size_t total)
+{
+    int64_t end = j->active_size + (int64_t)total;
+    if (end > j->file_size) {
+        int64_t want = (end + JOURNAL_GROW - 1) / JOURNAL_GROW * JOURNAL_GROW;
+        int r = posix_fallocate(j->fd, (off_t)j->file_size, (off_t)(want - j->file_size));
+        if (r != 0) {
+            errno = r;
+            return -1;
+        }
+        j->file_size = want;
+    }
+    if (j->map && j->active_size >= j->map_off && end <= j->map_off + (int64_t)j->map_len)
+        return 0;
+    if (j->map)
+        munmap(j->map, j->map_len);
+    j->map = NULL;
+    int64_t page = sysconf(_SC_PAGESIZE);
+    int64_t off = j->active_size / page * page;
+    size_t len = (size_t)(end - off);
+    len = len < JOURNAL_WINDOW ? JOURNAL_WINDOW : (len + (size_t)page - 1) / (size_t)page * (size_t)page;
+    /* The window may reach past the end of the file: only bytes below
+     * file_size are ever touched. */
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, j->fd, (off_t)off);
+    if (m == MAP_FAILED)
+        return -1;
+    j->map = m;
+    j->map_off = off;
+    j->map_len = len;
+    return 0;
+}
+
+/* Whether the n bytes at p are all zero: room grown ahead of the records
+ * (see the top), not a torn or damaged record. */
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
 }
 
 /* Validates the record at p (avail bytes left). Returns its total size, or 0
@@ -223,21 +311,25 @@ static int recover_last(struct cb_journal *j, char *err, size_t errlen)
         off += n;
         expect++;
     }
-    if (map)
-        munmap(map, len);
     if (off < len) {
         /* A torn last record (crash mid-write): that message was never
-         * acknowledged, the broker redelivers it. Cut it off so appends follow
-         * the last whole record. */
-        j->stats.torn_records++;
+         * acknowledged, the broker redelivers it. Or, after a crash, the
+         * zeroed room grown ahead of the records, which is no record at all.
+         * Either way cut it off so appends follow the last whole record. */
+        if (!all_zero(map + off, len - off))
+            j->stats.torn_records++;
         if (truncate(path, (off_t)off) < 0) {
             storage__set_err(err, errlen, "journal %s: cannot cut the torn tail: %s", path,
                              strerror(errno));
+            if (map)
+                munmap(map, len);
             free(path);
             return -1;
         }
     }
-    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (map)
+        munmap(map, len);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         storage__set_err(err, errlen, "journal %s: cannot open for appending: %s", path,
                          strerror(errno));
@@ -247,6 +339,7 @@ static int recover_last(struct cb_journal *j, char *err, size_t errlen)
     free(path);
     j->fd = fd;
     j->active_size = (int64_t)off;
+    j->file_size = (int64_t)off;
     j->next_pos = expect;
     return 0;
 }
@@ -323,28 +416,6 @@ fail:
     return NULL;
 }
 
-/* Takes a failed record's bytes back off the active segment, so the next
- * record starts clean: the caller retries the same message, and recovery
- * (recover_last) would otherwise cut the torn bytes off together with every
- * whole record behind them. When the file cannot be cut, later records go to
- * a new segment instead (replay skips a damaged segment's tail); until one
- * of the two works, appends fail. Returns 0 or -1. */
-static int take_back(struct cb_journal *j)
-{
-    if (ftruncate(j->fd, (off_t)j->active_size) == 0) {
-        j->torn_tail = 0;
-        return 0;
-    }
-    j->torn_tail = 1;
-    /* the torn record may hold j->next_pos: never reuse it */
-    j->next_pos++;
-    if (start_segment(j) == 0) {
-        j->torn_tail = 0;
-        return 0;
-    }
-    return -1;
-}
-
 int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
                       const void *payload, size_t len, int64_t arrival_ms, uint64_t *pos)
 {
@@ -355,31 +426,25 @@ int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
     size_t total = JOURNAL_HDR + topic_len + len;
     int rc = -1, err = EIO;
     pthread_mutex_lock(&j->mu);
-    if (j->fd < 0)
+    if (j->fd < 0 && start_segment(j) < 0) {
+        err = errno; /* a rotation that failed earlier: try again */
         goto out;
-    if (j->torn_tail && take_back(j) < 0) {
-        err = errno;
-        goto out;
-    }
-    if (total > j->bufcap) {
-        size_t cap = total < 4096 ? 4096 : total;
-        unsigned char *b = realloc(j->buf, cap);
-        if (!b) {
-            err = ENOMEM;
-            goto out;
-        }
-        j->buf = b;
-        j->bufcap = cap;
     }
     if (j->active_size > 0 && j->active_size + (int64_t)total > j->segment_bytes &&
         start_segment(j) < 0) {
         err = errno;
         goto out;
     }
+    if (make_room(j, total) < 0) {
+        /* Disk full, a file-size limit, no address space: nothing was
+         * written; the caller keeps the message unacknowledged and tries
+         * again later. */
+        err = errno;
+        goto out;
+    }
     uint64_t p = j->next_pos;
     uint32_t magic = JOURNAL_MAGIC, tl = (uint32_t)topic_len, pl = (uint32_t)len;
-    unsigned char *b = j->buf;
-    memcpy(b, &magic, 4);
+    unsigned char *b = j->map + (j->active_size - j->map_off);
     memcpy(b + 8, &p, 8);
     memcpy(b + 16, &arrival_ms, 8);
     memcpy(b + 24, &tl, 4);
@@ -389,23 +454,17 @@ int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
         memcpy(b + JOURNAL_HDR + topic_len, payload, len);
     uint32_t crc = crc32_buf(b + 8, total - 8);
     memcpy(b + 4, &crc, 4);
-    ssize_t w;
-    do
-        w = write(j->fd, b, total);
-    while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)total) {
-        /* Disk full or I/O error (a short write: the file system filled up
-         * part-way): take back what went in; the caller keeps the message
-         * unacknowledged and tries again later. */
-        err = w < 0 ? errno : ENOSPC;
-        if (w > 0)
-            take_back(j);
-        goto out;
-    }
-    if (j->fsync_each && fdatasync(j->fd) < 0) {
-        err = errno;
-        take_back(j);
-        goto out;
+    memcpy(b, &magic, 4); /* last: until here the record reads as room */
+    if (j->fsync_each) {
+        int64_t page = sysconf(_SC_PAGESIZE);
+        int64_t from = (j->active_size - j->map_off) / page * page;
+        if (msync(j->map + from, (size_t)(j->active_size - j->map_off + (int64_t)total - from),
+                  MS_SYNC) < 0) {
+            /* Not known to be on disk: take it back (zeros read as room). */
+            err = errno;
+            memset(b, 0, total);
+            goto out;
+        }
     }
     j->active_size += (int64_t)total;
     j->next_pos = p + 1;
@@ -441,6 +500,9 @@ int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_recor
             break;
         }
         free(path);
+        size_t mapped = len;
+        if (i + 1 == j->nsegs && j->fd >= 0 && len > (size_t)j->active_size)
+            len = (size_t)j->active_size; /* the open segment: its room is no record */
         while (off < len && rc == 0) {
             uint64_t pos;
             int64_t arrival;
@@ -448,8 +510,11 @@ int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_recor
             size_t n = record_check(map + off, len - off, &pos, &arrival, &tl, &pl);
             if (!n) {
                 /* Damage inside a closed segment (the tail of the active one
-                 * was cut at open): skip the rest of this segment. */
-                j->stats.corrupt_records++;
+                 * was cut at open): skip the rest of this segment. Zeros to
+                 * the end are the room of a segment a crash caught between
+                 * its rotation and its trim: no damage. */
+                if (!all_zero(map + off, len - off))
+                    j->stats.corrupt_records++;
                 break;
             }
             if (pos > after_pos) {
@@ -470,7 +535,7 @@ int cb_journal_replay(struct cb_journal *j, uint64_t after_pos, cb_journal_recor
             off += n;
         }
         if (map)
-            munmap(map, len);
+            munmap(map, mapped);
     }
     pthread_mutex_unlock(&j->mu);
     free(topic);
@@ -537,10 +602,8 @@ void cb_journal_close(struct cb_journal *j)
 {
     if (!j)
         return;
-    if (j->fd >= 0)
-        close(j->fd);
+    finish_segment(j);
     pthread_mutex_destroy(&j->mu);
-    free(j->buf);
     free(j->segs);
     free(j->dir);
     free(j);

@@ -28,7 +28,8 @@ struct cb_journal; /* append-only segment files; thread-safe append */
 /* Opens (creating) the journal directory. NULL with err filled on failure. */
 struct cb_journal *cb_journal_open(const char *dir, int64_t segment_bytes, int fsync_each,
                                    char *err, size_t errlen);
-/* Appends one raw message with one write(2) (and an fsync when fsync_each).
+/* Appends one raw message: copied into the mapped active segment, no system
+ * call (but a growth of the file every 16 KB, and an msync when fsync_each).
  * Called on the Paho thread before the message is acknowledged.
  * Returns 0 and the message's position (monotonic, > 0), or -1 with errno
  * set (ENOSPC or EDQUOT: disk full; EIO, EFBIG, EROFS...): nothing of the

@@ -305,11 +305,24 @@ static void test_unusable_dir(void)
     CU_ASSERT(strstr(err, "cannot create the directory") != NULL);
 }
 
-/* A file-size limit stands for a full disk: the kernel cuts a write short at
- * the limit, as a full file system does (the journal says ENOSPC), or refuses
- * it outright (EFBIG). A failed append leaves no byte behind, and once there
- * is room again the same message goes in at the same position, so recovery
- * reads every record in order. */
+/* Bytes of the records append_n writes for positions [first, first + n). */
+static long record_bytes(int first, int n)
+{
+    long total = 0;
+    for (int i = first; i < first + n; i++) {
+        char t[32], p[64];
+        total += 32 + snprintf(t, sizeof t, "city/d%02d/river/s%d", i % 7, i) +
+                 snprintf(p, sizeof p, "{\"level\":%d.5}", i);
+    }
+    return total;
+}
+
+/* A file-size limit stands for a full disk: the kernel refuses to make the
+ * segment longer (EFBIG; a full file system says ENOSPC). Records go into
+ * room reserved ahead of them, so appends go on until that room is used up,
+ * then fail with nothing written, each retry alike; once there is room again
+ * the same message goes in at the same position, so recovery reads every
+ * record in order, and the closed segment holds exactly its records. */
 static void test_failed_append_leaves_nothing(void)
 {
     make_dir();
@@ -320,40 +333,208 @@ static void test_failed_append_leaves_nothing(void)
     snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
     struct stat st;
     CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
-    off_t whole = st.st_size;
+    off_t room = st.st_size; /* the records and the room grown ahead of them */
+    CU_ASSERT(room >= record_bytes(1, 10));
     struct rlimit old, lim;
     CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_FSIZE, &old), 0);
     void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
     lim = old;
-    lim.rlim_cur = (rlim_t)whole + 20; /* part of the next record fits */
+    lim.rlim_cur = (rlim_t)room; /* no byte more */
     CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int next = 11, e1 = 0;
+    errno = 0;
+    while (next < 4000 && append_n(j, next, 1) == 0)
+        next++;
+    e1 = errno;
+    char t[32], p[64];
+    int tl = snprintf(t, sizeof t, "city/d%02d/river/s%d", next % 7, next);
+    int pl = snprintf(p, sizeof p, "{\"level\":%d.5}", next);
     uint64_t pos = 0;
     errno = 0;
-    int rc = cb_journal_append(j, "city/full", 9, "{\"level\":1}", 11, 5000, &pos);
-    int e1 = errno;
-    errno = 0;
-    int rc2 = cb_journal_append(j, "city/full", 9, "{\"level\":1}", 11, 5000, &pos);
+    int rc2 = cb_journal_append(j, t, (size_t)tl, p, (size_t)pl, 1000 + next, &pos);
     int e2 = errno;
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
     CU_ASSERT_EQUAL(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, was);
-    CU_ASSERT_EQUAL(rc, -1);
-    CU_ASSERT(e1 == ENOSPC || e1 == EFBIG); /* short write, or refused outright */
+    CU_ASSERT(next < 4000); /* the room ran out */
+    CU_ASSERT(e1 == ENOSPC || e1 == EFBIG);
     CU_ASSERT_EQUAL(rc2, -1);
-    CU_ASSERT_EQUAL(e2, e1); /* the retry meets the same room: taken back each time */
-    CU_ASSERT_EQUAL(stat(path, &st), 0);
-    CU_ASSERT_EQUAL(st.st_size, whole); /* nothing of the failed record stayed */
-    CU_ASSERT_EQUAL(append_n(j, 11, 5), 0); /* room again: positions go on from 11 */
+    CU_ASSERT_EQUAL(e2, e1); /* the retry meets the same limit */
+    CU_ASSERT_EQUAL(st.st_size, room); /* nothing grew */
+    CU_ASSERT_EQUAL(append_n(j, next, 5), 0); /* room again: positions go on from next */
     struct cb_journal_stats js;
     cb_journal_get_stats(j, &js);
     CU_ASSERT_EQUAL(js.append_failed, 2);
     struct seen *s = reopen_replay(j, 0, &j);
-    CU_ASSERT_EQUAL(s->n, 15);
-    CU_ASSERT_EQUAL(s->pos[14], 15);
-    CU_ASSERT_STRING_EQUAL(s->payload[14], "{\"level\":15.5}");
+    int last = next + 4;
+    CU_ASSERT_EQUAL(s->n, (size_t)last);
+    if (s->n == (size_t)last) {
+        CU_ASSERT_EQUAL(s->pos[last - 1], (uint64_t)last);
+        char want[64];
+        snprintf(want, sizeof want, "{\"level\":%d.5}", last);
+        CU_ASSERT_STRING_EQUAL(s->payload[last - 1], want);
+    }
     cb_journal_get_stats(j, &js);
     CU_ASSERT_EQUAL(js.torn_records, 0);
     cb_journal_close(j);
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_size, record_bytes(1, last)); /* closed: its records, no room */
     free(s);
+    remove_dir();
+}
+
+/* Replays every record of j into s (emptied first); returns the damaged
+ * records replay counted so far. */
+static uint64_t replay_all(struct cb_journal *j, struct seen *s)
+{
+    memset(s, 0, sizeof *s);
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, collect, s), 0);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    return js.corrupt_records;
+}
+
+/* Copies src to dst byte for byte; returns the bytes copied, -1 on error. */
+static long copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    long total = -1;
+    if (in && out) {
+        char buf[8192];
+        size_t k;
+        total = 0;
+        while ((k = fread(buf, 1, sizeof buf, in)) > 0) {
+            if (fwrite(buf, 1, k, out) != k) {
+                total = -1;
+                break;
+            }
+            total += (long)k;
+        }
+    }
+    if (in)
+        fclose(in);
+    if (out && fclose(out) != 0)
+        total = -1;
+    return total;
+}
+
+/* A kill -9 of citybrain leaves the open segment as the page cache holds
+ * it: every record appended so far (stores into the shared map), then the
+ * zeroed room grown ahead of them. A copy of the file taken while the
+ * journal is open is that state: opened, it replays every record, counts no
+ * torn one and goes on at the next position. */
+static void test_open_segment_is_crash_state(void)
+{
+    make_dir();
+    char err[256], src[512], cdir[128], dst[256];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 100), 0);
+    /* replay of the open segment stops at its last record, not in the room */
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
+    CU_ASSERT_EQUAL(s->n, 100);
+    /* the file as a crash would leave it */
+    snprintf(src, sizeof src, "%s/%020d.seg", dir, 1);
+    snprintf(cdir, sizeof cdir, "%s/crash", dir);
+    snprintf(dst, sizeof dst, "%s/%020d.seg", cdir, 1);
+    CU_ASSERT_EQUAL_FATAL(mkdir(cdir, 0700), 0);
+    long n = copy_file(src, dst);
+    CU_ASSERT(n > record_bytes(1, 100)); /* the records, then the room */
+    struct cb_journal *c = cb_journal_open(cdir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(replay_all(c, s), 0);
+    CU_ASSERT_EQUAL(s->n, 100);
+    CU_ASSERT_STRING_EQUAL(s->payload[99], "{\"level\":100.5}");
+    struct cb_journal_stats js;
+    cb_journal_get_stats(c, &js);
+    CU_ASSERT_EQUAL(js.torn_records, 0);
+    CU_ASSERT_EQUAL(js.next_pos, 101);
+    CU_ASSERT_EQUAL(append_n(c, 101, 1), 0);
+    cb_journal_close(c);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+/* A crash between a rotation and the trim of the segment it closed leaves
+ * that segment with its zeroed room: replay reads its records and counts no
+ * damage; a flipped byte in the room still counts. */
+static void test_closed_segment_with_room(void)
+{
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 10), 0); /* several segments of about 3 records */
+    cb_journal_close(j);
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, 16384), 0); /* the room, as a crash left it */
+    j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
+    CU_ASSERT_EQUAL(s->n, 10);
+    cb_journal_close(j);
+    FILE *f = fopen(path, "r+b");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fseek(f, 9000, SEEK_SET);
+    fputc('X', f);
+    fclose(f);
+    j = cb_journal_open(dir, 256, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(replay_all(j, s), 1);
+    CU_ASSERT_EQUAL(s->n, 10);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+static int count_in_order(void *ctx, uint64_t pos, const char *topic, const void *payload,
+                          size_t len, int64_t arrival_ms)
+{
+    (void)topic;
+    (void)payload;
+    (void)len;
+    uint64_t *n = ctx;
+    if (pos != *n + 1 || arrival_ms != 1000 + (int64_t)pos)
+        return 1;
+    (*n)++;
+    return 0;
+}
+
+/* The map is a window that moves along the segment and the file grows in
+ * small steps: 60,000 records (about 4 MB) in 8 MB segments cross many
+ * windows and growths, and a record larger than a window fits too. */
+static void test_records_across_windows(void)
+{
+    make_dir();
+    char err[256];
+    struct cb_journal *j = cb_journal_open(dir, 8 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(append_n(j, 1, 60000), 0);
+    size_t big = (3u << 20) / 2;
+    char *payload = malloc(big);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(payload);
+    memset(payload, '7', big);
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, "city/big", 8, payload, big, 1000 + 60001, &pos), 0);
+    CU_ASSERT_EQUAL(pos, 60001);
+    CU_ASSERT_EQUAL(append_n(j, 60002, 10), 0);
+    free(payload);
+    cb_journal_close(j);
+    j = cb_journal_open(dir, 8 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    uint64_t n = 0;
+    CU_ASSERT_EQUAL(cb_journal_replay(j, 0, count_in_order, &n), 0);
+    CU_ASSERT_EQUAL(n, 60011);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.torn_records, 0);
+    CU_ASSERT_EQUAL(js.corrupt_records, 0);
+    cb_journal_close(j);
     remove_dir();
 }
 
@@ -397,6 +578,15 @@ void cb_test_suite_journal(void)
                 test_foreign_segment_names);
     CU_add_test(s, "journal: an unusable directory is a clear error", test_unusable_dir);
     CU_add_test(s, "journal: segments are created 0600 in a 0750 directory", test_modes);
+    CU_add_test(s, "journal: a copy of the open segment (a kill -9) replays every record and "
+                   "counts no torn one",
+                test_open_segment_is_crash_state);
+    CU_add_test(s, "journal: a closed segment a crash left with its zeroed room replays without "
+                   "counting damage",
+                test_closed_segment_with_room);
+    CU_add_test(s, "journal: records across many map windows and file growths, and one larger "
+                   "than a window, replay whole",
+                test_records_across_windows);
     CU_add_test(s, "journal: a failed append (disk full) leaves nothing behind; the next one "
                    "takes the same position",
                 test_failed_append_leaves_nothing);
