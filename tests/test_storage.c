@@ -609,6 +609,231 @@ static void test_rollups_after_crash(void)
     teardown();
 }
 
+/* ---- chunks ----------------------------------------------------------------------- */
+
+/* Every (series_id, ts, value) of `samples`, in that order, from a raw
+ * connection (the virtual table over chunks, head and unconverted rows). */
+struct rows {
+    int64_t *id, *ts;
+    double *v;
+    size_t n;
+};
+
+static void rows_read(struct rows *out)
+{
+    sqlite3 *db = raw_db();
+    sqlite3_stmt *st = NULL;
+    memset(out, 0, sizeof *out);
+    size_t cap = (size_t)q_int(db, "SELECT count(*) FROM samples") + 1;
+    out->id = calloc(cap, sizeof *out->id);
+    out->ts = calloc(cap, sizeof *out->ts);
+    out->v = calloc(cap, sizeof *out->v);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT series_id, ts, value FROM samples "
+                                                 "ORDER BY series_id, ts",
+                                             -1, &st, NULL),
+                          SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW && out->n < cap) {
+        out->id[out->n] = sqlite3_column_int64(st, 0);
+        out->ts[out->n] = sqlite3_column_int64(st, 1);
+        out->v[out->n++] = sqlite3_column_double(st, 2);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void rows_free(struct rows *r)
+{
+    free(r->id);
+    free(r->ts);
+    free(r->v);
+}
+
+/* The rows of a are those of b, bit for bit, where b may have more. */
+static int rows_within(const struct rows *a, const struct rows *b)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        while (j < b->n && (b->id[j] < a->id[i] || (b->id[j] == a->id[i] && b->ts[j] < a->ts[i])))
+            j++;
+        if (j == b->n || b->id[j] != a->id[i] || b->ts[j] != a->ts[i] ||
+            memcmp(&b->v[j], &a->v[i], sizeof(double)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Sensor-like values: one to three decimals, noise, steps, a counter. */
+static double city_value(int series, int i)
+{
+    switch (series % 4) {
+    case 0:
+        return (double)(1200 + (int)(next_rand() % 21) - 10) / 10.0; /* 120.0 +- 1.0 */
+    case 1:
+        return (double)((i / 50) % 2 ? 3250 : 1175) / 100.0; /* steps */
+    case 2:
+        return (double)i * 3.0; /* a counter */
+    default:
+        return (double)(int64_t)(next_rand() % 100000) / 1000.0;
+    }
+}
+
+/* Appends n samples a second to each of the series city/s0..: series k at
+ * t0 + i s + k * skew ms. */
+static void put_city(struct cb_store *s, int series, int n, int64_t t0, int64_t skew)
+{
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < series; k++) {
+            char topic[32];
+            snprintf(topic, sizeof topic, "city/s%d", k);
+            put(s, topic, "v", t0 + i * 1000LL + k * skew, city_value(k, i), 0);
+        }
+}
+
+static void test_chunks_seal(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city(s, 4, 1000, t0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 4000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 4000);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 4000);
+    /* 1000 samples a series: 7 chunks of 120 and one of 160 */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    /* values of few decimals: about 2 bytes a sample or less */
+    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") < 2 * 4000);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 4000);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(count_rows("SELECT max(ts) FROM samples WHERE series_id = 2"),
+                    t0 + 999000 + 1);
+    cb_store_close(s);
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
+
+static void test_chunks_late(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int i = 0; i < 500; i++)
+        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0); /* 10 s ... 509 s */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    int64_t chunks = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT(chunks >= 3);
+    put(s, "city/a", "v", 600000, 1.5, 0);    /* new: into the head */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    put(s, "city/a", "v", 130500, 2.5, 0);    /* late, inside a closed chunk */
+    put(s, "city/a", "v", 5000, 3.5, 0);      /* older than every chunk */
+    put(s, "city/a", "v", 509500, 4.5, 0);    /* after the last chunk, before the head */
+    put(s, "city/a", "v", 200000, 190.0, 0);  /* a redelivery of a closed sample */
+    put(s, "city/a", "v", 600000, 1.5, 0);    /* a redelivery of a head sample */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_written, 500 + 4);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT value FROM samples WHERE series_id = 1 AND ts = 130500"),
+                    2);
+    CU_ASSERT_EQUAL(count_rows("SELECT min(ts) FROM samples"), 5000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2); /* 509500 and 600000 */
+    /* chunks never overlap, and the head is newer than every chunk */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = "
+                               "b.series_id AND a.start_ts < b.start_ts AND a.end_ts >= "
+                               "b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
+                               "FROM chunks c WHERE c.series_id = h.series_id)"),
+                    0);
+    /* one series in time order, both ways */
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 ORDER BY ts DESC "
+                               "LIMIT 1"),
+                    600000);
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 AND ts < 600000 "
+                               "ORDER BY ts DESC LIMIT 1"),
+                    509500);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) p "
+                               "FROM samples WHERE series_id = 1) WHERE ts <= p"),
+                    0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 504);
+    cb_store_close(s);
+    teardown();
+}
+
+/* A database of schema 6, written by the old layout's code path (the
+ * writer opened at version 6: one row per sample in `samples`), is converted
+ * by the current writer series by series between commits; readers see
+ * every sample throughout and new samples are stored meanwhile. */
+static void test_chunks_convert_v6(void)
+{
+    setup();
+    char err[512] = "";
+    cfg.storage_retention_step_rows = 10; /* the least: a series per step */
+    struct cb_store *s = storage__open(&cfg, NULL, 6, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city(s, 6, 300, t0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), 6);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples' AND "
+                               "type = 'table'"),
+                    1);
+    struct rows before, after;
+    rows_read(&before); /* the real table */
+    CU_ASSERT_EQUAL(before.n, 1800);
+
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    /* new samples while converting, new and late */
+    for (int k = 0; k < 6; k++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "city/s%d", k);
+        put(s, topic, "v", t0 + 300000 + k, 1.25, 0);
+        put(s, topic, "v", t0 + 500, 2.25, 0);
+        put(s, topic, "v", t0 + 1000, 99.0, 0); /* a redelivery: stored before */
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    for (int i = 0; i < 10000; i++) { /* the conversion runs between commits */
+        cb_store_get_stats(s, &st);
+        if (!st.converting)
+            break;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    CU_ASSERT_EQUAL(st.converting, 0);
+    CU_ASSERT_EQUAL(st.rows_written, 12);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 6);
+    CU_ASSERT_EQUAL(count_rows("SELECT value FROM meta WHERE key = 'chunk_migrate_cursor'"), 6);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples_v6'"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1800 + 12);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 1800 + 12);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts = 1732400000500"), 6);
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
+
 /* ---- retention -------------------------------------------------------------------- */
 
 static void test_retention_steps(void)
@@ -1322,6 +1547,14 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",
                 test_foreign_and_newer);
     CU_add_test(s, "storage: the same rows twice are stored once", test_idempotent);
+    CU_add_test(s, "storage: a sealed head reads back every sample bit for bit from chunks of "
+                   "about 120 samples and under 2 bytes each", test_chunks_seal);
+    CU_add_test(s, "storage: a late sample is merged into its closed chunk, a redelivery of a "
+                   "closed or open sample is a duplicate, chunks never overlap",
+                test_chunks_late);
+    CU_add_test(s, "storage: a schema-6 database is converted to chunks in steps between commits, "
+                   "every sample kept, new ones stored meanwhile",
+                test_chunks_convert_v6);
     CU_add_test(s, "storage: new rows go in multi-row inserts into the head; a row slipped in is stored once",
                 test_chunked_inserts);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
