@@ -33,7 +33,7 @@
 #include <string.h>
 
 enum { Q_SERIES, Q_CHUNKS_ASC, Q_CHUNKS_DESC, Q_HEAD_SEQ, Q_HEAD_ROWS, Q_LEGACY_ASC,
-       Q_LEGACY_DESC, Q_HAS_LEGACY, Q__COUNT };
+       Q_LEGACY_DESC, Q__COUNT };
 
 /* Chunks of ?1 that may hold samples in [?2, ?3]: from the last one starting
  * at or before ?2. */
@@ -53,13 +53,17 @@ static const char *const q_sql[Q__COUNT] = {
                      "ts <= ?3 ORDER BY ts",
     [Q_LEGACY_DESC] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 AND ts >= ?2 AND "
                       "ts <= ?3 ORDER BY ts DESC",
-    [Q_HAS_LEGACY] = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples_v6'",
 };
 
+/* The connection's statements, prepared on first use and lent to one cursor
+ * at a time: two cursors can be open at once (two correlated subqueries of
+ * one statement), and a statement stepped by one must not be bound by the
+ * other, so a second cursor prepares its own. */
 struct vt {
     sqlite3_vtab base;
     sqlite3 *db;
-    sqlite3_stmt *st[Q__COUNT]; /* prepared on first use */
+    sqlite3_stmt *st[Q__COUNT];
+    int lent[Q__COUNT];
 };
 
 /* What a cursor is reading for its current series, in ascending order
@@ -74,6 +78,8 @@ struct cur {
     int64_t series, lo, hi; /* ts in [lo, hi] */
     int phase;         /* PH_*, walked backwards for DESC */
     sqlite3_stmt *src; /* the running statement of the phase, or NULL */
+    sqlite3_stmt *own[Q__COUNT]; /* the cursor's own statements, or NULL */
+    int borrowed[Q__COUNT];      /* it holds the connection's statement */
     struct cb_chunk_point *buf;
     size_t n, cap, i;  /* buf[i] is the current row when i < n */
     int eof;
@@ -196,25 +202,41 @@ static void cur_stop_src(struct cur *c)
 static int vt_close(sqlite3_vtab_cursor *cb)
 {
     struct cur *c = (struct cur *)cb;
+    struct vt *v = (struct vt *)c->base.pVtab;
     cur_stop_src(c);
+    for (int k = 0; k < Q__COUNT; k++) {
+        sqlite3_finalize(c->own[k]);
+        if (c->borrowed[k]) {
+            sqlite3_reset(v->st[k]);
+            v->lent[k] = 0;
+        }
+    }
     sqlite3_free(c->buf);
     sqlite3_free(c);
     return SQLITE_OK;
 }
 
+/* Statement k for cursor c: the connection's when it is free (then lent to c
+ * until c closes), else c's own. */
 static int stmt(struct cur *c, int k, sqlite3_stmt **out)
 {
     struct vt *v = (struct vt *)c->base.pVtab;
-    if (!v->st[k]) {
-        int rc = sqlite3_prepare_v3(v->db, q_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &v->st[k],
-                                    NULL);
+    if (c->own[k] || c->borrowed[k]) {
+        *out = c->own[k] ? c->own[k] : v->st[k];
+        return SQLITE_OK;
+    }
+    sqlite3_stmt **slot = v->lent[k] ? &c->own[k] : &v->st[k];
+    if (!*slot) {
+        int rc = sqlite3_prepare_v3(v->db, q_sql[k], -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
         if (rc != SQLITE_OK) {
             sqlite3_free(v->base.zErrMsg);
             v->base.zErrMsg = sqlite3_mprintf("samples: %s", sqlite3_errmsg(v->db));
             return rc;
         }
     }
-    *out = v->st[k];
+    if (slot == &v->st[k])
+        v->lent[k] = c->borrowed[k] = 1;
+    *out = *slot;
     return SQLITE_OK;
 }
 
@@ -478,11 +500,11 @@ static int vt_filter(sqlite3_vtab_cursor *cb, int num, const char *idx, int argc
         if ((num & 32) && c->hi > INT64_MIN)
             c->hi--;
     }
-    sqlite3_stmt *has;
-    if ((rc = stmt(c, Q_HAS_LEGACY, &has)) != SQLITE_OK)
-        return rc;
-    c->legacy = sqlite3_step(has) == SQLITE_ROW;
-    sqlite3_reset(has);
+    /* from the connection's schema in memory, no statement (this runs for
+     * every series of every query) */
+    c->legacy = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main",
+                                              "samples_v6", "ts", NULL, NULL, NULL, NULL,
+                                              NULL) == SQLITE_OK;
     if (c->lo > c->hi) {
         c->eof = 1;
         return SQLITE_OK;

@@ -2175,6 +2175,11 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
                          sqlite3_errmsg(s->db));
         goto fail;
     }
+    /* A head left by the last run is sealed now: reading a series' head
+     * costs a seek per commit in it, and the start reads every series (its
+     * newest ts, the windows to restore). A failure leaves it for later. */
+    if (s->chunked && s->head_first != INT64_MAX)
+        (void)seal_head(s);
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(s->db, "SELECT journal_pos FROM ingest_state WHERE id = 1", -1, &q,
                            NULL) == SQLITE_OK &&
