@@ -291,10 +291,12 @@ static int check_identity(sqlite3 *db, const char *path, int64_t *version, char 
  * statistics off, so every sqlite3_malloc and sqlite3_free does not take the
  * global memory mutex (citybrain never reads sqlite3_memory_used). When
  * SQLite was already initialized (a host program used it first) the call is
- * refused and changes nothing. */
+ * refused and changes nothing. And the virtual table `samples` on every
+ * connection (samples_vtab.c). */
 static void sqlite_global_init(void)
 {
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    storage__samples_vtab_init();
 }
 
 /* Creates an empty database file readable by its owner only, unless one is

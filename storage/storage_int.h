@@ -77,6 +77,11 @@ static inline int64_t storage__bucket(int64_t ts, int64_t width)
 struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observer)(double),
                                int target_version, char *err, size_t errlen);
 
+/* Registers the virtual table `samples` (samples_vtab.c) on every
+ * connection opened after the call; a constructor does it at load, this
+ * call (made before the store's first connection) keeps the file linked. */
+void storage__samples_vtab_init(void);
+
 /* Test hook: seals the whole head into chunks on the writer thread, between
  * commits (as the writer does once the head's oldest commit is
  * STORAGE_SEAL_SPAN_MS old). Returns the SQLite code. */
