@@ -29,6 +29,15 @@
  *                                     openmetrics` (Debian's prometheus):
  *                                     every file of its blocks, and the
  *                                     chunks files alone, per sample
+ *   chunk_city_store_bytes_per_sample the same day written through the store
+ *                                     (cb_store_append, a commit per minute,
+ *                                     the head sealed every 2 simulated
+ *                                     minutes as the writer does, closed so
+ *                                     the rollups are derived, checkpointed):
+ *                                     file bytes per sample, and the raw
+ *                                     samples' tables alone (dbstat)
+ *   chunk_city_store_v6_bytes_per_sample   the same through the layout before
+ *                                     chunks (schema 6, one row per sample)
  *   chunk_gen_bytes_per_sample_C_N    generated series (temperatures with 1
  *                                     decimal, pressures with 2, noisy levels
  *                                     with 3, valve steps, energy counters
@@ -48,6 +57,7 @@
  *   --no-promtool  skip Prometheus (also skipped when promtool is missing:
  *                  apt-get install prometheus) */
 #include <dirent.h>
+#include <sqlite3.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +70,8 @@
 #include "base/strbuf.h"
 #include "ingest/ingest.h"
 #include "storage/chunk.h"
+#include "storage/storage.h"
+#include "storage/storage_int.h"
 #include "tests/support/splitmix.h"
 
 #define CITY_START INT64_C(1767225600000) /* 2026-01-01 00:00 UTC */
@@ -627,6 +639,86 @@ static int promtool_bytes(struct dataset *d, double *all, double *chunks)
     return rc;
 }
 
+/* ---- the store ------------------------------------------------------------------------------- */
+
+/* The city written through the store (cb_store_append, a commit per
+ * simulated minute of all series) into a new database at schema `version`
+ * (7 and later: chunks, sealed at the end; 6: one row per sample, the
+ * layout before chunks), closed (the rollups derived) and checkpointed.
+ * Sets the bytes per sample of the whole file and of the raw samples'
+ * tables alone (dbstat). Returns 0, or -1 when the store fails. */
+static int store_bytes(struct dataset *d, int version, double *file, double *raw)
+{
+    char dir[] = "/tmp/citybrain-bench-store.XXXXXX", path[600], err[512], cmd[700];
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/city.db", dir);
+    struct cb_config cfg;
+    if (cb_config_defaults(&cfg) < 0)
+        return -1;
+    free(cfg.storage_db);
+    cfg.storage_db = strdup(path);
+    cfg.storage_commit_interval_ms = 60000; /* commits by cb_store_flush */
+    cfg.storage_retention_interval_ms = INT64_C(30) * 24 * 3600 * 1000;
+    cfg.storage_max_pending_rows = 10000000;
+    int rc = -1;
+    struct cb_store *s = storage__open(&cfg, NULL, version, err, sizeof err);
+    if (!s)
+        goto out;
+    size_t *at = calloc(d->n, sizeof *at);
+    struct cb_sample smp;
+    for (int64_t t = CITY_START;; t += 60000) {
+        int left = 0;
+        for (size_t i = 0; i < d->n; i++) {
+            char topic[128];
+            snprintf(topic, sizeof topic, "%s", d->s[i].key);
+            char *sp = strchr(topic, ' ');
+            *sp = 0;
+            smp.metric = sp + 1;
+            for (; at[i] < d->s[i].n && d->s[i].pts[at[i]].ts_ms < t + 60000; at[i]++) {
+                smp.ts_ms = d->s[i].pts[at[i]].ts_ms;
+                smp.value = d->s[i].pts[at[i]].value;
+                cb_store_append(s, topic, NULL, &smp, 1, 0);
+            }
+            left |= at[i] < d->s[i].n;
+        }
+        cb_store_flush(s);
+        /* the writer seals every 2 minutes of its clock; this loop runs
+         * faster than the simulated time, so it seals by the simulated one */
+        if (version >= 7 && (t - CITY_START) % STORAGE_SEAL_SPAN_MS == 0)
+            storage__seal(s);
+        if (!left)
+            break;
+    }
+    free(at);
+    if (version >= 7)
+        storage__seal(s);
+    cb_store_close(s);
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) == SQLITE_OK &&
+        sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st = NULL;
+        struct stat sb;
+        if (stat(path, &sb) == 0 &&
+            sqlite3_prepare_v2(db, "SELECT sum(pgsize) FROM dbstat WHERE name IN ('chunks', "
+                                   "'head', 'samples', 'samples_v6')",
+                               -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            *file = per((uint64_t)sb.st_size, d->samples);
+            *raw = per((uint64_t)sqlite3_column_int64(st, 0), d->samples);
+            rc = 0;
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+out:
+    cb_config_free(&cfg);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_chunk: could not remove %s\n", dir);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
@@ -670,6 +762,20 @@ int main(int argc, char **argv)
     else
         printf("chunk_city_promtool_bytes_per_sample not run (promtool missing or failed: "
                "apt-get install prometheus)\n");
+
+    double sfile, sraw;
+    if (store_bytes(city, STORAGE_SCHEMA_VERSION, &sfile, &sraw) == 0)
+        printf("chunk_city_store_bytes_per_sample %.3f (the whole file, rollups included; "
+               "chunks and head alone %.3f)\n",
+               sfile, sraw);
+    else
+        printf("chunk_city_store_bytes_per_sample not run (the store failed)\n");
+    if (store_bytes(city, 6, &sfile, &sraw) == 0)
+        printf("chunk_city_store_v6_bytes_per_sample %.3f (one row per sample, schema 6; the "
+               "samples table alone %.3f)\n",
+               sfile, sraw);
+    else
+        printf("chunk_city_store_v6_bytes_per_sample not run (the store failed)\n");
 
     static const struct { const char *name; enum cb_chunk_codec codec; } speeds[] = {
         {"raw", CB_CHUNK_RAW},

@@ -148,10 +148,34 @@ static const char schema_v7[] =
     "ALTER TABLE alert_instances ADD COLUMN titles TEXT;"
     "ALTER TABLE alert_instances ADD COLUMN messages TEXT;";
 
+/* Step 8: raw samples in compressed chunks (docs/storage.md, "Raw samples in
+ * chunks"). `chunks` holds the closed chunks of each series (one row per
+ * series and time span, the samples encoded by storage/chunk.c), `head` the
+ * open head: a row per sample keyed by the commit that wrote it first, so a
+ * commit appends at the right edge instead of touching a page per series.
+ * The rows of the old table are kept as `samples_v6` and converted by the
+ * writer series by series between commits (store.c, "Conversion"): the
+ * series with ids up to chunk_migrate_end, from chunk_migrate_cursor on. The
+ * name `samples` is then the virtual table of samples_vtab.c. Self-contained,
+ * so it can be renumbered when merged after another step. */
+static const char schema_v8[] =
+    "CREATE TABLE chunks("
+    "  series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,"
+    "  n INTEGER NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY(series_id, start_ts)) WITHOUT ROWID;"
+    "CREATE TABLE head("
+    "  seq INTEGER NOT NULL, series_id INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    "  value REAL NOT NULL,"
+    "  PRIMARY KEY(seq, series_id, ts)) WITHOUT ROWID;"
+    "ALTER TABLE samples RENAME TO samples_v6;"
+    "INSERT OR REPLACE INTO meta(key, value) VALUES ('chunk_migrate_cursor', 0);"
+    "INSERT OR REPLACE INTO meta(key, value) "
+    "  SELECT 'chunk_migrate_end', coalesce(max(id), 0) FROM series;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
 static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                     schema_v6, schema_v7};
+                                     schema_v6, schema_v7, schema_v8};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 
@@ -276,10 +300,12 @@ static int check_identity(sqlite3 *db, const char *path, int64_t *version, char 
  * statistics off, so every sqlite3_malloc and sqlite3_free does not take the
  * global memory mutex (citybrain never reads sqlite3_memory_used). When
  * SQLite was already initialized (a host program used it first) the call is
- * refused and changes nothing. */
+ * refused and changes nothing. And the virtual table `samples` on every
+ * connection (samples_vtab.c). */
 static void sqlite_global_init(void)
 {
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    storage__samples_vtab_init();
 }
 
 /* Creates an empty database file readable by its owner only, unless one is

@@ -11,7 +11,10 @@
 /* PRAGMA application_id of a citybrain database ("CBR1"). */
 #define STORAGE_APP_ID 0x43425231
 /* PRAGMA user_version after every migration step has run. */
-#define STORAGE_SCHEMA_VERSION 7
+#define STORAGE_SCHEMA_VERSION 8
+/* The step that stores raw samples in chunks (schema_v8): a file opened at
+ * an older version (tests) keeps one row per sample. */
+#define STORAGE_CHUNKS_VERSION 8
 
 /* "Nothing derived yet" for the rollup derivation state (meta derive_*). */
 #define STORAGE_DERIVE_NONE (-(INT64_C(1) << 62))
@@ -23,6 +26,13 @@
  * by the owner's group too (umask may take more away). */
 #define STORAGE_FILE_MODE 0600
 #define STORAGE_DIR_MODE 0750
+
+/* Chunks (docs/storage.md, "Raw samples in chunks"): a chunk is closed with
+ * about STORAGE_CHUNK_TARGET samples (a smaller last chunk of a series is
+ * filled up at the next seal); the head is sealed into chunks once its
+ * oldest commit is STORAGE_SEAL_SPAN_MS old. */
+#define STORAGE_CHUNK_TARGET 120
+#define STORAGE_SEAL_SPAN_MS 120000LL
 
 #define STORAGE_MINUTE_MS 60000LL
 #define STORAGE_HOUR_MS 3600000LL
@@ -69,6 +79,16 @@ static inline int64_t storage__bucket(int64_t ts, int64_t width)
  * migrations: a store at an older version); see storage.h for the rest. */
 struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observer)(double),
                                int target_version, char *err, size_t errlen);
+
+/* Registers the virtual table `samples` (samples_vtab.c) on every
+ * connection opened after the call; a constructor does it at load, this
+ * call (made before the store's first connection) keeps the file linked. */
+void storage__samples_vtab_init(void);
+
+/* Test hook: seals the whole head into chunks on the writer thread, between
+ * commits (as the writer does once the head's oldest commit is
+ * STORAGE_SEAL_SPAN_MS old). Returns the SQLite code. */
+int storage__seal(struct cb_store *s);
 
 /* Test hook: runs `sql` on the writer thread's connection (a pragma such as
  * max_page_count or busy_timeout), between commits. Returns the SQLite code. */

@@ -29,6 +29,7 @@
 #include "storage/storage_int.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <time.h>
 
 #include "base/strbuf.h"
+#include "storage/chunk.h"
 
 /* ---- batches -------------------------------------------------------------- */
 
@@ -225,7 +227,6 @@ enum {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
-    ST_INS_SAMPLE,
     ST_UPD_1M,
     ST_INS_1M,
     ST_UPD_1H,
@@ -262,7 +263,6 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_INS_SAMPLE] = "INSERT OR IGNORE INTO samples(series_id, ts, value) VALUES (?1, ?2, ?3)",
     [ST_UPD_1M] = ROLLUP_UPDATE("rollup_1m"),
     [ST_INS_1M] = ROLLUP_INSERT("rollup_1m"),
     [ST_UPD_1H] = ROLLUP_UPDATE("rollup_1h"),
@@ -279,6 +279,40 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_INS_QUAR] = "INSERT INTO quarantine(topic, metric, ts, value, reason, received) "
                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SET_POS] = "UPDATE ingest_state SET journal_pos = ?1 WHERE id = 1",
+};
+
+/* The statements of the chunked layout (schema 8; not prepared for an older
+ * schema, which tests open). ?1 is the series where there is one. */
+enum {
+    CST_INS_HEAD,
+    CST_CHUNK_BEFORE,
+    CST_CHUNK_AFTER,
+    CST_CHUNK_DEL,
+    CST_CHUNK_INS,
+    CST_HAS_SAMPLE,
+    CST_HEAD_ALL,
+    CST_HEAD_DEL,
+    CST_LEGACY_IDS,
+    CST_LEGACY_ROWS,
+    CST_LEGACY_DEL,
+    CST__COUNT
+};
+
+#define CHUNK_COLS "SELECT start_ts, end_ts, data FROM chunks WHERE series_id = ?1 "
+static const char *const cst_sql[CST__COUNT] = {
+    [CST_INS_HEAD] = "INSERT INTO head(seq, series_id, ts, value) VALUES (?1, ?2, ?3, ?4)",
+    /* the last chunk starting at or before ?2; the first one after it */
+    [CST_CHUNK_BEFORE] = CHUNK_COLS "AND start_ts <= ?2 ORDER BY start_ts DESC LIMIT 1",
+    [CST_CHUNK_AFTER] = CHUNK_COLS "AND start_ts > ?2 ORDER BY start_ts LIMIT 1",
+    [CST_CHUNK_DEL] = "DELETE FROM chunks WHERE series_id = ?1 AND start_ts = ?2",
+    [CST_CHUNK_INS] = "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [CST_HAS_SAMPLE] = "SELECT 1 FROM samples WHERE series_id = ?1 AND ts = ?2",
+    [CST_HEAD_ALL] = "SELECT series_id, ts, value FROM head",
+    [CST_HEAD_DEL] = "DELETE FROM head",
+    [CST_LEGACY_IDS] = "SELECT id FROM series WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT 256",
+    [CST_LEGACY_ROWS] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 ORDER BY ts",
+    [CST_LEGACY_DEL] = "DELETE FROM samples_v6 WHERE series_id = ?1",
 };
 
 /* A row resolved to its series, for sorting. */
@@ -373,8 +407,28 @@ struct cb_store {
     /* writer thread only */
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
-    sqlite3_stmt *ins_chunk; /* INSERT of INSERT_CHUNK rows at once */
-    const struct item *chunk[INSERT_CHUNK];
+    /* Where new rows go: the head (schema 8), or the table of the old
+     * layout for a series not converted yet (`samples` of an older schema
+     * opened by tests, `samples_v6` while the conversion runs). One
+     * statement for a row, one for INSERT_CHUNK rows at once. */
+    sqlite3_stmt *head_one, *head_bulk, *leg_one, *leg_bulk;
+    sqlite3_stmt *cst[CST__COUNT];
+    const struct item *chunk[INSERT_CHUNK];  /* rows for the old layout */
+    const struct item *hrows[INSERT_CHUNK]; /* rows for the head */
+    int chunked;        /* schema 8: raw samples in chunks and head */
+    int64_t seq;        /* the seq of the last commit that wrote the head */
+    int64_t head_first; /* the oldest seq in the head, INT64_MAX when empty */
+    int64_t seal_after; /* monotonic: no seal before (after a failed one) */
+    int seal_req, seal_rc;
+    uint64_t seal_gen;
+    /* Conversion of a schema-6 file: series ids in (mig_cursor, mig_end]
+     * still have their rows in samples_v6 (while `legacy`). */
+    int legacy;
+    int64_t mig_cursor, mig_end, mig_after;
+    struct cb_chunk_point *pts; /* chunk scratch: seal, merge, conversion, trim */
+    size_t cappts;
+    uint8_t *blob;
+    size_t capblob;
     struct batch work;
     struct map sensors; /* topic -> sensor_ent */
     size_t nseries;     /* series known to the writer (in the sensors' lists) */
@@ -700,18 +754,31 @@ static int derived(const struct derive *d, int64_t series, int64_t ts)
     return ts < d->done || (d->to > d->done && ts < d->to && series <= d->cursor);
 }
 
-/* Inserts the n rows of s->chunk: as one statement when n is a whole chunk,
- * else one by one. Every row must be new (see series_ent.max_ts); a row that
- * is not means another writer touched the file: the commit fails and is
- * retried with ids and max_ts read again. */
-static int insert_chunk(struct cb_store *s, size_t n)
+static int step_done(sqlite3_stmt *st)
 {
-    sqlite3_stmt *st = n == INSERT_CHUNK ? s->ins_chunk : s->st[ST_INS_SAMPLE];
+    int r = sqlite3_step(st);
+    sqlite3_reset(st);
+    return r == SQLITE_DONE || r == SQLITE_ROW ? SQLITE_OK : r;
+}
+
+/* Inserts the n rows of `rows`: as one statement (`bulk`) when n is a whole
+ * chunk, else one by one (`one`). With seq >= 0 into the head (parameters
+ * seq, series, ts, value), else into the old layout (series, ts, value).
+ * Every row must be new (see series_ent.max_ts); a row that is not means
+ * another writer touched the file: the commit fails and is retried with ids
+ * and max_ts read again. */
+static int insert_rows(struct cb_store *s, sqlite3_stmt *one, sqlite3_stmt *bulk,
+                       const struct item *const *rows, size_t n, int64_t seq)
+{
+    sqlite3_stmt *st = n == INSERT_CHUNK ? bulk : one;
+    int cols = seq >= 0 ? 4 : 3;
     for (size_t i = 0; i < n; i++) {
-        int k = n == INSERT_CHUNK ? (int)i * 3 : 0;
-        sqlite3_bind_int64(st, k + 1, s->chunk[i]->series);
-        sqlite3_bind_int64(st, k + 2, s->chunk[i]->ts);
-        sqlite3_bind_double(st, k + 3, s->chunk[i]->value);
+        int k = n == INSERT_CHUNK ? (int)i * cols : 0;
+        if (seq >= 0)
+            sqlite3_bind_int64(st, ++k, seq);
+        sqlite3_bind_int64(st, k + 1, rows[i]->series);
+        sqlite3_bind_int64(st, k + 2, rows[i]->ts);
+        sqlite3_bind_double(st, k + 3, rows[i]->value);
         if (n == INSERT_CHUNK && i + 1 < n)
             continue;
         int r = sqlite3_step(st);
@@ -724,17 +791,322 @@ static int insert_chunk(struct cb_store *s, size_t n)
     return SQLITE_OK;
 }
 
+/* ---- writer: chunks ------------------------------------------------------------------
+ *
+ * For each series: closed chunks (table chunks) that never overlap in time,
+ * and head rows all newer than the series' last chunk. A seal moves the whole
+ * head into chunks; a late sample (not newer than the last chunk's end) is
+ * merged into the chunk whose span holds it, or the one before the gap it
+ * falls in, and that chunk rewritten. */
+
+static int grow_pts(struct cb_store *s, size_t n)
+{
+    return grow((void **)&s->pts, &s->cappts, n, sizeof *s->pts);
+}
+
+/* Appends the samples of the chunk row st is on (columns start_ts, end_ts,
+ * data) to s->pts[*n...]. Returns SQLITE_OK, SQLITE_NOMEM or SQLITE_CORRUPT. */
+static int chunk_load(struct cb_store *s, sqlite3_stmt *st, size_t *n)
+{
+    const uint8_t *blob = sqlite3_column_blob(st, 2);
+    size_t len = (size_t)sqlite3_column_bytes(st, 2);
+    struct cb_chunk_iter it;
+    if (cb_chunk_iter_init(&it, blob, len) < 0)
+        return SQLITE_CORRUPT;
+    size_t cnt = cb_chunk_iter_count(&it);
+    if (grow_pts(s, *n + cnt + 1) < 0)
+        return SQLITE_NOMEM;
+    long got = cb_chunk_decode(blob, len, s->pts + *n, cnt);
+    if (got < 0)
+        return SQLITE_CORRUPT;
+    *n += (size_t)got;
+    return SQLITE_OK;
+}
+
+/* Writes pts[0, n) of `series` (ts strictly increasing) as chunks of
+ * STORAGE_CHUNK_TARGET samples while at least twice that many are left, the
+ * rest as one (so a chunk holds fewer than 2 * STORAGE_CHUNK_TARGET). Values
+ * that are not finite have no place in a chunk and are left out (decoding
+ * quarantines them before they reach the store). Returns the SQLite code. */
+static int chunks_write(struct cb_store *s, int64_t series, const struct cb_chunk_point *pts,
+                        size_t n)
+{
+    sqlite3_stmt *ins = s->cst[CST_CHUNK_INS];
+    while (n > 0) {
+        size_t take = n >= 2 * STORAGE_CHUNK_TARGET ? STORAGE_CHUNK_TARGET : n;
+        size_t k = 0;
+        /* finite values only, in place of the scratch copy */
+        while (k < take && isfinite(pts[k].value))
+            k++;
+        const struct cb_chunk_point *p = pts;
+        size_t m = take;
+        if (k < take) {
+            struct cb_chunk_point *f = malloc(take * sizeof *f);
+            if (!f)
+                return SQLITE_NOMEM;
+            m = 0;
+            for (size_t i = 0; i < take; i++)
+                if (isfinite(pts[i].value))
+                    f[m++] = pts[i];
+            p = f;
+        }
+        int r = SQLITE_OK;
+        if (m > 0) {
+            size_t cap = cb_chunk_bound(m);
+            if (grow((void **)&s->blob, &s->capblob, cap, 1) < 0)
+                r = SQLITE_NOMEM;
+            long len = r == SQLITE_OK ? cb_chunk_encode(p, m, CB_CHUNK_AUTO, s->blob, s->capblob)
+                                      : -1;
+            if (r == SQLITE_OK && len < 0)
+                r = SQLITE_MISMATCH; /* ts not increasing: a bug, never stored */
+            if (r == SQLITE_OK) {
+                sqlite3_bind_int64(ins, 1, series);
+                sqlite3_bind_int64(ins, 2, p[0].ts_ms);
+                sqlite3_bind_int64(ins, 3, p[m - 1].ts_ms);
+                sqlite3_bind_int64(ins, 4, (int64_t)m);
+                sqlite3_bind_blob(ins, 5, s->blob, (int)len, SQLITE_STATIC);
+                r = step_done(ins);
+            }
+        }
+        if (p != pts)
+            free((void *)p);
+        if (r != SQLITE_OK)
+            return r;
+        pts += take;
+        n -= take;
+    }
+    return SQLITE_OK;
+}
+
+static int chunk_delete(struct cb_store *s, int64_t series, int64_t start)
+{
+    sqlite3_stmt *del = s->cst[CST_CHUNK_DEL];
+    sqlite3_bind_int64(del, 1, series);
+    sqlite3_bind_int64(del, 2, start);
+    return step_done(del);
+}
+
+/* Steps chunk statement k for (series, ts): *found is 1 with the row's
+ * samples appended to s->pts[*n...] and its start in *start. */
+static int chunk_find(struct cb_store *s, int k, int64_t series, int64_t ts, int *found,
+                      int64_t *start, int64_t *end, size_t *n)
+{
+    sqlite3_stmt *st = s->cst[k];
+    sqlite3_bind_int64(st, 1, series);
+    sqlite3_bind_int64(st, 2, ts);
+    int r = sqlite3_step(st);
+    *found = r == SQLITE_ROW;
+    if (*found) {
+        *start = sqlite3_column_int64(st, 0);
+        *end = sqlite3_column_int64(st, 1);
+        r = chunk_load(s, st, n);
+    }
+    sqlite3_reset(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? SQLITE_OK : r;
+}
+
+/* Stores a sample of a converted series that is not newer than everything
+ * stored for it: merged into the chunk that holds its time (or the one
+ * before the gap it falls in, or the first chunk when it is older than all),
+ * or, newer than the last chunk, into the head at `seq`. *added is 0 when
+ * the series already has a sample at that ts (a redelivery). */
+static int late_row(struct cb_store *s, const struct item *it, int64_t seq, int *added)
+{
+    int found, r;
+    int64_t start = 0, end = 0, bstart = 0, bend = 0;
+    size_t n = 0;
+    *added = 0;
+    if ((r = chunk_find(s, CST_CHUNK_BEFORE, it->series, it->ts, &found, &start, &end, &n)) !=
+        SQLITE_OK)
+        return r;
+    if (!found || it->ts > end) {
+        int after;
+        size_t m = n;
+        if ((r = chunk_find(s, CST_CHUNK_AFTER, it->series, it->ts, &after, &bstart, &bend, &m)) !=
+            SQLITE_OK)
+            return r;
+        if (!after) {
+            /* newer than every chunk: the head's business */
+            sqlite3_stmt *has = s->cst[CST_HAS_SAMPLE];
+            sqlite3_bind_int64(has, 1, it->series);
+            sqlite3_bind_int64(has, 2, it->ts);
+            r = sqlite3_step(has);
+            sqlite3_reset(has);
+            if (r == SQLITE_ROW)
+                return SQLITE_OK;
+            if (r != SQLITE_DONE)
+                return r;
+            *added = 1;
+            return insert_rows(s, s->head_one, s->head_bulk, &it, 1, seq);
+        }
+        if (!found) { /* older than every chunk: the first one takes it */
+            n = m;
+            start = bstart;
+        }
+    }
+    /* merge into the chunk in s->pts[0, n) starting at `start` */
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->pts[mid].ts_ms < it->ts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < n && s->pts[lo].ts_ms == it->ts)
+        return SQLITE_OK; /* a redelivery */
+    memmove(s->pts + lo + 1, s->pts + lo, (n - lo) * sizeof *s->pts);
+    s->pts[lo] = (struct cb_chunk_point){it->ts, it->value};
+    if ((r = chunk_delete(s, it->series, start)) != SQLITE_OK ||
+        (r = chunks_write(s, it->series, s->pts, n + 1)) != SQLITE_OK)
+        return r;
+    *added = 1;
+    return SQLITE_OK;
+}
+
+/* Seals the whole head into chunks in one transaction: its rows are read in
+ * commit order, sorted by (series, ts), appended to each series' last chunk
+ * when that one has fewer than STORAGE_CHUNK_TARGET samples (it is
+ * rewritten), cut into chunks, and the head emptied. Returns the SQLite
+ * code; on failure nothing changed. */
+static int seal_head(struct cb_store *s)
+{
+    size_t nitems = 0;
+    int r = step_done(s->st[ST_BEGIN]);
+    if (r != SQLITE_OK)
+        return r;
+    sqlite3_stmt *all = s->cst[CST_HEAD_ALL];
+    while ((r = sqlite3_step(all)) == SQLITE_ROW) {
+        if (grow((void **)&s->items, &s->capitems, nitems + 1, sizeof *s->items) < 0) {
+            r = SQLITE_NOMEM;
+            break;
+        }
+        s->items[nitems++] = (struct item){sqlite3_column_int64(all, 0),
+                                           sqlite3_column_int64(all, 1),
+                                           sqlite3_column_double(all, 2), NULL};
+    }
+    sqlite3_reset(all);
+    if (r != SQLITE_DONE)
+        goto fail;
+    r = SQLITE_OK;
+    if (nitems && sort_items(s, nitems) < 0) {
+        r = SQLITE_NOMEM;
+        goto fail;
+    }
+    for (size_t a = 0; a < nitems;) {
+        int64_t series = s->items[a].series;
+        size_t b = a;
+        while (b < nitems && s->items[b].series == series)
+            b++;
+        int found;
+        int64_t start = 0, end = 0;
+        size_t n = 0;
+        if ((r = chunk_find(s, CST_CHUNK_BEFORE, series, INT64_MAX, &found, &start, &end, &n)) !=
+            SQLITE_OK)
+            goto fail;
+        if (found && n >= STORAGE_CHUNK_TARGET)
+            n = 0; /* full: it stays as it is */
+        else if (found && (r = chunk_delete(s, series, start)) != SQLITE_OK)
+            goto fail;
+        if (grow_pts(s, n + (b - a)) < 0) {
+            r = SQLITE_NOMEM;
+            goto fail;
+        }
+        for (size_t i = a; i < b; i++)
+            if (n == 0 || s->items[i].ts > s->pts[n - 1].ts_ms) /* (equal: never stored twice) */
+                s->pts[n++] = (struct cb_chunk_point){s->items[i].ts, s->items[i].value};
+        if ((r = chunks_write(s, series, s->pts, n)) != SQLITE_OK)
+            goto fail;
+        a = b;
+    }
+    if ((r = step_done(s->cst[CST_HEAD_DEL])) != SQLITE_OK ||
+        (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+        goto fail;
+    s->head_first = INT64_MAX;
+    return SQLITE_OK;
+fail:
+    step_done(s->st[ST_ROLLBACK]);
+    return r;
+}
+
+/* Whether rows of `series` still go to the old layout (see struct cb_store). */
+static int is_legacy(const struct cb_store *s, int64_t series)
+{
+    return !s->chunked || (s->legacy && series > s->mig_cursor && series <= s->mig_end);
+}
+
+/* ---- writer: conversion of a schema-6 file ------------------------------------------
+ *
+ * Schema step 8 renamed the old table to samples_v6. The writer converts it
+ * series by series, in id order, between commits: one transaction reads
+ * whole series (at least one, until step_rows rows), writes their chunks,
+ * deletes their rows and records the cursor in meta, so ingestion waits at
+ * most one such step. Until its turn a series keeps getting its new rows in
+ * samples_v6 (so a series is in one layout at a time), and readers read
+ * samples_v6 too (samples_vtab.c). The last step drops the table. */
+static int migrate_step(struct cb_store *s)
+{
+    int64_t cursor = s->mig_cursor, rows = 0;
+    int more = 0, r = step_done(s->st[ST_BEGIN]);
+    if (r != SQLITE_OK)
+        return r;
+    sqlite3_stmt *ids = s->cst[CST_LEGACY_IDS], *get = s->cst[CST_LEGACY_ROWS];
+    sqlite3_bind_int64(ids, 1, cursor);
+    sqlite3_bind_int64(ids, 2, s->mig_end);
+    while (rows < s->step_rows && (r = sqlite3_step(ids)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(ids, 0);
+        size_t n = 0;
+        more = 1;
+        sqlite3_bind_int64(get, 1, id);
+        while ((r = sqlite3_step(get)) == SQLITE_ROW) {
+            if (grow_pts(s, n + 1) < 0) {
+                r = SQLITE_NOMEM;
+                break;
+            }
+            s->pts[n++] = (struct cb_chunk_point){sqlite3_column_int64(get, 0),
+                                                  sqlite3_column_double(get, 1)};
+        }
+        sqlite3_reset(get);
+        if (r != SQLITE_DONE)
+            break;
+        sqlite3_bind_int64(s->cst[CST_LEGACY_DEL], 1, id);
+        if ((r = chunks_write(s, id, s->pts, n)) != SQLITE_OK ||
+            (r = step_done(s->cst[CST_LEGACY_DEL])) != SQLITE_OK)
+            break;
+        rows += (int64_t)n + 1;
+        cursor = id;
+        r = SQLITE_ROW;
+    }
+    sqlite3_reset(ids);
+    if (r != SQLITE_ROW && r != SQLITE_DONE)
+        goto fail;
+    if (r == SQLITE_DONE && !more) {
+        /* every series converted */
+        if (sqlite3_exec(s->db, "DROP TABLE samples_v6", NULL, NULL, NULL) != SQLITE_OK) {
+            r = sqlite3_errcode(s->db);
+            goto fail;
+        }
+        cursor = s->mig_end;
+    }
+    if (storage__meta_set(s->db, "chunk_migrate_cursor", cursor) < 0) {
+        r = sqlite3_errcode(s->db);
+        goto fail;
+    }
+    if ((r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+        goto fail;
+    s->mig_cursor = cursor;
+    if (!more)
+        s->legacy = 0;
+    return SQLITE_OK;
+fail:
+    step_done(s->st[ST_ROLLBACK]);
+    return r;
+}
+
 struct commit_result {
     uint64_t inserted, duplicate, quarantined;
     uint64_t pos;
 };
-
-static int step_done(sqlite3_stmt *st)
-{
-    int r = sqlite3_step(st);
-    sqlite3_reset(st);
-    return r == SQLITE_DONE || r == SQLITE_ROW ? SQLITE_OK : r;
-}
 
 /* Commits batch b in one transaction. `final` writes every sensor's
  * last_seen (otherwise only those that moved by a minute). Returns SQLITE_OK
@@ -785,25 +1157,45 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     struct acc a1m = {0}, a1h = {0};
     const struct tier t1m = {0, STORAGE_MINUTE_MS, s->st[ST_UPD_1M], s->st[ST_INS_1M]};
     const struct tier t1h = {1, STORAGE_HOUR_MS, s->st[ST_UPD_1H], s->st[ST_INS_1H]};
-    sqlite3_stmt *ins = s->st[ST_INS_SAMPLE];
-    size_t nchunk = 0;
+    size_t nchunk = 0, nhead = 0;
+    int64_t seq = -1; /* this commit's seq, when it writes the head */
+    if (s->chunked) {
+        int64_t now_ms = cb_clock_now(&s->clock);
+        seq = now_ms > s->seq ? now_ms : s->seq + 1;
+        s->seq = seq; /* (kept if the commit fails: seqs only need to grow) */
+    }
+    int head_written = 0;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct item *it = &s->items[i];
         if (i > 0 && it->series == it[-1].series && it->ts == it[-1].ts) {
             res->duplicate++; /* twice in this batch */
             continue;
         }
+        int legacy = is_legacy(s, it->series);
         if (it->ts > it->ent->max_ts) {
             /* new: cannot conflict (rows come in ts order per series) */
             it->ent->max_ts = it->ts;
-            s->chunk[nchunk++] = it;
-            if (nchunk == INSERT_CHUNK) {
-                if ((r = insert_chunk(s, nchunk)) != SQLITE_OK)
-                    goto fail;
-                nchunk = 0;
+            if (legacy) {
+                s->chunk[nchunk++] = it;
+                if (nchunk == INSERT_CHUNK) {
+                    if ((r = insert_rows(s, s->leg_one, s->leg_bulk, s->chunk, nchunk, -1)) !=
+                        SQLITE_OK)
+                        goto fail;
+                    nchunk = 0;
+                }
+            } else {
+                s->hrows[nhead++] = it;
+                head_written = 1;
+                if (nhead == INSERT_CHUNK) {
+                    if ((r = insert_rows(s, s->head_one, s->head_bulk, s->hrows, nhead, seq)) !=
+                        SQLITE_OK)
+                        goto fail;
+                    nhead = 0;
+                }
             }
-        } else {
+        } else if (legacy) {
             /* as old as what is stored: maybe a redelivery */
+            sqlite3_stmt *ins = s->leg_one;
             sqlite3_bind_int64(ins, 1, it->series);
             sqlite3_bind_int64(ins, 2, it->ts);
             sqlite3_bind_double(ins, 3, it->value);
@@ -815,6 +1207,15 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                 res->duplicate++;
                 continue;
             }
+        } else {
+            int added = 0;
+            if ((r = late_row(s, it, seq, &added)) != SQLITE_OK)
+                goto fail;
+            if (!added) {
+                res->duplicate++;
+                continue;
+            }
+            head_written = 1; /* (perhaps: a bound for the seal is enough) */
         }
         res->inserted++;
         if (it->ts > s->max_ts)
@@ -828,7 +1229,9 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             }
         }
     }
-    if (nchunk && (r = insert_chunk(s, nchunk)) != SQLITE_OK)
+    if (nchunk && (r = insert_rows(s, s->leg_one, s->leg_bulk, s->chunk, nchunk, -1)) != SQLITE_OK)
+        goto fail;
+    if (nhead && (r = insert_rows(s, s->head_one, s->head_bulk, s->hrows, nhead, seq)) != SQLITE_OK)
         goto fail;
     if ((r = acc_flush(s, &t1m, &a1m)) != SQLITE_OK || (r = acc_flush(s, &t1h, &a1h)) != SQLITE_OK)
         goto fail;
@@ -875,6 +1278,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         goto fail;
     if (res->inserted)
         s->clean_cleared = 1;
+    if (head_written && s->head_first == INT64_MAX)
+        s->head_first = seq;
     for (size_t i = 0; i < s->ntouched; i++) {
         struct sensor_ent *e = s->touched[i];
         e->touched = 0;
@@ -925,8 +1330,41 @@ static void flush_seen(struct cb_store *s)
 
 /* ---- writer: retention ------------------------------------------------------------ */
 
-/* Deletes up to `budget` expired rows of a per-series table (samples: column
- * ts; rollups: column bucket), continuing from the tier's cursor. */
+/* Deletes up to `limit` expired raw samples of one series, oldest first:
+ * whole chunks that end before `cut`, and of the chunk holding the cut (or
+ * the one where the limit runs out) its samples before it, the rest written
+ * again. So no sample older than the cut is left, as with one row per
+ * sample, and a step deletes at most its budget. Sets *n to the samples
+ * deleted. The head is sealed at the start of a pass (retention_step). */
+static int retain_chunks(struct cb_store *s, int64_t sid, int64_t cut, int64_t limit,
+                         int64_t *n)
+{
+    *n = 0;
+    while (*n < limit) {
+        int found, r;
+        int64_t start = 0, end = 0;
+        size_t cnt = 0, k = 0;
+        if ((r = chunk_find(s, CST_CHUNK_AFTER, sid, INT64_MIN, &found, &start, &end, &cnt)) !=
+            SQLITE_OK)
+            return r;
+        if (!found || start >= cut)
+            return SQLITE_OK;
+        while (k < cnt && s->pts[k].ts_ms < cut && *n + (int64_t)k < limit)
+            k++;
+        if ((r = chunk_delete(s, sid, start)) != SQLITE_OK ||
+            (r = chunks_write(s, sid, s->pts + k, cnt - k)) != SQLITE_OK)
+            return r;
+        *n += (int64_t)k;
+        if (k < cnt && s->pts[k].ts_ms >= cut)
+            return SQLITE_OK;
+    }
+    return SQLITE_OK;
+}
+
+/* Deletes up to `budget` expired rows of a per-series table (rollups: column
+ * bucket; samples of an older schema: column ts), or with table NULL the
+ * expired raw samples in chunks (retain_chunks), continuing from the tier's
+ * cursor. */
 static int retain_series_table(struct cb_store *s, const char *table, const char *col,
                                int64_t cut, struct tier_cursor *c, int64_t *budget,
                                uint64_t *deleted)
@@ -937,11 +1375,12 @@ static int retain_series_table(struct cb_store *s, const char *table, const char
                                -1, &ids, NULL);
     if (r != SQLITE_OK)
         goto out;
-    snprintf(sql, sizeof sql,
-             "DELETE FROM %s WHERE series_id = ?1 AND %s IN (SELECT %s FROM %s WHERE "
-             "series_id = ?1 AND %s < ?2 ORDER BY %s LIMIT ?3)",
-             table, col, col, table, col, col);
-    if ((r = sqlite3_prepare_v2(s->db, sql, -1, &del, NULL)) != SQLITE_OK)
+    if (table)
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM %s WHERE series_id = ?1 AND %s IN (SELECT %s FROM %s WHERE "
+                 "series_id = ?1 AND %s < ?2 ORDER BY %s LIMIT ?3)",
+                 table, col, col, table, col, col);
+    if (table && (r = sqlite3_prepare_v2(s->db, sql, -1, &del, NULL)) != SQLITE_OK)
         goto out;
     int64_t visits = s->step_rows; /* each visit is a seek: bounded too */
     while (*budget > 0 && visits > 0) {
@@ -951,14 +1390,20 @@ static int retain_series_table(struct cb_store *s, const char *table, const char
             int64_t sid = sqlite3_column_int64(ids, 0);
             any = 1;
             visits--;
-            sqlite3_bind_int64(del, 1, sid);
-            sqlite3_bind_int64(del, 2, cut);
-            sqlite3_bind_int64(del, 3, *budget);
-            r = sqlite3_step(del);
-            sqlite3_reset(del);
-            if (r != SQLITE_DONE)
-                goto out;
-            int64_t n = sqlite3_changes(s->db);
+            int64_t n = 0;
+            if (!table) {
+                if ((r = retain_chunks(s, sid, cut, *budget, &n)) != SQLITE_OK)
+                    goto out;
+            } else {
+                sqlite3_bind_int64(del, 1, sid);
+                sqlite3_bind_int64(del, 2, cut);
+                sqlite3_bind_int64(del, 3, *budget);
+                r = sqlite3_step(del);
+                sqlite3_reset(del);
+                if (r != SQLITE_DONE)
+                    goto out;
+                n = sqlite3_changes(s->db);
+            }
             *deleted += (uint64_t)n;
             *budget -= n;
             if (*budget > 0)
@@ -1011,6 +1456,12 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
 {
     *deleted = 0;
     if (!s->pass_active) {
+        /* the head's samples are cut with the chunks: seal it first */
+        if (s->chunked && s->head_first != INT64_MAX) {
+            int r = seal_head(s);
+            if (r != SQLITE_OK)
+                return r;
+        }
         memset(s->cursor, 0, sizeof s->cursor);
         s->pass_active = 1;
     }
@@ -1048,8 +1499,8 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
         case RT_1M:
         case RT_1H: {
             static const char *const table[] = {"samples", "rollup_1m", "rollup_1h"};
-            r = retain_series_table(s, table[t], t == RT_RAW ? "ts" : "bucket", cut, c, &budget,
-                                    deleted);
+            r = retain_series_table(s, t == RT_RAW && s->chunked ? NULL : table[t],
+                                    t == RT_RAW ? "ts" : "bucket", cut, c, &budget, deleted);
             if (r == SQLITE_OK && c->done)
                 s->visited_cut[t] = cut; /* (kept even if the commit below fails: a retry
                                           * 0.1 % later is fine) */
@@ -1445,6 +1896,34 @@ static void *writer_main(void *arg)
             s->flush_rc = 0;
             pthread_cond_broadcast(&s->done);
         }
+        /* the head: sealed once its oldest commit is STORAGE_SEAL_SPAN_MS old
+         * (checked at every wake-up, at least every commit interval) */
+        if (s->seal_req || (s->chunked && backoff == 0 && now >= s->seal_after &&
+                            s->head_first != INT64_MAX &&
+                            cb_clock_now(&s->clock) - s->head_first >= STORAGE_SEAL_SPAN_MS)) {
+            int req = s->seal_req;
+            pthread_mutex_unlock(&s->mu);
+            int r = s->chunked ? seal_head(s) : SQLITE_MISUSE;
+            pthread_mutex_lock(&s->mu);
+            s->stats.seals += r == SQLITE_OK;
+            s->seal_after = r == SQLITE_OK ? 0 : now + 1000;
+            if (req) {
+                s->seal_req = 0;
+                s->seal_rc = r;
+                s->seal_gen++;
+                pthread_cond_broadcast(&s->done);
+            }
+            continue;
+        }
+        /* conversion of a schema-6 file: a step between commits */
+        if (s->legacy && backoff == 0 && now >= s->mig_after) {
+            pthread_mutex_unlock(&s->mu);
+            int r = migrate_step(s);
+            pthread_mutex_lock(&s->mu);
+            s->mig_after = r == SQLITE_OK ? 0 : now + 1000;
+            s->stats.converting = s->legacy;
+            continue;
+        }
         /* rollup derivation: steps while a pass runs or a bucket has closed */
         if (backoff == 0 && now >= derive_after && derive_due(s)) {
             pthread_mutex_unlock(&s->mu);
@@ -1521,11 +2000,86 @@ static void *writer_main(void *arg)
 
 /* ---- public ---------------------------------------------------------------------- */
 
+/* Prepares sql + (n - 1) times tail (a multi-row INSERT of n rows). */
+static int prepare_rows(sqlite3 *db, const char *sql, const char *tail, int n,
+                        sqlite3_stmt **out)
+{
+    char buf[160 + INSERT_CHUNK * 16];
+    int len = snprintf(buf, sizeof buf, "%s", sql);
+    for (int i = 1; i < n; i++)
+        len += snprintf(buf + len, sizeof buf - (size_t)len, "%s", tail);
+    return sqlite3_prepare_v3(db, buf, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+}
+
+/* The insert statements: into the head (schema 8) and into the old layout's
+ * table while it exists (`samples` of an older schema, `samples_v6` while
+ * converting), and the statements of the chunked layout. */
+static int prepare_inserts(struct cb_store *s)
+{
+    int r;
+    if (s->chunked) {
+        for (int i = 0; i < CST__COUNT; i++) {
+            if (!s->legacy && i >= CST_LEGACY_IDS)
+                break;
+            if ((r = sqlite3_prepare_v3(s->db, cst_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                        &s->cst[i], NULL)) != SQLITE_OK)
+                return r;
+        }
+        static const char head[] = "INSERT INTO head(seq, series_id, ts, value) VALUES (?,?,?,?)";
+        if ((r = prepare_rows(s->db, head, ",(?,?,?,?)", 1, &s->head_one)) != SQLITE_OK ||
+            (r = prepare_rows(s->db, head, ",(?,?,?,?)", INSERT_CHUNK, &s->head_bulk)) !=
+                SQLITE_OK)
+            return r;
+    }
+    if (s->chunked && !s->legacy)
+        return SQLITE_OK;
+    const char *table = s->chunked ? "samples_v6" : "samples";
+    char one[128], bulk[128];
+    snprintf(one, sizeof one, "INSERT OR IGNORE INTO %s(series_id, ts, value) VALUES (?,?,?)",
+             table);
+    snprintf(bulk, sizeof bulk, "INSERT INTO %s(series_id, ts, value) VALUES (?,?,?)", table);
+    if ((r = prepare_rows(s->db, one, "", 1, &s->leg_one)) != SQLITE_OK ||
+        (r = prepare_rows(s->db, bulk, ",(?,?,?)", INSERT_CHUNK, &s->leg_bulk)) != SQLITE_OK)
+        return r;
+    return SQLITE_OK;
+}
+
+/* Reads the head's seq range and the conversion state (schema 8). */
+static int load_chunk_state(struct cb_store *s)
+{
+    sqlite3_stmt *q = NULL;
+    int r = sqlite3_prepare_v2(s->db, "SELECT min(seq), max(seq), (SELECT count(*) FROM "
+                                      "sqlite_master WHERE name = 'samples_v6') FROM head",
+                               -1, &q, NULL);
+    if (r == SQLITE_OK && (r = sqlite3_step(q)) == SQLITE_ROW) {
+        if (sqlite3_column_type(q, 0) != SQLITE_NULL) {
+            s->head_first = sqlite3_column_int64(q, 0);
+            s->seq = sqlite3_column_int64(q, 1);
+        }
+        s->legacy = sqlite3_column_int(q, 2) > 0;
+        r = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    if (r == SQLITE_OK && s->legacy &&
+        (storage__meta_get(s->db, "chunk_migrate_cursor", &s->mig_cursor) < 0 ||
+         storage__meta_get(s->db, "chunk_migrate_end", &s->mig_end) < 0))
+        r = SQLITE_CORRUPT;
+    s->stats.converting = s->legacy;
+    return r;
+}
+
 static void store_free(struct cb_store *s)
 {
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->st[i]);
-    sqlite3_finalize(s->ins_chunk);
+    sqlite3_finalize(s->head_one);
+    sqlite3_finalize(s->head_bulk);
+    sqlite3_finalize(s->leg_one);
+    sqlite3_finalize(s->leg_bulk);
+    for (int i = 0; i < CST__COUNT; i++)
+        sqlite3_finalize(s->cst[i]);
+    free(s->pts);
+    free(s->blob);
     if (s->db)
         sqlite3_close(s->db);
     batch_free(&s->pending);
@@ -1614,17 +2168,23 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
             goto fail;
         }
     }
-    char chunk_sql[64 + INSERT_CHUNK * 10];
-    int len = snprintf(chunk_sql, sizeof chunk_sql,
-                       "INSERT INTO samples(series_id, ts, value) VALUES (?,?,?)");
-    for (int i = 1; i < INSERT_CHUNK; i++)
-        len += snprintf(chunk_sql + len, sizeof chunk_sql - (size_t)len, ",(?,?,?)");
-    if (sqlite3_prepare_v3(s->db, chunk_sql, -1, SQLITE_PREPARE_PERSISTENT, &s->ins_chunk,
-                           NULL) != SQLITE_OK) {
+    s->chunked = target_version >= STORAGE_CHUNKS_VERSION;
+    s->head_first = INT64_MAX;
+    if (s->chunked && load_chunk_state(s) != SQLITE_OK) {
+        storage__set_err(err, errlen, "%s: cannot read the chunk state: %s", s->path,
+                         sqlite3_errmsg(s->db));
+        goto fail;
+    }
+    if (prepare_inserts(s) != SQLITE_OK) {
         storage__set_err(err, errlen, "%s: cannot prepare statements: %s", s->path,
                          sqlite3_errmsg(s->db));
         goto fail;
     }
+    /* A head left by the last run is sealed now: reading a series' head
+     * costs a seek per commit in it, and the start reads every series (its
+     * newest ts, the windows to restore). A failure leaves it for later. */
+    if (s->chunked && s->head_first != INT64_MAX)
+        (void)seal_head(s);
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(s->db, "SELECT journal_pos FROM ingest_state WHERE id = 1", -1, &q,
                            NULL) == SQLITE_OK &&
@@ -1814,6 +2374,19 @@ int cb_store_retention_step(struct cb_store *s, uint64_t *deleted, int *more)
     int rc = s->retention_rc;
     *deleted = s->retention_deleted;
     *more = s->retention_more;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int storage__seal(struct cb_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t gen = s->seal_gen;
+    s->seal_req = 1;
+    pthread_cond_signal(&s->wake);
+    while (s->seal_gen == gen)
+        pthread_cond_wait(&s->done, &s->mu);
+    int rc = s->seal_rc;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "storage/chunk.h"
 #include "storage/sqlite_conn.h"
 #include "storage/storage.h"
 #include "tests/support/store_fixture.h"
@@ -96,10 +97,10 @@ static void test_schema_created(void)
     CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(q_int(db, "PRAGMA application_id"), STORAGE_APP_ID);
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
-                              "IN ('sensors','series','samples','rollup_1m','rollup_1h',"
+                              "IN ('sensors','series','chunks','head','rollup_1m','rollup_1h',"
                               "'quarantine','ingest_state','alert_instances',"
                               "'alert_transitions','silences','outbox','audit_log')"),
-                    12);
+                    13);
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM pragma_table_info('silences') WHERE name IN "
                               "('expired_at','expired_by')"),
                     2);
@@ -326,9 +327,71 @@ static void assert_rollups_whole(sqlite3 *db, const char *counted)
     CU_ASSERT_EQUAL(q_int(db, sql), q_int(db, "SELECT count(*) FROM samples"));
 }
 
+/* Deletes every raw sample at or after `from` with a connection of its own,
+ * as retention would: head rows and whole chunks, and the chunk that
+ * straddles `from` cut and written again. Returns 0, or -1. */
+static int delete_samples_from(int64_t from)
+{
+    sqlite3 *db = raw_db();
+    sqlite3_stmt *sel = NULL, *ins = NULL;
+    int rc = -1;
+    char sql[200];
+    snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; DELETE FROM head WHERE ts >= %lld", (long long)from);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "DELETE FROM chunks WHERE end_ts >= ?1 RETURNING series_id, data",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &ins, NULL) != SQLITE_OK)
+        goto out;
+    static struct cb_chunk_point pts[4096];
+    static uint8_t blob[4096 * 16 + 32];
+    static struct { int64_t series; long n; struct cb_chunk_point p[512]; } keep[64];
+    size_t nkeep = 0;
+    sqlite3_bind_int64(sel, 1, from);
+    while (sqlite3_step(sel) == SQLITE_ROW) {
+        long n = cb_chunk_decode(sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1),
+                                 pts, 4096);
+        long k = 0;
+        while (k < n && pts[k].ts_ms < from)
+            k++;
+        if (n < 0 || k > 512 || nkeep == 64)
+            goto out;
+        if (k > 0) {
+            keep[nkeep].series = sqlite3_column_int64(sel, 0);
+            keep[nkeep].n = k;
+            memcpy(keep[nkeep++].p, pts, (size_t)k * sizeof *pts);
+        }
+    }
+    sqlite3_reset(sel);
+    for (size_t i = 0; i < nkeep; i++) {
+        long len = cb_chunk_encode(keep[i].p, (size_t)keep[i].n, CB_CHUNK_AUTO, blob, sizeof blob);
+        if (len <= 0)
+            goto out;
+        sqlite3_bind_int64(ins, 1, keep[i].series);
+        sqlite3_bind_int64(ins, 2, keep[i].p[0].ts_ms);
+        sqlite3_bind_int64(ins, 3, keep[i].p[keep[i].n - 1].ts_ms);
+        sqlite3_bind_int64(ins, 4, keep[i].n);
+        sqlite3_bind_blob(ins, 5, blob, (int)len, SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            goto out;
+        sqlite3_reset(ins);
+    }
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+out:
+    if (rc < 0)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* Rows newer than what the writer knows of their series go in multi-row
- * INSERTs. A row that another connection slipped in meanwhile makes that
- * commit fail; the retry reads the series again and counts the duplicate. */
+ * INSERTs into the head. The head's key is the commit's seq, not (series,
+ * ts) (a unique index there would cost the random writes the head avoids),
+ * so a row another connection slipped in meanwhile is not seen by the
+ * commit: readers and the seal keep one sample per (series, ts). */
 static void test_chunked_inserts(void)
 {
     setup();
@@ -337,8 +400,8 @@ static void test_chunked_inserts(void)
     for (int i = 0; i < 1000; i++) /* 15 whole chunks and a tail */
         put(s, i % 2 ? "city/a" : "city/b", "v", 1000 + i / 2, i, 0);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
-    CU_ASSERT_EQUAL(storage__writer_exec(s, "INSERT INTO samples(series_id, ts, value) "
-                                            "SELECT id, 5000, 1 FROM series"),
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "INSERT INTO head(seq, series_id, ts, value) "
+                                            "SELECT 1, id, 5000, 1 FROM series"),
                     SQLITE_OK);
     for (int i = 0; i < 200; i++)
         put(s, "city/a", "v", 4901 + i, i, 0); /* 5000 is among them */
@@ -348,10 +411,14 @@ static void test_chunked_inserts(void)
     CU_ASSERT_EQUAL(rc, 0);
     struct cb_store_stats st;
     cb_store_get_stats(s, &st);
-    CU_ASSERT_EQUAL(st.rows_written, 1000 + 199);
-    CU_ASSERT_EQUAL(st.rows_duplicate, 1);
+    CU_ASSERT_EQUAL(st.rows_written, 1000 + 200);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1000 + 2 + 199);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1000 + 2 + 199);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1000 + 2 + 199);
     teardown();
 }
 
@@ -425,9 +492,9 @@ static void test_rollups_dense_batches(void)
      * for it must create the rollup row again. */
     int64_t last_min = base + 1140000;
     char sql[400];
-    snprintf(sql, sizeof sql,
-             "DELETE FROM samples WHERE ts >= %lld; DELETE FROM rollup_1m WHERE bucket >= %lld; "
-             "DELETE FROM rollup_1h", (long long)last_min, (long long)last_min);
+    CU_ASSERT_EQUAL(delete_samples_from(last_min), 0);
+    snprintf(sql, sizeof sql, "DELETE FROM rollup_1m WHERE bucket >= %lld; DELETE FROM rollup_1h",
+             (long long)last_min);
     CU_ASSERT_EQUAL(storage__writer_exec(s, sql), SQLITE_OK);
     /* rebuild the 1h tier from what is left, as a retention-free reference */
     CU_ASSERT_EQUAL(storage__writer_exec(
@@ -623,6 +690,236 @@ static void test_rollups_after_crash(void)
     assert_rollups_whole(db, "rollup_1h");
     CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 1);
     sqlite3_close(db);
+    teardown();
+}
+
+/* ---- chunks ----------------------------------------------------------------------- */
+
+/* Every (series_id, ts, value) of `samples`, in that order, from a raw
+ * connection (the virtual table over chunks, head and unconverted rows). */
+struct rows {
+    int64_t *id, *ts;
+    double *v;
+    size_t n;
+};
+
+static void rows_read(struct rows *out)
+{
+    sqlite3 *db = raw_db();
+    sqlite3_stmt *st = NULL;
+    memset(out, 0, sizeof *out);
+    size_t cap = (size_t)q_int(db, "SELECT count(*) FROM samples") + 1;
+    out->id = calloc(cap, sizeof *out->id);
+    out->ts = calloc(cap, sizeof *out->ts);
+    out->v = calloc(cap, sizeof *out->v);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT series_id, ts, value FROM samples "
+                                                 "ORDER BY series_id, ts",
+                                             -1, &st, NULL),
+                          SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW && out->n < cap) {
+        out->id[out->n] = sqlite3_column_int64(st, 0);
+        out->ts[out->n] = sqlite3_column_int64(st, 1);
+        out->v[out->n++] = sqlite3_column_double(st, 2);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void rows_free(struct rows *r)
+{
+    free(r->id);
+    free(r->ts);
+    free(r->v);
+}
+
+/* The rows of a are those of b, bit for bit, where b may have more. */
+static int rows_within(const struct rows *a, const struct rows *b)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        while (j < b->n && (b->id[j] < a->id[i] || (b->id[j] == a->id[i] && b->ts[j] < a->ts[i])))
+            j++;
+        if (j == b->n || b->id[j] != a->id[i] || b->ts[j] != a->ts[i] ||
+            memcmp(&b->v[j], &a->v[i], sizeof(double)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Sensor-like values: one to three decimals, noise, steps, a counter. */
+static double city_value(int series, int i)
+{
+    switch (series % 4) {
+    case 0:
+        return (double)(1200 + (int)(next_rand() % 21) - 10) / 10.0; /* 120.0 +- 1.0 */
+    case 1:
+        return (double)((i / 50) % 2 ? 3250 : 1175) / 100.0; /* steps */
+    case 2:
+        return (double)i * 3.0; /* a counter */
+    default:
+        return (double)(int64_t)(next_rand() % 100000) / 1000.0;
+    }
+}
+
+/* Appends n samples a second to each of the series city/s0..: series k at
+ * t0 + i s + k * skew ms. */
+static void put_city(struct cb_store *s, int series, int n, int64_t t0, int64_t skew)
+{
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < series; k++) {
+            char topic[32];
+            snprintf(topic, sizeof topic, "city/s%d", k);
+            put(s, topic, "v", t0 + i * 1000LL + k * skew, city_value(k, i), 0);
+        }
+}
+
+static void test_chunks_seal(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city(s, 4, 1000, t0, 1);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 4000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 4000);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 4000);
+    /* 1000 samples a series: 7 chunks of 120 and one of 160 */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    /* values of few decimals: about 2 bytes a sample or less */
+    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") < 2 * 4000);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 4000);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(count_rows("SELECT max(ts) FROM samples WHERE series_id = 2"),
+                    t0 + 999000 + 1);
+    cb_store_close(s);
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
+
+static void test_chunks_late(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    for (int i = 0; i < 500; i++)
+        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0); /* 10 s ... 509 s */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    int64_t chunks = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT(chunks >= 3);
+    put(s, "city/a", "v", 600000, 1.5, 0);    /* new: into the head */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    put(s, "city/a", "v", 130500, 2.5, 0);    /* late, inside a closed chunk */
+    put(s, "city/a", "v", 5000, 3.5, 0);      /* older than every chunk */
+    put(s, "city/a", "v", 509500, 4.5, 0);    /* after the last chunk, before the head */
+    put(s, "city/a", "v", 200000, 190.0, 0);  /* a redelivery of a closed sample */
+    put(s, "city/a", "v", 600000, 1.5, 0);    /* a redelivery of a head sample */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_written, 500 + 4);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT value FROM samples WHERE series_id = 1 AND ts = 130500"),
+                    2);
+    CU_ASSERT_EQUAL(count_rows("SELECT min(ts) FROM samples"), 5000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2); /* 509500 and 600000 */
+    /* chunks never overlap, and the head is newer than every chunk */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = "
+                               "b.series_id AND a.start_ts < b.start_ts AND a.end_ts >= "
+                               "b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
+                               "FROM chunks c WHERE c.series_id = h.series_id)"),
+                    0);
+    /* one series in time order, both ways */
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 ORDER BY ts DESC "
+                               "LIMIT 1"),
+                    600000);
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 AND ts < 600000 "
+                               "ORDER BY ts DESC LIMIT 1"),
+                    509500);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) p "
+                               "FROM samples WHERE series_id = 1) WHERE ts <= p"),
+                    0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 504);
+    /* two scans of the chunks at once (a correlated subquery), each its own */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples a WHERE a.series_id = 1 AND "
+                               "(SELECT value FROM samples b WHERE b.series_id = 1 AND "
+                               "b.ts = a.ts) = a.value"),
+                    504);
+    cb_store_close(s);
+    teardown();
+}
+
+/* A database of schema 6, written by the old layout's code path (the
+ * writer opened at version 6: one row per sample in `samples`), is converted
+ * by the current writer series by series between commits; readers see
+ * every sample throughout and new samples are stored meanwhile. */
+static void test_chunks_convert_v6(void)
+{
+    setup();
+    char err[512] = "";
+    cfg.storage_retention_step_rows = 10; /* the least: a series per step */
+    struct cb_store *s = storage__open(&cfg, NULL, 6, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city(s, 6, 300, t0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), 6);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples' AND "
+                               "type = 'table'"),
+                    1);
+    struct rows before, after;
+    rows_read(&before); /* the real table */
+    CU_ASSERT_EQUAL(before.n, 1800);
+
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    /* new samples while converting, new and late */
+    for (int k = 0; k < 6; k++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "city/s%d", k);
+        put(s, topic, "v", t0 + 300000 + k, 1.25, 0);
+        put(s, topic, "v", t0 + 500, 2.25, 0);
+        put(s, topic, "v", t0 + 1000, 99.0, 0); /* a redelivery: stored before */
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    for (int i = 0; i < 10000; i++) { /* the conversion runs between commits */
+        cb_store_get_stats(s, &st);
+        if (!st.converting)
+            break;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    CU_ASSERT_EQUAL(st.converting, 0);
+    CU_ASSERT_EQUAL(st.rows_written, 12);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 6);
+    CU_ASSERT_EQUAL(count_rows("SELECT value FROM meta WHERE key = 'chunk_migrate_cursor'"), 6);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples_v6'"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1800 + 12);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 1800 + 12);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts = 1732400000500"), 6);
+    rows_free(&before);
+    rows_free(&after);
     teardown();
 }
 
@@ -1341,7 +1638,15 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a foreign file and a newer schema are refused untouched",
                 test_foreign_and_newer);
     CU_add_test(s, "storage: the same rows twice are stored once", test_idempotent);
-    CU_add_test(s, "storage: new rows go in multi-row inserts; a row slipped in is a counted duplicate",
+    CU_add_test(s, "storage: a sealed head reads back every sample bit for bit from chunks of "
+                   "about 120 samples and under 2 bytes each", test_chunks_seal);
+    CU_add_test(s, "storage: a late sample is merged into its closed chunk, a redelivery of a "
+                   "closed or open sample is a duplicate, chunks never overlap",
+                test_chunks_late);
+    CU_add_test(s, "storage: a schema-6 database is converted to chunks in steps between commits, "
+                   "every sample kept, new ones stored meanwhile",
+                test_chunks_convert_v6);
+    CU_add_test(s, "storage: new rows go in multi-row inserts into the head; a row slipped in is stored once",
                 test_chunked_inserts);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
                 test_rollups_property);
