@@ -194,7 +194,10 @@ survivors="$standby south-a"
 for tw in $survivors; do
   n=0
   for _ in $(seq 600); do
-    n=$(sqlite3 "$TMP/$tw/cb.db" "select count(*) from samples" 2>/dev/null || echo 0)
+    # (`samples` is citybrain's virtual table, unknown to the sqlite3 shell:
+    # count the closed chunks' samples and the open head's, a redelivery once)
+    n=$(sqlite3 "$TMP/$tw/cb.db" "select (select coalesce(sum(n), 0) from chunks) +
+      (select count(*) from (select distinct series_id, ts from head))" 2>/dev/null || echo 0)
     [ "$n" -ge "$expect_part" ] && break
     sleep 0.1
   done
