@@ -9,6 +9,7 @@
 #include "cmd/federation.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +50,14 @@ int cmd__export_payload(struct cb_strbuf *out, const char *engine,
     cb_strbuf_json_string(out, bn, n < 0 ? 0 : (size_t)n < sizeof bn ? (size_t)n : sizeof bn - 1);
     cb_strbuf_puts(out, ",\"bt\":");
     cb_strbuf_json_number(out, (double)at_ms / 1000.0);
-    cb_strbuf_printf(out, ",\"n\":\"active\",\"v\":%d},{\"n\":\"severity\",\"v\":%d}]", active,
+    cb_strbuf_printf(out, ",\"n\":\"active\",\"v\":%d},{\"n\":\"severity\",\"v\":%d}", active,
                      active ? (int)t->severity + 1 : 0);
+    if (isfinite(t->value)) { /* unknown: no record, never a made-up 0 */
+        cb_strbuf_puts(out, ",{\"n\":\"value\",\"v\":");
+        cb_strbuf_json_number(out, t->value);
+        cb_strbuf_putc(out, '}');
+    }
+    cb_strbuf_putc(out, ']');
     return 0;
 }
 

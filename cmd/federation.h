@@ -20,9 +20,10 @@ void cmd__export_topic(struct cb_strbuf *out, const char *topic, const char *eng
 
 /* The export payload of instance t as a SenML pack (RFC 8428), time in
  * seconds: [{"bn":"<engine>:<id>","bt":S,"n":"active","v":0|1},
- * {"n":"severity","v":0..4}]: active 1 while firing (escalated,
- * acknowledged), 0 once resolved; severity info 1, warning 2, major 3,
- * critical 4, 0 when not active. at_ms is the samples' time. Returns 0, or
+ * {"n":"severity","v":0..4},{"n":"value","v":X}]: active 1 while firing
+ * (escalated, acknowledged), 0 once resolved; severity info 1, warning 2,
+ * major 3, critical 4, 0 when not active; value t->value (the `when` value),
+ * its record left out when that is unknown (NaN). at_ms is the samples' time. Returns 0, or
  * -1 when t's state exports nothing (pending, inactive, progress). */
 int cmd__export_payload(struct cb_strbuf *out, const char *engine,
                         const struct cb_transition *t, int64_t at_ms);
