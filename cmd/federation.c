@@ -32,6 +32,12 @@ void cmd__export_topic(struct cb_strbuf *out, const char *topic, const char *eng
     }
 }
 
+int64_t cmd__export_stamp(const struct cb_transition *t, int64_t last_sweep_ms)
+{
+    int64_t at = t->last_sample ? t->last_sample : t->at;
+    return last_sweep_ms && at <= last_sweep_ms ? last_sweep_ms + 1 : at;
+}
+
 int cmd__export_payload(struct cb_strbuf *out, const char *engine,
                         const struct cb_transition *t, int64_t at_ms)
 {

@@ -118,6 +118,17 @@ static void test_payload_carries_the_when_value_when_known(void)
     cb_decoder_free(dec);
 }
 
+static void test_stamp_is_the_evidence_after_the_last_sweep(void)
+{
+    struct cb_transition t = instance(CB_ALERT_RESOLVED);
+    t.last_sample = t.at - 60000; /* a backlog's sample, processed a minute late */
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, 0), t.at - 60000);
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, t.at - 90000), t.at - 60000);
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, t.at - 1000), t.at - 999); /* after the sweep */
+    t.last_sample = 0; /* no evidence: the transition's own time */
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, 0), t.at);
+}
+
 void cb_test_suite_export(void)
 {
     CU_pSuite s = CU_add_suite("export", NULL, NULL);
@@ -130,4 +141,7 @@ void cb_test_suite_export(void)
     CU_add_test(s, "export: the payload adds the when value as the record value when it is "
                    "known and leaves it out when it is unknown",
                 test_payload_carries_the_when_value_when_known);
+    CU_add_test(s, "export: a transition is stamped with its newest sample's time, or just after "
+                   "the last periodic export when that is later",
+                test_stamp_is_the_evidence_after_the_last_sweep);
 }
