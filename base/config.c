@@ -291,14 +291,15 @@ static const struct option options[] = {
      "give the same name; empty means the client id (see docs/federation.md)",
      "Federation"},
     {"federation.export_topic", T_STRING, OFF(federation_export_topic), 0, 0, "", 0, 0,
-     "publish every alert instance's state as SenML samples (active, severity) on "
+     "publish every alert instance's state as SenML samples (active, severity and, when "
+     "known, value: the left side of the first comparison of its when) on "
      "TOPIC/<rule>/<engine>/<label values...> for a city tier to ingest, e.g. "
      "citybrain/export/city; empty for none",
      0},
     {"federation.export_interval", T_DURATION, OFF(federation_export_interval_ms), 1000,
      DAY, "1m", 0, 0,
      "how often the state of every firing instance is published again (a city rule tells a "
-     "silent district by age())",
+     "silent district by age()); the first time one interval after start",
      0},
     {"federation.control_topic", T_STRING, OFF(federation_control_topic), 0, 0, "", 0, 0,
      "share operator actions (ack, close, silences, rule reloads) with the peer engines on "

@@ -78,7 +78,8 @@ struct cb_daemon {
     char *engine_name;     /* federation.engine, or the client id */
     struct cb_strbuf export_topic, export_payload; /* the city tier's export, reused */
     struct cmd_control *control; /* federation.control_topic, or NULL */
-    int64_t last_export_ms; /* wall clock of the last periodic export */
+    int64_t last_export_ms; /* wall clock of the last periodic export, or of the start */
+    int64_t last_sweep_ms;  /* wall clock of the last periodic export, 0 before the first */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -622,7 +623,7 @@ static void on_transition(void *ctx, const struct cb_transition *t)
         cb_warn("alert", "%s %s: %s", t->id, cb_alert_state_name(t->state), t->reason);
     cb_alerts_on_transition(d->alerts, t);
     if (cb_transition_is_event(t))
-        export_instance(d, t, t->at); /* both twins: a state the city tier reads from either */
+        export_instance(d, t, cmd__export_stamp(t, d->last_sweep_ms)); /* both twins */
 }
 
 static int publish_feed(void *ctx, const char *rule, const char *json, size_t len)
@@ -853,7 +854,7 @@ static void on_tick(uv_timer_t *t)
     int64_t now = cb_wall_ms();
     if (*d->cfg->federation_export_topic && d->mqtt &&
         now - d->last_export_ms >= d->cfg->federation_export_interval_ms) {
-        d->last_export_ms = now;
+        d->last_export_ms = d->last_sweep_ms = now;
         cb_engine_foreach_instance(d->engine, export_current, d);
     }
     if (d->lease) { /* a twin that cannot publish leaves the voice to the other */
@@ -1175,6 +1176,12 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_info("api", "HTTP API and dashboard on http://%s/", cfg->http_listen);
     }
 
+    /* The first periodic export one interval after start, not at the first
+     * tick: a restarted engine is still catching up on its session's backlog
+     * then, and an instance firing half-way through it, stamped with the wall
+     * clock, would be newer at the city tier than the backlog's resolution
+     * (stamped with its samples' time), and count there as flooding. */
+    d->last_export_ms = cb_wall_ms();
     uv_timer_start(&d->tick, on_tick, 1000, 1000);
     if (cfg->rules_watch)
         watch_rules(d);

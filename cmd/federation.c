@@ -9,6 +9,7 @@
 #include "cmd/federation.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,12 @@ void cmd__export_topic(struct cb_strbuf *out, const char *topic, const char *eng
     }
 }
 
+int64_t cmd__export_stamp(const struct cb_transition *t, int64_t last_sweep_ms)
+{
+    int64_t at = t->last_sample ? t->last_sample : t->at;
+    return last_sweep_ms && at <= last_sweep_ms ? last_sweep_ms + 1 : at;
+}
+
 int cmd__export_payload(struct cb_strbuf *out, const char *engine,
                         const struct cb_transition *t, int64_t at_ms)
 {
@@ -49,8 +56,14 @@ int cmd__export_payload(struct cb_strbuf *out, const char *engine,
     cb_strbuf_json_string(out, bn, n < 0 ? 0 : (size_t)n < sizeof bn ? (size_t)n : sizeof bn - 1);
     cb_strbuf_puts(out, ",\"bt\":");
     cb_strbuf_json_number(out, (double)at_ms / 1000.0);
-    cb_strbuf_printf(out, ",\"n\":\"active\",\"v\":%d},{\"n\":\"severity\",\"v\":%d}]", active,
+    cb_strbuf_printf(out, ",\"n\":\"active\",\"v\":%d},{\"n\":\"severity\",\"v\":%d}", active,
                      active ? (int)t->severity + 1 : 0);
+    if (isfinite(t->value)) { /* unknown: no record, never a made-up 0 */
+        cb_strbuf_puts(out, ",{\"n\":\"value\",\"v\":");
+        cb_strbuf_json_number(out, t->value);
+        cb_strbuf_putc(out, '}');
+    }
+    cb_strbuf_putc(out, ']');
     return 0;
 }
 

@@ -20,10 +20,20 @@ void cmd__export_topic(struct cb_strbuf *out, const char *topic, const char *eng
 
 /* The export payload of instance t as a SenML pack (RFC 8428), time in
  * seconds: [{"bn":"<engine>:<id>","bt":S,"n":"active","v":0|1},
- * {"n":"severity","v":0..4}]: active 1 while firing (escalated,
- * acknowledged), 0 once resolved; severity info 1, warning 2, major 3,
- * critical 4, 0 when not active. at_ms is the samples' time. Returns 0, or
+ * {"n":"severity","v":0..4},{"n":"value","v":X}]: active 1 while firing
+ * (escalated, acknowledged), 0 once resolved; severity info 1, warning 2,
+ * major 3, critical 4, 0 when not active; value t->value (the `when` value),
+ * its record left out when that is unknown (NaN). at_ms is the samples' time. Returns 0, or
  * -1 when t's state exports nothing (pending, inactive, progress). */
+/* The time a transition's export is stamped with (ms): its evidence, the
+ * newest sample time of the instance's sensors (t->last_sample; t->at when it
+ * has none), so the twins' copies are the same sample and a restarted
+ * engine's backlog, exported again, is older at the city tier than what it
+ * already has and changes nothing there. Never at or before last_sweep_ms,
+ * the wall clock of the last periodic export (0: none yet), whose packs a
+ * later transition of the same instance must supersede. */
+int64_t cmd__export_stamp(const struct cb_transition *t, int64_t last_sweep_ms);
+
 int cmd__export_payload(struct cb_strbuf *out, const char *engine,
                         const struct cb_transition *t, int64_t at_ms);
 

@@ -97,6 +97,7 @@ struct inst {
     int64_t since, fired_at, clear_since, cooldown_until, acked_at;
     int has_clear_since, acked, stale;
     int unknown; /* the last verdict had no evidence either way */
+    double value;  /* the `when` value at the last evaluation (cb_transition.value), NaN: unknown */
     const struct rules__rule *was; /* during a swap: the rule it had (old ruleset) */
     char *acked_by, *ack_note;
     char *msg[CB_LANGS]; /* per language, the message of the last transition with one
@@ -468,6 +469,7 @@ static struct inst *inst_get(struct cb_engine *e, const struct rules__rule *r, c
     in->labels = labels;
     in->nlabels = nl;
     in->sev = r->severity;
+    in->value = NAN;
     if (rules__map_put(&e->insts, in->id, in) < 0)
         goto fail;
     in->pos = e->ninst;
@@ -1044,11 +1046,17 @@ static struct iv iv_binop(uint8_t opcode, struct iv x, struct iv y)
 
 /* Runs compiled code c of rule r for instance in; b is the sensor in context
  * (NULL in a group rule outside sensors:). Returns what the value can be
- * (struct iv). The stack lives on the C stack: nothing is allocated per
- * evaluation. */
+ * (struct iv). When lhs is not NULL, *lhs is set to the left operand of the
+ * first comparison the code computes outside a `sensors:` inner expression
+ * (postfix order: the leftmost innermost one, A of `A > B and C < D`), and
+ * stays IV_NONE when it computes none. The stack lives on the C stack:
+ * nothing is allocated per evaluation. */
 static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
-                        struct inst *in, struct binding *b, int64_t now)
+                        struct inst *in, struct binding *b, int64_t now, struct iv *lhs)
 {
+    int have_lhs = 0;
+    if (lhs)
+        *lhs = IV_NONE;
     struct iv st[RULES_STACK_MAX + 1];
     int sp = 0;
     const struct rules__op *op = r->ops + c.start, *end = op + c.len;
@@ -1094,6 +1102,10 @@ static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct
             break;
         }
         default:
+            if (lhs && !have_lhs && op->op >= OP_GT && op->op <= OP_NE) {
+                *lhs = st[sp - 2];
+                have_lhs = 1;
+            }
             y = st[--sp];
             st[sp - 1] = iv_binop(op->op, st[sp - 1], y);
             break;
@@ -1108,7 +1120,7 @@ static struct iv run_iv(struct cb_engine *e, const struct rules__rule *r, struct
 static double run(struct cb_engine *e, const struct rules__rule *r, struct rules__code c,
                   struct inst *in, struct binding *b, int64_t now)
 {
-    return iv_scalar(run_iv(e, r, c, in, b, now));
+    return iv_scalar(run_iv(e, r, c, in, b, now, NULL));
 }
 
 /* A value of run_until's stack: the value at now, how fast it changes with
@@ -1304,7 +1316,7 @@ static const char *render(struct cb_engine *e, struct inst *in, int64_t now, int
                     cb_strbuf_puts(b, in->labels[k].value);
             break;
         case TPL_EXPR:
-            render_value(b, p, run_iv(e, r, p->code, in, context_of(in), now));
+            render_value(b, p, run_iv(e, r, p->code, in, context_of(in), now, NULL));
             break;
         }
     }
@@ -1397,6 +1409,7 @@ static void describe(struct cb_engine *e, struct inst *in, enum cb_alert_state s
     t->fired_at = in->state == ST_FIRING ? in->fired_at : 0;
     t->clear_since = in->state == ST_FIRING && in->has_clear_since ? in->clear_since : 0;
     t->unknown = in->state == ST_FIRING && in->unknown;
+    t->value = in->value;
     t->rule_key = r->key;
     t->reason = e->reason;
     t->closed_by = e->closed_by;
@@ -1465,7 +1478,7 @@ static void escalate(struct cb_engine *e, struct inst *in, int64_t now)
         if (x->level <= best)
             continue;
         if (x->after ? (!in->acked && now - in->fired_at >= x->after_ms)
-                     : iv_truth(run_iv(e, r, x->cond, in, context_of(in), now)) == TRI_TRUE)
+                     : iv_truth(run_iv(e, r, x->cond, in, context_of(in), now, NULL)) == TRI_TRUE)
             best = x->level;
     }
     if (best > in->sev) {
@@ -1487,7 +1500,9 @@ static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
 {
     const struct rules__rule *r = in->rule;
     struct binding *b = context_of(in);
-    enum tri w = iv_truth(run_iv(e, r, r->when, in, b, now));
+    struct iv lhs;
+    enum tri w = iv_truth(run_iv(e, r, r->when, in, b, now, &lhs));
+    in->value = iv_scalar(lhs);
     if (in->state != ST_FIRING) {
         set_unknown(e, in, w == TRI_UNKNOWN, now);
         if (w != TRI_TRUE) {
@@ -1521,7 +1536,7 @@ static void evaluate(struct cb_engine *e, struct inst *in, int64_t now)
     }
     enum tri clear;
     if (r->has_clear)
-        clear = iv_truth(run_iv(e, r, r->clear, in, b, now));
+        clear = iv_truth(run_iv(e, r, r->clear, in, b, now, NULL));
     else
         clear = w == TRI_UNKNOWN ? TRI_UNKNOWN : w == TRI_TRUE ? TRI_FALSE : TRI_TRUE;
     set_unknown(e, in, clear == TRI_UNKNOWN, now);
@@ -1604,7 +1619,7 @@ static void end_orphans(struct cb_engine *e, int64_t now)
         struct cb_transition t = {
             .id = o->id, .rule = o->rule, .state = o->state, .severity = o->sev,
             .labels = o->labels, .nlabels = o->nlabels, .at = now, .since = o->since,
-            .message = o->message, .reason = o->reason,
+            .message = o->message, .reason = o->reason, .value = NAN,
         };
         e->st.transitions++;
         e->version++;

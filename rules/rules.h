@@ -205,6 +205,11 @@ struct cb_transition {
                                  (rules.md, "Missing data") or no sensor of the instance has
                                  sent a sample for stale_after; it stays as it is, marked stale */
     int64_t last_sample;      /* newest sample time of the instance's sensors, 0 if none */
+    double value;             /* the `when` value: the left operand of the first comparison
+                                 of the rule's `when` (outside `sensors:`, the leftmost
+                                 innermost: A of `A > B and C < D`) at the instance's last
+                                 evaluation; NaN when unknown (no comparison, no evidence,
+                                 not evaluated since a restart). Not persisted. */
     /* What a restart needs besides the above (persisted, not in the JSON): */
     int64_t fired_at;         /* firing: when it fired (`after ... unacked` counts from it) */
     int64_t clear_since;      /* firing: since when the clear condition holds, 0 if it does not */

@@ -7,19 +7,24 @@
 #   lease client on all three; QoS 1 telemetry with scripted incidents (each
 #   cycle fires and resolves every district) published through nodes 1 and 2;
 #   the alert feed recorded by a persistent QoS 1 subscriber on node 1.
+#   The city tier: the partition `city` x two twins (city a on node 1, city b
+#   on node 2) with etc/city-rules, fed by every district twin's export
+#   (federation.export_topic, federation.engine = the partition's name).
 #
 #   phase 1  all up
 #   phase 2  kill -9 of broker node 3 (south b's MQTT and any lease on it)
-#   phase 3  north's lease-holding twin hangs (SIGSTOP) while incidents go
-#            on, then kill -9: its standby must take over within
-#            mqtt.keepalive x 1.5 + 2 s and announce what the other did not
-#   phase 4  node 3 and the killed twin back
+#   phase 3  north's and the city's lease-holding twins hang (SIGSTOP) while
+#            incidents go on, then kill -9: each standby must take over
+#            within mqtt.keepalive x 1.5 + 2 s and announce what the other
+#            did not
+#   phase 4  node 3 and the killed twins back
 #
-# Asserts: every published sample stored by each twin that was never killed;
-# every expected transition of every district announced on the feed at least
-# once and at most twice (runs of the same state), in order; the takeover time.
-# (The city tier's part comes with the city tier's export: see the CITY TIER
-# mark below.) Every process is started here and stopped by its pid.
+# Asserts: every published sample stored by each district twin that was never
+# killed; every expected transition of every district, and of the city rule
+# districts_flooding (fires in every cycle: all four districts flood at once,
+# resolves when they ebb), announced on the feed at least once and at most
+# twice (runs of the same state), in order; the takeover times. Every process
+# is started here and stopped by its pid.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -55,10 +60,20 @@ rule river_high {
   severity major
   message  "{district}/{sensor}: level {level:.1f}"
 }
+# What the city tier reads: one instance per district, exported.
+rule river_flood {
+  match    "city/{district}/river/{sensor}"
+  per      district
+  when     max(sensors: level) > 5
+  clear    max(sensors: level) < 3
+  severity major
+}
 EOF
 # twin -> partition, MQTT node
-declare -A PART=([north-a]=north [north-b]=north [south-a]=south [south-b]=south)
-declare -A NODE=([north-a]=1 [north-b]=2 [south-a]=2 [south-b]=3)
+declare -A PART=([north-a]=north [north-b]=north [south-a]=south [south-b]=south
+  [city-a]=city [city-b]=city)
+declare -A NODE=([north-a]=1 [north-b]=2 [south-a]=2 [south-b]=3 [city-a]=1 [city-b]=2)
+TWINS="north-a north-b south-a south-b city-a city-b"
 declare -A HTTP
 for tw in "${!PART[@]}"; do
   mkdir -p "$TMP/$tw"
@@ -69,16 +84,24 @@ for tw in "${!PART[@]}"; do
     echo "mqtt.reconnect_min = 200ms"
     echo "mqtt.reconnect_max = 1s"
     echo "storage.db = $TMP/$tw/cb.db"
-    echo "rules.path = $TMP/river.rules"
     echo "rules.watch = false"
     echo "http.listen = 127.0.0.1:${HTTP[$tw]}"
     echo "alerts.storm_window = 0"
     echo "cluster.partition = ${PART[$tw]}"
     echo "cluster.twin = ${tw#*-}"
-    echo "cluster.district = north d01 city/d01/#"
-    echo "cluster.district = north d02 city/d02/#"
-    echo "cluster.district = south d03 city/d03/#"
-    echo "cluster.district = south d04 city/d04/#"
+    if [ "${PART[$tw]}" = city ]; then
+      echo "rules.path = $ROOT/etc/city-rules"
+      echo "cluster.district = city sz citybrain/export/sz/#"
+    else
+      echo "rules.path = $TMP/river.rules"
+      echo "cluster.district = north d01 city/d01/#"
+      echo "cluster.district = north d02 city/d02/#"
+      echo "cluster.district = south d03 city/d03/#"
+      echo "cluster.district = south d04 city/d04/#"
+      # twins of a partition export under one name: the city sees one sensor
+      echo "federation.engine = ${PART[$tw]}"
+      echo "federation.export_topic = citybrain/export/sz"
+    fi
     for i in 1 2 3; do echo "cluster.lease = amqp://guest:guest@127.0.0.1:${RAMQP[$i]}"; done
     echo "cluster.lease_heartbeat = 2s"
   } > "$TMP/$tw/citybrain.conf"
@@ -118,8 +141,8 @@ CYCLES=0
 mosquitto_sub -h 127.0.0.1 -p "${RMQTT[1]}" -i cbt-feed -c -q 1 -t 'citybrain/alerts/#' \
   > "$TMP/feed.txt" 2> "$TMP/sub.log" &
 SUBPID=$!
-for tw in north-a north-b south-a south-b; do start_twin "$tw"; done
-for p in north south; do
+for tw in $TWINS; do start_twin "$tw"; done
+for p in north south city; do
   h=$(wait_holder "$p" 60) || { bad "no twin of $p took the lease within 60 s"; exit 1; }
   say "$p: $h holds the lease"
 done
@@ -144,53 +167,57 @@ else
 fi
 publish 2
 
-say "phase 3: north's lease holder hangs while incidents go on, then kill -9"
-victim=$(holder_of north)
-[ -n "$victim" ] || { bad "north has no holder"; exit 1; }
-standby=north-a; [ "$victim" = north-a ] && standby=north-b
-# Stopped, the holder announces nothing while its lease connection is still
+say "phase 3: north's and the city's lease holders hang while incidents go on, then kill -9"
+declare -A VICTIM STANDBY
+for p in north city; do
+  VICTIM[$p]=$(holder_of $p)
+  [ -n "${VICTIM[$p]}" ] || { bad "$p has no holder"; exit 1; }
+  STANDBY[$p]=$p-a; [ "${VICTIM[$p]}" = $p-a ] && STANDBY[$p]=$p-b
+done
+# Stopped, a holder announces nothing while its lease connection is still
 # open: the standby computes these incidents itself and must announce them
 # when it takes over. (Killed while telemetry flows instead, the broker
 # delivered nothing during the takeover in every run: nothing to catch up.)
-kill -STOP "${EPID[$victim]}"
+for p in north city; do kill -STOP "${EPID[${VICTIM[$p]}]}"; done
 publish 1
 k0=$(date +%s%3N)
-kill -9 "${EPID[$victim]}"; wait "${EPID[$victim]}" 2>/dev/null; unset "EPID[$victim]"
-took=
-for _ in $(seq 300); do # speaking: the loop has taken the lease's news, not just the client
-  [ "$(health "$standby" speaking)" = True ] && { took=$(( $(date +%s%3N) - k0 )); break; }
-  sleep 0.05
+for p in north city; do
+  v=${VICTIM[$p]}
+  kill -9 "${EPID[$v]}"; wait "${EPID[$v]}" 2>/dev/null; unset "EPID[$v]"
 done
 limit=$(( KEEPALIVE * 1500 + 2000 ))
-if [ -z "$took" ]; then
-  bad "north: $standby did not take the lease after $victim was killed"
-elif [ "$took" -gt "$limit" ]; then
-  bad "north: $standby took over after $took ms, more than keepalive x 1.5 + 2 s = $limit ms"
-else
-  say "north: $standby took over $took ms after $victim was killed (limit $limit ms)"
-fi
-caught=$(curl -s "127.0.0.1:${HTTP[$standby]}/metrics" |
-  awk '$1 == "citybrain_alerts_takeover_announced_total" { print $2 }')
-if [ "${caught:-0}" -gt 0 ]; then
-  say "north: $standby announced $caught event(s) on taking over that $victim had not"
-else
-  bad "north: $standby announced nothing on taking over; the hung holder had announced nothing"
-fi
+for p in north city; do
+  standby=${STANDBY[$p]} victim=${VICTIM[$p]} took=
+  for _ in $(seq 300); do # speaking: the loop has taken the lease's news, not just the client
+    [ "$(health "$standby" speaking)" = True ] && { took=$(( $(date +%s%3N) - k0 )); break; }
+    sleep 0.05
+  done
+  if [ -z "$took" ]; then
+    bad "$p: $standby did not take the lease after $victim was killed"
+  elif [ "$took" -gt "$limit" ]; then
+    bad "$p: $standby took over after $took ms, more than keepalive x 1.5 + 2 s = $limit ms"
+  else
+    say "$p: $standby took over $took ms after $victim was killed (limit $limit ms)"
+  fi
+  caught=$(curl -s "127.0.0.1:${HTTP[$standby]}/metrics" |
+    awk '$1 == "citybrain_alerts_takeover_announced_total" { print $2 }')
+  if [ "${caught:-0}" -gt 0 ]; then
+    say "$p: $standby announced $caught event(s) on taking over that $victim had not"
+  else
+    bad "$p: $standby announced nothing on taking over; the hung holder had announced nothing"
+  fi
+done
 publish 1
 
-say "phase 4: node 3 and $victim back"
+say "phase 4: node 3, ${VICTIM[north]} and ${VICTIM[city]} back"
 rabbit_node_start "$TMP" 3
-start_twin "$victim"
+for p in north city; do start_twin "${VICTIM[$p]}"; done
 rabbit_node_wait "$TMP" 3 || bad "node 3 did not come back"
 publish 2
 
-# ---- CITY TIER: the city tier's twins and its rule (two districts flooding
-# at once) join here once district engines export their groups (issue #19
-# item 5); assert that the city rule fires and resolves.
-
 # Settle: every survivor has every sample, the feed is quiet.
 expect_part=$((CYCLES * 4 * 2)) # samples per partition: 4 levels x 2 districts per cycle
-survivors="$standby south-a"
+survivors="${STANDBY[north]} south-a"
 for tw in $survivors; do
   n=0
   for _ in $(seq 600); do
@@ -216,7 +243,8 @@ for _ in $(seq 100); do
 done
 kill "$SUBPID" 2>/dev/null; wait "$SUBPID" 2>/dev/null; SUBPID=
 
-# Each district: firing, resolved once per cycle; repeats at most twice.
+# Each district, and the city (two districts flooding at once: all four
+# flood in every cycle): firing, resolved once per cycle; repeats at most twice.
 python3 - "$TMP/feed.txt" "$CYCLES" <<'EOF' || fail=1
 import json, sys
 from collections import defaultdict
@@ -225,8 +253,10 @@ for line in open(sys.argv[1]):
     t = json.loads(line)
     seq[t["id"]].append(t["state"])
 cycles, ok = int(sys.argv[2]), True
-for d in ("d01", "d02", "d03", "d04"):
-    states = seq.get("river_high/city/%s/river/s1" % d, [])
+ids = [("river_high/city/%s/river/s1" % d, d) for d in ("d01", "d02", "d03", "d04")]
+ids.append(("districts_flooding/city=sz", "the city"))
+for i, d in ids:
+    states = seq.get(i, [])
     runs = []
     for s in states:
         if runs and runs[-1][0] == s:
@@ -267,7 +297,7 @@ if grep -l "Sanitizer" "$TMP"/*/log >/dev/null 2>&1; then
   bad "a sanitizer report: $(grep -l Sanitizer "$TMP"/*/log)"
 fi
 if [ "$fail" -ne 0 ]; then
-  for tw in north-a north-b south-a south-b; do echo "== $tw"; tail -n 15 "$TMP/$tw/log"; done
+  for tw in $TWINS; do echo "== $tw"; tail -n 15 "$TMP/$tw/log"; done
   exit 1
 fi
 say "ok in $(( $(date +%s) - t0 )) s"

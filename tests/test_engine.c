@@ -2,6 +2,7 @@
 #include "rules/rules.h"
 
 #include <CUnit/CUnit.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,83 @@ static void test_group_rule(void)
     expect(&f, 0, "firing flood/district=d7 major +5s d7: 2 of 2, max 6.0");
     send(&f, 6, "city/d8/river/d", "level", 9.0);
     expect(&f, 1, "firing flood/district=d8 major +6s d8: 2 of 2, max 9.0");
+    fx_free(&f);
+}
+
+/* The `when` values of the transitions (NaN: unknown), in order, and of the
+ * instances a listing shows. */
+struct values {
+    double v[16];
+    int n;
+};
+
+static void on_value(void *ctx, const struct cb_transition *t)
+{
+    struct values *vs = ctx;
+    if (cb_transition_is_event(t) && vs->n < 16)
+        vs->v[vs->n++] = t->value;
+}
+
+/* The `when` value of the one instance a listing shows now. */
+static double listed_value(struct fx *f)
+{
+    struct values vs = {0};
+    cb_engine_foreach_instance(f->e, on_value, &vs);
+    CU_ASSERT_EQUAL_FATAL(vs.n, 1);
+    return vs.v[0];
+}
+
+static void test_when_value_tracked_per_instance(void)
+{
+    struct fx f;
+    struct values vs = {0};
+    /* A compound condition: its value is the first comparison's left side. */
+    fx_init_fn(&f, "rule hi {\n" RIVER "  when level * 2 > 6 and flow > 1\n}\n", on_value, &vs);
+    send(&f, 0, "city/d1/river/s1", "flow", 2);
+    send(&f, 1, "city/d1/river/s1", "level", 4);
+    CU_ASSERT_EQUAL_FATAL(vs.n, 1); /* firing, at level 4 */
+    CU_ASSERT_DOUBLE_EQUAL(vs.v[0], 8, 0);
+    send(&f, 2, "city/d1/river/s1", "level", 5); /* no transition, a new evaluation */
+    CU_ASSERT_EQUAL(vs.n, 1);
+    CU_ASSERT_DOUBLE_EQUAL(listed_value(&f), 10, 0);
+    send(&f, 3, "city/d1/river/s1", "level", 1); /* resolved, at level 1 */
+    CU_ASSERT_EQUAL_FATAL(vs.n, 2);
+    CU_ASSERT_DOUBLE_EQUAL(vs.v[1], 2, 0);
+    fx_free(&f);
+
+    /* A group rule: the aggregate over the instance's sensors. */
+    vs.n = 0;
+    fx_init_fn(&f, "rule flood {\n" RIVER "  per district\n"
+                   "  when count(sensors: level > 3) >= 2\n}\n", on_value, &vs);
+    send(&f, 0, "city/d7/river/a", "level", 4);
+    send(&f, 1, "city/d7/river/b", "level", 5);
+    CU_ASSERT_EQUAL_FATAL(vs.n, 1);
+    CU_ASSERT_DOUBLE_EQUAL(vs.v[0], 2, 0);
+    send(&f, 2, "city/d7/river/c", "level", 6);
+    CU_ASSERT_DOUBLE_EQUAL(listed_value(&f), 3, 0);
+    fx_free(&f);
+}
+
+static void test_when_value_unknown_is_nan(void)
+{
+    struct fx f;
+    struct values vs = {0};
+    /* The first comparison's left side has no sample: fired by flow, value unknown. */
+    fx_init_fn(&f, "rule hi {\n" RIVER "  when level > 3 or flow > 1\n}\n", on_value, &vs);
+    send(&f, 0, "city/d1/river/s1", "flow", 2);
+    CU_ASSERT_EQUAL_FATAL(vs.n, 1);
+    CU_ASSERT(isnan(vs.v[0]));
+    send(&f, 1, "city/d1/river/s1", "level", 4); /* known from now on */
+    CU_ASSERT_DOUBLE_EQUAL(listed_value(&f), 4, 0);
+    fx_free(&f);
+
+    /* No comparison at all: no value. */
+    vs.n = 0;
+    fx_init_fn(&f, "rule any_high {\n" RIVER "  per district\n"
+                   "  when any(sensors: level > 3)\n}\n", on_value, &vs);
+    send(&f, 0, "city/d7/river/a", "level", 4);
+    CU_ASSERT_EQUAL_FATAL(vs.n, 1);
+    CU_ASSERT(isnan(vs.v[0]));
     fx_free(&f);
 }
 
@@ -681,6 +759,13 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: cooldown holds back a new firing of the same instance", test_cooldown);
     CU_add_test(s, "engine: deadman with age() fires on ticks and resolves on any sample", test_deadman);
     CU_add_test(s, "engine: group rules count sensors per label value", test_group_rule);
+    CU_add_test(s, "engine: each instance keeps the when value (the first comparison's left side, "
+                   "the aggregate of a group rule) from every evaluation and gives it on its "
+                   "transitions and in a listing",
+                test_when_value_tracked_per_instance);
+    CU_add_test(s, "engine: the when value is unknown (NaN) when its left side has no evidence "
+                   "or the condition has no comparison",
+                test_when_value_unknown_is_nan);
     CU_add_test(s, "engine: late, future and quarantined samples are not evaluated", test_verdicts);
     CU_add_test(s, "engine: swap keeps unchanged rules' state and resolves removed rules", test_swap_keeps_state);
     CU_add_test(s, "engine: a reload that changes only presentation keeps the instance and its "

@@ -2,6 +2,7 @@
  * a district engine publishes for each alert instance, and that the
  * decoder reads them back as the samples a city rule counts. */
 #include <CUnit/CUnit.h>
+#include <math.h>
 #include <string.h>
 
 #include "cmd/federation.h"
@@ -15,7 +16,8 @@ static struct cb_transition instance(enum cb_alert_state state)
 {
     return (struct cb_transition){.id = "gas_leak/city/d07/gas/g7", .rule = "gas_leak",
                                   .state = state, .severity = CB_SEV_CRITICAL,
-                                  .labels = labels, .nlabels = 2, .at = 1732400120000};
+                                  .labels = labels, .nlabels = 2, .at = 1732400120000,
+                                  .value = NAN};
 }
 
 static void test_topic_names_rule_engine_and_label_values(void)
@@ -45,12 +47,19 @@ static const struct cb_sample *decode(struct cb_decoder *dec, const struct cb_st
     return out.samples;
 }
 
-static void test_payload_is_senml_active_and_severity(void)
+/* A decoder with the city engine's default limits. */
+static struct cb_decoder *new_decoder(void)
 {
     struct cb_decode_limits lim = {.max_payload = 65536, .max_topic_length = 256,
                                    .max_json_depth = 8, .max_fields = 256};
     struct cb_decoder *dec = cb_decoder_new(&lim);
     CU_ASSERT_PTR_NOT_NULL_FATAL(dec);
+    return dec;
+}
+
+static void test_payload_is_senml_active_and_severity(void)
+{
+    struct cb_decoder *dec = new_decoder();
     struct cb_strbuf b;
     cb_strbuf_init(&b);
     struct cb_transition t = instance(CB_ALERT_ESCALATED);
@@ -78,6 +87,48 @@ static void test_payload_is_senml_active_and_severity(void)
     cb_decoder_free(dec);
 }
 
+static void test_payload_carries_the_when_value_when_known(void)
+{
+    struct cb_decoder *dec = new_decoder();
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    struct cb_transition t = instance(CB_ALERT_FIRING);
+    t.value = 2.5;
+    CU_ASSERT_EQUAL(cmd__export_payload(&b, "d07", &t, t.at), 0);
+    CU_ASSERT_STRING_EQUAL(b.data, "[{\"bn\":\"d07:gas_leak/city/d07/gas/g7\",\"bt\":1732400120,"
+                                   "\"n\":\"active\",\"v\":1},{\"n\":\"severity\",\"v\":4},"
+                                   "{\"n\":\"value\",\"v\":2.5}]");
+    size_t n;
+    const struct cb_sample *s = decode(dec, &b, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_DOUBLE_EQUAL(s[2].value, 2.5, 0);
+    CU_ASSERT_EQUAL(s[2].ts_ms, 1732400120000);
+
+    t.state = CB_ALERT_RESOLVED; /* the value at resolution is sent too */
+    t.value = 0;
+    CU_ASSERT_EQUAL(cmd__export_payload(&b, "d07", &t, t.at), 0);
+    s = decode(dec, &b, &n);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_DOUBLE_EQUAL(s[2].value, 0, 0);
+
+    t.value = NAN; /* unknown: the record is left out, not sent as 0 */
+    CU_ASSERT_EQUAL(cmd__export_payload(&b, "d07", &t, t.at), 0);
+    CU_ASSERT_PTR_NULL(strstr(b.data, "value"));
+    cb_strbuf_free(&b);
+    cb_decoder_free(dec);
+}
+
+static void test_stamp_is_the_evidence_after_the_last_sweep(void)
+{
+    struct cb_transition t = instance(CB_ALERT_RESOLVED);
+    t.last_sample = t.at - 60000; /* a backlog's sample, processed a minute late */
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, 0), t.at - 60000);
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, t.at - 90000), t.at - 60000);
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, t.at - 1000), t.at - 999); /* after the sweep */
+    t.last_sample = 0; /* no evidence: the transition's own time */
+    CU_ASSERT_EQUAL(cmd__export_stamp(&t, 0), t.at);
+}
+
 void cb_test_suite_export(void)
 {
     CU_pSuite s = CU_add_suite("export", NULL, NULL);
@@ -87,4 +138,10 @@ void cb_test_suite_export(void)
     CU_add_test(s, "export: the payload is SenML the decoder reads as active and severity at "
                    "the transition's time; pending exports nothing",
                 test_payload_is_senml_active_and_severity);
+    CU_add_test(s, "export: the payload adds the when value as the record value when it is "
+                   "known and leaves it out when it is unknown",
+                test_payload_carries_the_when_value_when_known);
+    CU_add_test(s, "export: a transition is stamped with its newest sample's time, or just after "
+                   "the last periodic export when that is later",
+                test_stamp_is_the_evidence_after_the_last_sweep);
 }

@@ -2,6 +2,7 @@
  * on when one dies and loses none of its QoS 1 publishes. Two mosquittos on
  * loopback stand for two nodes of a broker cluster (they share nothing:
  * the second has no session for the engine, as a node that did not hold it). */
+#include <cjson/cJSON.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -168,6 +169,66 @@ static void test_broker_list_clean_session_republishes_what_paho_failed(void)
 
 static void test_broker_list_persistent_session_loses_nothing(void) { broker_list_scenario(0); }
 
+#define TOKEN "itest-federation-token"
+
+struct body_wait {
+    int port;
+    const char *path, *needle;
+};
+
+static int body_has(void *ctx)
+{
+    struct body_wait *w = ctx;
+    const char *body;
+    return cbd_http(w->port, "GET", w->path, TOKEN, NULL, &body) == 200 &&
+           strstr(body, w->needle) != NULL;
+}
+
+/* Waits until GET path on port answers with needle in its body. */
+static int wait_body(int port, const char *path, const char *needle)
+{
+    struct body_wait w = {port, path, needle};
+    return cb_h_wait_until(body_has, &w, CBD_TIMEOUT_MS);
+}
+
+struct value_wait {
+    int port;
+    const char *topic;
+    double want;
+};
+
+/* 1 when the city engine's latest sample of metric `value` of the export
+ * topic is w->want (GET /api/sensors). */
+static int city_value_is(void *ctx)
+{
+    struct value_wait *w = ctx;
+    const char *body;
+    if (cbd_http(w->port, "GET", "/api/sensors", TOKEN, NULL, &body) != 200)
+        return 0;
+    cJSON *j = cJSON_Parse(body);
+    int ok = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(j, "sensors"))
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "topic");
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, w->topic))
+            continue;
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(s, "metrics");
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(m, "value"), "value");
+        ok = cJSON_IsNumber(v) && v->valuedouble == w->want;
+    }
+    cJSON_Delete(j);
+    return ok;
+}
+
+/* Waits until the city engine on port has `value` == want for topic. */
+static int wait_city_value(int port, const char *topic, double want)
+{
+    struct value_wait w = {port, topic, want};
+    return cb_h_wait_until(city_value_is, &w, CBD_TIMEOUT_MS);
+}
+
 /* A district engine: river_flood per district on the districts it serves
  * (filter), exporting to the city "sz". */
 static struct cb_h_proc *start_district(struct cb_h_broker *b, const char *name,
@@ -196,12 +257,14 @@ static void test_city_rule_spans_district_engines(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     struct cb_h_sub *feed = cb_h_sub_start(cb_h_broker_url(b), "citybrain/alerts/#", 1, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(feed);
+    int port = cb_h_free_port();
     const char *city_args[] = {"run", "--broker", cb_h_broker_url(b), "--client-id",
-                               "cb-itest-city", "--topic", "citybrain/export/#", "--http", "off",
-                               "--db", cb_h_pathf("city.db"), "--rules",
-                               CB_SOURCE_DIR "/etc/city-rules", "--set",
+                               "cb-itest-city", "--topic", "citybrain/export/#", "--http",
+                               cb_h_strf("127.0.0.1:%d", port), "--db", cb_h_pathf("city.db"),
+                               "--rules", CB_SOURCE_DIR "/etc/city-rules", "--set",
                                "alerts.storm_window=0", NULL};
-    CU_ASSERT_PTR_NOT_NULL_FATAL(cbd_start(city_args, NULL, 0));
+    const char *env[] = {"CITYBRAIN_API_TOKEN=" TOKEN, NULL};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cbd_start(city_args, env, port));
     CU_ASSERT_PTR_NOT_NULL_FATAL(start_district(b, "cb-itest-d01", "city/d01/#"));
     CU_ASSERT_PTR_NOT_NULL_FATAL(start_district(b, "cb-itest-d02", "city/d02/#"));
     const char *url = cb_h_broker_url(b);
@@ -211,12 +274,16 @@ static void test_city_rule_spans_district_engines(void)
     CU_ASSERT_EQUAL(cb_h_publish(url, "city/d02/river/s1", "{\"level\":9}", 11, 1), 0);
     CU_ASSERT(cbd_wait_state(feed, "firing", "districts_flooding", 1, CBD_TIMEOUT_MS));
     CU_ASSERT_EQUAL(cbd_count_state(feed, "firing", "river_flood"), 2);
+    /* The aggregate's value, max(sensors: level), is a sample at the city tier. */
+    const char *d01 = "citybrain/export/sz/river_flood/cb-itest-d01/d01";
+    CU_ASSERT(wait_city_value(port, d01, 9));
     const char *id = cbd_first_id(feed, "firing");
     CU_ASSERT_PTR_NOT_NULL(id);
 
     CU_ASSERT_EQUAL(cb_h_publish(url, "city/d01/river/s1", "{\"level\":1}", 11, 1), 0);
     CU_ASSERT(cbd_wait_state(feed, "resolved", "districts_flooding", 1, CBD_TIMEOUT_MS));
     CU_ASSERT_EQUAL(cbd_count_state(feed, "firing", "districts_flooding"), 1);
+    CU_ASSERT(wait_city_value(port, d01, 1)); /* the value at the resolution */
     struct cb_h_msg m;
     int seen = 0;
     for (size_t i = 0; cb_h_sub_get(feed, i, &m) == 0; i++)
@@ -225,8 +292,6 @@ static void test_city_rule_spans_district_engines(void)
 }
 
 /* ---- operator actions through the control topic ---- */
-
-#define TOKEN "itest-federation-token"
 
 struct twin {
     int port;
@@ -258,26 +323,6 @@ static void twin_start(struct twin *t, struct cb_h_broker *b, const char *name)
     const char *env[] = {"CITYBRAIN_API_TOKEN=" TOKEN, NULL};
     t->p = cbd_start(t->args, env, t->port);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t->p);
-}
-
-struct body_wait {
-    int port;
-    const char *path, *needle;
-};
-
-static int body_has(void *ctx)
-{
-    struct body_wait *w = ctx;
-    const char *body;
-    return cbd_http(w->port, "GET", w->path, TOKEN, NULL, &body) == 200 &&
-           strstr(body, w->needle) != NULL;
-}
-
-/* Waits until GET path on port answers with needle in its body. */
-static int wait_body(int port, const char *path, const char *needle)
-{
-    struct body_wait w = {port, path, needle};
-    return cb_h_wait_until(body_has, &w, CBD_TIMEOUT_MS);
 }
 
 /* Twins A and B on one broker: an ack on A shows acknowledged on B, a
@@ -373,8 +418,9 @@ void cb_test_suite_federation(void)
                 "QoS 1 alert in flight arrives at the second broker once",
                 test_broker_list_persistent_session_loses_nothing);
     CU_add_test(s,
-                "federation: two district engines export their instances and the city engine's "
-                "rule fires when both districts flood, and resolves when one stops",
+                "federation: two district engines export their instances, with the when "
+                "aggregate's value, and the city engine's rule fires when both districts flood, "
+                "and resolves when one stops",
                 test_city_rule_spans_district_engines);
     CU_add_test(s,
                 "federation: twins share operator actions: an ack on A shows on B, a silence "
