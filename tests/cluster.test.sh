@@ -194,7 +194,9 @@ survivors="$standby south-a"
 for tw in $survivors; do
   n=0
   for _ in $(seq 600); do
-    n=$(sqlite3 "$TMP/$tw/cb.db" "select count(*) from samples" 2>/dev/null || echo 0)
+    # since schema step 8 `samples` is a virtual table only citybrain knows
+    # (docs/storage.md): count the open head and the closed chunks
+    n=$(sqlite3 "$TMP/$tw/cb.db" "select (select count(*) from head) + (select coalesce(sum(n), 0) from chunks)" 2>/dev/null || echo 0)
     [ "$n" -ge "$expect_part" ] && break
     sleep 0.1
   done
