@@ -283,7 +283,8 @@ static const struct option options[] = {
     {"sensors.label_pattern", T_STRING, OFF(sensors_label_pattern), 0, 0,
      "city/{district}/{kind}/{sensor}", 0, 0,
      "topic pattern whose {label} captures name a sensor's labels in the API and dashboard "
-     "(district overview); empty for none",
+     "(district overview); labels {lat} and {lon} (or {latitude} and {longitude}), in "
+     "degrees, place it on the console's map; empty for none",
      0},
 
     {"federation.engine", T_STRING, OFF(federation_engine), 0, 0, "", 0, 0,

@@ -468,6 +468,71 @@ struct sensors_ctx {
     size_t n;
 };
 
+/* The degrees in the label value v (len bytes), within [-lim, lim]: 1 and
+ * *out set, or 0 when v is not a plain decimal number in range. */
+static int label_degrees(const char *v, size_t len, double lim, double *out)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+        return 0;
+    /* strtod alone would take " 1e1", "0x1f" or "infinity" too */
+    for (size_t i = 0; i < len; i++)
+        if (!((v[i] >= '0' && v[i] <= '9') || v[i] == '.' || (i == 0 && (v[i] == '-' || v[i] == '+'))))
+            return 0;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    double d = strtod(buf, &end);
+    if (*end || errno || !isfinite(d) || d < -lim || d > lim)
+        return 0;
+    *out = d;
+    return 1;
+}
+
+/* Where the sensor is, for the console's map (docs/console.md, "The city
+ * map file"): its own latest `lat` and `lon` readings, else its `lat` and
+ * `lon` (or `latitude` and `longitude`) labels from the topic. Writes
+ * "position":{"lat":..,"lon":..,"from":"reading"|"label"}, or null when
+ * neither is known (the console then looks in the map file). */
+static void sensor_position(struct cb_strbuf *out, const struct cb_sensor_info *s,
+                            const struct cb_topic_capture *caps, int ncaps)
+{
+    const char *from = NULL;
+    double lat = NAN, lon = NAN;
+    for (size_t i = 0; i < s->nmetrics; i++) {
+        const struct cb_sensor_metric *m = &s->metrics[i];
+        if (m->last_ts != INT64_MIN && !strcmp(m->metric, "lat"))
+            lat = m->last_value;
+        else if (m->last_ts != INT64_MIN && !strcmp(m->metric, "lon"))
+            lon = m->last_value;
+    }
+    if (isfinite(lat) && isfinite(lon) && fabs(lat) <= 90 && fabs(lon) <= 180) {
+        from = "reading";
+    } else {
+        int has_lat = 0, has_lon = 0;
+        for (int i = 0; i < ncaps; i++) {
+            const char *n = caps[i].name;
+            if (!strcmp(n, "lat") || !strcmp(n, "latitude"))
+                has_lat = label_degrees(caps[i].value, caps[i].len, 90, &lat);
+            else if (!strcmp(n, "lon") || !strcmp(n, "longitude"))
+                has_lon = label_degrees(caps[i].value, caps[i].len, 180, &lon);
+        }
+        if (has_lat && has_lon)
+            from = "label";
+    }
+    cb_strbuf_puts(out, ",\"position\":");
+    if (!from) {
+        cb_strbuf_puts(out, "null");
+        return;
+    }
+    cb_strbuf_puts(out, "{\"lat\":");
+    cb_strbuf_json_number(out, lat);
+    cb_strbuf_puts(out, ",\"lon\":");
+    cb_strbuf_json_number(out, lon);
+    cb_strbuf_printf(out, ",\"from\":\"%s\"}", from);
+}
+
 static int sensor_one(void *ctx, const struct cb_sensor_info *s)
 {
     struct sensors_ctx *c = ctx;
@@ -517,7 +582,9 @@ static int sensor_one(void *ctx, const struct cb_sensor_info *s)
     else
         cb_strbuf_printf(out, "%lld", (long long)last);
     int stale = last == INT64_MIN || c->now - last > c->stale_after;
-    cb_strbuf_printf(out, ",\"stale\":%s}", stale ? "true" : "false");
+    cb_strbuf_printf(out, ",\"stale\":%s", stale ? "true" : "false");
+    sensor_position(out, s, caps, ncaps);
+    cb_strbuf_putc(out, '}');
     return 0;
 }
 

@@ -148,6 +148,7 @@ struct cb_engine {
     int no_group_cache;        /* tests: every sensors: aggregate recomputes every member */
     const char *reason;        /* the reason of the transition being emitted, or NULL */
     const char *closed_by, *close_note; /* likewise, for a close by hand */
+    int by_clock;              /* the escalation being emitted is "after ... unacked" */
     struct orphan *orphans;    /* restored instances to end at the next tick */
     size_t norphans;
 };
@@ -1422,10 +1423,12 @@ static void emit(struct cb_engine *e, struct inst *in, enum cb_alert_state state
     int event = state != CB_ALERT_PENDING && state != CB_ALERT_INACTIVE;
     /* A PROGRESS record (stale marked, clear progress), and what an operator
      * or the engine does to a stale instance (an acknowledgement, a close by
-     * hand, a rule removed) render nothing: they keep the texts of the last
+     * hand, a rule removed, an escalation "after ... unacked" that only the
+     * clock brought) render nothing: they keep the texts of the last
      * transition, which the unknown values of silent sensors ("n/a") must not
      * replace. Transitions on evidence render anew. */
-    int by_hand = state == CB_ALERT_ACKNOWLEDGED || (state == CB_ALERT_RESOLVED && e->reason);
+    int by_hand = state == CB_ALERT_ACKNOWLEDGED || (state == CB_ALERT_RESOLVED && e->reason) ||
+                  (state == CB_ALERT_ESCALATED && e->by_clock);
     int keep = state == CB_ALERT_PROGRESS || (by_hand && in->state == ST_FIRING && in->stale);
     describe(e, in, state, now, &t, event && !keep);
     if (keep)
@@ -1473,17 +1476,22 @@ static void escalate(struct cb_engine *e, struct inst *in, int64_t now)
 {
     const struct rules__rule *r = in->rule;
     enum cb_severity best = in->sev;
+    int by_clock = 0; /* the highest applies by time alone, with no evidence */
     for (size_t i = 0; i < r->nesc; i++) {
         const struct rules__escalation *x = &r->esc[i];
         if (x->level <= best)
             continue;
         if (x->after ? (!in->acked && now - in->fired_at >= x->after_ms)
-                     : iv_truth(run_iv(e, r, x->cond, in, context_of(in), now, NULL)) == TRI_TRUE)
+                     : iv_truth(run_iv(e, r, x->cond, in, context_of(in), now, NULL)) == TRI_TRUE) {
             best = x->level;
+            by_clock = x->after;
+        }
     }
     if (best > in->sev) {
         in->sev = best;
+        e->by_clock = by_clock;
         emit(e, in, CB_ALERT_ESCALATED, now);
+        e->by_clock = 0;
     }
 }
 

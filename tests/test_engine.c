@@ -621,6 +621,8 @@ struct msg_seen {
     char progress[128]; /* the message of the last PROGRESS record */
     char progress_zh[128];
     char ack[128];      /* the message of the acknowledgement */
+    char esc[128];      /* the message of the escalation */
+    char esc_zh[128];
 };
 
 static void see_message(void *ctx, const struct cb_transition *t)
@@ -634,6 +636,11 @@ static void on_progress(void *ctx, const struct cb_transition *t)
     struct msg_seen *m = ctx;
     if (t->state == CB_ALERT_ACKNOWLEDGED)
         snprintf(m->ack, sizeof m->ack, "%s", t->message ? t->message : "(none)");
+    if (t->state == CB_ALERT_ESCALATED) {
+        snprintf(m->esc, sizeof m->esc, "%s", t->message ? t->message : "(none)");
+        snprintf(m->esc_zh, sizeof m->esc_zh, "%s",
+                 t->messages[CB_LANG_ZH] ? t->messages[CB_LANG_ZH] : "(none)");
+    }
     if (t->state != CB_ALERT_PROGRESS)
         return;
     snprintf(m->progress, sizeof m->progress, "%s", t->message ? t->message : "(none)");
@@ -648,7 +655,7 @@ static void on_progress(void *ctx, const struct cb_transition *t)
 static void test_stale_mark_keeps_the_message(void)
 {
     struct fx f;
-    struct msg_seen m = {"", "", "", ""};
+    struct msg_seen m = {"", "", "", "", "", ""};
     fx_init_fn(&f, "rule hi {\n" RIVER "  when level > 3\n  message \"{sensor}: {level}\"\n"
                    "  message zh \"{sensor}：水位 {level}\"\n}\n", on_progress, &m);
     send(&f, 0, "city/d1/river/s1", "level", 4);
@@ -662,6 +669,34 @@ static void test_stale_mark_keeps_the_message(void)
     CU_ASSERT_STRING_EQUAL(m.ack, "s1: 4");
     cb_engine_foreach_instance(f.e, see_message, &m);
     CU_ASSERT_STRING_EQUAL(m.listed, "s1: 4");
+    fx_free(&f);
+}
+
+/* Escalated by the clock ("after 15m unacked") while its sensor is silent,
+ * the alert keeps the message of its firing in every language: the
+ * escalation has no new evidence to tell. An escalation on evidence (`when`)
+ * renders anew with the value that raised it. */
+static void test_stale_escalation_keeps_the_message(void)
+{
+    struct fx f;
+    struct msg_seen m = {"", "", "", "", "", ""};
+    fx_init_fn(&f, "rule hi {\n" RIVER "  when level > 3\n  message \"{sensor}: {level}\"\n"
+                   "  message zh \"{sensor}：水位 {level}\"\n  escalate critical after 15m unacked\n}\n",
+               on_progress, &m);
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    at(&f, 900); /* stale since 601 s, unacked for 15 min: escalates */
+    CU_ASSERT_STRING_EQUAL(m.esc, "s1: 4");
+    CU_ASSERT_STRING_EQUAL(m.esc_zh, "s1：水位 4");
+    cb_engine_foreach_instance(f.e, see_message, &m);
+    CU_ASSERT_STRING_EQUAL(m.listed, "s1: 4");
+    fx_free(&f);
+
+    fx_init_fn(&f, "rule hi {\n" RIVER "  when level > 3\n  message \"{sensor}: {level}\"\n"
+                   "  escalate critical when level > 5\n}\n",
+               on_progress, &m);
+    send(&f, 0, "city/d1/river/s1", "level", 4);
+    send(&f, 10, "city/d1/river/s1", "level", 6);
+    CU_ASSERT_STRING_EQUAL(m.esc, "s1: 6");
     fx_free(&f);
 }
 
@@ -784,6 +819,9 @@ void cb_test_suite_engine(void)
     CU_add_test(s, "engine: a stale alert keeps the message of the last transition, in every "
                    "language and when acknowledged, instead of rendering unknown values",
                 test_stale_mark_keeps_the_message);
+    CU_add_test(s, "engine: an alert escalated by the clock while stale keeps the message of the "
+                   "last transition; one escalated on evidence renders anew",
+                test_stale_escalation_keeps_the_message);
     CU_add_test(s, "engine: a bare {NAME} in the message prints the label, or the latest value of "
                    "the metric (n/a before its first sample)", test_template_bare_names_render);
 }

@@ -552,11 +552,12 @@ function districtStates() {
   return by;
 }
 
-/* Where a sensor is: its own latest lat/lon (SenML records or JSON keys
- * named lat and lon), else the map file's Point with its topic. */
+/* Where a sensor is: the engine's position for it (its own latest lat/lon
+ * readings, else its lat/lon labels), else the map file's Point with its
+ * topic. */
 function sensorPos(s) {
-  const m = s.metrics || {};
-  if (m.lat && m.lon && isFinite(m.lat.value) && isFinite(m.lon.value)) return [m.lon.value, m.lat.value];
+  const p = s.position;
+  if (p && isFinite(p.lat) && isFinite(p.lon)) return [p.lon, p.lat];
   return (state.city && state.city.points.get(s.topic)) || null;
 }
 

@@ -2,8 +2,8 @@
  * (/api/city, http.city_map), drawn as SVG by the console itself (no tiles,
  * no fonts from elsewhere), each district coloured by its worst open warning
  * grade, and the sensors whose position is known as dots (docs/console.md:
- * Point features of the same file with a "topic" property, or the sensor's
- * own latest `lat` and `lon` values). */
+ * the sensor's own latest `lat` and `lon` values, else its `lat`/`lon`
+ * labels, else a Point feature of the same file with a "topic" property). */
 'use strict';
 
 const CityMap = (() => {

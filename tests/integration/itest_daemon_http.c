@@ -360,6 +360,68 @@ static int answer_has(void *ctx)
            strstr(a.body, h->needle);
 }
 
+/* Starts citybrain with no rules on broker url, its API on port, a database
+ * of its own, and sensors.label_pattern = pattern. */
+static struct cb_h_proc *start_with_labels(const char *url, int port, const char *pattern)
+{
+    const char *args[] = {"run",
+                          "--broker", url,
+                          "--db", cb_h_pathf("pos-%d.db", port),
+                          "--http", cb_h_strf("127.0.0.1:%d", port),
+                          "--set", "storage.commit_interval=10ms",
+                          "--set", "rules.allow_none=true",
+                          "--set", cb_h_strf("sensors.label_pattern=%s", pattern),
+                          NULL};
+    return cbd_start(args, NULL, port);
+}
+
+/* A sensor is placed by its own latest lat/lon readings, else by its lat/lon
+ * (or latitude/longitude) labels from sensors.label_pattern; a label that is
+ * no number in range places nothing (docs/console.md, "The city map file"). */
+static void test_sensor_positions(void)
+{
+    struct cb_h_broker *broker = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(broker);
+    const char *url = cb_h_broker_url(broker);
+    int port = cb_h_free_port();
+    struct cb_h_proc *p = start_with_labels(url, port, "city/{district}/{kind}/{sensor}/{lat}/{lon}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d03/air/s05/31.2304/121.4737", "{\"pm25\":12}", 11, 1), 0);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d03/air/s06/north/121.47", "{\"pm25\":13}", 11, 1), 0);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d03/air/s07/95/121.47", "{\"pm25\":14}", 11, 1), 0);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d03/air/s08/1e1/121.47", "{\"pm25\":15}", 11, 1), 0);
+    struct resolved_ctx rc = {port, "/api/sensors", "\"topic\":\"city/d03/air/s08/1e1/121.47\""};
+    CU_ASSERT_FATAL(cb_h_wait_until(answer_has, &rc, 10000));
+    rc.needle = "\"position\":{\"lat\":31.2304,\"lon\":121.4737,\"from\":\"label\"}}";
+    CU_ASSERT(cb_h_wait_until(answer_has, &rc, 10000));
+    struct answer a;
+    CU_ASSERT_EQUAL(request(port, "GET", "/api/sensors", NULL, NULL, &a), 0);
+    /* a latitude "north", 95 or 1e1 places nothing */
+    const char *unplaced[] = {"s06/north/121.47", "s07/95/121.47", "s08/1e1/121.47"};
+    for (size_t i = 0; i < sizeof unplaced / sizeof *unplaced; i++) {
+        const char *at = strstr(a.body, unplaced[i]);
+        const char *pos = at ? strstr(at, "\"position\":") : NULL; /* its own: the last field */
+        CU_ASSERT(pos && !strncmp(pos, "\"position\":null}", 16));
+    }
+    /* its own readings (SenML) come before its labels */
+    const char *senml = "[{\"n\":\"lat\",\"v\":31.25},{\"n\":\"lon\",\"v\":121.5}]";
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d03/air/s05/31.2304/121.4737", senml, strlen(senml), 1), 0);
+    rc.needle = "\"position\":{\"lat\":31.25,\"lon\":121.5,\"from\":\"reading\"}}";
+    CU_ASSERT(cb_h_wait_until(answer_has, &rc, 10000));
+    CU_ASSERT_EQUAL(cbd_stop(p), 0);
+
+    /* the long names, in a city whose topics end in longitude, latitude */
+    port = cb_h_free_port();
+    p = start_with_labels(url, port, "city/{district}/{kind}/{sensor}/{longitude}/{latitude}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d04/air/s01/-70.65/-33.45", "{\"pm25\":12}", 11, 1), 0);
+    rc.port = port;
+    rc.needle = "\"position\":{\"lat\":-33.45,\"lon\":-70.65,\"from\":\"label\"}}";
+    CU_ASSERT(cb_h_wait_until(answer_has, &rc, 10000));
+    CU_ASSERT_EQUAL(cbd_stop(p), 0);
+    cb_h_broker_stop(broker);
+}
+
 /* Opens GET /api/events on a raw socket and reads until the stream's opening
  * comment (into events, cap bytes, which later reads append to). Returns the
  * socket, or -1. */
@@ -525,6 +587,9 @@ void cb_test_suite_daemon_http(void)
     CU_add_test(s, "daemon: ten stops in a row after a request each exit 0 within a second",
                 test_ten_times);
     CU_add_test(s, "daemon: an idle engine does not spin", test_idle_engine_does_not_spin);
+    CU_add_test(s, "daemon: /api/sensors places a sensor by its lat/lon readings, else by its "
+                   "lat/lon labels, else nowhere",
+                test_sensor_positions);
     CU_add_test(s, "daemon: GET /api/alerts is never stale after a transition or an "
                    "acknowledgement (gzip, ETag and 304 included)",
                 test_alerts_cache_never_stale);
