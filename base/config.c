@@ -975,15 +975,23 @@ void cb_config_write_help(struct cb_strbuf *out)
     }
 }
 
-char *cb_config_journal_path(const struct cb_config *cfg)
+/* `set` when configured, else prefix + base + suffix: a name derived from
+ * another option. Caller frees; NULL on OOM. */
+static char *set_or_derived(const char *set, const char *prefix, const char *base,
+                            const char *suffix)
 {
-    if (*cfg->storage_journal)
-        return strdup(cfg->storage_journal);
-    size_t n = strlen(cfg->storage_db) + sizeof ".journal";
+    if (*set)
+        return strdup(set);
+    size_t n = strlen(prefix) + strlen(base) + strlen(suffix) + 1;
     char *p = malloc(n);
     if (p)
-        snprintf(p, n, "%s.journal", cfg->storage_db);
+        snprintf(p, n, "%s%s%s", prefix, base, suffix);
     return p;
+}
+
+char *cb_config_journal_path(const struct cb_config *cfg)
+{
+    return set_or_derived(cfg->storage_journal, "", cfg->storage_db, ".journal");
 }
 
 int cb_config_brokers(const char *list, struct cb_strlist *out)
@@ -1097,13 +1105,7 @@ oom:
 
 char *cb_config_lease_queue(const struct cb_config *cfg)
 {
-    if (*cfg->cluster_lease_queue)
-        return strdup(cfg->cluster_lease_queue);
-    size_t n = strlen(cfg->cluster_partition) + sizeof "citybrain.lease.";
-    char *q = malloc(n);
-    if (q)
-        snprintf(q, n, "citybrain.lease.%s", cfg->cluster_partition);
-    return q;
+    return set_or_derived(cfg->cluster_lease_queue, "citybrain.lease.", cfg->cluster_partition, "");
 }
 
 static int plain_name(const char *s)
