@@ -35,8 +35,21 @@
  *                            report every few seconds: bytes handed to the
  *                            kernel (write(2) and pwrite(2): WAL frames and
  *                            checkpoints) and wall time, per sample
+ *   seal_ms_10k, seal_bytes_per_sample   the seal of a full head (10,000
+ *                            series with 500 sealed samples each, then 120
+ *                            commits of one sample per series): its one
+ *                            transaction's wall time (commits wait for it,
+ *                            the loop does not) and bytes handed to the
+ *                            kernel per sealed sample
+ *   derive_read_head_ms, derive_read_chunks_ms   the rollup derivation's
+ *                            source read of one closed minute of every
+ *                            series (10,000 reads of `samples` by series and
+ *                            time) from the head before the seal and from
+ *                            the chunks after it; the second of two reads
+ *                            each, as in the writer, whose cache is warm
  *
- * Usage: bench_storage [--seconds N] (simulated seconds of 10,000 series; 30) */
+ * Usage: bench_storage [--seconds N] [--seal-only] (simulated seconds of
+ * 10,000 series; 30. --seal-only: the seal and derivation figures alone) */
 #include <dirent.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -224,12 +237,14 @@ static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *
     storage__seal(s);
     writer_seconds(s, 60, 180, 1, t0, &pos); /* the head: 120 commits */
     int64_t minute = t0 + 2 * STORAGE_MINUTE_MS;
+    derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS); /* warms the cache */
     *read_head_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     int64_t w0 = bytes_written();
     double a = now_s();
     storage__seal(s);
     *seal_ms = (now_s() - a) * 1000.0;
     *seal_bytes = (double)(bytes_written() - w0) / (120.0 * NSERIES);
+    derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     *read_chunks_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     cb_store_close(s);
     cb_config_free(&cfg);

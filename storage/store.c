@@ -363,20 +363,6 @@ struct derive {
 
 #define DERIVE_GRACE_MS 5000
 
-/* A pass of rollup_1m reads each series' samples of the closed minutes
- * through `samples`, and the head costs a seek per commit in it for each
- * series (samples_vtab.c): at 10,000 series and the 120 commits of a full
- * head that was 1.2 million seeks, 6.3 s of the writer a minute
- * (bench_storage derive_read_head_ms; 0.9 s once the same minute is in
- * chunks). So a new pass does not start while reading the head would cost
- * more than DERIVE_HEAD_SEEKS seeks (series known x commits in the head): it
- * waits for the seal, at most STORAGE_SEAL_SPAN_MS away, which empties the
- * head, and then derives the minutes closed meanwhile from the chunks, the
- * rows of a series together. Small cities (fewer series than
- * DERIVE_HEAD_SEEKS / 120) never wait. A seal that keeps failing does not
- * hold derivation back: past twice the seal span the pass starts anyway. */
-#define DERIVE_HEAD_SEEKS 50000
-
 /* Retention: one tier's progress in the current pass. */
 struct tier_cursor {
     int64_t series; /* last series finished (per-series tiers) */
@@ -432,7 +418,6 @@ struct cb_store {
     int chunked;        /* schema 8: raw samples in chunks and head */
     int64_t seq;        /* the seq of the last commit that wrote the head */
     int64_t head_first; /* the oldest seq in the head, INT64_MAX when empty */
-    int64_t head_commits; /* commits that wrote the head since it was sealed */
     int64_t seal_after; /* monotonic: no seal before (after a failed one) */
     int seal_req, seal_rc;
     uint64_t seal_gen;
@@ -1038,7 +1023,6 @@ static int seal_head(struct cb_store *s)
         (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
         goto fail;
     s->head_first = INT64_MAX;
-    s->head_commits = 0;
     return SQLITE_OK;
 fail:
     step_done(s->st[ST_ROLLBACK]);
@@ -1296,7 +1280,6 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         s->clean_cleared = 1;
     if (head_written && s->head_first == INT64_MAX)
         s->head_first = seq;
-    s->head_commits += head_written;
     for (size_t i = 0; i < s->ntouched; i++) {
         struct sensor_ent *e = s->touched[i];
         e->touched = 0;
@@ -1594,14 +1577,9 @@ static int64_t derive_target(const struct cb_store *s, int t, int all)
 {
     int64_t w = derive_width[t], to;
     if (t == 0) {
-        int64_t now = cb_clock_now(&s->clock);
-        to = storage__bucket(now - DERIVE_GRACE_MS - s->commit_interval_ms, w);
+        to = storage__bucket(cb_clock_now(&s->clock) - DERIVE_GRACE_MS - s->commit_interval_ms, w);
         if (all && s->max_ts != INT64_MIN && storage__bucket(s->max_ts, w) + w > to)
             to = storage__bucket(s->max_ts, w) + w;
-        /* a full head: the pass waits for the seal (DERIVE_HEAD_SEEKS) */
-        if (!all && s->head_commits * (int64_t)s->nseries > DERIVE_HEAD_SEEKS &&
-            now - s->head_first < 2 * STORAGE_SEAL_SPAN_MS && to > s->derive[0].done)
-            to = s->derive[0].done;
     } else {
         /* 1h comes from 1m: only as far as 1m is whole, unless nothing newer
          * than 1m's `done` was committed (at close) */

@@ -636,51 +636,6 @@ static void test_rollups_derived(void)
     teardown();
 }
 
-/* A head that would cost more than DERIVE_HEAD_SEEKS seeks to read (250
- * series x 201 commits) holds a new rollup_1m pass back: with the minute
- * closed by the clock, the writer goes round its loop (two calls on its
- * thread) without a derivation step; once the head is sealed the pass
- * derives the minute from the chunks, every sample counted. */
-static void test_rollups_wait_for_seal(void)
-{
-    setup();
-    int64_t base = 1732399200000LL; /* a minute boundary */
-    int64_t now = base + 30000;
-    struct cb_store *s = open_store();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-    struct cb_clock clk = {cb_clock_manual_now, &now};
-    cb_store_set_clock(s, &clk);
-    char topic[32];
-    for (int c = 0; c < 201; c++) {
-        for (int k = 0; k < 250; k++) {
-            snprintf(topic, sizeof topic, "city/s%03d", k);
-            put(s, topic, "v", base + c * 250, (double)(c + k), 0);
-        }
-        CU_ASSERT_EQUAL_FATAL(cb_store_flush(s), 0);
-    }
-    struct cb_store_stats st0, st;
-    cb_store_get_stats(s, &st0);
-    /* the minute has closed (grace and the commit interval of 60 s past);
-     * the head's oldest commit is 100 s old, short of the seal span */
-    now = base + 130000;
-    CU_ASSERT_EQUAL(storage__writer_exec(s, "SELECT 1"), SQLITE_OK);
-    CU_ASSERT_EQUAL(storage__writer_exec(s, "SELECT 1"), SQLITE_OK);
-    cb_store_get_stats(s, &st);
-    CU_ASSERT_EQUAL(st.derive_steps, st0.derive_steps);
-    CU_ASSERT(st.derived_1m < base + 60000);
-    CU_ASSERT_EQUAL(st.seals, st0.seals);
-    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
-    st = wait_derived(s, base + 60000, STORAGE_DERIVE_NONE);
-    CU_ASSERT_EQUAL(st.derived_1m, base + 60000);
-    sqlite3 *db = raw_db();
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM rollup_1m"), 250);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT sum(count) FROM rollup_1m"), 250 * 201);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM head"), 0);
-    sqlite3_close(db);
-    cb_store_close(s);
-    teardown();
-}
-
 /* A writer that dies with samples not yet derived (some far ahead of its
  * clock, a pass half done): the next run, which writes only a late sample,
  * derives them all by its close, and the tiers equal the raw aggregates. */
@@ -1699,9 +1654,6 @@ void cb_test_suite_storage(void)
                 test_rollups_dense_batches);
     CU_add_test(s, "storage: rollups are derived after their bucket closes; queries and late rows stay exact",
                 test_rollups_derived);
-    CU_add_test(s, "storage: a rollup pass waits for the seal of a head too costly to read, "
-                   "then derives the closed minutes from the chunks",
-                test_rollups_wait_for_seal);
     CU_add_test(s, "storage: after a writer dies mid-derivation, the next run derives everything",
                 test_rollups_after_crash);
     CU_add_test(s, "storage: retention deletes exactly what is older than the cut, in steps",
