@@ -194,7 +194,9 @@ survivors="$standby south-a"
 for tw in $survivors; do
   n=0
   for _ in $(seq 600); do
-    n=$(sqlite3 "$TMP/$tw/cb.db" "select count(*) from samples" 2>/dev/null || echo 0)
+    # the engine's own reader: `samples` is a virtual table of citybrain's
+    # (schema 8: chunks and head), which the sqlite3 shell does not have
+    n=$("$CB" query --db "$TMP/$tw/cb.db" --from 0 2>/dev/null | grep -c '"topic":')
     [ "$n" -ge "$expect_part" ] && break
     sleep 0.1
   done
