@@ -35,8 +35,21 @@
  *                            report every few seconds: bytes handed to the
  *                            kernel (write(2) and pwrite(2): WAL frames and
  *                            checkpoints) and wall time, per sample
+ *   seal_ms_10k, seal_bytes_per_sample   the seal of a full head (10,000
+ *                            series with 500 sealed samples each, then 120
+ *                            commits of one sample per series): its one
+ *                            transaction's wall time (commits wait for it,
+ *                            the loop does not) and bytes handed to the
+ *                            kernel per sealed sample
+ *   derive_read_head_ms, derive_read_chunks_ms   the rollup derivation's
+ *                            source read of one closed minute of every
+ *                            series (10,000 reads of `samples` by series and
+ *                            time) from the head before the seal and from
+ *                            the chunks after it; the second of two reads
+ *                            each, as in the writer, whose cache is warm
  *
- * Usage: bench_storage [--seconds N] (simulated seconds of 10,000 series; 30) */
+ * Usage: bench_storage [--seconds N] [--seal-only] (simulated seconds of
+ * 10,000 series; 30. --seal-only: the seal and derivation figures alone) */
 #include <dirent.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -170,6 +183,70 @@ static void bench_steady(int64_t t0, double *bytes_per_sample, double *us_per_sa
     cb_store_close(s);
     *bytes_per_sample = (double)(w1 - w0) / (20.0 * NSERIES);
     *us_per_sample = secs * 1e6 / (20.0 * NSERIES);
+    cb_config_free(&cfg);
+}
+
+/* The derivation's source read (store.c derive_src_sql) of [from, to) for
+ * every series, on a connection of its own; returns the wall time in ms. */
+static double derive_read_ms(const char *path, int64_t from, int64_t to)
+{
+    char err[256];
+    sqlite3 *db = storage__open_db(path, STORAGE_OPEN_READER, 0, 0, STORAGE_SCHEMA_VERSION, err,
+                                   sizeof err);
+    sqlite3_stmt *ids = NULL, *src = NULL;
+    if (!db || sqlite3_prepare_v2(db, "SELECT id FROM series ORDER BY id", -1, &ids, NULL) ||
+        sqlite3_prepare_v2(db,
+                           "SELECT ts, 1, value, value, value, value, ts, value, ts FROM samples "
+                           "WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts",
+                           -1, &src, NULL)) {
+        fprintf(stderr, "bench_storage: derive read: %s\n", db ? sqlite3_errmsg(db) : err);
+        exit(1);
+    }
+    int64_t rows = 0;
+    double a = now_s();
+    while (sqlite3_step(ids) == SQLITE_ROW) {
+        sqlite3_bind_int64(src, 1, sqlite3_column_int64(ids, 0));
+        sqlite3_bind_int64(src, 2, from);
+        sqlite3_bind_int64(src, 3, to);
+        while (sqlite3_step(src) == SQLITE_ROW)
+            rows++;
+        sqlite3_reset(src);
+    }
+    double ms = (now_s() - a) * 1000.0;
+    if (rows != 60LL * NSERIES)
+        fprintf(stderr, "bench_storage: derive read gave %lld rows\n", (long long)rows);
+    sqlite3_finalize(ids);
+    sqlite3_finalize(src);
+    sqlite3_close(db);
+    return ms;
+}
+
+/* The seal at 10,000 series, and the derivation's reads around it. The
+ * store's clock stands before the samples, so neither the writer's own seal
+ * nor its derivation runs meanwhile. */
+static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *read_head_ms,
+                       double *read_chunks_ms)
+{
+    struct cb_config cfg = make_cfg("seal.db");
+    struct cb_store *s = open_store(&cfg);
+    int64_t before = t0 - 3600000LL;
+    struct cb_clock clock = {cb_clock_manual_now, &before};
+    cb_store_set_clock(s, &clock);
+    uint64_t pos = 0;
+    writer_seconds(s, 0, 10, 50, t0, &pos); /* 500 samples per series */
+    storage__seal(s);
+    writer_seconds(s, 60, 180, 1, t0, &pos); /* the head: 120 commits */
+    int64_t minute = t0 + 2 * STORAGE_MINUTE_MS;
+    derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS); /* warms the cache */
+    *read_head_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
+    int64_t w0 = bytes_written();
+    double a = now_s();
+    storage__seal(s);
+    *seal_ms = (now_s() - a) * 1000.0;
+    *seal_bytes = (double)(bytes_written() - w0) / (120.0 * NSERIES);
+    derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
+    *read_chunks_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
+    cb_store_close(s);
     cb_config_free(&cfg);
 }
 
@@ -475,10 +552,12 @@ static double bench_journal(void)
 
 int main(int argc, char **argv)
 {
-    int seconds = 30;
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--seconds"))
+    int seconds = 30, seal_only = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
             seconds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seal-only"))
+            seal_only = 1;
     if (seconds < 1)
         seconds = 1;
     strcpy(dir, "/tmp/cbbench.XXXXXX");
@@ -491,6 +570,17 @@ int main(int argc, char **argv)
     /* now: the rows are live data, their rollups derived as the minutes
      * close (older rows would be late ones, merged at every commit) */
     int64_t t0 = (cb_wall_ms() / 60000) * 60000;
+    double seal_ms = 0, seal_bytes = 0, read_head = 0, read_chunks = 0;
+    bench_seal(t0, &seal_ms, &seal_bytes, &read_head, &read_chunks);
+    printf("seal_ms_10k %.0f\n", seal_ms);
+    printf("seal_bytes_per_sample %.1f\n", seal_bytes);
+    printf("derive_read_head_ms %.0f\n", read_head);
+    printf("derive_read_chunks_ms %.0f\n", read_chunks);
+    fflush(stdout);
+    if (seal_only) {
+        rm_rf(dir);
+        return 0;
+    }
     double bps = 0, bps_day = 0, p50 = 0, p99 = 0, raw_p50 = 0, raw_p99 = 0;
     double plain = 0, writer = 0, plain5 = 0, writer5 = 0, bps5 = 0;
     writer_and_plain(seconds, 1, t0, &writer, &plain, &bps);

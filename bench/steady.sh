@@ -20,6 +20,10 @@
 #      Paho's receive thread, cb-store the SQLite writer, citybrain the libuv
 #      loop) and the committed row counter; again 5 seconds before the
 #      publisher ends. Figures are per committed sample over that window.
+#      write_bytes counts a page of the page cache when it is dirtied;
+#      cancelled_write_bytes the dirty pages dropped before the kernel wrote
+#      them (a journal segment deleted first): the difference is what is
+#      bound for the disk.
 #   4. Committed means read from the store: once the publisher is done and
 #      the counter has caught up, `citybrain query --from <steady start>`
 #      (its own read-only connection) must list every sample sent.
@@ -185,6 +189,8 @@ steady_run() {
     echo "window_s $secs"
     echo "committed_per_s $(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')"
     echo "write_bytes_per_sample $(per "$(delta "$dir/s0" "$dir/s1" write_bytes)" "$n" 1)"
+    echo "disk_bytes_per_sample $(per "$(awk -v w="$(delta "$dir/s0" "$dir/s1" write_bytes)" \
+      -v c="$(delta "$dir/s0" "$dir/s1" cancelled_write_bytes)" 'BEGIN { print w - c }')" "$n" 1)"
     echo "wchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" wchar)" "$n" 1)"
     echo "rchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" rchar)" "$n" 1)"
     echo "syscw_per_sample $(per "$(delta "$dir/s0" "$dir/s1" syscw)" "$n" 1)"
@@ -263,6 +269,7 @@ bcol() { # KEY FALLBACK_FILE_LABEL
 bname=${BASE_REF:+citybrain $BASE_REF}
 label="steady state, $SERIES series with ${HISTORY} s of history, 1 sample/series/s, QoS 1"
 for f in "write_bytes_per_sample|bytes written per sample (/proc/PID/io write_bytes)|≤ 64" \
+         "disk_bytes_per_sample|bytes bound for the disk per sample (write_bytes - cancelled_write_bytes)|" \
          "wchar_per_sample|bytes handed to write(2) per sample (wchar)|" \
          "syscw_per_sample|write system calls per sample (syscw)|" \
          "thread_cb-store_us_per_sample|writer (cb-store thread) CPU µs per sample|≤ 1" \
