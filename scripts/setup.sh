@@ -35,8 +35,18 @@ echo "setup: installing ${missing[*]}" >&2
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# Debian's mosquitto, rabbitmq-server, prometheus and prometheus-alertmanager
+# packages start system services listening on every interface (1883, 5672 and
+# 25672 with epmd's 4369, 9090, 9093). Tests and the demo run private ones on
+# free loopback ports and never rely on them, so while this script installs,
+# a policy-rc.d (the Debian way, invoke-rc.d(8)) keeps those services from
+# starting; one the machine already has is left as it is.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\n# scripts/setup.sh of citybrain: no service starts while it installs\nexit 101\n' |
+    $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  trap '$SUDO rm -f "$POLICY"' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The Debian mosquitto package starts a system broker on port 1883 (and the
-# prometheus package a server on 9090); tests and the demo run their own
-# private ones on free loopback ports and never rely on them.
