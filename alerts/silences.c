@@ -9,6 +9,7 @@
  * silence must match. Nothing here logs or touches the store: alerts.c
  * persists, audits and logs. */
 #include "alerts/alerts_int.h"
+#include "base/regex.h"
 
 #include <cjson/cJSON.h>
 #include <regex.h>
@@ -112,10 +113,8 @@ static int matcher_init(struct matcher *m, size_t k, const struct cb_silence_mat
     }
     m->op = (enum match_op)o;
     if (ops[o].regex) {
-        int rc = regcomp(&m->re, in->value, REG_EXTENDED);
-        if (rc) {
-            char why[128];
-            regerror(rc, &m->re, why, sizeof why);
+        char why[160];
+        if (cb_regex_compile(&m->re, in->value, REG_EXTENDED, why, sizeof why)) {
             snprintf(err, errlen, "matcher %zu: bad regular expression '%.80s': %s", k,
                      in->value, why);
             return -1;

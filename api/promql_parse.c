@@ -3,6 +3,7 @@
  * the binary operators. Errors name the column and, for what Prometheus has
  * and citybrain does not, say "unsupported" with the construct's name. */
 #include "api/promql.h"
+#include "base/regex.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -393,6 +394,13 @@ static int add_matcher(struct parser *p, struct promql_matcher **v, size_t *n, s
             free(r);
             free(anchored);
             fail(p, pos, "error", "out of memory");
+            return -1;
+        }
+        char why[160];
+        if (cb_regex_check(value, why, sizeof why)) { /* before regcomp: base/regex.h */
+            free(r);
+            free(anchored);
+            fail(p, pos, "parse error", "invalid regular expression \"%s\": %s", value, why);
             return -1;
         }
         snprintf(anchored, vl + 5, "^(%s)$", value);
