@@ -76,6 +76,15 @@ void cb_strbuf_puts(struct cb_strbuf *b, const char *s) { cb_strbuf_append(b, s,
 
 void cb_strbuf_putc(struct cb_strbuf *b, char c) { cb_strbuf_append(b, &c, 1); }
 
+void cb_strbuf_fill(struct cb_strbuf *b, char c, size_t n)
+{
+    if (reserve(b, n))
+        return;
+    memset(b->data + b->len, c, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 void cb_strbuf_printf(struct cb_strbuf *b, const char *fmt, ...)
 {
     va_list ap;

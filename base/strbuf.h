@@ -23,6 +23,8 @@ void cb_strbuf_reset(struct cb_strbuf *b); /* len = 0 and oom cleared, keeps mem
 void cb_strbuf_append(struct cb_strbuf *b, const char *s, size_t n);
 void cb_strbuf_puts(struct cb_strbuf *b, const char *s);
 void cb_strbuf_putc(struct cb_strbuf *b, char c);
+/* n copies of c: one reservation, not n (a caret line under a long source line). */
+void cb_strbuf_fill(struct cb_strbuf *b, char c, size_t n);
 void cb_strbuf_printf(struct cb_strbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Appends s (n bytes) as a quoted JSON string, escaping quotes, backslashes and

@@ -106,12 +106,22 @@ void cb_diags_render_text(const struct cb_diags *d, struct cb_strbuf *out)
             continue;
         cb_strbuf_printf(out, "%5d | %s\n", g->line, g->source_line);
         cb_strbuf_puts(out, "      | ");
+        /* The caret sits under the column: a tab of the source line stays a tab, so
+         * the caret lines up whatever the terminal's tab width. Runs, not characters:
+         * a column far into a long line costs one copy per run of tabs or spaces. */
         size_t sl = strlen(g->source_line);
-        for (int c = 1; c < g->col; c++)
-            cb_strbuf_putc(out, (size_t)(c - 1) < sl && g->source_line[c - 1] == '\t' ? '\t' : ' ');
+        size_t before = g->col > 1 ? (size_t)(g->col - 1) : 0;
+        for (size_t c = 0; c < before;) {
+            char pad = c < sl && g->source_line[c] == '\t' ? '\t' : ' ';
+            size_t run = c;
+            while (run < before && (run < sl && g->source_line[run] == '\t' ? '\t' : ' ') == pad)
+                run++;
+            cb_strbuf_fill(out, pad, run - c);
+            c = run;
+        }
         cb_strbuf_putc(out, '^');
-        for (int c = 1; c < g->span; c++)
-            cb_strbuf_putc(out, '~');
+        if (g->span > 1)
+            cb_strbuf_fill(out, '~', (size_t)(g->span - 1));
         cb_strbuf_putc(out, '\n');
     }
 }

@@ -114,6 +114,23 @@ static void test_many_errors_in_one_file(void)
     cb_diags_free(&d);
 }
 
+/* The caret line keeps the source line's tabs, so the caret stays under its
+ * column whatever the terminal's tab width. */
+static void test_render_text_tabs(void)
+{
+    const char *src = HEAD "\twhen avgg(level, 5m) > 3.2\n}\n";
+    struct cb_diags d = {0};
+    cb_ruleset_compile_source("t.rules", src, strlen(src), &d);
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_diags_render_text(&d, &b);
+    CU_ASSERT_STRING_EQUAL(b.data, "t.rules:3:7: error: unknown aggregate 'avgg' (did you mean 'avg'?)\n"
+                                   "    3 | \twhen avgg(level, 5m) > 3.2\n"
+                                   "      | \t     ^~~~\n");
+    cb_strbuf_free(&b);
+    cb_diags_free(&d);
+}
+
 static void test_render_text(void)
 {
     const char *src = HEAD "  when avgg(level, 5m) > 3.2\n}\n";
@@ -344,6 +361,7 @@ void cb_test_suite_parser(void)
     CU_add_test(s, "parser: every error kind is reported with its code, line and column", test_each_error_kind);
     CU_add_test(s, "parser: one file reports all its errors, in source order", test_many_errors_in_one_file);
     CU_add_test(s, "parser: text and JSON renderings match the rules.md format", test_render_text);
+    CU_add_test(s, "parser: the caret line keeps the source line's tabs", test_render_text_tabs);
     CU_add_test(s, "parser: warnings are reported but the rules load", test_warnings_do_not_fail);
     CU_add_test(s, "parser: an expression continues on the next line after an operator or inside ()", test_multiline_expression);
     CU_add_test(s, "parser: absurdly deep nesting is an error, not a crash", test_deep_nesting_is_refused);

@@ -55,6 +55,21 @@ static void test_oom_is_cleared_by_truncate_and_reset(void)
     cb_strbuf_free(&b);
 }
 
+static void test_fill(void)
+{
+    struct cb_strbuf b;
+    cb_strbuf_init(&b);
+    cb_strbuf_puts(&b, "ab");
+    cb_strbuf_fill(&b, '~', 5);
+    cb_strbuf_fill(&b, ' ', 0);
+    CU_ASSERT_STRING_EQUAL(b.data, "ab~~~~~");
+    cb_strbuf_fill(&b, 'x', 1000);
+    CU_ASSERT_EQUAL(b.len, 1007);
+    CU_ASSERT_EQUAL(b.data[1006], 'x');
+    CU_ASSERT_EQUAL(b.data[1007], '\0');
+    cb_strbuf_free(&b);
+}
+
 void cb_test_suite_strbuf(void);
 void cb_test_suite_strbuf(void)
 {
@@ -62,4 +77,5 @@ void cb_test_suite_strbuf(void)
     CU_add_test(s, "strbuf: strings back to back, addressed by offset, cut back", test_arena_strings);
     CU_add_test(s, "strbuf: a failed allocation is cleared by truncate and reset",
                 test_oom_is_cleared_by_truncate_and_reset);
+    CU_add_test(s, "strbuf: fill appends n copies of a character", test_fill);
 }
