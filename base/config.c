@@ -306,6 +306,12 @@ static const struct option options[] = {
      "share operator actions (ack, close, silences, rule reloads) with the peer engines on "
      "this topic, e.g. citybrain/control/d07; empty for none",
      0},
+    {"federation.peer_action_wait", T_DURATION, OFF(federation_peer_action_wait_ms), 0,
+     3600 * 1000LL, "2m", 0, 0,
+     "a peer engine's ack or close of an alert that does not fire here yet waits this long "
+     "for it to fire here (twins judge the same telemetry a moment apart), then is dropped "
+     "with a warning; 0: not kept",
+     0},
     {"cluster.partition", T_STRING, OFF(cluster_partition), 0, 0, "", 0, 0,
      "the partition this engine serves (docs/cluster.md); empty: no cluster, the engine "
      "subscribes to mqtt.topic and always speaks. Set, it subscribes to the partition's "

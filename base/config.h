@@ -121,6 +121,7 @@ struct cb_config {
     char *federation_export_topic;   /* "" = no export */
     int64_t federation_export_interval_ms;
     char *federation_control_topic;  /* "" = operator actions stay local */
+    int64_t federation_peer_action_wait_ms; /* a peer's ack/close of an alert not firing here yet */
     /* cluster (docs/cluster.md) */
     char *cluster_partition;          /* "" = no cluster: one engine, always speaks */
     char *cluster_twin;               /* this twin's name within the partition */

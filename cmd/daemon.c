@@ -49,6 +49,7 @@ struct cb_daemon {
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t tick;
     uv_timer_t reload_timer;
+    uv_timer_t control_timer; /* peer actions waiting for their alerts (federation.h) */
     struct watch **watches;
     size_t nwatches;
 
@@ -484,15 +485,49 @@ static int share_action(void *ctx, const char *action, const char *by, const cha
     return 0;
 }
 
+static void on_control_timer(uv_timer_t *timer);
+
+static struct cmd_control_targets control_targets(struct cb_daemon *d)
+{
+    return (struct cmd_control_targets){.engine = d->engine, .alerts = d->alerts,
+                                        .reload_rules = reload_rules_diags, .reload_ctx = d};
+}
+
+/* Runs the waiting peer actions after `delay_ms`, or at the first one's end
+ * of wait when that is sooner; nothing when none waits. */
+static void arm_control_timer(struct cb_daemon *d, int64_t delay_ms)
+{
+    int64_t due = cmd__control_next_due(d->control);
+    if (due == INT64_MAX || d->stopping)
+        return;
+    int64_t until_due = due - cb_wall_ms();
+    if (until_due < delay_ms)
+        delay_ms = until_due < 0 ? 0 : until_due;
+    uv_timer_start(&d->control_timer, on_control_timer, (uint64_t)delay_ms, 0);
+}
+
+static void on_control_timer(uv_timer_t *timer)
+{
+    struct cb_daemon *d = timer->data;
+    struct cmd_control_targets t = control_targets(d);
+    cmd__control_retry(d->control, &t, cb_wall_ms());
+    arm_control_timer(d, INT64_MAX);
+}
+
 /* A message on the control topic: a peer engine's operator action, applied
  * once (cmd__control_apply), never stored as telemetry. */
 static void on_control(struct cb_daemon *d, const struct cb_message *m)
 {
-    struct cmd_control_targets t = {.engine = d->engine, .alerts = d->alerts,
-                                    .reload_rules = reload_rules_diags, .reload_ctx = d};
+    struct cmd_control_targets t = control_targets(d);
     char err[256] = "";
-    if (cmd__control_apply(d->control, &t, m->payload, m->len, err, sizeof err) < 0)
+    int rc = cmd__control_apply(d->control, &t, m->payload, m->len, cb_wall_ms(), err, sizeof err);
+    if (rc < 0)
         cb_warn("control", "a peer engine's action was not applied: %s", err);
+    else if (rc == 2) {
+        cb_info("control", "a peer engine's action waits up to %lld s for its alert to fire here",
+                (long long)(d->cfg->federation_peer_action_wait_ms / 1000));
+        arm_control_timer(d, INT64_MAX);
+    }
     cb_store_note_journal_pos(d->store, m->journal_pos);
 }
 
@@ -622,6 +657,10 @@ static void on_transition(void *ctx, const struct cb_transition *t)
     if (t->reason)
         cb_warn("alert", "%s %s: %s", t->id, cb_alert_state_name(t->state), t->reason);
     cb_alerts_on_transition(d->alerts, t);
+    /* a peer's ack may wait for this alert: applied on the next turn of the
+     * loop, not inside the engine's evaluation */
+    if (d->control && t->state == CB_ALERT_FIRING)
+        arm_control_timer(d, 0);
     if (cb_transition_is_event(t))
         export_instance(d, t, cmd__export_stamp(t, d->last_sweep_ms)); /* both twins */
 }
@@ -957,6 +996,7 @@ static void close_handles(struct cb_daemon *d)
     stop_lease(d); /* a start that failed after the lease began */
     uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
+    uv_close((uv_handle_t *)&d->control_timer, NULL);
     cb_looplag_close(d->looplag);
     d->looplag = NULL;
     uv_close((uv_handle_t *)&d->sigint, NULL);
@@ -1058,7 +1098,8 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
     }
     if (*cfg->federation_control_topic) {
         char *origin = cb_config_client_id(cfg);
-        d->control = origin ? cmd__control_new(cfg->federation_control_topic, origin) : NULL;
+        d->control = origin ? cmd__control_new(cfg->federation_control_topic, origin,
+                                                cfg->federation_peer_action_wait_ms) : NULL;
         free(origin);
         if (!d->control) {
             cb_error(MOD, "out of memory");
@@ -1248,7 +1289,8 @@ int cb_daemon_run(const struct cb_config *cfg)
     }
     uv_timer_init(&d.loop, &d.tick);
     uv_timer_init(&d.loop, &d.reload_timer);
-    d.tick.data = d.reload_timer.data = &d;
+    uv_timer_init(&d.loop, &d.control_timer);
+    d.tick.data = d.reload_timer.data = d.control_timer.data = &d;
     uv_signal_init(&d.loop, &d.sigint);
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sighup);

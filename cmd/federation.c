@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cmd/api_provider.h"
 #include "storage/alert_store.h"
 
@@ -71,19 +72,35 @@ int cmd__export_payload(struct cb_strbuf *out, const char *engine,
  * far more than operators act in the 30 days the audit log is read for. */
 #define SEEN_MAX 20000
 
+/* Twins judge the same telemetry, but not at the same instant: an operator
+ * may ack on A an alert B raises a moment later (or after a restart, once
+ * its windows are full again). Such an ack or close waits for the alert
+ * here instead of being lost; at most this many wait (the oldest is dropped
+ * first, with a warning). In memory: a restart of this engine forgets them. */
+#define WAITING_MAX 256
+
+struct waiting {
+    char *payload;    /* the control message, as received */
+    int64_t until_ms; /* dropped after this */
+};
+
 struct cmd_control {
     char *topic, *origin;
     uint64_t next; /* the n of our ids */
     char **seen;   /* a ring of SEEN_MAX ids */
     size_t nseen, seen_at;
     struct cb_strbuf msg;
+    int64_t wait_ms;
+    struct waiting waiting[WAITING_MAX]; /* in arrival order */
+    size_t nwaiting;
 };
 
-struct cmd_control *cmd__control_new(const char *topic, const char *origin)
+struct cmd_control *cmd__control_new(const char *topic, const char *origin, int64_t wait_ms)
 {
     struct cmd_control *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    c->wait_ms = wait_ms;
     c->topic = strdup(topic);
     c->origin = strdup(origin);
     c->seen = calloc(SEEN_MAX, sizeof *c->seen);
@@ -100,6 +117,8 @@ void cmd__control_free(struct cmd_control *c)
         return;
     for (size_t i = 0; c->seen && i < SEEN_MAX; i++)
         free(c->seen[i]);
+    for (size_t i = 0; i < c->nwaiting; i++)
+        free(c->waiting[i].payload);
     free(c->seen);
     free(c->topic);
     free(c->origin);
@@ -260,7 +279,11 @@ static int apply_silence_expire(const struct cmd_control_targets *t, const cJSON
                                                                                           : 0;
 }
 
-/* Applies one parsed action (see cmd__control_apply). */
+/* apply_action's answer for an ack or close of an alert that does not fire here. */
+#define NOT_FIRING_HERE 2
+
+/* Applies one parsed action (see cmd__control_apply): 0, -1 with err, or
+ * NOT_FIRING_HERE. */
 static int apply_action(const struct cmd_control_targets *t, const cJSON *msg, char *err,
                         size_t errlen)
 {
@@ -272,9 +295,10 @@ static int apply_action(const struct cmd_control_targets *t, const cJSON *msg, c
         return -1;
     }
     if (!strcmp(action, CMD_CONTROL_ACK) && target)
-        return cb_engine_ack(t->engine, target, by, note) < 0 ? -1 : 0;
+        return cb_engine_ack(t->engine, target, by, note) < 0 ? NOT_FIRING_HERE : 0;
     if (!strcmp(action, CMD_CONTROL_CLOSE) && target)
-        return cb_engine_close(t->engine, target, by, note ? note : "") < 0 ? -1 : 0;
+        return cb_engine_close(t->engine, target, by, note ? note : "") < 0 ? NOT_FIRING_HERE
+                                                                            : 0;
     if (!strcmp(action, CMD_CONTROL_SILENCE_CREATE) && cJSON_IsObject(sil))
         return apply_silence_create(t, sil, err, errlen);
     if (!strcmp(action, CMD_CONTROL_SILENCE_EXPIRE) && cJSON_IsObject(sil))
@@ -292,8 +316,65 @@ static int apply_action(const struct cmd_control_targets *t, const cJSON *msg, c
     return -1;
 }
 
+/* apply_action with every audit entry it causes naming the message's origin
+ * and id. */
+static int apply_from(const struct cmd_control_targets *t, const cJSON *msg, char *err,
+                      size_t errlen)
+{
+    const char *id = str(msg, "id"), *origin = str(msg, "origin");
+    struct cb_strbuf fields;
+    cb_strbuf_init(&fields);
+    cb_strbuf_puts(&fields, "\"origin\":");
+    cb_strbuf_json_string(&fields, origin, strlen(origin));
+    cb_strbuf_puts(&fields, ",\"control_id\":");
+    cb_strbuf_json_string(&fields, id, strlen(id));
+    cb_alerts_audit_origin(t->alerts, fields.oom ? NULL : fields.data);
+    int rc = apply_action(t, msg, err, errlen);
+    cb_alerts_audit_origin(t->alerts, NULL);
+    cb_strbuf_free(&fields);
+    return rc;
+}
+
+/* "ack of ID by WHO", for the log. */
+static void describe(const cJSON *msg, char *out, size_t outlen)
+{
+    const char *action = str(msg, "action"), *target = str(msg, "target"), *by = str(msg, "by");
+    snprintf(out, outlen, "%s of %s by %s", action ? action : "?", target ? target : "?",
+             by ? by : "?");
+}
+
+static void drop_waiting(struct cmd_control *c, size_t i)
+{
+    free(c->waiting[i].payload);
+    memmove(&c->waiting[i], &c->waiting[i + 1], (c->nwaiting - i - 1) * sizeof *c->waiting);
+    c->nwaiting--;
+}
+
+/* Keeps payload until its alert fires here or until_ms; 0, or -1 on OOM. */
+static int keep_waiting(struct cmd_control *c, const char *payload, size_t len, int64_t until_ms)
+{
+    if (c->nwaiting == WAITING_MAX) {
+        cJSON *old = cJSON_Parse(c->waiting[0].payload);
+        char what[256];
+        describe(old, what, sizeof what);
+        cJSON_Delete(old);
+        cb_warn("control", "a peer engine's %s was not applied: more than %d actions wait for "
+                           "their alerts here; the oldest is dropped",
+                what, WAITING_MAX);
+        drop_waiting(c, 0);
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, payload, len);
+    copy[len] = '\0';
+    c->waiting[c->nwaiting++] = (struct waiting){copy, until_ms};
+    return 0;
+}
+
 int cmd__control_apply(struct cmd_control *c, const struct cmd_control_targets *t,
-                       const char *payload, size_t len, char *err, size_t errlen)
+                       const char *payload, size_t len, int64_t now_ms, char *err,
+                       size_t errlen)
 {
     cJSON *msg = cJSON_ParseWithLength(payload, len);
     const char *id = str(msg, "id"), *origin = str(msg, "origin");
@@ -306,17 +387,57 @@ int cmd__control_apply(struct cmd_control *c, const struct cmd_control_targets *
     if (!strcmp(origin, c->origin) || seen(c, id))
         goto out;
     remember(c, id);
-    struct cb_strbuf fields;
-    cb_strbuf_init(&fields);
-    cb_strbuf_puts(&fields, "\"origin\":");
-    cb_strbuf_json_string(&fields, origin, strlen(origin));
-    cb_strbuf_puts(&fields, ",\"control_id\":");
-    cb_strbuf_json_string(&fields, id, strlen(id));
-    cb_alerts_audit_origin(t->alerts, fields.oom ? NULL : fields.data);
-    rc = apply_action(t, msg, err, errlen) ? -1 : 1;
-    cb_alerts_audit_origin(t->alerts, NULL);
-    cb_strbuf_free(&fields);
+    rc = apply_from(t, msg, err, errlen);
+    if (rc == NOT_FIRING_HERE) {
+        rc = 2;
+        if (!c->wait_ms || keep_waiting(c, payload, len, now_ms + c->wait_ms)) {
+            snprintf(err, errlen, "no such firing alert here");
+            rc = -1;
+        }
+    } else {
+        rc = rc ? -1 : 1;
+    }
 out:
     cJSON_Delete(msg);
     return rc;
+}
+
+int cmd__control_retry(struct cmd_control *c, const struct cmd_control_targets *t,
+                       int64_t now_ms)
+{
+    int applied = 0;
+    for (size_t i = 0; i < c->nwaiting;) {
+        cJSON *msg = cJSON_Parse(c->waiting[i].payload);
+        char err[256] = "", what[256];
+        describe(msg, what, sizeof what);
+        int rc = msg ? apply_from(t, msg, err, sizeof err) : -1;
+        if (rc == NOT_FIRING_HERE && now_ms < c->waiting[i].until_ms) {
+            cJSON_Delete(msg);
+            i++;
+            continue;
+        }
+        if (rc == 0) {
+            applied++;
+            cb_info("control", "a peer engine's %s applied: the alert fires here now", what);
+        } else if (rc == NOT_FIRING_HERE) {
+            cb_warn("control", "a peer engine's %s was not applied: the alert did not fire here "
+                               "within federation.peer_action_wait",
+                    what);
+        } else {
+            cb_warn("control", "a peer engine's %s was not applied: %s", what,
+                    err[0] ? err : "not a control message");
+        }
+        cJSON_Delete(msg);
+        drop_waiting(c, i);
+    }
+    return applied;
+}
+
+int64_t cmd__control_next_due(const struct cmd_control *c)
+{
+    int64_t due = INT64_MAX;
+    for (size_t i = 0; i < c->nwaiting; i++)
+        if (c->waiting[i].until_ms < due)
+            due = c->waiting[i].until_ms;
+    return due;
 }

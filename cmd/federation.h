@@ -60,8 +60,9 @@ struct cmd_control_targets {
 struct cmd_control;
 
 /* A control channel on topic for this engine, origin (its client id: unique
- * per twin). NULL on OOM. */
-struct cmd_control *cmd__control_new(const char *topic, const char *origin);
+ * per twin); a peer's ack or close of an alert that does not fire here yet
+ * waits up to wait_ms for it (0: not kept). NULL on OOM. */
+struct cmd_control *cmd__control_new(const char *topic, const char *origin, int64_t wait_ms);
 void cmd__control_free(struct cmd_control *c);
 /* Remembers the control ids the audit log of db_path names (details
  * "control_id", entries of the last 30 days), so a message applied before a
@@ -80,10 +81,22 @@ int cmd__control_share(struct cmd_control *c, struct cb_mqtt *mqtt, int64_t now_
                        const char *note, const char *silence);
 
 /* Applies a control message received on the topic (loop thread), once:
- * returns 1 when applied, 0 when skipped (its own, or an id seen before),
- * -1 when it is malformed or could not be applied (why in err). Every audit
- * entry it causes carries "origin" and "control_id" in its details. */
+ * returns 1 when applied, 0 when skipped (its own, or an id seen before), 2
+ * when it waits (an ack or close of an alert that does not fire here yet:
+ * see cmd__control_retry), -1 when it is malformed or could not be applied
+ * (why in err). Every audit entry it causes carries "origin" and
+ * "control_id" in its details. */
 int cmd__control_apply(struct cmd_control *c, const struct cmd_control_targets *t,
-                       const char *payload, size_t len, char *err, size_t errlen);
+                       const char *payload, size_t len, int64_t now_ms, char *err,
+                       size_t errlen);
+
+/* The waiting actions (loop thread): each whose alert now fires here is
+ * applied (as cmd__control_apply would have), each whose wait has ended by
+ * now_ms is dropped; both logged. Returns how many were applied. Call it
+ * when an instance starts firing, and at cmd__control_next_due. */
+int cmd__control_retry(struct cmd_control *c, const struct cmd_control_targets *t,
+                       int64_t now_ms);
+/* When the first waiting action's wait ends (ms), INT64_MAX when none waits. */
+int64_t cmd__control_next_due(const struct cmd_control *c);
 
 #endif

@@ -405,6 +405,59 @@ static void test_operator_actions_reach_the_twin_once(void)
     CU_ASSERT_EQUAL(cbd_stop(tb.p), 0);
 }
 
+/* A peer's ack published as twin A would, for alert `sensor` of d07. */
+static void publish_peer_ack(const char *url, const char *id, const char *sensor)
+{
+    const char *msg = cb_h_strf("{\"id\":\"%s\",\"origin\":\"cb-itest-d07-a\",\"at\":1,"
+                                "\"action\":\"ack\",\"by\":\"li.wei\",\"target\":"
+                                "\"gas_high/city/d07/gas/%s\",\"note\":\"crew sent\"}",
+                                id, sensor);
+    CU_ASSERT_EQUAL(cb_h_publish(url, "citybrain/control/d07", msg, strlen(msg), 1), 0);
+}
+
+/* Twins judge the same telemetry a moment apart: A's ack can reach B before
+ * B raises the alert. It waits for it (federation.peer_action_wait, 3 s
+ * here) and is applied when the alert fires; one whose alert does not fire
+ * within the wait is dropped with a warning and acks nothing later. */
+static void test_peer_ack_waits_for_the_alert_to_fire_here(void)
+{
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    const char *url = cb_h_broker_url(b);
+    struct cb_h_sub *feed = cb_h_sub_start(url, "citybrain/alerts/#", 1, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(feed);
+    struct twin tb = {.port = cb_h_free_port(), .db = cb_h_pathf("cb-itest-d07-w.db")};
+    const char *a[] = {"run", "--broker", url, "--client-id", "cb-itest-d07-w", "--http",
+                       cb_h_strf("127.0.0.1:%d", tb.port), "--db", tb.db, "--rules",
+                       cbd_write_text("cb-itest-d07-w.rules", gas_rule), "--set",
+                       "alerts.storm_window=0", "--set",
+                       "federation.control_topic=citybrain/control/d07", "--set",
+                       "federation.peer_action_wait=3s", NULL};
+    memcpy(tb.args, a, sizeof a);
+    twin_start(&tb, b, "cb-itest-d07-w");
+
+    publish_peer_ack(url, "itest-wait-1", "g5");
+    CU_ASSERT(cbd_wait_log(tb.p, "waits up to 3 s for its alert", CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d07/gas/g5", "{\"ch4\":900}", 11, 1), 0);
+    CU_ASSERT(cbd_wait_state(feed, "acknowledged", "gas_high", 1, CBD_TIMEOUT_MS));
+    CU_ASSERT(wait_body(tb.port, "/api/alerts", "\"acked_by\":\"li.wei\""));
+    CU_ASSERT(wait_body(tb.port, "/api/audit?action=ack", "\"control_id\":\"itest-wait-1\""));
+    CU_ASSERT(cbd_wait_log(tb.p, "ack of gas_high/city/d07/gas/g5 by li.wei applied",
+                           CBD_TIMEOUT_MS));
+
+    /* g6 does not fire within the wait: dropped, and its alert stays unacked */
+    publish_peer_ack(url, "itest-wait-2", "g6");
+    CU_ASSERT(cbd_wait_log(tb.p, "did not fire here within federation.peer_action_wait",
+                           CBD_TIMEOUT_MS));
+    CU_ASSERT_EQUAL(cb_h_publish(url, "city/d07/gas/g6", "{\"ch4\":900}", 11, 1), 0);
+    CU_ASSERT(cbd_wait_state(feed, "firing", "gas_high", 2, CBD_TIMEOUT_MS));
+    const char *resp = NULL;
+    CU_ASSERT_EQUAL(cbd_http(tb.port, "GET", "/api/audit?action=ack", TOKEN, NULL, &resp), 200);
+    CU_ASSERT_PTR_NULL(resp ? strstr(resp, "itest-wait-2") : "no answer");
+    CU_ASSERT_EQUAL(cbd_count_state(feed, "acknowledged", "gas_high"), 1);
+    CU_ASSERT_EQUAL(cbd_stop(tb.p), 0);
+}
+
 void cb_test_suite_federation(void)
 {
     CU_pSuite s = cb_h_add_suite("federation");
@@ -427,4 +480,9 @@ void cb_test_suite_federation(void)
                 "made on B holds A's notification, a reload on A reloads B, each once, with "
                 "its origin in the audit log",
                 test_operator_actions_reach_the_twin_once);
+    CU_add_test(s,
+                "federation: a peer's ack that arrives before the alert fires here waits for "
+                "it and is applied when it fires; one whose alert does not fire within "
+                "federation.peer_action_wait is dropped with a warning",
+                test_peer_ack_waits_for_the_alert_to_fire_here);
 }
