@@ -265,18 +265,33 @@ static double g_last_message(void *ctx)
  * fragmentation (heap free grows) and the writer's page cache (grows until
  * storage.cache_size) apart. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+/* mallinfo2 walks every arena's free lists under their locks: one reading
+ * serves both gauges of a scrape (they are rendered one after the other). */
+static struct mallinfo2 heap_reading(void)
+{
+    static struct mallinfo2 mi;
+    static int64_t read_at;
+    static int have;
+    int64_t now = cb_mono_ms();
+    if (!have || now - read_at > 1000) {
+        mi = mallinfo2();
+        read_at = now;
+        have = 1;
+    }
+    return mi;
+}
+
 static double g_heap_in_use(void *ctx)
 {
     (void)ctx;
-    struct mallinfo2 mi = mallinfo2();
+    struct mallinfo2 mi = heap_reading();
     return (double)(mi.uordblks + mi.hblkhd);
 }
 
 static double g_heap_free(void *ctx)
 {
     (void)ctx;
-    struct mallinfo2 mi = mallinfo2();
-    return (double)mi.fordblks;
+    return (double)heap_reading().fordblks;
 }
 #endif
 
