@@ -361,8 +361,17 @@ int cb_chunk_decimal_scale(const struct cb_chunk_point *pts, size_t n)
 }
 
 /* Bucket widths for one stream: w[3] is the longest bit length, w[0..2]
- * the lengths (or 0) that minimise the stream's bits, found by trying every
- * triple of the lengths present. hist[b] counts the values of bit length b. */
+ * the lengths (or 0) that minimise the stream's bits among the lengths
+ * present. hist[b] counts the values of bit length b.
+ *
+ * With widths A <= B <= C <= top and cum(X) the values of length <= X, the
+ * stream takes count + (count - cum(A)) + (count - cum(B)) (the bucket
+ * codes 0, 10, 110, 111) + cum(A) A + (cum(B) - cum(A)) B + (cum(C) -
+ * cum(B)) C + (count - cum(C)) top bits. Given B, the terms in A,
+ * cum(A) (A - B - 1), and those in C, (cum(C) - cum(B)) C - cum(C) top, are
+ * independent: for each B the best A and the best C are found apart, so the
+ * search is quadratic in the lengths present, where trying every triple was
+ * cubic (4.6 % of the writer's CPU at steady state, perf). */
 struct stream_plan {
     uint8_t w[4];
     uint64_t bits; /* the codes, without the widths' header */
@@ -374,9 +383,9 @@ static void plan_stream(const uint32_t hist[65], uint64_t count, struct stream_p
     if (count == 0)
         return;
     uint8_t cand[66];
-    uint64_t cum[66]; /* values of bit length <= cand[k] */
+    int64_t cum[66]; /* values of bit length <= cand[k] */
     size_t nc = 0;
-    uint64_t run = hist[0];
+    int64_t run = hist[0];
     cand[nc] = 0;
     cum[nc++] = run;
     for (unsigned b = 1; b <= 64; b++)
@@ -385,22 +394,31 @@ static void plan_stream(const uint32_t hist[65], uint64_t count, struct stream_p
             cand[nc] = (uint8_t)b;
             cum[nc++] = run;
         }
-    uint64_t top = cand[nc - 1], best = UINT64_MAX;
-    for (size_t a = 0; a < nc; a++)
-        for (size_t b = a; b < nc; b++)
-            for (size_t c = b; c < nc; c++) {
-                uint64_t ca = cum[a], cb = cum[b], cc = cum[c];
-                uint64_t bits = count + (count - ca) + (count - cb) + ca * cand[a] +
-                                (cb - ca) * cand[b] + (cc - cb) * cand[c] + (count - cc) * top;
-                if (bits < best) {
-                    best = bits;
-                    sp->w[0] = cand[a];
-                    sp->w[1] = cand[b];
-                    sp->w[2] = cand[c];
-                }
-            }
+    int64_t top = cand[nc - 1], n = (int64_t)count;
+    int64_t best = INT64_MAX;
+    for (size_t b = 0; b < nc; b++) {
+        /* the a <= b least in cum(a) (cand(a) - cand(b) - 1), the c >= b
+         * least in (cum(c) - cum(b)) cand(c) - cum(c) top; the lowest on ties */
+        size_t a = 0, c = b;
+        for (size_t k = 1; k <= b; k++)
+            if (cum[k] * (cand[k] - cand[b] - 1) < cum[a] * (cand[a] - cand[b] - 1))
+                a = k;
+        for (size_t k = b + 1; k < nc; k++)
+            if ((cum[k] - cum[b]) * cand[k] - cum[k] * top <
+                (cum[c] - cum[b]) * cand[c] - cum[c] * top)
+                c = k;
+        int64_t bits = n + (n - cum[a]) + (n - cum[b]) + cum[a] * cand[a] +
+                       (cum[b] - cum[a]) * cand[b] + (cum[c] - cum[b]) * cand[c] +
+                       (n - cum[c]) * top;
+        if (bits < best) {
+            best = bits;
+            sp->w[0] = cand[a];
+            sp->w[1] = cand[b];
+            sp->w[2] = cand[c];
+        }
+    }
     sp->w[3] = (uint8_t)top;
-    sp->bits = best;
+    sp->bits = (uint64_t)best;
 }
 
 static const uint8_t bucket_code[4] = {0x0, 0x2, 0x6, 0x7};
@@ -411,6 +429,10 @@ static void put_bucketed(struct bw *w, const uint8_t widths[4], uint64_t z)
     unsigned len = bit_length(z), k = 0;
     while (k < 3 && len > widths[k])
         k++;
+    if (widths[k] <= 29) { /* code and value in one put */
+        bw_put(w, (uint64_t)bucket_code[k] << widths[k] | z, bucket_len[k] + widths[k]);
+        return;
+    }
     bw_put(w, bucket_code[k], bucket_len[k]);
     bw_put(w, z, widths[k]);
 }
