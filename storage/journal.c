@@ -480,8 +480,8 @@ enum { WALK_END = 0, WALK_RECORD = 1, WALK_DAMAGED = -1, WALK_NOMEM = -2 };
 
 /* Starts a walk over the len bytes at map, a segment whose first position is
  * first; dict (emptied here) collects its topics. Returns 0, or the segment's
- * format number when it names one this release does not read (from a newer
- * one). An empty file is an empty format 2 segment; bytes that are no header
+ * format number when its header names one this release does not read (from
+ * a newer one; 0 is no format but a header never written whole). An empty file is an empty format 2 segment; bytes that are no header
  * and no format 1 record leave off at 0, where walk_next says damaged. */
 static uint32_t walk_begin(struct seg_walk *w, const unsigned char *map, size_t len,
                            uint64_t first, struct topic_dict *dict)
@@ -500,9 +500,12 @@ static uint32_t walk_begin(struct seg_walk *w, const unsigned char *map, size_t 
         w->format = 1;
     } else if (magic == SEG_MAGIC && len >= SEG_HDR) {
         memcpy(&format, map + 4, 4);
-        if (format != SEG_FORMAT)
-            return format ? format : 1; /* 0 is no format: a newer one's */
-        w->off = SEG_HDR;
+        if (format == SEG_FORMAT)
+            w->off = SEG_HDR;
+        else if (format != 0)
+            return format; /* a newer release's */
+        /* format 0: no header was written whole (the magic is stored
+         * last, so this is damage): off stays 0, damaged */
     }
     return 0;
 }
@@ -760,9 +763,12 @@ static void put_record(unsigned char *b, int header, uint64_t pos, unsigned flag
                        const void *payload, size_t len, size_t body_len)
 {
     if (header) {
+        /* the format first, the magic last: a header cut short by a kill
+         * has no magic, so it reads as a torn record (cut at open), never
+         * as a segment of an unknown format (refused) */
         uint32_t magic = SEG_MAGIC, format = SEG_FORMAT;
-        memcpy(b, &magic, 4);
         memcpy(b + 4, &format, 4);
+        memcpy(b, &magic, 4);
         b += SEG_HDR;
     }
     size_t k = storage__uvarint_len(body_len);

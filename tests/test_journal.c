@@ -713,6 +713,15 @@ static void test_format1_segments_replay(void)
     remove_dir();
 }
 
+/* Writes a file of the n bytes at b (a segment as something left it). */
+static void write_bytes(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
 /* A segment whose header names a format this release does not know (a
  * newer one's) is not cut as if torn: open refuses with the reason. */
 static void test_newer_format_refused(void)
@@ -720,10 +729,7 @@ static void test_newer_format_refused(void)
     make_dir();
     char err[256] = "", path[512];
     snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
-    FILE *f = fopen(path, "wb");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    fwrite("CBJF\3\0\0\0\x05\x01\x02\x03", 1, 12, f);
-    fclose(f);
+    write_bytes(path, "CBJF\3\0\0\0\x05\x01\x02\x03", 12);
     struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
     CU_ASSERT_PTR_NULL(j);
     CU_ASSERT(strstr(err, "segment format 3") != NULL);
@@ -732,6 +738,37 @@ static void test_newer_format_refused(void)
     CU_ASSERT_EQUAL(st.st_size, 12);
     cb_journal_close(j);
     remove_dir();
+}
+
+/* A kill while the first record of a segment was being stored can leave its
+ * header cut short: the format stored, not yet the magic (stored last), or
+ * even the magic with no format (damage). Either reads as a torn record:
+ * cut at open, the journal goes on at that position; never refused as a
+ * segment of an unknown format. */
+static void test_cut_header_is_torn(void)
+{
+    static const unsigned char heads[][12] = {
+        {0, 0, 0, 0, 2, 0, 0, 0, 0x21, 0x7a, 0, 0},
+        {'C', 'B', 'J', 'F', 0, 0, 0, 0, 0, 0, 0, 0},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        make_dir();
+        char err[256] = "", path[512];
+        snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+        write_bytes(path, heads[k], sizeof heads[k]);
+        struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        struct cb_journal_stats js;
+        cb_journal_get_stats(j, &js);
+        CU_ASSERT_EQUAL(js.torn_records, 1);
+        CU_ASSERT_EQUAL(js.next_pos, 1);
+        CU_ASSERT_EQUAL(append_n(j, 1, 2), 0);
+        struct seen *s = reopen_replay(j, 0, &j);
+        CU_ASSERT_EQUAL(s->n, 2);
+        cb_journal_close(j);
+        free(s);
+        remove_dir();
+    }
 }
 
 /* A topic's id means something only in its segment: records of five topics
@@ -848,6 +885,9 @@ void cb_test_suite_journal(void)
                 test_format1_segments_replay);
     CU_add_test(s, "journal: a segment of a newer format is refused, not cut",
                 test_newer_format_refused);
+    CU_add_test(s, "journal: a segment header cut short by a kill reads as a torn record, not "
+                   "as an unknown format",
+                test_cut_header_is_torn);
     CU_add_test(s, "journal: topic ids hold per segment, across rotations and a crash copy "
                    "of the open segment",
                 test_topic_ids_per_segment);
