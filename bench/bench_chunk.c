@@ -15,7 +15,11 @@
  *                                     480): blob bytes / samples. decimal
  *                                     falls back to gorilla in a chunk it
  *                                     cannot scale; best is CB_CHUNK_AUTO
- *                                     (the smallest of the three, per chunk)
+ *                                     (encoded once: DECIMAL when the values
+ *                                     scale, else GORILLA, RAW when smaller)
+ *   chunk_city_bytes_per_sample_tried_all_N   the smallest of the three per
+ *                                     chunk (what AUTO chose before it
+ *                                     encoded once), and AUTO's excess
  *   chunk_city_int_coding_K           the decimal chunks of 120 with their
  *                                     scaled integers coded otherwise: K =
  *                                     varint (zig-zag LEB128 of ts delta of
@@ -310,6 +314,7 @@ static struct dataset *load_generated(int hours)
 struct tally {
     uint64_t samples, chunks;
     uint64_t raw, gorilla, decimal, best; /* bytes; decimal falls back to gorilla */
+    uint64_t tried;                       /* the smallest of the three per chunk */
     uint64_t decimal_chunks;              /* chunks DECIMAL could scale */
     uint64_t best_codec[4];               /* chunks AUTO gave each codec */
 };
@@ -332,6 +337,8 @@ static void tally_chunk(struct tally *t, const struct cb_chunk_point *pts, size_
     t->decimal_chunks += dec > 0;
     t->best += (uint64_t)best;
     t->best_codec[buf[0] & 3]++;
+    long least = raw < gor ? raw : gor;
+    t->tried += (uint64_t)(dec > 0 && dec < least ? dec : least);
 }
 
 static double per(uint64_t bytes, uint64_t samples)
@@ -509,6 +516,11 @@ static void print_sizes(const char *name, const struct tally tl[NSIZES])
                (unsigned long long)tl[z].best_codec[CB_CHUNK_DECIMAL],
                (unsigned long long)tl[z].best_codec[CB_CHUNK_GORILLA],
                (unsigned long long)tl[z].best_codec[CB_CHUNK_RAW]);
+    for (size_t z = 0; z < NSIZES; z++)
+        printf("chunk_%s_bytes_per_sample_tried_all_%zu %.3f (the smallest of the three per "
+               "chunk, which AUTO chose before it encoded once: %+.2f %%)\n",
+               name, chunk_sizes[z], per(tl[z].tried, tl[z].samples),
+               100.0 * ((double)tl[z].best / (double)tl[z].tried - 1.0));
 }
 
 /* ---- speed --------------------------------------------------------------------------------- */

@@ -20,6 +20,8 @@
 #      Paho's receive thread, cb-store the SQLite writer, citybrain the libuv
 #      loop) and the committed row counter; again 5 seconds before the
 #      publisher ends. Figures are per committed sample over that window.
+#      The journal's segments are listed too: journal bytes per sample is
+#      their growth over the window (journal_growth).
 #      write_bytes counts a page of the page cache when it is dirtied;
 #      cancelled_write_bytes the dirty pages dropped before the kernel wrote
 #      them (a journal segment deleted first): the difference is what is
@@ -117,7 +119,25 @@ snapshot() {
     awk -v hz="$(getconf CLK_TCK)" '{ printf "cpu_total %.3f\n", ($14 + $15) / hz }' "/proc/$1/stat"
     echo "committed $(committed)"
     echo "time $(now)"
+    # the journal's segments (`journal_seg NAME BYTES`), for journal_growth
+    for f in "$(dirname "$2")"/cb.db.journal/*.seg; do
+      [ -e "$f" ] && echo "journal_seg $(basename "$f") $(stat -c %s "$f")"
+    done
   } > "$2"
+}
+# journal_growth A B: bytes the journal's segments grew from snapshot A to
+# B. A segment gone at B (released once committed) was the active one at A
+# or a closed one: a closed segment no longer grows; the active one grew to
+# about storage.journal_segment (64 MiB, the default the engines run with)
+# before it rotated. Segments new at B count whole. The zeroed room grown
+# ahead of the records (at most 16 KB) is counted as written.
+journal_growth() {
+  awk -v seg=$((64 << 20)) 'FNR == NR && $1 == "journal_seg" { a[$2] = $3; last = $2 > last ? $2 : last }
+    FNR != NR && $1 == "journal_seg" { b[$2] = $3 }
+    END { g = 0
+          for (k in b) g += b[k] - (k in a ? a[k] : 0)
+          if (last != "" && !(last in b)) g += seg - a[last]
+          printf "%.0f\n", g }' "$1" "$2"
 }
 # delta A B KEY: B's KEY minus A's.
 delta() { awk -v k="$3" 'FNR == NR && $1 == k { a = $2 } FNR != NR && $1 == k { b = $2 } END { printf "%.6f\n", b - a }' "$1" "$2"; }
@@ -191,6 +211,7 @@ steady_run() {
     echo "write_bytes_per_sample $(per "$(delta "$dir/s0" "$dir/s1" write_bytes)" "$n" 1)"
     echo "disk_bytes_per_sample $(per "$(awk -v w="$(delta "$dir/s0" "$dir/s1" write_bytes)" \
       -v c="$(delta "$dir/s0" "$dir/s1" cancelled_write_bytes)" 'BEGIN { print w - c }')" "$n" 1)"
+    echo "journal_bytes_per_sample $(per "$(journal_growth "$dir/s0" "$dir/s1")" "$n" 1)"
     echo "wchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" wchar)" "$n" 1)"
     echo "rchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" rchar)" "$n" 1)"
     echo "syscw_per_sample $(per "$(delta "$dir/s0" "$dir/s1" syscw)" "$n" 1)"
@@ -270,6 +291,7 @@ bname=${BASE_REF:+citybrain $BASE_REF}
 label="steady state, $SERIES series with ${HISTORY} s of history, 1 sample/series/s, QoS 1"
 for f in "write_bytes_per_sample|bytes written per sample (/proc/PID/io write_bytes)|≤ 64" \
          "disk_bytes_per_sample|bytes bound for the disk per sample (write_bytes - cancelled_write_bytes)|" \
+         "journal_bytes_per_sample|journal bytes per sample (growth of its segments)|" \
          "wchar_per_sample|bytes handed to write(2) per sample (wchar)|" \
          "syscw_per_sample|write system calls per sample (syscw)|" \
          "thread_cb-store_us_per_sample|writer (cb-store thread) CPU µs per sample|≤ 1" \

@@ -24,8 +24,8 @@
  *
  * Every finite double round-trips exactly through every codec that accepts
  * it (DECIMAL refuses a chunk it cannot scale: -0.0, subnormals, 1e300, more
- * than CB_CHUNK_MAX_DECIMALS decimals; CB_CHUNK_AUTO then takes the smaller
- * of GORILLA and RAW). */
+ * than CB_CHUNK_MAX_DECIMALS decimals; CB_CHUNK_AUTO then takes GORILLA, or
+ * RAW when GORILLA's blob would be longer). */
 #ifndef CB_STORAGE_CHUNK_H
 #define CB_STORAGE_CHUNK_H
 
@@ -76,9 +76,10 @@ size_t cb_chunk_bound(size_t n);
 int cb_chunk_decimal_scale(const struct cb_chunk_point *pts, size_t n);
 
 /* Encodes pts[0..n) into out (cap bytes; cb_chunk_bound(n) always suffices)
- * with `codec`, or with CB_CHUNK_AUTO the smallest blob of DECIMAL (when the
- * values scale), GORILLA and RAW (so a blob never exceeds 16 bytes a sample
- * plus its header). Timestamps must be strictly increasing: two samples with
+ * with `codec`, or with CB_CHUNK_AUTO one codec chosen from a scan of the
+ * values, encoded once: DECIMAL when every value scales, else GORILLA, and
+ * RAW when that blob would be longer than RAW's (so a blob never exceeds 16
+ * bytes a sample plus its header). Timestamps must be strictly increasing: two samples with
  * the same ts are refused (CB_CHUNK_EORDER), not merged, because the store
  * keeps one sample per (series, ts) and the caller decides which one. Values
  * must be finite. Returns the blob's length (> 0), or a negative

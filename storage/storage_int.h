@@ -75,6 +75,18 @@ static inline int64_t storage__bucket(int64_t ts, int64_t width)
     return q * width;
 }
 
+/* Bytes of v as an unsigned LEB128 varint (the journal's records, the
+ * chunk codec's headers). */
+static inline size_t storage__uvarint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
 /* cb_store_open with the schema migrated only up to target_version (tests of
  * migrations: a store at an older version); see storage.h for the rest. */
 struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observer)(double),

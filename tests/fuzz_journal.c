@@ -12,8 +12,12 @@
  * so appends roll over to new ones.
  *
  * Seeds are real segments written by the journal's own code: run the binary
- * with CB_FUZZ_JOURNAL_SEEDS=DIR to write them (tests/fuzz/corpus/journal
- * holds the ones it wrote). */
+ * with CB_FUZZ_JOURNAL_SEEDS=DIR to write them (format2-segments-*.bin in
+ * tests/fuzz/corpus/journal). The format 1 seeds (format1-*.bin) were
+ * written by the release before the compact records (74dafe1) and are kept:
+ * old segments must stay readable, so their reader is fuzzed too, and so is a
+ * journal holding both formats (a format 1 segment is never appended to; the
+ * appends below go to a new format 2 one). */
 #include "storage/storage.h"
 
 #include <dirent.h>
@@ -86,7 +90,7 @@ static int write_seeds(const char *out)
         if (n < 0)
             return -1;
         char path[320];
-        snprintf(path, sizeof path, "%s/segments-%d.bin", out, counts[c]);
+        snprintf(path, sizeof path, "%s/format2-segments-%d.bin", out, counts[c]);
         FILE *f = fopen(path, "wb");
         if (!f)
             return -1;

@@ -169,12 +169,12 @@ static void test_rotation_release(void)
 {
     make_dir();
     char err[256];
-    /* about 70-byte records: a few per 256-byte segment */
+    /* about 45-byte records: a few per 256-byte segment */
     struct cb_journal *j = cb_journal_open(dir, 256, 0, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(j);
     CU_ASSERT_EQUAL(append_n(j, 1, 100), 0);
     size_t segs = count_segments();
-    CU_ASSERT(segs >= 20);
+    CU_ASSERT(segs >= 15);
     struct cb_journal_stats js;
     cb_journal_get_stats(j, &js);
     CU_ASSERT_EQUAL(js.segments, segs);
@@ -305,14 +305,33 @@ static void test_unusable_dir(void)
     CU_ASSERT(strstr(err, "cannot create the directory") != NULL);
 }
 
-/* Bytes of the records append_n writes for positions [first, first + n). */
+static size_t uvarint_bytes(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Bytes of the records append_n writes for positions [first, first + n)
+ * into one new segment (docs/storage.md, "The record format"): the segment
+ * header, then per record its length, crc and body; every topic is new. */
 static long record_bytes(int first, int n)
 {
-    long total = 0;
+    long total = 8;
+    int64_t last = 0;
     for (int i = first; i < first + n; i++) {
         char t[32], p[64];
-        total += 32 + snprintf(t, sizeof t, "city/d%02d/river/s%d", i % 7, i) +
-                 snprintf(p, sizeof p, "{\"level\":%d.5}", i);
+        int tl = snprintf(t, sizeof t, "city/d%02d/river/s%d", i % 7, i);
+        int pl = snprintf(p, sizeof p, "{\"level\":%d.5}", i);
+        int64_t d = 1000 + i - last;
+        last = 1000 + i;
+        size_t body = 1 + uvarint_bytes((uint64_t)(d < 0 ? -2 * d - 1 : 2 * d)) +
+                      uvarint_bytes((uint64_t)(i - first)) + uvarint_bytes((uint64_t)tl) +
+                      (size_t)tl + (size_t)pl;
+        total += (long)(uvarint_bytes(body) + 4 + body);
     }
     return total;
 }
@@ -563,6 +582,274 @@ static void test_modes(void)
     remove_dir();
 }
 
+/* Reads the whole file at path into a malloc'd buffer; *len its size. */
+static unsigned char *slurp(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    *len = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (*len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (b = malloc((size_t)*len + 1)) && fread(b, 1, (size_t)*len, f) != (size_t)*len) {
+        free(b);
+        b = NULL;
+    }
+    if (f)
+        fclose(f);
+    return b;
+}
+
+/* The record format byte by byte (docs/storage.md, "The record format"):
+ * the segment header, a first record defining topic 0 with its text, and a
+ * second record of the same topic carrying only its id: 13 bytes for a
+ * 5-byte payload. */
+static void test_record_layout(void)
+{
+    make_dir();
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    const char *t = "city/d01/river/s001";
+    uint64_t pos = 0;
+    CU_ASSERT_EQUAL(cb_journal_append(j, t, 19, "1.625", 5, 1733356800000, &pos), 0);
+    CU_ASSERT_EQUAL(cb_journal_append(j, t, 19, "1.630", 5, 1733356800007, &pos), 0);
+    CU_ASSERT_EQUAL(cb_journal_append(j, t, 19, "1.620", 5, 1733356799999, &pos), 0);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    cb_journal_close(j);
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    long len;
+    unsigned char *b = slurp(path, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    /* header, first record (1 + 4 + 1 + 6 + 1 + 1 + 19 + 5), two of 13 */
+    CU_ASSERT_EQUAL(len, 8 + 38 + 13 + 13);
+    CU_ASSERT_EQUAL(js.bytes, (uint64_t)len);
+    CU_ASSERT_EQUAL_FATAL(len, 72);
+    CU_ASSERT(!memcmp(b, "CBJF\2\0\0\0", 8));
+    const unsigned char *r = b + 8;
+    CU_ASSERT_EQUAL(r[0], 33);   /* body length */
+    CU_ASSERT_EQUAL(r[5], 0x01); /* flags: defines a topic */
+    /* zig-zag arrival against 0: 2 x 1733356800000 in 6 varint bytes */
+    uint64_t zz = 0;
+    for (int i = 0; i < 6; i++)
+        zz |= (uint64_t)(r[6 + i] & 0x7F) << (7 * i);
+    CU_ASSERT_EQUAL(zz, 2 * 1733356800000ull);
+    CU_ASSERT_EQUAL(r[12], 0);  /* id 0 */
+    CU_ASSERT_EQUAL(r[13], 19); /* its text */
+    CU_ASSERT(!memcmp(r + 14, t, 19));
+    CU_ASSERT(!memcmp(r + 33, "1.625", 5));
+    r += 38;
+    static const unsigned char second[] = {8, 0x00, 14, 0, '1', '.', '6', '3', '0'};
+    CU_ASSERT_EQUAL(r[0], second[0]);
+    CU_ASSERT(!memcmp(r + 5, second + 1, 8)); /* flags 0, +7 ms, id 0, payload */
+    r += 13;
+    CU_ASSERT_EQUAL(r[6], 15); /* -8 ms, zig-zag */
+    free(b);
+    remove_dir();
+}
+
+/* Copies the files of the directory src into dir (the test's). */
+static void copy_dir(const char *src)
+{
+    DIR *d = opendir(src);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char from[512], to[512];
+        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+        CU_ASSERT(copy_file(from, to) >= 0);
+    }
+    closedir(d);
+}
+
+/* tests/journal/format1 is a journal written by the release before the
+ * compact records (74dafe1's journal.c: 30 of append_n's records in 1024-byte
+ * segments, the open one copied as a kill -9 leaves it, with its zeroed
+ * room). After the upgrade every record replays with its topic, payload and
+ * arrival; appends go on at position 31 in a new format 2 segment, and the
+ * old segments are released once committed. */
+static void test_format1_segments_replay(void)
+{
+    make_dir();
+    copy_dir(CB_SOURCE_DIR "/tests/journal/format1");
+    char err[256], path[512];
+    struct cb_journal *j = cb_journal_open(dir, 1024, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
+    CU_ASSERT_EQUAL_FATAL(s->n, 30);
+    int same = 1;
+    for (int i = 1; i <= 30; i++) {
+        char t[32], p[64];
+        snprintf(t, sizeof t, "city/d%02d/river/s%d", i % 7, i);
+        snprintf(p, sizeof p, "{\"level\":%d.5}", i);
+        same &= s->pos[i - 1] == (uint64_t)i && !strcmp(s->topic[i - 1], t) &&
+                !strcmp(s->payload[i - 1], p) && s->arrival[i - 1] == 1000 + i;
+    }
+    CU_ASSERT(same);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT_EQUAL(js.torn_records, 0);
+    CU_ASSERT_EQUAL(js.next_pos, 31);
+    CU_ASSERT_EQUAL(append_n(j, 31, 2), 0);
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 31);
+    long len;
+    unsigned char *b = slurp(path, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT(len >= 8 && !memcmp(b, "CBJF\2\0\0\0", 8));
+    free(b);
+    free(s);
+    s = reopen_replay(j, 0, &j);
+    CU_ASSERT_EQUAL(s->n, 32);
+    CU_ASSERT_STRING_EQUAL(s->topic[16], "city/d03/river/s17");
+    CU_ASSERT_STRING_EQUAL(s->payload[31], "{\"level\":32.5}");
+    CU_ASSERT_EQUAL(cb_journal_release(j, 30), 0);
+    CU_ASSERT_EQUAL(count_segments(), 1);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
+/* Writes a file of the n bytes at b (a segment as something left it). */
+static void write_bytes(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* A segment whose header names a format this release does not know (a
+ * newer one's) is not cut as if torn: open refuses with the reason. */
+static void test_newer_format_refused(void)
+{
+    make_dir();
+    char err[256] = "", path[512];
+    snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+    write_bytes(path, "CBJF\3\0\0\0\x05\x01\x02\x03", 12);
+    struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+    CU_ASSERT_PTR_NULL(j);
+    CU_ASSERT(strstr(err, "segment format 3") != NULL);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_size, 12);
+    cb_journal_close(j);
+    remove_dir();
+}
+
+/* A kill while the first record of a segment was being stored can leave its
+ * header cut short: the format stored, not yet the magic (stored last), or
+ * even the magic with no format (damage). Either reads as a torn record:
+ * cut at open, the journal goes on at that position; never refused as a
+ * segment of an unknown format. */
+static void test_cut_header_is_torn(void)
+{
+    static const unsigned char heads[][12] = {
+        {0, 0, 0, 0, 2, 0, 0, 0, 0x21, 0x7a, 0, 0},
+        {'C', 'B', 'J', 'F', 0, 0, 0, 0, 0, 0, 0, 0},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        make_dir();
+        char err[256] = "", path[512];
+        snprintf(path, sizeof path, "%s/%020d.seg", dir, 1);
+        write_bytes(path, heads[k], sizeof heads[k]);
+        struct cb_journal *j = cb_journal_open(dir, 1 << 20, 0, err, sizeof err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        struct cb_journal_stats js;
+        cb_journal_get_stats(j, &js);
+        CU_ASSERT_EQUAL(js.torn_records, 1);
+        CU_ASSERT_EQUAL(js.next_pos, 1);
+        CU_ASSERT_EQUAL(append_n(j, 1, 2), 0);
+        struct seen *s = reopen_replay(j, 0, &j);
+        CU_ASSERT_EQUAL(s->n, 2);
+        cb_journal_close(j);
+        free(s);
+        remove_dir();
+    }
+}
+
+/* A topic's id means something only in its segment: records of five topics
+ * across many small segments, a crash copy of the open one reopened (its
+ * dictionary rebuilt from the records) and appended to, all replay with the
+ * right topics; a record of a known topic costs no topic text. */
+static void test_topic_ids_per_segment(void)
+{
+    make_dir();
+    char err[256], src[512], cdir[128], dst[512];
+    struct cb_journal *j = cb_journal_open(dir, 512, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    uint64_t pos = 0;
+    int ok = 1;
+    for (int i = 0; i < 200; i++) {
+        char t[32], p[16];
+        int tl = snprintf(t, sizeof t, "city/d0%d/air/s%03d", i % 5, i % 5);
+        int pl = snprintf(p, sizeof p, "%d", i);
+        ok &= cb_journal_append(j, t, (size_t)tl, p, (size_t)pl, 5000 + i * 100, &pos) == 0;
+    }
+    CU_ASSERT(ok);
+    struct cb_journal_stats js;
+    cb_journal_get_stats(j, &js);
+    CU_ASSERT(js.segments > 5);
+    /* 200 records: each segment defines its topics once, the rest are ids */
+    CU_ASSERT(js.bytes < 200 * 14 + js.segments * (8 + 5 * 19));
+    /* the open segment as a kill -9 leaves it */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char last[256] = "";
+    while (d && (e = readdir(d)))
+        if (strstr(e->d_name, ".seg") && strcmp(e->d_name, last) > 0)
+            snprintf(last, sizeof last, "%s", e->d_name);
+    if (d)
+        closedir(d);
+    snprintf(src, sizeof src, "%s/%s", dir, last);
+    snprintf(cdir, sizeof cdir, "%s/crash", dir);
+    snprintf(dst, sizeof dst, "%s/%s", cdir, last);
+    CU_ASSERT_EQUAL_FATAL(mkdir(cdir, 0700), 0);
+    CU_ASSERT(copy_file(src, dst) > 0);
+    cb_journal_close(j);
+    struct cb_journal *c = cb_journal_open(cdir, 512, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    struct cb_journal_stats before, after;
+    cb_journal_get_stats(c, &before);
+    CU_ASSERT_EQUAL(before.next_pos, 201);
+    CU_ASSERT_EQUAL(cb_journal_append(c, "city/d04/air/s004", 17, "200", 3, 25000, &pos), 0);
+    CU_ASSERT_EQUAL(pos, 201);
+    cb_journal_get_stats(c, &after);
+    /* the topic is in the rebuilt dictionary (or the segment rotated) */
+    CU_ASSERT(after.bytes - before.bytes <= 14 || after.segments > before.segments);
+    struct seen *s = calloc(1, sizeof *s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    cb_journal_close(c);
+    c = cb_journal_open(cdir, 512, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(replay_all(c, s), 0);
+    CU_ASSERT(s->n >= 2);
+    CU_ASSERT_EQUAL(s->pos[s->n - 1], 201);
+    CU_ASSERT_STRING_EQUAL(s->topic[s->n - 1], "city/d04/air/s004");
+    CU_ASSERT_EQUAL(s->arrival[s->n - 1], 25000);
+    cb_journal_close(c);
+    /* the whole journal: every record with its own topic and arrival */
+    j = cb_journal_open(dir, 512, 0, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_EQUAL(replay_all(j, s), 0);
+    CU_ASSERT_EQUAL_FATAL(s->n, 200);
+    int same = 1;
+    for (int i = 0; i < 200; i++) {
+        char t[32], p[16];
+        snprintf(t, sizeof t, "city/d0%d/air/s%03d", i % 5, i % 5);
+        snprintf(p, sizeof p, "%d", i);
+        same &= !strcmp(s->topic[i], t) && !strcmp(s->payload[i], p) &&
+                s->arrival[i] == 5000 + i * 100;
+    }
+    CU_ASSERT(same);
+    cb_journal_close(j);
+    free(s);
+    remove_dir();
+}
+
 void cb_test_suite_journal(void)
 {
     CU_pSuite s = CU_add_suite("journal", NULL, NULL);
@@ -590,4 +877,18 @@ void cb_test_suite_journal(void)
     CU_add_test(s, "journal: a failed append (disk full) leaves nothing behind; the next one "
                    "takes the same position",
                 test_failed_append_leaves_nothing);
+    CU_add_test(s, "journal: a record is a varint length, a crc, flags, the arrival as a delta "
+                   "and the topic's id: 13 bytes for a 5-byte payload of a topic seen before",
+                test_record_layout);
+    CU_add_test(s, "journal: segments of the previous release (format 1) replay after an "
+                   "upgrade and appends go on in a new segment",
+                test_format1_segments_replay);
+    CU_add_test(s, "journal: a segment of a newer format is refused, not cut",
+                test_newer_format_refused);
+    CU_add_test(s, "journal: a segment header cut short by a kill reads as a torn record, not "
+                   "as an unknown format",
+                test_cut_header_is_torn);
+    CU_add_test(s, "journal: topic ids hold per segment, across rotations and a crash copy "
+                   "of the open segment",
+                test_topic_ids_per_segment);
 }
