@@ -120,11 +120,9 @@ struct cb_api_prom_series {
 };
 typedef int (*cb_api_prom_series_fn)(void *fctx, const struct cb_api_prom_series *s);
 typedef int (*cb_api_prom_sample_fn)(void *fctx, int64_t ts, double v);
-/* count, sum, min, max and last of one series' samples over a range. */
-struct cb_api_prom_agg {
-    uint64_t count;
-    double sum, min, max, last;
-};
+/* A row of a rollup tier (storage.h), for prom_rows. */
+struct cb_tier_row;
+typedef int (*cb_api_prom_row_fn)(void *fctx, const struct cb_tier_row *row);
 
 /* One live alert instance for the ALERTS series: its rule, severity name,
  * whether it fires (0: pending), since when (ms) and its labels. */
@@ -228,11 +226,14 @@ struct cb_api_provider {
     int (*prom_series)(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx);
     int (*prom_samples)(void *ctx, void *reader, const char *topic, const char *metric,
                         int64_t from, int64_t to, cb_api_prom_sample_fn fn, void *fctx);
-    /* Optional (NULL: raw samples always): *out over from <= ts <= to of
-     * one series, the whole minutes inside from the 1-minute rollup tier.
-     * 0, or -1 on a read error. */
-    int (*prom_aggregate)(void *ctx, void *reader, const char *topic, const char *metric,
-                          int64_t from, int64_t to, struct cb_api_prom_agg *out);
+    /* Optional (NULL: raw samples always): the rows of one series with
+     * samples in from <= ts <= to, each from the coarsest tier that holds
+     * it whole (promql.h, struct promql_source's `rows`), and in *raw_first
+     * the series' oldest raw sample (INT64_MAX: none). 0, or -1 on a read
+     * error. */
+    int (*prom_rows)(void *ctx, void *reader, const char *topic, const char *metric,
+                     int64_t from, int64_t to, cb_api_prom_row_fn fn, void *fctx,
+                     int64_t *raw_first);
     /* Calls emit for every stored transition with seq > after_seq, in seq
      * order, at most `limit`. Returns 0, or -1 on a read error. */
     int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,

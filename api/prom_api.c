@@ -265,7 +265,17 @@ static void render_result(struct cb_strbuf *out, const struct promql_result *r)
         }
         cb_strbuf_putc(out, ']');
     }
-    cb_strbuf_puts(out, "}}");
+    cb_strbuf_putc(out, '}');
+    if (r->nwarnings) {
+        cb_strbuf_puts(out, ",\"warnings\":[");
+        for (size_t i = 0; i < r->nwarnings; i++) {
+            if (i)
+                cb_strbuf_putc(out, ',');
+            cb_strbuf_json_string(out, r->warnings[i], strlen(r->warnings[i]));
+        }
+        cb_strbuf_putc(out, ']');
+    }
+    cb_strbuf_putc(out, '}');
 }
 
 /* ---- the series catalog: the one place series are found ---- */
@@ -419,30 +429,18 @@ static int src_samples(void *ctx, const void *ref, int64_t from, int64_t to, pro
     return 0;
 }
 
-static int src_aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
-                         struct promql_tier_agg *out, char *err, size_t errlen)
+static int src_rows(void *ctx, const void *ref, int64_t from, int64_t to, promql_row_fn fn,
+                    void *fctx, int64_t *raw_first, char *err, size_t errlen)
 {
     struct src_ctx *s = ctx;
     const struct entry *e = ref;
-    memset(out, 0, sizeof *out);
-    if (e->alert) { /* ALERTS: the samples src_samples makes, counted */
-        int64_t a = e->alert->since, now = s->cat->job->now;
-        if (a < from)
-            a += (from - a + ALERTS_EVERY_MS - 1) / ALERTS_EVERY_MS * ALERTS_EVERY_MS;
-        int64_t b = to < now ? to : now;
-        if (a <= b)
-            out->count = (uint64_t)((b - a) / ALERTS_EVERY_MS + 1);
-        out->sum = (double)out->count;
-        out->min = out->max = out->last = 1;
-        return 0;
-    }
+    if (e->alert)
+        return 1; /* ALERTS has no tiers: its samples */
     const struct cb_api_provider *p = &s->api->prov;
-    struct cb_api_prom_agg a;
-    if (p->prom_aggregate(p->ctx, s->reader, e->topic, e->metric, from, to, &a) < 0) {
+    if (p->prom_rows(p->ctx, s->reader, e->topic, e->metric, from, to, fn, fctx, raw_first) < 0) {
         snprintf(err, errlen, "reading the rollups of %s %s failed", e->topic, e->metric);
         return -1;
     }
-    *out = (struct promql_tier_agg){a.count, a.sum, a.min, a.max, a.last};
     return 0;
 }
 
@@ -463,7 +461,7 @@ static int run_query(struct cb_api *api, void *reader, struct job *j, struct cat
     }
     struct src_ctx sc = {api, reader, cat};
     struct promql_source src = {&sc, src_each, src_samples,
-                                api->prov.prom_aggregate ? src_aggregate : NULL, 0};
+                                api->prov.prom_rows ? src_rows : NULL, 0};
     struct promql_result res;
     const char *kind = "internal";
     int range = j->ep == EP_RANGE;

@@ -554,7 +554,7 @@ int main(int argc, char **argv)
     pp.reader_close = daemon_p.reader_close;
     pp.prom_series = daemon_p.prom_series;
     pp.prom_samples = daemon_p.prom_samples;
-    pp.prom_aggregate = daemon_p.prom_aggregate;
+    pp.prom_rows = daemon_p.prom_rows;
     pp.prom_alerts = daemon_p.prom_alerts;
     struct cb_config cfg3;
     cb_config_defaults(&cfg3);

@@ -817,18 +817,16 @@ static int prom_samples(void *ctx, void *reader, const char *topic, const char *
                               prom_sample_row, &c);
 }
 
-/* count/sum/min/max/last over from <= ts <= to: raw samples at the edges,
- * the 1-minute rollups for the whole minutes inside (storage's aggregate). */
-static int prom_aggregate(void *ctx, void *reader, const char *topic, const char *metric,
-                          int64_t from, int64_t to, struct cb_api_prom_agg *out)
+/* The tier rows of one series with samples in from <= ts <= to (storage's
+ * rows over [from, to + 1)). */
+static int prom_rows(void *ctx, void *reader, const char *topic, const char *metric,
+                     int64_t from, int64_t to, cb_api_prom_row_fn fn, void *fctx,
+                     int64_t *raw_first)
 {
     (void)ctx;
     struct readers *r = reader;
-    struct cb_bucket b;
-    if (cb_store_query_aggregate(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, &b))
-        return -1;
-    *out = (struct cb_api_prom_agg){b.count, b.sum, b.min, b.max, b.last};
-    return 0;
+    return cb_store_query_rows(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, fn,
+                               fctx, raw_first);
 }
 
 /* A refused read (or a department's try outside its scope) in the audit
@@ -875,5 +873,5 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->prom_alerts = prom_alerts;
     p->prom_series = prom_series;
     p->prom_samples = prom_samples;
-    p->prom_aggregate = prom_aggregate;
+    p->prom_rows = prom_rows;
 }
