@@ -946,10 +946,16 @@ int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char
         derived_in_snapshot(r, &d1m, &d1h);
         *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
         int64_t m0 = series_int(r, bq_sql[BQ_1M_FIRST], id, INT64_MAX, &failed);
+        int64_t h0 = series_int(r, "SELECT min(first_ts) FROM rollup_1h WHERE series_id = ?1",
+                                id, INT64_MAX, &failed);
         if (failed)
             goto out;
-        /* 1h rows only for the hours the 1-minute tier no longer holds */
-        int64_t hcut = min64(m0 == INT64_MAX ? d1h : ceil_to(m0, STORAGE_HOUR_MS), d1h);
+        /* 1h rows only for the hours the 1-minute tier no longer holds (whole:
+         * the hour where 1-minute retention cut too) */
+        int64_t hcut = m0 == INT64_MAX ? d1h
+                       : h0 < m0       ? ceil_to(m0, STORAGE_HOUR_MS)
+                                       : floor_to(m0, STORAGE_HOUR_MS);
+        hcut = min64(hcut, d1h);
         int64_t mfrom = max64(hcut, floor_to(from, STORAGE_MINUTE_MS));
         int64_t rawfrom = max64(max64(d1m, hcut), from);
         int s = tier_rows(r, ROWS_SQL("rollup_1h"), id, floor_to(from, STORAGE_HOUR_MS),
