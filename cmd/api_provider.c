@@ -818,15 +818,20 @@ static int prom_samples(void *ctx, void *reader, const char *topic, const char *
 }
 
 /* The tier rows of one series with samples in from <= ts <= to (storage's
- * rows over [from, to + 1)). */
+ * rows over [from, to + 1)). Where raw samples begin is taken from
+ * storage.retention.raw (now minus it; none past retention when it is 0),
+ * not asked of the store: the oldest raw sample of a series costs a scan of
+ * the samples' open head. */
 static int prom_rows(void *ctx, void *reader, const char *topic, const char *metric,
                      int64_t from, int64_t to, cb_api_prom_row_fn fn, void *fctx,
                      int64_t *raw_first)
 {
-    (void)ctx;
+    struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
+    int64_t keep = d->cfg->storage_retention_raw_ms;
+    *raw_first = keep > 0 ? cb_wall_ms() - keep : INT64_MIN;
     return cb_store_query_rows(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, fn,
-                               fctx, raw_first);
+                               fctx, NULL);
 }
 
 /* A refused read (or a department's try outside its scope) in the audit

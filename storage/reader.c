@@ -932,7 +932,8 @@ int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char
                                   "ORDER BY ts";
     struct series_list l = {0};
     int rc = -1, failed = 0;
-    *raw_first = INT64_MAX;
+    if (raw_first)
+        *raw_first = INT64_MAX;
     if (!topic || !metric) {
         snprintf(r->err, sizeof r->err, "rows need a topic and a metric");
         return -1;
@@ -944,7 +945,8 @@ int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char
     if (l.n == 1) {
         int64_t id = l.v[0].id, d1m, d1h;
         derived_in_snapshot(r, &d1m, &d1h);
-        *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
+        if (raw_first) /* the samples table's head makes this cost a scan: asked for only */
+            *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
         int64_t m0 = series_int(r, bq_sql[BQ_1M_FIRST], id, INT64_MAX, &failed);
         int64_t h0 = series_int(r, "SELECT min(first_ts) FROM rollup_1h WHERE series_id = ?1",
                                 id, INT64_MAX, &failed);

@@ -219,12 +219,14 @@ struct cb_tier_row {
 typedef int (*cb_tier_row_fn)(void *ctx, const struct cb_tier_row *row);
 /* The samples of one series with from <= ts < to as rows of the coarsest
  * tier that holds them whole, in time order, never overlapping: 1-hour rows
- * for the hours the 1-minute tier no longer holds (below the first whole hour
- * of its oldest row), 1-minute rows from there to where that tier is derived
- * (a row goes out from the bucket that holds `from` up to the last one that
- * starts before `to`, so it may reach past either end), raw samples after. *raw_first gets the series' oldest raw
- * sample (INT64_MAX when none): rows before it hold what raw retention has
- * deleted. fn returns non-zero to stop. */
+ * for the hours the 1-minute tier no longer holds (whole hours: the hour
+ * where 1-minute retention cut is read from the 1-hour row), 1-minute rows
+ * from there to where that tier is derived, raw samples after. A row goes
+ * out from the bucket that holds `from` up to the last one that starts
+ * before `to`, so it may reach past either end. *raw_first (when raw_first
+ * is not NULL: it costs a scan of the samples' open head) gets the series'
+ * oldest raw sample (INT64_MAX when none): rows before it hold what raw
+ * retention has deleted. fn returns non-zero to stop. */
 int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char *metric,
                         int64_t from, int64_t to, cb_tier_row_fn fn, void *ctx,
                         int64_t *raw_first);
