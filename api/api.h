@@ -51,7 +51,19 @@ struct cb_api_alert_filter {
     const char *state;
     const char *severity;
     const char *rule;
+    /* A department's scope (NULL: none): the provider renders only the
+     * instances for which keep(keep_ctx, rule, label names, values, n) says
+     * 1, so a department's answer costs its alerts, not the city's. */
+    int (*keep)(const void *keep_ctx, const char *rule, const char *const *names,
+                const char *const *values, size_t n);
+    const void *keep_ctx;
 };
+
+/* Whether an alert provider should render instance t under filter f: 1
+ * unless f has a department's keep that refuses it (an instance with more
+ * labels than a judge reads is refused). */
+struct cb_transition;
+int cb_api_alert_kept(const struct cb_api_alert_filter *f, const struct cb_transition *t);
 
 /* GET /api/series: from <= ts < to, buckets of step_ms. api/ fills defaults
  * (to = now, from = to - 1h, step chosen for ~240 buckets, at least 1 s) and

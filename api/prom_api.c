@@ -50,6 +50,8 @@ struct job {
     size_t nalerts, alerts_cap;
     const struct api_scope *scope; /* a department's, NULL: the whole city */
     struct cb_api *api;            /* for the scope check of an alert (loop thread) */
+    struct api_judge judge;        /* a department's, while the alerts are copied */
+    int judge_ok;
     struct promql_arena arena; /* every string and array above */
 };
 
@@ -679,27 +681,19 @@ static int prom_run(struct cb_api *api, void *reader, void *arg, struct cb_strbu
  * instance as an ALERTS label set into the job's arena; out of memory leaves
  * it out (j->arena.oom then fails the request). */
 /* Whether a department may see the alert: the same judgement as for its
- * JSON elsewhere (api__scope_allows_alert), on {"rule","labels"}. */
+ * JSON elsewhere, by the job's judge (the rule set parsed once per request). */
 static int alert_in_scope(struct job *j, const struct cb_api_prom_alert *a)
 {
     if (!j->scope)
         return 1;
-    struct cb_strbuf b;
-    cb_strbuf_init(&b);
-    cb_strbuf_puts(&b, "{\"rule\":");
-    cb_strbuf_json_string(&b, a->rule, strlen(a->rule));
-    cb_strbuf_puts(&b, ",\"labels\":{");
+    const char *names[API_JUDGE_MAX_LABELS], *values[API_JUDGE_MAX_LABELS];
+    if (a->nlabels > API_JUDGE_MAX_LABELS)
+        return 0;
     for (size_t i = 0; i < a->nlabels; i++) {
-        if (i)
-            cb_strbuf_putc(&b, ',');
-        cb_strbuf_json_string(&b, a->labels[i].name, strlen(a->labels[i].name));
-        cb_strbuf_putc(&b, ':');
-        cb_strbuf_json_string(&b, a->labels[i].value, strlen(a->labels[i].value));
+        names[i] = a->labels[i].name;
+        values[i] = a->labels[i].value;
     }
-    cb_strbuf_puts(&b, "}}");
-    int ok = !b.oom && api__scope_allows_alert(j->api, j->scope, b.data, b.len);
-    cb_strbuf_free(&b);
-    return ok;
+    return j->judge_ok && api__judge_alert(&j->judge, a->rule, names, values, a->nlabels);
 }
 
 static void copy_alert(void *fctx, const struct cb_api_prom_alert *a)
@@ -904,8 +898,11 @@ void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len,
                     j->match[j->nmatch++] = job_str(j, ps.v[i].value);
         }
     }
-    if (!e && api->prov.prom_alerts)
+    if (!e && api->prov.prom_alerts) {
+        j->judge_ok = api__judge_init(api, scope, &j->judge) == 0;
         api->prov.prom_alerts(api->prov.ctx, copy_alert, j);
+        api__judge_free(&j->judge);
+    }
     if (!e && j->arena.oom)
         e = "out of memory";
     if (e) {

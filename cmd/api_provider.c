@@ -177,6 +177,8 @@ static void list_one(void *ctx, const struct cb_transition *t)
         return;
     if (c->f->rule && strcmp(c->f->rule, t->rule) != 0)
         return;
+    if (!cb_api_alert_kept(c->f, t))
+        return;
     if (c->n++)
         cb_strbuf_putc(c->out, ',');
     instance_json(t, c->out);
