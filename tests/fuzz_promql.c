@@ -1,6 +1,7 @@
 /* libFuzzer target: the PromQL parser (api/promql_parse.c) must never crash,
  * leak or misbehave on any query text; what it accepts is evaluated (an
- * instant and a range query, with and without the rollup tier) over a few
+ * instant query, a range query of raw samples and two of rollup rows, the
+ * older half past raw retention, at a whole-minute step and another) over a few
  * series in memory, and every value formatted. */
 #include "api/promql.h"
 
@@ -125,6 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run(&q, &raw, 300000, 300000, 1, 0);
     run(&q, &raw, 0, 600000, 37000, 1);
     run(&q, &tier, 0, 7200000, 60000, 1);
+    run(&q, &tier, 7000, 7200000, 90500, 1); /* past raw retention: approximations */
     promql_query_free(&q);
     return 0;
 }
