@@ -234,8 +234,11 @@ struct cb_api_provider {
     /* /api/v1 (both or neither; NULL: 501): calls fn for every series of
      * every sensor, in topic order (fn returns non-zero to stop), and for
      * the samples of one series with from <= ts <= to in time order.
+     * With `times` 0 the series' first_ts/last_ts may be INT64_MIN (a query
+     * does not need them; reading each series' newest sample costs).
      * Return 0, or -1 on a read error (the request answers 500). */
-    int (*prom_series)(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx);
+    int (*prom_series)(void *ctx, void *reader, int times, cb_api_prom_series_fn fn,
+                       void *fctx);
     int (*prom_samples)(void *ctx, void *reader, const char *topic, const char *metric,
                         int64_t from, int64_t to, cb_api_prom_sample_fn fn, void *fctx);
     /* Optional (NULL: raw samples always): the rows of one series with

@@ -373,7 +373,9 @@ static int catalog_build(struct cb_api *api, void *reader, struct job *job, stru
 {
     memset(c, 0, sizeof *c);
     c->job = job;
-    if (api->prov.prom_series(api->prov.ctx, reader, catalog_series, c) < 0 || c->arena.oom) {
+    int times = job->ep != EP_QUERY && job->ep != EP_RANGE; /* the listings filter by time */
+    if (api->prov.prom_series(api->prov.ctx, reader, times, catalog_series, c) < 0 ||
+        c->arena.oom) {
         snprintf(err, errlen, c->arena.oom ? "out of memory" : "reading the series failed");
         return -1;
     }

@@ -785,12 +785,15 @@ static int prom_sensor(void *ctx, const struct cb_sensor_info *s)
     return 0;
 }
 
-static int prom_series(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx)
+/* Every series; with `times` their last sample's time (a read per series),
+ * else only the sensor's first and last seen (one statement). */
+static int prom_series(void *ctx, void *reader, int times, cb_api_prom_series_fn fn, void *fctx)
 {
     struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
     struct prom_series_ctx c = {d->label_pattern, fn, fctx};
-    return cb_store_list_sensors(r->store, prom_sensor, &c);
+    return times ? cb_store_list_sensors(r->store, prom_sensor, &c)
+                 : cb_store_list_sensors_brief(r->store, prom_sensor, &c);
 }
 
 struct prom_samples_ctx {

@@ -977,3 +977,102 @@ out:
     return rc;
 #undef ROWS_SQL
 }
+
+/* ---- sensors and their metrics without their newest samples ------------------- */
+
+/* Where a metric's strings are in a sensor's text (0: none). */
+struct metric_at {
+    size_t metric, unit;
+};
+
+int cb_store_list_sensors_brief(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    struct cb_strbuf text; /* the current sensor's strings, each NUL-terminated */
+    struct cb_sensor_metric *m = NULL;
+    struct metric_at *at = NULL;
+    size_t n = 0, cap = 0, off[3] = {0};
+    int rc = -1, s, stop = 0;
+    int64_t cur = -1;
+    struct cb_sensor_info info = {0};
+    cb_strbuf_init(&text);
+    if (begin(r) < 0)
+        return -1;
+    if (sqlite3_prepare_v2(r->db,
+                           "SELECT se.id, se.topic, se.device, se.labels, se.first_seen, "
+                           "se.last_seen, sr.metric, sr.unit FROM sensors se JOIN series sr ON "
+                           "sr.sensor_id = se.id ORDER BY se.topic, sr.metric",
+                           -1, &st, NULL) != SQLITE_OK) {
+        fail_sql(r, "list sensors");
+        goto out;
+    }
+    for (;;) {
+        s = sqlite3_step(st);
+        int64_t id = s == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        if (cur != -1 && id != cur) { /* the previous sensor is complete */
+            if (text.oom)
+                goto oom;
+            info.topic = text.data + off[0];
+            info.device = off[1] ? text.data + off[1] : NULL;
+            info.labels = off[2] ? text.data + off[2] : NULL;
+            for (size_t k = 0; k < n; k++)
+                m[k] = (struct cb_sensor_metric){text.data + at[k].metric,
+                                                 at[k].unit ? text.data + at[k].unit : NULL,
+                                                 INT64_MIN, NAN};
+            info.metrics = m;
+            info.nmetrics = n;
+            if ((stop = fn(ctx, &info)) != 0)
+                break;
+        }
+        if (s != SQLITE_ROW)
+            break;
+        if (id != cur) {
+            cur = id;
+            n = 0;
+            cb_strbuf_reset(&text);
+            cb_strbuf_putc(&text, '\0'); /* offset 0: none */
+            for (int c = 1; c <= 3; c++) {
+                const char *v = (const char *)sqlite3_column_text(st, c);
+                off[c - 1] = v ? text.len : 0;
+                if (v)
+                    cb_strbuf_append(&text, v, strlen(v) + 1);
+            }
+            info.first_seen = sqlite3_column_int64(st, 4);
+            info.last_seen = sqlite3_column_int64(st, 5);
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            struct cb_sensor_metric *nm = realloc(m, nc * sizeof *nm);
+            if (nm)
+                m = nm;
+            struct metric_at *na = nm ? realloc(at, nc * sizeof *na) : NULL;
+            if (!na)
+                goto oom;
+            at = na;
+            cap = nc;
+        }
+        const char *metric = (const char *)sqlite3_column_text(st, 6);
+        const char *unit = (const char *)sqlite3_column_text(st, 7);
+        at[n].metric = text.len;
+        cb_strbuf_append(&text, metric, strlen(metric) + 1);
+        at[n].unit = unit ? text.len : 0;
+        if (unit)
+            cb_strbuf_append(&text, unit, strlen(unit) + 1);
+        n++;
+    }
+    if (!stop && s != SQLITE_DONE) {
+        fail_sql(r, "list sensors");
+        goto out;
+    }
+    rc = 0;
+    goto out;
+oom:
+    snprintf(r->err, sizeof r->err, "out of memory");
+out:
+    free(m);
+    free(at);
+    cb_strbuf_free(&text);
+    sqlite3_finalize(st);
+    end(r);
+    return rc;
+}

@@ -252,6 +252,12 @@ struct cb_sensor_info {
 typedef int (*cb_sensor_fn)(void *ctx, const struct cb_sensor_info *s);
 int cb_store_list_sensors(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx);
 
+/* The same sensors and metrics (those with at least one metric), without
+ * looking at samples: every metric's last_ts is INT64_MIN and last_value
+ * NaN, last_seen the sensor's own. One statement, for readers that need the
+ * catalog but not the newest values (the Prometheus API's queries). */
+int cb_store_list_sensors_brief(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx);
+
 /* Window restore: every raw sample with ts >= since_ms, in ts order (ties in
  * topic, metric order). */
 int cb_store_scan_since(struct cb_store_reader *r, int64_t since_ms, cb_sample_row_fn fn,

@@ -619,6 +619,45 @@ static void test_increase_past_retention_sees_resets_as_far_as_rows_show(void)
     tstore_done(r);
 }
 
+/* "topic device first last metric,metric,...;" for every sensor listed. */
+static int list_into(void *ctx, const struct cb_sensor_info *s)
+{
+    char *out = ctx;
+    size_t o = strlen(out);
+    o += (size_t)snprintf(out + o, 4096 - o, "%s %s %lld %lld", s->topic,
+                          s->device ? s->device : "-", (long long)s->first_seen,
+                          (long long)s->last_seen);
+    for (size_t i = 0; i < s->nmetrics && o < 4000; i++)
+        o += (size_t)snprintf(out + o, 4096 - o, "%c%s", i ? ',' : ' ', s->metrics[i].metric);
+    snprintf(out + o, 4096 - o, ";");
+    return 0;
+}
+
+/* A query's catalog reads the sensors and their metrics without their
+ * newest samples: the same sensors, devices, times and metrics as the full
+ * list, every last_ts unknown. */
+static void test_query_catalog_lists_sensors_without_samples(void)
+{
+    struct cb_store *st = tstore_open(0);
+    static const char *const topics[] = {"city/d02/river/s1", "city/d01/air/a7", "city/d01/river/s2"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 5; i++) {
+            struct cb_sample smp[2] = {{"level", 1000 + i * 10000, i}, {"temp.c", 1000 + i * 10000, k}};
+            CU_ASSERT_EQUAL(cb_store_append(st, topics[k], k == 1 ? "dev-7" : NULL, smp,
+                                            k == 2 ? 1 : 2, 0), 0);
+        }
+    struct cb_store_reader *r = tstore_settle(st, 0);
+    static char full[4096], brief[4096];
+    full[0] = brief[0] = '\0';
+    CU_ASSERT_EQUAL(cb_store_list_sensors(r, list_into, full), 0);
+    CU_ASSERT_EQUAL(cb_store_list_sensors_brief(r, list_into, brief), 0);
+    CU_ASSERT_STRING_EQUAL(brief, full);
+    CU_ASSERT_STRING_EQUAL(brief, "city/d01/air/a7 dev-7 1000 41000 level,temp.c;"
+                                  "city/d01/river/s2 - 1000 41000 level;"
+                                  "city/d02/river/s1 - 1000 41000 level,temp.c;");
+    tstore_done(r);
+}
+
 static void test_range_query_bounds(void)
 {
     static const double v[6] = {1, 2, 3, 4, 5, 6};
@@ -691,6 +730,9 @@ void cb_test_suite_promql(void)
     CU_add_test(s, "promql: 30 days at a 1-hour step past raw retention answer every hour from "
                    "the rollup tiers, with a warning",
                 test_thirty_days_past_raw_retention_answer_from_the_tiers);
+    CU_add_test(s, "promql: a query's catalog lists the sensors and their metrics without reading "
+                   "their samples, as the full list does",
+                test_query_catalog_lists_sensors_without_samples);
     CU_add_test(s, "promql: increase past raw retention adds back resets between rows and inside "
                    "a row below its first, and misses one the row cannot show",
                 test_increase_past_retention_sees_resets_as_far_as_rows_show);
