@@ -450,19 +450,20 @@ static void promql_cases(uv_loop_t *loop, const struct cb_api_provider *p, const
         cb_config_free(&cfg);
         return;
     }
+    static const struct {
+        const char *name, *query; /* the query as it goes in the URL */
+        long long span_s;
+    } cases[] = {
+        {"promql_range_24h", "level%7Btopic%3D%22city%2Fd07%2Friver%2Fs12%22%7D", 86400},
+        {"promql_sum_by_district", "sum%20by%20(district)%20(pm25)", 3600},
+    };
     long long end_s = (long long)(now / 60000 * 60);
-    snprintf(path, sizeof path,
-             "/api/v1/query_range?query=level%%7Btopic%%3D%%22city%%2Fd07%%2Friver%%2Fs12%%22"
-             "%%7D&start=%lld&end=%lld&step=60",
-             end_s - 86400, end_s);
-    snprintf(name, sizeof name, "promql_range_24h%s", suffix);
-    run_case(loop, cb_api_port(api), name, path, 0, nclients, seconds);
-    snprintf(path, sizeof path,
-             "/api/v1/query_range?query=sum%%20by%%20(district)%%20(pm25)&start=%lld"
-             "&end=%lld&step=60",
-             end_s - 3600, end_s);
-    snprintf(name, sizeof name, "promql_sum_by_district%s", suffix);
-    run_case(loop, cb_api_port(api), name, path, 0, nclients, seconds);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "/api/v1/query_range?query=%s&start=%lld&end=%lld&step=60",
+                 cases[i].query, end_s - cases[i].span_s, end_s);
+        snprintf(name, sizeof name, "%s%s", cases[i].name, suffix);
+        run_case(loop, cb_api_port(api), name, path, 0, nclients, seconds);
+    }
     cb_api_close(api, on_closed_stop, loop);
     uv_run(loop, UV_RUN_DEFAULT);
     cb_config_free(&cfg);
