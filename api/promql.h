@@ -93,7 +93,8 @@ struct promql_node {
     int64_t range_ms;  /* 0: an instant selector */
     int64_t offset_ms;
     int tier;          /* read from src->rows: every window is whole rows (exact) */
-    int rows_ok;       /* rows may answer where raw samples are gone (not quantile) */
+    int rows_ok;       /* rows may answer where raw samples are gone; -1: quantile_over_time,
+                          whose rows only tell that they are */
     /* PQ_CALL (fn), PQ_AGG (agg), PQ_BIN (op) */
     enum promql_func fn;
     enum promql_agg agg;
@@ -176,7 +177,7 @@ struct promql_result {
     int64_t t;
     struct promql_series_out *series;
     size_t n;
-    const char *warnings[2]; /* Prometheus's "warnings": the rollup tiers answered */
+    const char *warnings[3]; /* Prometheus's "warnings": the rollup tiers answered */
     size_t nwarnings;
     struct promql_arena arena;
 };

@@ -61,6 +61,7 @@ struct ev {
      * raw_first of those series), an answer was approximated */
     int64_t retired_before;
     int approximated;
+    int64_t quantile_before; /* quantile_over_time missed samples past retention */
 };
 
 static void ev_fail(struct ev *e, const char *kind, const char *fmt, ...)
@@ -341,8 +342,8 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
     if (!n || e->failed)
         return;
     if (n->kind == PQ_CALL && n->a && n->a->kind == PQ_SEL) {
-        n->a->rows_ok = n->fn != PQ_F_QUANTILE_OT;
-        n->a->tier = n->a->rows_ok && n->fn != PQ_F_RATE && n->fn != PQ_F_INCREASE &&
+        n->a->rows_ok = n->fn != PQ_F_QUANTILE_OT ? 1 : -1; /* -1: rows only to warn */
+        n->a->tier = n->a->rows_ok > 0 && n->fn != PQ_F_RATE && n->fn != PQ_F_INCREASE &&
                      whole_minutes(e, n->a, start);
     }
     if (n->kind != PQ_SEL) {
@@ -379,6 +380,11 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
             ev_fail(e, "internal", "%s", err[0] ? err : "reading the samples failed");
         else if (n->rows_ok && (s->n == 0 || s->s[0].t > from))
             read_rows(e, s, from, to, 0);
+        if (n->rows_ok < 0 && s->use_rows) { /* quantile_over_time: its samples are gone */
+            if (s->raw_first > e->quantile_before)
+                e->quantile_before = s->raw_first;
+            s->use_rows = 0;
+        }
     }
 }
 
@@ -1082,23 +1088,31 @@ static void instant_matrix(struct ev *e, struct promql_node *sel, int64_t t,
     }
 }
 
+/* " before TIME" (UTC, RFC 3339) for ms, "" for INT64_MAX (no raw sample). */
+static const char *when_text(int64_t ms, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (ms != INT64_MAX) {
+        time_t secs = (time_t)(ms / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(out, outlen, " before %Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    return out;
+}
+
 /* Prometheus's "warnings" for what the rows answered: the part past raw
  * retention (before the newest oldest raw sample among the series that
- * needed rows there), and whether anything was approximated. */
+ * needed rows there), whether anything was approximated, and where
+ * quantile_over_time had no value because its samples are gone. */
 static void add_warnings(struct ev *e, struct promql_result *res)
 {
-    char buf[400], when[40] = "";
+    char buf[400], when[40];
     if (e->retired_before != 0) {
-        if (e->retired_before != INT64_MAX) {
-            time_t secs = (time_t)(e->retired_before / 1000);
-            struct tm tm;
-            gmtime_r(&secs, &tm);
-            strftime(when, sizeof when, " before %Y-%m-%dT%H:%M:%SZ", &tm);
-        }
         snprintf(buf, sizeof buf,
                  "raw samples%s are past raw retention (storage.retention.raw): that part was "
                  "answered from the rollup tiers",
-                 when);
+                 when_text(e->retired_before, when, sizeof when));
         res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
     }
     if (e->approximated) {
@@ -1106,6 +1120,13 @@ static void add_warnings(struct ev *e, struct promql_result *res)
                  "approximated from the rollup tiers: a window that splits a rollup row, or rate "
                  "and increase over rows (a counter reset inside a row is seen only as a value "
                  "below the row's first; see docs/api.md \"Rollup tiers\")");
+        res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
+    }
+    if (e->quantile_before != 0) {
+        snprintf(buf, sizeof buf,
+                 "quantile_over_time has no value where raw samples are past raw retention "
+                 "(storage.retention.raw)%s: the rollup tiers do not keep every value",
+                 when_text(e->quantile_before, when, sizeof when));
         res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
     }
     for (size_t i = 0; i < res->nwarnings; i++)

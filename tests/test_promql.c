@@ -573,6 +573,19 @@ static void test_thirty_days_past_raw_retention_answer_from_the_tiers(void)
         CU_ASSERT_EQUAL(res.nwarnings, i == 2 ? 2 : 1); /* increase: approximated */
         promql_result_free(&res);
     }
+    /* quantile_over_time needs every value: a value only where raw samples are, and says so */
+    struct store_src tier;
+    store_src_init(&tier, r, 1);
+    struct promql_result res;
+    CU_ASSERT_EQUAL_FATAL(range_eval(&tier, "quantile_over_time(0.5, g[1h])", base + 3600000,
+                                     base + 30 * day, 3600000, &res), 0);
+    CU_ASSERT_EQUAL_FATAL(res.n, 1);
+    CU_ASSERT(res.series[0].n <= (size_t)(7 * 24));
+    CU_ASSERT(res.series[0].n >= (size_t)(7 * 24 - 2));
+    CU_ASSERT_EQUAL_FATAL(res.nwarnings, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.warnings[0], "quantile_over_time has no value where raw "
+                                                   "samples are past raw retention"));
+    promql_result_free(&res);
     tstore_done(r);
 }
 
@@ -728,7 +741,8 @@ void cb_test_suite_promql(void)
                    "quantile and other steps read raw samples",
                 test_whole_minute_steps_read_the_tier);
     CU_add_test(s, "promql: 30 days at a 1-hour step past raw retention answer every hour from "
-                   "the rollup tiers, with a warning",
+                   "the rollup tiers, with a warning; quantile_over_time only where raw samples "
+                   "are, warning of the rest",
                 test_thirty_days_past_raw_retention_answer_from_the_tiers);
     CU_add_test(s, "promql: a query's catalog lists the sensors and their metrics without reading "
                    "their samples, as the full list does",
