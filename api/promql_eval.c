@@ -1104,34 +1104,36 @@ static const char *when_text(int64_t ms, char *out, size_t outlen)
 /* Prometheus's "warnings" for what the rows answered: the part past raw
  * retention (before the newest oldest raw sample among the series that
  * needed rows there), whether anything was approximated, and where
- * quantile_over_time had no value because its samples are gone. */
+ * quantile_over_time had no value because its samples are gone. Each is
+ * a format with one %s, the time (" before ..."). */
 static void add_warnings(struct ev *e, struct promql_result *res)
 {
-    char buf[400], when[40];
-    if (e->retired_before != 0) {
-        snprintf(buf, sizeof buf,
-                 "raw samples%s are past raw retention (storage.retention.raw): that part was "
-                 "answered from the rollup tiers",
-                 when_text(e->retired_before, when, sizeof when));
-        res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
-    }
-    if (e->approximated) {
-        snprintf(buf, sizeof buf,
-                 "approximated from the rollup tiers: a window that splits a rollup row, or rate "
-                 "and increase over rows (a counter reset inside a row is seen only as a value "
-                 "below the row's first; see docs/api.md \"Rollup tiers\")");
-        res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
-    }
-    if (e->quantile_before != 0) {
-        snprintf(buf, sizeof buf,
-                 "quantile_over_time has no value where raw samples are past raw retention "
-                 "(storage.retention.raw)%s: the rollup tiers do not keep every value",
-                 when_text(e->quantile_before, when, sizeof when));
-        res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf));
-    }
-    for (size_t i = 0; i < res->nwarnings; i++)
-        if (!res->warnings[i])
+    const struct {
+        int on;
+        int64_t when;
+        const char *fmt;
+    } w[] = {
+        {e->retired_before != 0, e->retired_before,
+         "raw samples%s are past raw retention (storage.retention.raw): that part was answered "
+         "from the rollup tiers"},
+        {e->approximated, INT64_MAX,
+         "approximated from the rollup tiers%s: a window that splits a rollup row, or rate and "
+         "increase over rows (a counter reset inside a row is seen only as a value below the "
+         "row's first; see docs/api.md \"Rollup tiers\")"},
+        {e->quantile_before != 0, e->quantile_before,
+         "quantile_over_time has no value where raw samples are past raw retention "
+         "(storage.retention.raw)%s: the rollup tiers do not keep every value"},
+    };
+    _Static_assert(sizeof w / sizeof w[0] == sizeof res->warnings / sizeof res->warnings[0],
+                   "a place for every warning");
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        if (!w[i].on)
+            continue;
+        char buf[400], when[40];
+        snprintf(buf, sizeof buf, w[i].fmt, when_text(w[i].when, when, sizeof when));
+        if (!(res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf))))
             ev_fail(e, "internal", "out of memory");
+    }
 }
 
 int promql_eval(struct promql_query *q, const struct promql_source *src, int64_t start,
