@@ -51,7 +51,19 @@ struct cb_api_alert_filter {
     const char *state;
     const char *severity;
     const char *rule;
+    /* A department's scope (NULL: none): the provider renders only the
+     * instances for which keep(keep_ctx, rule, label names, values, n) says
+     * 1, so a department's answer costs its alerts, not the city's. */
+    int (*keep)(const void *keep_ctx, const char *rule, const char *const *names,
+                const char *const *values, size_t n);
+    const void *keep_ctx;
 };
+
+/* Whether an alert provider should render instance t under filter f: 1
+ * unless f has a department's keep that refuses it (an instance with more
+ * labels than a judge reads is refused). */
+struct cb_transition;
+int cb_api_alert_kept(const struct cb_api_alert_filter *f, const struct cb_transition *t);
 
 /* GET /api/series: from <= ts < to, buckets of step_ms. api/ fills defaults
  * (to = now, from = to - 1h, step chosen for ~240 buckets, at least 1 s) and
@@ -120,11 +132,9 @@ struct cb_api_prom_series {
 };
 typedef int (*cb_api_prom_series_fn)(void *fctx, const struct cb_api_prom_series *s);
 typedef int (*cb_api_prom_sample_fn)(void *fctx, int64_t ts, double v);
-/* count, sum, min, max and last of one series' samples over a range. */
-struct cb_api_prom_agg {
-    uint64_t count;
-    double sum, min, max, last;
-};
+/* A row of a rollup tier (storage.h), for prom_rows. */
+struct cb_tier_row;
+typedef int (*cb_api_prom_row_fn)(void *fctx, const struct cb_tier_row *row);
 
 /* One live alert instance for the ALERTS series: its rule, severity name,
  * whether it fires (0: pending), since when (ms) and its labels. */
@@ -224,15 +234,21 @@ struct cb_api_provider {
     /* /api/v1 (both or neither; NULL: 501): calls fn for every series of
      * every sensor, in topic order (fn returns non-zero to stop), and for
      * the samples of one series with from <= ts <= to in time order.
+     * With `times` 0 the series' first_ts/last_ts may be INT64_MIN (a query
+     * does not need them; reading each series' newest sample costs).
      * Return 0, or -1 on a read error (the request answers 500). */
-    int (*prom_series)(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx);
+    int (*prom_series)(void *ctx, void *reader, int times, cb_api_prom_series_fn fn,
+                       void *fctx);
     int (*prom_samples)(void *ctx, void *reader, const char *topic, const char *metric,
                         int64_t from, int64_t to, cb_api_prom_sample_fn fn, void *fctx);
-    /* Optional (NULL: raw samples always): *out over from <= ts <= to of
-     * one series, the whole minutes inside from the 1-minute rollup tier.
-     * 0, or -1 on a read error. */
-    int (*prom_aggregate)(void *ctx, void *reader, const char *topic, const char *metric,
-                          int64_t from, int64_t to, struct cb_api_prom_agg *out);
+    /* Optional (NULL: raw samples always): the rows of one series with
+     * samples in from <= ts <= to, each from the coarsest tier that holds
+     * it whole (promql.h, struct promql_source's `rows`), and in *raw_first
+     * the series' oldest raw sample (INT64_MAX: none). 0, or -1 on a read
+     * error. */
+    int (*prom_rows)(void *ctx, void *reader, const char *topic, const char *metric,
+                     int64_t from, int64_t to, cb_api_prom_row_fn fn, void *fctx,
+                     int64_t *raw_first);
     /* Calls emit for every stored transition with seq > after_seq, in seq
      * order, at most `limit`. Returns 0, or -1 on a read error. */
     int (*events_since)(void *ctx, void *reader, uint64_t after_seq, size_t limit,

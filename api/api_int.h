@@ -169,9 +169,27 @@ int api__scope_meets_pattern(const struct api_scope *s, const char *pattern);
  * loaded, whose patterns are unknown. */
 int api__scope_allows_labels(const struct api_scope *s, const char *const *names,
                              const char *const *values, size_t n);
-/* Whether the alert or transition (its JSON object) is in scope: every
- * pattern of its rule with its labels put in is (allows_pattern); for a rule
- * not loaded, its labels (allows_labels). Loop thread. */
+/* A department's judgement of alerts, prepared once per request: the rule
+ * set read and parsed once (loop thread), its rules found by name by binary
+ * search, so judging an alert costs its rule's patterns, not a parse. */
+struct api_judge {
+    const struct api_scope *s; /* NULL: the whole city, everything allowed */
+    struct cJSON *rules;
+    const struct cJSON **byname; /* the rules with a name, sorted by it */
+    size_t n;
+};
+#define API_JUDGE_MAX_LABELS 32 /* an alert with more labels is out of scope */
+/* Prepares j for s (nothing to read for the NULL scope). 0, or -1 when out
+ * of memory (free j with api__judge_free either way). Loop thread. */
+int api__judge_init(struct cb_api *api, const struct api_scope *s, struct api_judge *j);
+void api__judge_free(struct api_judge *j);
+/* Whether an alert of `rule` with these labels is in scope: every pattern of
+ * its rule with its labels put in is (allows_pattern); for a rule not loaded
+ * (or rule NULL), its labels (allows_labels). Any thread. */
+int api__judge_alert(const struct api_judge *j, const char *rule, const char *const *names,
+                     const char *const *values, size_t n);
+/* Whether the alert or transition (its JSON object) is in scope, as
+ * api__judge_alert judges it. Loop thread. */
 int api__scope_allows_alert(struct cb_api *api, const struct api_scope *s, const char *json,
                             size_t len);
 

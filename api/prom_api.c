@@ -50,6 +50,8 @@ struct job {
     size_t nalerts, alerts_cap;
     const struct api_scope *scope; /* a department's, NULL: the whole city */
     struct cb_api *api;            /* for the scope check of an alert (loop thread) */
+    struct api_judge judge;        /* a department's, while the alerts are copied */
+    int judge_ok;
     struct promql_arena arena; /* every string and array above */
 };
 
@@ -265,7 +267,17 @@ static void render_result(struct cb_strbuf *out, const struct promql_result *r)
         }
         cb_strbuf_putc(out, ']');
     }
-    cb_strbuf_puts(out, "}}");
+    cb_strbuf_putc(out, '}');
+    if (r->nwarnings) {
+        cb_strbuf_puts(out, ",\"warnings\":[");
+        for (size_t i = 0; i < r->nwarnings; i++) {
+            if (i)
+                cb_strbuf_putc(out, ',');
+            cb_strbuf_json_string(out, r->warnings[i], strlen(r->warnings[i]));
+        }
+        cb_strbuf_putc(out, ']');
+    }
+    cb_strbuf_putc(out, '}');
 }
 
 /* ---- the series catalog: the one place series are found ---- */
@@ -361,7 +373,9 @@ static int catalog_build(struct cb_api *api, void *reader, struct job *job, stru
 {
     memset(c, 0, sizeof *c);
     c->job = job;
-    if (api->prov.prom_series(api->prov.ctx, reader, catalog_series, c) < 0 || c->arena.oom) {
+    int times = job->ep != EP_QUERY && job->ep != EP_RANGE; /* the listings filter by time */
+    if (api->prov.prom_series(api->prov.ctx, reader, times, catalog_series, c) < 0 ||
+        c->arena.oom) {
         snprintf(err, errlen, c->arena.oom ? "out of memory" : "reading the series failed");
         return -1;
     }
@@ -419,30 +433,18 @@ static int src_samples(void *ctx, const void *ref, int64_t from, int64_t to, pro
     return 0;
 }
 
-static int src_aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
-                         struct promql_tier_agg *out, char *err, size_t errlen)
+static int src_rows(void *ctx, const void *ref, int64_t from, int64_t to, promql_row_fn fn,
+                    void *fctx, int64_t *raw_first, char *err, size_t errlen)
 {
     struct src_ctx *s = ctx;
     const struct entry *e = ref;
-    memset(out, 0, sizeof *out);
-    if (e->alert) { /* ALERTS: the samples src_samples makes, counted */
-        int64_t a = e->alert->since, now = s->cat->job->now;
-        if (a < from)
-            a += (from - a + ALERTS_EVERY_MS - 1) / ALERTS_EVERY_MS * ALERTS_EVERY_MS;
-        int64_t b = to < now ? to : now;
-        if (a <= b)
-            out->count = (uint64_t)((b - a) / ALERTS_EVERY_MS + 1);
-        out->sum = (double)out->count;
-        out->min = out->max = out->last = 1;
-        return 0;
-    }
+    if (e->alert)
+        return 1; /* ALERTS has no tiers: its samples */
     const struct cb_api_provider *p = &s->api->prov;
-    struct cb_api_prom_agg a;
-    if (p->prom_aggregate(p->ctx, s->reader, e->topic, e->metric, from, to, &a) < 0) {
+    if (p->prom_rows(p->ctx, s->reader, e->topic, e->metric, from, to, fn, fctx, raw_first) < 0) {
         snprintf(err, errlen, "reading the rollups of %s %s failed", e->topic, e->metric);
         return -1;
     }
-    *out = (struct promql_tier_agg){a.count, a.sum, a.min, a.max, a.last};
     return 0;
 }
 
@@ -463,7 +465,7 @@ static int run_query(struct cb_api *api, void *reader, struct job *j, struct cat
     }
     struct src_ctx sc = {api, reader, cat};
     struct promql_source src = {&sc, src_each, src_samples,
-                                api->prov.prom_aggregate ? src_aggregate : NULL, 0};
+                                api->prov.prom_rows ? src_rows : NULL, 0};
     struct promql_result res;
     const char *kind = "internal";
     int range = j->ep == EP_RANGE;
@@ -681,27 +683,19 @@ static int prom_run(struct cb_api *api, void *reader, void *arg, struct cb_strbu
  * instance as an ALERTS label set into the job's arena; out of memory leaves
  * it out (j->arena.oom then fails the request). */
 /* Whether a department may see the alert: the same judgement as for its
- * JSON elsewhere (api__scope_allows_alert), on {"rule","labels"}. */
+ * JSON elsewhere, by the job's judge (the rule set parsed once per request). */
 static int alert_in_scope(struct job *j, const struct cb_api_prom_alert *a)
 {
     if (!j->scope)
         return 1;
-    struct cb_strbuf b;
-    cb_strbuf_init(&b);
-    cb_strbuf_puts(&b, "{\"rule\":");
-    cb_strbuf_json_string(&b, a->rule, strlen(a->rule));
-    cb_strbuf_puts(&b, ",\"labels\":{");
+    const char *names[API_JUDGE_MAX_LABELS], *values[API_JUDGE_MAX_LABELS];
+    if (a->nlabels > API_JUDGE_MAX_LABELS)
+        return 0;
     for (size_t i = 0; i < a->nlabels; i++) {
-        if (i)
-            cb_strbuf_putc(&b, ',');
-        cb_strbuf_json_string(&b, a->labels[i].name, strlen(a->labels[i].name));
-        cb_strbuf_putc(&b, ':');
-        cb_strbuf_json_string(&b, a->labels[i].value, strlen(a->labels[i].value));
+        names[i] = a->labels[i].name;
+        values[i] = a->labels[i].value;
     }
-    cb_strbuf_puts(&b, "}}");
-    int ok = !b.oom && api__scope_allows_alert(j->api, j->scope, b.data, b.len);
-    cb_strbuf_free(&b);
-    return ok;
+    return j->judge_ok && api__judge_alert(&j->judge, a->rule, names, values, a->nlabels);
 }
 
 static void copy_alert(void *fctx, const struct cb_api_prom_alert *a)
@@ -906,8 +900,11 @@ void api__prom(struct cb_api *api, h2o_req_t *req, const char *rest, size_t len,
                     j->match[j->nmatch++] = job_str(j, ps.v[i].value);
         }
     }
-    if (!e && api->prov.prom_alerts)
+    if (!e && api->prov.prom_alerts) {
+        j->judge_ok = api__judge_init(api, scope, &j->judge) == 0;
         api->prov.prom_alerts(api->prov.ctx, copy_alert, j);
+        api__judge_free(&j->judge);
+    }
     if (!e && j->arena.oom)
         e = "out of memory";
     if (e) {

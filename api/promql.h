@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "storage/storage.h"
+
 /* ---- memory: every allocation of a query lives in an arena ---- */
 
 struct promql_block;
@@ -90,7 +92,9 @@ struct promql_node {
     size_t nm;
     int64_t range_ms;  /* 0: an instant selector */
     int64_t offset_ms;
-    int tier;          /* the evaluator answers this range from src->aggregate */
+    int tier;          /* read from src->rows: every window is whole rows (exact) */
+    int rows_ok;       /* rows may answer where raw samples are gone; -1: quantile_over_time,
+                          whose rows only tell that they are */
     /* PQ_CALL (fn), PQ_AGG (agg), PQ_BIN (op) */
     enum promql_func fn;
     enum promql_agg agg;
@@ -133,27 +137,28 @@ struct promql_sample {
  * in err (a storage error: the query fails with it). */
 typedef int (*promql_series_fn)(void *fctx, const struct promql_labels *l, const void *ref);
 typedef int (*promql_sample_fn)(void *fctx, int64_t ts, double v);
-/* count, sum, min, max and the last value of a series' samples in a range. */
-struct promql_tier_agg {
-    uint64_t count;
-    double sum, min, max, last;
-};
-/* `aggregate` (may be NULL) answers promql_tier_agg over from <= ts <= to for
- * one series from a rollup tier where it can (the store's 1-minute rollups
- * for the whole minutes inside, raw samples at the edges): the evaluator
- * asks it for avg|min|max|sum|count|last_over_time in range queries whose
- * step and range are whole minutes and whose range is at least
- * PROMQL_TIER_MIN_RANGE_MS, instead of reading every raw sample. */
+/* A row of a rollup tier (struct cb_tier_row, storage.h): the samples of one
+ * series in [start, start + width), width 1 for a raw sample. */
+typedef int (*promql_row_fn)(void *fctx, const struct cb_tier_row *row);
+/* `rows` (may be NULL) calls fn for the rows of one series that hold samples
+ * with from <= ts <= to, in time order, never overlapping, each from the
+ * coarsest tier that holds it whole (1-hour rows where the 1-minute tier no
+ * longer holds the hours, 1-minute rows where that tier is derived, raw
+ * samples after); rows at the ends may reach past from and to. It sets
+ * *raw_first to the series' oldest raw sample (INT64_MAX: none), so rows
+ * before it hold what raw retention deleted. Returns 0, -1 with a message
+ * in err, or 1 when the series has no tiers (read its samples). The
+ * evaluator reads rows instead of samples where the answer is the same
+ * (docs/api.md "Rollup tiers"), and beyond raw retention. */
 struct promql_source {
     void *ctx;
     int (*each_series)(void *ctx, promql_series_fn fn, void *fctx, char *err, size_t errlen);
     int (*samples)(void *ctx, const void *ref, int64_t from, int64_t to, promql_sample_fn fn,
                    void *fctx, char *err, size_t errlen);
-    int (*aggregate)(void *ctx, const void *ref, int64_t from, int64_t to,
-                     struct promql_tier_agg *out, char *err, size_t errlen);
-    size_t max_samples; /* raw samples one query may read; 0: PROMQL_MAX_SAMPLES */
+    int (*rows)(void *ctx, const void *ref, int64_t from, int64_t to, promql_row_fn fn,
+                void *fctx, int64_t *raw_first, char *err, size_t errlen);
+    size_t max_samples; /* raw samples (and rows) one query may read; 0: PROMQL_MAX_SAMPLES */
 };
-#define PROMQL_TIER_MIN_RANGE_MS 3600000
 
 enum promql_type { PQ_T_SCALAR, PQ_T_VECTOR, PQ_T_MATRIX };
 
@@ -172,6 +177,8 @@ struct promql_result {
     int64_t t;
     struct promql_series_out *series;
     size_t n;
+    const char *warnings[3]; /* Prometheus's "warnings": the rollup tiers answered */
+    size_t nwarnings;
     struct promql_arena arena;
 };
 

@@ -2,7 +2,9 @@
  *
  * Before the first step every selector reads its series once, over the whole
  * time range the query needs (range, offset and the 5-minute lookback
- * included); each step then finds its window by binary search. A step's
+ * included): its raw samples, or its rollup rows where every window is whole
+ * rows (see prefetch) and, past raw retention, the rows that are left; each
+ * step then finds its window by binary search. A step's
  * values live in a step arena that is emptied before the next step; what
  * goes into the answer is copied into the result's arena. */
 #include "api/promql.h"
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LOOKBACK_MS (5 * 60 * 1000)
 
@@ -21,6 +24,11 @@ struct sel_series {
     struct promql_sample *s;
     size_t n, cap;
     const void *ref; /* the source's handle */
+    /* use_rows: the series is read as rows (struct cb_tier_row) instead */
+    struct cb_tier_row *r;
+    size_t nr, rcap;
+    int64_t raw_first; /* the oldest raw sample; rows before it are past retention */
+    int use_rows;
 };
 struct sel_data {
     struct sel_series *v;
@@ -49,6 +57,11 @@ struct ev {
     int failed;
     int64_t qstep; /* a range query's step; 0 for an instant query */
     size_t nsamples; /* raw samples read so far (PROMQL_MAX_SAMPLES) */
+    /* for the warnings: rows past raw retention answered (the newest
+     * raw_first of those series), an answer was approximated */
+    int64_t retired_before;
+    int approximated;
+    int64_t quantile_before; /* quantile_over_time missed samples past retention */
 };
 
 static void ev_fail(struct ev *e, const char *kind, const char *fmt, ...)
@@ -230,45 +243,120 @@ struct fill {
     struct sel_series *s;
 };
 
+/* Counts one more sample (or row) read; 1 (e->failed) past the limit. */
+static int over_limit(struct ev *e)
+{
+    size_t max = e->src->max_samples ? e->src->max_samples : PROMQL_MAX_SAMPLES;
+    if (++e->nsamples > max) {
+        ev_fail(e, "execution", "query processing would load too many samples into memory "
+                                "in query execution (more than %zu)", max);
+        return 1;
+    }
+    return 0;
+}
+
+/* Makes room for one more element in *v (n used of *cap, each `size`). */
+static int grow(struct ev *e, void **v, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    void *nv = ev_alloc(e, &e->arena, nc * size);
+    if (!nv)
+        return -1;
+    if (n)
+        memcpy(nv, *v, n * size);
+    *v = nv;
+    *cap = nc;
+    return 0;
+}
+
 static int fill_sample(void *fctx, int64_t ts, double v)
 {
     struct fill *f = fctx;
     struct sel_series *s = f->s;
-    size_t max = f->e->src->max_samples ? f->e->src->max_samples : PROMQL_MAX_SAMPLES;
-    if (++f->e->nsamples > max) {
-        ev_fail(f->e, "execution", "query processing would load too many samples into memory "
-                                   "in query execution (more than %zu)", max);
+    if (over_limit(f->e) || grow(f->e, (void **)&s->s, s->n, &s->cap, sizeof *s->s))
         return 1;
-    }
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 64;
-        struct promql_sample *ns = ev_alloc(f->e, &f->e->arena, nc * sizeof *ns);
-        if (!ns)
-            return 1;
-        if (s->n)
-            memcpy(ns, s->s, s->n * sizeof *ns);
-        s->s = ns;
-        s->cap = nc;
-    }
     s->s[s->n++] = (struct promql_sample){ts, v};
     return 0;
 }
 
+static int fill_row(void *fctx, const struct cb_tier_row *row)
+{
+    struct fill *f = fctx;
+    struct sel_series *s = f->s;
+    if (over_limit(f->e) || grow(f->e, (void **)&s->r, s->nr, &s->rcap, sizeof *s->r))
+        return 1;
+    s->r[s->nr++] = *row;
+    return 0;
+}
+
+/* Whether every evaluation time (start + k * step), the range and the offset
+ * of sel are whole minutes: then every window is whole 1-minute rows plus
+ * the first sample of the row at its end, when that sample is at its end. */
+static int whole_minutes(const struct ev *e, const struct promql_node *sel, int64_t start)
+{
+    return start % 60000 == 0 && e->qstep % 60000 == 0 && sel->offset_ms % 60000 == 0 &&
+           sel->range_ms % 60000 == 0;
+}
+
+/* Reads the rows of s over [from, to] (all of them with `tier`; else only
+ * those past raw retention, before the raw samples already read, which
+ * then follow as rows of width 1). Leaves s as it is when there are none. */
+static void read_rows(struct ev *e, struct sel_series *s, int64_t from, int64_t to, int tier)
+{
+    char err[256] = "";
+    struct fill f = {e, s};
+    int64_t upto = tier ? to : (s->n ? s->s[0].t - 1 : to);
+    int rc = e->src->rows(e->src->ctx, s->ref, from, upto, fill_row, &f, &s->raw_first, err,
+                          sizeof err);
+    if (rc < 0)
+        ev_fail(e, "internal", "%s", err[0] ? err : "reading the rollups failed");
+    if (rc != 0 || e->failed)
+        return;
+    if (!tier) {
+        size_t keep = 0; /* a row reaching the raw samples holds some of them: left out */
+        while (keep < s->nr && s->r[keep].last_ts < s->raw_first && s->r[keep].width > 1)
+            keep++;
+        s->nr = keep;
+        if (!keep)
+            return;
+        for (size_t i = 0; i < s->n; i++) {
+            if (grow(e, (void **)&s->r, s->nr, &s->rcap, sizeof *s->r))
+                return;
+            double v = s->s[i].v;
+            int64_t t = s->s[i].t;
+            s->r[s->nr++] = (struct cb_tier_row){t, 1, 1, v, v, v, v, t, v, t};
+        }
+    }
+    s->use_rows = 1;
+}
+
 /* Reads every selector's series over [start, end] (widened by its range or
- * the lookback, and moved by its offset). */
+ * the lookback, and moved by its offset): from the rollup tiers where every
+ * window is whole rows and the function is one the rows answer exactly (an
+ * instant selector, delta, *_over_time but quantile_over_time); else the raw
+ * samples, and, before the oldest raw sample, the rows raw retention left. */
 static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t end)
 {
     if (!n || e->failed)
         return;
-    if (n->kind == PQ_CALL) /* a step the 1-minute tier divides: read from it */
-        n->a->tier = n->fn >= PQ_F_AVG_OT && n->fn <= PQ_F_LAST_OT && e->src->aggregate &&
-                     e->qstep > 0 && e->qstep % 60000 == 0 && n->a->range_ms % 60000 == 0 &&
-                     n->a->range_ms >= PROMQL_TIER_MIN_RANGE_MS;
+    if (n->kind == PQ_CALL && n->a && n->a->kind == PQ_SEL) {
+        n->a->rows_ok = n->fn != PQ_F_QUANTILE_OT ? 1 : -1; /* -1: rows only to warn */
+        n->a->tier = n->a->rows_ok > 0 && n->fn != PQ_F_RATE && n->fn != PQ_F_INCREASE &&
+                     whole_minutes(e, n->a, start);
+    }
     if (n->kind != PQ_SEL) {
         prefetch(e, n->a, start, end);
         prefetch(e, n->b, start, end);
         return;
     }
+    if (!n->range_ms) { /* an instant selector */
+        n->rows_ok = 1;
+        n->tier = whole_minutes(e, n, start);
+    }
+    if (!e->src->rows)
+        n->rows_ok = n->tier = 0;
     struct sel_data *d = ev_alloc(e, &e->arena, sizeof *d);
     if (!d)
         return;
@@ -281,12 +369,99 @@ static void prefetch(struct ev *e, struct promql_node *n, int64_t start, int64_t
     }
     int64_t from = start - n->offset_ms - (n->range_ms ? n->range_ms : LOOKBACK_MS);
     int64_t to = end - n->offset_ms;
-    for (size_t i = 0; i < d->n && !e->failed && !n->tier; i++) {
+    for (size_t i = 0; i < d->n && !e->failed; i++) {
         struct sel_series *s = &d->v[i];
         struct fill f = {e, s};
+        if (n->tier)
+            read_rows(e, s, from, to, 1);
+        if (s->use_rows || e->failed)
+            continue;
         if (e->src->samples(e->src->ctx, s->ref, from, to, fill_sample, &f, err, sizeof err) < 0)
             ev_fail(e, "internal", "%s", err[0] ? err : "reading the samples failed");
+        else if (n->rows_ok && (s->n == 0 || s->s[0].t > from))
+            read_rows(e, s, from, to, 0);
+        if (n->rows_ok < 0 && s->use_rows) { /* quantile_over_time: its samples are gone */
+            if (s->raw_first > e->quantile_before)
+                e->quantile_before = s->raw_first;
+            s->use_rows = 0;
+        }
     }
+}
+
+/* ---- windows of rows ---- */
+
+/* What a window's rows hold: count, sum, min, max, the first and last
+ * samples, and the counter resets seen (the value before each, added back). */
+struct ragg {
+    uint64_t count;
+    double sum, min, max, first, last, resets;
+    int64_t first_ts, last_ts;
+};
+
+static void ragg_add(struct ragg *g, const struct cb_tier_row *r)
+{
+    if (!g->count) {
+        g->min = r->min;
+        g->max = r->max;
+        g->first = r->first;
+        g->first_ts = r->first_ts;
+    } else {
+        if (r->first < g->last)
+            g->resets += g->last; /* between rows: as between samples */
+        if (r->min < g->min || isnan(g->min))
+            g->min = r->min;
+        if (r->max > g->max || isnan(g->max))
+            g->max = r->max;
+    }
+    if (r->min < r->first)
+        g->resets += r->max; /* inside a row: seen only as a value below its first */
+    g->count += r->count;
+    g->sum += r->sum;
+    g->last = r->last;
+    g->last_ts = r->last_ts;
+}
+
+/* The rows of s with samples in [from, to] into g: a row wholly inside
+ * whole; a row reaching past `to` as its first sample (exact when that
+ * sample is at `to`: the window ends where the row's bucket starts), one
+ * reaching before `from` as its last; a row over both ends gives nothing.
+ * Notes in e what was past raw retention or approximated. */
+static void rows_window(struct ev *e, const struct sel_series *s, int64_t from, int64_t to,
+                        struct ragg *g)
+{
+    memset(g, 0, sizeof *g);
+    size_t lo = 0, hi = s->nr;
+    while (lo < hi) { /* the first row with a sample at or after from */
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->r[mid].last_ts < from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    int retired = 0, approx = 0;
+    for (size_t i = lo; i < s->nr && s->r[i].first_ts <= to; i++) {
+        const struct cb_tier_row *r = &s->r[i];
+        struct cb_tier_row one = *r;
+        if (r->first_ts >= from && r->last_ts <= to) {
+            ragg_add(g, r);
+        } else if (r->first_ts >= from) {
+            one = (struct cb_tier_row){r->first_ts, 1, 1, r->first, r->first, r->first,
+                                      r->first, r->first_ts, r->first, r->first_ts};
+            approx |= r->first_ts != to;
+            ragg_add(g, &one);
+        } else if (r->last_ts <= to) {
+            one = (struct cb_tier_row){r->last_ts, 1, 1, r->last, r->last, r->last,
+                                      r->last, r->last_ts, r->last, r->last_ts};
+            approx |= r->last_ts != from;
+            ragg_add(g, &one);
+        } else {
+            approx = 1;
+        }
+        retired |= r->width > 1 && r->first_ts < s->raw_first;
+    }
+    if (retired && s->raw_first > e->retired_before)
+        e->retired_before = s->raw_first;
+    e->approximated |= approx;
 }
 
 /* The first index with s[i].t >= t. */
@@ -323,11 +498,38 @@ static int cmp_double(const void *x, const void *y)
     return a < b ? -1 : a > b;
 }
 
-/* Prometheus's extrapolatedRate (2.42): the increase over the first to the
- * last sample (counter resets added back for rate and increase),
- * extrapolated towards the window's ends when the first and last samples
- * are within 1.1 average intervals of them (else by half an interval), not
- * below zero for counters; divided by the range for rate. */
+/* Prometheus's extrapolatedRate (2.42): `result`, the increase from the
+ * first sample (t0, v0) to the last (t1) of n, extrapolated towards the
+ * window's ends when the first and last samples are within 1.1 average
+ * intervals of them (else by half an interval), not below zero for
+ * counters; divided by the range for rate. */
+static int extrapolate(double result, int64_t t0, double v0, int64_t t1, uint64_t n,
+                       int64_t range_start, int64_t range_end, int64_t range_ms, int counter,
+                       int is_rate, double *out)
+{
+    if (n < 2)
+        return 0;
+    double to_start = (double)(t0 - range_start) / 1000;
+    double to_end = (double)(range_end - t1) / 1000;
+    double sampled = (double)(t1 - t0) / 1000;
+    double avg_between = sampled / (double)(n - 1);
+    if (counter && result > 0 && v0 >= 0) {
+        double to_zero = sampled * (v0 / result);
+        if (to_zero < to_start)
+            to_start = to_zero;
+    }
+    double threshold = avg_between * 1.1;
+    double interval = sampled;
+    interval += to_start < threshold ? to_start : avg_between / 2;
+    interval += to_end < threshold ? to_end : avg_between / 2;
+    double factor = interval / sampled;
+    if (is_rate)
+        factor /= (double)range_ms / 1000;
+    *out = result * factor;
+    return 1;
+}
+
+/* rate, increase (counter resets added back) and delta over raw samples. */
 static int extrapolated_rate(const struct promql_sample *p, size_t n, int64_t range_start,
                              int64_t range_end, int64_t range_ms, int counter, int is_rate,
                              double *out)
@@ -343,24 +545,33 @@ static int extrapolated_rate(const struct promql_sample *p, size_t n, int64_t ra
             last = p[i].v;
         }
     }
-    double to_start = (double)(p[0].t - range_start) / 1000;
-    double to_end = (double)(range_end - p[n - 1].t) / 1000;
-    double sampled = (double)(p[n - 1].t - p[0].t) / 1000;
-    double avg_between = sampled / (double)(n - 1);
-    if (counter && result > 0 && p[0].v >= 0) {
-        double to_zero = sampled * (p[0].v / result);
-        if (to_zero < to_start)
-            to_start = to_zero;
+    return extrapolate(result, p[0].t, p[0].v, p[n - 1].t, n, range_start, range_end, range_ms,
+                       counter, is_rate, out);
+}
+
+/* fn over a window's rows; 0 when there is no value. */
+static int from_rows(enum promql_func fn, const struct ragg *g, int64_t begin, int64_t end,
+                     int64_t range_ms, double *out)
+{
+    if (g->count == 0)
+        return 0;
+    switch (fn) {
+    case PQ_F_RATE:
+    case PQ_F_INCREASE:
+    case PQ_F_DELTA: {
+        int counter = fn != PQ_F_DELTA;
+        return extrapolate(g->last - g->first + (counter ? g->resets : 0), g->first_ts, g->first,
+                           g->last_ts, g->count, begin, end, range_ms, counter, fn == PQ_F_RATE,
+                           out);
     }
-    double threshold = avg_between * 1.1;
-    double interval = sampled;
-    interval += to_start < threshold ? to_start : avg_between / 2;
-    interval += to_end < threshold ? to_end : avg_between / 2;
-    double factor = interval / sampled;
-    if (is_rate)
-        factor /= (double)range_ms / 1000;
-    *out = result * factor;
-    return 1;
+    case PQ_F_AVG_OT: *out = g->sum / (double)g->count; return 1;
+    case PQ_F_MIN_OT: *out = g->min; return 1;
+    case PQ_F_MAX_OT: *out = g->max; return 1;
+    case PQ_F_SUM_OT: *out = g->sum; return 1;
+    case PQ_F_COUNT_OT: *out = (double)g->count; return 1;
+    case PQ_F_LAST_OT: *out = g->last; return 1;
+    default: return 0; /* quantile_over_time: never from rows */
+    }
 }
 
 /* fn over p[0..n); returns 0 when there is no value (the series is left out). */
@@ -439,30 +650,6 @@ static int over_time(struct ev *e, enum promql_func fn, const struct promql_samp
     }
 }
 
-/* fn over [from, to] of one series from the source's rollup tier; 0 when
- * there is no sample (or the read failed: e->failed). */
-static int from_tier(struct ev *e, enum promql_func fn, const void *ref, int64_t from, int64_t to,
-                     double *out)
-{
-    struct promql_tier_agg a;
-    char err[256] = "";
-    if (e->src->aggregate(e->src->ctx, ref, from, to, &a, err, sizeof err) < 0) {
-        ev_fail(e, "internal", "%s", err[0] ? err : "reading the rollups failed");
-        return 0;
-    }
-    if (a.count == 0)
-        return 0;
-    switch (fn) {
-    case PQ_F_AVG_OT: *out = a.sum / (double)a.count; break;
-    case PQ_F_MIN_OT: *out = a.min; break;
-    case PQ_F_MAX_OT: *out = a.max; break;
-    case PQ_F_SUM_OT: *out = a.sum; break;
-    case PQ_F_COUNT_OT: *out = (double)a.count; break;
-    default: *out = a.last; break;
-    }
-    return 1;
-}
-
 static struct val eval(struct ev *e, struct promql_node *n, int64_t t);
 
 static int scalar_arg(struct ev *e, struct promql_node *n, int64_t t, const char *what,
@@ -498,9 +685,12 @@ static struct val eval_call(struct ev *e, struct promql_node *n, int64_t t)
     for (size_t i = 0; i < d->n; i++) {
         double v;
         int ok;
-        if (sel->tier) {
-            if (!(ok = from_tier(e, n->fn, d->v[i].ref, begin, end, &v)) && e->failed)
-                return out;
+        if (d->v[i].use_rows) {
+            struct ragg g;
+            rows_window(e, &d->v[i], begin, end, &g);
+            ok = from_rows(n->fn, &g, begin, end, sel->range_ms, &v);
+            if (ok && g.count && (n->fn == PQ_F_RATE || n->fn == PQ_F_INCREASE))
+                e->approximated |= g.first_ts < d->v[i].raw_first; /* resets inside rows */
             goto have;
         }
         size_t first, cnt = window(&d->v[i], begin, end, &first);
@@ -539,11 +729,21 @@ static struct val eval_selector(struct ev *e, struct promql_node *n, int64_t t)
         return out;
     int64_t ref = t - n->offset_ms;
     for (size_t i = 0; i < d->n; i++) {
-        size_t first, cnt = window(&d->v[i], ref - LOOKBACK_MS, ref, &first);
-        if (!cnt)
-            continue;
+        double v;
+        if (d->v[i].use_rows) {
+            struct ragg g;
+            rows_window(e, &d->v[i], ref - LOOKBACK_MS, ref, &g);
+            if (!g.count)
+                continue;
+            v = g.last;
+        } else {
+            size_t first, cnt = window(&d->v[i], ref - LOOKBACK_MS, ref, &first);
+            if (!cnt)
+                continue;
+            v = d->v[i].s[first + cnt - 1].v;
+        }
         out.e[out.n].lab = d->v[i].lab;
-        out.e[out.n++].v = d->v[i].s[first + cnt - 1].v;
+        out.e[out.n++].v = v;
     }
     return out;
 }
@@ -888,6 +1088,54 @@ static void instant_matrix(struct ev *e, struct promql_node *sel, int64_t t,
     }
 }
 
+/* " before TIME" (UTC, RFC 3339) for ms, "" for INT64_MAX (no raw sample). */
+static const char *when_text(int64_t ms, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (ms != INT64_MAX) {
+        time_t secs = (time_t)(ms / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(out, outlen, " before %Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    return out;
+}
+
+/* Prometheus's "warnings" for what the rows answered: the part past raw
+ * retention (before the newest oldest raw sample among the series that
+ * needed rows there), whether anything was approximated, and where
+ * quantile_over_time had no value because its samples are gone. Each is
+ * a format with one %s, the time (" before ..."). */
+static void add_warnings(struct ev *e, struct promql_result *res)
+{
+    const struct {
+        int on;
+        int64_t when;
+        const char *fmt;
+    } w[] = {
+        {e->retired_before != 0, e->retired_before,
+         "raw samples%s are past raw retention (storage.retention.raw): that part was answered "
+         "from the rollup tiers"},
+        {e->approximated, INT64_MAX,
+         "approximated from the rollup tiers%s: a window that splits a rollup row, or rate and "
+         "increase over rows (a counter reset inside a row is seen only as a value below the "
+         "row's first; see docs/api.md \"Rollup tiers\")"},
+        {e->quantile_before != 0, e->quantile_before,
+         "quantile_over_time has no value where raw samples are past raw retention "
+         "(storage.retention.raw)%s: the rollup tiers do not keep every value"},
+    };
+    _Static_assert(sizeof w / sizeof w[0] == sizeof res->warnings / sizeof res->warnings[0],
+                   "a place for every warning");
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        if (!w[i].on)
+            continue;
+        char buf[400], when[40];
+        snprintf(buf, sizeof buf, w[i].fmt, when_text(w[i].when, when, sizeof when));
+        if (!(res->warnings[res->nwarnings++] = promql_strndup(&res->arena, buf, strlen(buf))))
+            ev_fail(e, "internal", "out of memory");
+    }
+}
+
 int promql_eval(struct promql_query *q, const struct promql_source *src, int64_t start,
                 int64_t end, int64_t step, int as_range, struct promql_result *res, char *err,
                 size_t errlen, const char **kind)
@@ -1004,6 +1252,8 @@ int promql_eval(struct promql_query *q, const struct promql_source *src, int64_t
     }
 out_keys:
     promql_arena_free(&keys);
+    if (!e.failed)
+        add_warnings(&e, res);
 out:
     for (size_t i = 0; i < res->n; i++)
         promql_labels_sort((struct promql_label *)res->series[i].labels.v,
@@ -1028,6 +1278,7 @@ void promql_result_free(struct promql_result *res)
     free(res->series);
     res->series = NULL;
     res->n = 0;
+    res->nwarnings = 0;
     promql_arena_free(&res->arena);
 }
 

@@ -304,7 +304,7 @@ static void work_run(uv_work_t *u)
         break;
     }
     case WORK_RESOLVED: {
-        struct cb_api_alert_filter f = {"resolved", w->s1, w->s2};
+        struct cb_api_alert_filter f = {"resolved", w->s1, w->s2, NULL, NULL};
         w->status = p->alerts_resolved(p->ctx, r->reader, &f, &w->out);
         break;
     }
@@ -521,6 +521,13 @@ static int one_of(const char *v, const char *const *set)
     return 0;
 }
 
+/* cb_api_alert_filter's keep for a department: its judge. */
+static int keep_alert(const void *ctx, const char *rule, const char *const *names,
+                      const char *const *values, size_t n)
+{
+    return api__judge_alert(ctx, rule, names, values, n);
+}
+
 static void get_alerts(struct cb_api *api, h2o_req_t *req, const struct api_scope *scope)
 {
     static const char *const states[] = {"pending", "firing",   "escalated",
@@ -545,7 +552,7 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req, const struct api_scop
         api__error(api, req, 400, e);
         return;
     }
-    struct cb_api_alert_filter f = {ps[0].value, ps[1].value, ps[2].value};
+    struct cb_api_alert_filter f = {ps[0].value, ps[1].value, ps[2].value, NULL, NULL};
     if (f.state && !strcmp(f.state, "resolved")) {
         /* From the store, on the pool (and not cached: the version follows
          * the live instances only). */
@@ -567,9 +574,23 @@ static void get_alerts(struct cb_api *api, h2o_req_t *req, const struct api_scop
     uint64_t version = cacheable ? api->prov.alerts_version(api->prov.ctx) : 0;
     if (cacheable && api__cache_serve(api, api->alerts_cache, req, query, qlen, version))
         return;
+    /* A department's: the provider renders only what the judge keeps, and
+     * the (small) answer is filtered once more below. */
+    struct api_judge judge;
+    if (scope && api__judge_init(api, scope, &judge)) {
+        api__judge_free(&judge);
+        api__error(api, req, 500, "cannot filter the answer for the department");
+        return;
+    }
+    if (scope) {
+        f.keep = keep_alert;
+        f.keep_ctx = &judge;
+    }
     struct cb_strbuf out;
     cb_strbuf_init(&out);
     int st = api->prov.alerts(api->prov.ctx, &f, &out);
+    if (scope)
+        api__judge_free(&judge);
     if (cacheable && st == 200 && !out.oom) {
         if (out.len == 0 || out.data[out.len - 1] != '\n')
             cb_strbuf_putc(&out, '\n');

@@ -19,6 +19,7 @@
  * other place a department is checked. */
 #include "api/api_int.h"
 #include "base/log.h"
+#include "rules/rules.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -223,27 +224,22 @@ int api__scope_allows_labels(const struct api_scope *s, const char *const *names
 
 /* ---- alerts -------------------------------------------------------------------- */
 
-/* pattern with each {label} that labels (a JSON object) has replaced by its
- * value, into out. */
-static void fill_labels(const char *pattern, const cJSON *labels, struct cb_strbuf *out)
+/* pattern with each {label} that the labels (names[i] = values[i]) have
+ * replaced by its value, into out. */
+static void fill_labels(const char *pattern, const char *const *names, const char *const *values,
+                        size_t n, struct cb_strbuf *out)
 {
     cb_strbuf_reset(out);
     for (const char *c = pattern; *c;) {
         const char *close = *c == '{' ? strchr(c, '}') : NULL;
         if (close) {
-            char name[128];
-            size_t len = (size_t)(close - c - 1);
-            if (len < sizeof name) {
-                memcpy(name, c + 1, len);
-                name[len] = '\0';
-                const cJSON *v = cJSON_GetObjectItemCaseSensitive(labels, name);
-                if (cJSON_IsString(v)) {
-                    cb_strbuf_puts(out, v->valuestring);
-                    c = close + 1;
-                    continue;
-                }
-            }
-            cb_strbuf_append(out, c, (size_t)(close + 1 - c));
+            size_t len = (size_t)(close - c - 1), i = 0;
+            while (i < n && (strlen(names[i]) != len || memcmp(names[i], c + 1, len)))
+                i++;
+            if (i < n)
+                cb_strbuf_puts(out, values[i]);
+            else
+                cb_strbuf_append(out, c, (size_t)(close + 1 - c));
             c = close + 1;
             continue;
         }
@@ -265,25 +261,65 @@ static cJSON *rules_now(struct cb_api *api)
     return j;
 }
 
-static const cJSON *rule_named(const cJSON *rules, const char *name)
+static int rule_cmp(const void *x, const void *y)
 {
+    const cJSON *a = *(const cJSON *const *)x, *b = *(const cJSON *const *)y;
+    return strcmp(cJSON_GetObjectItemCaseSensitive(a, "name")->valuestring,
+                  cJSON_GetObjectItemCaseSensitive(b, "name")->valuestring);
+}
+
+int api__judge_init(struct cb_api *api, const struct api_scope *s, struct api_judge *j)
+{
+    memset(j, 0, sizeof *j);
+    j->s = s;
+    if (!s)
+        return 0;
+    j->rules = rules_now(api);
+    size_t n = (size_t)cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j->rules, "rules"));
+    j->byname = calloc(n ? n : 1, sizeof *j->byname);
+    if (!j->byname)
+        return -1;
     const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(rules, "rules"))
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j->rules, "rules"))
     {
-        const cJSON *n = cJSON_GetObjectItemCaseSensitive(r, "name");
-        if (cJSON_IsString(n) && !strcmp(n->valuestring, name))
-            return r;
+        if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(r, "name")))
+            j->byname[j->n++] = r;
+    }
+    qsort(j->byname, j->n, sizeof *j->byname, rule_cmp);
+    return 0;
+}
+
+void api__judge_free(struct api_judge *j)
+{
+    cJSON_Delete(j->rules);
+    free(j->byname);
+    memset(j, 0, sizeof *j);
+}
+
+/* The rule named `name` of the judge's rule set, or NULL. */
+static const cJSON *rule_named(const struct api_judge *j, const char *name)
+{
+    size_t lo = 0, hi = j->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(cJSON_GetObjectItemCaseSensitive(j->byname[mid], "name")->valuestring,
+                       name);
+        if (c == 0)
+            return j->byname[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
 
-/* Whether the alert (or transition) object is in scope, given the rule set
- * from rules_now (may be NULL). */
-static int alert_allowed(const struct api_scope *s, const cJSON *rules, const cJSON *alert)
+int api__judge_alert(const struct api_judge *j, const char *rule, const char *const *names,
+                     const char *const *values, size_t n)
 {
-    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(alert, "rule");
-    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(alert, "labels");
-    const cJSON *r = cJSON_IsString(rule) ? rule_named(rules, rule->valuestring) : NULL;
+    if (!j->s)
+        return 1;
+    const cJSON *r = rule ? rule_named(j, rule) : NULL;
     const cJSON *match = r ? cJSON_GetObjectItemCaseSensitive(r, "match") : NULL;
     if (cJSON_GetArraySize(match) > 0) {
         struct cb_strbuf b;
@@ -294,24 +330,47 @@ static int alert_allowed(const struct api_scope *s, const cJSON *rules, const cJ
         {
             if (!cJSON_IsString(m))
                 continue;
-            fill_labels(m->valuestring, labels, &b);
-            ok = ok && !b.oom && api__scope_allows_pattern(s, b.data ? b.data : "");
+            fill_labels(m->valuestring, names, values, n, &b);
+            ok = ok && !b.oom && api__scope_allows_pattern(j->s, b.data ? b.data : "");
         }
         cb_strbuf_free(&b);
         return ok;
     }
     /* A rule no longer loaded (history, resolved alerts): its labels only. */
-    const char *names[16], *values[16];
+    return api__scope_allows_labels(j->s, names, values, n);
+}
+
+int cb_api_alert_kept(const struct cb_api_alert_filter *f, const struct cb_transition *t)
+{
+    if (!f->keep)
+        return 1;
+    const char *names[API_JUDGE_MAX_LABELS], *values[API_JUDGE_MAX_LABELS];
+    if (t->nlabels > API_JUDGE_MAX_LABELS)
+        return 0;
+    for (size_t i = 0; i < t->nlabels; i++) {
+        names[i] = t->labels[i].name;
+        values[i] = t->labels[i].value;
+    }
+    return f->keep(f->keep_ctx, t->rule, names, values, t->nlabels);
+}
+
+/* Whether the alert (or transition) object is in scope. */
+static int alert_allowed(const struct api_judge *j, const cJSON *alert)
+{
+    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(alert, "rule");
+    const char *names[API_JUDGE_MAX_LABELS], *values[API_JUDGE_MAX_LABELS];
     size_t n = 0;
     const cJSON *l;
-    cJSON_ArrayForEach(l, labels)
+    cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(alert, "labels"))
     {
-        if (n < 16 && cJSON_IsString(l)) {
-            names[n] = l->string;
-            values[n++] = l->valuestring;
-        }
+        if (!cJSON_IsString(l))
+            continue;
+        if (n == API_JUDGE_MAX_LABELS)
+            return 0; /* more than a judge reads: out, when in doubt */
+        names[n] = l->string;
+        values[n++] = l->valuestring;
     }
-    return api__scope_allows_labels(s, names, values, n);
+    return api__judge_alert(j, cJSON_IsString(rule) ? rule->valuestring : NULL, names, values, n);
 }
 
 int api__scope_allows_alert(struct cb_api *api, const struct api_scope *s, const char *json,
@@ -319,10 +378,11 @@ int api__scope_allows_alert(struct cb_api *api, const struct api_scope *s, const
 {
     if (!s)
         return 1;
+    struct api_judge j;
     cJSON *a = cJSON_ParseWithLength(json, len);
-    cJSON *rules = a ? rules_now(api) : NULL;
-    int ok = a && alert_allowed(s, rules, a);
-    cJSON_Delete(rules);
+    int ok = a && api__judge_init(api, s, &j) == 0 && alert_allowed(&j, a);
+    if (a)
+        api__judge_free(&j);
     cJSON_Delete(a);
     return ok;
 }
@@ -330,9 +390,9 @@ int api__scope_allows_alert(struct cb_api *api, const struct api_scope *s, const
 /* ---- filtering whole answers ------------------------------------------------------ */
 
 /* Whether one item of a list answer is in scope. */
-static int item_allowed(const struct api_scope *s, enum api_scope_list kind, const cJSON *rules,
-                        cJSON *item)
+static int item_allowed(const struct api_judge *j, enum api_scope_list kind, cJSON *item)
 {
+    const struct api_scope *s = j->s;
     switch (kind) {
     case API_LIST_SENSORS: {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(item, "topic");
@@ -340,7 +400,7 @@ static int item_allowed(const struct api_scope *s, enum api_scope_list kind, con
     }
     case API_LIST_ALERTS:
     case API_LIST_TRANSITIONS:
-        return alert_allowed(s, rules, item);
+        return alert_allowed(j, item);
     case API_LIST_RULES: {
         const cJSON *m;
         int any = 0;
@@ -377,14 +437,18 @@ int api__scope_filter(struct cb_api *api, const struct api_scope *s, enum api_sc
         cJSON_Delete(doc);
         return -1;
     }
-    cJSON *rules = kind == API_LIST_ALERTS || kind == API_LIST_TRANSITIONS ? rules_now(api)
-                                                                          : NULL;
+    struct api_judge j = {.s = s};
+    if ((kind == API_LIST_ALERTS || kind == API_LIST_TRANSITIONS) && api__judge_init(api, s, &j)) {
+        api__judge_free(&j);
+        cJSON_Delete(doc);
+        return -1;
+    }
     for (cJSON *it = list->child, *next; it; it = next) {
         next = it->next;
-        if (!item_allowed(s, kind, rules, it))
+        if (!item_allowed(&j, kind, it))
             cJSON_Delete(cJSON_DetachItemViaPointer(list, it));
     }
-    cJSON_Delete(rules);
+    api__judge_free(&j);
     char *text = cJSON_PrintUnformatted(doc);
     cJSON_Delete(doc);
     if (!text)

@@ -17,12 +17,16 @@
  *       real store), 5-minute buckets, answered on the thread pool
  *   promql_range_24h_rps, promql_range_24h_p50_ms, promql_range_24h_p99_ms
  *       GET /api/v1/query_range of that series over 24 hours at a 1-minute
- *       step (1,441 points from 8,640 samples), the daemon's own provider
+ *       step from a whole minute (1,441 points; from the 1-minute rollup
+ *       rows, docs/api.md "Rollup tiers"), the daemon's own provider
  *       (cmd/api_provider.c: the store's sensors, 1,000 ALERTS series)
  *   promql_sum_by_district_rps, promql_sum_by_district_p50_ms, ..._p99_ms
  *       GET /api/v1/query_range of `sum by (district) (pm25)` over the last
  *       hour at a 1-minute step: 200 air sensors in 20 districts, 1 sample /
- *       10 s each (78,000 samples read per request, 20 series of 61 points)
+ *       10 s each (20 series of 61 points; from the rollup rows)
+ *   promql_*_raw_*  the same two through the same provider without its rows
+ *       (prom_rows NULL: raw samples only, 8,640 and 78,000 read per
+ *       request), the baseline of the same run
  *
  * The server runs on this process's main thread (one uv loop, as in the
  * daemon); the clients are threads with one keep-alive connection each,
@@ -79,11 +83,14 @@ struct bench {
 struct list_ctx {
     struct cb_strbuf *out;
     size_t n;
+    const struct cb_api_alert_filter *f; /* a department's keep (NULL: all) */
 };
 
 static void list_one(void *ctx, const struct cb_transition *t)
 {
     struct list_ctx *c = ctx;
+    if (c->f && !cb_api_alert_kept(c->f, t))
+        return;
     if (c->n++)
         cb_strbuf_putc(c->out, ',');
     cb_transition_to_json(t, c->out);
@@ -91,9 +98,8 @@ static void list_one(void *ctx, const struct cb_transition *t)
 
 static int p_alerts(void *ctx, const struct cb_api_alert_filter *f, struct cb_strbuf *out)
 {
-    (void)f;
     struct bench *b = ctx;
-    struct list_ctx c = {out, 0};
+    struct list_ctx c = {out, 0, f};
     cb_strbuf_puts(out, "{\"alerts\":[");
     cb_engine_foreach_instance(b->engine, list_one, &c);
     cb_strbuf_puts(out, "]}");
@@ -426,6 +432,43 @@ static void on_closed(void *ctx) { (void)ctx; }
 /* The other API is still open: the loop would run on, so stop it. */
 static void on_closed_stop(void *ctx) { uv_stop(ctx); }
 
+/* The /api/v1 cases on an API of provider p, keys promql_*SUFFIX: one series
+ * over 24 hours and `sum by (district) (pm25)` over the last hour, both at a
+ * 1-minute step from a whole minute, as Grafana aligns a panel's range to
+ * its step. */
+static void promql_cases(uv_loop_t *loop, const struct cb_api_provider *p, const char *suffix,
+                         int64_t now, int nclients, double seconds)
+{
+    struct cb_config cfg;
+    struct cb_config_error cerr;
+    char err[256], path[300], name[64];
+    cb_config_defaults(&cfg);
+    cb_config_set(&cfg, "http.listen", "127.0.0.1:0", 1, "bench", &cerr);
+    struct cb_api *api = cb_api_start(loop, &cfg, p, err, sizeof err);
+    if (!api) {
+        fprintf(stderr, "bench_api: /api/v1: %s\n", err);
+        cb_config_free(&cfg);
+        return;
+    }
+    static const struct {
+        const char *name, *query; /* the query as it goes in the URL */
+        long long span_s;
+    } cases[] = {
+        {"promql_range_24h", "level%7Btopic%3D%22city%2Fd07%2Friver%2Fs12%22%7D", 86400},
+        {"promql_sum_by_district", "sum%20by%20(district)%20(pm25)", 3600},
+    };
+    long long end_s = (long long)(now / 60000 * 60);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "/api/v1/query_range?query=%s&start=%lld&end=%lld&step=60",
+                 cases[i].query, end_s - cases[i].span_s, end_s);
+        snprintf(name, sizeof name, "%s%s", cases[i].name, suffix);
+        run_case(loop, cb_api_port(api), name, path, 0, nclients, seconds);
+    }
+    cb_api_close(api, on_closed_stop, loop);
+    uv_run(loop, UV_RUN_DEFAULT);
+    cb_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     double seconds = 2;
@@ -554,32 +597,15 @@ int main(int argc, char **argv)
     pp.reader_close = daemon_p.reader_close;
     pp.prom_series = daemon_p.prom_series;
     pp.prom_samples = daemon_p.prom_samples;
-    pp.prom_aggregate = daemon_p.prom_aggregate;
+    pp.prom_rows = daemon_p.prom_rows;
     pp.prom_alerts = daemon_p.prom_alerts;
-    struct cb_config cfg3;
-    cb_config_defaults(&cfg3);
-    cb_config_set(&cfg3, "http.listen", "127.0.0.1:0", 1, "bench", &cerr);
-    struct cb_api *api3 = cb_api_start(&loop, &cfg3, &pp, err, sizeof err);
-    if (api3 && src.label_pattern) {
-        long long end_s = (long long)(now / 1000);
-        snprintf(path, sizeof path,
-                 "/api/v1/query_range?query=level%%7Btopic%%3D%%22city%%2Fd07%%2Friver%%2Fs12%%22"
-                 "%%7D&start=%lld&end=%lld&step=60",
-                 end_s - 86400, end_s);
-        run_case(&loop, cb_api_port(api3), "promql_range_24h", path, 0, nclients, seconds);
-        snprintf(path, sizeof path,
-                 "/api/v1/query_range?query=sum%%20by%%20(district)%%20(pm25)&start=%lld"
-                 "&end=%lld&step=60",
-                 end_s - 3600, end_s);
-        run_case(&loop, cb_api_port(api3), "promql_sum_by_district", path, 0, nclients, seconds);
-    } else {
-        fprintf(stderr, "bench_api: /api/v1: %s\n", api3 ? perr : err);
-    }
-    if (api3) {
-        cb_api_close(api3, on_closed_stop, &loop);
-        uv_run(&loop, UV_RUN_DEFAULT);
-    }
-    cb_config_free(&cfg3);
+    /* the baseline in the same run: the same provider without rows (raw samples only) */
+    struct cb_api_provider pp_raw = pp;
+    pp_raw.prom_rows = NULL;
+    for (int raw = 1; raw >= 0 && src.label_pattern; raw--)
+        promql_cases(&loop, raw ? &pp_raw : &pp, raw ? "_raw" : "", now, nclients, seconds);
+    if (!src.label_pattern)
+        fprintf(stderr, "bench_api: /api/v1: %s\n", perr);
     cb_topic_pattern_free(labels);
     cb_api_close(api, on_closed, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

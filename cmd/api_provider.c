@@ -177,6 +177,8 @@ static void list_one(void *ctx, const struct cb_transition *t)
         return;
     if (c->f->rule && strcmp(c->f->rule, t->rule) != 0)
         return;
+    if (!cb_api_alert_kept(c->f, t))
+        return;
     if (c->n++)
         cb_strbuf_putc(c->out, ',');
     instance_json(t, c->out);
@@ -783,12 +785,15 @@ static int prom_sensor(void *ctx, const struct cb_sensor_info *s)
     return 0;
 }
 
-static int prom_series(void *ctx, void *reader, cb_api_prom_series_fn fn, void *fctx)
+/* Every series; with `times` their last sample's time (a read per series),
+ * else only the sensor's first and last seen (one statement). */
+static int prom_series(void *ctx, void *reader, int times, cb_api_prom_series_fn fn, void *fctx)
 {
     struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
     struct prom_series_ctx c = {d->label_pattern, fn, fctx};
-    return cb_store_list_sensors(r->store, prom_sensor, &c);
+    return times ? cb_store_list_sensors(r->store, prom_sensor, &c)
+                 : cb_store_list_sensors_brief(r->store, prom_sensor, &c);
 }
 
 struct prom_samples_ctx {
@@ -817,18 +822,21 @@ static int prom_samples(void *ctx, void *reader, const char *topic, const char *
                               prom_sample_row, &c);
 }
 
-/* count/sum/min/max/last over from <= ts <= to: raw samples at the edges,
- * the 1-minute rollups for the whole minutes inside (storage's aggregate). */
-static int prom_aggregate(void *ctx, void *reader, const char *topic, const char *metric,
-                          int64_t from, int64_t to, struct cb_api_prom_agg *out)
+/* The tier rows of one series with samples in from <= ts <= to (storage's
+ * rows over [from, to + 1)). Where raw samples begin is taken from
+ * storage.retention.raw (now minus it; none past retention when it is 0),
+ * not asked of the store: the oldest raw sample of a series costs a scan of
+ * the samples' open head. */
+static int prom_rows(void *ctx, void *reader, const char *topic, const char *metric,
+                     int64_t from, int64_t to, cb_api_prom_row_fn fn, void *fctx,
+                     int64_t *raw_first)
 {
-    (void)ctx;
+    struct cmd_api_sources *d = ctx;
     struct readers *r = reader;
-    struct cb_bucket b;
-    if (cb_store_query_aggregate(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, &b))
-        return -1;
-    *out = (struct cb_api_prom_agg){b.count, b.sum, b.min, b.max, b.last};
-    return 0;
+    int64_t keep = d->cfg->storage_retention_raw_ms;
+    *raw_first = keep > 0 ? cb_wall_ms() - keep : INT64_MIN;
+    return cb_store_query_rows(r->store, topic, metric, from, to == INT64_MAX ? to : to + 1, fn,
+                               fctx, NULL);
 }
 
 /* A refused read (or a department's try outside its scope) in the audit
@@ -875,5 +883,5 @@ void cmd__api_provider(struct cmd_api_sources *d, struct cb_api_provider *p)
     p->prom_alerts = prom_alerts;
     p->prom_series = prom_series;
     p->prom_samples = prom_samples;
-    p->prom_aggregate = prom_aggregate;
+    p->prom_rows = prom_rows;
 }

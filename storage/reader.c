@@ -867,3 +867,212 @@ out:
     end(r);
     return rc;
 }
+
+/* ---- one series as tier rows (the Prometheus API's reads) ------------------------ */
+
+/* Emits the rows of `sql` (bound ?1 series, ?2 from, ?3 to; columns bucket,
+ * count, sum, min, max, first, first_ts, last, last_ts) as cb_tier_rows of
+ * `width`. Returns 0, 1 when fn stopped, -1 on an error. */
+static int tier_rows(struct cb_store_reader *r, const char *sql, int64_t series, int64_t from,
+                     int64_t to, int64_t width, cb_tier_row_fn fn, void *ctx)
+{
+    if (from >= to)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail_sql(r, "query rows");
+    sqlite3_bind_int64(st, 1, series);
+    sqlite3_bind_int64(st, 2, from);
+    sqlite3_bind_int64(st, 3, to);
+    int s, stop = 0;
+    while (!stop && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        struct cb_tier_row row = {
+            sqlite3_column_int64(st, 0),  width,
+            (uint64_t)sqlite3_column_int64(st, 1), sqlite3_column_double(st, 2),
+            sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
+            sqlite3_column_double(st, 5), sqlite3_column_int64(st, 6),
+            sqlite3_column_double(st, 7), sqlite3_column_int64(st, 8)};
+        stop = fn(ctx, &row);
+    }
+    sqlite3_finalize(st);
+    if (stop)
+        return 1;
+    return s == SQLITE_DONE ? 0 : fail_sql(r, "query rows");
+}
+
+/* The one integer of `sql` bound ?1 series, or `none` when it is NULL. */
+static int64_t series_int(struct cb_store_reader *r, const char *sql, int64_t series,
+                          int64_t none, int *failed)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = none;
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        *failed = fail_sql(r, "query rows");
+        return none;
+    }
+    sqlite3_bind_int64(st, 1, series);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        v = sqlite3_column_int64(st, 0);
+    else if (s != SQLITE_ROW && s != SQLITE_DONE)
+        *failed = fail_sql(r, "query rows");
+    sqlite3_finalize(st);
+    return v;
+}
+
+int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char *metric,
+                        int64_t from, int64_t to, cb_tier_row_fn fn, void *ctx,
+                        int64_t *raw_first)
+{
+#define ROWS_SQL(tier)                                                                          \
+    "SELECT bucket, count, sum, min, max, first, first_ts, last, last_ts FROM " tier          \
+    " WHERE series_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket"
+    static const char raw_sql[] = "SELECT ts, 1, value, value, value, value, ts, value, ts FROM "
+                                  "samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 "
+                                  "ORDER BY ts";
+    struct series_list l = {0};
+    int rc = -1, failed = 0;
+    if (raw_first)
+        *raw_first = INT64_MAX;
+    if (!topic || !metric) {
+        snprintf(r->err, sizeof r->err, "rows need a topic and a metric");
+        return -1;
+    }
+    if (begin(r) < 0)
+        return -1;
+    if (list_series(r, topic, metric, &l) < 0)
+        goto out;
+    if (l.n == 1) {
+        int64_t id = l.v[0].id, d1m, d1h;
+        derived_in_snapshot(r, &d1m, &d1h);
+        if (raw_first) /* the samples table's head makes this cost a scan: asked for only */
+            *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
+        int64_t m0 = series_int(r, bq_sql[BQ_1M_FIRST], id, INT64_MAX, &failed);
+        int64_t h0 = series_int(r, "SELECT min(first_ts) FROM rollup_1h WHERE series_id = ?1",
+                                id, INT64_MAX, &failed);
+        if (failed)
+            goto out;
+        /* 1h rows only for the hours the 1-minute tier no longer holds (whole:
+         * the hour where 1-minute retention cut too) */
+        int64_t hcut = m0 == INT64_MAX ? d1h
+                       : h0 < m0       ? ceil_to(m0, STORAGE_HOUR_MS)
+                                       : floor_to(m0, STORAGE_HOUR_MS);
+        hcut = min64(hcut, d1h);
+        int64_t mfrom = max64(hcut, floor_to(from, STORAGE_MINUTE_MS));
+        int64_t rawfrom = max64(max64(d1m, hcut), from);
+        int s = tier_rows(r, ROWS_SQL("rollup_1h"), id, floor_to(from, STORAGE_HOUR_MS),
+                          min64(hcut, to), STORAGE_HOUR_MS, fn, ctx);
+        if (s == 0)
+            s = tier_rows(r, ROWS_SQL("rollup_1m"), id, mfrom, min64(d1m, to), STORAGE_MINUTE_MS,
+                          fn, ctx);
+        if (s == 0)
+            s = tier_rows(r, raw_sql, id, rawfrom, to, 1, fn, ctx);
+        if (s < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    series_list_free(&l);
+    end(r);
+    return rc;
+#undef ROWS_SQL
+}
+
+/* ---- sensors and their metrics without their newest samples ------------------- */
+
+/* Where a metric's strings are in a sensor's text (0: none). */
+struct metric_at {
+    size_t metric, unit;
+};
+
+int cb_store_list_sensors_brief(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    struct cb_strbuf text; /* the current sensor's strings, each NUL-terminated */
+    struct cb_sensor_metric *m = NULL;
+    struct metric_at *at = NULL;
+    size_t n = 0, cap = 0, off[3] = {0};
+    int rc = -1, s, stop = 0;
+    int64_t cur = -1;
+    struct cb_sensor_info info = {0};
+    cb_strbuf_init(&text);
+    if (begin(r) < 0)
+        return -1;
+    if (sqlite3_prepare_v2(r->db,
+                           "SELECT se.id, se.topic, se.device, se.labels, se.first_seen, "
+                           "se.last_seen, sr.metric, sr.unit FROM sensors se JOIN series sr ON "
+                           "sr.sensor_id = se.id ORDER BY se.topic, sr.metric",
+                           -1, &st, NULL) != SQLITE_OK) {
+        fail_sql(r, "list sensors");
+        goto out;
+    }
+    for (;;) {
+        s = sqlite3_step(st);
+        int64_t id = s == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        if (cur != -1 && id != cur) { /* the previous sensor is complete */
+            if (text.oom)
+                goto oom;
+            info.topic = text.data + off[0];
+            info.device = off[1] ? text.data + off[1] : NULL;
+            info.labels = off[2] ? text.data + off[2] : NULL;
+            for (size_t k = 0; k < n; k++)
+                m[k] = (struct cb_sensor_metric){text.data + at[k].metric,
+                                                 at[k].unit ? text.data + at[k].unit : NULL,
+                                                 INT64_MIN, NAN};
+            info.metrics = m;
+            info.nmetrics = n;
+            if ((stop = fn(ctx, &info)) != 0)
+                break;
+        }
+        if (s != SQLITE_ROW)
+            break;
+        if (id != cur) {
+            cur = id;
+            n = 0;
+            cb_strbuf_reset(&text);
+            cb_strbuf_putc(&text, '\0'); /* offset 0: none */
+            for (int c = 1; c <= 3; c++) {
+                const char *v = (const char *)sqlite3_column_text(st, c);
+                off[c - 1] = v ? text.len : 0;
+                if (v)
+                    cb_strbuf_append(&text, v, strlen(v) + 1);
+            }
+            info.first_seen = sqlite3_column_int64(st, 4);
+            info.last_seen = sqlite3_column_int64(st, 5);
+        }
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            struct cb_sensor_metric *nm = realloc(m, nc * sizeof *nm);
+            if (nm)
+                m = nm;
+            struct metric_at *na = nm ? realloc(at, nc * sizeof *na) : NULL;
+            if (!na)
+                goto oom;
+            at = na;
+            cap = nc;
+        }
+        const char *metric = (const char *)sqlite3_column_text(st, 6);
+        const char *unit = (const char *)sqlite3_column_text(st, 7);
+        at[n].metric = text.len;
+        cb_strbuf_append(&text, metric, strlen(metric) + 1);
+        at[n].unit = unit ? text.len : 0;
+        if (unit)
+            cb_strbuf_append(&text, unit, strlen(unit) + 1);
+        n++;
+    }
+    if (!stop && s != SQLITE_DONE) {
+        fail_sql(r, "list sensors");
+        goto out;
+    }
+    rc = 0;
+    goto out;
+oom:
+    snprintf(r->err, sizeof r->err, "out of memory");
+out:
+    free(m);
+    free(at);
+    cb_strbuf_free(&text);
+    sqlite3_finalize(st);
+    end(r);
+    return rc;
+}

@@ -206,6 +206,31 @@ int cb_store_query_buckets(struct cb_store_reader *r, const char *topic, const c
 int cb_store_query_aggregate(struct cb_store_reader *r, const char *topic, const char *metric,
                              int64_t from, int64_t to, struct cb_bucket *out);
 
+/* One row of a tier: the samples of one series in [start, start + width)
+ * (width 1: one raw sample), with the first and last of them. */
+struct cb_tier_row {
+    int64_t start, width;
+    uint64_t count;
+    double sum, min, max, first;
+    int64_t first_ts;
+    double last;
+    int64_t last_ts;
+};
+typedef int (*cb_tier_row_fn)(void *ctx, const struct cb_tier_row *row);
+/* The samples of one series with from <= ts < to as rows of the coarsest
+ * tier that holds them whole, in time order, never overlapping: 1-hour rows
+ * for the hours the 1-minute tier no longer holds (whole hours: the hour
+ * where 1-minute retention cut is read from the 1-hour row), 1-minute rows
+ * from there to where that tier is derived, raw samples after. A row goes
+ * out from the bucket that holds `from` up to the last one that starts
+ * before `to`, so it may reach past either end. *raw_first (when raw_first
+ * is not NULL: it costs a scan of the samples' open head) gets the series'
+ * oldest raw sample (INT64_MAX when none): rows before it hold what raw
+ * retention has deleted. fn returns non-zero to stop. */
+int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char *metric,
+                        int64_t from, int64_t to, cb_tier_row_fn fn, void *ctx,
+                        int64_t *raw_first);
+
 /* Every known sensor with its metrics (for GET /api/sensors), in topic order.
  * Pointers are valid during the callback only; fn returns non-zero to stop.
  * last_ts/last_value: the newest raw sample, or the newest 1-hour rollup's
@@ -226,6 +251,12 @@ struct cb_sensor_info {
 };
 typedef int (*cb_sensor_fn)(void *ctx, const struct cb_sensor_info *s);
 int cb_store_list_sensors(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx);
+
+/* The same sensors and metrics (those with at least one metric), without
+ * looking at samples: every metric's last_ts is INT64_MIN and last_value
+ * NaN, last_seen the sensor's own. One statement, for readers that need the
+ * catalog but not the newest values (the Prometheus API's queries). */
+int cb_store_list_sensors_brief(struct cb_store_reader *r, cb_sensor_fn fn, void *ctx);
 
 /* Window restore: every raw sample with ts >= since_ms, in ts order (ties in
  * topic, metric order). */

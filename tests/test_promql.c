@@ -3,8 +3,14 @@
  * same constructs with Prometheus itself; these pin down the rules one by
  * one with values worked out by hand. */
 #include "api/promql.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "storage/storage.h"
+#include "tests/support/store_fixture.h"
 
 #include <CUnit/CUnit.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -283,62 +289,386 @@ static void test_values_written_as_prometheus(void)
     CU_ASSERT_STRING_EQUAL(b, "NaN");
 }
 
-static int tier_calls;
+/* ---- the rollup tiers, over the real store on a temporary file ---- */
 
-/* The rollup tier's answer, computed from the samples (count, sum, min, max, last). */
-static int mem_aggregate(void *ctx, const void *ref, int64_t from, int64_t to,
-                         struct promql_tier_agg *out, char *err, size_t errlen)
+/* A source over a store reader: the series `topics` (metric "v" as "g", or
+ * "c"), raw samples through cb_store_query_raw, rows (when `tiers`) through
+ * cb_store_query_rows; counts what it read. */
+struct store_src {
+    struct cb_store_reader *r;
+    int tiers;
+    size_t samples_read, rows_read;
+    struct mem_series ser[2];
+    const char *metric[2];
+    size_t n;
+};
+
+struct count_fwd {
+    struct store_src *s;
+    promql_sample_fn fn;
+    promql_row_fn rfn;
+    void *fctx;
+};
+
+static int fwd_sample(void *ctx, const char *topic, const char *metric, int64_t ts, double v)
 {
-    (void)ctx;
+    (void)topic;
+    (void)metric;
+    struct count_fwd *c = ctx;
+    c->s->samples_read++;
+    return c->fn(c->fctx, ts, v);
+}
+
+static int fwd_row(void *ctx, const struct cb_tier_row *r)
+{
+    struct count_fwd *c = ctx;
+    c->s->rows_read++;
+    return c->rfn(c->fctx, r);
+}
+
+static int st_each(void *ctx, promql_series_fn fn, void *fctx, char *err, size_t errlen)
+{
+    struct store_src *s = ctx;
     (void)err;
     (void)errlen;
-    const struct mem_series *s = ref;
-    memset(out, 0, sizeof *out);
-    tier_calls++;
-    for (size_t i = 0; i < s->n; i++)
-        if (s->s[i].t >= from && s->s[i].t <= to) {
-            double v = s->s[i].v;
-            out->min = out->count && out->min < v ? out->min : v;
-            out->max = out->count && out->max > v ? out->max : v;
-            out->sum += v;
-            out->last = v;
-            out->count++;
-        }
+    for (size_t i = 0; i < s->n; i++) {
+        struct promql_labels l = {s->ser[i].lab, s->ser[i].nlab};
+        if (fn(fctx, &l, (const void *)(uintptr_t)i))
+            break;
+    }
     return 0;
 }
 
+static int st_samples(void *ctx, const void *ref, int64_t from, int64_t to, promql_sample_fn fn,
+                      void *fctx, char *err, size_t errlen)
+{
+    struct store_src *s = ctx;
+    size_t i = (uintptr_t)ref;
+    struct count_fwd c = {s, fn, NULL, fctx};
+    if (cb_store_query_raw(s->r, s->ser[i].lab[1].value, s->metric[i], from, to + 1, fwd_sample,
+                           &c) < 0) {
+        snprintf(err, errlen, "%s", cb_store_reader_error(s->r));
+        return -1;
+    }
+    return 0;
+}
+
+static int st_rows(void *ctx, const void *ref, int64_t from, int64_t to, promql_row_fn fn,
+                   void *fctx, int64_t *raw_first, char *err, size_t errlen)
+{
+    struct store_src *s = ctx;
+    size_t i = (uintptr_t)ref;
+    struct count_fwd c = {s, NULL, fn, fctx};
+    if (cb_store_query_rows(s->r, s->ser[i].lab[1].value, s->metric[i], from, to + 1, fwd_row,
+                            &c, raw_first) < 0) {
+        snprintf(err, errlen, "%s", cb_store_reader_error(s->r));
+        return -1;
+    }
+    return 0;
+}
+
+static char tdir[64], tdb[128];
+static struct cb_config tcfg;
+
+/* A store on a temporary file with retention `raw_ms` (0: forever). */
+static struct cb_store *tstore_open(int64_t raw_ms)
+{
+    strcpy(tdir, "/tmp/cbpromql.XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(tdir));
+    snprintf(tdb, sizeof tdb, "%s/city.db", tdir);
+    CU_ASSERT_EQUAL_FATAL(cb_config_defaults(&tcfg), 0);
+    free(tcfg.storage_db);
+    tcfg.storage_db = strdup(tdb);
+    tcfg.storage_commit_interval_ms = 60000;
+    tcfg.storage_retention_interval_ms = 24 * 3600 * 1000LL;
+    tcfg.storage_retention_raw_ms = raw_ms;
+    char err[256] = "";
+    struct cb_store *st = cb_store_open(&tcfg, NULL, err, sizeof err);
+    if (!st)
+        fprintf(stderr, "open: %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    return st;
+}
+
+/* Closes the store (which derives every rollup), then, with `now`, reopens
+ * it and runs retention to its end; returns a reader on the file. */
+static struct cb_store_reader *tstore_settle(struct cb_store *st, int64_t now)
+{
+    CU_ASSERT_EQUAL(cb_store_flush(st), 0);
+    cb_store_close(st);
+    if (now) {
+        char err[256] = "";
+        st = cb_store_open(&tcfg, NULL, err, sizeof err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(st, &clk);
+        uint64_t deleted;
+        int more = 1;
+        while (more)
+            CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(st, &deleted, &more), 0);
+        cb_store_close(st);
+    }
+    char err[256] = "";
+    struct cb_store_reader *r = cb_store_reader_open(tdb, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    return r;
+}
+
+static void tstore_done(struct cb_store_reader *r)
+{
+    cb_store_reader_close(r);
+    cb_config_free(&tcfg);
+    cb_t_remove_dir(tdir);
+}
+
+static void tput(struct cb_store *st, const char *topic, const char *metric, int64_t ts, double v)
+{
+    struct cb_sample smp = {metric, ts, v};
+    CU_ASSERT_EQUAL(cb_store_append(st, topic, NULL, &smp, 1, 0), 0);
+}
+
+static void store_src_init(struct store_src *s, struct cb_store_reader *r, int tiers)
+{
+    memset(s, 0, sizeof *s);
+    s->r = r;
+    s->tiers = tiers;
+    s->ser[0] = (struct mem_series){.lab = {{"__name__", "g"}, {"topic", "t/g"}}, .nlab = 2};
+    s->ser[1] = (struct mem_series){.lab = {{"__name__", "c"}, {"topic", "t/c"}}, .nlab = 2};
+    s->metric[0] = s->metric[1] = "v";
+    s->n = 2;
+}
+
+/* Runs expr over [start, end] by step on src; fills res. */
+static int range_eval(struct store_src *s, const char *expr, int64_t start, int64_t end,
+                      int64_t step, struct promql_result *res)
+{
+    struct promql_query q;
+    char err[256];
+    const char *kind;
+    struct promql_source src = {s, st_each, st_samples, s->tiers ? st_rows : NULL, 0};
+    if (promql_parse(expr, strlen(expr), &q, err, sizeof err)) {
+        fprintf(stderr, "\n%s: %s\n", expr, err);
+        return -1;
+    }
+    int rc = promql_eval(&q, &src, start, end, step, 1, res, err, sizeof err, &kind);
+    if (rc)
+        fprintf(stderr, "\n%s: %s\n", expr, err);
+    promql_query_free(&q);
+    return rc;
+}
+
+/* Two hours of a gauge and a counter (with resets), every 10 s with up to
+ * 3 s of jitter and a sample on each whole minute; returns the reader. */
+static struct cb_store_reader *two_hours(int64_t base)
+{
+    struct cb_store *st = tstore_open(0);
+    uint64_t x = 7;
+    double c = 0;
+    for (int64_t ts = base; ts < base + 2 * 3600000; ts += 10000) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int64_t t = ts % 60000 == 0 ? ts : ts + (int64_t)((x >> 33) % 3000);
+        c = (x >> 40) % 41 == 0 ? (double)((x >> 20) % 5) : c + (double)((x >> 24) % 30);
+        tput(st, "t/g", "v", t, (double)((x >> 28) % 100000) / 100.0);
+        tput(st, "t/c", "v", t, c);
+    }
+    return tstore_settle(st, 0);
+}
+
+/* Within raw retention, at whole-minute steps, a plain selector, delta and
+ * every *_over_time but quantile read rows only, and every point equals the
+ * raw samples' answer; rate, increase, quantile_over_time and a step of 30 s
+ * read the raw samples. */
 static void test_whole_minute_steps_read_the_tier(void)
 {
-    static const double v[6] = {1, 2, 3, 4, 5, 6};
-    struct mem_series s = counter("g", "t/1", v);
-    struct mem m = {&s, 1};
-    struct promql_source src = {&m, mem_each, mem_samples, mem_aggregate, 0};
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    struct cb_store_reader *r = two_hours(base);
     static const struct {
         const char *expr;
         int64_t step;
         int tier;
-        double at_600s;
-    } cases[] = {{"avg_over_time(g[1h])", 60000, 1, 3.5},
-                 {"count_over_time(g[1h])", 120000, 1, 6},
-                 {"max_over_time(g[1h])", 30000, 0, 6},   /* a step the tier does not divide */
-                 {"max_over_time(g[59m])", 60000, 0, 6}}; /* a range too short to be worth it */
-    for (size_t i = 0; i < 4; i++) {
-        struct promql_query q;
-        struct promql_result r;
-        char err[256];
-        const char *kind;
-        CU_ASSERT_EQUAL_FATAL(promql_parse(cases[i].expr, strlen(cases[i].expr), &q, err, sizeof err),
-                              0);
-        tier_calls = 0;
-        CU_ASSERT_EQUAL_FATAL(promql_eval(&q, &src, 600000, 600000 + 2 * cases[i].step,
-                                          cases[i].step, 1, &r, err, sizeof err, &kind),
-                              0);
-        CU_ASSERT_EQUAL(tier_calls, cases[i].tier ? 3 : 0);
-        CU_ASSERT_EQUAL_FATAL(r.n, 1);
-        NEAR(r.series[0].pts[0].v, cases[i].at_600s);
-        promql_result_free(&r);
-        promql_query_free(&q);
+    } cases[] = {
+        {"g", 60000, 1},
+        {"g offset 3m", 120000, 1},
+        {"delta(g[5m])", 60000, 1},
+        {"avg_over_time(g[5m])", 60000, 1},
+        {"min_over_time(g[10m])", 60000, 1},
+        {"max_over_time(g[1h])", 60000, 1},
+        {"sum_over_time(g[7m])", 60000, 1},
+        {"count_over_time(c[2m])", 60000, 1},
+        {"last_over_time(c[3m])", 60000, 1},
+        {"rate(c[5m])", 60000, 0},
+        {"increase(c[10m])", 60000, 0},
+        {"quantile_over_time(0.5, g[5m])", 60000, 0},
+        {"avg_over_time(g[5m])", 30000, 0},
+        {"g", 45000, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct store_src raw, tier;
+        store_src_init(&raw, r, 0);
+        store_src_init(&tier, r, 1);
+        struct promql_result a, b;
+        int64_t start = base + 20 * 60000, end = base + 2 * 3600000 - 60000;
+        CU_ASSERT_EQUAL_FATAL(range_eval(&raw, cases[i].expr, start, end, cases[i].step, &a), 0);
+        CU_ASSERT_EQUAL_FATAL(range_eval(&tier, cases[i].expr, start, end, cases[i].step, &b), 0);
+        CU_ASSERT_EQUAL(tier.samples_read == 0, cases[i].tier);
+        CU_ASSERT_EQUAL(tier.rows_read > 0, cases[i].tier);
+        CU_ASSERT_EQUAL(b.nwarnings, 0);
+        CU_ASSERT_EQUAL_FATAL(a.n, b.n);
+        size_t diffs = 0, pts = 0;
+        for (size_t k = 0; k < a.n; k++) {
+            CU_ASSERT_EQUAL_FATAL(a.series[k].n, b.series[k].n);
+            for (size_t j = 0; j < a.series[k].n; j++, pts++) {
+                double x = a.series[k].pts[j].v, y = b.series[k].pts[j].v;
+                diffs += a.series[k].pts[j].t != b.series[k].pts[j].t ||
+                         fabs(x - y) > 1e-9 * fmax(fabs(x), fabs(y));
+            }
+        }
+        if (diffs)
+            fprintf(stderr, "\n%s: %zu of %zu points differ\n", cases[i].expr, diffs, pts);
+        CU_ASSERT_EQUAL(diffs, 0);
+        CU_ASSERT(pts >= 50);
+        promql_result_free(&a);
+        promql_result_free(&b);
     }
+    tstore_done(r);
+}
+
+/* A Grafana panel over 30 days at a 1-hour step on a store whose raw
+ * samples of all but the last 7 days are gone: every hour has its value,
+ * from the 1-minute tier, and the answer warns which part came from there. */
+static void test_thirty_days_past_raw_retention_answer_from_the_tiers(void)
+{
+    int64_t base = 1732399200000LL, day = 24 * 3600000LL;
+    struct cb_store *st = tstore_open(7 * day);
+    for (int64_t ts = base; ts <= base + 30 * day; ts += 300000) {
+        tput(st, "t/g", "v", ts, (double)(ts / 300000 % 1000));
+        tput(st, "t/c", "v", ts, (double)(ts - base) / 300000); /* +1 every 5 min */
+        if (ts % (1000 * 300000LL) == 0)
+            CU_ASSERT_EQUAL(cb_store_flush(st), 0);
+    }
+    struct cb_store_reader *r = tstore_settle(st, base + 30 * day + 60000);
+    static const char *const exprs[] = {"g", "avg_over_time(g[1h])", "increase(c[1h])"};
+    for (size_t i = 0; i < 3; i++) {
+        struct store_src tier;
+        store_src_init(&tier, r, 1);
+        struct promql_result res;
+        CU_ASSERT_EQUAL_FATAL(range_eval(&tier, exprs[i], base + 3600000, base + 30 * day,
+                                         3600000, &res), 0);
+        CU_ASSERT_EQUAL_FATAL(res.n, 1);
+        CU_ASSERT_EQUAL(res.series[0].n, (size_t)(30 * 24));
+        int right = 1;
+        for (size_t k = 0; k < res.series[0].n; k++) {
+            int64_t t = res.series[0].pts[k].t;
+            /* 13 samples in each hour's window, both ends in */
+            double want = i == 0   ? (double)(t / 300000 % 1000)
+                          : i == 1 ? (double)((t / 300000 - 6) % 1000)
+                                   : 12;
+            if (i == 1 && (t / 300000) % 1000 < 12)
+                want = res.series[0].pts[k].v; /* where the sawtooth wraps: not checked */
+            right &= fabs(res.series[0].pts[k].v - want) < 1e-9;
+        }
+        CU_ASSERT(right);
+        CU_ASSERT(res.nwarnings >= 1);
+        CU_ASSERT(res.nwarnings >= 1 && strstr(res.warnings[0], "past raw retention") != NULL);
+        CU_ASSERT_EQUAL(res.nwarnings, i == 2 ? 2 : 1); /* increase: approximated */
+        promql_result_free(&res);
+    }
+    /* quantile_over_time needs every value: a value only where raw samples are, and says so */
+    struct store_src tier;
+    store_src_init(&tier, r, 1);
+    struct promql_result res;
+    CU_ASSERT_EQUAL_FATAL(range_eval(&tier, "quantile_over_time(0.5, g[1h])", base + 3600000,
+                                     base + 30 * day, 3600000, &res), 0);
+    CU_ASSERT_EQUAL_FATAL(res.n, 1);
+    CU_ASSERT(res.series[0].n <= (size_t)(7 * 24));
+    CU_ASSERT(res.series[0].n >= (size_t)(7 * 24 - 2));
+    CU_ASSERT_EQUAL_FATAL(res.nwarnings, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(res.warnings[0], "quantile_over_time has no value where raw "
+                                                   "samples are past raw retention"));
+    promql_result_free(&res);
+    tstore_done(r);
+}
+
+/* increase past raw retention: a reset between two rows (the next row's
+ * first below the last one's last) is added back as between samples; one
+ * inside a row when a later value falls below the row's first (the row's
+ * max taken as the value before it); a reset after which the counter stays
+ * at or above the row's first is missed. */
+static void test_increase_past_retention_sees_resets_as_far_as_rows_show(void)
+{
+    int64_t base = 1732399200000LL, day = 24 * 3600000LL;
+    struct cb_store *st = tstore_open(7 * day);
+    static const double minute[4][4] = {{10, 20, 30, -1}, /* 30 -> 5 between rows: seen */
+                                        {5, 15, -1, -1},
+                                        {40, 2, 8, -1},    /* 40 -> 2 inside, below first: seen */
+                                        {50, 100, 60, 70}}; /* 100 -> 60 inside: missed */
+    for (int m = 0; m < 4; m++)
+        for (int k = 0; k < 4 && minute[m][k] >= 0; k++)
+            tput(st, "t/c", "v", base + m * 60000 + k * 15000, minute[m][k]);
+    struct cb_store_reader *before = tstore_settle(st, 0);
+    struct store_src raw;
+    store_src_init(&raw, before, 0);
+    struct promql_result a, b;
+    int64_t t = base + 4 * 60000;
+    CU_ASSERT_EQUAL_FATAL(range_eval(&raw, "increase(c[4m])", t, t, 60000, &a), 0);
+    cb_store_reader_close(before);
+    /* the same file, 8 days on: raw retention takes every sample */
+    char err[256] = "";
+    st = cb_store_open(&tcfg, NULL, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+    struct cb_store_reader *r = tstore_settle(st, base + 8 * day);
+    struct store_src tier;
+    store_src_init(&tier, r, 1);
+    CU_ASSERT_EQUAL_FATAL(range_eval(&tier, "increase(c[4m])", t, t, 60000, &b), 0);
+    CU_ASSERT_EQUAL(tier.samples_read, 0);
+    CU_ASSERT_EQUAL_FATAL(a.n, 1);
+    CU_ASSERT_EQUAL_FATAL(b.n, 1);
+    /* raw: 70 - 10 + 30 + 40 + 100 = 230; rows: the 100 missed, 130; the
+     * same samples at the ends, so the same extrapolation */
+    CU_ASSERT_DOUBLE_EQUAL(b.series[0].pts[0].v, a.series[0].pts[0].v * 130 / 230, 1e-9);
+    CU_ASSERT_EQUAL(b.nwarnings, 2);
+    promql_result_free(&a);
+    promql_result_free(&b);
+    tstore_done(r);
+}
+
+/* "topic device first last metric,metric,...;" for every sensor listed. */
+static int list_into(void *ctx, const struct cb_sensor_info *s)
+{
+    char *out = ctx;
+    size_t o = strlen(out);
+    o += (size_t)snprintf(out + o, 4096 - o, "%s %s %lld %lld", s->topic,
+                          s->device ? s->device : "-", (long long)s->first_seen,
+                          (long long)s->last_seen);
+    for (size_t i = 0; i < s->nmetrics && o < 4000; i++)
+        o += (size_t)snprintf(out + o, 4096 - o, "%c%s", i ? ',' : ' ', s->metrics[i].metric);
+    snprintf(out + o, 4096 - o, ";");
+    return 0;
+}
+
+/* A query's catalog reads the sensors and their metrics without their
+ * newest samples: the same sensors, devices, times and metrics as the full
+ * list, every last_ts unknown. */
+static void test_query_catalog_lists_sensors_without_samples(void)
+{
+    struct cb_store *st = tstore_open(0);
+    static const char *const topics[] = {"city/d02/river/s1", "city/d01/air/a7", "city/d01/river/s2"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 5; i++) {
+            struct cb_sample smp[2] = {{"level", 1000 + i * 10000, i}, {"temp.c", 1000 + i * 10000, k}};
+            CU_ASSERT_EQUAL(cb_store_append(st, topics[k], k == 1 ? "dev-7" : NULL, smp,
+                                            k == 2 ? 1 : 2, 0), 0);
+        }
+    struct cb_store_reader *r = tstore_settle(st, 0);
+    static char full[4096], brief[4096];
+    full[0] = brief[0] = '\0';
+    CU_ASSERT_EQUAL(cb_store_list_sensors(r, list_into, full), 0);
+    CU_ASSERT_EQUAL(cb_store_list_sensors_brief(r, list_into, brief), 0);
+    CU_ASSERT_STRING_EQUAL(brief, full);
+    CU_ASSERT_STRING_EQUAL(brief, "city/d01/air/a7 dev-7 1000 41000 level,temp.c;"
+                                  "city/d01/river/s2 - 1000 41000 level;"
+                                  "city/d02/river/s1 - 1000 41000 level,temp.c;");
+    tstore_done(r);
 }
 
 static void test_range_query_bounds(void)
@@ -406,9 +736,20 @@ void cb_test_suite_promql(void)
                 test_names_map_to_prometheus_names);
     CU_add_test(s, "promql: values are written as Prometheus writes them, without an exponent",
                 test_values_written_as_prometheus);
-    CU_add_test(s, "promql: *_over_time of an hour or more at a whole-minute step reads the "
-                   "rollup tier",
+    CU_add_test(s, "promql: at whole-minute steps a selector, delta and *_over_time but quantile "
+                   "read the rollup rows and answer as the raw samples do; rate, increase, "
+                   "quantile and other steps read raw samples",
                 test_whole_minute_steps_read_the_tier);
+    CU_add_test(s, "promql: 30 days at a 1-hour step past raw retention answer every hour from "
+                   "the rollup tiers, with a warning; quantile_over_time only where raw samples "
+                   "are, warning of the rest",
+                test_thirty_days_past_raw_retention_answer_from_the_tiers);
+    CU_add_test(s, "promql: a query's catalog lists the sensors and their metrics without reading "
+                   "their samples, as the full list does",
+                test_query_catalog_lists_sensors_without_samples);
+    CU_add_test(s, "promql: increase past raw retention adds back resets between rows and inside "
+                   "a row below its first, and misses one the row cannot show",
+                test_increase_past_retention_sees_resets_as_far_as_rows_show);
     CU_add_test(s, "promql: a range query has at most 11,000 points per series, a query reads "
                    "a bounded number of samples",
                 test_range_query_bounds);

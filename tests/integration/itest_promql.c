@@ -103,8 +103,10 @@ static void make_fixture(struct fixture *f)
 }
 
 /* The daemon on the fixture's database (a broker of its own, the API on a
- * free port, topic labels from LABELS). */
-static struct cb_h_proc *start_daemon(const struct fixture *f, int *port)
+ * free port, topic labels from LABELS, retention every second and raw
+ * samples kept `raw_retention`, as storage.retention.raw writes it). */
+static struct cb_h_proc *start_daemon_kept(const struct fixture *f, int *port,
+                                           const char *raw_retention)
 {
     struct cb_h_broker *b = cb_h_broker_start(NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
@@ -112,10 +114,16 @@ static struct cb_h_proc *start_daemon(const struct fixture *f, int *port)
     const char *run[] = {"run", "--broker", cb_h_broker_url(b), "--db", f->db, "--rules",
                          f->rules, "--http", cb_h_strf("127.0.0.1:%d", *port), "--set",
                          "sensors.label_pattern=" LABELS, "--set",
-                         "storage.retention.interval=1d", NULL};
+                         "storage.retention.interval=1s", "--set",
+                         cb_h_strf("storage.retention.raw=%s", raw_retention), NULL};
     struct cb_h_proc *d = cbd_start(run, NULL, *port);
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
     return d;
+}
+
+static struct cb_h_proc *start_daemon(const struct fixture *f, int *port)
+{
+    return start_daemon_kept(f, port, "7d");
 }
 
 static int prometheus_ready(void *ctx)
@@ -339,6 +347,101 @@ static void test_every_construct_answers_as_prometheus(void)
     CU_ASSERT_EQUAL(nonempty, (int)(4 * (sizeof exprs / sizeof exprs[0])));
 }
 
+/* What the rollup rows answer exactly at whole-minute steps: selectors,
+ * delta, *_over_time but quantile, and what is built on them. */
+static const char *const tier_exprs[] = {
+    "level",
+    "level{district=\"d02\"} offset 10m",
+    "delta(level[5m])",
+    "delta(intensity[1m])",
+    "avg_over_time(level[10m])",
+    "min_over_time(intensity[3m])",
+    "max_over_time(level[1h])",
+    "sum_over_time(intensity[7m] offset 2m)",
+    "count_over_time(level[90m])",
+    "last_over_time(level[2m])",
+    "sum by (district) (level)",
+    "avg by (district) (avg_over_time(intensity[15m]))",
+    "topk(2, max_over_time(level[30m]))",
+    "level - level offset 5m",
+};
+
+/* Compares citybrain's answer to `path` with Prometheus's. */
+static int compare_path(int cport, int pport, const char *what, const char *path)
+{
+    const char *ours = NULL, *theirs = NULL;
+    long sc = cbd_http(cport, "GET", path, NULL, NULL, &ours);
+    long sp = cbd_http(pport, "GET", path, NULL, NULL, &theirs);
+    if (sc != 200 || sp != 200) {
+        fprintf(stderr, "\n  %s: status %ld, Prometheus %ld: %.300s\n", what, sc, sp, ours);
+        return 0;
+    }
+    return same_answer(what, ours, theirs);
+}
+
+struct raw_poll {
+    int port;
+    const char *path;
+};
+
+/* Whether the raw samples of the fixture are gone: quantile_over_time,
+ * which only raw samples answer, has no value any more. */
+static int raw_gone(void *ctx)
+{
+    struct raw_poll *p = ctx;
+    const char *body = "";
+    cbd_http(p->port, "GET", p->path, NULL, NULL, &body);
+    return strstr(body, "\"result\":[]") != NULL;
+}
+
+/* Raw retention (storage.retention.raw=1h) has deleted the fixture's raw
+ * samples: at whole-minute steps (and over 30 days at a 1-hour step, as a
+ * Grafana panel asks) the rollup rows still answer selectors, delta and
+ * *_over_time exactly as Prometheus does over the samples; rate answers
+ * too, with the warnings. */
+static void test_tiers_answer_as_prometheus_past_raw_retention(void)
+{
+    struct fixture f;
+    make_fixture(&f);
+    int cport, pport;
+    start_daemon_kept(&f, &cport, "1h");
+    start_prometheus(&f, &pport);
+    int64_t start = f.t0 + 20 * 60000, end = f.t0 + SPAN_MS - 1000;
+    struct raw_poll rp = {cport, cb_h_strf("/api/v1/query?query=%s&time=%lld",
+                                           cbd_escape("quantile_over_time(0.5,level[10m])"),
+                                           (long long)(f.t0 / 1000 + 3600))};
+    CU_ASSERT_FATAL(cb_h_wait_until(raw_gone, &rp, CBD_TIMEOUT_MS));
+    long long hour0 = (long long)((f.t0 + SPAN_MS) / 3600000 * 3600 - 30 * 24 * 3600);
+    const char *ranges[] = {
+        cb_h_strf("query_range?start=%lld&end=%lld&step=60", (long long)start / 1000,
+                  (long long)end / 1000),
+        cb_h_strf("query_range?start=%lld&end=%lld&step=3600", hour0, hour0 + 30 * 24 * 3600),
+        cb_h_strf("query?time=%lld", (long long)(f.t0 / 1000 + 50 * 60)),
+    };
+    int failures = 0;
+    for (size_t e = 0; e < sizeof tier_exprs / sizeof tier_exprs[0]; e++)
+        for (size_t k = 0; k < 3; k++) {
+            const char *path = cb_h_strf("/api/v1/%s&query=%s", ranges[k],
+                                         cbd_escape(tier_exprs[e]));
+            failures += !compare_path(cport, pport, cb_h_strf("%s (%s)", tier_exprs[e], path),
+                                      path);
+        }
+    CU_ASSERT_EQUAL(failures, 0);
+    /* rate reads raw samples within retention; past it the rows, with warnings */
+    const char *body = NULL;
+    CU_ASSERT_EQUAL(cbd_http(cport, "GET",
+                             cb_h_strf("/api/v1/%s&query=%s", ranges[0],
+                                       cbd_escape("rate(flow_total[5m])")),
+                             NULL, NULL, &body),
+                    200);
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"values\":[["));
+    if (!strstr(body, "]},\"warnings\":[\"raw samples "))
+        fprintf(stderr, "\n  rate past retention: %.2000s\n", body);
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "]},\"warnings\":[\"raw samples "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "past raw retention (storage.retention.raw)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "\",\"approximated from the rollup tiers"));
+}
+
 /* promtool's output against citybrain equals its output against Prometheus. */
 static void test_promtool_queries_work_against_citybrain(void)
 {
@@ -503,6 +606,10 @@ void cb_test_suite_promql(void)
     CU_add_test(s, "promql: every supported construct answers as Prometheus 2.42 does over the "
                    "same samples, value by value",
                 test_every_construct_answers_as_prometheus);
+    CU_add_test(s, "promql: past raw retention the rollup rows answer selectors, delta and "
+                   "*_over_time at whole-minute steps and over 30 days at a 1-hour step as "
+                   "Prometheus does, and rate with warnings",
+                test_tiers_answer_as_prometheus_past_raw_retention);
     CU_add_test(s, "promql: promtool query instant, range, series and labels print the same "
                    "against citybrain as against Prometheus",
                 test_promtool_queries_work_against_citybrain);
