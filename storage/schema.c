@@ -172,10 +172,24 @@ static const char schema_v8[] =
     "INSERT OR REPLACE INTO meta(key, value) "
     "  SELECT 'chunk_migrate_end', coalesce(max(id), 0) FROM series;";
 
+/* Step 9: the recent tier of closed chunks (docs/storage.md, "Two tiers of
+ * chunks"). A seal writes its chunks into `chunks_recent`, keyed by the seal
+ * first, so a seal appends at the right edge of one B-tree instead of
+ * rewriting a leaf page of `chunks` per series; the writer compacts the tier
+ * into `chunks` in bulk (store.c, "Compaction"). No conversion: the rows of a
+ * step-8 file stay valid where they are (`chunks` is the compacted tier, the
+ * new table starts empty), so the step is instant whatever the file's size.
+ * Self-contained, so it can be renumbered when merged after another step. */
+static const char schema_v9[] =
+    "CREATE TABLE chunks_recent("
+    "  seal INTEGER NOT NULL, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,"
+    "  end_ts INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY(seal, series_id, start_ts)) WITHOUT ROWID;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
 static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                     schema_v6, schema_v7, schema_v8};
+                                     schema_v6, schema_v7, schema_v8, schema_v9};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

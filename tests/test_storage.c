@@ -327,6 +327,11 @@ static void assert_rollups_whole(sqlite3 *db, const char *counted)
     CU_ASSERT_EQUAL(q_int(db, sql), q_int(db, "SELECT count(*) FROM samples"));
 }
 
+/* The closed chunks of both tiers (schema 9): `chunks` and the recent tier. */
+#define ALL_CHUNKS                                                                              \
+    "(SELECT series_id, start_ts, end_ts, n, data FROM chunks UNION ALL "                       \
+    "SELECT series_id, start_ts, end_ts, n, data FROM chunks_recent)"
+
 /* Deletes every raw sample at or after `from` with a connection of its own,
  * as retention would: head rows and whole chunks, and the chunk that
  * straddles `from` cut and written again. Returns 0, or -1. */
@@ -337,45 +342,60 @@ static int delete_samples_from(int64_t from)
     int rc = -1;
     char sql[200];
     snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; DELETE FROM head WHERE ts >= %lld", (long long)from);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "DELETE FROM chunks WHERE end_ts >= ?1 RETURNING series_id, data",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5)",
-                           -1, &ins, NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
         goto out;
-    static struct cb_chunk_point pts[4096];
-    static uint8_t blob[4096 * 16 + 32];
-    static struct { int64_t series; long n; struct cb_chunk_point p[512]; } keep[64];
-    size_t nkeep = 0;
-    sqlite3_bind_int64(sel, 1, from);
-    while (sqlite3_step(sel) == SQLITE_ROW) {
-        long n = cb_chunk_decode(sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1),
-                                 pts, 4096);
-        long k = 0;
-        while (k < n && pts[k].ts_ms < from)
-            k++;
-        if (n < 0 || k > 512 || nkeep == 64)
+    /* both tiers of chunks: `chunks`, then the recent tier (seal 0: none) */
+    static const char *const del_sql[2] = {
+        "DELETE FROM chunks WHERE end_ts >= ?1 RETURNING series_id, data, 0",
+        "DELETE FROM chunks_recent WHERE end_ts >= ?1 RETURNING series_id, data, seal"};
+    static const char *const ins_sql[2] = {
+        "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO chunks_recent(series_id, start_ts, end_ts, n, data, seal) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"};
+    for (int tier = 0; tier < 2; tier++) {
+        sqlite3_finalize(sel);
+        sqlite3_finalize(ins);
+        sel = ins = NULL;
+        if (sqlite3_prepare_v2(db, del_sql[tier], -1, &sel, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(db, ins_sql[tier], -1, &ins, NULL) != SQLITE_OK)
             goto out;
-        if (k > 0) {
-            keep[nkeep].series = sqlite3_column_int64(sel, 0);
-            keep[nkeep].n = k;
-            memcpy(keep[nkeep++].p, pts, (size_t)k * sizeof *pts);
+        static struct cb_chunk_point pts[4096];
+        static uint8_t blob[4096 * 16 + 32];
+        static struct { int64_t series, seal; long n; struct cb_chunk_point p[512]; } keep[64];
+        size_t nkeep = 0;
+        sqlite3_bind_int64(sel, 1, from);
+        while (sqlite3_step(sel) == SQLITE_ROW) {
+            long n = cb_chunk_decode(sqlite3_column_blob(sel, 1),
+                                     (size_t)sqlite3_column_bytes(sel, 1), pts, 4096);
+            long k = 0;
+            while (k < n && pts[k].ts_ms < from)
+                k++;
+            if (n < 0 || k > 512 || nkeep == 64)
+                goto out;
+            if (k > 0) {
+                keep[nkeep].series = sqlite3_column_int64(sel, 0);
+                keep[nkeep].seal = sqlite3_column_int64(sel, 2);
+                keep[nkeep].n = k;
+                memcpy(keep[nkeep++].p, pts, (size_t)k * sizeof *pts);
+            }
         }
-    }
-    sqlite3_reset(sel);
-    for (size_t i = 0; i < nkeep; i++) {
-        long len = cb_chunk_encode(keep[i].p, (size_t)keep[i].n, CB_CHUNK_AUTO, blob, sizeof blob);
-        if (len <= 0)
-            goto out;
-        sqlite3_bind_int64(ins, 1, keep[i].series);
-        sqlite3_bind_int64(ins, 2, keep[i].p[0].ts_ms);
-        sqlite3_bind_int64(ins, 3, keep[i].p[keep[i].n - 1].ts_ms);
-        sqlite3_bind_int64(ins, 4, keep[i].n);
-        sqlite3_bind_blob(ins, 5, blob, (int)len, SQLITE_STATIC);
-        if (sqlite3_step(ins) != SQLITE_DONE)
-            goto out;
-        sqlite3_reset(ins);
+        sqlite3_reset(sel);
+        for (size_t i = 0; i < nkeep; i++) {
+            long len =
+                cb_chunk_encode(keep[i].p, (size_t)keep[i].n, CB_CHUNK_AUTO, blob, sizeof blob);
+            if (len <= 0)
+                goto out;
+            sqlite3_bind_int64(ins, 1, keep[i].series);
+            sqlite3_bind_int64(ins, 2, keep[i].p[0].ts_ms);
+            sqlite3_bind_int64(ins, 3, keep[i].p[keep[i].n - 1].ts_ms);
+            sqlite3_bind_int64(ins, 4, keep[i].n);
+            sqlite3_bind_blob(ins, 5, blob, (int)len, SQLITE_STATIC);
+            if (tier)
+                sqlite3_bind_int64(ins, 6, keep[i].seal);
+            if (sqlite3_step(ins) != SQLITE_DONE)
+                goto out;
+            sqlite3_reset(ins);
+        }
     }
     rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 out:
@@ -418,7 +438,7 @@ static void test_chunked_inserts(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1000 + 2 + 199);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1000 + 2 + 199);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 1000 + 2 + 199);
     teardown();
 }
 
@@ -773,6 +793,28 @@ static void put_city(struct cb_store *s, int series, int n, int64_t t0, int64_t 
         }
 }
 
+/* What holds for each series across the tiers: chunks never overlap (in
+ * either tier or across them), every recent-tier chunk is newer than the
+ * series' chunks in `chunks`, a later seal's chunk newer than an earlier
+ * one's, and the head newer than every chunk. */
+static void assert_chunks_ordered(void)
+{
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM " ALL_CHUNKS " a JOIN " ALL_CHUNKS " b ON "
+                               "a.series_id = b.series_id AND a.start_ts < b.start_ts AND "
+                               "a.end_ts >= b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent r JOIN chunks c ON "
+                               "c.series_id = r.series_id AND c.end_ts >= r.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent a JOIN chunks_recent b ON "
+                               "a.series_id = b.series_id AND a.seal < b.seal AND "
+                               "a.end_ts >= b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
+                               "FROM " ALL_CHUNKS " c WHERE c.series_id = h.series_id)"),
+                    0);
+}
+
 static void test_chunks_seal(void)
 {
     setup();
@@ -782,21 +824,33 @@ static void test_chunks_seal(void)
     put_city(s, 4, 1000, t0, 1);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 4000);
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM " ALL_CHUNKS), 0);
     struct rows before, after;
     rows_read(&before);
     CU_ASSERT_EQUAL(before.n, 4000);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 4000);
+    /* the seal writes into the recent tier, under one seal number */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 4000);
     /* 1000 samples a series: 7 chunks of 120 and one of 160 */
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
-    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks_recent"), 160);
     /* values of few decimals: about 2 bytes a sample or less */
-    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") < 2 * 4000);
+    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks_recent") < 2 * 4000);
     rows_read(&after);
     CU_ASSERT_EQUAL(after.n, 4000);
     CU_ASSERT(rows_within(&before, &after));
+    /* compacted: the same chunks, moved as they are */
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    rows_free(&after);
+    rows_read(&after);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(after.n, 4000);
     CU_ASSERT_EQUAL(count_rows("SELECT max(ts) FROM samples WHERE series_id = 2"),
                     t0 + 999000 + 1);
     cb_store_close(s);
@@ -814,7 +868,7 @@ static void test_chunks_late(void)
         put(s, "city/a", "v", 10000 + i * 1000LL, i, 0); /* 10 s ... 509 s */
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
-    int64_t chunks = count_rows("SELECT count(*) FROM chunks");
+    int64_t chunks = count_rows("SELECT count(*) FROM " ALL_CHUNKS);
     CU_ASSERT(chunks >= 3);
     put(s, "city/a", "v", 600000, 1.5, 0);    /* new: into the head */
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
@@ -834,13 +888,7 @@ static void test_chunks_late(void)
     CU_ASSERT_EQUAL(count_rows("SELECT min(ts) FROM samples"), 5000);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2); /* 509500 and 600000 */
     /* chunks never overlap, and the head is newer than every chunk */
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = "
-                               "b.series_id AND a.start_ts < b.start_ts AND a.end_ts >= "
-                               "b.start_ts"),
-                    0);
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
-                               "FROM chunks c WHERE c.series_id = h.series_id)"),
-                    0);
+    assert_chunks_ordered();
     /* one series in time order, both ways */
     CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 ORDER BY ts DESC "
                                "LIMIT 1"),
@@ -853,7 +901,7 @@ static void test_chunks_late(void)
                     0);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 504);
     /* two scans of the chunks at once (a correlated subquery), each its own */
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples a WHERE a.series_id = 1 AND "
                                "(SELECT value FROM samples b WHERE b.series_id = 1 AND "
@@ -913,7 +961,7 @@ static void test_chunks_convert_v6(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples_v6'"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1800 + 12);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 1800 + 12);
     rows_read(&after);
     CU_ASSERT_EQUAL(after.n, 1800 + 12);
     CU_ASSERT(rows_within(&before, &after));
