@@ -1721,6 +1721,9 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
             int r = compact_recent(s);
             if (r != SQLITE_OK)
                 return r;
+            pthread_mutex_lock(&s->mu);
+            s->stats.compactions++;
+            pthread_mutex_unlock(&s->mu);
         }
         memset(s->cursor, 0, sizeof s->cursor);
         s->pass_active = 1;

@@ -859,15 +859,25 @@ static void test_chunks_seal(void)
     teardown();
 }
 
-static void test_chunks_late(void)
+/* setup(), and a store whose series city/a (id 1) has 500 samples, one a
+ * second from 10 s to 509 s, sealed. */
+static struct cb_store *open_sealed_series(void)
 {
     setup();
     struct cb_store *s = open_store();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    if (!s)
+        return NULL;
     for (int i = 0; i < 500; i++)
-        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0); /* 10 s ... 509 s */
+        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    return s;
+}
+
+static void test_chunks_late(void)
+{
+    struct cb_store *s = open_sealed_series();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     int64_t chunks = count_rows("SELECT count(*) FROM " ALL_CHUNKS);
     CU_ASSERT(chunks >= 3);
     put(s, "city/a", "v", 600000, 1.5, 0);    /* new: into the head */
@@ -972,6 +982,359 @@ static void test_chunks_convert_v6(void)
 }
 
 /* ---- retention -------------------------------------------------------------------- */
+
+/* ---- the recent tier of chunks (schema 9) --------------------------------------- */
+
+/* Opens a store at schema `version` (8: seals into `chunks`, as before step
+ * 9; 9: into the recent tier). */
+static struct cb_store *open_store_at(int version)
+{
+    char err[512] = "";
+    struct cb_store *s = storage__open(&cfg, NULL, version, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "open: %s\n", err);
+    return s;
+}
+
+/* Appends seconds [from, to) of the city's series 0..n-1 (put_city), a
+ * commit every 600 seconds. */
+static void put_city_span(struct cb_store *s, int n, int from, int to, int64_t t0)
+{
+    for (int a = from; a < to; a += 600) {
+        int b = a + 600 < to ? a + 600 : to;
+        put_city(s, n, b - a, t0 + a * 1000LL, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+}
+
+/* The WAL frames a seal writes: the WAL is checkpointed and truncated
+ * first, so what it holds afterwards is the seal's transaction. */
+static int64_t seal_frames(struct cb_store *s)
+{
+    char path[160];
+    struct stat st;
+    int64_t page = count_rows("PRAGMA page_size");
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_OK);
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT(stat(path, &st) == 0 && st.st_size == 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    return st.st_size > 32 ? (st.st_size - 32) / (24 + page) : 0;
+}
+
+/* 100 series with two hours of history each (more than a page of chunks a
+ * series), then a seal of two minutes of every series: at schema 8 (chunks
+ * keyed by series first) the seal writes a page per series, at schema 9 it
+ * appends its chunks to the recent tier, a few pages for all of them. */
+static void test_tiers_seal_appends(void)
+{
+    enum { N = 100, HISTORY = 7200 };
+    int64_t t0 = 1732400000000LL, frames[2];
+    for (int v = 0; v < 2; v++) {
+        setup();
+        struct cb_store *s = open_store_at(v ? STORAGE_TIERS_VERSION : STORAGE_CHUNKS_VERSION);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        /* the clock before the samples: no rollup pass writes meanwhile */
+        int64_t now = t0;
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(s, &clk);
+        put_city_span(s, N, 0, HISTORY, t0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+        if (v)
+            CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+        CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") > N * 4096);
+        put_city_span(s, N, HISTORY, HISTORY + 120, t0);
+        frames[v] = seal_frames(s);
+        CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), N * (HISTORY + 120));
+        cb_store_close(s);
+        teardown();
+    }
+    /* the old layout's cost, which this test would not see otherwise */
+    CU_ASSERT(frames[0] >= N);
+    /* 100 chunks of about 150 bytes: a few pages, and the tree's inner ones */
+    CU_ASSERT(frames[1] * 5 < frames[0]);
+    CU_ASSERT(frames[1] < N / 5);
+    fprintf(stderr, "[seal of %d series: %lld WAL frames at schema 8, %lld at schema 9] ", N,
+            (long long)frames[0], (long long)frames[1]);
+}
+
+/* A compaction is one transaction: made to fail midway (no page left), it
+ * changes nothing, and readers see the same samples before, after the
+ * failure and after it succeeds; a slow series' short chunks are merged. */
+static void test_tiers_compaction_atomic(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    for (int seal = 0; seal < 3; seal++) {
+        put_city_span(s, 30, seal * 300, seal * 300 + 300, t0);
+        for (int i = 0; i < 7; i++) /* a slow sensor: 7 samples a seal */
+            put(s, "city/slow", "v", t0 + seal * 300000LL + i * 40000, seal * 10 + i, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    struct rows before, mid, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 30 * 900 + 21);
+    /* no free page and none to add: the compaction runs out midway */
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "VACUUM"), SQLITE_OK);
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+             (long long)count_rows("PRAGMA page_count"));
+    CU_ASSERT_EQUAL(storage__writer_exec(s, sql), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_FULL);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    rows_read(&mid);
+    CU_ASSERT_EQUAL(mid.n, before.n);
+    CU_ASSERT(rows_within(&before, &mid));
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 1);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 30 * 900 + 21);
+    /* the slow series' three chunks of 7 are one of 21 now */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks WHERE n < 60"), 1);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, before.n);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    rows_free(&before);
+    rows_free(&mid);
+    rows_free(&after);
+    teardown();
+}
+
+/* Late samples where both tiers hold chunks: between `chunks` and the recent
+ * tier, inside a chunk of an earlier seal, in the gap between two seals,
+ * after the recent tier; redeliveries of each; then compacted. */
+static void test_tiers_late(void)
+{
+    struct cb_store *s = open_sealed_series();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    for (int seal = 0; seal < 2; seal++) { /* 600 ... 899 s, 1000 ... 1299 s */
+        for (int i = 0; i < 300; i++)
+            put(s, "city/a", "v", 600000 + seal * 400000LL + i * 1000LL, i, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    put(s, "city/a", "v", 2000000, 7.0, 0); /* the head */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    put(s, "city/a", "v", 550000, 1.5, 0);  /* between chunks and the recent tier */
+    put(s, "city/a", "v", 700500, 2.5, 0);  /* inside a chunk of the first seal */
+    put(s, "city/a", "v", 950000, 3.5, 0);  /* between the two seals */
+    put(s, "city/a", "v", 1500000, 4.5, 0); /* after the recent tier, before the head */
+    put(s, "city/a", "v", 650000, 99.0, 0); /* redeliveries: recent tier, chunks, head */
+    put(s, "city/a", "v", 20000, 99.0, 0);
+    put(s, "city/a", "v", 2000000, 99.0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_written, 500 + 600 + 1 + 4);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 500 + 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 600 + 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent WHERE seal = "
+                               "(SELECT min(seal) FROM chunks_recent)"),
+                    300 + 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2);
+    assert_chunks_ordered();
+    static const int64_t at[] = {550000, 700500, 950000, 1500000, 650000, 20000, 2000000};
+    static const int64_t want[] = {1, 2, 3, 4, 50, 10, 7}; /* value, truncated */
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT value FROM samples WHERE series_id = 1 AND ts = %lld",
+                 (long long)at[i]);
+        CU_ASSERT_EQUAL(count_rows(sql), want[i]);
+    }
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 500 + 600 + 1 + 4);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) p "
+                               "FROM samples WHERE series_id = 1) WHERE ts <= p"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 AND ts < 1500000 "
+                               "ORDER BY ts DESC LIMIT 1"),
+                    1299000);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 500 + 600 + 1 + 4);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, before.n);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
+
+/* Property: random series (fast and slow), rounds of new, late and
+ * redelivered samples, each round sealed, compacted or neither at random.
+ * After every round the samples read are exactly the model (the first value
+ * stored at each (series, ts)); a compaction changes no row; the tiers keep
+ * their order; at close the rollups equal the raw samples. */
+static void test_tiers_property(void)
+{
+    enum { K = 12, SPAN = 4000, ROUNDS = 10 };
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    static double model[K][SPAN];
+    static char seen[K][SPAN];
+    memset(seen, 0, sizeof seen);
+    int cursor[K] = {0};
+    size_t stored = 0;
+    int ok = 1, compactions = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int k = 0; k < K; k++) {
+            char topic[32];
+            snprintf(topic, sizeof topic, "city/p%d", k);
+            int step = k % 3 == 0 ? 37 : 1; /* a slow series in three */
+            int n = (int)(next_rand() % 400);
+            for (int i = 0; i < n; i++) {
+                int off;
+                uint64_t r = next_rand() % 10;
+                if (r == 0 && cursor[k] > 0)
+                    off = (int)(next_rand() % (uint64_t)cursor[k]); /* late or redelivered */
+                else if (cursor[k] + step < SPAN)
+                    off = cursor[k] += step;
+                else
+                    continue;
+                double v = (double)(int64_t)(next_rand() % 100000) / 100.0;
+                put(s, topic, "v", t0 + off * 1000LL, v, 0);
+                if (!seen[k][off]) {
+                    seen[k][off] = 1;
+                    model[k][off] = v;
+                    stored++;
+                }
+            }
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        uint64_t what = next_rand() % 3;
+        if (what >= 1)
+            CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+        struct rows r1, r2;
+        rows_read(&r1);
+        if (what == 2) {
+            CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+            compactions++;
+            rows_read(&r2);
+            ok &= r2.n == r1.n && rows_within(&r1, &r2);
+            rows_free(&r2);
+        }
+        ok &= r1.n == stored;
+        for (size_t i = 0; i < r1.n && ok; i++) {
+            int k = (int)r1.id[i] - 1, off = (int)((r1.ts[i] - t0) / 1000);
+            ok &= k >= 0 && k < K && off >= 0 && off < SPAN && seen[k][off] &&
+                  memcmp(&model[k][off], &r1.v[i], sizeof(double)) == 0;
+        }
+        rows_free(&r1);
+        assert_chunks_ordered();
+    }
+    CU_ASSERT(ok);
+    CU_ASSERT(compactions > 0);
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1m");
+    sqlite3_close(db);
+    teardown();
+}
+
+/* Retention across the tiers: samples sealed into the recent tier are cut
+ * like those of `chunks` (the pass compacts the tier first), the chunk that
+ * straddles the cut trimmed; the 1-minute rollups are cut by their own
+ * period. */
+static void test_tiers_retention(void)
+{
+    setup();
+    int64_t now = 1732400000000LL;
+    cfg.storage_retention_raw_ms = 3600 * 1000;    /* 1h */
+    cfg.storage_retention_1m_ms = 2 * 3600 * 1000; /* 2h */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    /* 3 series x 3h at 10 s, in three seals of an hour */
+    for (int h = 3; h > 0; h--) {
+        for (int k = 0; k < 3; k++)
+            for (int64_t ts = now - h * 3600000LL + 5000; ts < now - (h - 1) * 3600000LL;
+                 ts += 10000)
+                put(s, k == 0 ? "city/a" : k == 1 ? "city/b" : "city/c", "v", ts, (double)ts, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    uint64_t deleted = 0, total = 0;
+    int more = 1, steps = 0;
+    while (more && steps++ < 1000) {
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+        total += deleted;
+    }
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT(st.compactions >= 1);
+    cb_store_close(s);
+    CU_ASSERT(total >= 3 * 720); /* and the 1-minute rows older than 2 h */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts < 1732396400000"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 3 * 360);
+    CU_ASSERT_EQUAL(count_rows("SELECT min(start_ts) FROM chunks"), now - 3600000 + 5000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM rollup_1m WHERE bucket < 1732392800000"), 0);
+    teardown();
+}
+
+/* Step 9 needs no conversion: a file written at schema 8 (by the writer at
+ * that version: sealed into `chunks`, a head left open) opens at schema 9
+ * with its chunks where they were and every sample readable; new seals go to
+ * the recent tier, late samples into the old chunks. */
+static void test_tiers_from_v8(void)
+{
+    setup();
+    struct cb_store *s = open_store_at(STORAGE_CHUNKS_VERSION);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city_span(s, 5, 0, 600, t0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    put_city_span(s, 5, 600, 700, t0); /* left in the head */
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'chunks_recent'"),
+                    0);
+    int64_t chunks8 = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 5 * 600);
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 5 * 700);
+
+    s = open_store(); /* step 9; the start seals the head left open */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), chunks8);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 5 * 100);
+    put_city_span(s, 5, 700, 800, t0);
+    put(s, "city/s0", "v", t0 + 300500, 1.25, 0); /* late, into an old chunk */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 5 * 600 + 1);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 5 * 800 + 1);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    cb_store_close(s);
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
 
 static void test_retention_steps(void)
 {
@@ -1696,6 +2059,24 @@ void cb_test_suite_storage(void)
                 test_chunks_convert_v6);
     CU_add_test(s, "storage: new rows go in multi-row inserts into the head; a row slipped in is stored once",
                 test_chunked_inserts);
+    CU_add_test(s, "storage: a seal of series with long history appends to the recent tier: "
+                   "a few WAL frames, not a page per series",
+                test_tiers_seal_appends);
+    CU_add_test(s, "storage: a compaction is one transaction: failing midway it changes nothing, "
+                   "and readers see the same samples throughout",
+                test_tiers_compaction_atomic);
+    CU_add_test(s, "storage: late samples merge into the tier that holds their chunk, "
+                   "between tiers and seals too; chunks never overlap across tiers",
+                test_tiers_late);
+    CU_add_test(s, "storage: random new, late and redelivered samples read back exactly "
+                   "through seals and compactions, rollups too",
+                test_tiers_property);
+    CU_add_test(s, "storage: retention cuts the recent tier like chunks, the straddling chunk "
+                   "trimmed",
+                test_tiers_retention);
+    CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
+                   "seals go to the recent tier",
+                test_tiers_from_v8);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
                 test_rollups_property);
     CU_add_test(s, "storage: rollups stay exact with many rows per bucket, restarts and deletions",
