@@ -1263,7 +1263,8 @@ static int compact_recent(struct cb_store *s)
     if (r != SQLITE_DONE)
         goto fail;
     r = SQLITE_OK;
-    qsort(keys, nk, sizeof *keys, cmp_rkey);
+    if (nk)
+        qsort(keys, nk, sizeof *keys, cmp_rkey);
     for (size_t a = 0; a < nk && r == SQLITE_OK;) {
         size_t b = a;
         while (b < nk && keys[b].series == keys[a].series)
