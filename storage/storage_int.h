@@ -41,6 +41,9 @@
 #define STORAGE_COMPACT_SEALS 30
 
 #define STORAGE_MINUTE_MS 60000LL
+/* A pass of the 1-minute rollup derivation starts once this much is closed
+ * and not derived (store.c, derive_has_work). */
+#define STORAGE_DERIVE_BATCH_MS (10 * STORAGE_MINUTE_MS)
 #define STORAGE_HOUR_MS 3600000LL
 
 /* Formats an error text into err (when err and errlen are non-zero). */

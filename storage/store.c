@@ -1965,8 +1965,24 @@ out:
     return SQLITE_OK;
 }
 
+/* Whether tier t has work towards `target`: a pass runs, or the target is
+ * past done; for a new pass of the 1-minute tier while running (not `all`),
+ * by STORAGE_DERIVE_BATCH_MS: a pass then writes ten rows per series that
+ * lie together, a page per series, where a pass every minute wrote one row
+ * per series on a page of its own (docs/storage.md, "Rollups: derived once
+ * the bucket has closed"). */
+static int derive_has_work(const struct cb_store *s, int t, int64_t target, int all)
+{
+    const struct derive *d = &s->derive[t];
+    if (d->to > d->done)
+        return 1;
+    if (t == 0 && !all && d->done != STORAGE_DERIVE_NONE)
+        return target - d->done >= STORAGE_DERIVE_BATCH_MS;
+    return target > d->done;
+}
+
 /* Whether a derivation step is due: a pass runs, or a tier's target moved
- * past its done. */
+ * past its done (see derive_has_work). */
 static int derive_due(const struct cb_store *s)
 {
     if (!s->derive_on)
@@ -1976,7 +1992,7 @@ static int derive_due(const struct cb_store *s)
     if (s->max_ts == INT64_MIN)
         return s->derive[0].to > s->derive[0].done || s->derive[1].to > s->derive[1].done;
     for (int t = 0; t < 2; t++)
-        if (s->derive[t].to > s->derive[t].done || derive_target(s, t, 0) > s->derive[t].done)
+        if (derive_has_work(s, t, derive_target(s, t, 0), 0))
             return 1;
     return 0;
 }
@@ -1987,7 +2003,7 @@ static int derive_some(struct cb_store *s, int all)
     for (int t = 0; t < 2; t++) {
         int more = 0;
         int64_t target = derive_target(s, t, all);
-        if (s->derive[t].to > s->derive[t].done || target > s->derive[t].done)
+        if (derive_has_work(s, t, target, all))
             return derive_step(s, t, target, &more);
     }
     return SQLITE_DONE; /* nothing to do */

@@ -656,6 +656,63 @@ static void test_rollups_derived(void)
     teardown();
 }
 
+/* The 1-minute derivation runs in passes of ten closed minutes (once it has
+ * derived anything), so a pass writes ten rows per series that lie together
+ * on one page: five closed minutes wait; ten are derived in one pass; queries
+ * count every sample meanwhile. A retention step is served by the writer
+ * only when no derivation is due, so it tells that none was. */
+static void test_rollups_batched(void)
+{
+    setup();
+    cfg.storage_commit_interval_ms = 10;
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    int64_t now = base + 30000;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    int64_t ts = base - 20 * 60000;
+    char topic[32];
+    /* puts 3 series every 10 s up to the clock, commits, and waits for a
+     * derivation to `m` (none when m is 0: a retention step instead) */
+    for (int phase = 0; phase < 3; phase++) {
+        for (; ts < now; ts += 10000)
+            for (int k = 0; k < 3; k++) {
+                snprintf(topic, sizeof topic, "city/b%d", k);
+                put(s, topic, "v", ts, (double)(ts / 10000 % 11) + k, 0);
+            }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        struct cb_store_stats st;
+        if (phase == 1) {
+            uint64_t deleted;
+            int more = 1;
+            while (more)
+                CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+            cb_store_get_stats(s, &st);
+            CU_ASSERT_EQUAL(st.derived_1m, base); /* five closed minutes wait */
+            char err[512];
+            struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+            struct sum_ctx c = {0};
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/b1", "v", base - 3600000, now,
+                                                   60000, on_sum, &c), 0);
+            CU_ASSERT_EQUAL(c.count, (now - (base - 20 * 60000)) / 10000);
+            cb_store_reader_close(r);
+            now = base + 10 * 60000 + 30000; /* ten closed minutes */
+        } else {
+            int64_t m = storage__bucket(now - 5010, 60000);
+            st = wait_derived(s, m, 0);
+            CU_ASSERT_EQUAL(st.derived_1m, m);
+            now = base + 5 * 60000 + 30000; /* (phase 0) five minutes later */
+        }
+    }
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1m");
+    sqlite3_close(db);
+    teardown();
+}
+
 /* A writer that dies with samples not yet derived (some far ahead of its
  * clock, a pass half done): the next run, which writes only a late sample,
  * derives them all by its close, and the tiers equal the raw aggregates. */
@@ -2077,6 +2134,9 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
                    "seals go to the recent tier",
                 test_tiers_from_v8);
+    CU_add_test(s, "storage: the 1-minute derivation runs in passes of ten closed minutes; "
+                   "queries count every sample meanwhile",
+                test_rollups_batched);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
                 test_rollups_property);
     CU_add_test(s, "storage: rollups stay exact with many rows per bucket, restarts and deletions",
