@@ -247,7 +247,9 @@ static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *
     *read_head_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     int64_t w0 = bytes_written();
     double a = now_s();
-    storage__seal(s);
+    int seal_rc = storage__seal(s);
+    if (seal_rc != SQLITE_OK)
+        fprintf(stderr, "bench_storage: seal: %s\n", sqlite3_errstr(seal_rc));
     *seal_ms = (now_s() - a) * 1000.0;
     *seal_bytes = (double)(bytes_written() - w0) / (120.0 * NSERIES);
     derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
@@ -266,7 +268,9 @@ static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *
     sqlite3_close(db);
     w0 = bytes_written();
     a = now_s();
-    storage__compact(s);
+    int compact_rc = storage__compact(s);
+    if (compact_rc != SQLITE_OK)
+        fprintf(stderr, "bench_storage: compaction: %s\n", sqlite3_errstr(compact_rc));
     *compact[0] = (now_s() - a) * 1000.0;
     *compact[1] = (double)rows;
     *compact[2] = samples ? (double)(bytes_written() - w0) / (double)samples : 0;

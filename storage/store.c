@@ -453,6 +453,10 @@ struct cb_store {
      * recent_seal; it holds recent_seals of them until compacted. */
     int tiered;
     int64_t recent_seal, recent_seals;
+    /* Lower bounds of the samples' ts in the head and in the recent tier
+     * (INT64_MAX: empty; INT64_MIN: unknown), so that a retention pass seals
+     * and compacts only when they may hold samples older than its cut. */
+    int64_t head_min, recent_min;
     struct job compact;
     int64_t seq;        /* the seq of the last commit that wrote the head */
     int64_t head_first; /* the oldest seq in the head, INT64_MAX when empty */
@@ -902,8 +906,11 @@ static int chunks_write(struct cb_store *s, int64_t series, const struct cb_chun
                 sqlite3_bind_int64(ins, 3, p[m - 1].ts_ms);
                 sqlite3_bind_int64(ins, 4, (int64_t)m);
                 sqlite3_bind_blob(ins, 5, s->blob, (int)len, SQLITE_STATIC);
-                if (seal)
+                if (seal) {
                     sqlite3_bind_int64(ins, 6, seal);
+                    if (p[0].ts_ms < s->recent_min) /* (a bound: kept on a rollback) */
+                        s->recent_min = p[0].ts_ms;
+                }
                 r = step_done(ins);
             }
         }
@@ -1168,6 +1175,7 @@ static int seal_head(struct cb_store *s)
         (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
         goto fail;
     s->head_first = INT64_MAX;
+    s->head_min = INT64_MAX;
     if (seal && nitems) {
         s->recent_seal = seal;
         s->recent_seals++;
@@ -1277,6 +1285,7 @@ static int compact_recent(struct cb_store *s)
         goto fail;
     free(keys);
     s->recent_seals = 0;
+    s->recent_min = INT64_MAX;
     return SQLITE_OK;
 fail:
     free(keys);
@@ -1475,6 +1484,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         res->inserted++;
         if (it->ts > s->max_ts)
             s->max_ts = it->ts;
+        if (!legacy && it->ts < s->head_min)
+            s->head_min = it->ts; /* (a bound: kept if this commit fails) */
         for (int t = 0; t < 2; t++) {
             if (!derived(&s->derive[t], it->series, it->ts)) {
                 if (it->ts < s->dirty_min[t])
@@ -1711,14 +1722,22 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
 {
     *deleted = 0;
     if (!s->pass_active) {
-        /* the head's samples are cut with the chunks: seal it first */
-        if (s->chunked && s->head_first != INT64_MAX) {
+        /* Raw samples are cut in `chunks` only: the head and the recent tier
+         * go there first when they may hold samples older than the cut (a
+         * pass starts every storage.retention.interval, 10 s by default:
+         * sealing and compacting at each would undo both). */
+        int64_t cut = INT64_MIN;
+        if (s->retention_ms[RT_RAW] > 0) {
+            cut = cb_clock_now(&s->clock) - s->retention_ms[RT_RAW];
+            if (cut > s->derive[0].done)
+                cut = s->derive[0].done;
+        }
+        if (s->chunked && s->head_first != INT64_MAX && s->head_min < cut) {
             int r = seal_head(s);
             if (r != SQLITE_OK)
                 return r;
         }
-        /* and retention cuts `chunks` only: the recent tier goes there first */
-        if (s->tiered && s->recent_seals > 0) {
+        if (s->tiered && s->recent_seals > 0 && s->recent_min < cut) {
             int r = compact_recent(s);
             if (r != SQLITE_OK)
                 return r;
@@ -2352,6 +2371,7 @@ static int load_chunk_state(struct cb_store *s)
         if (sqlite3_column_type(q, 0) != SQLITE_NULL) {
             s->head_first = sqlite3_column_int64(q, 0);
             s->seq = sqlite3_column_int64(q, 1);
+            s->head_min = INT64_MIN; /* unknown */
         }
         s->legacy = sqlite3_column_int(q, 2) > 0;
         r = SQLITE_OK;
@@ -2368,6 +2388,8 @@ static int load_chunk_state(struct cb_store *s)
         if (r == SQLITE_OK && (r = sqlite3_step(q)) == SQLITE_ROW) {
             s->recent_seal = sqlite3_column_int64(q, 0);
             s->recent_seals = sqlite3_column_int64(q, 1);
+            if (s->recent_seals > 0)
+                s->recent_min = INT64_MIN; /* unknown: compacted at the first pass */
             r = SQLITE_OK;
         }
         sqlite3_finalize(q);
@@ -2477,6 +2499,7 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
     }
     s->chunked = target_version >= STORAGE_CHUNKS_VERSION;
     s->tiered = target_version >= STORAGE_TIERS_VERSION;
+    s->head_min = s->recent_min = INT64_MAX;
     s->seal.count = &s->stats.seals;
     s->compact.count = &s->stats.compactions;
     s->head_first = INT64_MAX;

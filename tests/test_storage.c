@@ -1350,6 +1350,45 @@ static void test_tiers_retention(void)
     teardown();
 }
 
+/* A retention pass starts every storage.retention.interval (10 s by
+ * default): it seals the head and compacts the recent tier only when they
+ * may hold samples older than its cut, or the seals would come every 10 s
+ * and every seal would be compacted at once. */
+static void test_tiers_retention_spares_young(void)
+{
+    setup();
+    int64_t now = 1732400000000LL;
+    cfg.storage_retention_raw_ms = 3600 * 1000; /* 1h */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    for (int i = 0; i < 60; i++)
+        put(s, "city/young", "v", now - 600000 + i * 1000, i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    for (int i = 60; i < 120; i++)
+        put(s, "city/young", "v", now - 600000 + i * 1000, i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    uint64_t deleted;
+    int more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 60);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 60);
+    /* an old sample in the head: sealed and compacted, then cut */
+    put(s, "city/young", "v", now - 7200000, 1.0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 120);
+    cb_store_close(s);
+    teardown();
+}
+
 /* Step 9 needs no conversion: a file written at schema 8 (by the writer at
  * that version: sealed into `chunks`, a head left open) opens at schema 9
  * with its chunks where they were and every sample readable; new seals go to
@@ -2131,6 +2170,9 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: retention cuts the recent tier like chunks, the straddling chunk "
                    "trimmed",
                 test_tiers_retention);
+    CU_add_test(s, "storage: a retention pass seals and compacts only when the head or the "
+                   "recent tier holds samples older than its cut",
+                test_tiers_retention_spares_young);
     CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
                    "seals go to the recent tier",
                 test_tiers_from_v8);
