@@ -47,6 +47,12 @@
  *                            time) from the head before the seal and from
  *                            the chunks after it; the second of two reads
  *                            each, as in the writer, whose cache is warm
+ *   compact_ms_10k, compact_rows, compact_bytes_per_sample   then the
+ *                            compaction of the recent tier those two seals
+ *                            left (10,000 series, 5 chunks each, 1.7 million
+ *                            samples) into `chunks`: its one transaction's
+ *                            wall time, the chunk rows moved, the bytes
+ *                            handed to the kernel per sample moved
  *
  * Usage: bench_storage [--seconds N] [--seal-only] (simulated seconds of
  * 10,000 series; 30. --seal-only: the seal and derivation figures alone) */
@@ -225,7 +231,7 @@ static double derive_read_ms(const char *path, int64_t from, int64_t to)
  * store's clock stands before the samples, so neither the writer's own seal
  * nor its derivation runs meanwhile. */
 static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *read_head_ms,
-                       double *read_chunks_ms)
+                       double *read_chunks_ms, double *compact[3])
 {
     struct cb_config cfg = make_cfg("seal.db");
     struct cb_store *s = open_store(&cfg);
@@ -241,11 +247,33 @@ static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *
     *read_head_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     int64_t w0 = bytes_written();
     double a = now_s();
-    storage__seal(s);
+    int seal_rc = storage__seal(s);
+    if (seal_rc != SQLITE_OK)
+        fprintf(stderr, "bench_storage: seal: %s\n", sqlite3_errstr(seal_rc));
     *seal_ms = (now_s() - a) * 1000.0;
     *seal_bytes = (double)(bytes_written() - w0) / (120.0 * NSERIES);
     derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
     *read_chunks_ms = derive_read_ms(cfg.storage_db, minute, minute + STORAGE_MINUTE_MS);
+    sqlite3 *db = storage__open_db(cfg.storage_db, STORAGE_OPEN_READER, 0, 0,
+                                   STORAGE_SCHEMA_VERSION, NULL, 0);
+    sqlite3_stmt *q = NULL;
+    int64_t rows = 0, samples = 0;
+    if (db && sqlite3_prepare_v2(db, "SELECT count(*), sum(n) FROM chunks_recent", -1, &q,
+                                 NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        rows = sqlite3_column_int64(q, 0);
+        samples = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    w0 = bytes_written();
+    a = now_s();
+    int compact_rc = storage__compact(s);
+    if (compact_rc != SQLITE_OK)
+        fprintf(stderr, "bench_storage: compaction: %s\n", sqlite3_errstr(compact_rc));
+    *compact[0] = (now_s() - a) * 1000.0;
+    *compact[1] = (double)rows;
+    *compact[2] = samples ? (double)(bytes_written() - w0) / (double)samples : 0;
     cb_store_close(s);
     cb_config_free(&cfg);
 }
@@ -571,11 +599,16 @@ int main(int argc, char **argv)
      * close (older rows would be late ones, merged at every commit) */
     int64_t t0 = (cb_wall_ms() / 60000) * 60000;
     double seal_ms = 0, seal_bytes = 0, read_head = 0, read_chunks = 0;
-    bench_seal(t0, &seal_ms, &seal_bytes, &read_head, &read_chunks);
+    double compact_ms = 0, compact_rows = 0, compact_bytes = 0;
+    double *compact[3] = {&compact_ms, &compact_rows, &compact_bytes};
+    bench_seal(t0, &seal_ms, &seal_bytes, &read_head, &read_chunks, compact);
     printf("seal_ms_10k %.0f\n", seal_ms);
     printf("seal_bytes_per_sample %.1f\n", seal_bytes);
     printf("derive_read_head_ms %.0f\n", read_head);
     printf("derive_read_chunks_ms %.0f\n", read_chunks);
+    printf("compact_ms_10k %.0f\n", compact_ms);
+    printf("compact_rows %.0f\n", compact_rows);
+    printf("compact_bytes_per_sample %.2f\n", compact_bytes);
     fflush(stdout);
     if (seal_only) {
         rm_rf(dir);

@@ -143,6 +143,31 @@ journal_growth() {
 delta() { awk -v k="$3" 'FNR == NR && $1 == k { a = $2 } FNR != NR && $1 == k { b = $2 } END { printf "%.6f\n", b - a }' "$1" "$2"; }
 per() { awk -v a="$1" -v n="$2" -v s="$3" 'BEGIN { if (n > 0) printf "%.2f", a * s / n; else print "" }'; }
 
+# wal_tables WAL DB: the frames of WAL's current generation (the frames whose
+# salts match its header, since the last checkpoint reset it) by the table
+# or index that owns each page in DB (dbstat, read after the run: a page
+# freed and reused meanwhile is counted under its new owner; pages on the
+# freelist show as "free"), one line "N frames: name share %, ...".
+wal_tables() {
+  python3 - "$1" "$2" <<'PY' 2>/dev/null || echo "not counted"
+import collections, sqlite3, struct, sys
+wal = open(sys.argv[1], "rb").read()
+_, _, psz, _, s1, s2, _, _ = struct.unpack(">8I", wal[:32])
+pages, off = [], 32
+while off + 24 + psz <= len(wal):
+    pg, _, f1, f2 = struct.unpack(">4I", wal[off:off + 16])
+    if (f1, f2) != (s1, s2):
+        break
+    pages.append(pg)
+    off += 24 + psz
+db = sqlite3.connect("file:" + sys.argv[2] + "?mode=ro", uri=True)
+owner = {p: n for n, p in db.execute("SELECT name, pageno FROM dbstat")}
+count = collections.Counter(owner.get(p, "free") for p in pages)
+print("%d frames: " % len(pages) + ", ".join(
+    "%s %.0f %%" % (n, 100.0 * c / len(pages)) for n, c in count.most_common(8)))
+PY
+}
+
 # steady_run LABEL BIN: steps 1-4; leaves the figures in $TMP/LABEL/result.
 steady_run() {
   local label=$1 bin=$2 dir=$TMP/$1 n_steady t_start fp s_win
@@ -178,7 +203,11 @@ steady_run() {
   snapshot "$CB_PID" "$dir/s0"
   s_win=$((SECONDS_RUN - WARMUP - 5))
   [ "$s_win" -lt 5 ] && s_win=5
-  sleep "$s_win"
+  # a copy of the WAL halfway through the window: its frames by table
+  # (wal_tables, after the engine has stopped)
+  sleep $((s_win / 2))
+  cp "$dir/cb.db-wal" "$dir/wal.copy" 2>/dev/null
+  sleep $((s_win - s_win / 2))
   snapshot "$CB_PID" "$dir/s1"
   wait "$fp"
   local caught=1
@@ -201,6 +230,7 @@ steady_run() {
     echo "flood_cpu_us_per_msg $(per "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" "$FLOOD" 1000000)" >> "$dir/result"
   fi
   stop_cb
+  echo "wal_tables $(wal_tables "$dir/wal.copy" "$dir/cb.db")" >> "$dir/result"
   local n secs
   n=$(delta "$dir/s0" "$dir/s1" committed)
   secs=$(delta "$dir/s0" "$dir/s1" time)
@@ -311,6 +341,9 @@ done
 {
   for l in $BASE_LABEL head; do
     echo "- steady state ($l): $(res $l samples) samples committed in a $(res $l window_s | cut -d. -f1) s window; history committed in $(res $l history_s) s; after the run the store lists $(res $l in_store) of $(res $l sent) samples sent (citybrain query); threads: $(awk '$1 ~ /^thread_/ { k = substr($1, 8); sub(/_us_per_sample$/, "", k); printf "%s%s %s", s, k, $2; s = ", " }' "$TMP/$l/result") (µs per sample)"
+  done
+  for l in $BASE_LABEL head; do
+    echo "- WAL frames by table ($l, a copy of the WAL halfway through the window): $(awk '$1 == "wal_tables" { $1 = ""; sub(/^ /, ""); print; exit }' "$TMP/$l/result")"
   done
   echo "- steady state baseline (count_sub, $BASE_S s of the same stream): $(tr '\n' ' ' < "$TMP/count_sub/result")"
 } >> "$NOTES"

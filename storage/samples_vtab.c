@@ -5,6 +5,9 @@
  *   chunks      closed chunks, one row per series and time span, the samples
  *               encoded by storage/chunk.c; immutable except when a late
  *               sample is merged into one;
+ *   chunks_recent  the recent tier of closed chunks (schema 9): the chunks of
+ *               the seals since the last compaction, keyed (seal, series_id,
+ *               start_ts) so that a seal appends; moved into `chunks` in bulk;
  *   head        the open head: one row per sample, keyed (seq, series_id, ts)
  *               where seq is the commit that wrote it, so every commit
  *               appends at the right edge of the B-tree;
@@ -13,8 +16,10 @@
  *
  * For one series the three never overlap in time: legacy rows exist only for
  * a series not converted yet (and then nothing else does), and every head
- * sample is newer than the series' last chunk (store.c keeps that). So a
- * series reads legacy rows, then chunks, then head, in ts order.
+ * sample is newer than the series' last chunk, every recent-tier chunk newer
+ * than its chunks in `chunks` and a later seal's newer than an earlier
+ * one's (store.c keeps that). So a series reads legacy rows, then chunks,
+ * then the recent tier seal by seal, then head, in ts order.
  *
  * An eponymous, read-only virtual table named `samples`, registered on every
  * connection this process opens (sqlite3_auto_extension, from a
@@ -32,8 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { Q_SERIES, Q_CHUNKS_ASC, Q_CHUNKS_DESC, Q_HEAD_SEQ, Q_HEAD_ROWS, Q_LEGACY_ASC,
-       Q_LEGACY_DESC, Q__COUNT };
+enum { Q_SERIES, Q_CHUNKS_ASC, Q_CHUNKS_DESC, Q_RECENT_SEAL, Q_RECENT_ROWS, Q_HEAD_SEQ,
+       Q_HEAD_ROWS, Q_LEGACY_ASC, Q_LEGACY_DESC, Q__COUNT };
 
 /* Chunks of ?1 that may hold samples in [?2, ?3]: from the last one starting
  * at or before ?2. */
@@ -46,6 +51,9 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_SERIES] = "SELECT id FROM series WHERE id > ?1 ORDER BY id LIMIT 1",
     [Q_CHUNKS_ASC] = CHUNKS_SQL("ASC"),
     [Q_CHUNKS_DESC] = CHUNKS_SQL("DESC"),
+    [Q_RECENT_SEAL] = "SELECT seal FROM chunks_recent WHERE seal > ?1 ORDER BY seal LIMIT 1",
+    [Q_RECENT_ROWS] = "SELECT data FROM chunks_recent WHERE seal = ?1 AND series_id = ?2 AND "
+                      "end_ts >= ?3 AND start_ts <= ?4 ORDER BY start_ts",
     [Q_HEAD_SEQ] = "SELECT seq FROM head WHERE seq > ?1 ORDER BY seq LIMIT 1",
     [Q_HEAD_ROWS] = "SELECT ts, value FROM head WHERE seq = ?1 AND series_id = ?2 AND "
                     "ts >= ?3 AND ts <= ?4",
@@ -68,13 +76,14 @@ struct vt {
 
 /* What a cursor is reading for its current series, in ascending order
  * (reversed for DESC). */
-enum { PH_LEGACY, PH_CHUNKS, PH_HEAD, PH_DONE };
+enum { PH_LEGACY, PH_CHUNKS, PH_RECENT, PH_HEAD, PH_DONE };
 
 struct cur {
     sqlite3_vtab_cursor base;
     int one;           /* a series_id constraint: just that series */
     int desc;
     int legacy;        /* samples_v6 exists */
+    int recent;        /* chunks_recent exists */
     int64_t series, lo, hi; /* ts in [lo, hi] */
     int phase;         /* PH_*, walked backwards for DESC */
     sqlite3_stmt *src; /* the running statement of the phase, or NULL */
@@ -318,6 +327,53 @@ static int load_head(struct cur *c)
     return SQLITE_OK;
 }
 
+/* Reads every recent-tier sample of the cursor's series in [lo, hi] into
+ * buf, in ts order: one seek for each seal in the tier (at most
+ * STORAGE_COMPACT_SEALS) and one for its chunks of the series. */
+static int load_recent(struct cur *c)
+{
+    sqlite3_stmt *nx, *rows;
+    int rc;
+    c->n = 0;
+    if (!c->recent)
+        return SQLITE_OK;
+    if ((rc = stmt(c, Q_RECENT_SEAL, &nx)) != SQLITE_OK ||
+        (rc = stmt(c, Q_RECENT_ROWS, &rows)) != SQLITE_OK)
+        return rc;
+    int64_t seal = INT64_MIN;
+    int64_t to = c->hi == INT64_MAX ? INT64_MAX : c->hi + 1;
+    for (;;) {
+        sqlite3_bind_int64(nx, 1, seal);
+        rc = sqlite3_step(nx);
+        if (rc == SQLITE_ROW)
+            seal = sqlite3_column_int64(nx, 0);
+        sqlite3_reset(nx);
+        if (rc != SQLITE_ROW)
+            return rc == SQLITE_DONE ? SQLITE_OK : rc;
+        sqlite3_bind_int64(rows, 1, seal);
+        sqlite3_bind_int64(rows, 2, c->series);
+        sqlite3_bind_int64(rows, 3, c->lo);
+        sqlite3_bind_int64(rows, 4, c->hi);
+        while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+            const uint8_t *blob = sqlite3_column_blob(rows, 0);
+            size_t len = (size_t)sqlite3_column_bytes(rows, 0);
+            struct cb_chunk_iter it;
+            long got = -1;
+            if (cb_chunk_iter_init(&it, blob, len) == 0 &&
+                (rc = reserve(c, c->n + cb_chunk_iter_count(&it))) == SQLITE_OK)
+                got = cb_chunk_decode_range(blob, len, c->lo, to, c->buf + c->n, c->cap - c->n);
+            if (got < 0) {
+                rc = rc == SQLITE_ROW || rc == SQLITE_OK ? SQLITE_CORRUPT : rc;
+                break;
+            }
+            c->n += (size_t)got;
+        }
+        sqlite3_reset(rows);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+}
+
 /* Decodes the current chunk row of c->src into buf (the samples in [lo, hi]). */
 static int load_chunk(struct cur *c)
 {
@@ -351,8 +407,8 @@ static int phase_start(struct cur *c, int ph)
         rc = stmt(c, c->desc ? Q_LEGACY_DESC : Q_LEGACY_ASC, &c->src);
     } else if (ph == PH_CHUNKS) {
         rc = stmt(c, c->desc ? Q_CHUNKS_DESC : Q_CHUNKS_ASC, &c->src);
-    } else if (ph == PH_HEAD) {
-        rc = load_head(c);
+    } else if (ph == PH_HEAD || ph == PH_RECENT) {
+        rc = ph == PH_HEAD ? load_head(c) : load_recent(c);
         if (rc == SQLITE_OK && c->desc)
             reverse(c->buf, c->n);
         return rc;
@@ -416,7 +472,7 @@ static int next_series(struct cur *c, int *found)
 }
 
 /* Moves to the next row: within buf, else the next batch of the phase, else
- * the next phase (legacy, chunks, head; backwards for DESC), else the next
+ * the next phase (legacy, chunks, recent, head; backwards for DESC), else the next
  * series. */
 static int advance(struct cur *c)
 {
@@ -504,6 +560,9 @@ static int vt_filter(sqlite3_vtab_cursor *cb, int num, const char *idx, int argc
      * every series of every query) */
     c->legacy = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main",
                                               "samples_v6", "ts", NULL, NULL, NULL, NULL,
+                                              NULL) == SQLITE_OK;
+    c->recent = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main",
+                                              "chunks_recent", "seal", NULL, NULL, NULL, NULL,
                                               NULL) == SQLITE_OK;
     if (c->lo > c->hi) {
         c->eof = 1;

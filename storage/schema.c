@@ -172,10 +172,24 @@ static const char schema_v8[] =
     "INSERT OR REPLACE INTO meta(key, value) "
     "  SELECT 'chunk_migrate_end', coalesce(max(id), 0) FROM series;";
 
+/* Step 9: the recent tier of closed chunks (docs/storage.md, "Two tiers of
+ * chunks"). A seal writes its chunks into `chunks_recent`, keyed by the seal
+ * first, so a seal appends at the right edge of one B-tree instead of
+ * rewriting a leaf page of `chunks` per series; the writer compacts the tier
+ * into `chunks` in bulk (store.c, "Compaction"). No conversion: the rows of a
+ * step-8 file stay valid where they are (`chunks` is the compacted tier, the
+ * new table starts empty), so the step is instant whatever the file's size.
+ * Self-contained, so it can be renumbered when merged after another step. */
+static const char schema_v9[] =
+    "CREATE TABLE chunks_recent("
+    "  seal INTEGER NOT NULL, series_id INTEGER NOT NULL, start_ts INTEGER NOT NULL,"
+    "  end_ts INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY(seal, series_id, start_ts)) WITHOUT ROWID;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
 static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                     schema_v6, schema_v7, schema_v8};
+                                     schema_v6, schema_v7, schema_v8, schema_v9};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 
@@ -389,6 +403,14 @@ sqlite3 *storage__open_db(const char *path, enum storage_open_mode mode, int syn
             goto fail_sql;
     }
     if (sqlite3_exec(db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail_sql;
+    /* Debian's SQLite is built with secure_delete on: every page freed
+     * (the head's pages at each seal, the recent tier's at each compaction)
+     * would be overwritten with zeros, a WAL frame and a checkpoint write
+     * each. FAST still zeroes deleted rows on pages written anyway, but
+     * leaves freed pages alone (docs/storage.md, "Two tiers of chunks"). */
+    if (mode == STORAGE_OPEN_WRITER &&
+        sqlite3_exec(db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL) != SQLITE_OK)
         goto fail_sql;
     if (mode == STORAGE_OPEN_READER &&
         sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK)

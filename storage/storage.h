@@ -96,6 +96,7 @@ struct cb_store_stats {
     uint64_t series;           /* series known to the writer */
     uint64_t cache_bytes;      /* the writer's SQLite page cache (up to storage.cache_size) */
     uint64_t seals;            /* seals of the head into chunks (docs/storage.md) */
+    uint64_t compactions;      /* compactions of the recent tier into `chunks` */
     int converting;            /* a schema-6 file's samples are still being converted */
 };
 

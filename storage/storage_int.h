@@ -11,10 +11,13 @@
 /* PRAGMA application_id of a citybrain database ("CBR1"). */
 #define STORAGE_APP_ID 0x43425231
 /* PRAGMA user_version after every migration step has run. */
-#define STORAGE_SCHEMA_VERSION 8
+#define STORAGE_SCHEMA_VERSION 9
 /* The step that stores raw samples in chunks (schema_v8): a file opened at
  * an older version (tests) keeps one row per sample. */
 #define STORAGE_CHUNKS_VERSION 8
+/* The step that adds the recent tier of chunks (schema_v9): a file opened at
+ * version 8 (tests) seals straight into `chunks`. */
+#define STORAGE_TIERS_VERSION 9
 
 /* "Nothing derived yet" for the rollup derivation state (meta derive_*). */
 #define STORAGE_DERIVE_NONE (-(INT64_C(1) << 62))
@@ -33,8 +36,14 @@
  * oldest commit is STORAGE_SEAL_SPAN_MS old. */
 #define STORAGE_CHUNK_TARGET 120
 #define STORAGE_SEAL_SPAN_MS 120000LL
+/* The recent tier (chunks_recent) is compacted into `chunks` once it holds
+ * this many seals: an hour of seals every STORAGE_SEAL_SPAN_MS. */
+#define STORAGE_COMPACT_SEALS 30
 
 #define STORAGE_MINUTE_MS 60000LL
+/* A pass of the 1-minute rollup derivation starts once this much is closed
+ * and not derived (store.c, derive_has_work). */
+#define STORAGE_DERIVE_BATCH_MS (10 * STORAGE_MINUTE_MS)
 #define STORAGE_HOUR_MS 3600000LL
 
 /* Formats an error text into err (when err and errlen are non-zero). */
@@ -101,6 +110,11 @@ void storage__samples_vtab_init(void);
  * commits (as the writer does once the head's oldest commit is
  * STORAGE_SEAL_SPAN_MS old). Returns the SQLite code. */
 int storage__seal(struct cb_store *s);
+
+/* Test hook: compacts the recent tier of chunks into `chunks` on the writer
+ * thread, between commits, in one transaction (as the writer does once the
+ * tier holds STORAGE_COMPACT_SEALS seals). Returns the SQLite code. */
+int storage__compact(struct cb_store *s);
 
 /* Test hook: runs `sql` on the writer thread's connection (a pragma such as
  * max_page_count or busy_timeout), between commits. Returns the SQLite code. */

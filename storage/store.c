@@ -292,6 +292,14 @@ enum {
     CST_HAS_SAMPLE,
     CST_HEAD_ALL,
     CST_HEAD_DEL,
+    CST_RECENT_INS,
+    CST_RECENT_DEL,
+    CST_RECENT_NEXT,
+    CST_RECENT_ROWS,
+    CST_RECENT_GET,
+    CST_RECENT_KEYS,
+    CST_RECENT_MOVE,
+    CST_RECENT_CLEAR,
     CST_LEGACY_IDS,
     CST_LEGACY_ROWS,
     CST_LEGACY_DEL,
@@ -310,6 +318,22 @@ static const char *const cst_sql[CST__COUNT] = {
     [CST_HAS_SAMPLE] = "SELECT 1 FROM samples WHERE series_id = ?1 AND ts = ?2",
     [CST_HEAD_ALL] = "SELECT series_id, ts, value FROM head",
     [CST_HEAD_DEL] = "DELETE FROM head",
+    /* the recent tier (schema 9): ?6 / ?3 the seal, as in CST_CHUNK_INS / _DEL
+     * otherwise */
+    [CST_RECENT_INS] = "INSERT INTO chunks_recent(seal, series_id, start_ts, end_ts, n, data) "
+                       "VALUES (?6, ?1, ?2, ?3, ?4, ?5)",
+    [CST_RECENT_DEL] = "DELETE FROM chunks_recent WHERE seal = ?3 AND series_id = ?1 AND "
+                       "start_ts = ?2",
+    [CST_RECENT_NEXT] = "SELECT seal FROM chunks_recent WHERE seal > ?1 ORDER BY seal LIMIT 1",
+    [CST_RECENT_ROWS] = "SELECT start_ts, end_ts FROM chunks_recent WHERE seal = ?1 AND "
+                        "series_id = ?2 ORDER BY start_ts",
+    [CST_RECENT_GET] = "SELECT start_ts, end_ts, data FROM chunks_recent WHERE seal = ?1 AND "
+                       "series_id = ?2 AND start_ts = ?3",
+    [CST_RECENT_KEYS] = "SELECT seal, series_id, start_ts, n FROM chunks_recent",
+    [CST_RECENT_MOVE] = "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) SELECT "
+                        "series_id, start_ts, end_ts, n, data FROM chunks_recent WHERE "
+                        "seal = ?1 AND series_id = ?2 AND start_ts = ?3",
+    [CST_RECENT_CLEAR] = "DELETE FROM chunks_recent",
     [CST_LEGACY_IDS] = "SELECT id FROM series WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT 256",
     [CST_LEGACY_ROWS] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 ORDER BY ts",
     [CST_LEGACY_DEL] = "DELETE FROM samples_v6 WHERE series_id = ?1",
@@ -369,6 +393,15 @@ struct tier_cursor {
     int done;
 };
 
+/* A job the writer runs between commits when due or when asked (a test hook
+ * waits for it): the seal, the compaction. */
+struct job {
+    int req, rc;      /* asked for; the code of the last asked run */
+    uint64_t gen;     /* runs asked for and done */
+    int64_t after;    /* monotonic: not before (after a failed run) */
+    uint64_t *count;  /* the stat counting successful runs */
+};
+
 enum { RT_RAW, RT_1M, RT_1H, RT_QUARANTINE, RT_TRANSITIONS, RT_INSTANCES, RT_SILENCES,
        RT_OUTBOX, RT_AUDIT, RT__COUNT };
 
@@ -416,11 +449,18 @@ struct cb_store {
     const struct item *chunk[INSERT_CHUNK];  /* rows for the old layout */
     const struct item *hrows[INSERT_CHUNK]; /* rows for the head */
     int chunked;        /* schema 8: raw samples in chunks and head */
+    /* Schema 9: seals write into the recent tier (chunks_recent), numbered
+     * recent_seal; it holds recent_seals of them until compacted. */
+    int tiered;
+    int64_t recent_seal, recent_seals;
+    /* Lower bounds of the samples' ts in the head and in the recent tier
+     * (INT64_MAX: empty; INT64_MIN: unknown), so that a retention pass seals
+     * and compacts only when they may hold samples older than its cut. */
+    int64_t head_min, recent_min;
+    struct job compact;
     int64_t seq;        /* the seq of the last commit that wrote the head */
     int64_t head_first; /* the oldest seq in the head, INT64_MAX when empty */
-    int64_t seal_after; /* monotonic: no seal before (after a failed one) */
-    int seal_req, seal_rc;
-    uint64_t seal_gen;
+    struct job seal;
     /* Conversion of a schema-6 file: series ids in (mig_cursor, mig_end]
      * still have their rows in samples_v6 (while `legacy`). */
     int legacy;
@@ -825,13 +865,14 @@ static int chunk_load(struct cb_store *s, sqlite3_stmt *st, size_t *n)
 
 /* Writes pts[0, n) of `series` (ts strictly increasing) as chunks of
  * STORAGE_CHUNK_TARGET samples while at least twice that many are left, the
- * rest as one (so a chunk holds fewer than 2 * STORAGE_CHUNK_TARGET). Values
- * that are not finite have no place in a chunk and are left out (decoding
+ * rest as one (so a chunk holds fewer than 2 * STORAGE_CHUNK_TARGET), into
+ * `chunks` (seal 0) or the recent tier under `seal` (> 0). Values that are
+ * not finite have no place in a chunk and are left out (decoding
  * quarantines them before they reach the store). Returns the SQLite code. */
 static int chunks_write(struct cb_store *s, int64_t series, const struct cb_chunk_point *pts,
-                        size_t n)
+                        size_t n, int64_t seal)
 {
-    sqlite3_stmt *ins = s->cst[CST_CHUNK_INS];
+    sqlite3_stmt *ins = s->cst[seal ? CST_RECENT_INS : CST_CHUNK_INS];
     while (n > 0) {
         size_t take = n >= 2 * STORAGE_CHUNK_TARGET ? STORAGE_CHUNK_TARGET : n;
         size_t k = 0;
@@ -865,6 +906,11 @@ static int chunks_write(struct cb_store *s, int64_t series, const struct cb_chun
                 sqlite3_bind_int64(ins, 3, p[m - 1].ts_ms);
                 sqlite3_bind_int64(ins, 4, (int64_t)m);
                 sqlite3_bind_blob(ins, 5, s->blob, (int)len, SQLITE_STATIC);
+                if (seal) {
+                    sqlite3_bind_int64(ins, 6, seal);
+                    if (p[0].ts_ms < s->recent_min) /* (a bound: kept on a rollback) */
+                        s->recent_min = p[0].ts_ms;
+                }
                 r = step_done(ins);
             }
         }
@@ -878,11 +924,15 @@ static int chunks_write(struct cb_store *s, int64_t series, const struct cb_chun
     return SQLITE_OK;
 }
 
-static int chunk_delete(struct cb_store *s, int64_t series, int64_t start)
+/* Deletes the chunk of `series` starting at `start`: from `chunks` (seal 0)
+ * or from the recent tier's seal `seal`. */
+static int chunk_delete(struct cb_store *s, int64_t series, int64_t start, int64_t seal)
 {
-    sqlite3_stmt *del = s->cst[CST_CHUNK_DEL];
+    sqlite3_stmt *del = s->cst[seal ? CST_RECENT_DEL : CST_CHUNK_DEL];
     sqlite3_bind_int64(del, 1, series);
     sqlite3_bind_int64(del, 2, start);
+    if (seal)
+        sqlite3_bind_int64(del, 3, seal);
     return step_done(del);
 }
 
@@ -905,47 +955,91 @@ static int chunk_find(struct cb_store *s, int k, int64_t series, int64_t ts, int
     return r == SQLITE_ROW || r == SQLITE_DONE ? SQLITE_OK : r;
 }
 
-/* Stores a sample of a converted series that is not newer than everything
- * stored for it: merged into the chunk that holds its time (or the one
- * before the gap it falls in, or the first chunk when it is older than all),
- * or, newer than the last chunk, into the head at `seq`. *added is 0 when
- * the series already has a sample at that ts (a redelivery). */
-static int late_row(struct cb_store *s, const struct item *it, int64_t seq, int *added)
+/* Opens the last chunk of `series` in `chunks` for more samples: one with
+ * fewer than STORAGE_CHUNK_TARGET is loaded into s->pts[0, *n) and deleted
+ * (the caller writes it again with the new samples); a full one stays as it
+ * is and *n is 0. Returns the SQLite code. */
+static int chunk_reopen_last(struct cb_store *s, int64_t series, size_t *n)
 {
     int found, r;
-    int64_t start = 0, end = 0, bstart = 0, bend = 0;
-    size_t n = 0;
-    *added = 0;
-    if ((r = chunk_find(s, CST_CHUNK_BEFORE, it->series, it->ts, &found, &start, &end, &n)) !=
+    int64_t start = 0, end = 0;
+    *n = 0;
+    if ((r = chunk_find(s, CST_CHUNK_BEFORE, series, INT64_MAX, &found, &start, &end, n)) !=
         SQLITE_OK)
         return r;
-    if (!found || it->ts > end) {
-        int after;
-        size_t m = n;
-        if ((r = chunk_find(s, CST_CHUNK_AFTER, it->series, it->ts, &after, &bstart, &bend, &m)) !=
-            SQLITE_OK)
+    if (found && *n >= STORAGE_CHUNK_TARGET)
+        *n = 0;
+    else if (found)
+        return chunk_delete(s, series, start, 0);
+    return SQLITE_OK;
+}
+
+/* A chunk of the recent tier: its seal and span. */
+struct rchunk {
+    int64_t seal, start, end;
+};
+
+/* Finds the recent-tier chunks of `series` around ts, a seek for each seal
+ * in the tier (late samples only): *before the last one starting at or
+ * before ts, *after the first one starting after it (seal 0: none). */
+static int recent_find(struct cb_store *s, int64_t series, int64_t ts, struct rchunk *before,
+                       struct rchunk *after)
+{
+    sqlite3_stmt *nx = s->cst[CST_RECENT_NEXT], *rows = s->cst[CST_RECENT_ROWS];
+    int64_t seal = 0;
+    int r;
+    *before = *after = (struct rchunk){0, 0, 0};
+    for (;;) {
+        sqlite3_bind_int64(nx, 1, seal);
+        r = sqlite3_step(nx);
+        if (r == SQLITE_ROW)
+            seal = sqlite3_column_int64(nx, 0);
+        sqlite3_reset(nx);
+        if (r != SQLITE_ROW)
+            return r == SQLITE_DONE ? SQLITE_OK : r;
+        sqlite3_bind_int64(rows, 1, seal);
+        sqlite3_bind_int64(rows, 2, series);
+        while ((r = sqlite3_step(rows)) == SQLITE_ROW) {
+            struct rchunk c = {seal, sqlite3_column_int64(rows, 0), sqlite3_column_int64(rows, 1)};
+            if (c.start <= ts)
+                *before = c;
+            else if (!after->seal)
+                after->seal = c.seal, after->start = c.start, after->end = c.end;
+        }
+        sqlite3_reset(rows);
+        if (r != SQLITE_DONE)
             return r;
-        if (!after) {
-            /* newer than every chunk: the head's business */
-            sqlite3_stmt *has = s->cst[CST_HAS_SAMPLE];
-            sqlite3_bind_int64(has, 1, it->series);
-            sqlite3_bind_int64(has, 2, it->ts);
-            r = sqlite3_step(has);
-            sqlite3_reset(has);
-            if (r == SQLITE_ROW)
-                return SQLITE_OK;
-            if (r != SQLITE_DONE)
-                return r;
-            *added = 1;
-            return insert_rows(s, s->head_one, s->head_bulk, &it, 1, seq);
-        }
-        if (!found) { /* older than every chunk: the first one takes it */
-            n = m;
-            start = bstart;
-        }
+        if (after->seal)
+            return SQLITE_OK; /* later seals hold later samples */
     }
-    /* merge into the chunk in s->pts[0, n) starting at `start` */
+}
+
+/* Loads the recent-tier chunk c of `series` into s->pts[0, *n). */
+static int recent_load(struct cb_store *s, int64_t series, const struct rchunk *c, size_t *n)
+{
+    sqlite3_stmt *get = s->cst[CST_RECENT_GET];
+    sqlite3_bind_int64(get, 1, c->seal);
+    sqlite3_bind_int64(get, 2, series);
+    sqlite3_bind_int64(get, 3, c->start);
+    int r = sqlite3_step(get);
+    *n = 0;
+    if (r == SQLITE_ROW)
+        r = chunk_load(s, get, n);
+    else if (r == SQLITE_DONE)
+        r = SQLITE_CORRUPT; /* found a moment ago in the same transaction */
+    sqlite3_reset(get);
+    return r == SQLITE_ROW ? SQLITE_OK : r;
+}
+
+/* Merges `it` into the chunk in s->pts[0, n) that starts at `start` (in
+ * `chunks`, or the recent tier's seal `seal`): written again, split in two
+ * past 2 * STORAGE_CHUNK_TARGET samples. *added is 0 when the chunk already
+ * holds a sample at that ts (a redelivery). */
+static int chunk_merge(struct cb_store *s, const struct item *it, int64_t start, int64_t seal,
+                       size_t n, int *added)
+{
     size_t lo = 0, hi = n;
+    int r;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (s->pts[mid].ts_ms < it->ts)
@@ -957,21 +1051,86 @@ static int late_row(struct cb_store *s, const struct item *it, int64_t seq, int 
         return SQLITE_OK; /* a redelivery */
     memmove(s->pts + lo + 1, s->pts + lo, (n - lo) * sizeof *s->pts);
     s->pts[lo] = (struct cb_chunk_point){it->ts, it->value};
-    if ((r = chunk_delete(s, it->series, start)) != SQLITE_OK ||
-        (r = chunks_write(s, it->series, s->pts, n + 1)) != SQLITE_OK)
+    if ((r = chunk_delete(s, it->series, start, seal)) != SQLITE_OK ||
+        (r = chunks_write(s, it->series, s->pts, n + 1, seal)) != SQLITE_OK)
         return r;
     *added = 1;
     return SQLITE_OK;
 }
 
+/* Stores a sample of a converted series that is not newer than everything
+ * stored for it: merged into the chunk that holds its time (or the one
+ * before the gap it falls in, or the first chunk when it is older than all),
+ * in `chunks` or in the recent tier, whichever holds that chunk, or, newer
+ * than every chunk of both, into the head at `seq`. *added is 0 when the
+ * series already has a sample at that ts (a redelivery). Per series the
+ * chunks of `chunks` are older than those of the recent tier, which are
+ * older than the head; a merge keeps that (it only fills a gap). */
+static int late_row(struct cb_store *s, const struct item *it, int64_t seq, int *added)
+{
+    int found, r;
+    int64_t start = 0, end = 0, bstart = 0, bend = 0;
+    size_t n = 0;
+    *added = 0;
+    if ((r = chunk_find(s, CST_CHUNK_BEFORE, it->series, it->ts, &found, &start, &end, &n)) !=
+        SQLITE_OK)
+        return r;
+    if (found && it->ts <= end)
+        return chunk_merge(s, it, start, 0, n, added);
+    int after;
+    size_t m = n;
+    if ((r = chunk_find(s, CST_CHUNK_AFTER, it->series, it->ts, &after, &bstart, &bend, &m)) !=
+        SQLITE_OK)
+        return r;
+    if (after) /* in a gap of `chunks`, or older than all: the first one takes it */
+        return found ? chunk_merge(s, it, start, 0, n, added)
+                     : chunk_merge(s, it, bstart, 0, m - n, added);
+    if (s->tiered) {
+        struct rchunk rb, ra;
+        if ((r = recent_find(s, it->series, it->ts, &rb, &ra)) != SQLITE_OK)
+            return r;
+        if (rb.seal && (it->ts <= rb.end || ra.seal)) {
+            /* in that chunk, or in the gap after it */
+            if ((r = recent_load(s, it->series, &rb, &m)) != SQLITE_OK)
+                return r;
+            return chunk_merge(s, it, rb.start, rb.seal, m, added);
+        }
+        if (ra.seal) {
+            /* between `chunks` and the recent tier: the last chunk of
+             * `chunks` takes it (still in s->pts), or the first recent one */
+            if (found)
+                return chunk_merge(s, it, start, 0, n, added);
+            if ((r = recent_load(s, it->series, &ra, &m)) != SQLITE_OK)
+                return r;
+            return chunk_merge(s, it, ra.start, ra.seal, m, added);
+        }
+    }
+    /* newer than every chunk: the head's business */
+    sqlite3_stmt *has = s->cst[CST_HAS_SAMPLE];
+    sqlite3_bind_int64(has, 1, it->series);
+    sqlite3_bind_int64(has, 2, it->ts);
+    r = sqlite3_step(has);
+    sqlite3_reset(has);
+    if (r == SQLITE_ROW)
+        return SQLITE_OK;
+    if (r != SQLITE_DONE)
+        return r;
+    *added = 1;
+    return insert_rows(s, s->head_one, s->head_bulk, &it, 1, seq);
+}
+
 /* Seals the whole head into chunks in one transaction: its rows are read in
- * commit order, sorted by (series, ts), appended to each series' last chunk
- * when that one has fewer than STORAGE_CHUNK_TARGET samples (it is
- * rewritten), cut into chunks, and the head emptied. Returns the SQLite
- * code; on failure nothing changed. */
+ * commit order, sorted by (series, ts), cut into chunks, and the head
+ * emptied. Schema 9: the chunks go into the recent tier under a new seal
+ * number, rows keyed (seal, series, start) that append at the right edge of
+ * chunks_recent (compact_recent later moves them into `chunks` and fills up
+ * short chunks). Schema 8 (tests): into `chunks`, appended to each series'
+ * last chunk when that one has fewer than STORAGE_CHUNK_TARGET samples (it
+ * is rewritten). Returns the SQLite code; on failure nothing changed. */
 static int seal_head(struct cb_store *s)
 {
     size_t nitems = 0;
+    int64_t seal = s->tiered ? s->recent_seal + 1 : 0;
     int r = step_done(s->st[ST_BEGIN]);
     if (r != SQLITE_OK)
         return r;
@@ -998,15 +1157,8 @@ static int seal_head(struct cb_store *s)
         size_t b = a;
         while (b < nitems && s->items[b].series == series)
             b++;
-        int found;
-        int64_t start = 0, end = 0;
         size_t n = 0;
-        if ((r = chunk_find(s, CST_CHUNK_BEFORE, series, INT64_MAX, &found, &start, &end, &n)) !=
-            SQLITE_OK)
-            goto fail;
-        if (found && n >= STORAGE_CHUNK_TARGET)
-            n = 0; /* full: it stays as it is */
-        else if (found && (r = chunk_delete(s, series, start)) != SQLITE_OK)
+        if (!seal && (r = chunk_reopen_last(s, series, &n)) != SQLITE_OK)
             goto fail;
         if (grow_pts(s, n + (b - a)) < 0) {
             r = SQLITE_NOMEM;
@@ -1015,7 +1167,7 @@ static int seal_head(struct cb_store *s)
         for (size_t i = a; i < b; i++)
             if (n == 0 || s->items[i].ts > s->pts[n - 1].ts_ms) /* (equal: never stored twice) */
                 s->pts[n++] = (struct cb_chunk_point){s->items[i].ts, s->items[i].value};
-        if ((r = chunks_write(s, series, s->pts, n)) != SQLITE_OK)
+        if ((r = chunks_write(s, series, s->pts, n, seal)) != SQLITE_OK)
             goto fail;
         a = b;
     }
@@ -1023,8 +1175,120 @@ static int seal_head(struct cb_store *s)
         (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
         goto fail;
     s->head_first = INT64_MAX;
+    s->head_min = INT64_MAX;
+    if (seal && nitems) {
+        s->recent_seal = seal;
+        s->recent_seals++;
+    }
     return SQLITE_OK;
 fail:
+    step_done(s->st[ST_ROLLBACK]);
+    return r;
+}
+
+/* ---- writer: compaction of the recent tier ----------------------------------------
+ *
+ * A seal writes its chunks into chunks_recent, keyed by the seal first, so
+ * it appends; keyed by series first (`chunks`), it dirtied a leaf page per
+ * series once every series had a page of history of its own. Compaction
+ * moves the whole tier into `chunks` in one transaction, series by series in
+ * (series, start) order, so each series' new rows land together: about a
+ * page per series per compaction instead of one per seal. A series whose
+ * chunks are all at least half full is moved row by row as it is (no
+ * decoding); one with a short chunk (a slow sensor: a few samples a seal)
+ * is decoded with the short last chunk of `chunks`, and written again as
+ * chunks of STORAGE_CHUNK_TARGET. A crash leaves the state before or after
+ * it: the readers read both tiers. */
+
+struct rkey {
+    int64_t series, start, seal, n;
+};
+
+static int cmp_rkey(const void *a, const void *b)
+{
+    const struct rkey *x = a, *y = b;
+    if (x->series != y->series)
+        return (x->series > y->series) - (x->series < y->series);
+    return (x->start > y->start) - (x->start < y->start);
+}
+
+/* Compacts series keys k[0, nk) (one series, in start order) into `chunks`.
+ * Returns the SQLite code. */
+static int compact_series(struct cb_store *s, const struct rkey *k, size_t nk)
+{
+    int64_t series = k[0].series;
+    int short_chunk = 0, r;
+    for (size_t i = 0; i < nk; i++)
+        short_chunk |= k[i].n < STORAGE_CHUNK_TARGET / 2;
+    if (!short_chunk) {
+        sqlite3_stmt *mv = s->cst[CST_RECENT_MOVE];
+        for (size_t i = 0; i < nk; i++) {
+            sqlite3_bind_int64(mv, 1, k[i].seal);
+            sqlite3_bind_int64(mv, 2, series);
+            sqlite3_bind_int64(mv, 3, k[i].start);
+            if ((r = step_done(mv)) != SQLITE_OK)
+                return r;
+        }
+        return SQLITE_OK;
+    }
+    size_t n = 0;
+    if ((r = chunk_reopen_last(s, series, &n)) != SQLITE_OK)
+        return r;
+    sqlite3_stmt *get = s->cst[CST_RECENT_GET];
+    for (size_t i = 0; i < nk; i++) {
+        sqlite3_bind_int64(get, 1, k[i].seal);
+        sqlite3_bind_int64(get, 2, series);
+        sqlite3_bind_int64(get, 3, k[i].start);
+        r = sqlite3_step(get);
+        if (r == SQLITE_ROW)
+            r = chunk_load(s, get, &n);
+        sqlite3_reset(get);
+        if (r != SQLITE_OK)
+            return r == SQLITE_DONE ? SQLITE_CORRUPT : r;
+    }
+    return chunks_write(s, series, s->pts, n, 0);
+}
+
+/* Moves the whole recent tier into `chunks` in one transaction (see above).
+ * Returns the SQLite code; on failure nothing changed. */
+static int compact_recent(struct cb_store *s)
+{
+    struct rkey *keys = NULL;
+    size_t nk = 0, cap = 0;
+    int r = step_done(s->st[ST_BEGIN]);
+    if (r != SQLITE_OK)
+        return r;
+    sqlite3_stmt *all = s->cst[CST_RECENT_KEYS];
+    while ((r = sqlite3_step(all)) == SQLITE_ROW) {
+        if (grow((void **)&keys, &cap, nk + 1, sizeof *keys) < 0) {
+            r = SQLITE_NOMEM;
+            break;
+        }
+        keys[nk++] = (struct rkey){sqlite3_column_int64(all, 1), sqlite3_column_int64(all, 2),
+                                   sqlite3_column_int64(all, 0), sqlite3_column_int64(all, 3)};
+    }
+    sqlite3_reset(all);
+    if (r != SQLITE_DONE)
+        goto fail;
+    r = SQLITE_OK;
+    if (nk)
+        qsort(keys, nk, sizeof *keys, cmp_rkey);
+    for (size_t a = 0; a < nk && r == SQLITE_OK;) {
+        size_t b = a;
+        while (b < nk && keys[b].series == keys[a].series)
+            b++;
+        r = compact_series(s, keys + a, b - a);
+        a = b;
+    }
+    if (r != SQLITE_OK || (r = step_done(s->cst[CST_RECENT_CLEAR])) != SQLITE_OK ||
+        (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+        goto fail;
+    free(keys);
+    s->recent_seals = 0;
+    s->recent_min = INT64_MAX;
+    return SQLITE_OK;
+fail:
+    free(keys);
     step_done(s->st[ST_ROLLBACK]);
     return r;
 }
@@ -1070,7 +1334,7 @@ static int migrate_step(struct cb_store *s)
         if (r != SQLITE_DONE)
             break;
         sqlite3_bind_int64(s->cst[CST_LEGACY_DEL], 1, id);
-        if ((r = chunks_write(s, id, s->pts, n)) != SQLITE_OK ||
+        if ((r = chunks_write(s, id, s->pts, n, 0)) != SQLITE_OK ||
             (r = step_done(s->cst[CST_LEGACY_DEL])) != SQLITE_OK)
             break;
         rows += (int64_t)n + 1;
@@ -1220,6 +1484,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         res->inserted++;
         if (it->ts > s->max_ts)
             s->max_ts = it->ts;
+        if (!legacy && it->ts < s->head_min)
+            s->head_min = it->ts; /* (a bound: kept if this commit fails) */
         for (int t = 0; t < 2; t++) {
             if (!derived(&s->derive[t], it->series, it->ts)) {
                 if (it->ts < s->dirty_min[t])
@@ -1351,8 +1617,8 @@ static int retain_chunks(struct cb_store *s, int64_t sid, int64_t cut, int64_t l
             return SQLITE_OK;
         while (k < cnt && s->pts[k].ts_ms < cut && *n + (int64_t)k < limit)
             k++;
-        if ((r = chunk_delete(s, sid, start)) != SQLITE_OK ||
-            (r = chunks_write(s, sid, s->pts + k, cnt - k)) != SQLITE_OK)
+        if ((r = chunk_delete(s, sid, start, 0)) != SQLITE_OK ||
+            (r = chunks_write(s, sid, s->pts + k, cnt - k, 0)) != SQLITE_OK)
             return r;
         *n += (int64_t)k;
         if (k < cnt && s->pts[k].ts_ms >= cut)
@@ -1456,11 +1722,28 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
 {
     *deleted = 0;
     if (!s->pass_active) {
-        /* the head's samples are cut with the chunks: seal it first */
-        if (s->chunked && s->head_first != INT64_MAX) {
+        /* Raw samples are cut in `chunks` only: the head and the recent tier
+         * go there first when they may hold samples older than the cut (a
+         * pass starts every storage.retention.interval, 10 s by default:
+         * sealing and compacting at each would undo both). */
+        int64_t cut = INT64_MIN;
+        if (s->retention_ms[RT_RAW] > 0) {
+            cut = cb_clock_now(&s->clock) - s->retention_ms[RT_RAW];
+            if (cut > s->derive[0].done)
+                cut = s->derive[0].done;
+        }
+        if (s->chunked && s->head_first != INT64_MAX && s->head_min < cut) {
             int r = seal_head(s);
             if (r != SQLITE_OK)
                 return r;
+        }
+        if (s->tiered && s->recent_seals > 0 && s->recent_min < cut) {
+            int r = compact_recent(s);
+            if (r != SQLITE_OK)
+                return r;
+            pthread_mutex_lock(&s->mu);
+            s->stats.compactions++;
+            pthread_mutex_unlock(&s->mu);
         }
         memset(s->cursor, 0, sizeof s->cursor);
         s->pass_active = 1;
@@ -1701,8 +1984,24 @@ out:
     return SQLITE_OK;
 }
 
+/* Whether tier t has work towards `target`: a pass runs, or the target is
+ * past done; for a new pass of the 1-minute tier while running (not `all`),
+ * by STORAGE_DERIVE_BATCH_MS: a pass then writes ten rows per series that
+ * lie together, a page per series, where a pass every minute wrote one row
+ * per series on a page of its own (docs/storage.md, "Rollups: derived once
+ * the bucket has closed"). */
+static int derive_has_work(const struct cb_store *s, int t, int64_t target, int all)
+{
+    const struct derive *d = &s->derive[t];
+    if (d->to > d->done)
+        return 1;
+    if (t == 0 && !all && d->done != STORAGE_DERIVE_NONE)
+        return target - d->done >= STORAGE_DERIVE_BATCH_MS;
+    return target > d->done;
+}
+
 /* Whether a derivation step is due: a pass runs, or a tier's target moved
- * past its done. */
+ * past its done (see derive_has_work). */
 static int derive_due(const struct cb_store *s)
 {
     if (!s->derive_on)
@@ -1712,7 +2011,7 @@ static int derive_due(const struct cb_store *s)
     if (s->max_ts == INT64_MIN)
         return s->derive[0].to > s->derive[0].done || s->derive[1].to > s->derive[1].done;
     for (int t = 0; t < 2; t++)
-        if (s->derive[t].to > s->derive[t].done || derive_target(s, t, 0) > s->derive[t].done)
+        if (derive_has_work(s, t, derive_target(s, t, 0), 0))
             return 1;
     return 0;
 }
@@ -1723,7 +2022,7 @@ static int derive_some(struct cb_store *s, int all)
     for (int t = 0; t < 2; t++) {
         int more = 0;
         int64_t target = derive_target(s, t, all);
-        if (s->derive[t].to > s->derive[t].done || target > s->derive[t].done)
+        if (derive_has_work(s, t, target, all))
             return derive_step(s, t, target, &more);
     }
     return SQLITE_DONE; /* nothing to do */
@@ -1801,6 +2100,26 @@ static void record_error(struct cb_store *s, int r)
                                              : "write failed";
     snprintf(s->stats.last_error, sizeof s->stats.last_error, "%s: %s (%s), retrying", s->path,
              what, sqlite3_errstr(r));
+}
+
+/* Runs job j (fn, or SQLITE_MISUSE when the schema has no such job) on the
+ * writer thread, called and returning with s->mu held (released meanwhile):
+ * counts a success, holds the job back a second after a failure, and wakes
+ * the caller that asked for it. */
+static void job_run(struct cb_store *s, struct job *j, int (*fn)(struct cb_store *), int64_t now)
+{
+    int req = j->req;
+    pthread_mutex_unlock(&s->mu);
+    int r = fn ? fn(s) : SQLITE_MISUSE;
+    pthread_mutex_lock(&s->mu);
+    *j->count += r == SQLITE_OK;
+    j->after = r == SQLITE_OK ? 0 : now + 1000;
+    if (req) {
+        j->req = 0;
+        j->rc = r;
+        j->gen++;
+        pthread_cond_broadcast(&s->done);
+    }
 }
 
 static void *writer_main(void *arg)
@@ -1898,21 +2217,16 @@ static void *writer_main(void *arg)
         }
         /* the head: sealed once its oldest commit is STORAGE_SEAL_SPAN_MS old
          * (checked at every wake-up, at least every commit interval) */
-        if (s->seal_req || (s->chunked && backoff == 0 && now >= s->seal_after &&
+        if (s->seal.req || (s->chunked && backoff == 0 && now >= s->seal.after &&
                             s->head_first != INT64_MAX &&
                             cb_clock_now(&s->clock) - s->head_first >= STORAGE_SEAL_SPAN_MS)) {
-            int req = s->seal_req;
-            pthread_mutex_unlock(&s->mu);
-            int r = s->chunked ? seal_head(s) : SQLITE_MISUSE;
-            pthread_mutex_lock(&s->mu);
-            s->stats.seals += r == SQLITE_OK;
-            s->seal_after = r == SQLITE_OK ? 0 : now + 1000;
-            if (req) {
-                s->seal_req = 0;
-                s->seal_rc = r;
-                s->seal_gen++;
-                pthread_cond_broadcast(&s->done);
-            }
+            job_run(s, &s->seal, s->chunked ? seal_head : NULL, now);
+            continue;
+        }
+        /* the recent tier: compacted once it holds STORAGE_COMPACT_SEALS seals */
+        if (s->compact.req || (s->tiered && backoff == 0 && now >= s->compact.after &&
+                               s->recent_seals >= STORAGE_COMPACT_SEALS)) {
+            job_run(s, &s->compact, s->tiered ? compact_recent : NULL, now);
             continue;
         }
         /* conversion of a schema-6 file: a step between commits */
@@ -2021,6 +2335,8 @@ static int prepare_inserts(struct cb_store *s)
         for (int i = 0; i < CST__COUNT; i++) {
             if (!s->legacy && i >= CST_LEGACY_IDS)
                 break;
+            if (!s->tiered && i >= CST_RECENT_INS && i < CST_LEGACY_IDS)
+                continue;
             if ((r = sqlite3_prepare_v3(s->db, cst_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                         &s->cst[i], NULL)) != SQLITE_OK)
                 return r;
@@ -2055,6 +2371,7 @@ static int load_chunk_state(struct cb_store *s)
         if (sqlite3_column_type(q, 0) != SQLITE_NULL) {
             s->head_first = sqlite3_column_int64(q, 0);
             s->seq = sqlite3_column_int64(q, 1);
+            s->head_min = INT64_MIN; /* unknown */
         }
         s->legacy = sqlite3_column_int(q, 2) > 0;
         r = SQLITE_OK;
@@ -2065,6 +2382,18 @@ static int load_chunk_state(struct cb_store *s)
          storage__meta_get(s->db, "chunk_migrate_end", &s->mig_end) < 0))
         r = SQLITE_CORRUPT;
     s->stats.converting = s->legacy;
+    if (r == SQLITE_OK && s->tiered) {
+        r = sqlite3_prepare_v2(s->db, "SELECT coalesce(max(seal), 0), count(DISTINCT seal) "
+                                      "FROM chunks_recent", -1, &q, NULL);
+        if (r == SQLITE_OK && (r = sqlite3_step(q)) == SQLITE_ROW) {
+            s->recent_seal = sqlite3_column_int64(q, 0);
+            s->recent_seals = sqlite3_column_int64(q, 1);
+            if (s->recent_seals > 0)
+                s->recent_min = INT64_MIN; /* unknown: compacted at the first pass */
+            r = SQLITE_OK;
+        }
+        sqlite3_finalize(q);
+    }
     return r;
 }
 
@@ -2169,6 +2498,10 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
         }
     }
     s->chunked = target_version >= STORAGE_CHUNKS_VERSION;
+    s->tiered = target_version >= STORAGE_TIERS_VERSION;
+    s->head_min = s->recent_min = INT64_MAX;
+    s->seal.count = &s->stats.seals;
+    s->compact.count = &s->stats.compactions;
     s->head_first = INT64_MAX;
     if (s->chunked && load_chunk_state(s) != SQLITE_OK) {
         storage__set_err(err, errlen, "%s: cannot read the chunk state: %s", s->path,
@@ -2193,7 +2526,7 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
     sqlite3_finalize(q);
     s->stats.committed_journal_pos = s->committed_pos;
     s->max_ts = INT64_MIN;
-    if (target_version == STORAGE_SCHEMA_VERSION) {
+    if (target_version >= STORAGE_CHUNKS_VERSION) {
         if (derive_load(s) < 0) {
             storage__set_err(err, errlen, "%s: the rollup derivation state is missing", s->path);
             goto fail;
@@ -2378,17 +2711,29 @@ int cb_store_retention_step(struct cb_store *s, uint64_t *deleted, int *more)
     return rc;
 }
 
-int storage__seal(struct cb_store *s)
+/* Asks the writer thread for job j (seal, compaction) and waits until it
+ * has run. Returns the job's SQLite code. */
+static int writer_job(struct cb_store *s, struct job *j)
 {
     pthread_mutex_lock(&s->mu);
-    uint64_t gen = s->seal_gen;
-    s->seal_req = 1;
+    uint64_t before = j->gen;
+    j->req = 1;
     pthread_cond_signal(&s->wake);
-    while (s->seal_gen == gen)
+    while (j->gen == before)
         pthread_cond_wait(&s->done, &s->mu);
-    int rc = s->seal_rc;
+    int r = j->rc;
     pthread_mutex_unlock(&s->mu);
-    return rc;
+    return r;
+}
+
+int storage__seal(struct cb_store *s)
+{
+    return writer_job(s, &s->seal);
+}
+
+int storage__compact(struct cb_store *s)
+{
+    return writer_job(s, &s->compact);
 }
 
 int storage__writer_exec(struct cb_store *s, const char *sql)

@@ -327,6 +327,11 @@ static void assert_rollups_whole(sqlite3 *db, const char *counted)
     CU_ASSERT_EQUAL(q_int(db, sql), q_int(db, "SELECT count(*) FROM samples"));
 }
 
+/* The closed chunks of both tiers (schema 9): `chunks` and the recent tier. */
+#define ALL_CHUNKS                                                                              \
+    "(SELECT series_id, start_ts, end_ts, n, data FROM chunks UNION ALL "                       \
+    "SELECT series_id, start_ts, end_ts, n, data FROM chunks_recent)"
+
 /* Deletes every raw sample at or after `from` with a connection of its own,
  * as retention would: head rows and whole chunks, and the chunk that
  * straddles `from` cut and written again. Returns 0, or -1. */
@@ -337,45 +342,60 @@ static int delete_samples_from(int64_t from)
     int rc = -1;
     char sql[200];
     snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; DELETE FROM head WHERE ts >= %lld", (long long)from);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "DELETE FROM chunks WHERE end_ts >= ?1 RETURNING series_id, data",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) "
-                               "VALUES (?1, ?2, ?3, ?4, ?5)",
-                           -1, &ins, NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
         goto out;
-    static struct cb_chunk_point pts[4096];
-    static uint8_t blob[4096 * 16 + 32];
-    static struct { int64_t series; long n; struct cb_chunk_point p[512]; } keep[64];
-    size_t nkeep = 0;
-    sqlite3_bind_int64(sel, 1, from);
-    while (sqlite3_step(sel) == SQLITE_ROW) {
-        long n = cb_chunk_decode(sqlite3_column_blob(sel, 1), (size_t)sqlite3_column_bytes(sel, 1),
-                                 pts, 4096);
-        long k = 0;
-        while (k < n && pts[k].ts_ms < from)
-            k++;
-        if (n < 0 || k > 512 || nkeep == 64)
+    /* both tiers of chunks: `chunks`, then the recent tier (seal 0: none) */
+    static const char *const del_sql[2] = {
+        "DELETE FROM chunks WHERE end_ts >= ?1 RETURNING series_id, data, 0",
+        "DELETE FROM chunks_recent WHERE end_ts >= ?1 RETURNING series_id, data, seal"};
+    static const char *const ins_sql[2] = {
+        "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO chunks_recent(series_id, start_ts, end_ts, n, data, seal) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"};
+    for (int tier = 0; tier < 2; tier++) {
+        sqlite3_finalize(sel);
+        sqlite3_finalize(ins);
+        sel = ins = NULL;
+        if (sqlite3_prepare_v2(db, del_sql[tier], -1, &sel, NULL) != SQLITE_OK ||
+            sqlite3_prepare_v2(db, ins_sql[tier], -1, &ins, NULL) != SQLITE_OK)
             goto out;
-        if (k > 0) {
-            keep[nkeep].series = sqlite3_column_int64(sel, 0);
-            keep[nkeep].n = k;
-            memcpy(keep[nkeep++].p, pts, (size_t)k * sizeof *pts);
+        static struct cb_chunk_point pts[4096];
+        static uint8_t blob[4096 * 16 + 32];
+        static struct { int64_t series, seal; long n; struct cb_chunk_point p[512]; } keep[64];
+        size_t nkeep = 0;
+        sqlite3_bind_int64(sel, 1, from);
+        while (sqlite3_step(sel) == SQLITE_ROW) {
+            long n = cb_chunk_decode(sqlite3_column_blob(sel, 1),
+                                     (size_t)sqlite3_column_bytes(sel, 1), pts, 4096);
+            long k = 0;
+            while (k < n && pts[k].ts_ms < from)
+                k++;
+            if (n < 0 || k > 512 || nkeep == 64)
+                goto out;
+            if (k > 0) {
+                keep[nkeep].series = sqlite3_column_int64(sel, 0);
+                keep[nkeep].seal = sqlite3_column_int64(sel, 2);
+                keep[nkeep].n = k;
+                memcpy(keep[nkeep++].p, pts, (size_t)k * sizeof *pts);
+            }
         }
-    }
-    sqlite3_reset(sel);
-    for (size_t i = 0; i < nkeep; i++) {
-        long len = cb_chunk_encode(keep[i].p, (size_t)keep[i].n, CB_CHUNK_AUTO, blob, sizeof blob);
-        if (len <= 0)
-            goto out;
-        sqlite3_bind_int64(ins, 1, keep[i].series);
-        sqlite3_bind_int64(ins, 2, keep[i].p[0].ts_ms);
-        sqlite3_bind_int64(ins, 3, keep[i].p[keep[i].n - 1].ts_ms);
-        sqlite3_bind_int64(ins, 4, keep[i].n);
-        sqlite3_bind_blob(ins, 5, blob, (int)len, SQLITE_STATIC);
-        if (sqlite3_step(ins) != SQLITE_DONE)
-            goto out;
-        sqlite3_reset(ins);
+        sqlite3_reset(sel);
+        for (size_t i = 0; i < nkeep; i++) {
+            long len =
+                cb_chunk_encode(keep[i].p, (size_t)keep[i].n, CB_CHUNK_AUTO, blob, sizeof blob);
+            if (len <= 0)
+                goto out;
+            sqlite3_bind_int64(ins, 1, keep[i].series);
+            sqlite3_bind_int64(ins, 2, keep[i].p[0].ts_ms);
+            sqlite3_bind_int64(ins, 3, keep[i].p[keep[i].n - 1].ts_ms);
+            sqlite3_bind_int64(ins, 4, keep[i].n);
+            sqlite3_bind_blob(ins, 5, blob, (int)len, SQLITE_STATIC);
+            if (tier)
+                sqlite3_bind_int64(ins, 6, keep[i].seal);
+            if (sqlite3_step(ins) != SQLITE_DONE)
+                goto out;
+            sqlite3_reset(ins);
+        }
     }
     rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 out:
@@ -418,7 +438,7 @@ static void test_chunked_inserts(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 1000 + 2 + 199);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1000 + 2 + 199);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 1000 + 2 + 199);
     teardown();
 }
 
@@ -636,6 +656,63 @@ static void test_rollups_derived(void)
     teardown();
 }
 
+/* The 1-minute derivation runs in passes of ten closed minutes (once it has
+ * derived anything), so a pass writes ten rows per series that lie together
+ * on one page: five closed minutes wait; ten are derived in one pass; queries
+ * count every sample meanwhile. A retention step is served by the writer
+ * only when no derivation is due, so it tells that none was. */
+static void test_rollups_batched(void)
+{
+    setup();
+    cfg.storage_commit_interval_ms = 10;
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    int64_t now = base + 30000;
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    int64_t ts = base - 20 * 60000;
+    char topic[32];
+    /* puts 3 series every 10 s up to the clock, commits, and waits for a
+     * derivation to `m` (none when m is 0: a retention step instead) */
+    for (int phase = 0; phase < 3; phase++) {
+        for (; ts < now; ts += 10000)
+            for (int k = 0; k < 3; k++) {
+                snprintf(topic, sizeof topic, "city/b%d", k);
+                put(s, topic, "v", ts, (double)(ts / 10000 % 11) + k, 0);
+            }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        struct cb_store_stats st;
+        if (phase == 1) {
+            uint64_t deleted;
+            int more = 1;
+            while (more)
+                CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+            cb_store_get_stats(s, &st);
+            CU_ASSERT_EQUAL(st.derived_1m, base); /* five closed minutes wait */
+            char err[512];
+            struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+            struct sum_ctx c = {0};
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, "city/b1", "v", base - 3600000, now,
+                                                   60000, on_sum, &c), 0);
+            CU_ASSERT_EQUAL(c.count, (now - (base - 20 * 60000)) / 10000);
+            cb_store_reader_close(r);
+            now = base + 10 * 60000 + 30000; /* ten closed minutes */
+        } else {
+            int64_t m = storage__bucket(now - 5010, 60000);
+            st = wait_derived(s, m, 0);
+            CU_ASSERT_EQUAL(st.derived_1m, m);
+            now = base + 5 * 60000 + 30000; /* (phase 0) five minutes later */
+        }
+    }
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1m");
+    sqlite3_close(db);
+    teardown();
+}
+
 /* A writer that dies with samples not yet derived (some far ahead of its
  * clock, a pass half done): the next run, which writes only a late sample,
  * derives them all by its close, and the tiers equal the raw aggregates. */
@@ -773,6 +850,28 @@ static void put_city(struct cb_store *s, int series, int n, int64_t t0, int64_t 
         }
 }
 
+/* What holds for each series across the tiers: chunks never overlap (in
+ * either tier or across them), every recent-tier chunk is newer than the
+ * series' chunks in `chunks`, a later seal's chunk newer than an earlier
+ * one's, and the head newer than every chunk. */
+static void assert_chunks_ordered(void)
+{
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM " ALL_CHUNKS " a JOIN " ALL_CHUNKS " b ON "
+                               "a.series_id = b.series_id AND a.start_ts < b.start_ts AND "
+                               "a.end_ts >= b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent r JOIN chunks c ON "
+                               "c.series_id = r.series_id AND c.end_ts >= r.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent a JOIN chunks_recent b ON "
+                               "a.series_id = b.series_id AND a.seal < b.seal AND "
+                               "a.end_ts >= b.start_ts"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
+                               "FROM " ALL_CHUNKS " c WHERE c.series_id = h.series_id)"),
+                    0);
+}
+
 static void test_chunks_seal(void)
 {
     setup();
@@ -782,21 +881,33 @@ static void test_chunks_seal(void)
     put_city(s, 4, 1000, t0, 1);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 4000);
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM " ALL_CHUNKS), 0);
     struct rows before, after;
     rows_read(&before);
     CU_ASSERT_EQUAL(before.n, 4000);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 4000);
+    /* the seal writes into the recent tier, under one seal number */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 4000);
     /* 1000 samples a series: 7 chunks of 120 and one of 160 */
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
-    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks_recent"), 160);
     /* values of few decimals: about 2 bytes a sample or less */
-    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") < 2 * 4000);
+    CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks_recent") < 2 * 4000);
     rows_read(&after);
     CU_ASSERT_EQUAL(after.n, 4000);
     CU_ASSERT(rows_within(&before, &after));
+    /* compacted: the same chunks, moved as they are */
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 4 * 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT max(n) FROM chunks"), 160);
+    rows_free(&after);
+    rows_read(&after);
+    CU_ASSERT(rows_within(&before, &after));
+    CU_ASSERT_EQUAL(after.n, 4000);
     CU_ASSERT_EQUAL(count_rows("SELECT max(ts) FROM samples WHERE series_id = 2"),
                     t0 + 999000 + 1);
     cb_store_close(s);
@@ -805,16 +916,26 @@ static void test_chunks_seal(void)
     teardown();
 }
 
-static void test_chunks_late(void)
+/* setup(), and a store whose series city/a (id 1) has 500 samples, one a
+ * second from 10 s to 509 s, sealed. */
+static struct cb_store *open_sealed_series(void)
 {
     setup();
     struct cb_store *s = open_store();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    if (!s)
+        return NULL;
     for (int i = 0; i < 500; i++)
-        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0); /* 10 s ... 509 s */
+        put(s, "city/a", "v", 10000 + i * 1000LL, i, 0);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
-    int64_t chunks = count_rows("SELECT count(*) FROM chunks");
+    return s;
+}
+
+static void test_chunks_late(void)
+{
+    struct cb_store *s = open_sealed_series();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t chunks = count_rows("SELECT count(*) FROM " ALL_CHUNKS);
     CU_ASSERT(chunks >= 3);
     put(s, "city/a", "v", 600000, 1.5, 0);    /* new: into the head */
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
@@ -834,13 +955,7 @@ static void test_chunks_late(void)
     CU_ASSERT_EQUAL(count_rows("SELECT min(ts) FROM samples"), 5000);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2); /* 509500 and 600000 */
     /* chunks never overlap, and the head is newer than every chunk */
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = "
-                               "b.series_id AND a.start_ts < b.start_ts AND a.end_ts >= "
-                               "b.start_ts"),
-                    0);
-    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head h WHERE ts <= (SELECT max(end_ts) "
-                               "FROM chunks c WHERE c.series_id = h.series_id)"),
-                    0);
+    assert_chunks_ordered();
     /* one series in time order, both ways */
     CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 ORDER BY ts DESC "
                                "LIMIT 1"),
@@ -853,7 +968,7 @@ static void test_chunks_late(void)
                     0);
     CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 504);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 504);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 504);
     /* two scans of the chunks at once (a correlated subquery), each its own */
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples a WHERE a.series_id = 1 AND "
                                "(SELECT value FROM samples b WHERE b.series_id = 1 AND "
@@ -913,7 +1028,7 @@ static void test_chunks_convert_v6(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'samples_v6'"), 0);
-    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 1800 + 12);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM " ALL_CHUNKS), 1800 + 12);
     rows_read(&after);
     CU_ASSERT_EQUAL(after.n, 1800 + 12);
     CU_ASSERT(rows_within(&before, &after));
@@ -924,6 +1039,398 @@ static void test_chunks_convert_v6(void)
 }
 
 /* ---- retention -------------------------------------------------------------------- */
+
+/* ---- the recent tier of chunks (schema 9) --------------------------------------- */
+
+/* Opens a store at schema `version` (8: seals into `chunks`, as before step
+ * 9; 9: into the recent tier). */
+static struct cb_store *open_store_at(int version)
+{
+    char err[512] = "";
+    struct cb_store *s = storage__open(&cfg, NULL, version, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "open: %s\n", err);
+    return s;
+}
+
+/* Appends seconds [from, to) of the city's series 0..n-1 (put_city), a
+ * commit every 600 seconds. */
+static void put_city_span(struct cb_store *s, int n, int from, int to, int64_t t0)
+{
+    for (int a = from; a < to; a += 600) {
+        int b = a + 600 < to ? a + 600 : to;
+        put_city(s, n, b - a, t0 + a * 1000LL, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    }
+}
+
+/* The WAL frames a seal writes: the WAL is checkpointed and truncated
+ * first, so what it holds afterwards is the seal's transaction. */
+static int64_t seal_frames(struct cb_store *s)
+{
+    char path[160];
+    struct stat st;
+    int64_t page = count_rows("PRAGMA page_size");
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_OK);
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT(stat(path, &st) == 0 && st.st_size == 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    return st.st_size > 32 ? (st.st_size - 32) / (24 + page) : 0;
+}
+
+/* 100 series with two hours of history each (more than a page of chunks a
+ * series), then a seal of two minutes of every series: at schema 8 (chunks
+ * keyed by series first) the seal writes a page per series, at schema 9 it
+ * appends its chunks to the recent tier, a few pages for all of them. */
+static void test_tiers_seal_appends(void)
+{
+    enum { N = 100, HISTORY = 7200 };
+    int64_t t0 = 1732400000000LL, frames[2];
+    for (int v = 0; v < 2; v++) {
+        setup();
+        struct cb_store *s = open_store_at(v ? STORAGE_TIERS_VERSION : STORAGE_CHUNKS_VERSION);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+        /* the clock before the samples: no rollup pass writes meanwhile */
+        int64_t now = t0;
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(s, &clk);
+        put_city_span(s, N, 0, HISTORY, t0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+        if (v)
+            CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+        CU_ASSERT(count_rows("SELECT sum(length(data)) FROM chunks") > N * 4096);
+        put_city_span(s, N, HISTORY, HISTORY + 120, t0);
+        frames[v] = seal_frames(s);
+        CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), N * (HISTORY + 120));
+        cb_store_close(s);
+        teardown();
+    }
+    /* the old layout's cost, which this test would not see otherwise */
+    CU_ASSERT(frames[0] >= N);
+    /* 100 chunks of about 150 bytes: a few pages, and the tree's inner ones */
+    CU_ASSERT(frames[1] * 5 < frames[0]);
+    CU_ASSERT(frames[1] < N / 5);
+    fprintf(stderr, "[seal of %d series: %lld WAL frames at schema 8, %lld at schema 9] ", N,
+            (long long)frames[0], (long long)frames[1]);
+}
+
+/* A compaction is one transaction: made to fail midway (no page left), it
+ * changes nothing, and readers see the same samples before, after the
+ * failure and after it succeeds; a slow series' short chunks are merged. */
+static void test_tiers_compaction_atomic(void)
+{
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    for (int seal = 0; seal < 3; seal++) {
+        put_city_span(s, 30, seal * 300, seal * 300 + 300, t0);
+        for (int i = 0; i < 7; i++) /* a slow sensor: 7 samples a seal */
+            put(s, "city/slow", "v", t0 + seal * 300000LL + i * 40000, seal * 10 + i, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    struct rows before, mid, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 30 * 900 + 21);
+    /* no free page and none to add: the compaction runs out midway */
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "VACUUM"), SQLITE_OK);
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld",
+             (long long)count_rows("PRAGMA page_count"));
+    CU_ASSERT_EQUAL(storage__writer_exec(s, sql), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_FULL);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    rows_read(&mid);
+    CU_ASSERT_EQUAL(mid.n, before.n);
+    CU_ASSERT(rows_within(&before, &mid));
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 1);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 30 * 900 + 21);
+    /* the slow series' three chunks of 7 are one of 21 now */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks WHERE n < 60"), 1);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, before.n);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    rows_free(&before);
+    rows_free(&mid);
+    rows_free(&after);
+    teardown();
+}
+
+/* Late samples where both tiers hold chunks: between `chunks` and the recent
+ * tier, inside a chunk of an earlier seal, in the gap between two seals,
+ * after the recent tier; redeliveries of each; then compacted. */
+static void test_tiers_late(void)
+{
+    struct cb_store *s = open_sealed_series();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    for (int seal = 0; seal < 2; seal++) { /* 600 ... 899 s, 1000 ... 1299 s */
+        for (int i = 0; i < 300; i++)
+            put(s, "city/a", "v", 600000 + seal * 400000LL + i * 1000LL, i, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    put(s, "city/a", "v", 2000000, 7.0, 0); /* the head */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    put(s, "city/a", "v", 550000, 1.5, 0);  /* between chunks and the recent tier */
+    put(s, "city/a", "v", 700500, 2.5, 0);  /* inside a chunk of the first seal */
+    put(s, "city/a", "v", 950000, 3.5, 0);  /* between the two seals */
+    put(s, "city/a", "v", 1500000, 4.5, 0); /* after the recent tier, before the head */
+    put(s, "city/a", "v", 650000, 99.0, 0); /* redeliveries: recent tier, chunks, head */
+    put(s, "city/a", "v", 20000, 99.0, 0);
+    put(s, "city/a", "v", 2000000, 99.0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.rows_written, 500 + 600 + 1 + 4);
+    CU_ASSERT_EQUAL(st.rows_duplicate, 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 500 + 1);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 600 + 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent WHERE seal = "
+                               "(SELECT min(seal) FROM chunks_recent)"),
+                    300 + 2);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 2);
+    assert_chunks_ordered();
+    static const int64_t at[] = {550000, 700500, 950000, 1500000, 650000, 20000, 2000000};
+    static const int64_t want[] = {1, 2, 3, 4, 50, 10, 7}; /* value, truncated */
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT value FROM samples WHERE series_id = 1 AND ts = %lld",
+                 (long long)at[i]);
+        CU_ASSERT_EQUAL(count_rows(sql), want[i]);
+    }
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 500 + 600 + 1 + 4);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM (SELECT ts, lag(ts) OVER (ORDER BY ts) p "
+                               "FROM samples WHERE series_id = 1) WHERE ts <= p"),
+                    0);
+    CU_ASSERT_EQUAL(count_rows("SELECT ts FROM samples WHERE series_id = 1 AND ts < 1500000 "
+                               "ORDER BY ts DESC LIMIT 1"),
+                    1299000);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 500 + 600 + 1 + 4);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, before.n);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
+
+/* Property: random series (fast and slow), rounds of new, late and
+ * redelivered samples, each round sealed, compacted or neither at random.
+ * After every round the samples read are exactly the model (the first value
+ * stored at each (series, ts)); a compaction changes no row; the tiers keep
+ * their order; at close the rollups equal the raw samples. */
+static void test_tiers_property(void)
+{
+    enum { K = 12, SPAN = 4000, ROUNDS = 10 };
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    static double model[K][SPAN];
+    static char seen[K][SPAN];
+    memset(seen, 0, sizeof seen);
+    int cursor[K] = {0};
+    size_t stored = 0;
+    int ok = 1, compactions = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int k = 0; k < K; k++) {
+            char topic[32];
+            snprintf(topic, sizeof topic, "city/p%d", k);
+            int step = k % 3 == 0 ? 37 : 1; /* a slow series in three */
+            int n = (int)(next_rand() % 400);
+            for (int i = 0; i < n; i++) {
+                int off;
+                uint64_t r = next_rand() % 10;
+                if (r == 0 && cursor[k] > 0)
+                    off = (int)(next_rand() % (uint64_t)cursor[k]); /* late or redelivered */
+                else if (cursor[k] + step < SPAN)
+                    off = cursor[k] += step;
+                else
+                    continue;
+                double v = (double)(int64_t)(next_rand() % 100000) / 100.0;
+                put(s, topic, "v", t0 + off * 1000LL, v, 0);
+                if (!seen[k][off]) {
+                    seen[k][off] = 1;
+                    model[k][off] = v;
+                    stored++;
+                }
+            }
+        }
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        uint64_t what = next_rand() % 3;
+        if (what >= 1)
+            CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+        struct rows r1, r2;
+        rows_read(&r1);
+        if (what == 2) {
+            CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+            compactions++;
+            rows_read(&r2);
+            ok &= r2.n == r1.n && rows_within(&r1, &r2);
+            rows_free(&r2);
+        }
+        ok &= r1.n == stored;
+        for (size_t i = 0; i < r1.n && ok; i++) {
+            int k = (int)r1.id[i] - 1, off = (int)((r1.ts[i] - t0) / 1000);
+            ok &= k >= 0 && k < K && off >= 0 && off < SPAN && seen[k][off] &&
+                  memcmp(&model[k][off], &r1.v[i], sizeof(double)) == 0;
+        }
+        rows_free(&r1);
+        assert_chunks_ordered();
+    }
+    CU_ASSERT(ok);
+    CU_ASSERT(compactions > 0);
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1m");
+    sqlite3_close(db);
+    teardown();
+}
+
+/* Retention across the tiers: samples sealed into the recent tier are cut
+ * like those of `chunks` (the pass compacts the tier first), the chunk that
+ * straddles the cut trimmed; the 1-minute rollups are cut by their own
+ * period. */
+static void test_tiers_retention(void)
+{
+    setup();
+    int64_t now = 1732400000000LL;
+    cfg.storage_retention_raw_ms = 3600 * 1000;    /* 1h */
+    cfg.storage_retention_1m_ms = 2 * 3600 * 1000; /* 2h */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    /* 3 series x 3h at 10 s, in three seals of an hour */
+    for (int h = 3; h > 0; h--) {
+        for (int k = 0; k < 3; k++)
+            for (int64_t ts = now - h * 3600000LL + 5000; ts < now - (h - 1) * 3600000LL;
+                 ts += 10000)
+                put(s, k == 0 ? "city/a" : k == 1 ? "city/b" : "city/c", "v", ts, (double)ts, 0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    CU_ASSERT_EQUAL(count_rows("SELECT count(DISTINCT seal) FROM chunks_recent"), 3);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), 0);
+    uint64_t deleted = 0, total = 0;
+    int more = 1, steps = 0;
+    while (more && steps++ < 1000) {
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+        total += deleted;
+    }
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT(st.compactions >= 1);
+    cb_store_close(s);
+    CU_ASSERT(total >= 3 * 720); /* and the 1-minute rows older than 2 h */
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples WHERE ts < 1732396400000"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 3 * 360);
+    CU_ASSERT_EQUAL(count_rows("SELECT min(start_ts) FROM chunks"), now - 3600000 + 5000);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM rollup_1m WHERE bucket < 1732392800000"), 0);
+    teardown();
+}
+
+/* A retention pass starts every storage.retention.interval (10 s by
+ * default): it seals the head and compacts the recent tier only when they
+ * may hold samples older than its cut, or the seals would come every 10 s
+ * and every seal would be compacted at once. */
+static void test_tiers_retention_spares_young(void)
+{
+    setup();
+    int64_t now = 1732400000000LL;
+    cfg.storage_retention_raw_ms = 3600 * 1000; /* 1h */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    for (int i = 0; i < 60; i++)
+        put(s, "city/young", "v", now - 600000 + i * 1000, i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    for (int i = 60; i < 120; i++)
+        put(s, "city/young", "v", now - 600000 + i * 1000, i, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    uint64_t deleted;
+    int more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 60);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 60);
+    /* an old sample in the head: sealed and compacted, then cut */
+    put(s, "city/young", "v", now - 7200000, 1.0, 0);
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM head"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM samples"), 120);
+    cb_store_close(s);
+    teardown();
+}
+
+/* Step 9 needs no conversion: a file written at schema 8 (by the writer at
+ * that version: sealed into `chunks`, a head left open) opens at schema 9
+ * with its chunks where they were and every sample readable; new seals go to
+ * the recent tier, late samples into the old chunks. */
+static void test_tiers_from_v8(void)
+{
+    setup();
+    struct cb_store *s = open_store_at(STORAGE_CHUNKS_VERSION);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    put_city_span(s, 5, 0, 600, t0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    put_city_span(s, 5, 600, 700, t0); /* left in the head */
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), 8);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'chunks_recent'"),
+                    0);
+    int64_t chunks8 = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 5 * 600);
+    struct rows before, after;
+    rows_read(&before);
+    CU_ASSERT_EQUAL(before.n, 5 * 700);
+
+    s = open_store(); /* step 9; the start seals the head left open */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(count_rows("PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), chunks8);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks_recent"), 5 * 100);
+    put_city_span(s, 5, 700, 800, t0);
+    put(s, "city/s0", "v", t0 + 300500, 1.25, 0); /* late, into an old chunk */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT sum(n) FROM chunks"), 5 * 600 + 1);
+    rows_read(&after);
+    CU_ASSERT_EQUAL(after.n, 5 * 800 + 1);
+    CU_ASSERT(rows_within(&before, &after));
+    assert_chunks_ordered();
+    cb_store_close(s);
+    rows_free(&before);
+    rows_free(&after);
+    teardown();
+}
 
 static void test_retention_steps(void)
 {
@@ -1648,6 +2155,30 @@ void cb_test_suite_storage(void)
                 test_chunks_convert_v6);
     CU_add_test(s, "storage: new rows go in multi-row inserts into the head; a row slipped in is stored once",
                 test_chunked_inserts);
+    CU_add_test(s, "storage: a seal of series with long history appends to the recent tier: "
+                   "a few WAL frames, not a page per series",
+                test_tiers_seal_appends);
+    CU_add_test(s, "storage: a compaction is one transaction: failing midway it changes nothing, "
+                   "and readers see the same samples throughout",
+                test_tiers_compaction_atomic);
+    CU_add_test(s, "storage: late samples merge into the tier that holds their chunk, "
+                   "between tiers and seals too; chunks never overlap across tiers",
+                test_tiers_late);
+    CU_add_test(s, "storage: random new, late and redelivered samples read back exactly "
+                   "through seals and compactions, rollups too",
+                test_tiers_property);
+    CU_add_test(s, "storage: retention cuts the recent tier like chunks, the straddling chunk "
+                   "trimmed",
+                test_tiers_retention);
+    CU_add_test(s, "storage: a retention pass seals and compacts only when the head or the "
+                   "recent tier holds samples older than its cut",
+                test_tiers_retention_spares_young);
+    CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
+                   "seals go to the recent tier",
+                test_tiers_from_v8);
+    CU_add_test(s, "storage: the 1-minute derivation runs in passes of ten closed minutes; "
+                   "queries count every sample meanwhile",
+                test_rollups_batched);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
                 test_rollups_property);
     CU_add_test(s, "storage: rollups stay exact with many rows per bucket, restarts and deletions",
