@@ -9,6 +9,10 @@
 # first alert comes within the rules' own `for` durations.
 set -uo pipefail
 set -m   # job control: the demo gets its own process group and SIGINT is not ignored
+# (by this shell; a SIGINT ignored by whoever started this test, e.g. a
+# `nohup ... &` from a script, would be inherited and, bash being unable to
+# trap a signal ignored on entry, the demo would never see its Ctrl-C: so the
+# demo starts with SIGINT's default disposition restored, as a terminal has it)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TMP=$(mktemp -d)
@@ -39,7 +43,7 @@ at 0s for 30m air_episode   d05 ramp=1s
 at 0s for 30m congestion    d06 ramp=1s
 SCN
 : > "$TMP/demo.out"
-scripts/demo.sh --no-build --scenario "$TMP/fast.scn" --duration 30m > "$TMP/demo.out" 2>&1 &
+env --default-signal=INT scripts/demo.sh --no-build --scenario "$TMP/fast.scn" --duration 30m > "$TMP/demo.out" 2>&1 &
 DEMO=$!
 
 url=""
