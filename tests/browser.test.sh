@@ -12,6 +12,9 @@
 #                       shift handover and its presets, every page at
 #                       1366x768; once in Chinese and once in English, each
 #                       against an engine of its own (below)
+#   map_label.spec.mjs  a sensor placed on the map by its topic's lat/lon
+#                       labels (sensors.label_pattern), against an engine
+#                       of its own with such a pattern
 # Screenshots go to tests/out/. Run by `make test`; needs CB_BIN (set by make).
 set -euo pipefail
 
@@ -145,42 +148,58 @@ if [ $rc -eq 0 ]; then
   fi
 fi
 
-# The workflows spec gets an engine of its own, once per language: sensors
-# go stale after 2 s (so an alert can be closed by hand), a fresh database
-# (so the audit log holds only what the spec does).
-workflows() { # lang
-  local http db=$TMP/wf-$1.db log=$TMP/wf-$1.log pid wf=0 r=0
+# An engine of its own for one spec, on a fresh database and the same
+# broker: own_engine NAME SPEC SECONDS [RUN OPTION...]; SPEC_ENV (words
+# VAR=value) adds to the spec's environment. The engine must then stop
+# cleanly on SIGTERM.
+own_engine() {
+  local name=$1 spec=$2 secs=$3 http log=$TMP/$1.log pid st=0 r=0
+  shift 3
   http=$(free_port)
-  CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-wf-$1" \
-    --db "$db" --rules "$TMP/flood.rules" --http "127.0.0.1:$http" \
-    --set http.time_zone=Asia/Shanghai --set sensors.stale_after=2s --log-level info > "$log" 2>&1 &
+  CITYBRAIN_API_TOKEN=$TOKEN "$BIN" run --broker "tcp://127.0.0.1:$MQTT_PORT" --client-id "cb-browser-$name" \
+    --db "$TMP/$name.db" --rules "$TMP/flood.rules" --http "127.0.0.1:$http" "$@" --log-level info > "$log" 2>&1 &
   pid=$!
   if wait_port "$http" 20; then
     for _ in $(seq 1 100); do
       curl -fsS "http://127.0.0.1:$http/api/health" 2>/dev/null | grep -q '"mqtt":"connected"' && break
       sleep 0.1
     done
-    CB_URL="http://127.0.0.1:$http/" CB_BROKER_PORT=$MQTT_PORT CB_TOKEN=$TOKEN CB_OUT_DIR="$OUT_DIR" CB_LANG=$1 \
-      timeout 180 node tests/browser/workflows.spec.mjs || r=1
+    # shellcheck disable=SC2086 # SPEC_ENV is words on purpose
+    env CB_URL="http://127.0.0.1:$http/" CB_BROKER_PORT="$MQTT_PORT" CB_TOKEN="$TOKEN" CB_OUT_DIR="$OUT_DIR" \
+      ${SPEC_ENV:-} timeout "$secs" node "tests/browser/$spec" || r=1
   else
-    echo "browser.test: the workflows engine ($1) did not open its HTTP port" >&2
+    echo "browser.test: the $name engine did not open its HTTP port" >&2
     r=1
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" || wf=$?
-  if [ "$wf" -ne 0 ] || ! grep -q "stopped cleanly" "$log"; then
-    echo "browser.test: the workflows engine ($1) did not exit cleanly ($wf)" >&2
+  wait "$pid" || st=$?
+  if [ "$st" -ne 0 ] || ! grep -q "stopped cleanly" "$log"; then
+    echo "browser.test: the $name engine did not exit cleanly ($st)" >&2
     r=1
   fi
   [ $r -ne 0 ] && tail -n 40 "$log" >&2
   return $r
 }
+
+# The workflows spec, once per language: sensors go stale after 2 s (so an
+# alert can be closed by hand), a fresh database (so the audit log holds only
+# what the spec does).
+workflows() { # lang
+  SPEC_ENV="CB_LANG=$1" own_engine "wf-$1" workflows.spec.mjs 180 \
+    --set http.time_zone=Asia/Shanghai --set sensors.stale_after=2s
+}
+
 if [ $rc -eq 0 ]; then
   workflows zh-CN || rc=1
   # the same districts and sensors again: the Chinese run's alerts are gone
   # with its engine (a fresh database), the broker keeps nothing retained
   [ $rc -eq 0 ] && { workflows en-US || rc=1; }
 fi
+
+# Sensors placed by their topics: an engine whose label pattern captures
+# lat and lon (no rule matches its topics: the spec looks at the map only).
+[ $rc -eq 0 ] && { own_engine label map_label.spec.mjs 120 \
+  --set 'sensors.label_pattern=city/{district}/{kind}/{sensor}/{lat}/{lon}' || rc=1; }
 
 # The engine must still shut down cleanly after the browser's visit (the
 # restarted one is no child of this shell: its log says how it ended).
