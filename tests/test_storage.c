@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "storage/chunk.h"
+#include "storage/head_block.h"
 #include "storage/sqlite_conn.h"
 #include "storage/storage.h"
 #include "tests/support/store_fixture.h"
@@ -43,11 +44,71 @@ static void teardown(void)
     cb_t_remove_dir(dir);
 }
 
+/* Calls fn(seq, sample, arg) for every sample in the open head's blocks
+ * (schema 10) of db. Returns the number of samples, or -1 on a damaged
+ * block or an error of fn (non-zero). */
+static long head_each(sqlite3 *db, int (*fn)(int64_t, const struct storage_hsample *, void *),
+                      void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    long n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT seq, grp, data FROM main.head_blocks", -1, &st, NULL) !=
+        SQLITE_OK)
+        return -1;
+    while (n >= 0 && sqlite3_step(st) == SQLITE_ROW) {
+        struct storage_hblock_iter it;
+        struct storage_hsample x;
+        int k = storage__hblock_iter_init(&it, sqlite3_column_blob(st, 2),
+                                          (size_t)sqlite3_column_bytes(st, 2),
+                                          sqlite3_column_int64(st, 1));
+        while (k == 0 && (k = storage__hblock_next(&it, &x)) == 1) {
+            k = fn && fn(sqlite3_column_int64(st, 0), &x, arg) ? -1 : 0;
+            n++;
+        }
+        if (k < 0)
+            n = -1;
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+static int head_row_insert(int64_t seq, const struct storage_hsample *x, void *arg)
+{
+    sqlite3_stmt *ins = arg;
+    sqlite3_bind_int64(ins, 1, seq);
+    sqlite3_bind_int64(ins, 2, x->series);
+    sqlite3_bind_int64(ins, 3, x->ts);
+    sqlite3_bind_double(ins, 4, x->value);
+    int r = sqlite3_step(ins);
+    sqlite3_reset(ins);
+    return r != SQLITE_DONE;
+}
+
+/* Decodes the open head's blocks (schema 10) into a temporary table
+ * `head`(seq, series_id, ts, value) of db, so that the tests' SQL reads the
+ * head as rows, as before step 10. Nothing for a file without blocks. */
+static void head_as_rows(sqlite3 *db)
+{
+    sqlite3_stmt *ins = NULL;
+    if (sqlite3_table_column_metadata(db, "main", "head_blocks", "grp", NULL, NULL, NULL, NULL,
+                                      NULL) != SQLITE_OK)
+        return;
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "CREATE TEMP TABLE head(seq, series_id, ts, value)", NULL,
+                                 NULL, NULL),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_prepare_v2(db, "INSERT INTO temp.head VALUES (?1, ?2, ?3, ?4)", -1,
+                                       &ins, NULL),
+                    SQLITE_OK);
+    CU_ASSERT(head_each(db, head_row_insert, ins) >= 0); /* no damaged block */
+    sqlite3_finalize(ins);
+}
+
 static sqlite3 *raw_db(void)
 {
     sqlite3 *db = NULL;
     CU_ASSERT_EQUAL(sqlite3_open(dbpath, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
+    head_as_rows(db);
     return db;
 }
 
@@ -97,10 +158,12 @@ static void test_schema_created(void)
     CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     CU_ASSERT_EQUAL(q_int(db, "PRAGMA application_id"), STORAGE_APP_ID);
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
-                              "IN ('sensors','series','chunks','head','rollup_1m','rollup_1h',"
+                              "IN ('sensors','series','chunks','head_blocks','rollup_1m','rollup_1h',"
                               "'quarantine','ingest_state','alert_instances',"
                               "'alert_transitions','silences','outbox','audit_log')"),
                     13);
+    /* the row-per-sample head of steps 8 and 9 is dropped at the first start */
+    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'head'"), 0);
     CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM pragma_table_info('silences') WHERE name IN "
                               "('expired_at','expired_by')"),
                     2);
@@ -332,6 +395,55 @@ static void assert_rollups_whole(sqlite3 *db, const char *counted)
     "(SELECT series_id, start_ts, end_ts, n, data FROM chunks UNION ALL "                       \
     "SELECT series_id, start_ts, end_ts, n, data FROM chunks_recent)"
 
+/* Writes the head's blocks again from the rows `sql` selects (seq,
+ * series_id, ts, value; on db, sorted or not) as the writer would: one block
+ * per seq and group. Returns 0, or -1. */
+static int head_blocks_rewrite(sqlite3 *db, const char *sql)
+{
+    char q[300];
+    snprintf(q, sizeof q, "SELECT seq, series_id, ts, value FROM (%s) ORDER BY seq, series_id, ts",
+             sql);
+    sqlite3_stmt *sel = NULL, *ins = NULL;
+    static struct storage_hsample hs[8192];
+    static int64_t seqs[8192];
+    static uint8_t blob[8192 * 39 + 1];
+    size_t n = 0;
+    int rc = -1;
+    if (sqlite3_prepare_v2(db, q, -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "INSERT INTO main.head_blocks(seq, grp, data) VALUES (?1, ?2, ?3)",
+                           -1, &ins, NULL) != SQLITE_OK)
+        goto out;
+    while (n < 8192 && sqlite3_step(sel) == SQLITE_ROW) {
+        seqs[n] = sqlite3_column_int64(sel, 0);
+        hs[n++] = (struct storage_hsample){sqlite3_column_int64(sel, 1),
+                                           sqlite3_column_int64(sel, 2),
+                                           sqlite3_column_double(sel, 3)};
+    }
+    if (n == 8192 || sqlite3_exec(db, "DELETE FROM main.head_blocks", NULL, NULL, NULL) != SQLITE_OK)
+        goto out;
+    for (size_t a = 0; a < n;) {
+        int64_t grp = hs[a].series / STORAGE_HEAD_GROUP;
+        size_t b = a + 1;
+        while (b < n && seqs[b] == seqs[a] && hs[b].series / STORAGE_HEAD_GROUP == grp)
+            b++;
+        long len = storage__hblock_encode(hs + a, b - a, grp, blob, sizeof blob);
+        if (len < 0)
+            goto out;
+        sqlite3_bind_int64(ins, 1, seqs[a]);
+        sqlite3_bind_int64(ins, 2, grp);
+        sqlite3_bind_blob(ins, 3, blob, (int)len, SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            goto out;
+        sqlite3_reset(ins);
+        a = b;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(sel);
+    sqlite3_finalize(ins);
+    return rc;
+}
+
 /* Deletes every raw sample at or after `from` with a connection of its own,
  * as retention would: head rows and whole chunks, and the chunk that
  * straddles `from` cut and written again. Returns 0, or -1. */
@@ -342,7 +454,10 @@ static int delete_samples_from(int64_t from)
     int rc = -1;
     char sql[200];
     snprintf(sql, sizeof sql, "BEGIN IMMEDIATE; DELETE FROM head WHERE ts >= %lld", (long long)from);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+        (sqlite3_table_column_metadata(db, "temp", "head", "ts", NULL, NULL, NULL, NULL, NULL) ==
+             SQLITE_OK &&
+         head_blocks_rewrite(db, "SELECT seq, series_id, ts, value FROM temp.head") < 0))
         goto out;
     /* both tiers of chunks: `chunks`, then the recent tier (seal 0: none) */
     static const char *const del_sql[2] = {
@@ -420,9 +535,15 @@ static void test_chunked_inserts(void)
     for (int i = 0; i < 1000; i++) /* 15 whole chunks and a tail */
         put(s, i % 2 ? "city/a" : "city/b", "v", 1000 + i / 2, i, 0);
     CU_ASSERT_EQUAL(cb_store_flush(s), 0);
-    CU_ASSERT_EQUAL(storage__writer_exec(s, "INSERT INTO head(seq, series_id, ts, value) "
-                                            "SELECT 1, id, 5000, 1 FROM series"),
+    /* a sample of every series at 5000 in the head, as if another writer
+     * had put it there: blocks of seq 1 */
+    sqlite3 *db = raw_db();
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO temp.head "
+                                     "SELECT 1, id, 5000, 1 FROM series", NULL, NULL, NULL),
                     SQLITE_OK);
+    CU_ASSERT_EQUAL(head_blocks_rewrite(db, "SELECT * FROM temp.head"), 0);
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
     for (int i = 0; i < 200; i++)
         put(s, "city/a", "v", 4901 + i, i, 0); /* 5000 is among them */
     int rc = cb_store_flush(s);
