@@ -67,9 +67,9 @@ static uint64_t value_word(double v)
 
 size_t storage__hblock_bound(size_t n)
 {
-    /* version; per sample at most a series word (10), a count (10), a ts
+    /* version, count (10); per sample at most a series word (10), a count (10), a ts
      * (10) and a value (1 + 8) */
-    return 1 + n * 39;
+    return 11 + n * 39;
 }
 
 long storage__hblock_encode(const struct storage_hsample *p, size_t n, int64_t grp, uint8_t *out,
@@ -80,6 +80,7 @@ long storage__hblock_encode(const struct storage_hsample *p, size_t n, int64_t g
     int64_t base = grp * STORAGE_HEAD_GROUP, prev_off = -1, prev_ts = 0;
     size_t k = 0;
     out[k++] = VERSION;
+    k += put_uvarint(out + k, n);
     for (size_t a = 0; a < n;) {
         int64_t off = p[a].series - base;
         if (off <= prev_off || off >= STORAGE_HEAD_GROUP)
@@ -122,15 +123,19 @@ int storage__hblock_iter_init(struct storage_hblock_iter *it, const uint8_t *blo
     it->end = blob + len;
     it->base = grp * STORAGE_HEAD_GROUP;
     it->off = -1;
+    /* the count: at least one sample, each taking two bytes or more */
+    if (get_uvarint(it, &it->total) < 0 || it->total == 0 ||
+        it->total > (uint64_t)(it->end - it->p) / 2)
+        return -1;
     return 0;
 }
 
 int storage__hblock_next(struct storage_hblock_iter *it, struct storage_hsample *out)
 {
     uint64_t w;
+    if (it->total == 0)
+        return it->p == it->end ? 0 : -1;
     if (it->left == 0) {
-        if (it->p == it->end)
-            return 0;
         if (get_uvarint(it, &w) < 0 || (w >> 1) >= STORAGE_HEAD_GROUP)
             return -1;
         it->off += (int64_t)(w >> 1) + 1;
@@ -168,6 +173,9 @@ int storage__hblock_next(struct storage_hblock_iter *it, struct storage_hsample 
         out->value = (double)unzigzag(w >> 3) / pow10_tab[d];
     }
     it->left--;
+    it->total--;
+    if (it->left > it->total)
+        return -1; /* the run is longer than the block */
     it->ts = out->ts;
     return 1;
 }

@@ -6,6 +6,7 @@
  * unsigned LEB128 varint, signed ones zig-zag coded:
  *
  *   u8 version (1)
+ *   uvarint n                                   samples in the block, >= 1
  *   per series of the block, in ascending order:
  *     uvarint (off - prev_off - 1) << 1 | many   off: series - group base;
  *                                                prev_off -1 at the start
@@ -47,14 +48,15 @@ long storage__hblock_encode(const struct storage_hsample *p, size_t n, int64_t g
                             size_t cap);
 
 /* Reading a block: init, then next until it returns 0 (the end) or -1 (the
- * blob is damaged: truncated, a bad version, a series outside the group, a
- * run that does not ascend). The iterator points into the caller's blob. */
+ * blob is damaged: truncated, a bad version, a count that does not match,
+ * a series outside the group, a run that does not ascend). The iterator points into the caller's blob. */
 struct storage_hblock_iter {
     const uint8_t *p, *end;
     int64_t base;     /* the group's first series id */
     int64_t off;      /* the current series' offset, -1 before the first */
     int64_t ts;       /* the previous sample's ts */
     uint64_t left;    /* samples of the current series still to read */
+    uint64_t total;   /* samples of the block still to read */
     int fresh;        /* the next sample is its series' first */
 };
 

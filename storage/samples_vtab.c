@@ -60,8 +60,8 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_RECENT_SEAL] = "SELECT seal FROM chunks_recent WHERE seal > ?1 ORDER BY seal LIMIT 1",
     [Q_RECENT_ROWS] = "SELECT data FROM chunks_recent WHERE seal = ?1 AND series_id = ?2 AND "
                       "end_ts >= ?3 AND start_ts <= ?4 ORDER BY start_ts",
-    [Q_HEAD_SEQ] = "SELECT seq FROM head WHERE seq > ?1 ORDER BY seq LIMIT 1",
-    [Q_HEAD_ROWS] = "SELECT ts, value FROM head WHERE seq = ?1 AND series_id = ?2 AND "
+    [Q_HEAD_SEQ] = "SELECT seq FROM main.head WHERE seq > ?1 ORDER BY seq LIMIT 1",
+    [Q_HEAD_ROWS] = "SELECT ts, value FROM main.head WHERE seq = ?1 AND series_id = ?2 AND "
                     "ts >= ?3 AND ts <= ?4",
     [Q_HB_SEQ] = "SELECT seq FROM head_blocks WHERE seq > ?1 ORDER BY seq LIMIT 1",
     [Q_HB_ROW] = "SELECT data FROM head_blocks WHERE seq = ?1 AND grp = ?2",
