@@ -713,7 +713,7 @@ static int store_bytes(struct dataset *d, int version, double *file, double *raw
         struct stat sb;
         if (stat(path, &sb) == 0 &&
             sqlite3_prepare_v2(db, "SELECT sum(pgsize) FROM dbstat WHERE name IN ('chunks', "
-                                   "'head', 'samples', 'samples_v6')",
+                                   "'head_blocks', 'head', 'samples', 'samples_v6')",
                                -1, &st, NULL) == SQLITE_OK &&
             sqlite3_step(st) == SQLITE_ROW) {
             *file = per((uint64_t)sb.st_size, d->samples);

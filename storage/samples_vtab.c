@@ -8,9 +8,14 @@
  *   chunks_recent  the recent tier of closed chunks (schema 9): the chunks of
  *               the seals since the last compaction, keyed (seal, series_id,
  *               start_ts) so that a seal appends; moved into `chunks` in bulk;
- *   head        the open head: one row per sample, keyed (seq, series_id, ts)
- *               where seq is the commit that wrote it, so every commit
- *               appends at the right edge of the B-tree;
+ *   head_blocks the open head (schema 10): one row per commit and group of
+ *               STORAGE_HEAD_GROUP series, keyed (seq, grp) where seq is
+ *               the commit that wrote it, so every commit appends at the
+ *               right edge of the B-tree; the blob holds that commit's
+ *               samples of the group (storage/head_block.h);
+ *   head        the open head of schema 8 and 9: one row per sample, keyed
+ *               (seq, series_id, ts); read while a file upgraded to 10
+ *               still has it (the writer seals and drops it at start);
  *   samples_v6  the rows of a schema-6 file not converted yet (the writer
  *               converts them series by series between commits).
  *
@@ -32,13 +37,14 @@
  * Another program (the sqlite3 shell) does not know it: it sees the tables. */
 #include "storage/storage_int.h"
 #include "storage/chunk.h"
+#include "storage/head_block.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { Q_SERIES, Q_CHUNKS_ASC, Q_CHUNKS_DESC, Q_RECENT_SEAL, Q_RECENT_ROWS, Q_HEAD_SEQ,
-       Q_HEAD_ROWS, Q_LEGACY_ASC, Q_LEGACY_DESC, Q__COUNT };
+       Q_HEAD_ROWS, Q_HB_SEQ, Q_HB_ROW, Q_LEGACY_ASC, Q_LEGACY_DESC, Q__COUNT };
 
 /* Chunks of ?1 that may hold samples in [?2, ?3]: from the last one starting
  * at or before ?2. */
@@ -54,9 +60,11 @@ static const char *const q_sql[Q__COUNT] = {
     [Q_RECENT_SEAL] = "SELECT seal FROM chunks_recent WHERE seal > ?1 ORDER BY seal LIMIT 1",
     [Q_RECENT_ROWS] = "SELECT data FROM chunks_recent WHERE seal = ?1 AND series_id = ?2 AND "
                       "end_ts >= ?3 AND start_ts <= ?4 ORDER BY start_ts",
-    [Q_HEAD_SEQ] = "SELECT seq FROM head WHERE seq > ?1 ORDER BY seq LIMIT 1",
-    [Q_HEAD_ROWS] = "SELECT ts, value FROM head WHERE seq = ?1 AND series_id = ?2 AND "
+    [Q_HEAD_SEQ] = "SELECT seq FROM main.head WHERE seq > ?1 ORDER BY seq LIMIT 1",
+    [Q_HEAD_ROWS] = "SELECT ts, value FROM main.head WHERE seq = ?1 AND series_id = ?2 AND "
                     "ts >= ?3 AND ts <= ?4",
+    [Q_HB_SEQ] = "SELECT seq FROM head_blocks WHERE seq > ?1 ORDER BY seq LIMIT 1",
+    [Q_HB_ROW] = "SELECT data FROM head_blocks WHERE seq = ?1 AND grp = ?2",
     [Q_LEGACY_ASC] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 AND ts >= ?2 AND "
                      "ts <= ?3 ORDER BY ts",
     [Q_LEGACY_DESC] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 AND ts >= ?2 AND "
@@ -84,6 +92,8 @@ struct cur {
     int desc;
     int legacy;        /* samples_v6 exists */
     int recent;        /* chunks_recent exists */
+    int blocks;        /* head_blocks exists */
+    int oldhead;       /* head (a row per sample) exists */
     int64_t series, lo, hi; /* ts in [lo, hi] */
     int phase;         /* PH_*, walked backwards for DESC */
     sqlite3_stmt *src; /* the running statement of the phase, or NULL */
@@ -279,17 +289,74 @@ static void reverse(struct cb_chunk_point *p, size_t n)
     }
 }
 
+/* Appends the samples in [lo, hi] of the cursor's series in the block
+ * that `row` is on (column 0) to buf. */
+static int load_block(struct cur *c, sqlite3_stmt *row)
+{
+    struct storage_hblock_iter it;
+    struct storage_hsample x;
+    int k = storage__hblock_iter_init(&it, sqlite3_column_blob(row, 0),
+                                      (size_t)sqlite3_column_bytes(row, 0),
+                                      c->series / STORAGE_HEAD_GROUP);
+    while (k == 0 && (k = storage__hblock_next(&it, &x)) == 1) {
+        k = 0;
+        if (x.series < c->series || x.ts < c->lo || x.ts > c->hi)
+            continue;
+        if (x.series > c->series)
+            break; /* sorted by series */
+        int rc = reserve(c, c->n + 1);
+        if (rc != SQLITE_OK)
+            return rc;
+        c->buf[c->n++] = (struct cb_chunk_point){x.ts, x.value};
+    }
+    return k < 0 ? SQLITE_CORRUPT : SQLITE_OK;
+}
+
+/* Appends the cursor's series' head blocks' samples in [lo, hi] to buf: one
+ * seek for each commit in the head and one for its block of the series'
+ * group (the head holds a few minutes of commits). */
+static int load_head_blocks(struct cur *c)
+{
+    sqlite3_stmt *nx, *row;
+    int rc;
+    if ((rc = stmt(c, Q_HB_SEQ, &nx)) != SQLITE_OK || (rc = stmt(c, Q_HB_ROW, &row)) != SQLITE_OK)
+        return rc;
+    int64_t seq = INT64_MIN;
+    for (;;) {
+        sqlite3_bind_int64(nx, 1, seq);
+        rc = sqlite3_step(nx);
+        if (rc == SQLITE_ROW)
+            seq = sqlite3_column_int64(nx, 0);
+        sqlite3_reset(nx);
+        if (rc != SQLITE_ROW)
+            return rc == SQLITE_DONE ? SQLITE_OK : rc;
+        sqlite3_bind_int64(row, 1, seq);
+        sqlite3_bind_int64(row, 2, c->series / STORAGE_HEAD_GROUP);
+        rc = sqlite3_step(row);
+        if (rc == SQLITE_ROW)
+            rc = load_block(c, row);
+        sqlite3_reset(row);
+        if (rc != SQLITE_OK && rc != SQLITE_DONE)
+            return rc;
+    }
+}
+
 /* Reads every head sample of the cursor's series in [lo, hi] into buf,
- * sorted: one seek for each commit in the head and one for its rows of
- * the series (the head holds a few minutes of commits). */
+ * sorted: its blocks (schema 10) and its rows of the old table while that
+ * exists, one seek for each commit in the head and one for the series'
+ * block or rows in it. */
 static int load_head(struct cur *c)
 {
     sqlite3_stmt *nx, *rows;
     int rc;
+    c->n = 0;
+    if (c->blocks && (rc = load_head_blocks(c)) != SQLITE_OK)
+        return rc;
+    if (!c->oldhead)
+        goto sort;
     if ((rc = stmt(c, Q_HEAD_SEQ, &nx)) != SQLITE_OK || (rc = stmt(c, Q_HEAD_ROWS, &rows)) != SQLITE_OK)
         return rc;
     int64_t seq = INT64_MIN;
-    c->n = 0;
     for (;;) {
         sqlite3_bind_int64(nx, 1, seq);
         rc = sqlite3_step(nx);
@@ -315,6 +382,7 @@ static int load_head(struct cur *c)
         if (rc != SQLITE_DONE)
             return rc;
     }
+sort:
     if (c->n > 1)
         qsort(c->buf, c->n, sizeof *c->buf, cmp_point);
     /* one sample per ts (the writer never stores two; a row slipped in by
@@ -564,6 +632,12 @@ static int vt_filter(sqlite3_vtab_cursor *cb, int num, const char *idx, int argc
     c->recent = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main",
                                               "chunks_recent", "seal", NULL, NULL, NULL, NULL,
                                               NULL) == SQLITE_OK;
+    c->blocks = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main",
+                                              "head_blocks", "grp", NULL, NULL, NULL, NULL,
+                                              NULL) == SQLITE_OK;
+    c->oldhead = sqlite3_table_column_metadata(((struct vt *)c->base.pVtab)->db, "main", "head",
+                                               "seq", NULL, NULL, NULL, NULL,
+                                               NULL) == SQLITE_OK;
     if (c->lo > c->hi) {
         c->eof = 1;
         return SQLITE_OK;

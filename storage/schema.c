@@ -186,10 +186,24 @@ static const char schema_v9[] =
     "  end_ts INTEGER NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,"
     "  PRIMARY KEY(seal, series_id, start_ts)) WITHOUT ROWID;";
 
+/* Step 10: the open head in blocks (docs/storage.md, "The head in blocks").
+ * A commit writes one row per group of STORAGE_HEAD_GROUP series it has
+ * samples of, keyed by the commit (seq) first, so it still appends at the
+ * right edge; the row's blob holds the group's samples of that commit
+ * (storage/head_block.h). No conversion: rows a step-9 file left in `head`
+ * stay there, every reader still reads them (samples_vtab.c), and the
+ * writer seals them into chunks at start and drops the old table in the
+ * same transaction (store.c, seal_head). Self-contained, so it can be
+ * renumbered when merged after another step. */
+static const char schema_v10[] =
+    "CREATE TABLE head_blocks("
+    "  seq INTEGER NOT NULL, grp INTEGER NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY(seq, grp)) WITHOUT ROWID;";
+
 /* The migration steps: steps[i] brings user_version i to i + 1. Append only;
  * never edit a step that has shipped. */
 static const char *const steps[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                     schema_v6, schema_v7, schema_v8, schema_v9};
+                                     schema_v6, schema_v7, schema_v8, schema_v9, schema_v10};
 _Static_assert(sizeof steps / sizeof steps[0] == STORAGE_SCHEMA_VERSION,
                "one migration step per schema version");
 

@@ -11,13 +11,16 @@
 /* PRAGMA application_id of a citybrain database ("CBR1"). */
 #define STORAGE_APP_ID 0x43425231
 /* PRAGMA user_version after every migration step has run. */
-#define STORAGE_SCHEMA_VERSION 9
+#define STORAGE_SCHEMA_VERSION 10
 /* The step that stores raw samples in chunks (schema_v8): a file opened at
  * an older version (tests) keeps one row per sample. */
 #define STORAGE_CHUNKS_VERSION 8
 /* The step that adds the recent tier of chunks (schema_v9): a file opened at
  * version 8 (tests) seals straight into `chunks`. */
 #define STORAGE_TIERS_VERSION 9
+/* The step that keeps the open head in blocks (schema_v10): a file opened at
+ * version 8 or 9 (tests) keeps a row per sample in `head`. */
+#define STORAGE_BLOCKS_VERSION 10
 
 /* "Nothing derived yet" for the rollup derivation state (meta derive_*). */
 #define STORAGE_DERIVE_NONE (-(INT64_C(1) << 62))

@@ -38,6 +38,7 @@
 
 #include "base/strbuf.h"
 #include "storage/chunk.h"
+#include "storage/head_block.h"
 
 /* ---- batches -------------------------------------------------------------- */
 
@@ -292,6 +293,9 @@ enum {
     CST_HAS_SAMPLE,
     CST_HEAD_ALL,
     CST_HEAD_DEL,
+    CST_HB_INS,
+    CST_HB_ALL,
+    CST_HB_DEL,
     CST_RECENT_INS,
     CST_RECENT_DEL,
     CST_RECENT_NEXT,
@@ -318,6 +322,10 @@ static const char *const cst_sql[CST__COUNT] = {
     [CST_HAS_SAMPLE] = "SELECT 1 FROM samples WHERE series_id = ?1 AND ts = ?2",
     [CST_HEAD_ALL] = "SELECT series_id, ts, value FROM head",
     [CST_HEAD_DEL] = "DELETE FROM head",
+    /* the head in blocks (schema 10) */
+    [CST_HB_INS] = "INSERT INTO head_blocks(seq, grp, data) VALUES (?1, ?2, ?3)",
+    [CST_HB_ALL] = "SELECT grp, data FROM head_blocks",
+    [CST_HB_DEL] = "DELETE FROM head_blocks",
     /* the recent tier (schema 9): ?6 / ?3 the seal, as in CST_CHUNK_INS / _DEL
      * otherwise */
     [CST_RECENT_INS] = "INSERT INTO chunks_recent(seal, series_id, start_ts, end_ts, n, data) "
@@ -338,6 +346,12 @@ static const char *const cst_sql[CST__COUNT] = {
     [CST_LEGACY_ROWS] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 ORDER BY ts",
     [CST_LEGACY_DEL] = "DELETE FROM samples_v6 WHERE series_id = ?1",
 };
+
+/* The statements on the row-per-sample head of schema 8 and 9. */
+static int is_oldhead_stmt(int k)
+{
+    return k == CST_INS_HEAD || k == CST_HEAD_ALL || k == CST_HEAD_DEL;
+}
 
 /* A row resolved to its series, for sorting. */
 struct item {
@@ -449,6 +463,13 @@ struct cb_store {
     const struct item *chunk[INSERT_CHUNK];  /* rows for the old layout */
     const struct item *hrows[INSERT_CHUNK]; /* rows for the head */
     int chunked;        /* schema 8: raw samples in chunks and head */
+    /* Schema 10: the head in blocks (head_blocks); a commit queues its head
+     * samples in hs[0, nhs), sorted by (series, ts), and writes them as one
+     * block per group at its end. `oldhead`: the table `head` exists (a
+     * row per sample: schema 8 and 9, or left by them until sealed). */
+    int blocked, oldhead;
+    struct storage_hsample *hs;
+    size_t nhs, caphs;
     /* Schema 9: seals write into the recent tier (chunks_recent), numbered
      * recent_seal; it holds recent_seals of them until compacted. */
     int tiered;
@@ -831,6 +852,47 @@ static int insert_rows(struct cb_store *s, sqlite3_stmt *one, sqlite3_stmt *bulk
     return SQLITE_OK;
 }
 
+/* Queues `it`, a sample for the open head, for this commit's blocks
+ * (schema 10): head_write_blocks writes the queue at the end of the commit.
+ * Samples come in (series, ts) order (the commit's sorted items). */
+static int head_queue(struct cb_store *s, const struct item *it)
+{
+    if (grow((void **)&s->hs, &s->caphs, s->nhs + 1, sizeof *s->hs) < 0)
+        return SQLITE_NOMEM;
+    s->hs[s->nhs++] = (struct storage_hsample){it->series, it->ts, it->value};
+    return SQLITE_OK;
+}
+
+/* Writes the commit's queued head samples (s->hs[0, nhs)) as one block per
+ * group of STORAGE_HEAD_GROUP series, rows (seq, grp) of head_blocks, and
+ * empties the queue. Returns the SQLite code (SQLITE_MISMATCH: the queue
+ * was not in order, a bug, nothing stored). */
+static int head_write_blocks(struct cb_store *s, int64_t seq)
+{
+    sqlite3_stmt *ins = s->cst[CST_HB_INS];
+    size_t n = s->nhs;
+    s->nhs = 0;
+    for (size_t a = 0; a < n;) {
+        int64_t grp = s->hs[a].series / STORAGE_HEAD_GROUP;
+        size_t b = a + 1;
+        while (b < n && s->hs[b].series / STORAGE_HEAD_GROUP == grp)
+            b++;
+        if (grow((void **)&s->blob, &s->capblob, storage__hblock_bound(b - a), 1) < 0)
+            return SQLITE_NOMEM;
+        long len = storage__hblock_encode(s->hs + a, b - a, grp, s->blob, s->capblob);
+        if (len < 0)
+            return SQLITE_MISMATCH;
+        sqlite3_bind_int64(ins, 1, seq);
+        sqlite3_bind_int64(ins, 2, grp);
+        sqlite3_bind_blob(ins, 3, s->blob, (int)len, SQLITE_STATIC);
+        int r = step_done(ins);
+        if (r != SQLITE_OK)
+            return r;
+        a = b;
+    }
+    return SQLITE_OK;
+}
+
 /* ---- writer: chunks ------------------------------------------------------------------
  *
  * For each series: closed chunks (table chunks) that never overlap in time,
@@ -1116,12 +1178,43 @@ static int late_row(struct cb_store *s, const struct item *it, int64_t seq, int 
     if (r != SQLITE_DONE)
         return r;
     *added = 1;
-    return insert_rows(s, s->head_one, s->head_bulk, &it, 1, seq);
+    return s->blocked ? head_queue(s, it) : insert_rows(s, s->head_one, s->head_bulk, &it, 1, seq);
 }
 
-/* Seals the whole head into chunks in one transaction: its rows are read in
- * commit order, sorted by (series, ts), cut into chunks, and the head
- * emptied. Schema 9: the chunks go into the recent tier under a new seal
+/* Appends the samples of every block of the head (schema 10) to
+ * s->items[*n...]. Returns SQLITE_OK, SQLITE_NOMEM, SQLITE_CORRUPT (a block
+ * that does not decode) or the SQLite code. */
+static int head_read_blocks(struct cb_store *s, size_t *n)
+{
+    sqlite3_stmt *all = s->cst[CST_HB_ALL];
+    int r;
+    while ((r = sqlite3_step(all)) == SQLITE_ROW) {
+        struct storage_hblock_iter it;
+        struct storage_hsample x;
+        const uint8_t *blob = sqlite3_column_blob(all, 1);
+        int k = storage__hblock_iter_init(&it, blob, (size_t)sqlite3_column_bytes(all, 1),
+                                          sqlite3_column_int64(all, 0));
+        while (k == 0 && (k = storage__hblock_next(&it, &x)) == 1) {
+            if (grow((void **)&s->items, &s->capitems, *n + 1, sizeof *s->items) < 0) {
+                sqlite3_reset(all);
+                return SQLITE_NOMEM;
+            }
+            s->items[(*n)++] = (struct item){x.series, x.ts, x.value, NULL};
+            k = 0;
+        }
+        if (k < 0) {
+            sqlite3_reset(all);
+            return SQLITE_CORRUPT;
+        }
+    }
+    sqlite3_reset(all);
+    return r == SQLITE_DONE ? SQLITE_OK : r;
+}
+
+/* Seals the whole head into chunks in one transaction: its samples (blocks,
+ * and rows of the old `head` while that table exists) are read, sorted by
+ * (series, ts), cut into chunks, and the head emptied; at schema 10 the old
+ * table is dropped (a step-9 file's head, sealed at start). Schema 9: the chunks go into the recent tier under a new seal
  * number, rows keyed (seal, series, start) that append at the right edge of
  * chunks_recent (compact_recent later moves them into `chunks` and fills up
  * short chunks). Schema 8 (tests): into `chunks`, appended to each series'
@@ -1135,7 +1228,7 @@ static int seal_head(struct cb_store *s)
     if (r != SQLITE_OK)
         return r;
     sqlite3_stmt *all = s->cst[CST_HEAD_ALL];
-    while ((r = sqlite3_step(all)) == SQLITE_ROW) {
+    while (s->oldhead && (r = sqlite3_step(all)) == SQLITE_ROW) {
         if (grow((void **)&s->items, &s->capitems, nitems + 1, sizeof *s->items) < 0) {
             r = SQLITE_NOMEM;
             break;
@@ -1144,8 +1237,12 @@ static int seal_head(struct cb_store *s)
                                            sqlite3_column_int64(all, 1),
                                            sqlite3_column_double(all, 2), NULL};
     }
-    sqlite3_reset(all);
-    if (r != SQLITE_DONE)
+    if (s->oldhead) {
+        sqlite3_reset(all);
+        if (r != SQLITE_DONE)
+            goto fail;
+    }
+    if (s->blocked && (r = head_read_blocks(s, &nitems)) != SQLITE_OK)
         goto fail;
     r = SQLITE_OK;
     if (nitems && sort_items(s, nitems) < 0) {
@@ -1171,9 +1268,24 @@ static int seal_head(struct cb_store *s)
             goto fail;
         a = b;
     }
-    if ((r = step_done(s->cst[CST_HEAD_DEL])) != SQLITE_OK ||
-        (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+    if (s->blocked && (r = step_done(s->cst[CST_HB_DEL])) != SQLITE_OK)
         goto fail;
+    if (s->oldhead && !s->blocked && (r = step_done(s->cst[CST_HEAD_DEL])) != SQLITE_OK)
+        goto fail;
+    if (s->oldhead && s->blocked &&
+        (r = sqlite3_exec(s->db, "DROP TABLE head", NULL, NULL, NULL)) != SQLITE_OK)
+        goto fail;
+    if ((r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+        goto fail;
+    if (s->oldhead && s->blocked) {
+        /* the old table is gone: so are its statements */
+        for (int k = 0; k < CST__COUNT; k++)
+            if (is_oldhead_stmt(k)) {
+                sqlite3_finalize(s->cst[k]);
+                s->cst[k] = NULL;
+            }
+        s->oldhead = 0;
+    }
     s->head_first = INT64_MAX;
     s->head_min = INT64_MAX;
     if (seal && nitems) {
@@ -1429,6 +1541,7 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
         s->seq = seq; /* (kept if the commit fails: seqs only need to grow) */
     }
     int head_written = 0;
+    s->nhs = 0;
     for (size_t i = 0; i < b->nrows; i++) {
         const struct item *it = &s->items[i];
         if (i > 0 && it->series == it[-1].series && it->ts == it[-1].ts) {
@@ -1447,6 +1560,10 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
                         goto fail;
                     nchunk = 0;
                 }
+            } else if (s->blocked) {
+                if ((r = head_queue(s, it)) != SQLITE_OK)
+                    goto fail;
+                head_written = 1;
             } else {
                 s->hrows[nhead++] = it;
                 head_written = 1;
@@ -1498,6 +1615,8 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     if (nchunk && (r = insert_rows(s, s->leg_one, s->leg_bulk, s->chunk, nchunk, -1)) != SQLITE_OK)
         goto fail;
     if (nhead && (r = insert_rows(s, s->head_one, s->head_bulk, s->hrows, nhead, seq)) != SQLITE_OK)
+        goto fail;
+    if (s->nhs && (r = head_write_blocks(s, seq)) != SQLITE_OK)
         goto fail;
     if ((r = acc_flush(s, &t1m, &a1m)) != SQLITE_OK || (r = acc_flush(s, &t1h, &a1h)) != SQLITE_OK)
         goto fail;
@@ -2337,14 +2456,19 @@ static int prepare_inserts(struct cb_store *s)
                 break;
             if (!s->tiered && i >= CST_RECENT_INS && i < CST_LEGACY_IDS)
                 continue;
+            if (!s->blocked && i >= CST_HB_INS && i <= CST_HB_DEL)
+                continue;
+            if (!s->oldhead && is_oldhead_stmt(i))
+                continue;
             if ((r = sqlite3_prepare_v3(s->db, cst_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                         &s->cst[i], NULL)) != SQLITE_OK)
                 return r;
         }
         static const char head[] = "INSERT INTO head(seq, series_id, ts, value) VALUES (?,?,?,?)";
-        if ((r = prepare_rows(s->db, head, ",(?,?,?,?)", 1, &s->head_one)) != SQLITE_OK ||
-            (r = prepare_rows(s->db, head, ",(?,?,?,?)", INSERT_CHUNK, &s->head_bulk)) !=
-                SQLITE_OK)
+        if (!s->blocked &&
+            ((r = prepare_rows(s->db, head, ",(?,?,?,?)", 1, &s->head_one)) != SQLITE_OK ||
+             (r = prepare_rows(s->db, head, ",(?,?,?,?)", INSERT_CHUNK, &s->head_bulk)) !=
+                 SQLITE_OK))
             return r;
     }
     if (s->chunked && !s->legacy)
@@ -2360,13 +2484,22 @@ static int prepare_inserts(struct cb_store *s)
     return SQLITE_OK;
 }
 
-/* Reads the head's seq range and the conversion state (schema 8). */
+/* Reads the head's seq range (blocks and the old table's rows, whichever
+ * exist) and the conversion state (schema 8). */
 static int load_chunk_state(struct cb_store *s)
 {
     sqlite3_stmt *q = NULL;
-    int r = sqlite3_prepare_v2(s->db, "SELECT min(seq), max(seq), (SELECT count(*) FROM "
-                                      "sqlite_master WHERE name = 'samples_v6') FROM head",
-                               -1, &q, NULL);
+    s->oldhead = !s->blocked || sqlite3_table_column_metadata(s->db, "main", "head", "seq", NULL,
+                                                              NULL, NULL, NULL, NULL) == SQLITE_OK;
+#define HEAD_SEQS(t) "SELECT (SELECT min(seq) FROM " t ") a, (SELECT max(seq) FROM " t ") b"
+    const char *seqs = !s->blocked ? HEAD_SEQS("head")
+                       : s->oldhead ? HEAD_SEQS("head_blocks") " UNION ALL " HEAD_SEQS("head")
+                                    : HEAD_SEQS("head_blocks");
+#undef HEAD_SEQS
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT min(a), max(b), (SELECT count(*) FROM sqlite_master WHERE "
+                              "name = 'samples_v6') FROM (%s)", seqs);
+    int r = sqlite3_prepare_v2(s->db, sql, -1, &q, NULL);
     if (r == SQLITE_OK && (r = sqlite3_step(q)) == SQLITE_ROW) {
         if (sqlite3_column_type(q, 0) != SQLITE_NULL) {
             s->head_first = sqlite3_column_int64(q, 0);
@@ -2408,6 +2541,7 @@ static void store_free(struct cb_store *s)
     for (int i = 0; i < CST__COUNT; i++)
         sqlite3_finalize(s->cst[i]);
     free(s->pts);
+    free(s->hs);
     free(s->blob);
     if (s->db)
         sqlite3_close(s->db);
@@ -2499,6 +2633,7 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
     }
     s->chunked = target_version >= STORAGE_CHUNKS_VERSION;
     s->tiered = target_version >= STORAGE_TIERS_VERSION;
+    s->blocked = target_version >= STORAGE_BLOCKS_VERSION;
     s->head_min = s->recent_min = INT64_MAX;
     s->seal.count = &s->stats.seals;
     s->compact.count = &s->stats.compactions;
@@ -2515,8 +2650,10 @@ struct cb_store *storage__open(const struct cb_config *cfg, void (*commit_observ
     }
     /* A head left by the last run is sealed now: reading a series' head
      * costs a seek per commit in it, and the start reads every series (its
-     * newest ts, the windows to restore). A failure leaves it for later. */
-    if (s->chunked && s->head_first != INT64_MAX)
+     * newest ts, the windows to restore). A failure leaves it for later.
+     * The old table a step-9 file leaves (schema 10) goes in the same
+     * transaction, rows or not. */
+    if (s->chunked && (s->head_first != INT64_MAX || (s->blocked && s->oldhead)))
         (void)seal_head(s);
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(s->db, "SELECT journal_pos FROM ingest_state WHERE id = 1", -1, &q,

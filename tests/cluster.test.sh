@@ -221,10 +221,11 @@ survivors="${STANDBY[north]} south-a"
 for tw in $survivors; do
   n=0
   for _ in $(seq 600); do
-    # (`samples` is citybrain's virtual table, unknown to the sqlite3 shell:
-    # count the closed chunks' samples and the open head's, a redelivery once)
-    n=$(sqlite3 "$TMP/$tw/cb.db" "select (select coalesce(sum(n), 0) from chunks) +
-      (select count(*) from (select distinct series_id, ts from head))" 2>/dev/null || echo 0)
+    # (`samples` is citybrain's virtual table, unknown to the sqlite3 shell,
+    # and the open head's blocks are citybrain's encoding: `citybrain query`
+    # reads every stored sample, a redelivery once, while the node writes)
+    n=$("$CB" query --db "$TMP/$tw/cb.db" 2>/dev/null | grep -c '"ts"' || true)
+    n=${n:-0}
     [ "$n" -ge "$expect_part" ] && break
     sleep 0.1
   done

@@ -6,6 +6,7 @@
 #   config   the configuration file parser and `--set KEY=VALUE`
 #   chunk    the chunk codec: any bytes to the decoder, samples through every codec
 #   promql   the PromQL parser, and the evaluator over what it accepts
+#   head_block  the open head's block codec: any bytes to the decoder, samples round trip
 #
 #   make fuzz                 every target FUZZ_SECONDS (default 300) in turn, then
 #                             one table: executions, exec/s, crashes, corpus size
