@@ -169,6 +169,9 @@ STORE_STAT(g_store_retention, retention_deleted)
 STORE_STAT(g_store_derive_steps, derive_steps)
 STORE_STAT(g_store_derive_errors, derive_errors)
 STORE_STAT(g_store_cache_bytes, cache_bytes)
+STORE_STAT(g_store_step_max_ms, step_max_ms)
+/* The longest step between two commits, in seconds (stats in ms). */
+static double g_store_step_max(void *ctx) { return g_store_step_max_ms(ctx) / 1000.0; }
 /* How far rollup_1m lags the clock: minutes its derivation has not reached
  * (about one minute plus the grace when healthy). */
 static double g_store_derive_lag(void *ctx)
@@ -391,6 +394,11 @@ static void register_metrics(struct cb_daemon *d)
          g_store_derive_steps},
         {"citybrain_storage_rollup_derive_errors_total", "rollup derivation steps that failed (retried)",
          g_store_derive_errors},
+        {"citybrain_storage_step_max_seconds",
+         "the longest step the writer ran between two commits since start (a seal, a slice of "
+         "a compaction, a rollup derivation or retention step): a commit due meanwhile waited "
+         "that long",
+         g_store_step_max},
         {"citybrain_storage_rollup_lag_seconds",
          "how far behind the clock rollup_1m is complete (queries read raw samples for the rest)",
          g_store_derive_lag},

@@ -81,6 +81,9 @@ struct cb_store_stats {
     uint64_t retention_deleted;
     size_t pending_rows;       /* queued for the writer */
     double last_commit_ms;
+    double step_max_ms;        /* the longest step the writer ran between two commits
+                                  (seal, compaction slice, derivation, retention or
+                                  conversion step) since open: a commit waited that long */
     enum cb_store_health health;
     char last_error[256];
     uint64_t committed_journal_pos;

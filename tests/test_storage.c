@@ -656,11 +656,13 @@ static void test_rollups_derived(void)
     teardown();
 }
 
-/* The 1-minute derivation runs in passes of ten closed minutes (once it has
- * derived anything), so a pass writes ten rows per series that lie together
- * on one page: five closed minutes wait; ten are derived in one pass; queries
- * count every sample meanwhile. A retention step is served by the writer
- * only when no derivation is due, so it tells that none was. */
+/* The 1-minute derivation runs, once it has derived anything, in passes that
+ * end on a closed hour (STORAGE_DERIVE_BATCH_MS), so a pass writes sixty
+ * rows per series that lie together on the series' newest pages: 59 closed
+ * minutes wait; at 61, the pass derives up to the hour, not the newest
+ * closed minute, and the 1-hour pass follows; queries count every sample
+ * meanwhile. A retention step is served by the writer only when no
+ * derivation is due, so it tells that none was. */
 static void test_rollups_batched(void)
 {
     setup();
@@ -689,7 +691,7 @@ static void test_rollups_batched(void)
             while (more)
                 CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
             cb_store_get_stats(s, &st);
-            CU_ASSERT_EQUAL(st.derived_1m, base); /* five closed minutes wait */
+            CU_ASSERT_EQUAL(st.derived_1m, base); /* 59 closed minutes wait */
             char err[512];
             struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
             CU_ASSERT_PTR_NOT_NULL_FATAL(r);
@@ -698,17 +700,93 @@ static void test_rollups_batched(void)
                                                    60000, on_sum, &c), 0);
             CU_ASSERT_EQUAL(c.count, (now - (base - 20 * 60000)) / 10000);
             cb_store_reader_close(r);
-            now = base + 10 * 60000 + 30000; /* ten closed minutes */
+            now = base + 61 * 60000 + 30000; /* 61 closed minutes */
         } else {
-            int64_t m = storage__bucket(now - 5010, 60000);
-            st = wait_derived(s, m, 0);
+            /* the first pass at once, to the newest closed minute; then to
+             * the hour, and the 1-hour tier with it */
+            int64_t m = phase == 0 ? storage__bucket(now - 5010, 60000) : base + 3600000;
+            st = wait_derived(s, m, phase == 0 ? 0 : m);
             CU_ASSERT_EQUAL(st.derived_1m, m);
-            now = base + 5 * 60000 + 30000; /* (phase 0) five minutes later */
+            if (phase == 2)
+                CU_ASSERT_EQUAL(st.derived_1h, m);
+            now = base + 59 * 60000 + 30000; /* (phase 0) 59 minutes later */
         }
     }
     cb_store_close(s);
     sqlite3 *db = raw_db();
     assert_rollups_whole(db, "rollup_1m");
+    sqlite3_close(db);
+    teardown();
+}
+
+/* Runs retention steps until the pass is done: the writer serves one only
+ * when no derivation step and no compaction slice is due, so afterwards
+ * every pass due at the store's clock has run. */
+static void until_idle(struct cb_store *s)
+{
+    uint64_t deleted;
+    int more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+}
+
+/* 100 series with three hours of 1-minute rows each (about three pages a
+ * series), then an hour of new samples, sealed and compacted; the WAL is
+ * emptied and the clock moved minute by minute through the hour, so what
+ * the WAL holds afterwards is the rollup passes' transactions: the
+ * 1-minute tier's pass at the closed hour writes the sixty new rows of each
+ * series on its newest page (split: two or three pages), the 1-hour pass
+ * its row, at most four pages a series for the hour; passes every ten
+ * minutes wrote 12.8 a series, every thirty 5.3. */
+static void test_rollup_pass_pages(void)
+{
+    enum { N = 100, EVERY_S = 20 };
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    int64_t now = base + 70000;     /* the minute before base closed: grace and a commit */
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    char topic[32];
+    for (int64_t ts = base - 3 * STORAGE_HOUR_MS; ts < base + STORAGE_HOUR_MS;
+         ts += EVERY_S * 1000) {
+        for (int k = 0; k < N; k++) {
+            snprintf(topic, sizeof topic, "city/p%03d", k);
+            put(s, topic, "v", ts, (double)(ts / 1000 % 97) + k, 0);
+        }
+        if (ts == base - EVERY_S * 1000) { /* the history, derived at once */
+            CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+            struct cb_store_stats st = wait_derived(s, base, base);
+            CU_ASSERT_EQUAL_FATAL(st.derived_1m, base);
+        }
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM rollup_1m"), N * 180);
+    int64_t page = count_rows("PRAGMA page_size");
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_OK);
+    for (int m = 1; m <= 61; m++) {
+        now = base + m * STORAGE_MINUTE_MS + 70000;
+        until_idle(s);
+    }
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.derived_1m, base + STORAGE_HOUR_MS);
+    CU_ASSERT_EQUAL(st.derived_1h, base + STORAGE_HOUR_MS);
+    char path[160];
+    struct stat fst;
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT_EQUAL_FATAL(stat(path, &fst), 0);
+    int64_t frames = fst.st_size > 32 ? (fst.st_size - 32) / (24 + page) : 0;
+    fprintf(stderr, "[an hour of rollup passes, %d series: %lld WAL frames] ", N,
+            (long long)frames);
+    CU_ASSERT(frames > 0);
+    CU_ASSERT(frames <= 4 * N);
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1h");
     sqlite3_close(db);
     teardown();
 }
@@ -2176,7 +2254,10 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
                    "seals go to the recent tier",
                 test_tiers_from_v8);
-    CU_add_test(s, "storage: the 1-minute derivation runs in passes of ten closed minutes; "
+    CU_add_test(s, "storage: an hour of rollup passes writes at most four pages a series "
+                   "(the 1-minute tier's new rows once an hour, the 1-hour tier's)",
+                test_rollup_pass_pages);
+    CU_add_test(s, "storage: the 1-minute derivation runs in passes that end on a closed hour; "
                    "queries count every sample meanwhile",
                 test_rollups_batched);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
