@@ -43,6 +43,8 @@
 # Environment: BENCH_STEADY_SERIES (10000, at most 10,080),
 # BENCH_STEADY_HISTORY (600 s), BENCH_STEADY_SECONDS (180),
 # BENCH_STEADY_WARMUP (30 s), BENCH_STEADY_BASE_SECONDS (30),
+# BENCH_STEADY_FROM and BENCH_STEADY_TO (epoch seconds: the window by the
+# clock instead of WARMUP and SECONDS, e.g. one whole hour of rollup cycle),
 # BENCH_STEADY_FLOOD (200000), BENCH_QUICK=1 (1,000 series, 120 s of
 # history, 40 s steady, a flood of 20,000). CB (the engine under test,
 # build/citybrain).
@@ -193,6 +195,16 @@ steady_run() {
   echo "history_s $((SECONDS - t0))" >> "$dir/result"
   log "$label: $((SERIES * HISTORY)) history samples committed in $((SECONDS - t0)) s; $(du -sh "$dir" | cut -f1) on disk"
   base_rows=$(committed)
+  if [ -n "${BENCH_STEADY_TO:-}" ]; then
+    # a window set by the clock (epoch seconds), e.g. one whole hour of
+    # rollup cycle: the publisher runs until 5 s past its end
+    local t_now
+    t_now=$(date +%s)
+    SECONDS_RUN=$((BENCH_STEADY_TO + 5 - t_now))
+    WARMUP=$((${BENCH_STEADY_FROM:-$((t_now + 30))} - t_now))
+    [ "$WARMUP" -lt 10 ] && WARMUP=10
+    log "$label: window from $(date -d @$((t_now + WARMUP)) +%T) to $(date -d @"$BENCH_STEADY_TO" +%T)"
+  fi
   n_steady=$((SERIES * SECONDS_RUN))
   t_start=$(date +%s%3N)
   "$TOOLS/flood_pub" --broker "$BROKER" --topics "$SERIES" --count "$n_steady" --qos 1 \
@@ -209,6 +221,8 @@ steady_run() {
   cp "$dir/cb.db-wal" "$dir/wal.copy" 2>/dev/null
   sleep $((s_win - s_win / 2))
   snapshot "$CB_PID" "$dir/s1"
+  echo "step_max_s $(curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
+    awk '$1 == "citybrain_storage_step_max_seconds" { print $2 }')" >> "$dir/result"
   wait "$fp"
   local caught=1
   wait_rows $((base_rows + n_steady)) 120 || caught=0
