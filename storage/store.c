@@ -476,6 +476,8 @@ struct cb_store {
     /* A compaction in slices (compact_recent): seals [compact_from,
      * compact_upto], series up to compact_cursor moved. */
     int compacting;
+    int compact_auto; /* started by the writer or retention: it goes on by itself;
+                         asked by storage__compact_slice: one slice per ask */
     int64_t compact_from, compact_upto, compact_cursor;
     struct rkey *keys;
     size_t capkeys;
@@ -1846,6 +1848,8 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
         if (s->tiered && s->recent_seals > 0 && s->recent_min < cut) {
             /* a slice at a time, like the writer's own compaction: the pass
              * starts once the compaction is done (*more meanwhile) */
+            if (!s->compacting)
+                s->compact_auto = 1;
             int r = compact_recent(s);
             if (r == SQLITE_ROW) {
                 *more = 1;
@@ -2364,8 +2368,11 @@ static void *writer_main(void *arg)
         }
         /* the recent tier: compacted once it holds STORAGE_COMPACT_SEALS
          * seals, a slice between commits until done */
-        if (s->compact.req || (s->tiered && backoff == 0 && now >= s->compact.after &&
-                               (s->compacting || s->recent_seals >= STORAGE_COMPACT_SEALS))) {
+        if (s->compact.req ||
+            (s->tiered && backoff == 0 && now >= s->compact.after &&
+             ((s->compacting && s->compact_auto) || s->recent_seals >= STORAGE_COMPACT_SEALS))) {
+            if (!s->compacting)
+                s->compact_auto = !s->compact.req;
             job_run(s, &s->compact, s->tiered ? compact_recent : NULL, now);
             continue;
         }

@@ -1193,8 +1193,82 @@ static void test_tiers_seal_appends(void)
             (long long)frames[0], (long long)frames[1]);
 }
 
-/* A compaction is one transaction: made to fail midway (no page left), it
- * changes nothing, and readers see the same samples before, after the
+/* A compaction runs in slices, each one transaction between commits that
+ * moves whole series: a slice made to fail midway (an error injected into
+ * its writes to `chunks`) changes nothing, and after every slice, the
+ * failure, a close in mid-compaction and the reopen's compaction, readers
+ * read every sample exactly once. */
+static void test_tiers_compaction_slices(void)
+{
+    setup();
+    cfg.storage_retention_step_rows = 10; /* slices of 10 chunks: two series */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    for (int seal = 0; seal < 3; seal++) {
+        put_city_span(s, 30, seal * 300, seal * 300 + 300, t0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    struct rows before, now;
+    rows_read(&before);
+    CU_ASSERT_EQUAL_FATAL(before.n, 30 * 900);
+    int64_t recent = count_rows("SELECT count(*) FROM chunks_recent");
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
+        rows_read(&now);
+        CU_ASSERT_EQUAL(now.n, before.n);
+        CU_ASSERT(rows_within(&before, &now));
+        rows_free(&now);
+        assert_chunks_ordered();
+    }
+    int64_t moved = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT(moved > 0);
+    CU_ASSERT_EQUAL(moved + count_rows("SELECT count(*) FROM chunks_recent"), recent);
+    /* the fourth slice fails at its first write */
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "CREATE TEMP TRIGGER fail_move BEFORE INSERT ON "
+                                            "main.chunks BEGIN SELECT RAISE(ABORT, 'injected'); "
+                                            "END"),
+                    SQLITE_OK);
+    int r = storage__compact_slice(s);
+    CU_ASSERT(r != SQLITE_OK && r != SQLITE_ROW);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), moved);
+    rows_read(&now);
+    CU_ASSERT_EQUAL(now.n, before.n);
+    CU_ASSERT(rows_within(&before, &now));
+    rows_free(&now);
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "DROP TRIGGER fail_move"), SQLITE_OK);
+    /* the fifth goes on where the third stopped; then a close mid-way */
+    CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 0);
+    cb_store_close(s);
+    CU_ASSERT(count_rows("SELECT count(*) FROM chunks_recent") > 0);
+    rows_read(&now);
+    CU_ASSERT_EQUAL(now.n, before.n);
+    CU_ASSERT(rows_within(&before, &now));
+    rows_free(&now);
+    /* the reopen compacts what is left */
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 1);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    assert_chunks_ordered();
+    rows_read(&now);
+    CU_ASSERT_EQUAL(now.n, before.n);
+    CU_ASSERT(rows_within(&before, &now));
+    rows_free(&now);
+    rows_free(&before);
+    teardown();
+}
+
+/* A slice of a compaction is one transaction (here the whole compaction:
+ * 31 series, one slice): made to fail midway (no page left), it changes
+ * nothing, and readers see the same samples before, after the
  * failure and after it succeeds; a slow series' short chunks are merged. */
 static void test_tiers_compaction_atomic(void)
 {
@@ -2236,7 +2310,11 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a seal of series with long history appends to the recent tier: "
                    "a few WAL frames, not a page per series",
                 test_tiers_seal_appends);
-    CU_add_test(s, "storage: a compaction is one transaction: failing midway it changes nothing, "
+    CU_add_test(s, "storage: a compaction runs in slices between commits: a slice failing midway "
+                   "changes nothing, and through slices, the failure, a close and the reopen "
+                   "every sample is read exactly once",
+                test_tiers_compaction_slices);
+    CU_add_test(s, "storage: a compaction slice is one transaction: failing midway it changes nothing, "
                    "and readers see the same samples throughout",
                 test_tiers_compaction_atomic);
     CU_add_test(s, "storage: late samples merge into the tier that holds their chunk, "
