@@ -791,6 +791,161 @@ static void test_rollup_pass_pages(void)
     teardown();
 }
 
+/* What the readers answer for series city/r00..r11 over [base - 1 h,
+ * base + 3 h): buckets of 30 s, 1 min, 10 min and 1 h, aggregates, and the
+ * tier rows summed, as numbers in *out (n of them). */
+struct answers {
+    double v[65536];
+    size_t n;
+};
+static void answer(struct answers *a, double x)
+{
+    if (a->n < sizeof a->v / sizeof a->v[0])
+        a->v[a->n++] = x;
+}
+static int on_answer_bucket(void *ctx, const char *topic, const char *metric,
+                            const struct cb_bucket *b)
+{
+    (void)topic;
+    (void)metric;
+    struct answers *a = ctx;
+    double x[] = {(double)b->ts, (double)b->count, b->min, b->max, b->sum, b->last,
+                  (double)b->span_ms};
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        answer(a, x[i]);
+    return 0;
+}
+static int on_answer_row(void *ctx, const struct cb_tier_row *row)
+{
+    double *t = ctx; /* count, sum, min, max */
+    t[0] += (double)row->count;
+    t[1] += row->sum;
+    t[2] = row->min < t[2] ? row->min : t[2];
+    t[3] = row->max > t[3] ? row->max : t[3];
+    return 0;
+}
+static void read_answers(int64_t base, struct answers *a)
+{
+    char err[512], topic[32];
+    a->n = 0;
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    static const int64_t steps[] = {30000, 60000, 600000, 3600000};
+    for (int k = 0; k < 12; k++) {
+        snprintf(topic, sizeof topic, "city/r%02d", k);
+        for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, topic, "v", base - 3600000, base + 10800000,
+                                                   steps[i], on_answer_bucket, a),
+                            0);
+        struct cb_bucket g = {0};
+        CU_ASSERT_EQUAL(cb_store_query_aggregate(r, topic, "v", base + 90000, base + 7170000, &g),
+                        0);
+        on_answer_bucket(a, topic, "v", &g);
+        double t[4] = {0, 0, INFINITY, -INFINITY};
+        CU_ASSERT_EQUAL(cb_store_query_rows(r, topic, "v", base - 3600000, base + 10800000,
+                                            on_answer_row, t, NULL),
+                        0);
+        for (int i = 0; i < 4; i++)
+            answer(a, t[i]);
+    }
+    CU_ASSERT(a->n < sizeof a->v / sizeof a->v[0]);
+    cb_store_reader_close(r);
+}
+
+/* Opens the store in a child process with the clock at `now`, puts the
+ * samples of [from, to) of city/r00..r11 (every 10 s, whole numbers, so
+ * that every tier's sums are exact) and `extra` (a sample of city/other
+ * at `now`, so that this run commits something), then dies: at once, or
+ * (`mid_pass`) once a rollup pass has committed a few steps. */
+static void child_writes(int64_t now, int64_t from, int64_t to, int mid_pass)
+{
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        cfg.storage_retention_step_rows = 10; /* derivation steps of 80 rows */
+        cfg.storage_commit_interval_ms = 10;
+        char err[512] = "", topic[32];
+        struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+        if (!s)
+            _exit(1);
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(s, &clk);
+        for (int k = 0; k < 12; k++) {
+            snprintf(topic, sizeof topic, "city/r%02d", k);
+            for (int64_t ts = from; ts < to; ts += 10000)
+                put(s, topic, "v", ts, (double)(ts / 10000 % 41) + k, 0);
+        }
+        put(s, "city/other", "v", now, 1, 0);
+        if (cb_store_flush(s) != 0)
+            _exit(2);
+        struct cb_store_stats st;
+        for (int i = 0; mid_pass && i < 5000; i++) {
+            cb_store_get_stats(s, &st);
+            if (st.derive_steps > 3)
+                _exit(0);
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        _exit(mid_pass ? 3 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void assert_answers(int64_t base, const struct answers *a)
+{
+    struct answers *b = calloc(1, sizeof *b);
+    read_answers(base, b);
+    CU_ASSERT_EQUAL(b->n, a->n);
+    CU_ASSERT(b->n == a->n && memcmp(b->v, a->v, a->n * sizeof a->v[0]) == 0);
+    free(b);
+}
+
+/* The readers answer exactly the same (buckets of every step, aggregates,
+ * tier rows) over two hours of samples with nothing derived, after a
+ * writer died in the middle of the pass that derives them, while the
+ * restarted writer resumes it and once it is done, and after its close. */
+static void test_rollup_pass_readers_same(void)
+{
+    setup();
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    /* a first run writes two hours ahead of its clock and dies: nothing of
+     * them derived */
+    child_writes(base - 7200000, base, base + 7200000, 0);
+    struct answers *a = calloc(1, sizeof *a);
+    read_answers(base, a);
+    CU_ASSERT(a->n > 12 * 400);
+    /* a second run, the clock past them: its pass of the two hours, cut
+     * short */
+    int64_t now = base + 7200000 + 70000;
+    child_writes(now, base, base, 1);
+    sqlite3 *db = raw_db();
+    CU_ASSERT(q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_to'") >
+              q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_done'"));
+    CU_ASSERT(q_int(db, "SELECT count(*) FROM rollup_1m WHERE bucket >= " "1732399200000") > 0);
+    sqlite3_close(db);
+    assert_answers(base, a);
+    /* the restart resumes the pass */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    put(s, "city/other", "v", now + 1000, 2, 0); /* a commit: the 1-hour pass may start */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st = wait_derived(s, base + 7200000, base + 7200000);
+    CU_ASSERT_EQUAL(st.derived_1m, base + 7200000);
+    CU_ASSERT_EQUAL(st.derived_1h, base + 7200000);
+    assert_answers(base, a);
+    cb_store_close(s);
+    assert_answers(base, a);
+    db = raw_db();
+    assert_rollups_whole(db, "rollup_1h");
+    sqlite3_close(db);
+    free(a);
+    teardown();
+}
+
 /* A writer that dies with samples not yet derived (some far ahead of its
  * clock, a pass half done): the next run, which writes only a late sample,
  * derives them all by its close, and the tiers equal the raw aggregates. */
@@ -1193,6 +1348,16 @@ static void test_tiers_seal_appends(void)
             (long long)frames[0], (long long)frames[1]);
 }
 
+/* The samples read now are those of `before`, each once. */
+static void assert_rows_same(const struct rows *before)
+{
+    struct rows now;
+    rows_read(&now);
+    CU_ASSERT_EQUAL(now.n, before->n);
+    CU_ASSERT(rows_within(before, &now));
+    rows_free(&now);
+}
+
 /* A compaction runs in slices, each one transaction between commits that
  * moves whole series: a slice made to fail midway (an error injected into
  * its writes to `chunks`) changes nothing, and after every slice, the
@@ -1210,16 +1375,13 @@ static void test_tiers_compaction_slices(void)
         CU_ASSERT_EQUAL(cb_store_flush(s), 0);
         CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
     }
-    struct rows before, now;
+    struct rows before;
     rows_read(&before);
     CU_ASSERT_EQUAL_FATAL(before.n, 30 * 900);
     int64_t recent = count_rows("SELECT count(*) FROM chunks_recent");
     for (int i = 0; i < 3; i++) {
         CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
-        rows_read(&now);
-        CU_ASSERT_EQUAL(now.n, before.n);
-        CU_ASSERT(rows_within(&before, &now));
-        rows_free(&now);
+        assert_rows_same(&before);
         assert_chunks_ordered();
     }
     int64_t moved = count_rows("SELECT count(*) FROM chunks");
@@ -1233,10 +1395,7 @@ static void test_tiers_compaction_slices(void)
     int r = storage__compact_slice(s);
     CU_ASSERT(r != SQLITE_OK && r != SQLITE_ROW);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), moved);
-    rows_read(&now);
-    CU_ASSERT_EQUAL(now.n, before.n);
-    CU_ASSERT(rows_within(&before, &now));
-    rows_free(&now);
+    assert_rows_same(&before);
     CU_ASSERT_EQUAL(storage__writer_exec(s, "DROP TRIGGER fail_move"), SQLITE_OK);
     /* the fifth goes on where the third stopped; then a close mid-way */
     CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
@@ -1245,10 +1404,7 @@ static void test_tiers_compaction_slices(void)
     CU_ASSERT_EQUAL(st.compactions, 0);
     cb_store_close(s);
     CU_ASSERT(count_rows("SELECT count(*) FROM chunks_recent") > 0);
-    rows_read(&now);
-    CU_ASSERT_EQUAL(now.n, before.n);
-    CU_ASSERT(rows_within(&before, &now));
-    rows_free(&now);
+    assert_rows_same(&before);
     /* the reopen compacts what is left */
     s = open_store();
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
@@ -1258,10 +1414,7 @@ static void test_tiers_compaction_slices(void)
     cb_store_close(s);
     CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
     assert_chunks_ordered();
-    rows_read(&now);
-    CU_ASSERT_EQUAL(now.n, before.n);
-    CU_ASSERT(rows_within(&before, &now));
-    rows_free(&now);
+    assert_rows_same(&before);
     rows_free(&before);
     teardown();
 }
@@ -2335,6 +2488,9 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: an hour of rollup passes writes at most four pages a series "
                    "(the 1-minute tier's new rows once an hour, the 1-hour tier's)",
                 test_rollup_pass_pages);
+    CU_add_test(s, "storage: readers answer the same before a rollup pass, after a writer died "
+                   "in the middle of it, while the restart resumes it and after",
+                test_rollup_pass_readers_same);
     CU_add_test(s, "storage: the 1-minute derivation runs in passes that end on a closed hour; "
                    "queries count every sample meanwhile",
                 test_rollups_batched);
