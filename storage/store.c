@@ -451,6 +451,7 @@ struct cb_store {
     int64_t retention_interval_ms;
     int64_t step_rows;
     void (*observer)(double secs);
+    void (*step_observer)(double secs); /* under mu */
 
     /* writer thread only */
     sqlite3 *db;
@@ -2219,6 +2220,8 @@ static void step_timed(struct cb_store *s, int64_t t_start)
     double ms = (double)(mono_us() - t_start) / 1000.0;
     if (ms > s->stats.step_max_ms)
         s->stats.step_max_ms = ms;
+    if (s->step_observer)
+        s->step_observer(ms / 1000.0);
 }
 
 static void record_error(struct cb_store *s, int r)
@@ -2847,6 +2850,13 @@ void cb_store_set_clock(struct cb_store *s, const struct cb_clock *clock)
 {
     pthread_mutex_lock(&s->mu);
     s->clock = *clock;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void cb_store_set_step_observer(struct cb_store *s, void (*fn)(double secs))
+{
+    pthread_mutex_lock(&s->mu);
+    s->step_observer = fn;
     pthread_mutex_unlock(&s->mu);
 }
 
