@@ -1366,7 +1366,7 @@ static void assert_rows_same(const struct rows *before)
 static void test_tiers_compaction_slices(void)
 {
     setup();
-    cfg.storage_retention_step_rows = 10; /* slices of 10 chunks: two series */
+    cfg.storage_retention_step_rows = 40; /* slices of 10 chunks: two series */
     struct cb_store *s = open_store();
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     int64_t t0 = 1732400000000LL;
