@@ -77,6 +77,11 @@ start_broker
 
 # ---- the engine --------------------------------------------------------------
 committed() { cb_metric citybrain_storage_rows_written_total; }
+# step_hist: the writer's step histogram, cumulative counts by bound ("le count")
+step_hist() {
+  curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
+    sed -n 's/^citybrain_storage_step_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'
+}
 # wait_rows TARGET LIMIT_S [POLL_S]: polls the committed row counter
 # (every 0.5 s unless told).
 wait_rows() {
@@ -213,6 +218,7 @@ steady_run() {
   PIDS+=("$fp")
   sleep "$WARMUP"
   snapshot "$CB_PID" "$dir/s0"
+  step_hist > "$dir/h0"
   s_win=$((SECONDS_RUN - WARMUP - 5))
   [ "$s_win" -lt 5 ] && s_win=5
   # a copy of the WAL halfway through the window: its frames by table
@@ -221,6 +227,15 @@ steady_run() {
   cp "$dir/cb.db-wal" "$dir/wal.copy" 2>/dev/null
   sleep $((s_win - s_win / 2))
   snapshot "$CB_PID" "$dir/s1"
+  step_hist > "$dir/h1"
+  # the writer's steps between commits in the window: the bound of the
+  # histogram's bucket that holds the longest, and how many took > 50 ms
+  awk 'NR == FNR { a[$1] = $2; next }
+       { d[$1] = $2 - a[$1]; le[++k] = $1 }
+       END { tot = d["+Inf"]; top = "+Inf"
+             for (i = 1; i <= k; i++) if (d[le[i]] == tot) { top = le[i]; break }
+             printf "step_window_max_le %s\nsteps_window %d\nsteps_over_50ms %d\n", top, tot, tot - d["0.05"] }' \
+    "$dir/h0" "$dir/h1" >> "$dir/result"
   echo "step_max_s $(curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
     awk '$1 == "citybrain_storage_step_max_seconds" { print $2 }')" >> "$dir/result"
   wait "$fp"
@@ -358,6 +373,10 @@ done
   done
   for l in $BASE_LABEL head; do
     echo "- WAL frames by table ($l, a copy of the WAL halfway through the window): $(awk '$1 == "wal_tables" { $1 = ""; sub(/^ /, ""); print; exit }' "$TMP/$l/result")"
+  done
+  for l in $BASE_LABEL head; do
+    [ "$(res $l steps_window)" -gt 0 ] 2>/dev/null &&
+      echo "- writer steps between commits ($l, citybrain_storage_step_seconds): $(res $l steps_window) in the window, the longest at most $(res $l step_window_max_le) s, $(res $l steps_over_50ms) over 50 ms; the longest since start (history included) $(res $l step_max_s) s"
   done
   echo "- steady state baseline (count_sub, $BASE_S s of the same stream): $(tr '\n' ' ' < "$TMP/count_sub/result")"
 } >> "$NOTES"
