@@ -855,8 +855,9 @@ static void read_answers(int64_t base, struct answers *a)
 /* Opens the store in a child process with the clock at `now`, puts the
  * samples of [from, to) of city/r00..r11 (every 10 s, whole numbers, so
  * that every tier's sums are exact) and `extra` (a sample of city/other
- * at `now`, so that this run commits something), then dies: at once, or
- * (`mid_pass`) once a rollup pass has committed a few steps. */
+ * at `now`, so that this run commits something), then dies: once the
+ * file's first rollup pass is done, or (`mid_pass`) once a rollup pass has
+ * committed a few steps. */
 static void child_writes(int64_t now, int64_t from, int64_t to, int mid_pass)
 {
     pid_t pid = fork();
@@ -879,14 +880,16 @@ static void child_writes(int64_t now, int64_t from, int64_t to, int mid_pass)
         if (cb_store_flush(s) != 0)
             _exit(2);
         struct cb_store_stats st;
-        for (int i = 0; mid_pass && i < 5000; i++) {
+        for (int i = 0; i < 50000; i++) {
             cb_store_get_stats(s, &st);
-            if (st.derive_steps > 3)
+            /* mid-pass: a few steps in; else once the file's first pass
+             * (up to the clock, before the samples) is done */
+            if (mid_pass ? st.derive_steps > 3 : st.derived_1m > STORAGE_DERIVE_NONE)
                 _exit(0);
             struct timespec ts = {0, 200000};
             nanosleep(&ts, NULL);
         }
-        _exit(mid_pass ? 3 : 0);
+        _exit(3);
     }
     int status = 0;
     waitpid(pid, &status, 0);
