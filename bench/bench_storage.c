@@ -50,9 +50,13 @@
  *   compact_ms_10k, compact_rows, compact_bytes_per_sample   then the
  *                            compaction of the recent tier those two seals
  *                            left (10,000 series, 5 chunks each, 1.7 million
- *                            samples) into `chunks`: its one transaction's
- *                            wall time, the chunk rows moved, the bytes
+ *                            samples) into `chunks`: its wall time (all
+ *                            its slices), the chunk rows moved, the bytes
  *                            handed to the kernel per sample moved
+ *   compact_slices, compact_slice_max_ms   the compaction's slices (each
+ *                            one transaction between commits, as the
+ *                            writer runs them) and the longest: what a
+ *                            commit waits for at most
  *
  * Usage: bench_storage [--seconds N] [--seal-only] (simulated seconds of
  * 10,000 series; 30. --seal-only: the seal and derivation figures alone) */
@@ -231,7 +235,7 @@ static double derive_read_ms(const char *path, int64_t from, int64_t to)
  * store's clock stands before the samples, so neither the writer's own seal
  * nor its derivation runs meanwhile. */
 static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *read_head_ms,
-                       double *read_chunks_ms, double *compact[3])
+                       double *read_chunks_ms, double *compact[5])
 {
     struct cb_config cfg = make_cfg("seal.db");
     struct cb_store *s = open_store(&cfg);
@@ -268,12 +272,22 @@ static void bench_seal(int64_t t0, double *seal_ms, double *seal_bytes, double *
     sqlite3_close(db);
     w0 = bytes_written();
     a = now_s();
-    int compact_rc = storage__compact(s);
+    int compact_rc, slices = 0;
+    double slice_max = 0;
+    do { /* slice by slice, as the writer runs them between commits */
+        double b = now_s();
+        compact_rc = storage__compact_slice(s);
+        if ((now_s() - b) * 1000.0 > slice_max)
+            slice_max = (now_s() - b) * 1000.0;
+        slices++;
+    } while (compact_rc == SQLITE_ROW);
     if (compact_rc != SQLITE_OK)
         fprintf(stderr, "bench_storage: compaction: %s\n", sqlite3_errstr(compact_rc));
     *compact[0] = (now_s() - a) * 1000.0;
     *compact[1] = (double)rows;
     *compact[2] = samples ? (double)(bytes_written() - w0) / (double)samples : 0;
+    *compact[3] = slices;
+    *compact[4] = slice_max;
     cb_store_close(s);
     cb_config_free(&cfg);
 }
@@ -600,7 +614,9 @@ int main(int argc, char **argv)
     int64_t t0 = (cb_wall_ms() / 60000) * 60000;
     double seal_ms = 0, seal_bytes = 0, read_head = 0, read_chunks = 0;
     double compact_ms = 0, compact_rows = 0, compact_bytes = 0;
-    double *compact[3] = {&compact_ms, &compact_rows, &compact_bytes};
+    double compact_slices = 0, compact_slice_max = 0;
+    double *compact[5] = {&compact_ms, &compact_rows, &compact_bytes, &compact_slices,
+                          &compact_slice_max};
     bench_seal(t0, &seal_ms, &seal_bytes, &read_head, &read_chunks, compact);
     printf("seal_ms_10k %.0f\n", seal_ms);
     printf("seal_bytes_per_sample %.1f\n", seal_bytes);
@@ -609,6 +625,8 @@ int main(int argc, char **argv)
     printf("compact_ms_10k %.0f\n", compact_ms);
     printf("compact_rows %.0f\n", compact_rows);
     printf("compact_bytes_per_sample %.2f\n", compact_bytes);
+    printf("compact_slices %.0f\n", compact_slices);
+    printf("compact_slice_max_ms %.1f\n", compact_slice_max);
     fflush(stdout);
     if (seal_only) {
         rm_rf(dir);

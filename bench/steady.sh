@@ -43,6 +43,8 @@
 # Environment: BENCH_STEADY_SERIES (10000, at most 10,080),
 # BENCH_STEADY_HISTORY (600 s), BENCH_STEADY_SECONDS (180),
 # BENCH_STEADY_WARMUP (30 s), BENCH_STEADY_BASE_SECONDS (30),
+# BENCH_STEADY_FROM and BENCH_STEADY_TO (epoch seconds: the window by the
+# clock instead of WARMUP and SECONDS, e.g. one whole hour of rollup cycle),
 # BENCH_STEADY_FLOOD (200000), BENCH_QUICK=1 (1,000 series, 120 s of
 # history, 40 s steady, a flood of 20,000). CB (the engine under test,
 # build/citybrain).
@@ -75,6 +77,11 @@ start_broker
 
 # ---- the engine --------------------------------------------------------------
 committed() { cb_metric citybrain_storage_rows_written_total; }
+# step_hist: the writer's step histogram, cumulative counts by bound ("le count")
+step_hist() {
+  curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
+    sed -n 's/^citybrain_storage_step_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'
+}
 # wait_rows TARGET LIMIT_S [POLL_S]: polls the committed row counter
 # (every 0.5 s unless told).
 wait_rows() {
@@ -120,24 +127,28 @@ snapshot() {
     echo "committed $(committed)"
     echo "time $(now)"
     # the journal's segments (`journal_seg NAME BYTES`), for journal_growth
-    for f in "$(dirname "$2")"/cb.db.journal/*.seg; do
-      [ -e "$f" ] && echo "journal_seg $(basename "$f") $(stat -c %s "$f")"
-    done
+    segments "$(dirname "$2")/cb.db.journal"
   } > "$2"
 }
-# journal_growth A B: bytes the journal's segments grew from snapshot A to
-# B. A segment gone at B (released once committed) was the active one at A
-# or a closed one: a closed segment no longer grows; the active one grew to
-# about storage.journal_segment (64 MiB, the default the engines run with)
-# before it rotated. Segments new at B count whole. The zeroed room grown
-# ahead of the records (at most 16 KB) is counted as written.
+# segments DIR: a line `journal_seg NAME BYTES` for each segment of the journal.
+segments() {
+  for f in "$1"/*.seg; do
+    [ -e "$f" ] && echo "journal_seg $(basename "$f") $(stat -c %s "$f" 2>/dev/null || echo 0)"
+  done
+}
+# journal_growth A B [POLL]: bytes the journal's segments grew from snapshot
+# A to B: for each segment seen at B or in POLL (the segments listed every
+# second in between), the largest size seen less its size at A (0 for a
+# segment new since). A segment fills, rotates and is released once its
+# records are committed; the polls miss at most the last second of a
+# segment's growth before its release. The zeroed room grown ahead of the
+# records (at most 16 KB) is counted as written.
 journal_growth() {
-  awk -v seg=$((64 << 20)) 'FNR == NR && $1 == "journal_seg" { a[$2] = $3; last = $2 > last ? $2 : last }
-    FNR != NR && $1 == "journal_seg" { b[$2] = $3 }
-    END { g = 0
-          for (k in b) g += b[k] - (k in a ? a[k] : 0)
-          if (last != "" && !(last in b)) g += seg - a[last]
-          printf "%.0f\n", g }' "$1" "$2"
+  awk 'FILENAME == ARGV[1] && $1 == "journal_seg" { a[$2] = $3; next }
+       $1 == "journal_seg" { if (!($2 in m) || $3 > m[$2]) m[$2] = $3 }
+       END { g = 0
+             for (k in m) g += m[k] - (k in a ? a[k] : 0)
+             printf "%.0f\n", g }' "$@"
 }
 # delta A B KEY: B's KEY minus A's.
 delta() { awk -v k="$3" 'FNR == NR && $1 == k { a = $2 } FNR != NR && $1 == k { b = $2 } END { printf "%.6f\n", b - a }' "$1" "$2"; }
@@ -193,6 +204,16 @@ steady_run() {
   echo "history_s $((SECONDS - t0))" >> "$dir/result"
   log "$label: $((SERIES * HISTORY)) history samples committed in $((SECONDS - t0)) s; $(du -sh "$dir" | cut -f1) on disk"
   base_rows=$(committed)
+  if [ -n "${BENCH_STEADY_TO:-}" ]; then
+    # a window set by the clock (epoch seconds), e.g. one whole hour of
+    # rollup cycle: the publisher runs until 5 s past its end
+    local t_now
+    t_now=$(date +%s)
+    SECONDS_RUN=$((BENCH_STEADY_TO + 5 - t_now))
+    WARMUP=$((${BENCH_STEADY_FROM:-$((t_now + 30))} - t_now))
+    [ "$WARMUP" -lt 10 ] && WARMUP=10
+    log "$label: window from $(date -d @$((t_now + WARMUP)) +%T) to $(date -d @"$BENCH_STEADY_TO" +%T)"
+  fi
   n_steady=$((SERIES * SECONDS_RUN))
   t_start=$(date +%s%3N)
   "$TOOLS/flood_pub" --broker "$BROKER" --topics "$SERIES" --count "$n_steady" --qos 1 \
@@ -201,6 +222,11 @@ steady_run() {
   PIDS+=("$fp")
   sleep "$WARMUP"
   snapshot "$CB_PID" "$dir/s0"
+  step_hist > "$dir/h0"
+  # the journal's segments every second through the window (journal_growth:
+  # a segment may be created, filled and released between the snapshots)
+  ( while :; do segments "$dir/cb.db.journal"; sleep 1; done ) > "$dir/segpoll" &
+  local segp=$!
   s_win=$((SECONDS_RUN - WARMUP - 5))
   [ "$s_win" -lt 5 ] && s_win=5
   # a copy of the WAL halfway through the window: its frames by table
@@ -209,6 +235,18 @@ steady_run() {
   cp "$dir/cb.db-wal" "$dir/wal.copy" 2>/dev/null
   sleep $((s_win - s_win / 2))
   snapshot "$CB_PID" "$dir/s1"
+  kill "$segp" 2>/dev/null; wait "$segp" 2>/dev/null
+  step_hist > "$dir/h1"
+  # the writer's steps between commits in the window: the bound of the
+  # histogram's bucket that holds the longest, and how many took > 50 ms
+  awk 'NR == FNR { a[$1] = $2; next }
+       { d[$1] = $2 - a[$1]; le[++k] = $1 }
+       END { tot = d["+Inf"]; top = "+Inf"
+             for (i = 1; i <= k; i++) if (d[le[i]] == tot) { top = le[i]; break }
+             printf "step_window_max_le %s\nsteps_window %d\nsteps_over_50ms %d\n", top, tot, tot - d["0.05"] }' \
+    "$dir/h0" "$dir/h1" >> "$dir/result"
+  echo "step_max_s $(curl -s --max-time 2 "http://127.0.0.1:$HPORT/metrics" |
+    awk '$1 == "citybrain_storage_step_max_seconds" { print $2 }')" >> "$dir/result"
   wait "$fp"
   local caught=1
   wait_rows $((base_rows + n_steady)) 120 || caught=0
@@ -241,7 +279,7 @@ steady_run() {
     echo "write_bytes_per_sample $(per "$(delta "$dir/s0" "$dir/s1" write_bytes)" "$n" 1)"
     echo "disk_bytes_per_sample $(per "$(awk -v w="$(delta "$dir/s0" "$dir/s1" write_bytes)" \
       -v c="$(delta "$dir/s0" "$dir/s1" cancelled_write_bytes)" 'BEGIN { print w - c }')" "$n" 1)"
-    echo "journal_bytes_per_sample $(per "$(journal_growth "$dir/s0" "$dir/s1")" "$n" 1)"
+    echo "journal_bytes_per_sample $(per "$(journal_growth "$dir/s0" "$dir/s1" "$dir/segpoll")" "$n" 1)"
     echo "wchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" wchar)" "$n" 1)"
     echo "rchar_per_sample $(per "$(delta "$dir/s0" "$dir/s1" rchar)" "$n" 1)"
     echo "syscw_per_sample $(per "$(delta "$dir/s0" "$dir/s1" syscw)" "$n" 1)"
@@ -344,6 +382,10 @@ done
   done
   for l in $BASE_LABEL head; do
     echo "- WAL frames by table ($l, a copy of the WAL halfway through the window): $(awk '$1 == "wal_tables" { $1 = ""; sub(/^ /, ""); print; exit }' "$TMP/$l/result")"
+  done
+  for l in $BASE_LABEL head; do
+    [ "$(res $l steps_window)" -gt 0 ] 2>/dev/null &&
+      echo "- writer steps between commits ($l, citybrain_storage_step_seconds): $(res $l steps_window) in the window, the longest at most $(res $l step_window_max_le) s, $(res $l steps_over_50ms) over 50 ms; the longest since start (history included) $(res $l step_max_s) s"
   done
   echo "- steady state baseline (count_sub, $BASE_S s of the same stream): $(tr '\n' ' ' < "$TMP/count_sub/result")"
 } >> "$NOTES"

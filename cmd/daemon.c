@@ -90,10 +90,12 @@ struct cb_daemon {
     struct cb_looplag *looplag; /* the loop's own lag, for /metrics and health */
 };
 
-static struct cb_histogram *commit_histogram; /* the store's observer has no ctx */
+static struct cb_histogram *commit_histogram; /* the store's observers have no ctx */
+static struct cb_histogram *step_histogram;
 static struct cb_ratelimit reject_log = {.burst = 5, .interval_ms = 10000};
 
 static void observe_commit(double secs) { cb_histogram_observe(commit_histogram, secs); }
+static void observe_step(double secs) { cb_histogram_observe(step_histogram, secs); }
 
 /* ---- metrics ------------------------------------------------------------- */
 
@@ -169,6 +171,9 @@ STORE_STAT(g_store_retention, retention_deleted)
 STORE_STAT(g_store_derive_steps, derive_steps)
 STORE_STAT(g_store_derive_errors, derive_errors)
 STORE_STAT(g_store_cache_bytes, cache_bytes)
+STORE_STAT(g_store_step_max_ms, step_max_ms)
+/* The longest step between two commits, in seconds (stats in ms). */
+static double g_store_step_max(void *ctx) { return g_store_step_max_ms(ctx) / 1000.0; }
 /* How far rollup_1m lags the clock: minutes its derivation has not reached
  * (about one minute plus the grace when healthy). */
 static double g_store_derive_lag(void *ctx)
@@ -330,6 +335,11 @@ static void register_metrics(struct cb_daemon *d)
     commit_histogram = cb_metrics_histogram("citybrain_storage_commit_seconds", "",
                                             "duration of one storage commit",
                                             cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
+    step_histogram = cb_metrics_histogram(
+        "citybrain_storage_step_seconds", "",
+        "duration of one step the storage writer runs between two commits (a seal, a slice of "
+        "a compaction, a rollup derivation or retention step): a commit due meanwhile waits",
+        cb_metrics_latency_bounds, cb_metrics_latency_nbounds);
     d->h_lag = cb_metrics_histogram("citybrain_loop_lag_seconds", "",
                                     "how late the event loop runs a timer: from its due moment "
                                     "to its run (a 100 ms timer measuring itself)",
@@ -391,6 +401,11 @@ static void register_metrics(struct cb_daemon *d)
          g_store_derive_steps},
         {"citybrain_storage_rollup_derive_errors_total", "rollup derivation steps that failed (retried)",
          g_store_derive_errors},
+        {"citybrain_storage_step_max_seconds",
+         "the longest step the writer ran between two commits since start (a seal, a slice of "
+         "a compaction, a rollup derivation or retention step): a commit due meanwhile waited "
+         "that long",
+         g_store_step_max},
         {"citybrain_storage_rollup_lag_seconds",
          "how far behind the clock rollup_1m is complete (queries read raw samples for the rest)",
          g_store_derive_lag},
@@ -1098,6 +1113,7 @@ static int start(struct cb_daemon *d, struct cb_ruleset *rs)
         cb_error("storage", "%s: %s", cfg->storage_db, err);
         return -1;
     }
+    cb_store_set_step_observer(d->store, observe_step);
     cb_info("storage", "database %s (synchronous=%s)", cfg->storage_db,
             cfg->storage_synchronous == CB_SYNC_FULL ? "full" : "normal");
 

@@ -81,6 +81,9 @@ struct cb_store_stats {
     uint64_t retention_deleted;
     size_t pending_rows;       /* queued for the writer */
     double last_commit_ms;
+    double step_max_ms;        /* the longest step the writer ran between two commits
+                                  (seal, compaction slice, derivation, retention or
+                                  conversion step) since open: a commit waited that long */
     enum cb_store_health health;
     char last_error[256];
     uint64_t committed_journal_pos;
@@ -145,6 +148,11 @@ int cb_store_flush(struct cb_store *s);
 /* The clock retention cuts are computed from (default: the wall clock). The
  * struct is copied; ctx must outlive the store. */
 void cb_store_set_clock(struct cb_store *s, const struct cb_clock *clock);
+/* Calls fn (NULL: none) on the writer thread with the duration, in seconds,
+ * of each step the writer runs between two commits: a seal of the head, a
+ * slice of a compaction, a rollup derivation, retention or conversion step.
+ * A commit that falls due meanwhile waits for it. */
+void cb_store_set_step_observer(struct cb_store *s, void (*fn)(double secs));
 /* Runs one retention step on the writer thread now and waits for it: at most
  * storage.retention.step_rows rows deleted, in one short transaction,
  * starting a new pass over the tiers when the previous one finished.

@@ -44,9 +44,10 @@
 #define STORAGE_COMPACT_SEALS 30
 
 #define STORAGE_MINUTE_MS 60000LL
-/* A pass of the 1-minute rollup derivation starts once this much is closed
- * and not derived (store.c, derive_has_work). */
-#define STORAGE_DERIVE_BATCH_MS (10 * STORAGE_MINUTE_MS)
+/* While running, a pass of the 1-minute rollup derivation ends on a
+ * multiple of this (whole hours; store.c, derive_target and
+ * derive_has_work; docs/storage.md, "Passes of an hour"). */
+#define STORAGE_DERIVE_BATCH_MS (60 * STORAGE_MINUTE_MS)
 #define STORAGE_HOUR_MS 3600000LL
 
 /* Formats an error text into err (when err and errlen are non-zero). */
@@ -118,6 +119,10 @@ int storage__seal(struct cb_store *s);
  * thread, between commits, in one transaction (as the writer does once the
  * tier holds STORAGE_COMPACT_SEALS seals). Returns the SQLite code. */
 int storage__compact(struct cb_store *s);
+/* Test hook: one slice of a compaction (starting one if none runs).
+ * Returns SQLITE_ROW when slices remain, SQLITE_OK when it is done, else
+ * the SQLite code. */
+int storage__compact_slice(struct cb_store *s);
 
 /* Test hook: runs `sql` on the writer thread's connection (a pragma such as
  * max_page_count or busy_timeout), between commits. Returns the SQLite code. */

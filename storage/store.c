@@ -303,7 +303,9 @@ enum {
     CST_RECENT_GET,
     CST_RECENT_KEYS,
     CST_RECENT_MOVE,
-    CST_RECENT_CLEAR,
+    CST_RECENT_SLICE_DEL,
+    CST_RECENT_FIRST,
+    CST_SERIES_AFTER,
     CST_LEGACY_IDS,
     CST_LEGACY_ROWS,
     CST_LEGACY_DEL,
@@ -337,11 +339,17 @@ static const char *const cst_sql[CST__COUNT] = {
                         "series_id = ?2 ORDER BY start_ts",
     [CST_RECENT_GET] = "SELECT start_ts, end_ts, data FROM chunks_recent WHERE seal = ?1 AND "
                        "series_id = ?2 AND start_ts = ?3",
-    [CST_RECENT_KEYS] = "SELECT seal, series_id, start_ts, n FROM chunks_recent",
+    /* one seal's keys for series in (?2, ?3], and their deletion (a slice
+     * of a compaction) */
+    [CST_RECENT_KEYS] = "SELECT seal, series_id, start_ts, n FROM chunks_recent WHERE seal = ?1 "
+                        "AND series_id > ?2 AND series_id <= ?3",
+    [CST_RECENT_SLICE_DEL] = "DELETE FROM chunks_recent WHERE seal = ?1 AND series_id > ?2 AND "
+                             "series_id <= ?3",
+    [CST_RECENT_FIRST] = "SELECT min(seal) FROM chunks_recent",
+    [CST_SERIES_AFTER] = "SELECT id FROM series WHERE id > ?1 ORDER BY id LIMIT 256",
     [CST_RECENT_MOVE] = "INSERT INTO chunks(series_id, start_ts, end_ts, n, data) SELECT "
                         "series_id, start_ts, end_ts, n, data FROM chunks_recent WHERE "
                         "seal = ?1 AND series_id = ?2 AND start_ts = ?3",
-    [CST_RECENT_CLEAR] = "DELETE FROM chunks_recent",
     [CST_LEGACY_IDS] = "SELECT id FROM series WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT 256",
     [CST_LEGACY_ROWS] = "SELECT ts, value FROM samples_v6 WHERE series_id = ?1 ORDER BY ts",
     [CST_LEGACY_DEL] = "DELETE FROM samples_v6 WHERE series_id = ?1",
@@ -400,6 +408,13 @@ struct derive {
 };
 
 #define DERIVE_GRACE_MS 5000
+/* A derivation step reads this many times storage.retention.step_rows
+ * source rows: reading is cheaper than deleting (about 0.3 µs a row from
+ * chunks), and each step's transaction writes the meta page and the inner
+ * pages of the tier again: at 5,000 rows a step (1.4 series at 1 Hz, passes
+ * of an hour) those were about half of a pass's WAL frames. A step of
+ * 40,000 rows takes tens of milliseconds (citybrain_storage_step_max_seconds). */
+#define DERIVE_STEP_FACTOR 8
 
 /* Retention: one tier's progress in the current pass. */
 struct tier_cursor {
@@ -450,6 +465,7 @@ struct cb_store {
     int64_t retention_interval_ms;
     int64_t step_rows;
     void (*observer)(double secs);
+    void (*step_observer)(double secs); /* under mu */
 
     /* writer thread only */
     sqlite3 *db;
@@ -479,6 +495,14 @@ struct cb_store {
      * and compacts only when they may hold samples older than its cut. */
     int64_t head_min, recent_min;
     struct job compact;
+    /* A compaction in slices (compact_recent): seals [compact_from,
+     * compact_upto], series up to compact_cursor moved. */
+    int compacting;
+    int compact_auto; /* started by the writer or retention: it goes on by itself;
+                         asked by storage__compact_slice: one slice per ask */
+    int64_t compact_from, compact_upto, compact_cursor;
+    struct rkey *keys;
+    size_t capkeys;
     int64_t seq;        /* the seq of the last commit that wrote the head */
     int64_t head_first; /* the oldest seq in the head, INT64_MAX when empty */
     struct job seal;
@@ -1361,46 +1385,118 @@ static int compact_series(struct cb_store *s, const struct rkey *k, size_t nk)
     return chunks_write(s, series, s->pts, n, 0);
 }
 
-/* Moves the whole recent tier into `chunks` in one transaction (see above).
- * Returns the SQLite code; on failure nothing changed. */
+/* Reads into s->keys the recent tier's keys of seals [compact_from,
+ * compact_upto] for series in (lo, hi], sorted by (series, start). Returns
+ * the SQLite code. */
+static int slice_keys(struct cb_store *s, int64_t lo, int64_t hi, size_t *nk)
+{
+    sqlite3_stmt *q = s->cst[CST_RECENT_KEYS];
+    int r = SQLITE_OK;
+    *nk = 0;
+    for (int64_t seal = s->compact_from; seal <= s->compact_upto && r == SQLITE_OK; seal++) {
+        sqlite3_bind_int64(q, 1, seal);
+        sqlite3_bind_int64(q, 2, lo);
+        sqlite3_bind_int64(q, 3, hi);
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            if (grow((void **)&s->keys, &s->capkeys, *nk + 1, sizeof *s->keys) < 0) {
+                r = SQLITE_NOMEM;
+                break;
+            }
+            s->keys[(*nk)++] = (struct rkey){sqlite3_column_int64(q, 1), sqlite3_column_int64(q, 2),
+                                             seal, sqlite3_column_int64(q, 3)};
+        }
+        sqlite3_reset(q);
+        r = r == SQLITE_DONE ? SQLITE_OK : r;
+    }
+    if (r == SQLITE_OK && *nk)
+        qsort(s->keys, *nk, sizeof *s->keys, cmp_rkey);
+    return r;
+}
+
+/* One slice of a compaction of the recent tier (see above), one transaction
+ * between commits. A compaction takes the seals present when it starts
+ * (compact_from..compact_upto; later seals wait for the next one) and moves
+ * them series by series in id order: a slice takes the series after
+ * compact_cursor (at most 256) until it has moved a quarter of
+ * storage.retention.step_rows chunks (whole series; 1,250 by default, about
+ * 25 ms at 20 µs a chunk, bench_storage at load 12), and deletes their rows
+ * of those seals from the tier. At 10,000 series an hour's tier is about
+ * 300,000 chunks: one transaction of seconds, which every commit waited
+ * for, becomes slices of tens of milliseconds between commits. Each slice leaves every sample in exactly
+ * one tier (readers read both), so a failure or a crash between or in
+ * slices loses and doubles nothing; a compaction cut short is started again
+ * over what is left. Returns SQLITE_ROW when slices remain, SQLITE_OK when
+ * the compaction is done (the tier holds only later seals), else the SQLite
+ * code (nothing of that slice changed). */
 static int compact_recent(struct cb_store *s)
 {
-    struct rkey *keys = NULL;
-    size_t nk = 0, cap = 0;
-    int r = step_done(s->st[ST_BEGIN]);
-    if (r != SQLITE_OK)
-        return r;
-    sqlite3_stmt *all = s->cst[CST_RECENT_KEYS];
-    while ((r = sqlite3_step(all)) == SQLITE_ROW) {
-        if (grow((void **)&keys, &cap, nk + 1, sizeof *keys) < 0) {
-            r = SQLITE_NOMEM;
-            break;
+    sqlite3_stmt *q;
+    int r;
+    if (!s->compacting) {
+        q = s->cst[CST_RECENT_FIRST];
+        r = sqlite3_step(q);
+        int empty = r == SQLITE_ROW && sqlite3_column_type(q, 0) == SQLITE_NULL;
+        s->compact_from = r == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+        sqlite3_reset(q);
+        if (r != SQLITE_ROW)
+            return r;
+        if (empty) {
+            s->recent_seals = 0;
+            s->recent_min = INT64_MAX;
+            return SQLITE_OK;
         }
-        keys[nk++] = (struct rkey){sqlite3_column_int64(all, 1), sqlite3_column_int64(all, 2),
-                                   sqlite3_column_int64(all, 0), sqlite3_column_int64(all, 3)};
+        s->compact_upto = s->recent_seal;
+        s->compact_cursor = 0;
+        s->compacting = 1;
     }
-    sqlite3_reset(all);
-    if (r != SQLITE_DONE)
+    if ((r = step_done(s->st[ST_BEGIN])) != SQLITE_OK)
+        return r;
+    /* the next (at most 256) series ids: their keys, then whole series
+     * until the budget is spent */
+    int64_t lo = s->compact_cursor, hi = lo, moved = 0;
+    size_t nids = 0, nk = 0;
+    q = s->cst[CST_SERIES_AFTER];
+    sqlite3_bind_int64(q, 1, lo);
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        hi = sqlite3_column_int64(q, 0);
+        nids++;
+    }
+    sqlite3_reset(q);
+    if (r != SQLITE_DONE || (r = slice_keys(s, lo, hi, &nk)) != SQLITE_OK)
         goto fail;
-    r = SQLITE_OK;
-    if (nk)
-        qsort(keys, nk, sizeof *keys, cmp_rkey);
-    for (size_t a = 0; a < nk && r == SQLITE_OK;) {
+    int last = nids < 256;
+    size_t a = 0;
+    while (a < nk && moved < (s->step_rows + 3) / 4) {
         size_t b = a;
-        while (b < nk && keys[b].series == keys[a].series)
+        while (b < nk && s->keys[b].series == s->keys[a].series)
             b++;
-        r = compact_series(s, keys + a, b - a);
+        if ((r = compact_series(s, s->keys + a, b - a)) != SQLITE_OK)
+            goto fail;
+        moved += (int64_t)(b - a);
         a = b;
     }
-    if (r != SQLITE_OK || (r = step_done(s->cst[CST_RECENT_CLEAR])) != SQLITE_OK ||
-        (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
+    if (a < nk) { /* budget spent: the slice ends after the last series moved */
+        hi = s->keys[a - 1].series;
+        last = 0;
+    }
+    sqlite3_stmt *del = s->cst[CST_RECENT_SLICE_DEL];
+    for (int64_t seal = s->compact_from; seal <= s->compact_upto && r == SQLITE_OK; seal++) {
+        sqlite3_bind_int64(del, 1, seal);
+        sqlite3_bind_int64(del, 2, lo);
+        sqlite3_bind_int64(del, 3, last ? INT64_MAX : hi);
+        r = step_done(del);
+    }
+    if (r != SQLITE_OK || (r = step_done(s->st[ST_COMMIT])) != SQLITE_OK)
         goto fail;
-    free(keys);
-    s->recent_seals = 0;
-    s->recent_min = INT64_MAX;
+    s->compact_cursor = hi;
+    if (!last)
+        return SQLITE_ROW;
+    s->compacting = 0;
+    s->recent_seals = s->recent_seal - s->compact_upto;
+    if (s->recent_seals == 0)
+        s->recent_min = INT64_MAX;
     return SQLITE_OK;
 fail:
-    free(keys);
     step_done(s->st[ST_ROLLBACK]);
     return r;
 }
@@ -1484,8 +1580,17 @@ struct commit_result {
     uint64_t pos;
 };
 
+/* Whether sensor e's first/last seen are to be written by this commit (see
+ * commit_batch): at close (`final`), when first_seen moved back, or when
+ * last_seen entered another (epoch) minute than the one written. */
+static int seen_due(const struct sensor_ent *e, int final)
+{
+    return final || e->first_seen < e->first_db ||
+           storage__bucket(e->last_seen, 60000) != storage__bucket(e->last_db, 60000);
+}
+
 /* Commits batch b in one transaction. `final` writes every sensor's
- * last_seen (otherwise only those that moved by a minute). Returns SQLITE_OK
+ * last_seen (otherwise only those whose last_seen entered a new minute). Returns SQLITE_OK
  * with *res filled, or the SQLite error code after a rollback. */
 static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int final,
                         struct commit_result *res)
@@ -1635,11 +1740,16 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
             goto fail;
         res->quarantined++;
     }
-    /* sensors' first/last seen: written when they moved by a minute, so a
-     * sensor costs one UPDATE a minute, not one per commit */
+    /* sensors' first/last seen: written when last_seen enters a new
+     * (epoch) minute, so a sensor costs one UPDATE a minute, not one per
+     * commit, and sensors reporting steadily are written at the same commit:
+     * their pages once a minute. Written when they had moved by a minute
+     * since the last write, each sensor came due at its own commit and
+     * every commit dirtied most of the table's pages (11 % of the WAL's
+     * frames at 10,000 sensors). */
     for (size_t i = 0; i < s->ntouched; i++) {
         struct sensor_ent *e = s->touched[i];
-        if (final || e->first_seen < e->first_db || e->last_seen - e->last_db >= 60000) {
+        if (seen_due(e, final)) {
             sqlite3_stmt *st = s->st[ST_UPD_SEEN];
             sqlite3_bind_int64(st, 1, e->id);
             sqlite3_bind_int64(st, 2, e->first_seen);
@@ -1668,7 +1778,7 @@ static int commit_batch(struct cb_store *s, struct batch *b, uint64_t pos, int f
     for (size_t i = 0; i < s->ntouched; i++) {
         struct sensor_ent *e = s->touched[i];
         e->touched = 0;
-        if (final || e->first_seen < e->first_db || e->last_seen - e->last_db >= 60000) {
+        if (seen_due(e, final)) {
             e->first_db = e->first_seen;
             e->last_db = e->last_seen;
         }
@@ -1857,7 +1967,15 @@ static int retention_step(struct cb_store *s, uint64_t *deleted, int *more)
                 return r;
         }
         if (s->tiered && s->recent_seals > 0 && s->recent_min < cut) {
+            /* a slice at a time, like the writer's own compaction: the pass
+             * starts once the compaction is done (*more meanwhile) */
+            if (!s->compacting)
+                s->compact_auto = 1;
             int r = compact_recent(s);
+            if (r == SQLITE_ROW) {
+                *more = 1;
+                return SQLITE_OK;
+            }
             if (r != SQLITE_OK)
                 return r;
             pthread_mutex_lock(&s->mu);
@@ -1980,6 +2098,10 @@ static int64_t derive_target(const struct cb_store *s, int t, int all)
     int64_t w = derive_width[t], to;
     if (t == 0) {
         to = storage__bucket(cb_clock_now(&s->clock) - DERIVE_GRACE_MS - s->commit_interval_ms, w);
+        /* while running, passes end on a whole hour (STORAGE_DERIVE_BATCH_MS,
+         * see derive_has_work); the first pass of a file at once */
+        if (!all && s->derive[0].done != STORAGE_DERIVE_NONE)
+            to = storage__bucket(to, STORAGE_DERIVE_BATCH_MS);
         if (all && s->max_ts != INT64_MIN && storage__bucket(s->max_ts, w) + w > to)
             to = storage__bucket(s->max_ts, w) + w;
     } else {
@@ -2034,8 +2156,9 @@ static int derive_series(sqlite3_stmt *src, sqlite3_stmt *put, int t, int64_t se
 }
 
 /* One step of tier t's pass (starting one when `start` > done and none
- * runs): series after the cursor until step_rows source rows are read, and
- * the new state, in one transaction. Sets *more when the pass goes on. */
+ * runs): series after the cursor until DERIVE_STEP_FACTOR * step_rows source
+ * rows are read, and the new state, in one transaction. Sets *more when the
+ * pass goes on. */
 static int derive_step(struct cb_store *s, int t, int64_t start, int *more)
 {
     struct derive d = s->derive[t];
@@ -2060,12 +2183,12 @@ static int derive_step(struct cb_store *s, int t, int64_t start, int *more)
         (r = sqlite3_prepare_v2(s->db, derive_src_sql[t], -1, &src, NULL)) != SQLITE_OK ||
         (r = sqlite3_prepare_v2(s->db, derive_put_sql[t], -1, &put, NULL)) != SQLITE_OK)
         goto out;
-    int64_t rows = 0;
+    int64_t rows = 0, budget = s->step_rows * DERIVE_STEP_FACTOR;
     int finished = d.done >= d.to;
-    while (rows < s->step_rows && !finished) {
+    while (rows < budget && !finished) {
         sqlite3_bind_int64(ids, 1, d.cursor);
         finished = 1;
-        while (rows < s->step_rows && (r = sqlite3_step(ids)) == SQLITE_ROW) {
+        while (rows < budget && (r = sqlite3_step(ids)) == SQLITE_ROW) {
             int64_t id = sqlite3_column_int64(ids, 0);
             finished = 0;
             rows++; /* a seek costs like a row */
@@ -2104,18 +2227,21 @@ out:
 }
 
 /* Whether tier t has work towards `target`: a pass runs, or the target is
- * past done; for a new pass of the 1-minute tier while running (not `all`),
- * by STORAGE_DERIVE_BATCH_MS: a pass then writes ten rows per series that
- * lie together, a page per series, where a pass every minute wrote one row
- * per series on a page of its own (docs/storage.md, "Rollups: derived once
- * the bucket has closed"). */
-static int derive_has_work(const struct cb_store *s, int t, int64_t target, int all)
+ * past done. While running, the 1-minute tier's target moves by whole
+ * hours (STORAGE_DERIVE_BATCH_MS, derive_target): rollup_1m is keyed
+ * (series_id, bucket), so a pass writes each series' new rows on its newest
+ * leaf page (and splits it), a page or more per series and pass, each
+ * written to the WAL and again by the checkpoint, however many rows. Sixty
+ * rows a pass instead of ten wrote 4.4 times fewer pages (the test "an hour
+ * of rollup passes writes at most four pages a series": 1,280 WAL frames
+ * for 100 series at ten minutes, 534 at thirty, 293 at sixty), and the
+ * 1-hour pass follows each at once (docs/storage.md, "Passes of an
+ * hour"). */
+static int derive_has_work(const struct cb_store *s, int t, int64_t target)
 {
     const struct derive *d = &s->derive[t];
     if (d->to > d->done)
         return 1;
-    if (t == 0 && !all && d->done != STORAGE_DERIVE_NONE)
-        return target - d->done >= STORAGE_DERIVE_BATCH_MS;
     return target > d->done;
 }
 
@@ -2130,7 +2256,7 @@ static int derive_due(const struct cb_store *s)
     if (s->max_ts == INT64_MIN)
         return s->derive[0].to > s->derive[0].done || s->derive[1].to > s->derive[1].done;
     for (int t = 0; t < 2; t++)
-        if (derive_has_work(s, t, derive_target(s, t, 0), 0))
+        if (derive_has_work(s, t, derive_target(s, t, 0)))
             return 1;
     return 0;
 }
@@ -2141,7 +2267,7 @@ static int derive_some(struct cb_store *s, int all)
     for (int t = 0; t < 2; t++) {
         int more = 0;
         int64_t target = derive_target(s, t, all);
-        if (derive_has_work(s, t, target, all))
+        if (derive_has_work(s, t, target))
             return derive_step(s, t, target, &more);
     }
     return SQLITE_DONE; /* nothing to do */
@@ -2199,6 +2325,25 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Records the time of a step the writer ran between commits (a seal, a
+ * compaction slice, a derivation, retention or conversion step) since
+ * t_start (mono_us): a commit due meanwhile waited for it. Under s->mu. */
+static void step_timed(struct cb_store *s, int64_t t_start)
+{
+    double ms = (double)(mono_us() - t_start) / 1000.0;
+    if (ms > s->stats.step_max_ms)
+        s->stats.step_max_ms = ms;
+    if (s->step_observer)
+        s->step_observer(ms / 1000.0);
+}
+
 static void record_error(struct cb_store *s, int r)
 {
     int prim = r & 0xff;
@@ -2229,10 +2374,12 @@ static void job_run(struct cb_store *s, struct job *j, int (*fn)(struct cb_store
 {
     int req = j->req;
     pthread_mutex_unlock(&s->mu);
+    int64_t t_step = mono_us();
     int r = fn ? fn(s) : SQLITE_MISUSE;
     pthread_mutex_lock(&s->mu);
+    step_timed(s, t_step);
     *j->count += r == SQLITE_OK;
-    j->after = r == SQLITE_OK ? 0 : now + 1000;
+    j->after = r == SQLITE_OK || r == SQLITE_ROW ? 0 : now + 1000; /* ROW: more slices */
     if (req) {
         j->req = 0;
         j->rc = r;
@@ -2342,17 +2489,23 @@ static void *writer_main(void *arg)
             job_run(s, &s->seal, s->chunked ? seal_head : NULL, now);
             continue;
         }
-        /* the recent tier: compacted once it holds STORAGE_COMPACT_SEALS seals */
-        if (s->compact.req || (s->tiered && backoff == 0 && now >= s->compact.after &&
-                               s->recent_seals >= STORAGE_COMPACT_SEALS)) {
+        /* the recent tier: compacted once it holds STORAGE_COMPACT_SEALS
+         * seals, a slice between commits until done */
+        if (s->compact.req ||
+            (s->tiered && backoff == 0 && now >= s->compact.after &&
+             ((s->compacting && s->compact_auto) || s->recent_seals >= STORAGE_COMPACT_SEALS))) {
+            if (!s->compacting)
+                s->compact_auto = !s->compact.req;
             job_run(s, &s->compact, s->tiered ? compact_recent : NULL, now);
             continue;
         }
         /* conversion of a schema-6 file: a step between commits */
         if (s->legacy && backoff == 0 && now >= s->mig_after) {
             pthread_mutex_unlock(&s->mu);
+            int64_t t_step = mono_us();
             int r = migrate_step(s);
             pthread_mutex_lock(&s->mu);
+            step_timed(s, t_step);
             s->mig_after = r == SQLITE_OK ? 0 : now + 1000;
             s->stats.converting = s->legacy;
             continue;
@@ -2360,8 +2513,10 @@ static void *writer_main(void *arg)
         /* rollup derivation: steps while a pass runs or a bucket has closed */
         if (backoff == 0 && now >= derive_after && derive_due(s)) {
             pthread_mutex_unlock(&s->mu);
+            int64_t t_step = mono_us();
             int r = derive_some(s, 0);
             pthread_mutex_lock(&s->mu);
+            step_timed(s, t_step);
             if (r == SQLITE_OK) {
                 s->stats.derive_steps++;
                 s->stats.derived_1m = s->derive[0].done;
@@ -2383,8 +2538,10 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&s->mu);
             uint64_t deleted = 0;
             int more = 0;
+            int64_t t_step = mono_us();
             int r = retention_step(s, &deleted, &more);
             pthread_mutex_lock(&s->mu);
+            step_timed(s, t_step);
             s->stats.retention_steps++;
             s->stats.retention_deleted += deleted;
             if (req) {
@@ -2542,6 +2699,7 @@ static void store_free(struct cb_store *s)
         sqlite3_finalize(s->cst[i]);
     free(s->pts);
     free(s->hs);
+    free(s->keys);
     free(s->blob);
     if (s->db)
         sqlite3_close(s->db);
@@ -2833,6 +2991,13 @@ void cb_store_set_clock(struct cb_store *s, const struct cb_clock *clock)
     pthread_mutex_unlock(&s->mu);
 }
 
+void cb_store_set_step_observer(struct cb_store *s, void (*fn)(double secs))
+{
+    pthread_mutex_lock(&s->mu);
+    s->step_observer = fn;
+    pthread_mutex_unlock(&s->mu);
+}
+
 int cb_store_retention_step(struct cb_store *s, uint64_t *deleted, int *more)
 {
     pthread_mutex_lock(&s->mu);
@@ -2869,6 +3034,14 @@ int storage__seal(struct cb_store *s)
 }
 
 int storage__compact(struct cb_store *s)
+{
+    int r;
+    while ((r = writer_job(s, &s->compact)) == SQLITE_ROW)
+        ;
+    return r;
+}
+
+int storage__compact_slice(struct cb_store *s)
 {
     return writer_job(s, &s->compact);
 }

@@ -778,11 +778,13 @@ static void test_rollups_derived(void)
     teardown();
 }
 
-/* The 1-minute derivation runs in passes of ten closed minutes (once it has
- * derived anything), so a pass writes ten rows per series that lie together
- * on one page: five closed minutes wait; ten are derived in one pass; queries
- * count every sample meanwhile. A retention step is served by the writer
- * only when no derivation is due, so it tells that none was. */
+/* The 1-minute derivation runs, once it has derived anything, in passes that
+ * end on a closed hour (STORAGE_DERIVE_BATCH_MS), so a pass writes sixty
+ * rows per series that lie together on the series' newest pages: 59 closed
+ * minutes wait; at 61, the pass derives up to the hour, not the newest
+ * closed minute, and the 1-hour pass follows; queries count every sample
+ * meanwhile. A retention step is served by the writer only when no
+ * derivation is due, so it tells that none was. */
 static void test_rollups_batched(void)
 {
     setup();
@@ -811,7 +813,7 @@ static void test_rollups_batched(void)
             while (more)
                 CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
             cb_store_get_stats(s, &st);
-            CU_ASSERT_EQUAL(st.derived_1m, base); /* five closed minutes wait */
+            CU_ASSERT_EQUAL(st.derived_1m, base); /* 59 closed minutes wait */
             char err[512];
             struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
             CU_ASSERT_PTR_NOT_NULL_FATAL(r);
@@ -820,18 +822,252 @@ static void test_rollups_batched(void)
                                                    60000, on_sum, &c), 0);
             CU_ASSERT_EQUAL(c.count, (now - (base - 20 * 60000)) / 10000);
             cb_store_reader_close(r);
-            now = base + 10 * 60000 + 30000; /* ten closed minutes */
+            now = base + 61 * 60000 + 30000; /* 61 closed minutes */
         } else {
-            int64_t m = storage__bucket(now - 5010, 60000);
-            st = wait_derived(s, m, 0);
+            /* the first pass at once, to the newest closed minute; then to
+             * the hour, and the 1-hour tier with it */
+            int64_t m = phase == 0 ? storage__bucket(now - 5010, 60000) : base + 3600000;
+            st = wait_derived(s, m, phase == 0 ? 0 : m);
             CU_ASSERT_EQUAL(st.derived_1m, m);
-            now = base + 5 * 60000 + 30000; /* (phase 0) five minutes later */
+            if (phase == 2)
+                CU_ASSERT_EQUAL(st.derived_1h, m);
+            now = base + 59 * 60000 + 30000; /* (phase 0) 59 minutes later */
         }
     }
     cb_store_close(s);
     sqlite3 *db = raw_db();
     assert_rollups_whole(db, "rollup_1m");
     sqlite3_close(db);
+    teardown();
+}
+
+/* Runs retention steps until the pass is done: the writer serves one only
+ * when no derivation step and no compaction slice is due, so afterwards
+ * every pass due at the store's clock has run. */
+static void until_idle(struct cb_store *s)
+{
+    uint64_t deleted;
+    int more = 1;
+    while (more)
+        CU_ASSERT_EQUAL_FATAL(cb_store_retention_step(s, &deleted, &more), 0);
+}
+
+/* 100 series with three hours of 1-minute rows each (about three pages a
+ * series), then an hour of new samples, sealed and compacted; the WAL is
+ * emptied and the clock moved minute by minute through the hour, so what
+ * the WAL holds afterwards is the rollup passes' transactions: the
+ * 1-minute tier's pass at the closed hour writes the sixty new rows of each
+ * series on its newest page (split: two or three pages), the 1-hour pass
+ * its row, at most four pages a series for the hour; passes every ten
+ * minutes wrote 12.8 a series, every thirty 5.3. */
+static void test_rollup_pass_pages(void)
+{
+    enum { N = 100, EVERY_S = 20 };
+    setup();
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    int64_t now = base + 70000;     /* the minute before base closed: grace and a commit */
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    char topic[32];
+    for (int64_t ts = base - 3 * STORAGE_HOUR_MS; ts < base + STORAGE_HOUR_MS;
+         ts += EVERY_S * 1000) {
+        for (int k = 0; k < N; k++) {
+            snprintf(topic, sizeof topic, "city/p%03d", k);
+            put(s, topic, "v", ts, (double)(ts / 1000 % 97) + k, 0);
+        }
+        if (ts == base - EVERY_S * 1000) { /* the history, derived at once */
+            CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+            struct cb_store_stats st = wait_derived(s, base, base);
+            CU_ASSERT_EQUAL_FATAL(st.derived_1m, base);
+        }
+    }
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM rollup_1m"), N * 180);
+    int64_t page = count_rows("PRAGMA page_size");
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)"), SQLITE_OK);
+    for (int m = 1; m <= 61; m++) {
+        now = base + m * STORAGE_MINUTE_MS + 70000;
+        until_idle(s);
+    }
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.derived_1m, base + STORAGE_HOUR_MS);
+    CU_ASSERT_EQUAL(st.derived_1h, base + STORAGE_HOUR_MS);
+    char path[160];
+    struct stat fst;
+    snprintf(path, sizeof path, "%s-wal", dbpath);
+    CU_ASSERT_EQUAL_FATAL(stat(path, &fst), 0);
+    int64_t frames = fst.st_size > 32 ? (fst.st_size - 32) / (24 + page) : 0;
+    fprintf(stderr, "[an hour of rollup passes, %d series: %lld WAL frames] ", N,
+            (long long)frames);
+    CU_ASSERT(frames > 0);
+    CU_ASSERT(frames <= 4 * N);
+    cb_store_close(s);
+    sqlite3 *db = raw_db();
+    assert_rollups_whole(db, "rollup_1h");
+    sqlite3_close(db);
+    teardown();
+}
+
+/* What the readers answer for series city/r00..r11 over [base - 1 h,
+ * base + 3 h): buckets of 30 s, 1 min, 10 min and 1 h, aggregates, and the
+ * tier rows summed, as numbers in *out (n of them). */
+struct answers {
+    double v[65536];
+    size_t n;
+};
+static void answer(struct answers *a, double x)
+{
+    if (a->n < sizeof a->v / sizeof a->v[0])
+        a->v[a->n++] = x;
+}
+static int on_answer_bucket(void *ctx, const char *topic, const char *metric,
+                            const struct cb_bucket *b)
+{
+    (void)topic;
+    (void)metric;
+    struct answers *a = ctx;
+    double x[] = {(double)b->ts, (double)b->count, b->min, b->max, b->sum, b->last,
+                  (double)b->span_ms};
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+        answer(a, x[i]);
+    return 0;
+}
+static int on_answer_row(void *ctx, const struct cb_tier_row *row)
+{
+    double *t = ctx; /* count, sum, min, max */
+    t[0] += (double)row->count;
+    t[1] += row->sum;
+    t[2] = row->min < t[2] ? row->min : t[2];
+    t[3] = row->max > t[3] ? row->max : t[3];
+    return 0;
+}
+static void read_answers(int64_t base, struct answers *a)
+{
+    char err[512], topic[32];
+    a->n = 0;
+    struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    static const int64_t steps[] = {30000, 60000, 600000, 3600000};
+    for (int k = 0; k < 12; k++) {
+        snprintf(topic, sizeof topic, "city/r%02d", k);
+        for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+            CU_ASSERT_EQUAL(cb_store_query_buckets(r, topic, "v", base - 3600000, base + 10800000,
+                                                   steps[i], on_answer_bucket, a),
+                            0);
+        struct cb_bucket g = {0};
+        CU_ASSERT_EQUAL(cb_store_query_aggregate(r, topic, "v", base + 90000, base + 7170000, &g),
+                        0);
+        on_answer_bucket(a, topic, "v", &g);
+        double t[4] = {0, 0, INFINITY, -INFINITY};
+        CU_ASSERT_EQUAL(cb_store_query_rows(r, topic, "v", base - 3600000, base + 10800000,
+                                            on_answer_row, t, NULL),
+                        0);
+        for (int i = 0; i < 4; i++)
+            answer(a, t[i]);
+    }
+    CU_ASSERT(a->n < sizeof a->v / sizeof a->v[0]);
+    cb_store_reader_close(r);
+}
+
+/* Opens the store in a child process with the clock at `now`, puts the
+ * samples of [from, to) of city/r00..r11 (every 10 s, whole numbers, so
+ * that every tier's sums are exact) and `extra` (a sample of city/other
+ * at `now`, so that this run commits something), then dies: once the
+ * file's first rollup pass is done, or (`mid_pass`) once a rollup pass has
+ * committed a few steps. */
+static void child_writes(int64_t now, int64_t from, int64_t to, int mid_pass)
+{
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        cfg.storage_retention_step_rows = 10; /* derivation steps of 80 rows */
+        cfg.storage_commit_interval_ms = 10;
+        char err[512] = "", topic[32];
+        struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+        if (!s)
+            _exit(1);
+        struct cb_clock clk = {cb_clock_manual_now, &now};
+        cb_store_set_clock(s, &clk);
+        for (int k = 0; k < 12; k++) {
+            snprintf(topic, sizeof topic, "city/r%02d", k);
+            for (int64_t ts = from; ts < to; ts += 10000)
+                put(s, topic, "v", ts, (double)(ts / 10000 % 41) + k, 0);
+        }
+        put(s, "city/other", "v", now, 1, 0);
+        if (cb_store_flush(s) != 0)
+            _exit(2);
+        struct cb_store_stats st;
+        for (int i = 0; i < 50000; i++) {
+            cb_store_get_stats(s, &st);
+            /* mid-pass: a few steps in; else once the file's first pass
+             * (up to the clock, before the samples) is done */
+            if (mid_pass ? st.derive_steps > 3 : st.derived_1m > STORAGE_DERIVE_NONE)
+                _exit(0);
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        _exit(3);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+static void assert_answers(int64_t base, const struct answers *a)
+{
+    struct answers *b = calloc(1, sizeof *b);
+    read_answers(base, b);
+    CU_ASSERT_EQUAL(b->n, a->n);
+    CU_ASSERT(b->n == a->n && memcmp(b->v, a->v, a->n * sizeof a->v[0]) == 0);
+    free(b);
+}
+
+/* The readers answer exactly the same (buckets of every step, aggregates,
+ * tier rows) over two hours of samples with nothing derived, after a
+ * writer died in the middle of the pass that derives them, while the
+ * restarted writer resumes it and once it is done, and after its close. */
+static void test_rollup_pass_readers_same(void)
+{
+    setup();
+    int64_t base = 1732399200000LL; /* an hour boundary */
+    /* a first run writes two hours ahead of its clock and dies: nothing of
+     * them derived */
+    child_writes(base - 7200000, base, base + 7200000, 0);
+    struct answers *a = calloc(1, sizeof *a);
+    read_answers(base, a);
+    CU_ASSERT(a->n > 12 * 400);
+    /* a second run, the clock past them: its pass of the two hours, cut
+     * short */
+    int64_t now = base + 7200000 + 70000;
+    child_writes(now, base, base, 1);
+    sqlite3 *db = raw_db();
+    CU_ASSERT(q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_to'") >
+              q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_done'"));
+    CU_ASSERT(q_int(db, "SELECT count(*) FROM rollup_1m WHERE bucket >= " "1732399200000") > 0);
+    sqlite3_close(db);
+    assert_answers(base, a);
+    /* the restart resumes the pass */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    put(s, "city/other", "v", now + 1000, 2, 0); /* a commit: the 1-hour pass may start */
+    CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+    struct cb_store_stats st = wait_derived(s, base + 7200000, base + 7200000);
+    CU_ASSERT_EQUAL(st.derived_1m, base + 7200000);
+    CU_ASSERT_EQUAL(st.derived_1h, base + 7200000);
+    assert_answers(base, a);
+    cb_store_close(s);
+    assert_answers(base, a);
+    db = raw_db();
+    assert_rollups_whole(db, "rollup_1h");
+    sqlite3_close(db);
+    free(a);
     teardown();
 }
 
@@ -1282,8 +1518,80 @@ static void test_tiers_seal_appends(void)
             (long long)frames[0], (long long)frames[1]);
 }
 
-/* A compaction is one transaction: made to fail midway (no page left), it
- * changes nothing, and readers see the same samples before, after the
+/* The samples read now are those of `before`, each once. */
+static void assert_rows_same(const struct rows *before)
+{
+    struct rows now;
+    rows_read(&now);
+    CU_ASSERT_EQUAL(now.n, before->n);
+    CU_ASSERT(rows_within(before, &now));
+    rows_free(&now);
+}
+
+/* A compaction runs in slices, each one transaction between commits that
+ * moves whole series: a slice made to fail midway (an error injected into
+ * its writes to `chunks`) changes nothing, and after every slice, the
+ * failure, a close in mid-compaction and the reopen's compaction, readers
+ * read every sample exactly once. */
+static void test_tiers_compaction_slices(void)
+{
+    setup();
+    cfg.storage_retention_step_rows = 40; /* slices of 10 chunks: two series */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    int64_t t0 = 1732400000000LL;
+    for (int seal = 0; seal < 3; seal++) {
+        put_city_span(s, 30, seal * 300, seal * 300 + 300, t0);
+        CU_ASSERT_EQUAL(cb_store_flush(s), 0);
+        CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    }
+    struct rows before;
+    rows_read(&before);
+    CU_ASSERT_EQUAL_FATAL(before.n, 30 * 900);
+    int64_t recent = count_rows("SELECT count(*) FROM chunks_recent");
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
+        assert_rows_same(&before);
+        assert_chunks_ordered();
+    }
+    int64_t moved = count_rows("SELECT count(*) FROM chunks");
+    CU_ASSERT(moved > 0);
+    CU_ASSERT_EQUAL(moved + count_rows("SELECT count(*) FROM chunks_recent"), recent);
+    /* the fourth slice fails at its first write */
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "CREATE TEMP TRIGGER fail_move BEFORE INSERT ON "
+                                            "main.chunks BEGIN SELECT RAISE(ABORT, 'injected'); "
+                                            "END"),
+                    SQLITE_OK);
+    int r = storage__compact_slice(s);
+    CU_ASSERT(r != SQLITE_OK && r != SQLITE_ROW);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks"), moved);
+    assert_rows_same(&before);
+    CU_ASSERT_EQUAL(storage__writer_exec(s, "DROP TRIGGER fail_move"), SQLITE_OK);
+    /* the fifth goes on where the third stopped; then a close mid-way */
+    CU_ASSERT_EQUAL(storage__compact_slice(s), SQLITE_ROW);
+    struct cb_store_stats st;
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 0);
+    cb_store_close(s);
+    CU_ASSERT(count_rows("SELECT count(*) FROM chunks_recent") > 0);
+    assert_rows_same(&before);
+    /* the reopen compacts what is left */
+    s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    cb_store_get_stats(s, &st);
+    CU_ASSERT_EQUAL(st.compactions, 1);
+    cb_store_close(s);
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    assert_chunks_ordered();
+    assert_rows_same(&before);
+    rows_free(&before);
+    teardown();
+}
+
+/* A slice of a compaction is one transaction (here the whole compaction:
+ * 31 series, one slice): made to fail midway (no page left), it changes
+ * nothing, and readers see the same samples before, after the
  * failure and after it succeeds; a slow series' short chunks are merged. */
 static void test_tiers_compaction_atomic(void)
 {
@@ -2517,7 +2825,11 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a seal of series with long history appends to the recent tier: "
                    "a few WAL frames, not a page per series",
                 test_tiers_seal_appends);
-    CU_add_test(s, "storage: a compaction is one transaction: failing midway it changes nothing, "
+    CU_add_test(s, "storage: a compaction runs in slices between commits: a slice failing midway "
+                   "changes nothing, and through slices, the failure, a close and the reopen "
+                   "every sample is read exactly once",
+                test_tiers_compaction_slices);
+    CU_add_test(s, "storage: a compaction slice is one transaction: failing midway it changes nothing, "
                    "and readers see the same samples throughout",
                 test_tiers_compaction_atomic);
     CU_add_test(s, "storage: late samples merge into the tier that holds their chunk, "
@@ -2547,7 +2859,13 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a schema-8 file opens at schema 9 with its chunks in place; new "
                    "seals go to the recent tier",
                 test_tiers_from_v8);
-    CU_add_test(s, "storage: the 1-minute derivation runs in passes of ten closed minutes; "
+    CU_add_test(s, "storage: an hour of rollup passes writes at most four pages a series "
+                   "(the 1-minute tier's new rows once an hour, the 1-hour tier's)",
+                test_rollup_pass_pages);
+    CU_add_test(s, "storage: readers answer the same before a rollup pass, after a writer died "
+                   "in the middle of it, while the restart resumes it and after",
+                test_rollup_pass_readers_same);
+    CU_add_test(s, "storage: the 1-minute derivation runs in passes that end on a closed hour; "
                    "queries count every sample meanwhile",
                 test_rollups_batched);
     CU_add_test(s, "storage: rollups equal aggregates of raw samples, late ones too",
