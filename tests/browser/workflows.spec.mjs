@@ -59,8 +59,12 @@ async function open(browser, locale, viewport) {
   return { context, page, errors };
 }
 
+/* The audit log's entries of action, once there are some (they are written
+ * by the alert store's writer thread: committed a moment after the action's
+ * answer, docs/alerts.md "Persistence"), waiting at most 10 s. */
 async function audit(action) {
-  return ((await api('/api/audit?action=' + action)).entries || []);
+  const read = async () => ((await api('/api/audit?action=' + action)).entries || []);
+  return (await until(async () => { const e = await read(); return e.length ? e : null; }, 10000)) || await read();
 }
 
 /* The handover preset starting at hour h (0, 8, 16) of today in zone, as
