@@ -348,19 +348,6 @@ static double per(uint64_t bytes, uint64_t samples)
 
 /* ---- other codings of the scaled integers ----------------------------------------- */
 
-static uint64_t zz(int64_t v)
-{
-    return ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
-}
-
-static size_t uvarint_len(uint64_t v)
-{
-    size_t n = 1;
-    for (; v >= 0x80; v >>= 7)
-        n++;
-    return n;
-}
-
 /* Simple-8b: 64-bit words of a 4-bit selector and 60 bits holding 240 or
  * 120 zeros, or 60 x 1 bit ... 1 x 60 bits; greedy. Values of 60 bits or
  * more take two words (an escape). Returns the words. */
@@ -425,18 +412,20 @@ static void code_ints(struct int_coding *ic, const struct cb_chunk_point *pts, s
         die("out of memory");
     double p = pow(10.0, d);
     int64_t x0 = (int64_t)round(pts[0].value * p), prevx = x0;
-    size_t head = 1 + uvarint_len(n) + 1 + uvarint_len(zz(pts[0].ts_ms)) + uvarint_len(zz(x0)) +
-                  uvarint_len((uint64_t)(pts[1].ts_ms - pts[0].ts_ms));
+    size_t head = 1 + storage__uvarint_len(n) + 1 +
+                  storage__uvarint_len(storage__zigzag((uint64_t)pts[0].ts_ms)) +
+                  storage__uvarint_len(storage__zigzag((uint64_t)x0)) +
+                  storage__uvarint_len((uint64_t)(pts[1].ts_ms - pts[0].ts_ms));
     uint64_t varint = 0, fixed_bits = 0;
     for (size_t i = 1; i < n; i++) {
         int64_t x = (int64_t)round(pts[i].value * p);
-        vz[i - 1] = zz(x - prevx);
-        varint += uvarint_len(vz[i - 1]);
+        vz[i - 1] = storage__zigzag((uint64_t)(x - prevx));
+        varint += storage__uvarint_len(vz[i - 1]);
         fixed_bits += fixed_bucket_bits(x - prevx);
         if (i >= 2) {
             int64_t dod = (pts[i].ts_ms - pts[i - 1].ts_ms) - (pts[i - 1].ts_ms - pts[i - 2].ts_ms);
-            tz[i - 2] = zz(dod);
-            varint += uvarint_len(tz[i - 2]);
+            tz[i - 2] = storage__zigzag((uint64_t)dod);
+            varint += storage__uvarint_len(tz[i - 2]);
             fixed_bits += fixed_bucket_bits(dod);
         }
         prevx = x;

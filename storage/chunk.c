@@ -45,7 +45,7 @@
  * increasing int64 timestamps (INT64_MIN to INT64_MAX) encode; the decoder
  * checks that what it rebuilds is strictly increasing and finite. */
 #include "storage/chunk.h"
-#include "storage/storage_int.h"
+#include "storage/varint.h"
 
 #include <math.h>
 #include <string.h>
@@ -76,17 +76,7 @@ size_t cb_chunk_bound(size_t n)
     return 64 + 19 * n;
 }
 
-/* ---- bits and varints ------------------------------------------------------ */
-
-static uint64_t zigzag(uint64_t v)
-{
-    return (v << 1) ^ (0 - (v >> 63));
-}
-
-static uint64_t unzigzag(uint64_t z)
-{
-    return (z >> 1) ^ (0 - (z & 1));
-}
+/* ---- bits ------------------------------------------------------------------- */
 
 static unsigned bit_length(uint64_t v)
 {
@@ -157,26 +147,6 @@ static size_t bw_finish(struct bw *w)
         bw_emit(w, (uint8_t)(w->acc << (8 - w->n)));
     w->n = 0;
     return w->len;
-}
-
-/* Reads a uvarint of at most 10 bytes from the header; 0, or -1 when it is
- * cut short or does not fit 64 bits. */
-static int get_uvarint(const uint8_t **p, const uint8_t *end, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        if (shift == 63 && b > 1)
-            return -1;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
 }
 
 /* The next nb bits (0..64) of the iterator's stream; sets `bad` and returns
@@ -290,7 +260,7 @@ static void enc_gorilla(const struct cb_chunk_point *pts, size_t n, struct bw *w
 {
     if (n == 0)
         return;
-    bw_uvarint(w, zigzag((uint64_t)pts[0].ts_ms));
+    bw_uvarint(w, storage__zigzag((uint64_t)pts[0].ts_ms));
     if (n > 1)
         bw_uvarint(w, (uint64_t)pts[1].ts_ms - (uint64_t)pts[0].ts_ms);
     uint64_t prev = bits_of(pts[0].value), tdelta = 0;
@@ -465,15 +435,15 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, const 
             x0 = x;
         if (i >= 1) {
             dx = (uint64_t)x - (uint64_t)prevx;
-            hv[1][bit_length(zigzag(dx))]++;
+            hv[1][bit_length(storage__zigzag(dx))]++;
             if (i == 1)
                 firstdx = dx;
         }
         if (i >= 2) {
-            hv[2][bit_length(zigzag(dx - prevdx))]++;
+            hv[2][bit_length(storage__zigzag(dx - prevdx))]++;
             uint64_t td = (uint64_t)pts[i].ts_ms - (uint64_t)pts[i - 1].ts_ms;
             uint64_t tp = (uint64_t)pts[i - 1].ts_ms - (uint64_t)pts[i - 2].ts_ms;
-            hts[bit_length(zigzag(td - tp))]++;
+            hts[bit_length(storage__zigzag(td - tp))]++;
         }
         prevx = x;
         prevdx = dx;
@@ -482,7 +452,7 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, const 
     int64_t base = lo + (hi - lo) / 2;
     for (size_t i = 0; i < n; i++) {
         SCALED(i);
-        hv[0][bit_length(zigzag((uint64_t)x - (uint64_t)base))]++;
+        hv[0][bit_length(storage__zigzag((uint64_t)x - (uint64_t)base))]++;
     }
     /* The order whose header and stream take the fewest bits. */
     struct stream_plan pt, pv[3];
@@ -491,10 +461,10 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, const 
     for (int o = 0; o < 3; o++) {
         plan_stream(hv[o], ncodes[o], &pv[o]);
         cost[o] = pv[o].bits + (ncodes[o] ? 4 * WIDTH_BITS : 0) +
-                  8 * storage__uvarint_len(zigzag((uint64_t)(o == 0 ? base : x0)));
+                  8 * storage__uvarint_len(storage__zigzag((uint64_t)(o == 0 ? base : x0)));
     }
     if (n > 1)
-        cost[2] += 8 * storage__uvarint_len(zigzag(firstdx));
+        cost[2] += 8 * storage__uvarint_len(storage__zigzag(firstdx));
     int order = 0;
     for (int o = 1; o < 3; o++)
         if (cost[o] < cost[order])
@@ -503,12 +473,12 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, const 
 
     /* Pass 2: the blob. */
     bw_put(w, (uint64_t)(order << 4 | d), 8);
-    bw_uvarint(w, zigzag((uint64_t)pts[0].ts_ms));
-    bw_uvarint(w, zigzag((uint64_t)(order == 0 ? base : x0)));
+    bw_uvarint(w, storage__zigzag((uint64_t)pts[0].ts_ms));
+    bw_uvarint(w, storage__zigzag((uint64_t)(order == 0 ? base : x0)));
     if (n > 1)
         bw_uvarint(w, (uint64_t)pts[1].ts_ms - (uint64_t)pts[0].ts_ms);
     if (n > 1 && order == 2)
-        bw_uvarint(w, zigzag(firstdx));
+        bw_uvarint(w, storage__zigzag(firstdx));
     if (ncodes[2])
         put_widths(w, pt.w);
     if (ncodes[order])
@@ -520,13 +490,13 @@ static int enc_decimal(const struct cb_chunk_point *pts, size_t n, int d, const 
         dx = (uint64_t)x - (uint64_t)prevx;
         uint64_t td = i ? (uint64_t)pts[i].ts_ms - (uint64_t)pts[i - 1].ts_ms : 0;
         if (i >= 2)
-            put_bucketed(w, pt.w, zigzag(td - tdelta));
+            put_bucketed(w, pt.w, storage__zigzag(td - tdelta));
         if (order == 0)
-            put_bucketed(w, vw, zigzag((uint64_t)x - (uint64_t)base));
+            put_bucketed(w, vw, storage__zigzag((uint64_t)x - (uint64_t)base));
         else if (order == 1 && i >= 1)
-            put_bucketed(w, vw, zigzag(dx));
+            put_bucketed(w, vw, storage__zigzag(dx));
         else if (order == 2 && i >= 2)
-            put_bucketed(w, vw, zigzag(dx - prevdx));
+            put_bucketed(w, vw, storage__zigzag(dx - prevdx));
         tdelta = td;
         prevx = x;
         prevdx = dx;
@@ -612,9 +582,9 @@ long cb_chunk_encode(const struct cb_chunk_point *pts, size_t n, enum cb_chunk_c
 static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     uint64_t z;
-    if (get_uvarint(p, end, &z) < 0)
+    if (storage__get_uvarint(p, end, &z) < 0)
         return -1;
-    *out = unzigzag(z);
+    *out = storage__unzigzag(z);
     return 0;
 }
 
@@ -646,7 +616,7 @@ int cb_chunk_iter_init(struct cb_chunk_iter *it, const uint8_t *blob, size_t len
     it->codec = blob[0];
     if (it->codec < CB_CHUNK_RAW || it->codec > CB_CHUNK_DECIMAL)
         return CB_CHUNK_ECORRUPT;
-    if (get_uvarint(&p, end, &n) < 0 || n > CB_CHUNK_MAX_SAMPLES)
+    if (storage__get_uvarint(&p, end, &n) < 0 || n > CB_CHUNK_MAX_SAMPLES)
         return CB_CHUNK_ECORRUPT;
     it->n = (uint32_t)n;
     if (it->codec == CB_CHUNK_DECIMAL && n > 0) {
@@ -663,7 +633,7 @@ int cb_chunk_iter_init(struct cb_chunk_iter *it, const uint8_t *blob, size_t len
         return CB_CHUNK_ECORRUPT;
     if (it->codec == CB_CHUNK_DECIMAL && n > 0 && get_varint(&p, end, &x0) < 0)
         return CB_CHUNK_ECORRUPT;
-    if (it->codec != CB_CHUNK_RAW && n > 1 && get_uvarint(&p, end, &tdelta) < 0)
+    if (it->codec != CB_CHUNK_RAW && n > 1 && storage__get_uvarint(&p, end, &tdelta) < 0)
         return CB_CHUNK_ECORRUPT;
     if (it->codec == CB_CHUNK_DECIMAL && n > 1 && it->order == 2 &&
         get_varint(&p, end, &xdelta) < 0)
@@ -701,7 +671,7 @@ static uint64_t get_bucketed(struct cb_chunk_iter *it, const uint8_t widths[4])
         k++;
     if (k == 2)
         k += (unsigned)br_get(it, 1);
-    return unzigzag(br_get(it, widths[k]));
+    return storage__unzigzag(br_get(it, widths[k]));
 }
 
 static uint64_t gorilla_get_dod(struct cb_chunk_iter *it)

@@ -1,5 +1,6 @@
 /* The head's block codec (storage/head_block.h has the layout). */
 #include "storage/head_block.h"
+#include "storage/varint.h"
 
 #include <math.h>
 #include <string.h>
@@ -9,44 +10,6 @@
 #define RAW_TAG 7
 
 static const double pow10_tab[MAX_DECIMALS + 1] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
-
-static size_t put_uvarint(uint8_t *out, uint64_t v)
-{
-    size_t k = 0;
-    while (v >= 0x80) {
-        out[k++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[k++] = (uint8_t)v;
-    return k;
-}
-
-/* Reads a uvarint of at most 10 bytes: 0, or -1 when truncated or too long. */
-static int get_uvarint(struct storage_hblock_iter *it, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (unsigned shift = 0; shift < 70 && it->p < it->end; shift += 7) {
-        uint8_t b = *it->p++;
-        if (shift == 63 && b > 1)
-            return -1;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static uint64_t zigzag(int64_t v)
-{
-    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
-static int64_t unzigzag(uint64_t z)
-{
-    return (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
-}
 
 /* The value's tag word: zz(m) << 3 | d when m / 10^d gives v back bit for
  * bit (|m| < 2^53, so m is exact as a double), else RAW_TAG. */
@@ -60,7 +23,7 @@ static uint64_t value_word(double v)
         int64_t m = (int64_t)r;
         double back = (double)m / pow10_tab[d];
         if (memcmp(&back, &v, sizeof v) == 0)
-            return zigzag(m) << 3 | (uint64_t)d;
+            return storage__zigzag((uint64_t)m) << 3 | (uint64_t)d;
     }
     return RAW_TAG;
 }
@@ -80,7 +43,7 @@ long storage__hblock_encode(const struct storage_hsample *p, size_t n, int64_t g
     int64_t base = grp * STORAGE_HEAD_GROUP, prev_off = -1, prev_ts = 0;
     size_t k = 0;
     out[k++] = VERSION;
-    k += put_uvarint(out + k, n);
+    k += storage__put_uvarint(out + k, n);
     for (size_t a = 0; a < n;) {
         int64_t off = p[a].series - base;
         if (off <= prev_off || off >= STORAGE_HEAD_GROUP)
@@ -92,14 +55,15 @@ long storage__hblock_encode(const struct storage_hsample *p, size_t n, int64_t g
             b++;
         }
         uint64_t many = b - a > 1;
-        k += put_uvarint(out + k, (uint64_t)(off - prev_off - 1) << 1 | many);
+        k += storage__put_uvarint(out + k, (uint64_t)(off - prev_off - 1) << 1 | many);
         if (many)
-            k += put_uvarint(out + k, b - a - 2);
+            k += storage__put_uvarint(out + k, b - a - 2);
         for (size_t i = a; i < b; i++) {
-            k += put_uvarint(out + k, zigzag((int64_t)((uint64_t)p[i].ts - (uint64_t)prev_ts)));
+            uint64_t step = (uint64_t)p[i].ts - (uint64_t)prev_ts;
+            k += storage__put_uvarint(out + k, storage__zigzag(step));
             prev_ts = p[i].ts;
             uint64_t w = value_word(p[i].value);
-            k += put_uvarint(out + k, w);
+            k += storage__put_uvarint(out + k, w);
             if (w == RAW_TAG) {
                 uint64_t bits;
                 memcpy(&bits, &p[i].value, sizeof bits);
@@ -124,7 +88,7 @@ int storage__hblock_iter_init(struct storage_hblock_iter *it, const uint8_t *blo
     it->base = grp * STORAGE_HEAD_GROUP;
     it->off = -1;
     /* the count: at least one sample, each taking two bytes or more */
-    if (get_uvarint(it, &it->total) < 0 || it->total == 0 ||
+    if (storage__get_uvarint(&it->p, it->end, &it->total) < 0 || it->total == 0 ||
         it->total > (uint64_t)(it->end - it->p) / 2)
         return -1;
     return 0;
@@ -136,7 +100,7 @@ int storage__hblock_next(struct storage_hblock_iter *it, struct storage_hsample 
     if (it->total == 0)
         return it->p == it->end ? 0 : -1;
     if (it->left == 0) {
-        if (get_uvarint(it, &w) < 0 || (w >> 1) >= STORAGE_HEAD_GROUP)
+        if (storage__get_uvarint(&it->p, it->end, &w) < 0 || (w >> 1) >= STORAGE_HEAD_GROUP)
             return -1;
         it->off += (int64_t)(w >> 1) + 1;
         if (it->off >= STORAGE_HEAD_GROUP)
@@ -144,16 +108,18 @@ int storage__hblock_next(struct storage_hblock_iter *it, struct storage_hsample 
         it->left = 1;
         if (w & 1) {
             uint64_t more;
-            if (get_uvarint(it, &more) < 0 || more > (uint64_t)(it->end - it->p))
+            if (storage__get_uvarint(&it->p, it->end, &more) < 0 ||
+                more > (uint64_t)(it->end - it->p))
                 return -1; /* (a sample takes 2 bytes at least) */
             it->left = more + 2;
         }
         it->fresh = 1;
     }
     uint64_t z;
-    if (get_uvarint(it, &z) < 0 || get_uvarint(it, &w) < 0)
+    if (storage__get_uvarint(&it->p, it->end, &z) < 0 ||
+        storage__get_uvarint(&it->p, it->end, &w) < 0)
         return -1;
-    out->ts = (int64_t)((uint64_t)it->ts + (uint64_t)unzigzag(z));
+    out->ts = (int64_t)((uint64_t)it->ts + storage__unzigzag(z));
     if (!it->fresh && out->ts <= it->ts)
         return -1; /* a series' samples ascend */
     it->fresh = 0;
@@ -170,7 +136,7 @@ int storage__hblock_next(struct storage_hblock_iter *it, struct storage_hsample 
         unsigned d = (unsigned)(w & 7);
         if (d > MAX_DECIMALS)
             return -1;
-        out->value = (double)unzigzag(w >> 3) / pow10_tab[d];
+        out->value = (double)(int64_t)storage__unzigzag(w >> 3) / pow10_tab[d];
     }
     it->left--;
     it->total--;

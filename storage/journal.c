@@ -174,36 +174,6 @@ static uint32_t record_crc(uint64_t pos, const unsigned char *body, size_t n)
     return crc32_more(crc32_more(0xFFFFFFFFu, p, 8), body, n) ^ 0xFFFFFFFFu;
 }
 
-/* ---- varints ---------------------------------------------------------------- */
-
-static size_t put_uvarint(unsigned char *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (unsigned char)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (unsigned char)v;
-    return n;
-}
-
-/* Reads a uvarint of at most 10 bytes from p (avail bytes). Returns the
- * bytes read, 0 when it runs past avail or past 64 bits. */
-static size_t get_uvarint(const unsigned char *p, size_t avail, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < avail && i < 10; i++) {
-        if (i == 9 && p[i] > 1)
-            return 0;
-        x |= (uint64_t)(p[i] & 0x7F) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
 /* ---- the topic dictionary ------------------------------------------------- */
 
 static uint32_t topic_hash(const char *t, size_t n)
@@ -538,8 +508,11 @@ static int walk_next(struct seg_walk *w)
         return WALK_RECORD;
     }
     uint64_t n, zz, id, tl = 0;
-    size_t k = get_uvarint(p, avail, &n);
-    if (!k || n == 0 || n > 2 * (uint64_t)JOURNAL_MAX_FIELD + 32 || n > avail - k ||
+    const unsigned char *r = p;
+    if (storage__get_uvarint(&r, p + avail, &n) < 0)
+        return WALK_DAMAGED;
+    size_t k = (size_t)(r - p);
+    if (n == 0 || n > 2 * (uint64_t)JOURNAL_MAX_FIELD + 32 || n > avail - k ||
         avail - k - n < 4)
         return WALK_DAMAGED;
     const unsigned char *body = p + k + 4, *end = body + n;
@@ -551,17 +524,12 @@ static int walk_next(struct seg_walk *w)
     const unsigned char *q = body + 1;
     if (flags & ~REC_NEW_TOPIC)
         return WALK_DAMAGED;
-    if (!(k = get_uvarint(q, (size_t)(end - q), &zz)))
+    if (storage__get_uvarint(&q, end, &zz) < 0 || storage__get_uvarint(&q, end, &id) < 0)
         return WALK_DAMAGED;
-    q += k;
-    if (!(k = get_uvarint(q, (size_t)(end - q), &id)))
-        return WALK_DAMAGED;
-    q += k;
     struct topic_dict *d = w->dict;
     if (flags & REC_NEW_TOPIC) {
-        if (id != d->n || !(k = get_uvarint(q, (size_t)(end - q), &tl)))
+        if (id != d->n || storage__get_uvarint(&q, end, &tl) < 0)
             return WALK_DAMAGED;
-        q += k;
         if (tl > (uint64_t)(end - q) || tl > JOURNAL_MAX_FIELD || d->text_len + tl > UINT32_MAX)
             return WALK_DAMAGED;
         if (dict_reserve(d, (size_t)tl) < 0)
@@ -575,8 +543,7 @@ static int walk_next(struct seg_walk *w)
         return WALK_DAMAGED;
     const struct dict_entry *e = &d->ent[id];
     /* unsigned: a damaged delta wraps instead of overflowing */
-    uint64_t delta = (zz >> 1) ^ (0 - (zz & 1));
-    w->arrival = (int64_t)((uint64_t)w->arrival + delta);
+    w->arrival = (int64_t)((uint64_t)w->arrival + storage__unzigzag(zz));
     w->topic = d->text + e->off;
     w->topic_len = e->len;
     w->payload = q;
@@ -774,10 +741,10 @@ static void put_record(unsigned char *b, int header, uint64_t pos, unsigned flag
     size_t k = storage__uvarint_len(body_len);
     unsigned char *body = b + k + 4, *q = body;
     *q++ = (unsigned char)flags;
-    q += put_uvarint(q, zz);
-    q += put_uvarint(q, id);
+    q += storage__put_uvarint(q, zz);
+    q += storage__put_uvarint(q, id);
     if (flags & REC_NEW_TOPIC) {
-        q += put_uvarint(q, topic_len);
+        q += storage__put_uvarint(q, topic_len);
         memcpy(q, topic, topic_len);
         q += topic_len;
     }
@@ -785,7 +752,7 @@ static void put_record(unsigned char *b, int header, uint64_t pos, unsigned flag
         memcpy(q, payload, len);
     uint32_t crc = record_crc(pos, body, body_len);
     memcpy(b + k, &crc, 4);
-    put_uvarint(b, body_len);
+    storage__put_uvarint(b, body_len);
 }
 
 int cb_journal_append(struct cb_journal *j, const char *topic, size_t topic_len,
@@ -814,10 +781,7 @@ again:
         flags = REC_NEW_TOPIC;
         id = j->dict.n;
     }
-    {
-        uint64_t d = (uint64_t)arrival_ms - (uint64_t)j->last_arrival;
-        zz = (d << 1) ^ (0 - (d >> 63));
-    }
+    zz = storage__zigzag((uint64_t)arrival_ms - (uint64_t)j->last_arrival);
     body_len = 1 + storage__uvarint_len(zz) + storage__uvarint_len((uint64_t)id) + len;
     if (flags)
         body_len += storage__uvarint_len(topic_len) + topic_len;

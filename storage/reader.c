@@ -192,6 +192,34 @@ out:
     return rc;
 }
 
+/* Begins a read of the one series that topic and metric name (what: the
+ * query, for the error). Returns 1 with its id and how far the tiers are
+ * derived in this snapshot, 0 when they name no single series (an empty
+ * answer), -1 with r->err set. After 0 or 1 the read is open: end(r). */
+static int begin_one_series(struct cb_store_reader *r, const char *topic, const char *metric,
+                            const char *what, int64_t *id, int64_t *d1m, int64_t *d1h)
+{
+    if (!topic || !metric) {
+        snprintf(r->err, sizeof r->err, "%s needs a topic and a metric", what);
+        return -1;
+    }
+    if (begin(r) < 0)
+        return -1;
+    struct series_list l = {0};
+    if (list_series(r, topic, metric, &l) < 0) {
+        series_list_free(&l);
+        end(r);
+        return -1;
+    }
+    int one = l.n == 1;
+    if (one) {
+        *id = l.v[0].id;
+        derived_in_snapshot(r, d1m, d1h);
+    }
+    series_list_free(&l);
+    return one;
+}
+
 int cb_store_query_raw(struct cb_store_reader *r, const char *topic, const char *metric,
                        int64_t from, int64_t to, cb_sample_row_fn fn, void *ctx)
 {
@@ -686,38 +714,27 @@ int cb_store_query_aggregate(struct cb_store_reader *r, const char *topic, const
                                   "series_id = ?1 AND ts >= ?2 AND ts < ?3";
     static const char m1_sql[] = "SELECT count, sum, min, max, last, last_ts FROM rollup_1m "
                                  "WHERE series_id = ?1 AND bucket >= ?2 AND bucket < ?3";
-    struct series_list l = {0};
     struct bagg a = {0};
-    int rc = -1;
+    int64_t id, d1m, d1h;
     memset(out, 0, sizeof *out);
-    if (!topic || !metric) {
-        snprintf(r->err, sizeof r->err, "an aggregate needs a topic and a metric");
-        return -1;
-    }
-    if (begin(r) < 0)
-        return -1;
-    if (list_series(r, topic, metric, &l) < 0)
-        goto out;
-    if (l.n == 1) {
-        int64_t lo = ceil_to(from, STORAGE_MINUTE_MS), hi = floor_to(to, STORAGE_MINUTE_MS);
-        int64_t d1m, d1h;
-        derived_in_snapshot(r, &d1m, &d1h);
-        if (hi > d1m)
-            hi = d1m > lo ? d1m : lo; /* 1m rows only where the tier is complete */
-        if (lo < hi) {
-            if (agg_range(r, raw_sql, l.v[0].id, from, lo, &a) < 0 ||
-                agg_range(r, m1_sql, l.v[0].id, lo, hi, &a) < 0 ||
-                agg_range(r, raw_sql, l.v[0].id, hi, to, &a) < 0)
-                goto out;
-        } else if (agg_range(r, raw_sql, l.v[0].id, from, to, &a) < 0) {
+    int one = begin_one_series(r, topic, metric, "an aggregate", &id, &d1m, &d1h);
+    if (one <= 0)
+        return one;
+    int rc = -1;
+    int64_t lo = ceil_to(from, STORAGE_MINUTE_MS), hi = floor_to(to, STORAGE_MINUTE_MS);
+    if (hi > d1m)
+        hi = d1m > lo ? d1m : lo; /* 1m rows only where the tier is complete */
+    if (lo < hi) {
+        if (agg_range(r, raw_sql, id, from, lo, &a) < 0 ||
+            agg_range(r, m1_sql, id, lo, hi, &a) < 0 || agg_range(r, raw_sql, id, hi, to, &a) < 0)
             goto out;
-        }
-        *out = a.b;
-        out->ts = a.last_ts;
+    } else if (agg_range(r, raw_sql, id, from, to, &a) < 0) {
+        goto out;
     }
+    *out = a.b;
+    out->ts = a.last_ts;
     rc = 0;
 out:
-    series_list_free(&l);
     end(r);
     return rc;
 }
@@ -930,49 +947,38 @@ int cb_store_query_rows(struct cb_store_reader *r, const char *topic, const char
     static const char raw_sql[] = "SELECT ts, 1, value, value, value, value, ts, value, ts FROM "
                                   "samples WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3 "
                                   "ORDER BY ts";
-    struct series_list l = {0};
     int rc = -1, failed = 0;
+    int64_t id, d1m, d1h;
     if (raw_first)
         *raw_first = INT64_MAX;
-    if (!topic || !metric) {
-        snprintf(r->err, sizeof r->err, "rows need a topic and a metric");
-        return -1;
-    }
-    if (begin(r) < 0)
-        return -1;
-    if (list_series(r, topic, metric, &l) < 0)
+    int one = begin_one_series(r, topic, metric, "a query of rows", &id, &d1m, &d1h);
+    if (one <= 0)
+        return one;
+    if (raw_first) /* the samples table's head makes this cost a scan: asked for only */
+        *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
+    int64_t m0 = series_int(r, bq_sql[BQ_1M_FIRST], id, INT64_MAX, &failed);
+    int64_t h0 = series_int(r, "SELECT min(first_ts) FROM rollup_1h WHERE series_id = ?1", id,
+                            INT64_MAX, &failed);
+    if (failed)
         goto out;
-    if (l.n == 1) {
-        int64_t id = l.v[0].id, d1m, d1h;
-        derived_in_snapshot(r, &d1m, &d1h);
-        if (raw_first) /* the samples table's head makes this cost a scan: asked for only */
-            *raw_first = series_int(r, bq_sql[BQ_RAW_FIRST], id, INT64_MAX, &failed);
-        int64_t m0 = series_int(r, bq_sql[BQ_1M_FIRST], id, INT64_MAX, &failed);
-        int64_t h0 = series_int(r, "SELECT min(first_ts) FROM rollup_1h WHERE series_id = ?1",
-                                id, INT64_MAX, &failed);
-        if (failed)
-            goto out;
-        /* 1h rows only for the hours the 1-minute tier no longer holds (whole:
-         * the hour where 1-minute retention cut too) */
-        int64_t hcut = m0 == INT64_MAX ? d1h
-                       : h0 < m0       ? ceil_to(m0, STORAGE_HOUR_MS)
-                                       : floor_to(m0, STORAGE_HOUR_MS);
-        hcut = min64(hcut, d1h);
-        int64_t mfrom = max64(hcut, floor_to(from, STORAGE_MINUTE_MS));
-        int64_t rawfrom = max64(max64(d1m, hcut), from);
-        int s = tier_rows(r, ROWS_SQL("rollup_1h"), id, floor_to(from, STORAGE_HOUR_MS),
-                          min64(hcut, to), STORAGE_HOUR_MS, fn, ctx);
-        if (s == 0)
-            s = tier_rows(r, ROWS_SQL("rollup_1m"), id, mfrom, min64(d1m, to), STORAGE_MINUTE_MS,
-                          fn, ctx);
-        if (s == 0)
-            s = tier_rows(r, raw_sql, id, rawfrom, to, 1, fn, ctx);
-        if (s < 0)
-            goto out;
-    }
-    rc = 0;
+    /* 1h rows only for the hours the 1-minute tier no longer holds (whole:
+     * the hour where 1-minute retention cut too) */
+    int64_t hcut = m0 == INT64_MAX ? d1h
+                   : h0 < m0       ? ceil_to(m0, STORAGE_HOUR_MS)
+                                   : floor_to(m0, STORAGE_HOUR_MS);
+    hcut = min64(hcut, d1h);
+    int64_t mfrom = max64(hcut, floor_to(from, STORAGE_MINUTE_MS));
+    int64_t rawfrom = max64(max64(d1m, hcut), from);
+    int s = tier_rows(r, ROWS_SQL("rollup_1h"), id, floor_to(from, STORAGE_HOUR_MS),
+                      min64(hcut, to), STORAGE_HOUR_MS, fn, ctx);
+    if (s == 0)
+        s = tier_rows(r, ROWS_SQL("rollup_1m"), id, mfrom, min64(d1m, to), STORAGE_MINUTE_MS, fn,
+                      ctx);
+    if (s == 0)
+        s = tier_rows(r, raw_sql, id, rawfrom, to, 1, fn, ctx);
+    if (s >= 0) /* 1: the caller stopped */
+        rc = 0;
 out:
-    series_list_free(&l);
     end(r);
     return rc;
 #undef ROWS_SQL

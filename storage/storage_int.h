@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "storage/storage.h"
+#include "storage/varint.h"
 
 /* PRAGMA application_id of a citybrain database ("CBR1"). */
 #define STORAGE_APP_ID 0x43425231
@@ -86,18 +87,6 @@ static inline int64_t storage__bucket(int64_t ts, int64_t width)
     if (ts % width != 0 && ts < 0)
         q--;
     return q * width;
-}
-
-/* Bytes of v as an unsigned LEB128 varint (the journal's records, the
- * chunk codec's headers). */
-static inline size_t storage__uvarint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
 }
 
 /* cb_store_open with the schema migrated only up to target_version (tests of
