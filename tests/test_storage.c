@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -113,20 +115,10 @@ static sqlite3 *raw_db(void)
     return db;
 }
 
-static int64_t q_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static int64_t count_rows(const char *sql)
 {
     sqlite3 *db = raw_db();
-    int64_t v = q_int(db, sql);
+    int64_t v = cb_t_sql_int(db, sql);
     sqlite3_close(db);
     return v;
 }
@@ -156,20 +148,21 @@ static void test_schema_created(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     cb_store_close(s);
     sqlite3 *db = raw_db();
-    CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
-    CU_ASSERT_EQUAL(q_int(db, "PRAGMA application_id"), STORAGE_APP_ID);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
-                              "IN ('sensors','series','chunks','head_blocks','rollup_1m','rollup_1h',"
-                              "'quarantine','ingest_state','alert_instances',"
-                              "'alert_transitions','silences','outbox','audit_log')"),
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "PRAGMA application_id"), STORAGE_APP_ID);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                     "AND name IN ('sensors','series','chunks','head_blocks',"
+                                     "'rollup_1m','rollup_1h','quarantine','ingest_state',"
+                                     "'alert_instances','alert_transitions','silences','outbox',"
+                                     "'audit_log')"),
                     13);
     /* the row-per-sample head of steps 8 and 9 is dropped at the first start */
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'head'"), 0);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM pragma_table_info('silences') WHERE name IN "
-                              "('expired_at','expired_by')"),
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'head'"), 0);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT count(*) FROM pragma_table_info('silences') "
+                                     "WHERE name IN ('expired_at','expired_by')"),
                     2);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
-                              "'alert_transitions_at'"),
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
+                                     "'alert_transitions_at'"),
                     1);
     sqlite3_stmt *st = NULL;
     sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
@@ -373,7 +366,7 @@ static int64_t rollup_mismatches_below(sqlite3 *db, const char *table, int64_t w
              "value FROM samples WHERE series_id = a.series_id AND ts = a.lts))",
              (long long)width, (long long)width, (long long)width, (long long)below, table,
              (long long)below);
-    return q_int(db, sql);
+    return cb_t_sql_int(db, sql);
 }
 
 static int64_t rollup_mismatches(sqlite3 *db, const char *table, int64_t width)
@@ -388,7 +381,7 @@ static void assert_rollups_whole(sqlite3 *db, const char *counted)
     CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
     char sql[64];
     snprintf(sql, sizeof sql, "SELECT sum(count) FROM %s", counted);
-    CU_ASSERT_EQUAL(q_int(db, sql), q_int(db, "SELECT count(*) FROM samples"));
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, sql), cb_t_sql_int(db, "SELECT count(*) FROM samples"));
 }
 
 /* The closed chunks of both tiers (schema 9): `chunks` and the recent tier. */
@@ -587,7 +580,7 @@ static void test_rollups_property(void)
     }
     cb_store_close(s);
     sqlite3 *db = raw_db();
-    CU_ASSERT(q_int(db, "SELECT count(*) FROM samples") > 3000);
+    CU_ASSERT(cb_t_sql_int(db, "SELECT count(*) FROM samples") > 3000);
     CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
     CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
     sqlite3_close(db);
@@ -619,7 +612,7 @@ static void test_rollups_dense_batches(void)
     sqlite3 *db = raw_db();
     CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1m", 60000), 0);
     CU_ASSERT_EQUAL(rollup_mismatches(db, "rollup_1h", 3600000), 0);
-    CU_ASSERT(q_int(db, "SELECT max(count) FROM rollup_1m") > 50);
+    CU_ASSERT(cb_t_sql_int(db, "SELECT max(count) FROM rollup_1m") > 50);
     sqlite3_close(db);
 
     s = open_store(); /* a restart: existing buckets are merged into, not duplicated */
@@ -721,8 +714,8 @@ static void test_rollups_derived(void)
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM rollup_1m WHERE bucket >= %lld",
              (long long)m_target);
-    CU_ASSERT_EQUAL(q_int(db, sql), 0);
-    CU_ASSERT_EQUAL(q_int(db, "SELECT count(*) FROM rollup_1h"), 0);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, sql), 0);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT count(*) FROM rollup_1h"), 0);
     CU_ASSERT_EQUAL(rollup_mismatches_below(db, "rollup_1m", 60000, m_target), 0);
     sqlite3_close(db);
     /* a query over the open part still counts every sample */
@@ -1046,9 +1039,9 @@ static void test_rollup_pass_readers_same(void)
     int64_t now = base + 7200000 + 70000;
     child_writes(now, base, base, 1);
     sqlite3 *db = raw_db();
-    CU_ASSERT(q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_to'") >
-              q_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_done'"));
-    CU_ASSERT(q_int(db, "SELECT count(*) FROM rollup_1m WHERE bucket >= " "1732399200000") > 0);
+    CU_ASSERT(cb_t_sql_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_to'") >
+              cb_t_sql_int(db, "SELECT value FROM meta WHERE key = 'derive_1m_done'"));
+    CU_ASSERT(cb_t_sql_int(db, "SELECT count(*) FROM rollup_1m WHERE bucket >= 1732399200000") > 0);
     sqlite3_close(db);
     assert_answers(base, a);
     /* the restart resumes the pass */
@@ -1114,7 +1107,7 @@ static void test_rollups_after_crash(void)
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     sqlite3 *db = raw_db();
     CU_ASSERT(rollup_mismatches(db, "rollup_1m", 60000) > 0); /* not derived yet */
-    CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 0);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 0);
     sqlite3_close(db);
     struct cb_store *s = open_store();
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
@@ -1123,7 +1116,7 @@ static void test_rollups_after_crash(void)
     cb_store_close(s);
     db = raw_db();
     assert_rollups_whole(db, "rollup_1h");
-    CU_ASSERT_EQUAL(q_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 1);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "SELECT value FROM meta WHERE key = 'derive_clean'"), 1);
     sqlite3_close(db);
     teardown();
 }
@@ -1143,7 +1136,7 @@ static void rows_read(struct rows *out)
     sqlite3 *db = raw_db();
     sqlite3_stmt *st = NULL;
     memset(out, 0, sizeof *out);
-    size_t cap = (size_t)q_int(db, "SELECT count(*) FROM samples") + 1;
+    size_t cap = (size_t)cb_t_sql_int(db, "SELECT count(*) FROM samples") + 1;
     out->id = calloc(cap, sizeof *out->id);
     out->ts = calloc(cap, sizeof *out->ts);
     out->v = calloc(cap, sizeof *out->v);
@@ -2799,6 +2792,167 @@ static void test_quarantine_and_pos(void)
     teardown();
 }
 
+/* ---- kill -9 in the writer's steps -------------------------------------------- */
+
+/* What a writer child shares with the test, through its kill -9. */
+struct crash_share {
+    volatile int phase;           /* CRASH_* the child is in */
+    volatile int spans_committed; /* spans whose commit has returned */
+};
+enum { CRASH_START, CRASH_COMMIT, CRASH_SEAL, CRASH_COMPACT };
+enum { CRASH_SERIES = 30, CRASH_SPAN = 20 /* seconds of every series a commit */ };
+
+static double crash_value(int series, int64_t second)
+{
+    return (double)((second * 37 + series * 11) % 2000) / 10.0;
+}
+
+/* The child: from span `from` on until killed, a commit of CRASH_SPAN
+ * seconds of every series (the head's blocks); after every third, a seal
+ * and the compaction's slices (slices of 10 chunks). The clock stays
+ * before the samples: no rollup pass (their crashes: child_writes). */
+static void crash_child(struct crash_share *sh, int from, int64_t t0)
+{
+    cfg.storage_retention_step_rows = 40;
+    char err[512] = "", topic[32];
+    struct cb_store *s = cb_store_open(&cfg, NULL, err, sizeof err);
+    if (!s)
+        _exit(1);
+    int64_t now = t0;
+    struct cb_clock clk = {cb_clock_manual_now, &now};
+    cb_store_set_clock(s, &clk);
+    for (int span = from; span < from + 100000; span++) {
+        sh->phase = CRASH_COMMIT;
+        for (int64_t i = (int64_t)span * CRASH_SPAN; i < (int64_t)(span + 1) * CRASH_SPAN; i++)
+            for (int k = 0; k < CRASH_SERIES; k++) {
+                snprintf(topic, sizeof topic, "city/c%02d", k);
+                struct cb_sample smp = {"v", t0 + i * 1000, crash_value(k, i)};
+                if (cb_store_append(s, topic, NULL, &smp, 1, 0) != 0)
+                    _exit(2);
+            }
+        if (cb_store_flush(s) != 0)
+            _exit(3);
+        sh->spans_committed = span + 1;
+        if (span % 3 == 2) {
+            sh->phase = CRASH_SEAL;
+            if (storage__seal(s) != SQLITE_OK)
+                _exit(4);
+            sh->phase = CRASH_COMPACT;
+            int r;
+            while ((r = storage__compact_slice(s)) == SQLITE_ROW)
+                ;
+            if (r != SQLITE_OK)
+                _exit(5);
+        }
+    }
+    _exit(6);
+}
+
+/* Every second of the first `spans` spans of every series is read once
+ * with its value bit for bit; what a killed commit left is read at most
+ * once and right. Returns the samples read. */
+static size_t assert_crash_rows(int spans, int64_t t0)
+{
+    sqlite3 *db = raw_db();
+    int64_t series_of[CRASH_SERIES * 4 + 1];
+    for (size_t i = 0; i < sizeof series_of / sizeof series_of[0]; i++)
+        series_of[i] = -1;
+    sqlite3_stmt *st = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT sr.id, se.topic FROM series sr JOIN "
+                                                 "sensors se ON se.id = sr.sensor_id",
+                                             -1, &st, NULL),
+                          SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        int k = -1;
+        CU_ASSERT(sscanf((const char *)sqlite3_column_text(st, 1), "city/c%d", &k) == 1);
+        CU_ASSERT_FATAL(id >= 0 && id < (int64_t)(sizeof series_of / sizeof series_of[0]));
+        series_of[id] = k;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    struct rows r;
+    rows_read(&r);
+    int64_t whole = (int64_t)spans * CRASH_SPAN, in_whole[CRASH_SERIES] = {0};
+    size_t wrong = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        int k = series_of[r.id[i]];
+        int64_t second = (r.ts[i] - t0) / 1000;
+        double want = k >= 0 ? crash_value(k, second) : NAN;
+        if (k < 0 || (r.ts[i] - t0) % 1000 != 0 || memcmp(&want, &r.v[i], sizeof want) != 0 ||
+            (i > 0 && r.id[i] == r.id[i - 1] && r.ts[i] <= r.ts[i - 1]))
+            wrong++;
+        else if (second < whole)
+            in_whole[k]++;
+    }
+    CU_ASSERT_EQUAL(wrong, 0);
+    for (int k = 0; k < CRASH_SERIES; k++)
+        CU_ASSERT_EQUAL(in_whole[k], whole);
+    size_t n = r.n;
+    rows_free(&r);
+    return n;
+}
+
+/* A writer killed (SIGKILL) at random moments of its three steps between
+ * commits: the commit of the head's blocks, a seal, a compaction slice. Each
+ * restart re-sends the span the kill cut (as the journal's replay does).
+ * After every kill and at the end, every sample committed is read exactly
+ * once and right, and the tiers' chunks never overlap. */
+static void test_kill_in_writer_steps(void)
+{
+    setup();
+    struct crash_share *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CU_ASSERT_FATAL(sh != MAP_FAILED);
+    int64_t t0 = 1732400000000LL;
+    uint64_t moments = 0xc0ffee;
+    int spans = 0, killed_in[4] = {0};
+    for (int cycle = 0; cycle < 12; cycle++) {
+        int target = CRASH_COMMIT + cycle % 3;
+        sh->phase = CRASH_START;
+        sh->spans_committed = spans;
+        pid_t pid = fork();
+        CU_ASSERT_FATAL(pid >= 0);
+        if (pid == 0)
+            crash_child(sh, spans, t0);
+        /* into the target step, a few commits after the restart, then a
+         * random moment of up to 3 ms */
+        int status = 0;
+        for (int waited = 0; waited < 200000; waited++) {
+            if (sh->phase == target && sh->spans_committed >= spans + 3)
+                break;
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                break;
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+        struct timespec ts = {0, (long)(cb_splitmix_next(&moments) % 3000000)};
+        nanosleep(&ts, NULL);
+        killed_in[sh->phase]++;
+        CU_ASSERT_EQUAL(kill(pid, SIGKILL), 0);
+        CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+        CU_ASSERT_FATAL(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        CU_ASSERT(sh->spans_committed >= spans);
+        spans = sh->spans_committed;
+        assert_crash_rows(spans, t0);
+        assert_chunks_ordered();
+    }
+    /* the last restart compacts what is left */
+    struct cb_store *s = open_store();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(storage__seal(s), SQLITE_OK);
+    CU_ASSERT_EQUAL(storage__compact(s), SQLITE_OK);
+    cb_store_close(s);
+    CU_ASSERT(assert_crash_rows(spans, t0) >= (size_t)spans * CRASH_SPAN * CRASH_SERIES);
+    assert_chunks_ordered();
+    CU_ASSERT_EQUAL(count_rows("SELECT count(*) FROM chunks_recent"), 0);
+    fprintf(stderr, "[%d spans; kills in commits %d, seals %d, compaction slices %d] ", spans,
+            killed_in[CRASH_COMMIT], killed_in[CRASH_SEAL], killed_in[CRASH_COMPACT]);
+    CU_ASSERT(killed_in[CRASH_COMPACT] > 0 && killed_in[CRASH_SEAL] + killed_in[CRASH_COMMIT] > 0);
+    munmap(sh, sizeof *sh);
+    teardown();
+}
+
 void cb_test_suite_storage(void)
 {
     CU_pSuite s = CU_add_suite("storage", NULL, NULL);
@@ -2825,6 +2979,9 @@ void cb_test_suite_storage(void)
     CU_add_test(s, "storage: a seal of series with long history appends to the recent tier: "
                    "a few WAL frames, not a page per series",
                 test_tiers_seal_appends);
+    CU_add_test(s, "storage: a writer killed (SIGKILL) in a head commit, a seal or a compaction "
+                   "slice, twelve times: every committed sample is read exactly once and right",
+                test_kill_in_writer_steps);
     CU_add_test(s, "storage: a compaction runs in slices between commits: a slice failing midway "
                    "changes nothing, and through slices, the failure, a close and the reopen "
                    "every sample is read exactly once",

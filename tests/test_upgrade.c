@@ -104,22 +104,12 @@ static void unpack(const char *fixture)
     CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
 }
 
-static int64_t q_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 /* What the release's own tables hold (schema 6: one row per sample). */
 static void read_release(struct digest *samples, struct minutes *ms)
 {
     sqlite3 *db = NULL;
     CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), 6);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "PRAGMA user_version"), 6);
     sqlite3_stmt *st = NULL;
     CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db,
                                              "SELECT se.topic, r.metric, s.ts, s.value "
@@ -199,7 +189,7 @@ static void test_release_c617fe9_schema6(void)
 
     sqlite3 *db = NULL;
     CU_ASSERT_EQUAL(sqlite3_open(dbpath, &db), SQLITE_OK);
-    CU_ASSERT_EQUAL(q_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
+    CU_ASSERT_EQUAL(cb_t_sql_int(db, "PRAGMA user_version"), STORAGE_SCHEMA_VERSION);
     sqlite3_close(db);
 
     struct cb_store_reader *r = cb_store_reader_open(dbpath, err, sizeof err);
