@@ -81,6 +81,8 @@ struct cb_daemon {
     struct cmd_control *control; /* federation.control_topic, or NULL */
     int64_t last_export_ms; /* wall clock of the last periodic export, or of the start */
     int64_t last_sweep_ms;  /* wall clock of the last periodic export, 0 before the first */
+    int64_t last_trim_ms;   /* monotonic clock of the last heap trim (heap_trim) */
+    double trim_seconds;    /* how long that trim took */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -298,7 +300,36 @@ static double g_heap_free(void *ctx)
     (void)ctx;
     return (double)heap_reading().fordblks;
 }
+
+static double g_heap_trim_seconds(void *ctx)
+{
+    return ((struct cb_daemon *)ctx)->trim_seconds;
+}
 #endif
+
+/* Once a minute, the free pages of every arena go back to the system. Some
+ * steps allocate megabytes for a moment, and glibc keeps what they free
+ * resident (it trims only the top of an arena by itself, and its mmap
+ * threshold rises with the largest block freed): a soak of 26cbfff saw RSS
+ * climb 6 MB in half an hour while the heap in use stayed flat and the heap's
+ * free bytes rose (BENCHMARKS.md "Soak"). malloc_trim gives back whole free
+ * pages anywhere in an arena (madvise); /metrics has the time it took. */
+#define HEAP_TRIM_INTERVAL_MS 60000
+
+static void heap_trim(struct cb_daemon *d)
+{
+#if defined(__GLIBC__)
+    int64_t now = cb_mono_ms();
+    if (now - d->last_trim_ms < HEAP_TRIM_INTERVAL_MS)
+        return;
+    d->last_trim_ms = now;
+    int64_t t0 = cb_mono_us();
+    malloc_trim(0);
+    d->trim_seconds = (double)(cb_mono_us() - t0) / 1e6;
+#else
+    (void)d;
+#endif
+}
 
 static void register_metrics(struct cb_daemon *d)
 {
@@ -424,6 +455,9 @@ static void register_metrics(struct cb_daemon *d)
          g_heap_in_use},
         {"citybrain_heap_free_bytes", "bytes freed but kept by the allocator (all arenas)",
          g_heap_free},
+        {"citybrain_heap_trim_seconds",
+         "how long the last return of free heap pages to the system took (once a minute)",
+         g_heap_trim_seconds},
 #endif
         {"citybrain_alert_feed_failed_total", "alert transitions that could not be handed to MQTT",
          g_feed_failed},
@@ -918,6 +952,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
+    heap_trim(d);
     /* The city tier's export: every firing instance again, so a city rule
      * tells a district that went silent (age()) from one still flooding. */
     int64_t now = cb_wall_ms();

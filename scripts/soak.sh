@@ -172,7 +172,7 @@ SIM=$!
 POLLER=$!
 
 # ---- sampling ---------------------------------------------------------------------------
-echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,cache_kb,heap_used_kb,heap_free_kb" \
+echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,cache_kb,heap_used_kb,heap_free_kb,heap_trim_ms" \
   > "$OUT/soak.csv"
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 start=$(date +%s)
@@ -208,13 +208,15 @@ while kill -0 "$SIM" 2>/dev/null; do
   journal=$(du -sb "$DATA/citybrain.db.journal" 2>/dev/null | cut -f1)
   segs=$(ls "$DATA/citybrain.db.journal" 2>/dev/null | grep -c '\.seg$')
   kb() { [ -n "$1" ] && awk -v b="$1" 'BEGIN { printf "%d", b / 1024 }'; }
-  printf '%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' $(( $(date +%s) - start )) \
+  printf '%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' $(( $(date +%s) - start )) \
     "$rss" "$fds" "$threads" "$(metric citybrain_rules_window_samples)" "$lag" "$(metric citybrain_mqtt_queue_depth)" \
     "$(metric citybrain_storage_pending_rows)" "$(metric citybrain_notify_outbox_depth)" \
     "$(size_of "$DATA/citybrain.db")" "$(size_of "$DATA/citybrain.db-wal")" "${journal:-0}" "$segs" \
     "$rate" "$(metric citybrain_mqtt_dropped_total)" "${health:-none}" \
     "$(kb "$(metric citybrain_storage_cache_bytes)")" "$(kb "$(metric citybrain_heap_in_use_bytes)")" \
-    "$(kb "$(metric citybrain_heap_free_bytes)")" >> "$OUT/soak.csv"
+    "$(kb "$(metric citybrain_heap_free_bytes)")" \
+    "$(awk -v s="$(metric citybrain_heap_trim_seconds)" 'BEGIN { if (s != "") printf "%.3f", s * 1000 }')" \
+    >> "$OUT/soak.csv"
 done
 wait "$SIM"; SIM=""
 stop_pid "$POLLER"; POLLER=""
