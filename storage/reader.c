@@ -194,8 +194,10 @@ out:
 
 /* Begins a read of the one series that topic and metric name (what: the
  * query, for the error). Returns 1 with its id and how far the tiers are
- * derived in this snapshot, 0 when they name no single series (an empty
- * answer), -1 with r->err set. After 0 or 1 the read is open: end(r). */
+ * derived in this snapshot, the read left open for the caller (end(r));
+ * 0 when they name no single series (an empty answer), -1 with r->err set,
+ * both with the read ended: a snapshot left open would fail the next
+ * begin and hold back every checkpoint. */
 static int begin_one_series(struct cb_store_reader *r, const char *topic, const char *metric,
                             const char *what, int64_t *id, int64_t *d1m, int64_t *d1h)
 {
@@ -215,6 +217,8 @@ static int begin_one_series(struct cb_store_reader *r, const char *topic, const 
     if (one) {
         *id = l.v[0].id;
         derived_in_snapshot(r, d1m, d1h);
+    } else {
+        end(r);
     }
     series_list_free(&l);
     return one;

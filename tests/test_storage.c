@@ -686,6 +686,13 @@ static int on_sum(void *ctx, const char *topic, const char *metric, const struct
  * part from the source, and late samples, derivation passes in small steps
  * (step_rows 10: many steps, commits in between), a reopen and the final
  * close all keep both tiers equal to the aggregates of the raw samples. */
+static int count_tier_row(void *ctx, const struct cb_tier_row *row)
+{
+    (void)row;
+    ++*(int *)ctx;
+    return 0;
+}
+
 static void test_rollups_derived(void)
 {
     setup();
@@ -731,6 +738,14 @@ static void test_rollups_derived(void)
     CU_ASSERT_EQUAL(c2.count, c1.count);
     CU_ASSERT_DOUBLE_EQUAL(c2.sum, c1.sum, 1e-6);
     struct cb_bucket agg;
+    /* a series that is not there answers empty, and the reader goes on answering */
+    int none_rows = 0;
+    CU_ASSERT_EQUAL(cb_store_query_aggregate(r, "city/none", "v", base, now, &agg), 0);
+    CU_ASSERT_EQUAL(agg.count, 0);
+    CU_ASSERT_EQUAL(cb_store_query_rows(r, "city/none", "v", base, now, count_tier_row, &none_rows,
+                                        NULL),
+                    0);
+    CU_ASSERT_EQUAL(none_rows, 0);
     CU_ASSERT_EQUAL(cb_store_query_aggregate(r, "city/s03", "v", base, now + 120000, &agg), 0);
     CU_ASSERT_EQUAL((int64_t)agg.count, c1.count);
     /* time goes on in minutes; each round brings current and late samples
