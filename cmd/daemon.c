@@ -14,6 +14,7 @@
 #include "base/version.h"
 #include "cmd/api_provider.h"
 #include "cmd/federation.h"
+#include "cmd/memory.h"
 #include "cmd/restore.h"
 #include "cmd/validate.h"
 #include "base/clock.h"
@@ -28,7 +29,6 @@
 
 #include <errno.h>
 #include <libgen.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,8 +81,7 @@ struct cb_daemon {
     struct cmd_control *control; /* federation.control_topic, or NULL */
     int64_t last_export_ms; /* wall clock of the last periodic export, or of the start */
     int64_t last_sweep_ms;  /* wall clock of the last periodic export, 0 before the first */
-    int64_t last_trim_ms;   /* monotonic clock of the last heap trim (heap_trim) */
-    double trim_seconds;    /* how long that trim took */
+    struct cmd_memory mem;  /* the page slab, the heap's trim (cmd/memory.c) */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -268,69 +267,6 @@ static double g_last_message(void *ctx)
     return (double)__atomic_load_n(&d->last_message_ms, __ATOMIC_RELAXED) / 1000.0;
 }
 
-/* Where resident memory goes, so a soak can tell a leak (heap in use grows),
- * fragmentation (heap free grows) and the writer's page cache (grows until
- * storage.cache_size) apart. */
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
-/* mallinfo2 walks every arena's free lists under their locks: one reading
- * serves both gauges of a scrape (they are rendered one after the other). */
-static struct mallinfo2 heap_reading(void)
-{
-    static struct mallinfo2 mi;
-    static int64_t read_at;
-    static int have;
-    int64_t now = cb_mono_ms();
-    if (!have || now - read_at > 1000) {
-        mi = mallinfo2();
-        read_at = now;
-        have = 1;
-    }
-    return mi;
-}
-
-static double g_heap_in_use(void *ctx)
-{
-    (void)ctx;
-    struct mallinfo2 mi = heap_reading();
-    return (double)(mi.uordblks + mi.hblkhd);
-}
-
-static double g_heap_free(void *ctx)
-{
-    (void)ctx;
-    return (double)heap_reading().fordblks;
-}
-
-static double g_heap_trim_seconds(void *ctx)
-{
-    return ((struct cb_daemon *)ctx)->trim_seconds;
-}
-#endif
-
-/* Once a minute, the free pages of every arena go back to the system. Some
- * steps allocate megabytes for a moment, and glibc keeps what they free
- * resident (it trims only the top of an arena by itself, and its mmap
- * threshold rises with the largest block freed): a soak of 26cbfff saw RSS
- * climb 6 MB in half an hour while the heap in use stayed flat and the heap's
- * free bytes rose (BENCHMARKS.md "Soak"). malloc_trim gives back whole free
- * pages anywhere in an arena (madvise); /metrics has the time it took. */
-#define HEAP_TRIM_INTERVAL_MS 60000
-
-static void heap_trim(struct cb_daemon *d)
-{
-#if defined(__GLIBC__)
-    int64_t now = cb_mono_ms();
-    if (now - d->last_trim_ms < HEAP_TRIM_INTERVAL_MS)
-        return;
-    d->last_trim_ms = now;
-    int64_t t0 = cb_mono_us();
-    malloc_trim(0);
-    d->trim_seconds = (double)(cb_mono_us() - t0) / 1e6;
-#else
-    (void)d;
-#endif
-}
-
 static void register_metrics(struct cb_daemon *d)
 {
     d->m_msg_accepted = cb_metrics_counter("citybrain_ingest_messages_total", "result=\"accepted\"",
@@ -450,15 +386,6 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_storage_cache_bytes",
          "the writer's SQLite page cache (grows until storage.cache_size, part of the heap in use)",
          g_store_cache_bytes},
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
-        {"citybrain_heap_in_use_bytes", "bytes allocated and not freed (malloc, all arenas)",
-         g_heap_in_use},
-        {"citybrain_heap_free_bytes", "bytes freed but kept by the allocator (all arenas)",
-         g_heap_free},
-        {"citybrain_heap_trim_seconds",
-         "how long the last return of free heap pages to the system took (once a minute)",
-         g_heap_trim_seconds},
-#endif
         {"citybrain_alert_feed_failed_total", "alert transitions that could not be handed to MQTT",
          g_feed_failed},
         {"citybrain_lease_state",
@@ -491,6 +418,7 @@ static void register_metrics(struct cb_daemon *d)
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         cb_metrics_gauge_fn(fns[i].name, "", fns[i].help, fns[i].fn, d);
+    cmd__memory_register_metrics(&d->mem);
 
 }
 
@@ -952,7 +880,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct cb_daemon *d = t->data;
     cb_engine_tick(d->engine);
-    heap_trim(d);
+    cmd__memory_tick(&d->mem);
     /* The city tier's export: every firing instance again, so a city rule
      * tells a district that went silent (age()) from one still flooding. */
     int64_t now = cb_wall_ms();
@@ -1332,6 +1260,9 @@ int cb_daemon_run(const struct cb_config *cfg)
     d.cfg = cfg;
     d.started_ms = cb_wall_ms();
     cb_log_threshold = (enum cb_log_level)cfg->log_level;
+    char merr[192];
+    if (cmd__memory_setup(&d.mem, merr, sizeof merr) < 0)
+        cb_warn(MOD, "%s", merr);
 
     /* What --check-config validates, before anything is opened. */
     struct cb_diags diags = {0};

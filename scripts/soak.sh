@@ -62,9 +62,11 @@ outbox            0.10   10         webhook deliveries not acknowledged
 db_bytes          0.05   8388608    database file
 wal_bytes         0.10   8388608    WAL file
 journal_segs      0      1          ingest journal segment files (bytes: a sawtooth)
-cache_kb          0.05   4096       page cache of the writer (up to storage.cache_size; part of the heap in use)
+cache_kb          0.05   4096       page cache of the writer (up to storage.cache_size; in the page slab)
 heap_used_kb      0.05   4096       allocated and not freed (a leak climbs here)
 heap_free_kb      0.25   8192       freed but kept by malloc (fragmentation climbs here)
+slab_pages        0.10   1024       pages of all page caches in the SQLite page slab (4 KB each)
+slab_overflow_kb  0.25   4096       page cache memory that did not fit in the slab (malloc)
 '
 # ------------------------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ SIM=$!
 POLLER=$!
 
 # ---- sampling ---------------------------------------------------------------------------
-echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,cache_kb,heap_used_kb,heap_free_kb,heap_trim_ms" \
+echo "t_s,rss_kb,fds,threads,window_samples,loop_lag_ms,mqtt_queue,pending_rows,outbox,db_bytes,wal_bytes,journal_bytes,journal_segs,msgs_per_s,dropped,health,cache_kb,heap_used_kb,heap_free_kb,heap_trim_ms,slab_pages,slab_overflow_kb" \
   > "$OUT/soak.csv"
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 start=$(date +%s)
@@ -208,7 +210,7 @@ while kill -0 "$SIM" 2>/dev/null; do
   journal=$(du -sb "$DATA/citybrain.db.journal" 2>/dev/null | cut -f1)
   segs=$(ls "$DATA/citybrain.db.journal" 2>/dev/null | grep -c '\.seg$')
   kb() { [ -n "$1" ] && awk -v b="$1" 'BEGIN { printf "%d", b / 1024 }'; }
-  printf '%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' $(( $(date +%s) - start )) \
+  printf '%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' $(( $(date +%s) - start )) \
     "$rss" "$fds" "$threads" "$(metric citybrain_rules_window_samples)" "$lag" "$(metric citybrain_mqtt_queue_depth)" \
     "$(metric citybrain_storage_pending_rows)" "$(metric citybrain_notify_outbox_depth)" \
     "$(size_of "$DATA/citybrain.db")" "$(size_of "$DATA/citybrain.db-wal")" "${journal:-0}" "$segs" \
@@ -216,6 +218,7 @@ while kill -0 "$SIM" 2>/dev/null; do
     "$(kb "$(metric citybrain_storage_cache_bytes)")" "$(kb "$(metric citybrain_heap_in_use_bytes)")" \
     "$(kb "$(metric citybrain_heap_free_bytes)")" \
     "$(awk -v s="$(metric citybrain_heap_trim_seconds)" 'BEGIN { if (s != "") printf "%.3f", s * 1000 }')" \
+    "$(metric citybrain_sqlite_page_slab_used_pages)" "$(kb "$(metric citybrain_sqlite_page_overflow_bytes)")" \
     >> "$OUT/soak.csv"
 done
 wait "$SIM"; SIM=""
@@ -286,7 +289,7 @@ plot "$OUT/soak.csv" using 1:9 with lines title "outbox"
 plot "$OUT/soak.csv" using 1:(\$10/1048576) with lines title "DB (MB)", "" using 1:(\$11/1048576) with lines title "WAL (MB)"
 plot "$OUT/soak.csv" using 1:(\$12/1048576) with lines title "journal (MB)", "" using 1:(\$13*10) with steps title "journal segments x 10"
 plot "$OUT/soak.csv" using 1:14 with lines title "handled msg/s"
-plot "$OUT/soak.csv" using 1:(\$17/1024) with lines title "writer page cache (MB)", "" using 1:(\$18/1024) with lines title "heap in use (MB)", "" using 1:(\$19/1024) with lines title "heap free (MB)"
+plot "$OUT/soak.csv" using 1:(\$17/1024) with lines title "writer page cache (MB)", "" using 1:(\$18/1024) with lines title "heap in use (MB)", "" using 1:(\$19/1024) with lines title "heap free (MB)", "" using 1:(\$21*4/1024) with lines title "page slab in use (MB, 4 KB pages)", "" using 1:(\$22/1024) with lines title "page overflow (MB)"
 unset multiplot
 EOF
 else
