@@ -82,9 +82,10 @@ __attribute__((constructor(101))) static void page_slab_setup(void)
 int cmd__memory_setup(struct cmd_memory *m, char *err, size_t errlen)
 {
 #if defined(__GLIBC__)
-    /* Setting it also turns glibc's dynamic threshold off. */
+    /* Setting it also turns glibc's dynamic threshold off. (A sanitizer's
+     * allocator answers 0 and has no such threshold.) */
     if (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1)
-        cb_warn(MOD, "malloc: the mmap threshold could not be fixed");
+        cb_debug(MOD, "malloc: the mmap threshold is not glibc's to fix");
 #endif
     memset(m, 0, sizeof *m);
     m->slab = g_slab.slab;

@@ -217,6 +217,38 @@ static void test_rejections_counted_by_reason(void)
     CU_ASSERT_EQUAL(cb_h_sql_count(db, "samples", NULL), 1);
 }
 
+/* SQLite's page caches take their pages from the daemon's slab
+ * (cmd/memory.c), not from malloc: /metrics shows the slab's size, pages in
+ * use once rows are written, and no page cache bytes beyond it. */
+static void test_page_caches_use_the_slab(void)
+{
+    struct cb_h_broker *b = cb_h_broker_start(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    int port = cb_h_free_port();
+    const char *db = cb_h_pathf("slab.db");
+    const char *args[] = {"run", "--broker", cb_h_broker_url(b), "--db", db, "--client-id",
+                          "cb-itest-slab", "--http", cb_h_strf("127.0.0.1:%d", port), "--set",
+                          "storage.commit_interval=50ms", "--set", "rules.allow_none=true", NULL};
+    struct cb_h_proc *cb = cbd_start(args, NULL, port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cb);
+    double slots = metric(port, "citybrain_sqlite_page_slab_pages");
+    /* 16 MB of 4 KB pages, each with SQLite's header of a few hundred bytes */
+    CU_ASSERT(slots > 3000 && slots < 4096);
+    struct cb_h_pub *pub = cb_h_pub_connect(cb_h_broker_url(b), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pub);
+    for (int i = 0; i < 50; i++)
+        CU_ASSERT_EQUAL(cb_h_pub_str(pub, cb_h_strf("city/d01/river/s%d", i),
+                                     "{\"level\":2.5,\"flow\":120}", 1), 0);
+    CU_ASSERT_TRUE(cbd_wait_metric(port, "citybrain_storage_rows_written_total", 100,
+                                   CBD_TIMEOUT_MS));
+    double used = metric(port, "citybrain_sqlite_page_slab_used_pages");
+    CU_ASSERT(used > 0 && used <= slots);
+    CU_ASSERT_DOUBLE_EQUAL(metric(port, "citybrain_sqlite_page_overflow_bytes"), 0, 0.1);
+    cb_h_pub_disconnect(pub);
+    CU_ASSERT_EQUAL(cbd_stop(cb), 0);
+    CU_ASSERT_EQUAL(cb_h_sql_count(db, "samples", NULL), 100);
+}
+
 /* A database citybrain must not or cannot use: a clear message naming the
  * file, exit 1, no crash, and the file left as it was. */
 static void test_unusable_database_is_a_clear_error(void)
@@ -291,6 +323,8 @@ void cb_test_suite_daemon(void)
                 test_windows_rebuilt_after_restart);
     CU_add_test(s, "daemon: junk payloads count in citybrain_ingest_rejected_total by reason",
                 test_rejections_counted_by_reason);
+    CU_add_test(s, "daemon: SQLite's page caches take their pages from the page slab, none from "
+                   "malloc", test_page_caches_use_the_slab);
     CU_add_test(s, "daemon: a foreign, non-SQLite or uncreatable --db is a clear error, exit 1",
                 test_unusable_database_is_a_clear_error);
 }
