@@ -81,7 +81,7 @@ struct cb_daemon {
     struct cmd_control *control; /* federation.control_topic, or NULL */
     int64_t last_export_ms; /* wall clock of the last periodic export, or of the start */
     int64_t last_sweep_ms;  /* wall clock of the last periodic export, 0 before the first */
-    struct cmd_memory mem;  /* the page slab, the heap's trim (cmd/memory.c) */
+    struct cmd_memory mem;  /* the heap's trim (cmd/memory.c) */
 
     uint64_t *m_msg_accepted, *m_msg_rejected;
     uint64_t *m_rejected[CB_REJECT__COUNT];
@@ -384,7 +384,8 @@ static void register_metrics(struct cb_daemon *d)
         {"citybrain_rules_ticks_total", "evaluation ticks", g_rules_ticks},
         {"citybrain_uptime_seconds", "seconds since start", g_uptime},
         {"citybrain_storage_cache_bytes",
-         "the writer's SQLite page cache (grows until storage.cache_size, part of the heap in use)",
+         "the writer's SQLite page cache (grows until storage.cache_size; its pages come from the "
+         "page slab first, see citybrain_sqlite_page_slab_used_pages)",
          g_store_cache_bytes},
         {"citybrain_alert_feed_failed_total", "alert transitions that could not be handed to MQTT",
          g_feed_failed},

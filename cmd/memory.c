@@ -14,7 +14,8 @@
  *   the heap and leave holes when freed; fixed, every block of 128 KB or more
  *   is mapped and unmapped whole.
  * - Once a minute, malloc_trim gives whole free pages anywhere in the heap
- *   back to the system (madvise). It costs the loop about a millisecond. */
+ *   back to the system (madvise). It held the loop 0.2 ms on average in a
+ *   one-hour soak, 1.15 ms at most. */
 #include "cmd/memory.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -39,22 +40,20 @@
  * configuration only before it is initialized, and storage's constructor
  * (samples_vtab.c) initializes it when it registers the `samples` table.
  * Priority 101 runs this one first. Every command of the citybrain binary
- * gets the slab; a one-shot command pays for it with about 4 ms. */
+ * gets the slab, resident from the start (`citybrain --version`: 25 MB of
+ * maximum RSS, 0.02 s). */
 static struct {
-    int rc;
-    void *slab;
-    size_t bytes;
-    int slots;
+    int slots; /* pages it holds; 0: no slab */
     char err[160];
 } g_slab;
 
 __attribute__((constructor(101))) static void page_slab_setup(void)
 {
+    static const char refused[] =
+        "SQLite was initialized before the page slab: its page caches use malloc";
     int hdr = 0;
     if (sqlite3_config(SQLITE_CONFIG_PCACHE_HDRSZ, &hdr) != SQLITE_OK) {
-        snprintf(g_slab.err, sizeof g_slab.err,
-                 "SQLite was initialized before the page slab: its page caches use malloc");
-        g_slab.rc = -1;
+        snprintf(g_slab.err, sizeof g_slab.err, "%s", refused);
         return;
     }
     size_t slot = ((size_t)SLAB_PAGE_BYTES + (size_t)hdr + 7) & ~(size_t)7;
@@ -64,18 +63,13 @@ __attribute__((constructor(101))) static void page_slab_setup(void)
     if (mem == MAP_FAILED) {
         snprintf(g_slab.err, sizeof g_slab.err, "page slab of %zu bytes: %s", bytes,
                  strerror(errno));
-        g_slab.rc = -1;
         return;
     }
     if (sqlite3_config(SQLITE_CONFIG_PAGECACHE, mem, (int)slot, slots) != SQLITE_OK) {
         munmap(mem, bytes);
-        snprintf(g_slab.err, sizeof g_slab.err,
-                 "SQLite was initialized before the page slab: its page caches use malloc");
-        g_slab.rc = -1;
+        snprintf(g_slab.err, sizeof g_slab.err, "%s", refused);
         return;
     }
-    g_slab.slab = mem;
-    g_slab.bytes = bytes;
     g_slab.slots = slots;
 }
 
@@ -88,13 +82,11 @@ int cmd__memory_setup(struct cmd_memory *m, char *err, size_t errlen)
         cb_debug(MOD, "malloc: the mmap threshold is not glibc's to fix");
 #endif
     memset(m, 0, sizeof *m);
-    m->slab = g_slab.slab;
-    m->slab_bytes = g_slab.bytes;
-    m->slab_slots = g_slab.slots;
     m->last_trim_ms = cb_mono_ms();
-    if (g_slab.rc < 0)
-        snprintf(err, errlen, "%s", g_slab.err);
-    return g_slab.rc;
+    if (g_slab.slots > 0)
+        return 0;
+    snprintf(err, errlen, "%s", g_slab.err);
+    return -1;
 }
 
 void cmd__memory_tick(struct cmd_memory *m)
@@ -167,7 +159,11 @@ static double g_slab_overflow(void *ctx)
     return sqlite_status(SQLITE_STATUS_PAGECACHE_OVERFLOW);
 }
 
-static double g_slab_slots(void *ctx) { return ((struct cmd_memory *)ctx)->slab_slots; }
+static double g_slab_slots(void *ctx)
+{
+    (void)ctx;
+    return g_slab.slots;
+}
 
 void cmd__memory_register_metrics(struct cmd_memory *m)
 {

@@ -6,15 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bytes of the SQLite page slab (cmd__memory_setup): every connection's page
- * cache (the writer's, the readers', the alert store's, in-memory temporary
- * tables) takes its pages from it first. */
+/* Bytes of the SQLite page slab, set up when the program is loaded: every
+ * connection's page cache (the writer's, the readers', the alert store's,
+ * in-memory temporary tables) takes its pages from it first. */
 #define CMD_PAGE_SLAB_BYTES (16u << 20)
 
+/* The heap's trim; the slab itself is the process's, one for all. */
 struct cmd_memory {
-    void *slab;           /* the page slab (mmap), or NULL when SQLite refused it */
-    size_t slab_bytes;
-    int slab_slots;       /* pages it holds */
     int64_t last_trim_ms; /* monotonic clock of the last trim */
     double trim_seconds;  /* how long it took */
 };

@@ -681,11 +681,7 @@ static int on_sum(void *ctx, const char *topic, const char *metric, const struct
     return 0;
 }
 
-/* Rollups are derived once their bucket has closed, not merged per commit:
- * the tier holds nothing at or after its derivation point, queries fill that
- * part from the source, and late samples, derivation passes in small steps
- * (step_rows 10: many steps, commits in between), a reopen and the final
- * close all keep both tiers equal to the aggregates of the raw samples. */
+/* Counts the rows a tier query hands over. */
 static int count_tier_row(void *ctx, const struct cb_tier_row *row)
 {
     (void)row;
@@ -693,6 +689,11 @@ static int count_tier_row(void *ctx, const struct cb_tier_row *row)
     return 0;
 }
 
+/* Rollups are derived once their bucket has closed, not merged per commit:
+ * the tier holds nothing at or after its derivation point, queries fill that
+ * part from the source, and late samples, derivation passes in small steps
+ * (step_rows 10: many steps, commits in between), a reopen and the final
+ * close all keep both tiers equal to the aggregates of the raw samples. */
 static void test_rollups_derived(void)
 {
     setup();
